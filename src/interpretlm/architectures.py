@@ -1,0 +1,202 @@
+"""Canonical component names and the per-family tables that map them to real modules.
+
+One vocabulary for every architecture (DESIGN.md):
+
+========================  ==============================================================
+name                      what it is (shape)
+========================  ==============================================================
+``embed``                 token embeddings, output of the embedding lookup ``[batch, pos, d_model]``
+``blocks.{i}.resid_pre``  residual stream entering block ``i`` ``[batch, pos, d_model]``
+``blocks.{i}.attn``       attention output after the output projection ``[batch, pos, d_model]``
+``blocks.{i}.attn.heads`` per-head outputs before the output projection ``[batch, pos, head, d_head]``
+``blocks.{i}.attn.pattern`` attention probabilities ``[batch, head, query, key]``
+``blocks.{i}.mlp``        MLP output ``[batch, pos, d_model]``
+``blocks.{i}.mlp.neurons`` MLP hidden activations (input of its output projection) ``[batch, pos, d_mlp]``
+``blocks.{i}.resid_post`` residual stream leaving block ``i`` ``[batch, pos, d_model]``
+``final_norm``            output of the final norm ``[batch, pos, d_model]`` (decoders)
+``unembed``               logits ``[batch, pos, vocab]`` (models with an LM head)
+========================  ==============================================================
+
+A family is a small table of module paths relative to the Hugging Face *base model*
+(``model.base_model``) and to one block. The original module tree is never rewritten:
+hooks attach to these modules. To support a new family, register a :class:`Family`::
+
+    import interpretlm as il
+    il.architectures.register(il.architectures.Family(
+        name="my-family", model_types=("my_model",), blocks="layers", embed="embed_tokens",
+        final_norm="norm", attn="self_attn", attn_out="self_attn.o_proj",
+        mlp_out="mlp.down_proj"))
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .errors import ComponentError, UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where the canonical components live in one architecture family.
+
+    Paths are dotted attribute paths. ``blocks``, ``embed`` and ``final_norm`` are relative
+    to the base model; ``attn``, ``attn_out`` and ``mlp_out`` are relative to one block.
+    ``attn`` is the module computing the attention pattern (returns ``(out, weights)``),
+    ``attn_out`` the attention output projection, ``mlp_out`` the MLP output projection.
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    blocks: str
+    embed: str
+    attn: str
+    attn_out: str
+    mlp_out: str
+    final_norm: str | None = None
+    causal: bool = True
+    examples: tuple[str, ...] = field(default=())
+
+
+FAMILIES: list[Family] = [
+    Family(
+        name="llama",
+        model_types=("llama", "mistral", "qwen2", "qwen3", "smollm3", "gemma", "olmo", "phi3"),
+        blocks="layers", embed="embed_tokens", final_norm="norm",
+        attn="self_attn", attn_out="self_attn.o_proj", mlp_out="mlp.down_proj",
+        examples=("Llama", "Mistral", "Qwen2", "SmolLM"),
+    ),
+    Family(
+        name="gpt2", model_types=("gpt2",),
+        blocks="h", embed="wte", final_norm="ln_f",
+        attn="attn", attn_out="attn.c_proj", mlp_out="mlp.c_proj",
+        examples=("GPT-2", "DistilGPT-2"),
+    ),
+    Family(
+        name="gpt_neox", model_types=("gpt_neox",),
+        blocks="layers", embed="embed_in", final_norm="final_layer_norm",
+        attn="attention", attn_out="attention.dense", mlp_out="mlp.dense_4h_to_h",
+        examples=("Pythia", "GPT-NeoX"),
+    ),
+    Family(
+        name="bert", model_types=("bert", "roberta", "xlm-roberta", "electra"),
+        blocks="encoder.layer", embed="embeddings.word_embeddings", final_norm=None,
+        attn="attention.self", attn_out="attention.output.dense", mlp_out="output.dense",
+        causal=False, examples=("BERT", "RoBERTa", "MiniLM"),
+    ),
+]
+
+
+def register(family: Family) -> None:
+    """Add (or replace, by name) an architecture family so that its models load."""
+    FAMILIES[:] = [f for f in FAMILIES if f.name != family.name] + [family]
+
+
+def family_of(model: nn.Module) -> Family:
+    """The :class:`Family` of a Hugging Face model, from ``model.config.model_type``."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    for fam in FAMILIES:
+        if model_type in fam.model_types:
+            return fam
+    known = ", ".join(f"{f.name} ({', '.join(f.model_types)})" for f in FAMILIES)
+    raise UnsupportedModelError(
+        f"Model type {model_type!r} has no component table. Supported families: {known}. "
+        "To add one, describe where its blocks, embeddings, attention and MLP projections "
+        "live with interpretlm.architectures.register(Family(...)); see "
+        "help(interpretlm.architectures)."
+    )
+
+
+def get_module(root: nn.Module, path: str) -> nn.Module:
+    """Follow a dotted attribute path (integers index ModuleLists)."""
+    mod = root
+    for part in path.split("."):
+        mod = mod[int(part)] if part.isdigit() else getattr(mod, part)
+    return mod
+
+
+# name pattern -> (kind of hook, where). The kinds are resolved in hooks.py.
+_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(resid_pre|resid_post|attn|attn\.heads|attn\.pattern|mlp|mlp\.neurons)$")
+BLOCK_COMPONENTS = ("resid_pre", "attn", "attn.heads", "attn.pattern", "mlp", "mlp.neurons", "resid_post")
+
+
+@dataclass(frozen=True)
+class Site:
+    """A resolved component: the module to hook and how to read / write its value.
+
+    ``kind`` is one of ``output`` (the module's output, or its first element when it
+    returns a tuple), ``input`` (the first positional input), ``heads`` (the input,
+    viewed as ``[batch, pos, head, d_head]``) and ``pattern`` (the second element of the
+    attention module's output).
+    """
+
+    name: str
+    module: nn.Module
+    kind: str
+    layer: int | None = None
+
+
+def parse_name(name: str, n_layers: int) -> tuple[int | None, str]:
+    """Split a canonical name into (layer, component); raise a helpful error if unknown."""
+    if name in ("embed", "final_norm", "unembed"):
+        return None, name
+    m = _BLOCK_RE.match(name)
+    if not m:
+        raise ComponentError(
+            f"Unknown component name {name!r}. Valid names: 'embed', 'final_norm', 'unembed' "
+            f"and 'blocks.{{i}}.<c>' for i in 0..{n_layers - 1} and <c> in "
+            f"{', '.join(BLOCK_COMPONENTS)}."
+        )
+    layer = int(m.group(1))
+    if layer >= n_layers:
+        raise ComponentError(
+            f"Layer {layer} in {name!r} is out of range: the model has {n_layers} blocks "
+            f"(0..{n_layers - 1})."
+        )
+    return layer, m.group(2)
+
+
+def resolve(model: nn.Module, family: Family, name: str) -> Site:
+    """Map a canonical name to a :class:`Site` on ``model``."""
+    base = model.base_model
+    blocks = get_module(base, family.blocks)
+    layer, comp = parse_name(name, len(blocks))
+    if comp == "embed":
+        return Site(name, get_module(base, family.embed), "output")
+    if comp == "final_norm":
+        if family.final_norm is None:
+            raise ComponentError(f"{family.name} models have no final norm; use "
+                                 f"'blocks.{len(blocks) - 1}.resid_post' instead.")
+        return Site(name, get_module(base, family.final_norm), "output")
+    if comp == "unembed":
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if head is None:
+            raise ComponentError("This model has no language-model head, so it has no 'unembed'; "
+                                 "load it with a head (e.g. *ForCausalLM / *ForMaskedLM).")
+        return Site(name, head, "output")
+    block = blocks[layer]
+    table = {
+        "resid_pre": (block, "input"),
+        "resid_post": (block, "output"),
+        "attn": (get_module(block, family.attn_out), "output"),
+        "attn.heads": (get_module(block, family.attn_out), "heads"),
+        "attn.pattern": (get_module(block, family.attn), "pattern"),
+        "mlp": (get_module(block, family.mlp_out), "output"),
+        "mlp.neurons": (get_module(block, family.mlp_out), "input"),
+    }
+    module, kind = table[comp]
+    return Site(name, module, kind, layer)
+
+
+def component_names(n_layers: int, has_head: bool = True, has_final_norm: bool = True) -> list[str]:
+    """Every canonical name of a model with ``n_layers`` blocks."""
+    names = ["embed"]
+    for i in range(n_layers):
+        names += [f"blocks.{i}.{c}" for c in BLOCK_COMPONENTS]
+    if has_final_norm:
+        names.append("final_norm")
+    if has_head:
+        names.append("unembed")
+    return names

@@ -1,0 +1,43 @@
+"""Errors raised by interpretlm.
+
+Every bad input raises a subclass of :class:`InterpretLMError` whose message says what
+was wrong and what to do instead. They also derive from the matching built-in error
+(``ValueError``, ``KeyError``, ...) so existing ``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+
+class InterpretLMError(Exception):
+    """Base class of every error interpretlm raises on purpose."""
+
+
+class EmptyInputError(InterpretLMError, ValueError):
+    """A prompt (or a list of prompts) with nothing in it."""
+
+
+class ContextLengthError(InterpretLMError, ValueError):
+    """A prompt longer than the model's context window."""
+
+
+class TargetError(InterpretLMError, ValueError):
+    """A target that does not fit the model or the prompt (e.g. several tokens for NextToken)."""
+
+
+class ComponentError(InterpretLMError, KeyError):
+    """An unknown canonical component name, or a layer / head index out of range."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class UnsupportedModelError(InterpretLMError, TypeError):
+    """A model whose architecture family has no component table."""
+
+
+class ModelLoadError(InterpretLMError, OSError):
+    """A model that cannot be found or loaded (missing package, unsafe format, ...)."""
+
+
+class ResultFormatError(InterpretLMError, ValueError):
+    """A saved result that cannot be read back."""

