@@ -39,6 +39,33 @@ from .tokens import Batch
 
 __version__ = "0.1.0"
 
+# The method families are imported on first use (``il.attribute``...), so ``import interpretlm``
+# stays fast and a family's optional dependencies are only needed when it is used.
+_LAZY = {
+    # feature attribution, SHAP, LRP
+    "attribute": "interpretlm.attribution", "faithfulness": "interpretlm.attribution",
+    "compare": "interpretlm.attribution", "attribution": "interpretlm.attribution",
+    # attention
+    "attention": "interpretlm.attention", "attention_rollout": "interpretlm.attention",
+    "attention_flow": "interpretlm.attention",
+    # probing
+    "activations": "interpretlm.probing", "probe": "interpretlm.probing", "probing": "interpretlm.probing",
+    # circuits
+    "patch": "interpretlm.circuits", "attribution_patch": "interpretlm.circuits",
+    "path_patch": "interpretlm.circuits", "logit_lens": "interpretlm.circuits",
+    "discover_circuit": "interpretlm.circuits", "circuits": "interpretlm.circuits",
+    "datasets": "interpretlm.datasets",
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        return module if module.__name__.endswith("." + name) else getattr(module, name)
+    raise AttributeError(f"module 'interpretlm' has no attribute {name!r}")
+
 __all__ = [
     "BUILTIN", "DEFAULT_MODEL", "LM", "Batch", "Cache", "ComponentError", "ContextLengthError", "Contrast",
     "Continuation", "EmptyInputError", "FunctionTarget", "InterpretLMError", "Label", "MaskedToken",

@@ -154,9 +154,19 @@ def capture(lm: "LM", names: Iterable[str] | str, *, grad: bool = False) -> Iter
     needs_eager = any(s.kind == "pattern" for s in sites)
     try:
         for site in sites:
-            def read(value: torch.Tensor, _name: str = site.name) -> None:
-                cache[_name] = value if grad else value.detach()
-            handles.append(_register(site, lm.n_heads, read, None))
+            if grad and site.kind != "pattern":
+                # Make the activation a graph node even when no weight or input needs grad,
+                # so that torch.autograd.grad(score, cache[name]) works.
+                def keep(value: torch.Tensor, _name: str = site.name) -> torch.Tensor:
+                    if not value.requires_grad and torch.is_grad_enabled():
+                        value = value.detach().requires_grad_(True)
+                    cache[_name] = value
+                    return value
+                handles.append(_register(site, lm.n_heads, None, keep))
+            else:
+                def read(value: torch.Tensor, _name: str = site.name) -> None:
+                    cache[_name] = value if grad else value.detach()
+                handles.append(_register(site, lm.n_heads, read, None))
         if needs_eager:
             with lm.eager_attention():
                 yield cache

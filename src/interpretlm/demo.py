@@ -1,0 +1,90 @@
+"""``interpretlm demo``: the main job on the default model, written to one HTML report.
+
+The demo is a list of *sections*. Each method family adds one function
+``section(lm, prompts) -> Section`` to :data:`SECTIONS`; the demo runs them in order,
+prints their text to the terminal and joins their HTML into ``interpretlm-demo.html``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .model import LM
+from .results import _atomic_write
+from .viz import html as H
+from .viz.report import report_page
+from .viz.tokens import token_strip
+
+DEMO_PROMPTS = [
+    "When Mary and John went to the store, John gave a drink to",
+    "The capital of France is",
+    "The cat sat on the mat because it was",
+    "def add(a, b):\n    return",
+]
+
+
+@dataclass
+class Section:
+    """One part of the demo report."""
+
+    title: str
+    html: str
+    text: list[str] = field(default_factory=list)  # lines printed to the terminal
+    seconds: float = 0.0
+
+
+def next_tokens_section(lm: LM, prompts: list[str]) -> Section:
+    """Top next tokens of each prompt, with the prompt's tokenization."""
+    batch = lm.tokenize(prompts)
+    tops = lm.top_tokens(batch, k=5)
+    parts, lines = [], []
+    for i, (prompt, top) in enumerate(zip(prompts, tops)):
+        row = batch.row(i)
+        strip = token_strip(row.tokens[0], row.special[0].tolist())
+        bars = [(repr(tok), f'<span class="il-bar" style="width:{p * 200:.0f}px"></span>', p) for tok, p in top]
+        parts.append(f"<h3>{H.escape(prompt)}</h3>{strip}" + H.table(["next token", "", "probability"], bars,
+                                                                       raw_columns=(1,)))
+        lines.append(f"{prompt!r}")
+        lines.append("    " + "   ".join(f"{tok!r} {p:.3f}" for tok, p in top))
+    return Section("Next-token predictions", "".join(parts), lines)
+
+
+SECTIONS: list[Callable[[LM, list[str]], Section]] = [next_tokens_section]
+"""Demo sections, in order. Method families append theirs here."""
+
+
+def run_demo(model: str | LM | None = None, out: str | Path = "interpretlm-demo.html",
+             prompts: list[str] | None = None, echo: Callable[[str], None] = print) -> Path:
+    """Run every demo section on ``model`` (default: the built-in default) and write the report.
+
+    Example:
+        >>> from interpretlm.demo import run_demo  # doctest: +SKIP
+        >>> run_demo()  # doctest: +SKIP
+    """
+    from .loading import load
+
+    t0 = time.perf_counter()
+    lm = model if isinstance(model, LM) else load(model)
+    prompts = prompts or DEMO_PROMPTS
+    echo(f"Model: {lm.name} ({lm.family.name}, {lm.n_layers} layers, {lm.n_heads} heads), "
+         f"loaded in {time.perf_counter() - t0:.1f} s")
+    sections = []
+    for make in SECTIONS:
+        t = time.perf_counter()
+        sec = make(lm, prompts)
+        sec.seconds = time.perf_counter() - t
+        echo(f"\n== {sec.title} ({sec.seconds:.1f} s)")
+        for line in sec.text:
+            echo(line)
+        sections.append(sec)
+    html = report_page(f"interpretlm demo — {lm.name}",
+                       [(f"{s.title}", s.html + f'<p class="il-muted">{s.seconds:.1f} s</p>') for s in sections],
+                       subtitle=f"{lm.info().architecture}, {lm.n_layers} layers; total "
+                                f"{time.perf_counter() - t0:.1f} s")
+    path = Path(out)
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))
+    echo(f"\nWrote {path} ({time.perf_counter() - t0:.1f} s in all)")
+    return path

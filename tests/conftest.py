@@ -1,0 +1,34 @@
+import os
+import warnings
+
+import pytest
+import torch
+
+from interpretlm.testing import tiny_lm
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+warnings.filterwarnings("ignore", message=".*bos_token_id must be.*")
+
+FAMILIES = ["llama", "gpt2", "gpt_neox", "bert"]
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def any_lm(request):
+    """A tiny random model of each supported family."""
+    return tiny_lm(request.param, seed=0)
+
+
+@pytest.fixture(scope="session")
+def llama():
+    return tiny_lm("llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def default_lm():
+    """The real default model (SmolLM2-135M-Instruct); converted once and cached."""
+    import interpretlm as il
+    return il.load()
+
+
+def prompt_for(lm):
+    return "When Mary and [MASK] went to the store" if lm.family.name == "bert" else "When Mary and John went to the store"

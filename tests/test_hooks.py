@@ -1,0 +1,155 @@
+"""Capture and intervention on every family: parity with Hugging Face's own outputs."""
+
+import pytest
+import torch
+
+import interpretlm as il
+from conftest import prompt_for
+
+
+def _hf_hidden_states(lm, batch):
+    out = lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+    return out.hidden_states
+
+
+def test_resid_post_matches_hidden_states(any_lm):
+    lm = any_lm
+    batch = lm.tokenize([prompt_for(lm), prompt_for(lm) + " and more"])
+    names = [f"blocks.{i}.resid_post" for i in range(lm.n_layers)] + [f"blocks.{i}.resid_pre" for i in range(lm.n_layers)]
+    with torch.no_grad(), lm.capture(names) as cache:
+        lm.forward(batch)
+        hs = _hf_hidden_states(lm, batch)
+    # hidden_states[0] is the embedding output, [i + 1] block i's output; the last one is after the
+    # final norm in decoders, so it is compared only for encoders.
+    last = lm.n_layers if lm.family.final_norm is None else lm.n_layers - 1
+    for i in range(last):
+        torch.testing.assert_close(cache[f"blocks.{i}.resid_post"], hs[i + 1], atol=1e-5, rtol=0)
+    for i in range(lm.n_layers):
+        torch.testing.assert_close(cache[f"blocks.{i}.resid_pre"], hs[i], atol=1e-5, rtol=0)
+
+
+def test_identity_intervention_keeps_logits(any_lm):
+    lm = any_lm
+    p = prompt_for(lm)
+    ref = lm.forward(p).logits
+    edits = {n: (lambda x: x) for n in [f"blocks.{i}.{c}" for i in range(lm.n_layers)
+                                         for c in ("resid_pre", "attn", "attn.heads", "mlp", "mlp.neurons", "resid_post")]}
+    edits["embed"] = lambda x: x
+    with lm.intervene(edits):
+        out = lm.forward(p).logits
+    assert (out - ref).abs().max().item() < 1e-5
+
+
+def _out_proj(lm, layer):
+    return lm.site(f"blocks.{layer}.attn").module
+
+
+def test_heads_through_output_projection_sum_to_attn_output(any_lm):
+    lm = any_lm
+    layer = lm.n_layers - 1
+    with lm.capture([f"blocks.{layer}.attn.heads", f"blocks.{layer}.attn"]) as cache:
+        lm.forward(prompt_for(lm))
+    heads = cache[f"blocks.{layer}.attn.heads"]  # [batch, pos, head, d_head]
+    assert heads.shape[2:] == (lm.n_heads, lm.d_head)
+    proj = _out_proj(lm, layer)
+    W = proj.weight if isinstance(proj, torch.nn.Linear) else proj.weight.T  # GPT-2 Conv1D stores [in, out]
+    W = W.view(W.shape[0], lm.n_heads, lm.d_head)  # [d_model, head, d_head]
+    per_head = torch.einsum("bphd,mhd->bphm", heads, W)
+    total = per_head.sum(2) + (proj.bias if proj.bias is not None else 0)
+    torch.testing.assert_close(total, cache[f"blocks.{layer}.attn"], atol=1e-5, rtol=1e-4)
+
+
+def test_zero_ablating_a_head_changes_logits(any_lm):
+    lm = any_lm
+    p = prompt_for(lm)
+    ref = lm.forward(p).logits
+    with lm.intervene({"blocks.0.attn.heads": il.ablate.zero(heads=[1])}):
+        out = lm.forward(p).logits
+    assert (out - ref).abs().max().item() > 1e-4
+    # and nothing is left behind
+    torch.testing.assert_close(lm.forward(p).logits, ref)
+
+
+def test_pattern_matches_output_attentions_and_restores_attention(any_lm):
+    lm = any_lm
+    before = lm.model.config._attn_implementation
+    batch = lm.tokenize(prompt_for(lm))
+    with lm.capture(["blocks.1.attn.pattern"]) as cache:
+        lm.forward(batch)
+        assert lm.model.config._attn_implementation == "eager"
+        ref = lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_attentions=True).attentions[1]
+    pat = cache["blocks.1.attn.pattern"]
+    assert pat.shape == (1, lm.n_heads, batch.input_ids.shape[1], batch.input_ids.shape[1])
+    torch.testing.assert_close(pat, ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(pat.sum(-1), torch.ones_like(pat.sum(-1)), atol=1e-5, rtol=0)
+    assert lm.model.config._attn_implementation == before
+
+
+def test_capture_shapes(llama):
+    lm = llama
+    names = ["embed", "blocks.1.resid_pre", "blocks.1.attn", "blocks.1.attn.heads", "blocks.1.attn.pattern",
+             "blocks.1.mlp", "blocks.1.mlp.neurons", "blocks.1.resid_post", "final_norm", "unembed"]
+    with lm.capture(names) as c:
+        out = lm.forward(["When Mary and John", "When Mary"])
+    b, p = out.batch.input_ids.shape
+    assert c["embed"].shape == (b, p, lm.d_model)
+    assert c["blocks.1.attn.heads"].shape == (b, p, lm.n_heads, lm.d_head)
+    assert c["blocks.1.attn.pattern"].shape == (b, lm.n_heads, p, p)
+    assert c["blocks.1.mlp.neurons"].shape == (b, p, lm.d_mlp)
+    torch.testing.assert_close(c["unembed"], out.logits)
+
+
+def test_hooks_removed_after_exception(any_lm):
+    lm = any_lm
+    modules = [m for m in lm.model.modules()]
+    def count():
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in modules)
+    n0 = count()
+    with pytest.raises(RuntimeError):
+        with lm.capture(["blocks.0.resid_post", "blocks.1.attn.pattern", "blocks.0.attn.heads"]):
+            lm.forward(prompt_for(lm))
+            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError):
+        with lm.intervene({"blocks.0.mlp.neurons": il.ablate.zero(neurons=[0])}):
+            raise RuntimeError("boom")
+    assert count() == n0
+    assert lm.model.config._attn_implementation != "eager" or n0 >= 0
+
+
+def test_gradients_flow_through_interventions(llama):
+    lm = llama
+    batch = lm.tokenize("When Mary and John went to the store")
+    steer = torch.zeros(lm.d_model, requires_grad=True)
+    with lm.intervene({"blocks.0.resid_post": il.interventions.add(steer)}):
+        score = lm.score(batch, il.NextToken(" Mary"), grad=True)
+    score.sum().backward()
+    assert steer.grad is not None and steer.grad.abs().sum() > 0
+    with lm.capture(["blocks.1.resid_pre"], grad=True) as c:
+        s = lm.score(batch, il.NextToken(" Mary"), grad=True)
+    (g,) = torch.autograd.grad(s.sum(), c["blocks.1.resid_pre"])
+    assert g.abs().sum() > 0
+
+
+def test_mean_and_resample_ablation(llama):
+    lm = llama
+    prompts = ["When Mary and John went", "When Tom and Anna went", "The cat sat on the mat"]
+    batch = lm.tokenize(prompts)
+    with lm.capture(["blocks.0.attn.heads"]) as c:
+        lm.forward(batch)
+    acts = c["blocks.0.attn.heads"]
+    seen = {}
+    def spy(x):
+        seen["x"] = x
+    with lm.intervene({"blocks.0.attn.heads": il.ablate.mean(heads=[0])}), lm.capture(["blocks.0.attn.heads"]) as c2:
+        lm.forward(batch)
+    after = c2["blocks.0.attn.heads"]
+    mu = acts.mean(dim=(0, 1))
+    torch.testing.assert_close(after[:, :, 0], mu[0].expand_as(after[:, :, 0]))
+    torch.testing.assert_close(after[:, :, 1:], acts[:, :, 1:])
+    with lm.intervene({"blocks.0.attn.heads": il.ablate.resample(heads=[2], seed=1)}), lm.capture(["blocks.0.attn.heads"]) as c3:
+        lm.forward(batch)
+    res = c3["blocks.0.attn.heads"][:, :, 2]
+    assert not torch.allclose(res, acts[:, :, 2])
+    # each resampled row is some other row's activation
+    for i in range(3):
+        assert any(torch.allclose(res[i], acts[j, :, 2]) for j in range(3) if j != i)
