@@ -11,6 +11,7 @@ from ..model import LM
 from ..targets import TargetLike
 from .registry import METHODS, register_method, get_method
 from .result import Attribution
+from . import gradients, integrated_gradients  # noqa: F401  (register the methods)
 
 
 def attribute(lm: LM, inputs: Any, target: TargetLike, method: str = "integrated_gradients",
