@@ -11,7 +11,9 @@ from ..model import LM
 from ..targets import TargetLike
 from .registry import METHODS, register_method, get_method
 from .result import Attribution
-from . import gradients, integrated_gradients  # noqa: F401  (register the methods)
+from . import gradients, integrated_gradients, perturbation, shapley  # noqa: F401  (register the methods)
+from .compare import Comparison, compare
+from .faithfulness import FaithfulnessScores, faithfulness, rank_correlation
 
 
 def attribute(lm: LM, inputs: Any, target: TargetLike, method: str = "integrated_gradients",
@@ -28,4 +30,5 @@ def attribute(lm: LM, inputs: Any, target: TargetLike, method: str = "integrated
     return get_method(method)(lm, inputs, target, **options)
 
 
-__all__ = ["Attribution", "METHODS", "attribute", "get_method", "register_method"]
+__all__ = ["Attribution", "Comparison", "FaithfulnessScores", "METHODS", "attribute", "compare", "faithfulness",
+           "get_method", "rank_correlation", "register_method"]

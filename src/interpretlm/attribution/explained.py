@@ -214,7 +214,7 @@ class Explained:
         """
         n, R = embeds.shape[0], self.n_rows
         vals, grads = [], []
-        per_call = max(1, self.batch_size // R) if R > 1 else self.batch_size
+        per_call = self.batch_size  # path points per call; each is copied once per row
         for s in range(0, n, per_call):
             e = embeds[s:s + per_call]
             m = e.shape[0]

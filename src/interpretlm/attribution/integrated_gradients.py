@@ -269,12 +269,21 @@ def integrated_gradients(lm: LM, inputs: Any, target: TargetLike, *, baseline: s
         a = torch.as_tensor(alphas, dtype=x.dtype, device=x.device).view(-1, 1, 1)
         return b.unsqueeze(0) + a * (x - b).unsqueeze(0)
 
+    nonfinite = [0]
+
     def point_fn(alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         vals, contrib = [], []
         for s in range(0, len(alphas), batch_size):
             v, g = ex.gradients(points(alphas[s:s + batch_size]))  # [m, R], [m, R, pos, d]
             vals.append(v)
-            contrib.append(ex.feature_sums((g.float() * diff).sum(-1)))
+            c = ex.feature_sums((g.float() * diff).sum(-1))
+            bad = ~np.isfinite(c)
+            if bad.any():
+                # e.g. the zero-embedding baseline itself, where RMSNorm's gradient is NaN:
+                # count it, leave it out; the panel check then shows what is missing.
+                nonfinite[0] += int(bad.any(axis=(1, 2)).sum())
+                c = np.where(bad, 0.0, c)
+            contrib.append(c)
         return np.concatenate(vals, 0), np.concatenate(contrib, 0)
 
     @torch.no_grad()
@@ -299,7 +308,8 @@ def integrated_gradients(lm: LM, inputs: Any, target: TargetLike, *, baseline: s
     diag: dict[str, Any] = {"completeness_error": err, "baseline": baseline_label, "quadrature": rule,
                             "refine": refine, "n_steps": int(res.gradient_evaluations), "panels": len(res.panels) or 1,
                             "converged": bool(err <= tol) if not refine else res.converged, "tol": tol,
-                            "path_error": res.path_error, "delta": delta.tolist()}
+                            "path_error": res.path_error, "delta": delta.tolist(),
+                            "nonfinite_gradient_points": nonfinite[0]}
     if err > tol:
         msg = (f"Integrated Gradients: the scores add up to {res.scores.sum(-1).tolist()} but f(x) - f(baseline) = "
                f"{delta.tolist()} (completeness error {err:.1%} > {tol:.0%}). ")

@@ -156,8 +156,12 @@ def constrained_shapley_regression(Z: np.ndarray, y: np.ndarray, weights: np.nda
     return phi
 
 
-def kernel_shapley(game: Game, F: int, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+def kernel_shapley(game: Game, F: int, n_samples: int, seed: int,
+                   visible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """KernelSHAP estimate: returns ``phi [R, F]``, ``v(none) [R]``, ``v(all) [R]`` and completeness.
+
+    ``visible [R, F]`` marks the features each row can depend on (a continuation's later
+    tokens cannot change an earlier token's probability); the others get exactly 0.
 
     Example:
         >>> w = np.array([1.0, 2.0, -3.0, 0.5])
@@ -173,7 +177,17 @@ def kernel_shapley(game: Game, F: int, n_samples: int, seed: int) -> tuple[np.nd
     ends = np.array([np.zeros(F, bool), np.ones(F, bool)])
     v = game(np.concatenate([ends, Z]))
     v0, v1, y = v[0], v[1], v[2:]
-    return constrained_shapley_regression(Z.astype(float), y, w, v0, v1), v0, v1, complete
+    if visible is None or visible.all():
+        return constrained_shapley_regression(Z.astype(float), y, w, v0, v1), v0, v1, complete
+    phi = np.zeros((y.shape[1], F))
+    for r in range(y.shape[1]):
+        cols = np.flatnonzero(visible[r])
+        if len(cols) == 1:
+            phi[r, cols] = v1[r] - v0[r]
+        elif len(cols) > 1:
+            phi[r, cols] = constrained_shapley_regression(Z[:, cols].astype(float), y[:, r:r + 1], w, v0[r:r + 1],
+                                                          v1[r:r + 1])[0]
+    return phi, v0, v1, complete
 
 
 # ---------------------------------------------------------------------------- partition (Owen)
@@ -342,7 +356,8 @@ def kernel_shap(lm: LM, inputs: Any, target: TargetLike, *, n_samples: int = 256
         raise ShapleyError(f"n_samples must be >= 4 (the full input, the empty input and a pair); got {n_samples}.")
     ex = _build(lm, inputs, target, granularity, spans, masking, baseline_token, batch_size, chat)
     F = len(ex.features)
-    phi, v0, v1, complete = kernel_shapley(lambda keep: ex.values(keep, "kernel shap"), F, n_samples, seed)
+    phi, v0, v1, complete = kernel_shapley(lambda keep: ex.values(keep, "kernel shap"), F, n_samples, seed,
+                                           ex.visible())
     return ex.result("kernel_shap", phi, target_value=v1, baseline_value=v0, masking=ex.masking_label,
                      diagnostics={"completeness_error": _efficiency(phi, v0, v1, ex.visible()),
                                   "exact": complete, "n_samples": n_samples, "seed": seed},

@@ -1,0 +1,125 @@
+"""``il.compare``: several attribution methods side by side, with faithfulness, cost and agreement."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InterpretLMError
+from ..model import LM
+from ..results import Result
+from ..targets import TargetLike
+from ..viz import html as H
+from ..viz.tokens import token_heatmap
+from .faithfulness import faithfulness, rank_correlation
+from .result import Attribution
+
+DEFAULT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "occlusion", "lime", "kernel_shap")
+
+
+@dataclass(kw_only=True)
+class Comparison(Result):
+    """Attributions of one input by several methods.
+
+    Attributes:
+        features: the shared features.
+        methods: the methods, in order.
+        scores: ``[methods, features]`` (first row of each method for a ``Continuation``).
+        table: per method: seconds, passes, completeness error, faithfulness scores.
+        agreement: ``[methods, methods]`` Spearman rank correlation of the scores.
+        full_scores: each method's whole ``scores`` (``[rows, features]`` for a continuation).
+
+    ``comparison.attributions`` (in memory only) holds each method's :class:`Attribution`.
+    """
+
+    features: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    scores: Any = None
+    table: list[dict[str, Any]] = field(default_factory=list)
+    agreement: Any = None
+    full_scores: list[Any] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return f"model {self.model} · {len(self.methods)} methods · target {self.target}"
+
+    def _html_body(self) -> str:
+        s = np.asarray(self.scores, dtype=float)
+        rows = []
+        for m, row in zip(self.methods, s):
+            scale = float(np.nanmax(np.abs(row))) if np.isfinite(row).any() else 1.0
+            rows.append((m, token_heatmap(self.features, np.nan_to_num(row).tolist(), scale=scale, label=m)))
+        body = "<h2>Attributions (each row scaled to its own maximum)</h2>" + H.table(
+            ["method", "features"], rows, raw_columns=(1,))
+        keys = [k for k in ("seconds", "forward_passes", "backward_passes", "model_evaluations", "completeness_error",
+                            "deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency",
+                            "random_deletion_aopc") if any(k in r for r in self.table)]
+        body += "<h2>Cost and faithfulness</h2>" + H.table(
+            ["method"] + keys, [[r["method"]] + [r.get(k, "") if r.get(k) is not None else "" for k in keys]
+                                for r in self.table])
+        agr = np.asarray(self.agreement, dtype=float)
+        body += "<h2>Rank agreement (Spearman)</h2>" + H.table(
+            [""] + self.methods, [[m] + [float(v) for v in agr[i]] for i, m in enumerate(self.methods)])
+        return body
+
+
+def compare(lm: LM, inputs: Any, target: TargetLike, methods: Sequence[str] = DEFAULT_METHODS, *,
+            options: dict[str, dict[str, Any]] | None = None, with_faithfulness: bool = True,
+            granularity: str = "token", batch_size: int = 16, seed: int = 0) -> Comparison:
+    """Run ``methods`` on one input and put them side by side.
+
+    Args:
+        methods: registered method names.
+        options: per-method options, e.g. ``{"kernel_shap": {"n_samples": 512}}``.
+        with_faithfulness: add deletion/insertion AOPC, comprehensiveness and sufficiency.
+        seed: passed to stochastic methods (``lime``, ``kernel_shap``) unless ``options`` say otherwise.
+
+    Returns:
+        :class:`Comparison` with ``scores [methods, features]``, a table of cost and faithfulness
+        and the methods' rank agreement.
+
+    Example:
+        >>> t = il.compare(lm, "When Mary and John went to the store, John gave a drink to",  # doctest: +SKIP
+        ...                il.NextToken(" Mary"), methods=["saliency", "integrated_gradients", "kernel_shap"])
+        >>> t.save_html("compare.html")  # doctest: +SKIP
+    """
+    if not methods:
+        raise InterpretLMError("compare needs at least one method, e.g. methods=['saliency', 'kernel_shap'].")
+    options = options or {}
+    atts, table = [], []
+    for m in methods:
+        opts: dict[str, Any] = {"granularity": granularity, "batch_size": batch_size}
+        if m in ("lime", "kernel_shap"):
+            opts["seed"] = seed
+        opts.update(options.get(m, {}))
+        from . import attribute
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            a = attribute(lm, inputs, target, method=m, **opts)
+        row: dict[str, Any] = {"method": m, "seconds": round(time.perf_counter() - t0, 3)}
+        for k in ("forward_passes", "backward_passes", "model_evaluations"):
+            row[k] = int(a.diagnostics.get(k, 0))
+        row["completeness_error"] = a.completeness_error
+        if caught:
+            row["warning"] = str(caught[0].message)
+        if with_faithfulness:
+            row.update({k: v for k, v in faithfulness(lm, a, target=target, batch_size=max(batch_size, 32)).scores.items()
+                        if not k.endswith("_norm")})
+        atts.append(a)
+        table.append(row)
+    first = [np.asarray(a.scores, dtype=float) for a in atts]
+    flat = [s.ravel() for s in first]
+    agreement = np.array([[rank_correlation(x, y) for y in flat] for x in flat])
+    head = np.stack([s[0] if s.ndim == 2 else s for s in first])
+    a0 = atts[0]
+    out = Comparison(model=lm.name, method="compare", target=a0.target, policy=dict(a0.policy),
+                     diagnostics={"model_evaluations": int(sum(r["model_evaluations"] for r in table))},
+                     features=list(a0.features), methods=list(methods), scores=head, table=table,
+                     agreement=agreement, full_scores=first)
+    out.attributions = atts
+    return out
