@@ -1,0 +1,230 @@
+"""Feature attribution and SHAP: exact references, planted games, conservation, reproducibility."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import interpretlm as il
+from interpretlm.attribution import rank_correlation
+from interpretlm.attribution.features import FeatureError
+from interpretlm.attribution.integrated_gradients import (CompletenessWarning, fixed_path, integrate_path,
+                                                          quadrature)
+from interpretlm.attribution.registry import UnknownMethodError
+from interpretlm.attribution.shapley import (ShapleyError, exact_shapley, feature_hierarchy, kernel_shapley,
+                                             owen_values)
+
+IOI = "When Mary and John went to the store, John gave a drink to"
+
+
+# ---------------------------------------------------------------------------- linear models (closed forms)
+def test_ig_on_linear_model_equals_input_x_gradient():
+    rng = np.random.default_rng(0)
+    w, x = rng.normal(size=6), rng.normal(size=6)  # f(z) = w . z, zero baseline
+
+    def point_fn(alphas):
+        return (alphas * (w @ x))[:, None], np.broadcast_to(w * x, (len(alphas), 1, 6)).copy()
+
+    r = integrate_path(point_fn, n_steps=5)
+    np.testing.assert_allclose(r.scores[0], w * x, atol=1e-12)  # input x gradient
+    fixed = fixed_path(lambda a: point_fn(a)[1], lambda a: point_fn(a)[0], "gausslegendre", 50)
+    np.testing.assert_allclose(fixed.scores[0], w * x, atol=1e-12)
+
+
+def test_ig_quadratic_closed_form_and_quadratures():
+    rng = np.random.default_rng(1)
+    c, x, b = rng.normal(size=4), rng.normal(size=4), rng.normal(size=4)
+    d = x - b
+
+    def point_fn(alphas):  # f(z) = sum c z^2 on z = b + a d
+        z = b[None] + alphas[:, None] * d[None]
+        return (z ** 2 @ c)[:, None] - (b ** 2 @ c), (2 * c * z * d)[:, None, :]
+
+    r = integrate_path(point_fn, n_steps=3)
+    np.testing.assert_allclose(r.scores[0], c * (x ** 2 - b ** 2), atol=1e-10)
+    for m in ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right"):
+        a, wts = quadrature(m, 7)
+        assert abs(wts.sum() - 1) < 1e-12 and a.min() >= 0 and a.max() <= 1
+
+
+def test_adaptive_ig_finds_a_sharp_jump():
+    # f jumps by 5 within 1/2000 of the path (a steep sigmoid): uniform rules miss it
+    k, mid = 8000.0, 0.3137
+
+    def f(a):
+        return 5 / (1 + np.exp(np.clip(-k * (a - mid), -500, 500)))
+
+    def point_fn(alphas):
+        s = f(alphas)
+        slope = k * s * (1 - s / 5)
+        return s[:, None], np.stack([0.4 * slope, 0.6 * slope], -1)[:, None, :]
+
+    uniform = fixed_path(lambda a: point_fn(a)[1], lambda a: point_fn(a)[0], "gausslegendre", 50)
+    assert uniform.completeness_error > 0.05
+    r = integrate_path(point_fn, n_steps=17, max_evals=2000)
+    assert r.converged and r.completeness_error <= 0.01
+    np.testing.assert_allclose(r.scores[0], [0.4 * (f(1) - f(0)), 0.6 * (f(1) - f(0))], rtol=0.01)
+
+
+def _linear_game(w):
+    return lambda keep: (keep.astype(float) @ w)[:, None] + 0.5
+
+
+def test_shapley_values_on_linear_and_interaction_games():
+    w = np.array([1.0, -2.0, 0.5, 3.0, 0.0, -1.5])
+    phi, _ = exact_shapley(_linear_game(w), 6)
+    np.testing.assert_allclose(phi[0], w, atol=1e-12)
+    kphi, v0, v1, _ = kernel_shapley(_linear_game(w), 6, 20, seed=0)
+    np.testing.assert_allclose(kphi[0], w, atol=1e-9)
+    ophi, *_ = owen_values(_linear_game(w), 6, [[0, 1], [[2, 3], [4, 5]]])
+    np.testing.assert_allclose(ophi[0], w, atol=1e-12)
+
+    # v(S) = 1 if features 0 and 1 are both present (a pure interaction) plus 2 * [2 in S]
+    def game(keep):
+        return ((keep[:, 0] & keep[:, 1]).astype(float) + 2 * keep[:, 2])[:, None]
+    phi, _ = exact_shapley(game, 4)
+    np.testing.assert_allclose(phi[0], [0.5, 0.5, 2.0, 0.0], atol=1e-12)
+    # with every coalition enumerated KernelSHAP is exact
+    kphi, *_ = kernel_shapley(game, 4, 16, seed=0)
+    np.testing.assert_allclose(kphi[0], phi[0], atol=1e-9)
+
+
+def test_owen_values_follow_the_hierarchy():
+    # players 0 and 1 form a group; v = 1 when 0 and 2 are both present
+    def game(keep):
+        return (keep[:, 0] & keep[:, 2]).astype(float)[:, None]
+    phi, *_ = owen_values(game, 3, [[0, 1], 2])
+    # groups {0,1} and {2} split 1 equally; inside the group, 0 takes all of {0,1}'s half
+    np.testing.assert_allclose(phi[0], [0.5, 0.0, 0.5], atol=1e-12)
+    assert feature_hierarchy(["When", " Mary", ",", " John"]) == [[[0, 1], 2], 3]
+
+
+# ---------------------------------------------------------------------------- tiny model
+def test_methods_record_passes_and_efficiency(llama):
+    for method in ("saliency", "input_x_gradient", "occlusion", "lime", "kernel_shap", "exact_shap", "partition_shap"):
+        a = il.attribute(llama, "When Mary and John went", il.NextToken(" to"), method=method)
+        assert a.scores.shape == (len(a.features),) and np.isfinite(a.scores).all()
+        assert a.diagnostics["forward_passes"] >= 1 and a.diagnostics["model_evaluations"] >= 1
+        if method in ("kernel_shap", "exact_shap", "partition_shap"):
+            assert abs(a.scores.sum() - (a.target_value - a.baseline_value)) < 1e-5
+            assert a.completeness_error < 1e-9
+
+
+def test_kernel_shap_equals_exact_when_budget_covers_all_coalitions(llama):
+    kw = dict(granularity="word")
+    exact = il.attribute(llama, "When Mary and John went", " to", method="exact_shap", **kw)
+    kern = il.attribute(llama, "When Mary and John went", " to", method="kernel_shap", n_samples=2 ** 5, **kw)
+    assert kern.diagnostics["exact"]
+    np.testing.assert_allclose(kern.scores, exact.scores, atol=1e-5)
+
+
+def test_lime_and_kernel_shap_are_reproducible_with_a_seed(llama):
+    for method in ("lime", "kernel_shap"):
+        a = il.attribute(llama, IOI, il.Contrast(" Mary", " John"), method=method, n_samples=64, seed=3)
+        b = il.attribute(llama, IOI, il.Contrast(" Mary", " John"), method=method, n_samples=64, seed=3)
+        c = il.attribute(llama, IOI, il.Contrast(" Mary", " John"), method=method, n_samples=64, seed=4)
+        np.testing.assert_array_equal(a.scores, b.scores)
+        assert not np.allclose(a.scores, c.scores)
+
+
+def test_continuation_matrix_rows_match_single_token_attributions(llama):
+    cont = il.Continuation(" Mary, because")
+    a = il.attribute(llama, IOI, cont, method="input_x_gradient")
+    k = len(a.rows)
+    assert a.scores.shape == (k, len(a.features)) and k == 3
+    assert a.diagnostics["forward_passes"] == 1 and a.diagnostics["backward_passes"] == 1
+    ids = llama.tokenizer(IOI + " Mary, because", add_special_tokens=False)["input_ids"]
+    n = len(ids) - k
+    for r in range(k):
+        single = il.attribute(llama, ids[:n + r], il.NextToken(ids[n + r]), method="input_x_gradient")
+        np.testing.assert_allclose(a.scores[r, :n + r], single.scores, rtol=1e-4, atol=1e-6)
+        assert np.isnan(a.scores[r, n + r:]).all()
+    # perturbation rows share their passes too, and each row's values add up
+    s = il.attribute(llama, IOI, cont, method="kernel_shap", n_samples=64)
+    assert s.scores.shape == (k, len(s.features))
+    np.testing.assert_allclose(np.nansum(s.scores, 1), s.target_value - s.baseline_value, atol=1e-5)
+
+
+def test_granularity_masking_and_spans(llama):
+    a = il.attribute(llama, "When Mary and John went to the store, John", " gave", method="occlusion",
+                     granularity="word", masking="attention")
+    assert a.masking == "attention" and a.granularity == "word"
+    assert "".join(a.features) == "When Mary and John went to the store, John" and "," in a.features
+    b = il.attribute(llama, IOI, " Mary", method="occlusion", spans=["Mary and John", "gave a drink"])
+    assert b.features == ["Mary and John", "gave a drink"] and b.granularity == "span"
+    assert b.masking == "token:<|endoftext|>"
+    with pytest.raises(FeatureError):
+        il.attribute(llama, IOI, " Mary", method="occlusion", spans=["not in the prompt"])
+    with pytest.raises(UnknownMethodError):
+        il.attribute(llama, IOI, " Mary", method="shapley_magic")
+    with pytest.raises(ShapleyError, match="granularity='word'"):
+        il.attribute(llama, IOI + IOI, " Mary", method="exact_shap")
+
+
+def test_ig_warns_when_not_converged_and_round_trips(llama, tmp_path):
+    with pytest.warns(CompletenessWarning):
+        a = il.attribute(llama, IOI, " Mary", method="integrated_gradients", max_evals=9, tol=1e-6)
+    assert not a.diagnostics["converged"] and "max_evals" in a.diagnostics["warning"]
+    b = il.attribute(llama, "<script>x</script> Mary", " Mary", method="saliency")
+    html = b.to_html()
+    assert "<script>x" not in html and "    assert "<script>x" not in html and "&lt;script&gt;" in htmllt;" in html  # every token escaped
+    b.save(tmp_path / "a.json")
+    c = il.Result.load(tmp_path / "a.json")
+    np.testing.assert_allclose(c.scores, b.scores)
+    assert c.features == b.features and c.diagnostics["backward_passes"] == 1
+
+
+def test_faithfulness_and_compare(llama):
+    a = il.attribute(llama, IOI, il.Contrast(" Mary", " John"), method="occlusion")
+    f = il.faithfulness(llama, a)
+    F = len(a.features)
+    assert f.deletion.shape == (1, F + 1) and f.insertion.shape == (1, F + 1)
+    # the curves start at f(x) / f(nothing) and end at the other
+    assert abs(f.deletion[0, 0] - a.target_value) < 1e-4 and abs(f.insertion[0, -1] - a.target_value) < 1e-4
+    assert abs(f.deletion[0, -1] - f.insertion[0, 0]) < 1e-4
+    for key in ("deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency"):
+        assert np.isfinite(f.scores[key])
+    t = il.compare(llama, IOI, il.Contrast(" Mary", " John"), methods=["saliency", "occlusion", "kernel_shap"],
+                   options={"kernel_shap": {"n_samples": 64}})
+    assert t.scores.shape == (3, F) and np.allclose(np.diag(t.agreement), 1)
+    assert [r["model_evaluations"] for r in t.table][:2] == [1, F + 1]
+    assert "Rank agreement" in t.to_html()
+
+
+def test_rank_correlation():
+    assert rank_correlation(np.array([1, 2, 3, 4.0]), np.array([2, 4, 6, 8.0])) == pytest.approx(1)
+    assert rank_correlation(np.array([1, 2, 3, 4.0]), np.array([4, 3, 2, 1.0])) == pytest.approx(-1)
+
+
+# ---------------------------------------------------------------------------- the default model
+def test_ig_completeness_on_the_default_model(default_lm):
+    a = il.attribute(default_lm, IOI, il.NextToken(" Mary"), method="integrated_gradients")
+    assert a.completeness_error <= 0.01 and a.diagnostics["converged"]
+    delta = a.target_value - a.baseline_value
+    assert abs(a.scores.sum() - delta) <= 0.01 * abs(delta)
+    assert a.diagnostics["backward_passes"] >= 1 and a.diagnostics["gradient_evaluations"] <= 1024
+
+
+def test_kernel_shap_matches_exact_shap_on_ten_words(default_lm):
+    prompt = "The cat sat on the mat because it was very"
+    exact = il.attribute(default_lm, prompt, " tired", method="exact_shap", granularity="word", batch_size=64)
+    assert len(exact.features) == 10
+    kern = il.attribute(default_lm, prompt, " tired", method="kernel_shap", granularity="word", n_samples=128,
+                        seed=0, batch_size=64)
+    assert not kern.diagnostics["exact"]
+    delta = kern.target_value - kern.baseline_value
+    assert abs(kern.scores.sum() - delta) < 1e-6 * max(1, abs(delta))          # efficiency, exactly
+    assert rank_correlation(kern.scores, exact.scores) >= 0.95
+
+
+def test_attributions_change_on_a_randomized_model(default_lm):
+    a = il.attribute(default_lm, IOI, il.NextToken(" Mary"), method="input_x_gradient")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = il.faithfulness(default_lm, a, randomization=True, stages=(0.5, 1.0))
+    assert len(f.randomization) == 2
+    assert abs(f.randomization[-1]["spearman"]) < 0.5
+    # the trained model's attribution is more faithful than a random order
+    assert f.scores["deletion_aopc"] > f.scores["random_deletion_aopc"]
