@@ -169,7 +169,7 @@ def test_ig_warns_when_not_converged_and_round_trips(llama, tmp_path):
     assert not a.diagnostics["converged"] and "max_evals" in a.diagnostics["warning"]
     b = il.attribute(llama, "<script>x</script> Mary", " Mary", method="saliency")
     html = b.to_html()
-    assert "<script>x" not in html and "    assert "<script>x" not in html and "&lt;script&gt;" in htmllt;" in html  # every token escaped
+    assert "<script>x" not in html and "&lt;" in html  # every token escaped
     b.save(tmp_path / "a.json")
     c = il.Result.load(tmp_path / "a.json")
     np.testing.assert_allclose(c.scores, b.scores)
