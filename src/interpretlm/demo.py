@@ -52,7 +52,12 @@ def next_tokens_section(lm: LM, prompts: list[str]) -> Section:
     return Section("Next-token predictions", "".join(parts), lines)
 
 
-SECTIONS: list[Callable[[LM, list[str]], Section]] = [next_tokens_section]
+def _attribution_section(lm: LM, prompts: list[str]) -> Section:
+    from .attribution.demo_section import attribution_section
+    return attribution_section(lm, prompts)
+
+
+SECTIONS: list[Callable[[LM, list[str]], Section]] = [next_tokens_section, _attribution_section]
 """Demo sections, in order. Method families append theirs here."""
 
 

@@ -7,9 +7,9 @@ the scores add up to ``v(all) - v(none)``.
 * ``exact_shap`` scores every coalition (``2^F``, batched) — up to 16 features.
 * ``kernel_shap`` (Lundberg & Lee 2017) fits the Shapley kernel regression on paired
   coalitions (each sampled coalition comes with its complement), enumerates whole
-  coalition sizes first where the budget allows (small and large coalitions carry most
-  of the kernel's weight), scores each distinct coalition once, and solves the
-  regression under the efficiency constraint.
+  coalition sizes first where that takes a small share of the budget, scores each
+  distinct coalition once (weighted by its kernel weight over its probability of being
+  drawn), and solves the regression under the efficiency constraint.
 * ``partition_shap`` gives Owen values over a hierarchy of phrases, words and tokens
   (the game of shap's ``Partition`` explainer); cost grows with the square of the
   number of features, not exponentially.
@@ -78,12 +78,14 @@ def _kernel_size_weights(F: int) -> np.ndarray:
     return w / w.sum()
 
 
-def kernel_coalitions(F: int, n_samples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
+def kernel_coalitions(F: int, n_samples: int, rng: np.random.Generator,
+                      enumerate_share: float = 0.2) -> tuple[np.ndarray, np.ndarray, bool]:
     """Coalitions and their regression weights for KernelSHAP.
 
-    Whole sizes ``(s, F - s)`` are enumerated from the smallest up while the budget allows
-    (each subset gets its exact kernel weight); the remaining budget samples the other
-    sizes from the kernel distribution in complementary pairs. Duplicates are merged.
+    Whole sizes ``(s, F - s)`` are enumerated from the smallest up while they take at most
+    ``enumerate_share`` of the budget (each subset gets its exact kernel weight); the rest
+    of the budget samples the other sizes from the kernel distribution in complementary
+    pairs, until it holds that many distinct coalitions.
 
     Returns:
         ``keep [n, F]``, ``weights [n]`` and whether every coalition was enumerated (then
@@ -98,7 +100,9 @@ def kernel_coalitions(F: int, n_samples: int, rng: np.random.Generator) -> tuple
     for s in range(1, F // 2 + 1):
         pair = [s] if s == F - s else [s, F - s]
         need = sum(math.comb(F, t) for t in pair)
-        if need > budget:
+        everything = n_samples >= 2 ** F - 2
+        # enumerate a size only when it leaves enough samples for the sizes not enumerated
+        if need > budget or (not everything and n_samples - budget + need > enumerate_share * n_samples):
             break
         for t in pair:
             for combo in _combinations(F, t):
@@ -111,24 +115,29 @@ def kernel_coalitions(F: int, n_samples: int, rng: np.random.Generator) -> tuple
         budget -= need
     complete = len(sizes_done) == F - 1
     if not complete and budget >= 2:
-        rest = np.array([s for s in range(1, F) if s not in sizes_done])
+        # Paired draws from the kernel distribution over the remaining sizes, until the budget
+        # holds that many *distinct* coalitions. Each distinct coalition gets its kernel weight
+        # divided by its probability of having been drawn at all (Horvitz-Thompson, the
+        # "c-kernel" of Olsen & Jullum 2024), which is much less noisy than weighting by counts.
+        rest = np.array([t for t in range(1, F) if t not in sizes_done])
         p = size_w[rest] / size_w[rest].sum()
-        counts: dict[bytes, list] = {}
-        n_pairs = budget // 2
-        for _ in range(n_pairs):
-            s = int(rng.choice(rest, p=p))
+        seen: dict[bytes, np.ndarray] = {}
+        draws = 0
+        while len(seen) + 2 <= budget and draws < 50 * budget:
+            t = int(rng.choice(rest, p=p))
             k = np.zeros(F, dtype=bool)
-            k[rng.permutation(F)[:s]] = True
+            k[rng.permutation(F)[:t]] = True
+            draws += 1
             for kk in (k, ~k):
-                key = kk.tobytes()
-                if key in counts:
-                    counts[key][1] += 1
-                else:
-                    counts[key] = [kk, 1]
-        total = sum(c for _, c in counts.values())
-        for kk, c in counts.values():
+                seen.setdefault(kk.tobytes(), kk)
+        p_of = dict(zip(rest.tolist(), p.tolist()))
+        for kk in seen.values():
+            t = int(kk.sum())
+            # a pair draw yields kk when it draws kk or its complement
+            p_pair = p_of[t] / math.comb(F, t) + (p_of[F - t] / math.comb(F, F - t) if F - t != t else 0.0)
+            incl = 1 - (1 - p_pair) ** draws
             rows.append(kk)
-            weights.append(left * c / total)
+            weights.append(size_w[t] / math.comb(F, t) / incl)
     return np.array(rows, dtype=bool).reshape(-1, F), np.array(weights), complete
 
 
