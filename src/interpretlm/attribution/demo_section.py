@@ -10,13 +10,13 @@ from ..model import LM
 from ..targets import NextToken
 from ..viz import html as H
 
-DEMO_METHODS = {"input_x_gradient": {}, "occlusion": {}, "kernel_shap": {"n_samples": 96, "seed": 0}}
+DEMO_METHODS = {"input_x_gradient": {}, "occlusion": {}, "kernel_shap": {"n_samples": 64, "seed": 0}}
 
 
 def attribution_section(lm: LM, prompts: list[str]) -> Section:
     """Why the top next token? Gradient × input, occlusion and KernelSHAP for each demo prompt.
 
-    Cheap methods only (about 100 forward passes per prompt, batched), so the whole demo
+    Cheap methods only (about 80 sequences per prompt, scored in batches), so the whole demo
     stays under a minute; ``interpretlm attribute`` runs the adaptive Integrated Gradients.
     """
     from . import compare
