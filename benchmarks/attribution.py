@@ -127,7 +127,7 @@ def bench_shapley(lm, seeds, quick):
             evals.append(count[0])
         return float(np.mean(accs)), int(np.mean(evals))
 
-    budgets = [64, 128, 192, 256, 320, 400, 512, 768, 1024] if not quick else [128, 256, 400, 512]
+    budgets = [64, 128, 192, 256, 320, 400, 512, 768, 1024, 2048, 4096, 8192] if not quick else [128, 256, 400, 512]
     x1, x0 = torch.ones(1, F), torch.zeros(1, F)
     curves = {}
     curves["interpretlm kernel_shap"] = [mean_acc(lambda s, n=n: kernel_shapley(table_game, F, n, s)[0][0])
@@ -229,8 +229,8 @@ def _linkage(tree, F):
 def bench_continuation(lm):
     print("\n== Multi-token targets: passes of a 10-token continuation vs a single next token (IOI prompt)")
     cont = il.Continuation(" Mary. She said thank you to John and left")
-    for method, opts in (("saliency", {}), ("input_x_gradient", {}), ("integrated_gradients", {"max_evals": 400}),
-                         ("kernel_shap", {"n_samples": 256})):
+    for method, opts in (("saliency", {}), ("input_x_gradient", {}), ("integrated_gradients", {"max_evals": 65}),
+                         ("kernel_shap", {"n_samples": 128})):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             single, s1 = timed(lambda: il.attribute(lm, IOI, il.NextToken(" Mary"), method=method, **opts))
