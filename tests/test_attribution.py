@@ -228,3 +228,21 @@ def test_attributions_change_on_a_randomized_model(default_lm):
     assert abs(f.randomization[-1]["spearman"]) < 0.5
     # the trained model's attribution is more faithful than a random order
     assert f.scores["deletion_aopc"] > f.scores["random_deletion_aopc"]
+
+
+def test_demo_section_and_cli(llama, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from interpretlm import cli
+    from interpretlm.attribution.demo_section import attribution_section
+    from interpretlm.demo import SECTIONS
+
+    sec = attribution_section(llama, ["When Mary and John went to the store, John gave a drink to", "The cat sat"])
+    assert sec.html.count("il-tokens") == 6 and "kernel_shap" in sec.html and len(sec.text) == 8
+    assert any(getattr(f, "__name__", "") == "_attribution_section" for f in SECTIONS)
+    monkeypatch.setattr(il, "load", lambda name="smollm2-135m", **kw: llama)
+    out = tmp_path / "a.html"
+    res = CliRunner().invoke(cli.app, ["attribute", IOI, "--target", " Mary", "--method", "occlusion",
+                                       "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "passes: 1 forward, 0 backward" in res.output and out.read_text().startswith("<!doctype html>")

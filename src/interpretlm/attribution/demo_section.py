@@ -13,6 +13,20 @@ from ..viz import html as H
 DEMO_METHODS = {"input_x_gradient": {}, "occlusion": {}, "kernel_shap": {"n_samples": 64, "seed": 0}}
 
 
+def _top_token_id(lm: LM, prompt: str) -> int:
+    """The id of the most likely next token (an id: a decoded byte piece may not re-tokenize)."""
+    import torch
+
+    from ..targets import prediction_positions
+
+    with torch.no_grad():
+        out = lm.forward(prompt, grad=False)
+    if out.logits is None:
+        raise InterpretLMError("This model has no LM head, so it has no next token to explain.")
+    pos = prediction_positions(lm, out.batch)
+    return int(out.logits[0, int(pos[0])].argmax())
+
+
 def attribution_section(lm: LM, prompts: list[str]) -> Section:
     """Why the top next token? Gradient × input, occlusion and KernelSHAP for each demo prompt.
 
@@ -24,8 +38,9 @@ def attribution_section(lm: LM, prompts: list[str]) -> Section:
     parts, lines = [], []
     for prompt in prompts:
         try:
-            token = lm.top_tokens(prompt, k=1)[0][0][0]
-            table = compare(lm, prompt, NextToken(token), methods=list(DEMO_METHODS), options=DEMO_METHODS,
+            token_id = _top_token_id(lm, prompt)
+            token = lm.tokenizer.decode([token_id])
+            table = compare(lm, prompt, NextToken(token_id), methods=list(DEMO_METHODS), options=DEMO_METHODS,
                             with_faithfulness=False, batch_size=32)
         except InterpretLMError as exc:
             parts.append(f"<h3>{H.escape(prompt)}</h3><p>skipped: {H.escape(exc)}</p>")
