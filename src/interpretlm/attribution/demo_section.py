@@ -10,7 +10,7 @@ from ..model import LM
 from ..targets import NextToken
 from ..viz import html as H
 
-DEMO_METHODS = {"input_x_gradient": {}, "occlusion": {}, "kernel_shap": {"n_samples": 32, "seed": 0}}
+DEMO_METHODS = {"input_x_gradient": {}, "occlusion": {}, "kernel_shap": {"n_samples": 64, "seed": 0}}
 
 
 def _top_token_id(lm: LM, prompt: str) -> int:
@@ -30,7 +30,7 @@ def _top_token_id(lm: LM, prompt: str) -> int:
 def attribution_section(lm: LM, prompts: list[str]) -> Section:
     """Why the top next token? Gradient × input, occlusion and KernelSHAP for each demo prompt.
 
-    Cheap methods only (about 50 sequences per prompt, scored in batches), so the whole demo
+    Cheap methods only (about 80 sequences per prompt, scored in batches), so the whole demo
     stays under a minute; ``interpretlm attribute`` runs the adaptive Integrated Gradients.
     """
     from . import compare
