@@ -1,11 +1,9 @@
 """Feature attribution and SHAP: exact references, planted games, conservation, reproducibility."""
 
-import math
 import warnings
 
 import numpy as np
 import pytest
-import torch
 
 import interpretlm as il
 from interpretlm.attribution import rank_correlation

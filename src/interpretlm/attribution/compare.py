@@ -17,7 +17,6 @@ from ..targets import TargetLike
 from ..viz import html as H
 from ..viz.tokens import token_heatmap
 from .faithfulness import faithfulness, rank_correlation
-from .result import Attribution
 
 DEFAULT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "occlusion", "lime", "kernel_shap")
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
@@ -134,7 +133,7 @@ def kernel_coalitions(F: int, n_samples: int, rng: np.random.Generator,
         for kk in seen.values():
             t = int(kk.sum())
             # a pair draw yields kk when it draws kk or its complement
-            p_pair = p_of[t] / math.comb(F, t) + (p_of[F - t] / math.comb(F, F - t) if F - t != t else 0.0)
+            p_pair = p_of[t] / math.comb(F, t) + p_of[F - t] / math.comb(F, F - t)
             incl = 1 - (1 - p_pair) ** draws
             rows.append(kk)
             weights.append(size_w[t] / math.comb(F, t) / incl)
@@ -174,7 +173,7 @@ def kernel_shapley(game: Game, F: int, n_samples: int, seed: int,
 
     Example:
         >>> w = np.array([1.0, 2.0, -3.0, 0.5])
-        >>> phi, *_ = kernel_shapley(lambda keep: (keep @ w)[:, None], 4, 8, seed=0)
+        >>> phi, *_ = kernel_shapley(lambda keep: (keep @ w)[:, None], 4, 12, seed=0)
         >>> phi.round(6).tolist()
         [[1.0, 2.0, -3.0, 0.5]]
     """
