@@ -87,6 +87,10 @@ def test_shapley_values_on_linear_and_interaction_games():
     # with every coalition enumerated KernelSHAP is exact
     kphi, *_ = kernel_shapley(game, 4, 16, seed=0)
     np.testing.assert_allclose(kphi[0], phi[0], atol=1e-9)
+    # with too few coalitions to separate the features it says so
+    from interpretlm.attribution.shapley import ShapleyWarning
+    with pytest.warns(ShapleyWarning, match="Raise n_samples"):
+        kernel_shapley(_linear_game(w), 6, 4, seed=0)
 
 
 def test_owen_values_follow_the_hierarchy():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
@@ -34,6 +35,10 @@ from .result import Attribution
 
 MAX_EXACT_FEATURES = 16
 Game = Callable[[np.ndarray], np.ndarray]  # keep [n, F] bool -> values [n, R]
+
+
+class ShapleyWarning(UserWarning):
+    """A Shapley estimate that could not separate every feature (too few samples)."""
 
 
 class ShapleyError(InterpretLMError, ValueError):
@@ -157,7 +162,13 @@ def constrained_shapley_regression(Z: np.ndarray, y: np.ndarray, weights: np.nda
     A = Z[:, :-1] - Z[:, -1:]
     B = y - v0 - Z[:, -1:] * delta
     sw = np.sqrt(weights)[:, None]
-    sol, *_ = np.linalg.lstsq(A * sw, B * sw, rcond=None)  # [F-1, R]
+    sol, _, rank, _ = np.linalg.lstsq(A * sw, B * sw, rcond=None)  # [F-1, R]
+    if rank < F - 1:
+        # too few distinct coalitions to tell some features apart: the minimum-norm solution
+        # splits their joint value evenly; say so instead of returning it silently
+        warnings.warn(f"KernelSHAP: the {Z.shape[0]} sampled coalitions cannot separate all {F} features "
+                      f"(rank {rank} < {F - 1}); features always kept or dropped together share their value. "
+                      "Raise n_samples.", ShapleyWarning, stacklevel=3)
     phi = np.zeros((y.shape[1], F))
     phi[:, :-1] = sol.T
     phi[:, -1] = delta - sol.sum(0)
