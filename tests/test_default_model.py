@@ -76,7 +76,7 @@ def test_cli_info_and_demo(tmp_path, monkeypatch):
     res = runner.invoke(app, ["info", "smollm2-135m"])
     assert res.exit_code == 0, res.output
     assert "family llama" in res.output and "layers 30" in res.output
-    res = runner.invoke(app, ["info", "no/such-model-here"])
+    res = runner.invoke(app, ["info", "./no/such-model-here"])
     assert res.exit_code == 2 and "error:" in res.output
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["demo"])
