@@ -128,6 +128,8 @@ def test_rollout_is_the_product_of_residual_mixed_layers():
     r = il.attention_rollout(lm, prompt)
     assert float((r.matrix - expected).abs().max()) < 1e-6
     assert r.diagnostics["row_sum_error"] < 1e-5
+    from interpretlm.attention import rollout_matrix
+    assert float((rollout_matrix(att.patterns) - r.matrix).abs().max()) < 1e-6
     f = il.attention_flow(lm, prompt)
     assert f.matrix.shape == (1, len(att.tokens))
     assert float(f.matrix.max()) <= 1 + 1e-6 and float(f.matrix.min()) >= 0

@@ -12,11 +12,11 @@ Example:
 from __future__ import annotations
 
 from .patterns import AttentionResult, attention
-from .rollout import AttentionFlow, attention_flow, attention_rollout
+from .rollout import AttentionFlow, attention_flow, attention_rollout, rollout_matrix
 from .summary import METRICS, HeadsSummary, head_scores
 
 __all__ = ["METRICS", "AttentionFlow", "AttentionResult", "HeadsSummary", "attention", "attention_flow",
-           "attention_rollout", "head_scores"]
+           "attention_rollout", "head_scores", "rollout_matrix"]
 
 
 class _CallableModule(__import__("types").ModuleType):

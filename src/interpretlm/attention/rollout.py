@@ -70,6 +70,20 @@ class AttentionFlow(Result):
         return "".join(parts)
 
 
+def rollout_matrix(patterns: torch.Tensor, residual: bool = True) -> torch.Tensor:
+    """Rollout from stacked patterns ``[layers, heads, query, key]`` (all layers, in order) -> ``[query, key]``.
+
+    Example:
+        >>> att = il.attention(lm, "The cat sat on the mat")  # all layers  # doctest: +SKIP
+        >>> rollout_matrix(att.patterns)[-1]  # what feeds the last token  # doctest: +SKIP
+    """
+    r = None
+    for layer_pattern in torch.as_tensor(patterns):
+        mix = _mixing(layer_pattern[None], residual)
+        r = mix if r is None else mix @ r
+    return r
+
+
 def _prepare(lm: LM, inputs: Prompt | Batch, chat: bool) -> Batch:
     batch = lm.tokenize(inputs, chat=chat)
     if batch.size != 1:
