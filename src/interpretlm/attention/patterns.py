@@ -174,14 +174,19 @@ def attention(lm: LM, inputs: Prompts | Batch, layers: Sequence[int] | None = No
     starts = range(0, batch.size, batch_size)
     for start in tqdm(starts, desc="attention", disable=batch.size <= batch_size, leave=False):
         chunk = batch.rows(start, start + batch_size)
-        kept: dict[int, torch.Tensor] = {}
+        stacked: dict[str, torch.Tensor] = {}
 
         def keep(layer: int, value: torch.Tensor) -> None:
-            # copy out only the asked heads, so the layer's full pattern is freed right away
-            kept[layer] = value.index_select(1, head_idx.to(value.device)).float().cpu().clone()
+            # copy only the asked heads straight into the result, so the layer's full pattern is
+            # freed right away and nothing is copied a second time
+            if "out" not in stacked:
+                b, _, q, k = value.shape
+                stacked["out"] = torch.empty(b, len(layers), len(heads), q, k, dtype=torch.float32)
+            picked = value if len(heads) == lm.n_heads else value.index_select(1, head_idx.to(value.device))
+            stacked["out"][:, layers.index(layer)] = picked
 
         run_patterns(lm, chunk, layers, keep)
-        stacked = torch.stack([kept[i] for i in layers], dim=1)  # [batch, layers, heads, q, k]
+        stacked = stacked["out"]  # [batch, layers, heads, q, k]
         for r in range(chunk.size):
             n = int(chunk.lengths[r])
             pats = stacked[r, :, :, :n, :n].contiguous()
