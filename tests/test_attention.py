@@ -155,3 +155,27 @@ def test_default_model_gqa_shows_all_query_heads(default_lm):
     assert att.patterns.shape[:2] == (3, 9)
     assert att.pattern(layer=5, head=3).shape == (len(att.tokens), len(att.tokens))
     assert att.diagnostics["row_sum_error"] < 1e-5
+
+
+@pytest.mark.skipif(not __import__("shutil").which("chromium"), reason="needs a headless chromium")
+def test_view_mounts_and_responds_in_a_real_browser(tmp_path):
+    """The page's script runs offline: it mounts, and hovering a token repaints (timed)."""
+    import re
+    import subprocess
+
+    lm = tiny_lm("llama", seed=0)
+    att = il.attention(lm, "When <Mary> & John went to the store, John gave a drink to")
+    page = att.to_html().replace("</body>", """<script>
+var root=document.querySelector("div.il-attn"), spans=root.querySelectorAll(".il-attn-text span");
+spans[3].dispatchEvent(new Event("mouseenter"));
+root.setAttribute("data-q-bg", spans[1].style.background || "none");
+root.setAttribute("data-n-thumbs", root.querySelectorAll(".il-attn-model canvas").length);
+</script></body>""")
+    path = tmp_path / "att.html"
+    path.write_text(page, encoding="utf-8")
+    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", path.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert re.search(r'data-il-mount-ms="\d+"', dom)
+    assert 'data-n-thumbs="8"' in dom                       # 2 layers x 4 heads as small multiples
+    assert 'data-q-bg="rgb(' in dom                         # hovering token 3 colours what it attends to
+    assert "&lt;" in dom and "<Mary" not in dom              # tokens set as text, never as HTML

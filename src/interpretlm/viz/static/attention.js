@@ -16,12 +16,15 @@
     if (text !== undefined) e.textContent = text;
     return e;
   }
-  function shade(v) { // v in 0..255 -> white to deep blue
+  var LUT = [];  // v in 0..255 -> white to deep blue (sqrt scale, so small weights stay visible)
+  for (var v = 0; v < 256; v++) {
     var t = Math.sqrt(v / 255);
-    return [Math.round(255 - 225 * t), Math.round(255 - 170 * t), Math.round(255 - 60 * t)];
+    LUT.push([Math.round(255 - 225 * t), Math.round(255 - 170 * t), Math.round(255 - 60 * t)]);
   }
+  function shade(v) { return LUT[v]; }
 
   function mount(root, P) {
+    var t0 = (window.performance || Date).now();
     var L = P.layers.length, H = P.heads.length, g = P.grid, blk = P.block, n = P.tokens.length;
     var full = P.full.map(decode), thumbs = P.thumbs.map(decode);
     var state = { li: 0, hi: 0, q: -1 };
@@ -141,6 +144,7 @@
     layerSel.addEventListener("change", function () { select(+layerSel.value, state.hi); });
     headSel.addEventListener("change", function () { select(state.li, +headSel.value); });
     select(0, 0);
+    root.setAttribute("data-il-mount-ms", Math.round((window.performance || Date).now() - t0));
   }
 
   window.interpretlmAttention = {
