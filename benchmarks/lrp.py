@@ -79,19 +79,27 @@ def local_saliency(lm, prompt, token):
     return _logit_grad(lm, _embeds(lm, b.input_ids), b.attention_mask, token)[0].norm(dim=-1).numpy()
 
 
+def _fill_id(lm):
+    return lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
+
+
 def local_integrated_gradients(lm, prompt, token, steps=32, batch_size=16):
-    """Zero-embedding baseline, midpoint Riemann sum; returns ``[pos]`` and the completeness error."""
+    """Pad-token-embedding baseline (a zero embedding is degenerate under RMS norm: the norm
+    undoes the scaling, so the path is flat until it collapses near zero), midpoint Riemann
+    sum; returns ``[pos]`` and the completeness error."""
     b = lm.tokenize(prompt)
-    emb = _embeds(lm, b.input_ids)
+    x = _embeds(lm, b.input_ids)
+    base = _embeds(lm, torch.full_like(b.input_ids, _fill_id(lm)))
+    emb = x - base
     alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
     total = torch.zeros_like(emb[0])
     for s in range(0, steps, batch_size):
         a = alphas[s:s + batch_size].view(-1, 1, 1)
-        g = _logit_grad(lm, a * emb, b.attention_mask.expand(len(a), -1), token)
+        g = _logit_grad(lm, base + a * emb, b.attention_mask.expand(len(a), -1), token)
         total += g.sum(0)
     scores = (emb[0] * total / steps).sum(-1)
     with torch.no_grad():
-        f = lm.model(inputs_embeds=torch.cat([emb, 0 * emb]), attention_mask=b.attention_mask.expand(2, -1),
+        f = lm.model(inputs_embeds=torch.cat([x, base]), attention_mask=b.attention_mask.expand(2, -1),
                      use_cache=False).logits[:, -1, token]
     err = abs(float(scores.sum()) - float(f[0] - f[1])) / max(abs(float(f[0] - f[1])), 1e-12)
     return scores.numpy(), err
@@ -111,17 +119,19 @@ def _library_scores(lm, prompt, target, method):
         return None
 
 
-def deletion_aopc(lm, prompt, token, scores, k_max=10):
+def deletion_aopc(lm, prompt, token, scores, fraction=0.3):
     """Deletion AOPC: mean drop of p(token) as the top-k tokens (k = 0..K) are replaced by the pad token.
 
-    The last token (where the prediction is read) is never deleted.
+    ``K = ceil(fraction · (n - 1))``: only the top of the ranking is probed (deleting most of
+    a short prompt destroys any prediction, whatever the order). The last token (where the
+    prediction is read) is never deleted.
     """
     b = lm.tokenize(prompt)
     ids = b.input_ids[0]
     n = len(ids)
     order = [int(i) for i in np.argsort(-np.asarray(scores[: n - 1]), kind="stable")]
-    k_max = min(k_max, n - 1)
-    fill = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
+    k_max = max(1, int(np.ceil(fraction * (n - 1))))
+    fill = _fill_id(lm)
     rows = ids.repeat(k_max + 1, 1)
     for k in range(1, k_max + 1):
         rows[k, order[:k]] = fill
@@ -231,7 +241,8 @@ def main() -> None:
     else:
         print(f"not installed ({LXT_PYTHON} missing): LXT 2.1 needs Transformers 4.52; see benchmarks/_lxt_runner.py")
 
-    print(f"\n== deletion AOPC on {len(prompts)} built-in prompts (p(top token); higher = more faithful)")
+    print(f"\n== deletion AOPC on {len(prompts)} built-in prompts (p(top token), top 30% of tokens replaced by the pad "
+          "token one by one; higher = more faithful)")
     rng = np.random.default_rng(0)
     aopc: dict[str, list[float]] = {"LRP (attnlrp, default)": [], "LRP (attnlrp-absorbing, as LXT)": [],
                                     "LRP (cp)": [], "Integrated Gradients": [], "saliency": [], "random": []}
@@ -254,8 +265,12 @@ def main() -> None:
             v, how = _aopc(lm, p, tok, np.asarray(s, dtype=float))
             used.add(f"{how} AOPC")
             aopc[name].append(v)
+    rand = np.asarray(aopc["random"])
+    print(f"{'method':<32} {'AOPC':>8} {'± s.e.':>8}   {'minus random (paired)':>22}")
     for name, vals in aopc.items():
-        print(f"{name:<32} {np.mean(vals):.4f} ± {np.std(vals) / np.sqrt(len(vals)):.4f}")
+        v = np.asarray(vals)
+        d = v - rand
+        print(f"{name:<32} {v.mean():8.4f} {v.std() / np.sqrt(len(v)):8.4f}   {d.mean():+10.4f} ± {d.std() / np.sqrt(len(d)):.4f}")
     print("used:", ", ".join(sorted(used)) + (f"; IG completeness error {np.mean(ig_errs):.1%} (mean)" if ig_errs else ""))
 
 
