@@ -9,6 +9,7 @@ them.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -191,13 +192,17 @@ def attention(lm: LM, inputs: Prompts | Batch, layers: Sequence[int] | None = No
             n = int(chunk.lengths[r])
             pats = stacked[r, :, :, :n, :n].contiguous()
             row_sums = pats.sum(-1)
+            row_error = float((row_sums - 1).abs().max())
+            if row_error > 1e-3:  # the sanity check: every query's attention is a distribution
+                warnings.warn(f"Attention rows sum to 1 ± {row_error:.2g}, not 1: the captured weights are not "
+                              "softmax probabilities (a custom attention function?).", stacklevel=2)
             results.append(AttentionResult(
                 model=lm.name, method="attention", policy=dict(batch.policy),
                 prompt=chunk.prompts[r], tokens=list(chunk.tokens[r]),
                 special=[bool(x) for x in chunk.special[r, :n]],
                 token_ids=[int(x) for x in chunk.input_ids[r, :n]], layers=layers, heads=heads,
                 patterns=pats, n_kv_heads=lm.n_kv_heads,
-                diagnostics={"forward_passes": 1, "row_sum_error": float((row_sums - 1).abs().max()),
+                diagnostics={"forward_passes": 1, "row_sum_error": row_error,
                              "kept_bytes": int(pats.numel() * 4),
                              "layers_run": max(layers) + 1}))
     single = isinstance(inputs, str) or (batch.size == 1 and not _is_list_of_rows(inputs))
