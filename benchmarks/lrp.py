@@ -234,6 +234,8 @@ def main() -> None:
             rho_abs = [_spearman(np.asarray(x["relevance"]), np.asarray(o.scores)) for x, o in zip(res, ours_abs)]
             print(f"IOI prompt: LXT {lxt['lxt_seconds']:.3f} s (its plain forward+backward {lxt['plain_seconds']:.3f} s); "
                   f"ours {t_lrp:.3f} s: wall-time ratio ours/LXT {t_lrp / lxt['lxt_seconds']:.2f}")
+            print(f"each over its own plain forward+backward in its own process (robust to machine load): "
+                  f"LXT {lxt['lxt_seconds'] / lxt['plain_seconds']:.2f}x, ours {t_lrp / t_plain:.2f}x")
             print(f"LXT input relevance on IOI {sum(res[0]['relevance']):.2f} of logit {res[0]['logit']:.2f} "
                   f"(error {errs[0]:.1%}); mean error over {len(res)} prompts {np.mean(errs):.1%}")
             print(f"Spearman rank agreement with LXT (same top token on {sum(same)}/{len(same)} prompts): "
