@@ -179,3 +179,14 @@ root.setAttribute("data-n-thumbs", root.querySelectorAll(".il-attn-model canvas"
     assert 'data-n-thumbs="8"' in dom                       # 2 layers x 4 heads as small multiples
     assert 'data-q-bg="rgb(' in dom                         # hovering token 3 colours what it attends to
     assert "&lt;" in dom and "<Mary" not in dom              # tokens set as text, never as HTML
+
+
+def test_a_list_of_prompts_gives_one_result_each_padding_removed():
+    lm = tiny_lm("gpt2", seed=0)
+    prompts = ["When Mary and John went to the store", "The cat sat"]
+    both = il.attention(lm, prompts, layers=[1], batch_size=2)
+    assert len(both) == 2
+    for p, r in zip(prompts, both):
+        alone = il.attention(lm, p, layers=[1])
+        assert r.tokens == alone.tokens
+        assert float((r.patterns - alone.patterns).abs().max()) < 1e-5
