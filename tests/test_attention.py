@@ -190,3 +190,10 @@ def test_a_list_of_prompts_gives_one_result_each_padding_removed():
         alone = il.attention(lm, p, layers=[1])
         assert r.tokens == alone.tokens
         assert float((r.patterns - alone.patterns).abs().max()) < 1e-5
+
+
+def test_demo_section():
+    from interpretlm.attention.demo_section import attention_section
+    from interpretlm.demo import DEMO_PROMPTS
+    sec = attention_section(tiny_lm("llama", seed=0), DEMO_PROMPTS)
+    assert "il-attn" in sec.html and "rollout" in sec.html and "2 layers × 4 heads" in sec.text[0]

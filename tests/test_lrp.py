@@ -180,3 +180,10 @@ def test_default_model_conserves_better_than_lxt(default_lm):
     # the published rule reproduces LXT's figure: the input relevance sums to 4.24 of 11.04
     assert absorbing.diagnostics["input_relevance"] == pytest.approx(4.24, abs=0.05)
     assert r.top(1)[0][0] == " Mary"
+
+
+def test_demo_section():
+    from interpretlm.attribution.lrp_demo import lrp_section
+    from interpretlm.demo import DEMO_PROMPTS
+    sec = lrp_section(tiny_lm("llama", seed=0), DEMO_PROMPTS)
+    assert "conservation error 0.00%" in sec.text[0] and "Where the relevance went" in sec.html

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from ..demo import Section
+from typing import TYPE_CHECKING
+
 from ..model import LM
 from ..viz import html as H
 from ..viz.tokens import token_heatmap
 from .patterns import attention
 from .rollout import rollout_matrix
 
+if TYPE_CHECKING:
+    from ..demo import Section
+
 
 def attention_section(lm: LM, prompts: list[str]) -> Section:
     """Head view + model view of all layers × heads, the most distinctive heads, and rollout."""
+    from ..demo import Section  # here, not at import: demo.py imports this module
+
     prompt = next((p for p in prompts if "cat" in p), prompts[0])
     att = attention(lm, prompt)
     s = att.heads_summary()

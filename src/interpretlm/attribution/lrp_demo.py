@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from ..demo import Section
+from typing import TYPE_CHECKING
+
 from ..model import LM
-from ..targets import NextToken
+from ..targets import NextToken, prediction_positions
 from .lrp import lrp
+
+if TYPE_CHECKING:
+    from ..demo import Section
 
 
 def lrp_section(lm: LM, prompts: list[str]) -> Section:
     """Relevance of each token for the model's top next token of the first prompt."""
+    from ..demo import Section  # here, not at import: demo.py imports this module
+
     prompt = prompts[0]
-    top = lm.top_tokens(prompt, k=1)[0][0][0]
-    r = lrp(lm, prompt, NextToken(top))
+    batch = lm.tokenize(prompt)
+    out = lm.forward(batch, grad=False)
+    top_id = int(out.logits[0, prediction_positions(lm, batch)[0]].argmax())  # an id: decoded text may not re-encode
+    top = lm.tokenizer.decode([top_id])
+    r = lrp(lm, prompt, NextToken(top_id))
     d = r.diagnostics
     line = (f"{prompt!r} -> {top!r}: logit {d['output_relevance']:.2f}, input relevance "
             f"{d['input_relevance']:.2f} (conservation error {d['conservation_error']:.2%}); top: "
