@@ -168,7 +168,17 @@ def test_result_round_trip_and_errors(tmp_path):
     with pytest.raises(il.ComponentError):
         r.layer_relevance("blocks.9.mlp")
     with pytest.raises(il.TargetError):
-        _lrp(tiny_lm("bert", head=False))
+        _lrp(tiny_lm("bert", head=False))          # a logit target on a model without a head
+
+
+@pytest.mark.parametrize("kw", [dict(reference="The cat sat on the mat."), dict(dim=5), dict()])
+def test_sentence_embeddings_of_encoders_without_a_head_conserve(kw):
+    lm = tiny_lm("bert", seed=2, head=False)
+    target = il.PooledEmbedding(**kw)
+    r = _lrp(lm, "When Mary and John went to the store", target=target)
+    assert r.target_value == pytest.approx(float(lm.score("When Mary and John went to the store", target)[0]),
+                                           abs=1e-5)
+    assert r.conservation_error < 0.01
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ import torch
 from .. import hooks
 from ..errors import ComponentError, EmptyInputError
 from ..model import LM
-from ..targets import Contrast, NextToken, TargetLike, as_target, prediction_positions
+from ..targets import Contrast, NextToken, PooledEmbedding, TargetLike, as_target, prediction_positions
 from ..tokens import Prompts
 from ..viz import html as H
 from .lrp_composite import lrp_rules
@@ -104,6 +104,27 @@ def _seed(target: Any, lm: LM, out: Any) -> tuple[torch.Tensor, str]:
     return grad, "logits · ∂target/∂logits (first-order)"
 
 
+def _hidden_seed(target: Any, out: Any) -> tuple[torch.Tensor, str]:
+    """``[batch, pos, d_model]`` seed at the last hidden state for targets on it (``PooledEmbedding``).
+
+    A cosine similarity is explained with both norms held constant (as the norm rule does), so
+    the seed reproduces the cosine exactly; other targets use their gradient (exact for the
+    linear and degree-1 ones: ``direction``, ``dim``, the norm).
+    """
+    hidden = out.hidden.detach().float().requires_grad_(True)
+    with torch.enable_grad():
+        if isinstance(target, PooledEmbedding) and getattr(target, "_ref", None) is not None:
+            pooled = target.pool(hidden, out.batch)
+            ref = target._ref.to(pooled.device).float()
+            coef = (ref / (pooled.detach().norm(dim=-1, keepdim=True) * ref.norm())).detach()
+            value, how = (pooled * coef).sum(), "cosine similarity (norms held constant)"
+        else:
+            value = target(type(out)(logits=None, hidden=hidden, batch=out.batch)).sum()
+            how = "hidden · ∂target/∂hidden (first-order)"
+        (grad,) = torch.autograd.grad(value, hidden)
+    return grad.to(out.hidden.dtype), how
+
+
 def _lrp_one(lm: LM, batch: Any, tgt: Any, *, epsilon: float, attention_rule: str, tolerance: float) -> LRPAttribution:
     t0 = time.perf_counter()
     names = ["embed"] + [f"blocks.{i}.{p}" for i in range(lm.n_layers) for p in _BLOCK_PARTS]
@@ -131,17 +152,22 @@ def _lrp_one(lm: LM, batch: Any, tgt: Any, *, epsilon: float, attention_rule: st
                 handles.append(hooks._register(lm.site(name), lm.n_heads, watch(name), None))
             with torch.enable_grad():
                 out = lm.forward(batch, grad=True)
-                seed, explained = _seed(tgt, lm, out)
-                explained_value = float((out.logits.detach().float() * seed.float()).sum())
+                if getattr(tgt, "needs_logits", True):
+                    start = out.logits
+                    seed, explained = _seed(tgt, lm, out)
+                else:                                                    # e.g. a sentence embedding
+                    start = out.hidden
+                    seed, explained = _hidden_seed(tgt, out)
+                explained_value = float((start.detach().float() * seed.float()).sum())
                 picked = seed.abs().sum(-1) > 0                          # [batch, pos]: the seeded rows
-                score = (out.logits[picked] * seed[picked]).sum()
+                score = (start[picked] * seed[picked]).sum()
                 torch.autograd.grad(score, leaf["x"])
         finally:
             for h in handles:
                 h.remove()
     absorbed = {k: float(v) for k, v in ledger.absorbed.items()}
-    head = lm.model.get_output_embeddings()
-    if getattr(head, "bias", None) is not None:
+    head = lm.model.get_output_embeddings() if lm.has_head else None
+    if start is out.logits and getattr(head, "bias", None) is not None:
         absorbed["head_bias"] = float((seed.float().sum((0, 1)) * head.bias.detach().float()).sum())
     relevance = store["blocks.0.resid_pre"].numpy().astype(float)
     total = float(relevance.sum())
@@ -185,7 +211,9 @@ def lrp(lm: LM, inputs: Prompts, target: TargetLike, *, epsilon: float = 1e-6, a
         lm: the model handle (Llama-like, GPT-2, GPT-NeoX or BERT-like).
         inputs: a prompt or token ids (a list gives a list of results, one pass pair each).
         target: ``il.NextToken`` (explains the token's logit), ``il.Contrast`` (the logit
-            difference) or any target (explains ``logits · ∂target/∂logits``).
+            difference), ``il.PooledEmbedding`` (encoders without a head: cosine with norms
+            held constant, or the direction / dim / norm) or any target (explains
+            ``logits · ∂target/∂logits``).
         epsilon: stabilizer of the epsilon rule on linear layers.
         attention_rule: ``"attnlrp"`` (default, conservative), ``"attnlrp-absorbing"``
             (the published softmax rule, as in LXT) or ``"cp"`` (attention held constant);
@@ -208,10 +236,6 @@ def lrp(lm: LM, inputs: Prompts, target: TargetLike, *, epsilon: float = 1e-6, a
     if attention_rule not in ATTENTION_RULES:
         from .lrp_composite import LRPRuleError
         raise LRPRuleError(f"attention_rule must be one of {ATTENTION_RULES}; got {attention_rule!r}.")
-    if not lm.has_head:
-        from ..errors import TargetError
-        raise TargetError("LRP starts from the model's logits; this model has no LM head. Load it with a head "
-                          "(e.g. *ForCausalLM / *ForMaskedLM).")
     tgt = as_target(target)
     batch = tgt.prepare(lm, lm.tokenize(inputs, chat=chat))
     if batch.input_ids.numel() == 0 or int(batch.lengths.min()) == 0:

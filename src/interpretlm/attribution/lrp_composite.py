@@ -48,9 +48,17 @@ def _norm_kind(m: nn.Module) -> str | None:
 
 
 def _layer_of(model: nn.Module, lm: LM) -> dict[int, int]:
-    """``id(module) -> layer`` for every module inside a block."""
+    """``id(module) -> layer`` for every module inside a block; ``-1`` below the first block.
+
+    Modules of the embedding stage (BERT's embedding layer norm) act below the input where
+    relevance is read, so what they absorb is not part of the conservation balance.
+    """
+    from ..architectures import get_module
     from ..model import resolve_blocks
     out = {}
+    if "." in lm.family.embed:
+        for m in get_module(model.base_model, lm.family.embed.rsplit(".", 1)[0]).modules():
+            out[id(m)] = -1
     for i, block in enumerate(resolve_blocks(model, lm.family)):
         for m in block.modules():
             out[id(m)] = i

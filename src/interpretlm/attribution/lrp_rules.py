@@ -45,9 +45,13 @@ class Ledger:
         self.absorbed: dict[str, float] = defaultdict(float)
         self.by_layer: dict[tuple[str, int], float] = defaultdict(float)
         self.moved_to_values = 0.0
+        self.below_input: dict[str, float] = defaultdict(float)
 
     def add(self, kind: str, amount: torch.Tensor, layer: int | None = None) -> None:
         v = float(amount)
+        if layer == -1:  # below the input where relevance is read (embedding layer norm)
+            self.below_input[kind] += v
+            return
         self.absorbed[kind] += v
         if layer is not None:
             self.by_layer[(kind, layer)] += v
