@@ -42,6 +42,27 @@ def demo(model: Optional[str] = typer.Option(None, help="Model (default: smollm2
         _fail(exc)
 
 
+@app.command()
+def attention(prompt: str = typer.Argument(..., help="The text whose attention is shown."),
+              model: str = typer.Option("smollm2-135m", help="Model name, Hugging Face id, folder or .gguf file."),
+              layers: Optional[str] = typer.Option(None, help="Comma-separated layers (default: all)."),
+              out: Path = typer.Option(Path("attention.html"), help="Where to write the head and model view.")) -> None:
+    """Attention patterns of a prompt: top heads by kind, and an interactive HTML view."""
+    from .attention import attention as run_attention
+    from .loading import load
+    try:
+        chosen = [int(x) for x in layers.split(",")] if layers else None
+        att = run_attention(load(model), prompt, layers=chosen)
+        s = att.heads_summary()
+        for metric in ("previous_token", "induction", "first_token", "self"):
+            top = [t for t in s.top(metric, 3) if t[2] == t[2]]
+            if top:
+                print(f"{metric:>15}: " + ", ".join(f"L{l}H{h} {v:.2f}" for l, h, v in top))
+        print(f"wrote {att.save_html(out)}")
+    except (InterpretLMError, ValueError) as exc:
+        _fail(exc)
+
+
 def main() -> None:
     app()
 

@@ -28,3 +28,4 @@ def attribute(lm: LM, inputs: Any, target: TargetLike, method: str = "integrated
 
 
 __all__ = ["Attribution", "METHODS", "attribute", "get_method", "register_method"]
+from . import lrp  # noqa: E402,F401  registers method="lrp"
