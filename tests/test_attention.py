@@ -101,7 +101,7 @@ def test_heads_summary_finds_planted_induction_and_previous_token_heads():
 
 
 def test_head_scores_on_exact_patterns():
-    from interpretlm.attention import head_scores
+    from interpretlm.attention_maps import head_scores
     n = 4
     prev = torch.zeros(n, n)
     prev[0, 0] = 1
@@ -128,7 +128,7 @@ def test_rollout_is_the_product_of_residual_mixed_layers():
     r = il.attention_rollout(lm, prompt)
     assert float((r.matrix - expected).abs().max()) < 1e-6
     assert r.diagnostics["row_sum_error"] < 1e-5
-    from interpretlm.attention import rollout_matrix
+    from interpretlm.attention_maps import rollout_matrix
     assert float((rollout_matrix(att.patterns) - r.matrix).abs().max()) < 1e-6
     f = il.attention_flow(lm, prompt)
     assert f.matrix.shape == (1, len(att.tokens))
@@ -193,7 +193,7 @@ def test_a_list_of_prompts_gives_one_result_each_padding_removed():
 
 
 def test_demo_section():
-    from interpretlm.attention.demo_section import attention_section
+    from interpretlm.attention_maps.demo_section import attention_section
     from interpretlm.demo import DEMO_PROMPTS
     sec = attention_section(tiny_lm("llama", seed=0), DEMO_PROMPTS)
     assert "il-attn" in sec.html and "rollout" in sec.html and "2 layers × 4 heads" in sec.text[0]

@@ -48,7 +48,7 @@ def attention(prompt: str = typer.Argument(..., help="The text whose attention i
               layers: Optional[str] = typer.Option(None, help="Comma-separated layers (default: all)."),
               out: Path = typer.Option(Path("attention.html"), help="Where to write the head and model view.")) -> None:
     """Attention patterns of a prompt: top heads by kind, and an interactive HTML view."""
-    from .attention import attention as run_attention
+    from .attention_maps import attention as run_attention
     from .loading import load
     try:
         chosen = [int(x) for x in layers.split(",")] if layers else None

@@ -55,7 +55,7 @@ def next_tokens_section(lm: LM, prompts: list[str]) -> Section:
 SECTIONS: list[Callable[[LM, list[str]], Section]] = [next_tokens_section]
 """Demo sections, in order. Method families append theirs here."""
 
-from .attention.demo_section import attention_section  # noqa: E402  (attention visualization)
+from .attention_maps.demo_section import attention_section  # noqa: E402  (attention visualization)
 from .attribution.lrp_demo import lrp_section  # noqa: E402  (layer-wise relevance propagation)
 
 SECTIONS += [attention_section, lrp_section]

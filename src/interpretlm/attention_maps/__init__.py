@@ -17,15 +17,3 @@ from .summary import METRICS, HeadsSummary, head_scores
 
 __all__ = ["METRICS", "AttentionFlow", "AttentionResult", "HeadsSummary", "attention", "attention_flow",
            "attention_rollout", "head_scores", "rollout_matrix"]
-
-
-class _CallableModule(__import__("types").ModuleType):
-    """``il.attention`` resolves to this package (the lazy loader and the import system bind
-    the submodule's name on the parent), so the package itself forwards calls to
-    :func:`attention`: ``il.attention(lm, prompt, layers=[...])``."""
-
-    def __call__(self, *args, **kwargs):
-        return attention(*args, **kwargs)
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
