@@ -2,7 +2,7 @@
 
 Example:
     >>> import interpretlm as il  # doctest: +SKIP
-    >>> il.probing.tasks.pos(["The cat sat on the mat."])  # doctest: +SKIP
+    >>> il.probing.tasks.pos(["The cat sat on the mat."], min_count=1)  # doctest: +SKIP
     Task('pos', 1 texts, 7 token-level examples, categorical, 5 classes)
 """
 

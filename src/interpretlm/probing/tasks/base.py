@@ -174,6 +174,9 @@ class Task:
         c = self.counts()
         keep = {y for y, n in c.items() if n >= min_count}
         dropped = {str(y): n for y, n in c.items() if y not in keep}
+        if not keep:
+            raise TaskError(f"Every class of task {self.name!r} has fewer than {min_count} examples; give more texts "
+                            "or a smaller min_count (min_count=1 keeps every class).")
         info = dict(self.info, dropped_classes=dropped)
         if self.level == "sentence":
             idx = [i for i, y in enumerate(self.labels) if y in keep]

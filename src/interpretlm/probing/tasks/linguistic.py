@@ -68,7 +68,7 @@ def pos(texts: Sequence[str] | None = None, *, n: int = 300, seed: int = 0, whic
         min_count: classes seen fewer times are dropped (recorded in ``task.info``).
 
     Example:
-        >>> task = il.probing.tasks.pos(["The cat sat on the mat."])  # doctest: +SKIP
+        >>> task = il.probing.tasks.pos(["The cat sat on the mat."], min_count=1)  # doctest: +SKIP
         >>> task.labels[0]  # doctest: +SKIP
         ['DET', 'NOUN', 'VERB', 'ADP', 'DET', 'NOUN', 'PUNCT']
     """
