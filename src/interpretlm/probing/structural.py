@@ -129,7 +129,8 @@ class DistanceProbe:
             Hs[s, :k] = self._center(h)
             Ds[s, :k, :k] = dist
             M[s, :k, :k] = 1
-        with torch.enable_grad():
+        from .probes import one_thread
+        with torch.enable_grad(), one_thread():
             for _ in range(self.epochs):
                 order = torch.randperm(len(H), generator=g)
                 for a in range(0, len(H), self.batch_size):
