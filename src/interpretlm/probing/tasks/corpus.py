@@ -16,22 +16,62 @@ from __future__ import annotations
 
 import random
 
-DET = ["the", "a", "this", "that", "every", "my", "her", "our"]
-ADJ = ["old", "small", "green", "quiet", "bright", "heavy", "young", "strange", "happy", "cold"]
-ADV = ["quickly", "often", "rarely", "slowly", "quietly", "never", "always"]
-PREP = ["near", "behind", "under", "with", "from", "beside", "on"]
-# (singular noun, plural noun); several are also verbs below.
-NOUN = [("watch", "watches"), ("book", "books"), ("dog", "dogs"), ("teacher", "teachers"), ("park", "parks"),
-        ("light", "lights"), ("run", "runs"), ("plant", "plants"), ("letter", "letters"), ("house", "houses"),
-        ("train", "trains"), ("garden", "gardens"), ("friend", "friends"), ("ship", "ships"), ("play", "plays")]
-# (3rd singular, plural/base, past) transitive verbs; several are also nouns above.
-VT = [("watches", "watch", "watched"), ("books", "book", "booked"), ("plants", "plant", "planted"),
-      ("trains", "train", "trained"), ("parks", "park", "parked"), ("ships", "ship", "shipped"),
-      ("sees", "see", "saw"), ("likes", "like", "liked"), ("finds", "find", "found"), ("lights", "light", "lit")]
-VI = [("runs", "run", "ran"), ("sleeps", "sleep", "slept"), ("waits", "wait", "waited"), ("plays", "play", "played"),
-      ("laughs", "laugh", "laughed"), ("arrives", "arrive", "arrived")]
+DET = ["the", "a", "this", "that", "every", "my", "her", "our", "his", "their", "one", "each"]
+ADJ = ("old small green quiet bright heavy young strange happy cold warm tiny famous lazy brave clever dark empty "
+       "gentle golden hidden honest huge late loud modern narrow nervous polite proud rare rich rough sharp shy "
+       "silent simple soft strong sweet tall thin wild wise wooden yellow busy calm careful cheap clean curious "
+       "distant dusty eager fancy fresh friendly grey hungry kind little lonely lucky noisy pale patient").split()
+ADV = ("quickly often rarely slowly quietly never always suddenly carefully gladly barely finally happily "
+       "openly easily loudly").split()
+PREP = ["near", "behind", "under", "with", "from", "beside", "on", "above", "inside", "across", "past", "without"]
+_NOUNS = ("dog teacher park letter house garden friend ship farmer doctor river window table chair city village "
+          "child student bird horse car road bridge mountain island forest lake cloud song story painting picture "
+          "kitchen school office market station shop bottle box key door wall street tower castle king queen "
+          "soldier sailor artist writer baker driver nurse pilot singer dancer neighbor stranger lawyer judge "
+          "captain guard monkey rabbit tiger lion cat mouse apple orange cake bread cup plate engine machine "
+          "computer phone camera map coin ring hat coat shoe glove blanket lamp clock mirror candle basket "
+          "garden fence gate field hill valley meadow beach harbor boat truck bus").split()
+# Words that are nouns here and verbs below: part of speech depends on the sentence.
+_AMBIGUOUS = "watch book run plant light train park ship play check paint drink fish walk dance cook".split()
+_VT = ("see like find help visit follow carry open clean paint watch book plant train park ship check cook "
+       "push pull call greet answer climb fix hold lift move order wash fill kick love hate need want").split()
+_VI = "sleep wait play laugh arrive run walk dance smile cry rest swim jump work travel fish drink cook".split()
+_IRREGULAR = {"see": "saw", "find": "found", "hold": "held", "run": "ran", "swim": "swam", "drink": "drank",
+              "light": "lit", "buy": "bought"}
+
+
+def _plural(n: str) -> str:
+    if n in ("child",):
+        return "children"
+    if n.endswith(("s", "sh", "ch", "x")):
+        return n + "es"
+    if n.endswith("y") and n[-2] not in "aeiou":
+        return n[:-1] + "ies"
+    return n + "s"
+
+
+def _forms(v: str) -> tuple[str, str, str]:
+    """(3rd person singular, base, past)."""
+    third = v + "es" if v.endswith(("s", "sh", "ch", "x", "o")) else (v[:-1] + "ies" if v.endswith("y") and
+                                                                      v[-2] not in "aeiou" else v + "s")
+    if v in _IRREGULAR:
+        past = _IRREGULAR[v]
+    elif v.endswith("e"):
+        past = v + "d"
+    elif v.endswith("y") and v[-2] not in "aeiou":
+        past = v[:-1] + "ied"
+    elif v in ("ship", "plan", "hop"):
+        past = v + v[-1] + "ed"
+    else:
+        past = v + "ed"
+    return third, v, past
+
+
+NOUN = [(n, _plural(n)) for n in dict.fromkeys(_NOUNS + _AMBIGUOUS)]
+VT = [_forms(v) for v in dict.fromkeys(_VT)]
+VI = [_forms(v) for v in dict.fromkeys(_VI)]
 PRON = [("she", "sg"), ("he", "sg"), ("they", "pl"), ("we", "pl"), ("it", "sg")]
-NAMES = ["Mary", "John", "Anna", "Tom", "Alice", "Bob"]
+NAMES = ["Mary", "John", "Anna", "Tom", "Alice", "Bob", "Sarah", "James", "Emma", "David", "Laura", "Peter"]
 
 
 def _np(rng: random.Random, number: str, depth: int = 0) -> str:
