@@ -55,9 +55,9 @@ def extract(lm, texts, batch_size, components, pooling) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--texts", type=int, default=256)
+    ap.add_argument("--texts", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     lm = il.load(args.model)
     texts = sentences(args.texts, seed=0)

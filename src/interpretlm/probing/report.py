@@ -62,7 +62,7 @@ def line_chart(x_labels: list[str], series: dict[str, list[float]], *, title: st
         return T + ph * (1 - (v - lo) / (hi - lo))
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="{H.escape(title)}" '
-             'style="font: 11px sans-serif">']
+             'style="font: 11px sans-serif"><rect width="100%" height="100%" fill="white"/>']
     if title:
         parts.append(f'<text x="{L}" y="14" font-weight="bold">{H.escape(title)}</text>')
     for k in range(5):
