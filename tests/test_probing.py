@@ -196,3 +196,13 @@ def test_report_round_trip_table_and_html(lm, tmp_path):
         assert np.allclose(back.scores[k], rep.scores[k], equal_nan=True)
     html = rep.to_html()
     assert "<svg" in html and "&lt;b&gt;pos" in html and "<b>pos" not in html
+
+
+@pytest.mark.parametrize("module", ["alignment", "control", "mdl", "structural", "probes", "tasks.base",
+                                    "tasks.templates", "tasks.corpus"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+    m = importlib.import_module(f"interpretlm.probing.{module}")
+    result = doctest.testmod(m, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted >= 1

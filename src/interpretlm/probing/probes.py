@@ -136,14 +136,21 @@ class RidgeProbe(_Probe):
             A = Z @ Z.T + self.alpha * torch.eye(n, dtype=Z.dtype)
             W = Z.T @ torch.linalg.solve(A, T - t_mean)
         self.coef_, self.intercept_ = W.float(), t_mean.float()
+        if not self.regression_:
+            # Ridge scores are not probabilities: pick the softmax temperature that gives the
+            # training labels the highest likelihood, so MDL codelengths are meaningful.
+            scores = self.decision(X)
+            grid = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+            nll = [float(torch.nn.functional.cross_entropy(scores * t, y)) for t in grid]
+            self.temperature_ = grid[min(range(len(grid)), key=nll.__getitem__)]
         return self
 
     def decision(self, X: torch.Tensor) -> torch.Tensor:
         return _standardize(X, self.mean_, self.std_) @ self.coef_ + self.intercept_
 
     def predict_proba(self, X: torch.Tensor) -> torch.Tensor:
-        # Ridge scores are not probabilities; a softmax of them gives a usable code for MDL.
-        return torch.softmax(self.decision(X) * 4.0, dim=-1)
+        """``[n, classes]``: a softmax of the ridge scores at the temperature fitted in ``fit``."""
+        return torch.softmax(self.decision(X) * self.temperature_, dim=-1)
 
 
 class MLPProbe(_Probe):

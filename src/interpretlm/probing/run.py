@@ -82,7 +82,10 @@ def probe(lm: Any, task: Task, layers: str | int | Sequence[int] = "all", probe:
             the structural :class:`~interpretlm.probing.structural.DistanceProbe`.
         component: the block component read (``"resid_post"``, ``"mlp"``, ``"attn"``...).
         control: also train on a control task (one random label per word type) and report
-            selectivity = accuracy - control accuracy (Hewitt & Liang, 2019).
+            selectivity = accuracy - control accuracy (Hewitt & Liang, 2019). For
+            sentence-level tasks each distinct text is a type, so the control task is a
+            random relabelling of the texts; for regression the control values are drawn
+            from the real ones and selectivity is the difference of R².
         mdl: also report the online codelength and compression (Voita & Titov, 2020).
         test_size: fraction of texts (of groups) held out; the split is by text so no
             sentence is seen on both sides.
