@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import sys
 import warnings
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -65,6 +67,40 @@ def _check_counts(task: Task, labels: list[Any], is_test: list[bool]) -> None:
     if missing:
         raise TaskError(f"Task {task.name!r}: classes {missing} have no training example after the split "
                         "(they occur in too few texts); add examples or drop them with task.drop_rare(min_count).")
+
+
+@dataclass
+class _Examples:
+    """The labelled examples of a task, in the order of the activation store's rows."""
+
+    positions: list[list[int]]   # per text, token positions read (token-level tasks)
+    text: list[int]              # per example, its text
+    word: list[int]              # per example, its word index in the text
+    label: list[Any]
+    type: list[str]              # per example, its word type (control task)
+    unaligned: int               # words no token overlaps
+
+
+def _examples(lm: Any, task: Task, which: str) -> _Examples:
+    """Align every labelled word to a token position (or take one example per text)."""
+    if task.level == "sentence":
+        n = len(task.texts)
+        return _Examples([], list(range(n)), [0] * n, list(task.labels), task.flat_types(), 0)
+    ex = _Examples([], [], [], [], [], 0)
+    for start in range(0, len(task.texts), 64):
+        batch = lm.tokenize(task.texts[start:start + 64])
+        for r in range(batch.size):
+            i = start + r
+            n = int(batch.lengths[r])
+            pos = align_words(batch.offsets[r][:n], task.spans[i], batch.special[r, :n].tolist(), which)
+            keep = [j for j, p in enumerate(pos) if p >= 0]
+            ex.unaligned += len(pos) - len(keep)
+            ex.positions.append([pos[j] for j in keep])
+            ex.text += [i] * len(keep)
+            ex.word += keep
+            ex.label += [task.labels[i][j] for j in keep]
+            ex.type += [task.words[i][j].lower() for j in keep]
+    return ex
 
 
 def probe(lm: Any, task: Task, layers: str | int | Sequence[int] = "all", probe: str | _Probe = "auto", *,
@@ -134,28 +170,9 @@ def probe(lm: Any, task: Task, layers: str | int | Sequence[int] = "all", probe:
     names = expand_components(lm, component, layers)
 
     # ------------------------------------------------------------ examples and alignment
-    n_unaligned = 0
-    if task.level == "token":
-        positions: list[list[int]] = []
-        ex_text, ex_word, ex_label, ex_type = [], [], [], []
-        for start in range(0, len(task.texts), 64):
-            batch = lm.tokenize(task.texts[start:start + 64])
-            for r in range(batch.size):
-                i = start + r
-                n = int(batch.lengths[r])
-                pos = align_words(batch.offsets[r][:n], task.spans[i], batch.special[r, :n].tolist(), which)
-                keep = [j for j, p in enumerate(pos) if p >= 0]
-                n_unaligned += len(pos) - len(keep)
-                positions.append([pos[j] for j in keep])
-                ex_text += [i] * len(keep)
-                ex_word += keep
-                ex_label += [task.labels[i][j] for j in keep]
-                ex_type += [task.words[i][j].lower() for j in keep]
-    else:
-        ex_text = list(range(len(task.texts)))
-        ex_word = [0] * len(task.texts)
-        ex_label = list(task.labels)
-        ex_type = task.flat_types()
+    ex = _examples(lm, task, which)
+    positions, ex_text, ex_word, ex_label, ex_type = (ex.positions, ex.text, ex.word, ex.label, ex.type)
+    n_unaligned = ex.unaligned
     if not ex_label:
         raise TaskError(f"Task {task.name!r}: no labelled word could be aligned to a token.")
     groups = task.groups or list(range(len(task.texts)))
@@ -251,7 +268,7 @@ def probe(lm: Any, task: Task, layers: str | int | Sequence[int] = "all", probe:
         policy=dict(lm.tokenize(task.texts[0]).policy),
         diagnostics={"forward_passes": -(-len(task.texts) // batch_size), "texts": len(task.texts),
                      "unaligned_words": n_unaligned, "store": str(store.path) if store.path else "memory",
-                     "uniform_codelength_bits": (len(tr) * __import__("math").log2(max(len(classes), 2))
+                     "uniform_codelength_bits": (len(tr) * math.log2(max(len(classes), 2))
                                                  if mdl and task.kind == "categorical" else None)})
     _check(rep)
     return rep
