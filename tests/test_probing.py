@@ -33,7 +33,7 @@ def _word_task(lm, texts, name, label_fn):
     return T.Task.words_task(name, texts, words, labels)
 
 
-def _planted(lm, texts, layer):
+def _planted(lm, texts, layer, numeric=False):
     """Labels = which side of a random hyperplane a word's last sub-token lies at one layer."""
     base = _word_task(lm, texts, "tmp", lambda i, j, w: "a")
     positions = []
@@ -45,9 +45,8 @@ def _planted(lm, texts, layer):
     g = torch.Generator().manual_seed(7)
     direction = torch.randn(acts.shape[1], generator=g)
     proj = (acts - acts.mean(0)) @ direction
-    flat = (proj > proj.median()).tolist()
-    it = iter(flat)
-    labels = [[("up" if next(it) else "down") for _ in p] for p in positions]
+    it = iter(proj.tolist()) if numeric else iter((proj > proj.median()).tolist())
+    labels = [[(next(it) if numeric else ("up" if next(it) else "down")) for _ in p] for p in positions]
     return T.Task.words_task("planted", texts, base.words, labels, spans=base.spans)
 
 
@@ -64,6 +63,17 @@ def test_planted_linear_signal_is_recovered_at_its_layer(lm, texts):
     # The planted labels compress far better than the uniform code at their layer.
     comp = dict(zip(rep.layers, rep.scores["mdl_compression"]))
     assert comp["blocks.1.resid_post"] > 2.0
+
+
+def test_planted_signal_with_ridge_regression_and_the_mlp_probe(lm, texts):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg = il.probe(lm, _planted(lm, texts, layer=1, numeric=True), layers=[1], probe="ridge", control=True,
+                       mdl=False)
+        mlp = il.probe(lm, _planted(lm, texts, layer=1), layers=[1], probe="mlp", control=False, mdl=False)
+    assert reg.task["kind"] == "numeric" and reg.scores["r2"][0] > 0.95   # an exact linear function, up to the ridge
+    assert reg.scores["selectivity"][0] > 0.2
+    assert mlp.probe["name"] == "mlp" and mlp.scores["accuracy"][0] > 0.9
 
 
 def test_shuffled_labels_stay_at_chance_at_every_layer(lm, texts):
