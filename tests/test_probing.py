@@ -70,10 +70,11 @@ def test_planted_signal_with_ridge_regression_and_the_mlp_probe(lm, texts):
         warnings.simplefilter("ignore")
         reg = il.probe(lm, _planted(lm, texts, layer=1, numeric=True), layers=[1], probe="ridge", control=True,
                        mdl=False)
-        mlp = il.probe(lm, _planted(lm, texts, layer=1), layers=[1], probe="mlp", control=False, mdl=False)
+        mlp = il.probe(lm, _planted(lm, texts, layer=1), layers=[1], probe=MLPProbe(hidden=64, epochs=30),
+                       control=False, mdl=False)
     assert reg.task["kind"] == "numeric" and reg.scores["r2"][0] > 0.95   # an exact linear function, up to the ridge
     assert reg.scores["selectivity"][0] > 0.2
-    assert mlp.probe["name"] == "mlp" and mlp.scores["accuracy"][0] > 0.9
+    assert mlp.probe["name"] == "MLPProbe" and mlp.scores["accuracy"][0] > 0.9
 
 
 def test_shuffled_labels_stay_at_chance_at_every_layer(lm, texts):
