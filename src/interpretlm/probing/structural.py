@@ -113,7 +113,9 @@ class DistanceProbe:
             raise ProbingError("The structural probe needs at least one training sentence.")
         allh = torch.cat([h.float() for h in H])
         self.mean_ = allh.mean(0)
-        self.scale_ = allh.std(0, unbiased=False).mean().clamp_min(1e-6)
+        # Per-dimension scaling: residual streams have a few huge outlier dimensions that
+        # would otherwise dominate every distance and stall training.
+        self.scale_ = allh.std(0, unbiased=False).clamp_min(1e-6)
         d = allh.shape[1]
         g = torch.Generator().manual_seed(self.seed)
         B = (torch.randn(d, self.rank, generator=g) * 0.1 / d ** 0.5).requires_grad_()
