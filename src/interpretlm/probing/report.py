@@ -105,7 +105,8 @@ class ProbeReport(Result):
         probe: the probe's name and settings.
         layers: the canonical names probed, in order (``"embed"`` first when included).
         scores: per metric, one value per layer: ``accuracy``, ``macro_f1`` (classes),
-            ``r2`` (regression), ``control_accuracy``, ``selectivity``, ``mdl_codelength``,
+            ``r2`` (regression), ``control_accuracy`` (``control_r2`` for regression),
+            ``selectivity``, ``mdl_codelength``,
             ``mdl_compression``, ``spearman`` and ``uuas`` (structural probe),
             ``train_score``; ``nan`` where a metric does not apply.
         baseline: the majority-class accuracy (or 0 R²) on the test split.
@@ -158,8 +159,8 @@ class ProbeReport(Result):
         if "selectivity" in self.scores and name:
             s = self.scores["selectivity"][self.layers.index(name)]
             sel = f", selectivity {s:.3f}" if s == s else ""
-        return (f"model {self.model} · {self.probe.get('name', '')} probe · best {self.headline} {v:.3f} at {name}{sel}"
-                f" · baseline {self.baseline:.3f}")
+        base = f" · baseline {self.baseline:.3f}" if self.baseline == self.baseline else ""
+        return f"model {self.model} · {self.probe.get('name', '')} probe · best {self.headline} {v:.3f} at {name}{sel}{base}"
 
     def _html_body(self) -> str:
         x = self.layer_labels
@@ -172,9 +173,10 @@ class ProbeReport(Result):
             main = {self.headline: self.scores[self.headline]}
             if kind == "categorical":
                 main["macro-F1"] = self.scores["macro_f1"]
-            if any(v == v for v in self.scores.get("control_accuracy", [])):
-                main["control accuracy"] = self.scores["control_accuracy"]
-                main["selectivity"] = self.scores["selectivity"]
+            for key in ("control_accuracy", "control_r2"):
+                if any(v == v for v in self.scores.get(key, [])):
+                    main[key.replace("_", " ")] = self.scores[key]
+                    main["selectivity"] = self.scores["selectivity"]
             main["baseline"] = [self.baseline] * len(x)
             charts.append(line_chart(x, main, title=f"{self.task.get('name', '')}: held-out {self.headline} per layer",
                                      y_label=self.headline, y_min=0, y_max=1))

@@ -24,7 +24,7 @@ from .store import activations, expand_components
 from .structural import DistanceProbe, tree_distances
 from .tasks.base import Task
 
-METRICS = ("accuracy", "macro_f1", "r2", "control_accuracy", "selectivity", "mdl_codelength", "mdl_compression",
+METRICS = ("accuracy", "macro_f1", "r2", "control_accuracy", "control_r2", "selectivity", "mdl_codelength", "mdl_compression",
            "spearman", "uuas", "train_score")
 
 
@@ -249,8 +249,8 @@ def probe(lm: Any, task: Task, layers: str | int | Sequence[int] = "all", probe:
                     scores["control_accuracy"][li] = accuracy(pc.predict(X[te]), y_ctrl[te])
                     scores["selectivity"][li] = selectivity(scores["accuracy"][li], scores["control_accuracy"][li])
                 else:
-                    scores["control_accuracy"][li] = r2(pc.predict(X[te]), y_ctrl[te])
-                    scores["selectivity"][li] = scores["r2"][li] - scores["control_accuracy"][li]
+                    scores["control_r2"][li] = r2(pc.predict(X[te]), y_ctrl[te])
+                    scores["selectivity"][li] = scores["r2"][li] - scores["control_r2"][li]
             if mdl and task.kind == "categorical":
                 code = online_codelength(lambda: clone(prb), X[tr], y_all[tr], len(classes), seed=seed)
                 scores["mdl_codelength"][li] = code["codelength"]
