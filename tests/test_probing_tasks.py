@@ -66,3 +66,17 @@ def test_pos_and_agreement_on_the_minilm_encoder():
     assert max(rep.scores["accuracy"]) > 0.9
     assert max(rep.scores["selectivity"][1:]) > rep.scores["selectivity"][0] + 0.05
     assert max(agr.scores["accuracy"]) > 0.75   # subject number is readable at the last token (chance 0.5)
+
+
+def test_reports_of_every_task_kind_render():
+    from interpretlm.testing import tiny_lm
+    lm = tiny_lm("gpt2", seed=0)
+    texts = T.sentences(40, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trees = il.probe(lm, T.trees(texts), layers=[1], progress=False)
+        depth = il.probe(lm, T.depth(texts), layers=[1], progress=False)
+    assert trees.probe["name"] == "structural" and 0 <= trees.scores["uuas"][0] <= 1
+    assert "Structural probe" in trees.to_html() and "baseline" not in trees.summary()
+    assert depth.probe["name"] == "ridge" and depth.scores["control_r2"][0] == depth.scores["control_r2"][0]
+    assert "control r2" in depth.to_html() and "r2" in depth.table[0]
