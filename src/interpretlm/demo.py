@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .model import LM
+from .probing.demo import probing_section
 from .results import _atomic_write
 from .viz import html as H
 from .viz.report import report_page
@@ -52,7 +53,7 @@ def next_tokens_section(lm: LM, prompts: list[str]) -> Section:
     return Section("Next-token predictions", "".join(parts), lines)
 
 
-SECTIONS: list[Callable[[LM, list[str]], Section]] = [next_tokens_section]
+SECTIONS: list[Callable[[LM, list[str]], Section]] = [next_tokens_section, probing_section]
 """Demo sections, in order. Method families append theirs here."""
 
 from .attention_maps.demo_section import attention_section  # noqa: E402  (attention visualization)
