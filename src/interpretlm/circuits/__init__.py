@@ -1,0 +1,14 @@
+"""Circuit analysis on the Hugging Face model itself.
+
+One file per algorithm: :mod:`.patching` (activation patching), :mod:`.attribution_patching`
+(attribution patching and EAP-IG), :mod:`.path_patching`, :mod:`.ablation`,
+:mod:`.logit_lens`, :mod:`.discovery` (automatic circuit discovery); :mod:`.runner` and
+:mod:`.sweep` are the batched replay engine they share, :mod:`.render` draws grids and graphs.
+"""
+
+from __future__ import annotations
+
+from .patching import PatchResult, patch
+from .sweep import Patch, PatchingError
+
+__all__ = ["Patch", "PatchResult", "PatchingError", "patch"]
