@@ -31,7 +31,8 @@ def induction_batch(n: int, g: torch.Generator, seq: int = SEQ) -> tuple[torch.T
     return x, mask
 
 
-def train_induction_lm(seed: int = 0, steps: int = 900, seconds: float = 55.0, lr: float = 3e-3, batch: int = 64) -> tuple[LM, dict]:
+def train_induction_lm(seed: int = 0, steps: int = 900, seconds: float = 55.0, lr: float = 3e-3, batch: int = 64,
+                       log: bool = False) -> tuple[LM, dict]:
     import transformers as tf
 
     torch.manual_seed(seed)
@@ -53,6 +54,8 @@ def train_induction_lm(seed: int = 0, steps: int = 900, seconds: float = 55.0, l
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if log and step % 200 == 0:
+            print(step, round(time.perf_counter() - t0, 1), float(loss.detach()), flush=True)
         if time.perf_counter() - t0 > seconds:
             break
     model.eval().requires_grad_(False)
@@ -68,7 +71,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     import os, sys
     LOW, HIGH = int(sys.argv[1]), int(sys.argv[2])
-    lm, stats = train_induction_lm(steps=int(sys.argv[3]), lr=float(sys.argv[4]))
+    lm, stats = train_induction_lm(steps=int(sys.argv[3]), lr=float(sys.argv[4]), seconds=float(sys.argv[5]), batch=int(sys.argv[6]), log=True)
     print(stats)
     x, _ = induction_batch(64, torch.Generator().manual_seed(5))
     with lm.capture([f"blocks.{i}.attn.pattern" for i in range(2)]) as cache:

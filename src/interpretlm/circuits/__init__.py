@@ -12,3 +12,7 @@ from .patching import PatchResult, patch
 from .sweep import Patch, PatchingError
 
 __all__ = ["Patch", "PatchResult", "PatchingError", "patch"]
+
+from .attribution_patching import attribution_patch  # noqa: E402
+
+__all__ += ["attribution_patch"]
