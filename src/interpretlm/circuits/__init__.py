@@ -16,3 +16,8 @@ __all__ = ["Patch", "PatchResult", "PatchingError", "patch"]
 from .attribution_patching import attribution_patch  # noqa: E402
 
 __all__ += ["attribution_patch"]
+
+from .ablation import AblationResult, ablate  # noqa: E402
+from .logit_lens import LogitLensResult, logit_lens  # noqa: E402
+
+__all__ += ["AblationResult", "LogitLensResult", "ablate", "logit_lens"]
