@@ -21,3 +21,7 @@ from .ablation import AblationResult, ablate  # noqa: E402
 from .logit_lens import LogitLensResult, logit_lens  # noqa: E402
 
 __all__ += ["AblationResult", "LogitLensResult", "ablate", "logit_lens"]
+
+from .path_patching import PathPatchResult, path_patch  # noqa: E402
+
+__all__ += ["PathPatchResult", "path_patch"]
