@@ -25,3 +25,7 @@ __all__ += ["AblationResult", "LogitLensResult", "ablate", "logit_lens"]
 from .path_patching import PathPatchResult, path_patch  # noqa: E402
 
 __all__ += ["PathPatchResult", "path_patch"]
+
+from .discovery import Circuit, discover_circuit  # noqa: E402
+
+__all__ += ["Circuit", "discover_circuit"]
