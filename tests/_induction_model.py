@@ -31,7 +31,7 @@ def induction_batch(n: int, g: torch.Generator, seq: int = SEQ) -> tuple[torch.T
     return x, mask
 
 
-def train_induction_lm(seed: int = 0, steps: int = 900, seconds: float = 55.0, lr: float = 3e-3, batch: int = 64,
+def train_induction_lm(seed: int = 0, steps: int = 1500, seconds: float = 55.0, lr: float = 1e-3, batch: int = 32,
                        log: bool = False) -> tuple[LM, dict]:
     import transformers as tf
 
@@ -46,7 +46,7 @@ def train_induction_lm(seed: int = 0, steps: int = 900, seconds: float = 55.0, l
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     model.train()
-    step = 0
+    step, ema = 0, None
     for step in range(steps):
         x, mask = induction_batch(batch, g)
         logits = model(input_ids=x).logits[:, :-1]
@@ -54,6 +54,9 @@ def train_induction_lm(seed: int = 0, steps: int = 900, seconds: float = 55.0, l
         opt.zero_grad()
         loss.backward()
         opt.step()
+        ema = float(loss.detach()) if ema is None else 0.9 * ema + 0.1 * float(loss.detach())
+        if ema < 0.2:  # induction has formed (a chance-level copy loss is ~3)
+            break
         if log and step % 200 == 0:
             print(step, round(time.perf_counter() - t0, 1), float(loss.detach()), flush=True)
         if time.perf_counter() - t0 > seconds:

@@ -98,13 +98,13 @@ def _index_rows(value: Any, rows: torch.Tensor, n: int) -> Any:
     if isinstance(value, torch.Tensor):
         if value.dim() >= 2 and value.shape[0] == n:
             return value.index_select(0, rows.to(value.device))
-        if value.dim() >= 2 and value.shape[0] == 1 and n > 1:
-            return value
         return value
     if isinstance(value, tuple):
         return tuple(_index_rows(v, rows, n) for v in value)
     if isinstance(value, list):
         return [_index_rows(v, rows, n) for v in value]
+    if isinstance(value, dict):
+        return {k: _index_rows(v, rows, n) for k, v in value.items()}
     return value
 
 
