@@ -184,7 +184,13 @@ class BlockRunner:
                 hidden = _first(self.blocks[i](hidden, *args, **kwargs))
             sub = select_rows(self.batch, rows)
             positions = None if self.positions is None else self.positions[rows]
+            # the base model's last hidden state is the final norm's output when there is one
+            norm = final_norm_module(self.lm)
+            if not self.lm.has_head:
+                out_hidden = norm(hidden) if norm is not None else hidden
+                return self.target(Output(logits=None, hidden=out_hidden, batch=sub)).detach()
             logits = logits_at(self.lm, hidden, positions)
             # cost in forward passes of one row: the fraction of blocks replayed
             self.passes += len(rows) * (self.n_layers - start) / max(self.n_layers, 1)
-            return self.target(Output(logits=logits, hidden=hidden, batch=sub)).detach()
+            out_hidden = norm(hidden) if norm is not None else hidden
+            return self.target(Output(logits=logits, hidden=out_hidden, batch=sub)).detach()
