@@ -55,6 +55,9 @@ def next_tokens_section(lm: LM, prompts: list[str]) -> Section:
 SECTIONS: list[Callable[[LM, list[str]], Section]] = [next_tokens_section]
 """Demo sections, in order. Method families append theirs here."""
 
+from .circuits.demo import circuits_section  # noqa: E402
+SECTIONS.append(circuits_section)
+
 
 def run_demo(model: str | LM | None = None, out: str | Path = "interpretlm-demo.html",
              prompts: list[str] | None = None, echo: Callable[[str], None] = print) -> Path:
