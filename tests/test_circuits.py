@@ -119,8 +119,8 @@ def test_attribution_patching_is_exact_for_a_linear_metric():
     t = il.PooledEmbedding(direction=w, pooling="first")
     exact = il.patch(lm, CLEAN, CORRUPT, t, over="resid_post", layers=[lm.n_layers - 1], positions="each")
     ap = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_post", layers=[lm.n_layers - 1])
-    assert exact.effect[0, 0] == pytest.approx(1.0, abs=1e-4)
-    assert torch.allclose(ap.effect, exact.effect, atol=1e-4)
+    assert exact.effect[0, 0] == pytest.approx(1.0, abs=5e-4)
+    assert torch.allclose(ap.effect, exact.effect, atol=5e-4)
 
 
 def test_path_patching_matches_a_hand_built_reference(llama):

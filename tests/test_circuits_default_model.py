@@ -11,11 +11,11 @@ ABC = "When Anna and Tom went to the store, Paul gave a drink to"
 
 def test_ioi_heads_on_the_default_model(default_lm):
     t = il.Contrast(" Mary", " John")
-    fast = il.patch(default_lm, CLEAN, ABC, t, over="heads", layers=[23, 29])
-    loop = il.patch(default_lm, CLEAN, ABC, t, over="heads", layers=[23, 29], engine="loop")
+    fast = il.patch(default_lm, CLEAN, ABC, t, over="heads", layers=[23])
+    loop = il.patch(default_lm, CLEAN, ABC, t, over="heads", layers=[23], engine="loop")
     assert fast.diagnostics["engine"] == "replay"
     assert torch.allclose(fast.effect, loop.effect, atol=1e-5)
-    assert fast.diagnostics["sanity_all_positions_layer_29"] == pytest.approx(1.0, abs=1e-4)
+    assert fast.diagnostics["sanity_all_positions_layer_23"] == pytest.approx(1.0, abs=1e-4)
     assert fast.effect[0, 3] > 0.3  # L23H3, the strongest head of the full sweep (README)
 
 

@@ -88,6 +88,8 @@ class PatchResult(Result):
                 p = self.positions[i] if isinstance(self.positions, list) else i
                 tok = self.tokens[p] if p < len(self.tokens) else ""
                 parts.append(f"{p}:{tok!r}")
+            else:  # path patching: "logits" or a list of receivers
+                parts.append(axis if axis == "logits" else f"{axis} {i}")
         return " ".join(parts)
 
     def summary(self) -> str:
