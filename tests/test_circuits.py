@@ -217,3 +217,22 @@ def test_results_round_trip(tmp_path, llama):
 def test_html_escapes_tokens(llama):
     p = il.patch(llama, "<script>alert(1)</script> Mary", "<script>alert(1)</script> John", " Mary")
     assert "<script>alert" not in p.to_html()
+
+
+def test_falls_back_to_full_forward_passes_when_replay_disagrees(llama):
+    from interpretlm.circuits.patching import run_patches
+    from interpretlm.circuits.runner import BlockRunner
+    from interpretlm.circuits.sweep import Patch
+
+    t = il.Contrast(" Mary", " John")
+    xb = t.prepare(llama, llama.tokenize(CORRUPT))
+    runner = BlockRunner(llama, xb, t)
+    with llama.capture("blocks.1.attn.heads") as cache:
+        llama.forward(CLEAN)
+    patches = [Patch(1, "heads", torch.ones(1, xb.input_ids.shape[1], dtype=torch.bool), (h,)) for h in range(4)]
+    replayed, used, _ = run_patches(runner, patches, lambda c, l: cache["blocks.1.attn.heads"])
+    assert used == "replay"
+    runner.check_error = 1.0  # as if a block's call arguments could not be replayed
+    with pytest.warns(UserWarning, match="full forward pass"):
+        looped, used, _ = run_patches(runner, patches, lambda c, l: cache["blocks.1.attn.heads"])
+    assert used == "loop" and torch.allclose(looped, replayed, atol=1e-5)

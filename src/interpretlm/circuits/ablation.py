@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +24,8 @@ from ..tokens import Prompts
 from ..viz import html as H
 from .render import grid_heatmap
 from .runner import BlockRunner
-from .sweep import Patch, PatchingError, sweep
+from .patching import run_patches
+from .sweep import Patch, PatchingError
 
 if TYPE_CHECKING:
     from ..model import LM
@@ -202,13 +202,13 @@ def ablate(lm: "LM", prompts: Prompts, target: TargetLike, *, heads: Any = None,
         else:
             patches = [Patch(l, "mlp", real) for l in range(lm.n_layers)]
             shape, axes = (lm.n_layers,), ["layer"]
-        vals = sweep(runner, patches, lambda c, l: src[names[l]], batch_size=batch_size, progress=progress,
-                     desc="ablating")
+        vals, used, passes = run_patches(runner, patches, lambda c, l: src[names[l]], batch_size=batch_size,
+                                         progress=progress, desc="ablating")
         clean_value = float(runner.value.float().mean())
         ablated = vals.mean(1).view(shape)
         return AblationResult(
             model=lm.name, method=f"{kind} ablation sweep", target=tgt.to_dict(), policy=batch.policy,
-            diagnostics={"replay_check_error": runner.check_error, "forward_passes": runner.passes,
+            diagnostics={"engine": used, "replay_check_error": runner.check_error, "forward_passes": passes,
                          "seconds": time.perf_counter() - t0},
             kind=kind, components=[f"each {'head' if comp == 'heads' else 'mlp'}"], clean_value=clean_value,
             ablated_value=ablated, effect=ablated - clean_value, axes=axes, layers=list(range(lm.n_layers)))

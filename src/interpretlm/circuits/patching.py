@@ -233,17 +233,9 @@ def patch(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch, target: 
     def source(comp: str, layer: int) -> torch.Tensor:
         return sources[(comp, layer)]
 
-    use_replay = engine == "replay" or (engine == "auto" and runner.check_error <= CHECK_TOL * (1 + abs(corrupt_value)))
-    if engine == "auto" and not use_replay:
-        warnings.warn(f"Replaying {lm.name} block by block differs from its forward pass by "
-                      f"{runner.check_error:.2g}; patching with one full forward pass per patch instead.")
-    if use_replay:
-        values = sweep(runner, patches + [sanity_patch], source, batch_size=batch_size, progress=progress)
-        passes = runner.passes + xb.size
-    else:
-        values = loop_sweep(lm, xb, pairs.target, patches + [sanity_patch], source, batch_size=batch_size,
-                            progress=progress)
-        passes = 2 * xb.size + (len(patches) + 1) * xb.size
+    values, used, passes = run_patches(runner, patches + [sanity_patch], source, engine=engine,
+                                       batch_size=batch_size, progress=progress)
+    passes += xb.size  # the clean run
     mean = values.mean(dim=1)
     effect = ((mean - corrupt_value) / denom)
     sanity_full = float(effect[-1])
@@ -252,7 +244,7 @@ def patch(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch, target: 
             ([lm.n_heads] if over == "heads" else [])
     axes = ["layer"] + (["pos"] if kind in ("each", "list") else []) + (["head"] if over == "heads" else [])
     diagnostics = {
-        "engine": "replay" if use_replay else "loop", "replay_check_error": runner.check_error,
+        "engine": used, "replay_check_error": runner.check_error,
         # patching nothing: the replay of the corrupted run from block 0
         "sanity_nothing_patched": (float(runner.replay_value.float().mean()) - corrupt_value) / denom,
         f"sanity_all_positions_layer_{mid}": sanity_full,
@@ -273,8 +265,6 @@ def patch(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch, target: 
 
 def _clean_sources(lm: "LM", pairs, over: str, layers: list[int], width: int) -> tuple[dict, float]:
     """Clean activations of ``over`` (and ``resid_pre`` for the sanity check) on corrupted positions."""
-    from ..model import resolve_blocks  # noqa: F401  (documents where blocks come from)
-
     comps = {over, "resid_pre"}
     names = {}
     for l in set(layers) | {layers[len(layers) // 2]}:
@@ -290,6 +280,26 @@ def _clean_sources(lm: "LM", pairs, over: str, layers: list[int], width: int) ->
         sources[key] = act
     sources["valid"] = valid
     return sources, clean_value
+
+
+def run_patches(runner: BlockRunner, patches: list[Patch], source, *, engine: str = "auto", batch_size: int = 64,
+                progress: bool | None = None, desc: str = "patching") -> tuple[torch.Tensor, str, float]:
+    """The target after each patch, ``[patches, batch]``, with the engine that computed it and its cost
+    in forward passes of one row.
+
+    ``engine="auto"`` replays from the patched block when the replay reproduces the model's forward pass
+    (``runner.check_error``), else warns and runs one full forward pass per patch.
+    """
+    lm, batch = runner.lm, runner.batch
+    ok = runner.check_error <= CHECK_TOL * (1 + float(runner.value.abs().max()))
+    if engine == "replay" or (engine == "auto" and ok):
+        return sweep(runner, patches, source, batch_size=batch_size, progress=progress, desc=desc), "replay", \
+            runner.passes
+    if engine == "auto":
+        warnings.warn(f"Replaying {lm.name} block by block differs from its forward pass by "
+                      f"{runner.check_error:.2g}; running one full forward pass per patch instead.")
+    values = loop_sweep(lm, batch, runner.target, patches, source, batch_size=batch_size, progress=progress)
+    return values, "loop", float(batch.size * (2 + len(patches)))
 
 
 def loop_sweep(lm: "LM", batch: Batch, target, patches: list[Patch], source, *, batch_size: int = 64,

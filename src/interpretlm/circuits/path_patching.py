@@ -27,9 +27,9 @@ from ..errors import ComponentError
 from ..targets import TargetLike
 from ..tokens import Prompts
 from .pairs import check_denominator, tokenize_pairs
-from .patching import PatchResult
+from .patching import PatchResult, run_patches
 from .runner import BlockRunner
-from .sweep import Patch, PatchingError, sweep
+from .sweep import Patch, PatchingError
 
 if TYPE_CHECKING:
     from ..model import LM
@@ -144,8 +144,9 @@ def path_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: TargetLike,
         passes = runner.passes + 3 * xb.size
     else:
         patches = [Patch(l, "heads", real, (h,)) for l, h in recv_heads] + [Patch(l, "mlp", real) for l in recv_mlps]
-        vals = sweep(runner, patches, lambda c, l: recorded[head_names[l] if c == "heads" else mlp_names[l]],
-                     batch_size=batch_size, progress=progress, desc="path patching")
+        vals, _, passes = run_patches(runner, patches,
+                                      lambda c, l: recorded[head_names[l] if c == "heads" else mlp_names[l]],
+                                      batch_size=batch_size, progress=progress, desc="path patching")
         eff = (vals.mean(1) - corrupt_value) / denom
         if recv_heads and not recv_mlps:
             effect = torch.full((L, H), float("nan"))
@@ -160,7 +161,7 @@ def path_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: TargetLike,
         else:
             effect = eff
             axes, shape = ["receiver"], tuple(eff.shape)
-        passes = runner.passes + 3 * xb.size
+        passes += 3 * xb.size
     names = [f"L{l}H{h}" for l, h in s_heads] + [f"mlp{l}" for l in s_mlps]
     return PathPatchResult(
         model=lm.name, method="path patching", target=pairs.target.to_dict(), policy=xb.policy,

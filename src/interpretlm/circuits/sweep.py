@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -21,9 +20,6 @@ from tqdm.auto import tqdm
 from .. import hooks
 from ..errors import InterpretLMError
 from .runner import BlockRunner
-
-if TYPE_CHECKING:
-    from ..model import LM
 
 COMPONENTS = ("resid_pre", "resid_post", "attn", "mlp", "heads")
 
