@@ -62,7 +62,11 @@ def circuit_svg(nodes: Sequence[tuple[str, int, float]], edges: Sequence[tuple[s
         items = rows[r]
         y = height - dy * (k + 0.5) - 10
         for j, (name, _) in enumerate(items):
-            pos[name] = ((j + 1) * width / (len(items) + 1), y)
+            x = (j + 1) * width / (len(items) + 1)
+            if len(items) == 1 and r not in (min(rows), max(rows)):
+                # lone nodes (an MLP) zig-zag near the right edge, so edges do not run through them
+                x = width * (0.86 + 0.08 * (k % 2))
+            pos[name] = (x, y)
     escale = max((abs(s) for _, _, s in edges), default=1.0) or 1.0
     nscale = max((abs(s) for _, _, s in nodes), default=1.0) or 1.0
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
