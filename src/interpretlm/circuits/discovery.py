@@ -138,31 +138,44 @@ def _head_writes(lm: "LM", layer: int, delta_heads: torch.Tensor) -> torch.Tenso
     return out
 
 
-def _input_gradients(lm: "LM", batch, target, *, alphas: list[float] | None, embeds: tuple | None,
-                     batch_size: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, set[int]]:
-    """Per downstream node, ``[batch, pos, d_model]`` gradient of the target w.r.t. its residual input
-    (through that node alone), averaged over ``alphas``; the target values; and the layers whose
-    MLP runs in parallel with attention (it does not read that layer's heads)."""
+def _edge_scores(lm: "LM", batch, target, deltas: dict[str, Any], real: torch.Tensor, *,
+                 alphas: list[float] | None, embeds: tuple, batch_size: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, set[int]]:
+    """Edge scores, summed over prompts and positions: ``[ups, downs]``.
+
+    Streams over chunks of rows: each chunk's upstream writes (clean minus corrupted, through
+    each head's share of the output projection) are contracted at once with every downstream
+    node's input gradient (through that node alone), so no ``[node, batch, pos, d_model]``
+    tensor of the whole dataset is ever held. Also returns each head's and MLP's own
+    attribution ``delta · d metric / d output`` (``[layer * (heads + 1)]``, for the conservation
+    check) and the layers whose MLP runs in parallel with attention.
+    """
     L, H = lm.n_layers, lm.n_heads
     names = [f"blocks.{l}.resid_pre" for l in range(L)] + [f"blocks.{l}.attn.heads" for l in range(L)] + \
             [f"blocks.{l}.attn" for l in range(L)] + [f"blocks.{l}.mlp" for l in range(L)] + \
             [f"blocks.{L - 1}.resid_post"]
     steps = alphas or [None]
     rows_all = [(k, b) for k in range(len(steps)) for b in range(batch.size)]
-    grads: dict[str, torch.Tensor] = {}
+    ups, downs = _node_names(L, H)
+    scores = torch.zeros(len(ups), len(downs), dtype=torch.float64)
+    direct = torch.zeros(L * (H + 1), dtype=torch.float64)
     parallel: set[int] = set()
-    values = torch.zeros(len(steps), batch.size)
-
-    def add(key: str, rows: torch.Tensor, g: torch.Tensor | None, like: torch.Tensor) -> None:
-        if key not in grads:
-            grads[key] = torch.zeros(batch.size, *like.shape[1:], dtype=torch.float32)
-        if g is not None:
-            grads[key].index_add_(0, rows, g.detach().float().cpu())
-
     for c in range(0, len(rows_all), batch_size):
         chunk = rows_all[c:c + batch_size]
         rows = torch.tensor([b for _, b in chunk])
         sub = select_rows(batch, rows)
+        m = real[rows]  # [R, pos, 1]
+        writes = [deltas["input"][rows] * m]
+        for l in range(L):
+            writes += list(_head_writes(lm, l, deltas["heads"][l][rows]) * m)
+            writes.append(deltas["mlp"][l][rows] * m)
+        U = torch.stack(writes).flatten(1).float()  # [ups, R * pos * d_model]
+        del writes
+
+        def score(down: str, g: torch.Tensor | None) -> None:
+            if g is not None:
+                scores[:, downs.index(down)] += (U @ g.detach().flatten().float()).double() / len(steps)
+
         edits = {}
         if alphas:
             a = torch.tensor([steps[k] for k, _ in chunk]).view(-1, 1, 1)
@@ -170,46 +183,36 @@ def _input_gradients(lm: "LM", batch, target, *, alphas: list[float] | None, emb
             mixed = lo[rows] + a * (hi[rows] - lo[rows])
             edits["embed"] = lambda x, mixed=mixed: mixed.to(x.device, x.dtype)
         with torch.enable_grad(), lm.intervene(edits), lm.capture(names, grad=True) as cache:
-            out = lm.forward(sub, grad=True)
-            v = target(out)
+            v = target(lm.forward(sub, grad=True))
             final = f"blocks.{L - 1}.resid_post"
             heads = [cache[f"blocks.{l}.attn.heads"] for l in range(L)]
-            g_all = torch.autograd.grad(v.sum(), heads + [cache[f"blocks.{l}.mlp"] for l in range(L)] + [cache[final]],
-                                        retain_graph=True, allow_unused=True)
-            g_heads, g_mlps, g_final = g_all[:L], g_all[L:2 * L], g_all[2 * L]
-            add("logits", rows, g_final, cache[final])
-            for l in range(L):  # gradients at the nodes' outputs, for the conservation check
-                add(f"out:L{l}", rows, g_heads[l], heads[l])
-                add(f"out:mlp{l}", rows, g_mlps[l], cache[f"blocks.{l}.mlp"])
+            mlps = [cache[f"blocks.{l}.mlp"] for l in range(L)]
+            g_all = torch.autograd.grad(v.sum(), heads + mlps + [cache[final]], retain_graph=True, allow_unused=True)
+            g_heads, g_mlps = g_all[:L], g_all[L:2 * L]
+            score("logits", g_all[2 * L])
             for l in range(L):
                 resid = cache[f"blocks.{l}.resid_pre"]
-                gh = g_heads[l]
-                if gh is None:
-                    for h in range(H):
-                        add(f"L{l}H{h}", rows, None, resid)
-                else:
+                gh, gm = g_heads[l], g_mlps[l]
+                base = l * (H + 1)
+                if gh is not None:
+                    own = (deltas["heads"][l][rows] * gh.detach()).sum(-1) * m  # [R, pos, H]
+                    direct[base:base + H] += own.sum((0, 1)).double() / len(steps)
                     # one vector-Jacobian product per head: the gradient through that head only
                     for h in range(H):
                         go = torch.zeros_like(gh)
                         go[:, :, h] = gh[:, :, h]
                         (gr,) = torch.autograd.grad(heads[l], resid, go, retain_graph=True, allow_unused=True)
-                        add(f"L{l}H{h}", rows, gr, resid)
-                gm = g_mlps[l]
-                mlp_in = cache[f"blocks.{l}.attn"]
-                gr = None
+                        score(f"L{l}H{h}", gr)
                 if gm is not None:
-                    (gr,) = torch.autograd.grad(cache[f"blocks.{l}.mlp"], mlp_in, gm, retain_graph=True,
+                    direct[base + H] += float(((deltas["mlp"][l][rows] * gm.detach()).sum(-1, keepdim=True) * m).sum()
+                                              ) / len(steps)
+                    (gr,) = torch.autograd.grad(mlps[l], cache[f"blocks.{l}.attn"], gm, retain_graph=True,
                                                 allow_unused=True)
                     if gr is None:  # parallel attention and MLP (GPT-NeoX): the MLP reads resid_pre
                         parallel.add(l)
-                        (gr,) = torch.autograd.grad(cache[f"blocks.{l}.mlp"], resid, gm, retain_graph=True,
-                                                    allow_unused=True)
-                add(f"mlp{l}", rows, gr, resid)
-        for (k, b), val in zip(chunk, v.detach().float().cpu()):
-            values[k, b] = val
-    for key in grads:
-        grads[key] /= len(steps)
-    return grads, values, parallel
+                        (gr,) = torch.autograd.grad(mlps[l], resid, gm, retain_graph=True, allow_unused=True)
+                    score(f"mlp{l}", gr)
+    return scores, direct, parallel
 
 
 def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any = None, corrupted: Any = None,
@@ -258,21 +261,17 @@ def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any
         with lm.capture(names + ["embed"]) as xc:
             corrupt_value = float(tgt(lm.forward(xb, grad=False)).float().mean())
     denom = check_denominator(clean_value, corrupt_value)
-    real = xb.attention_mask.bool().unsqueeze(-1).float()
+    real = xb.attention_mask.bool().unsqueeze(-1).float().to(lm.device)
 
-    # upstream writes into the residual stream: clean minus corrupted, [node, batch, pos, d_model]
+    # what each upstream node writes differently on clean and corrupted prompts
     ups, downs = _node_names(L, H)
-    writes = [(cc["blocks.0.resid_pre"] - xc["blocks.0.resid_pre"]).float().cpu()]
-    for l in range(L):
-        dh = (cc[f"blocks.{l}.attn.heads"] - xc[f"blocks.{l}.attn.heads"])
-        writes += list(_head_writes(lm, l, dh).float().cpu())
-        writes.append((cc[f"blocks.{l}.mlp"] - xc[f"blocks.{l}.mlp"]).float().cpu())
+    deltas = {"input": (cc["blocks.0.resid_pre"] - xc["blocks.0.resid_pre"]).float(),
+              "heads": [(cc[f"blocks.{l}.attn.heads"] - xc[f"blocks.{l}.attn.heads"]).float() for l in range(L)],
+              "mlp": [(cc[f"blocks.{l}.mlp"] - xc[f"blocks.{l}.mlp"]).float() for l in range(L)]}
     alphas = [(k + 0.5) / steps for k in range(steps)] if method == "eap_ig" else None
-    grads, _, parallel = _input_gradients(lm, xb, tgt, alphas=alphas, embeds=(xc["embed"], cc["embed"]),
-                                batch_size=batch_size)
-    U = torch.stack([w * real for w in writes]).flatten(1)  # [ups, batch*pos*d]
-    V = torch.stack([grads[d] for d in downs]).flatten(1)  # [downs, batch*pos*d]
-    scores = (U.double() @ V.double().T / xb.size / denom).float()  # [ups, downs]
+    raw, direct_raw, parallel = _edge_scores(lm, xb, tgt, deltas, real, alphas=alphas,
+                                             embeds=(xc["embed"], cc["embed"]), batch_size=batch_size)
+    scores = (raw / xb.size / denom).float()  # [ups, downs]
     order_u = torch.tensor([_order(u, L) for u in ups])
     order_d = torch.tensor([_order(d, L) for d in downs])
     valid = order_u[:, None] < order_d[None, :]
@@ -290,13 +289,7 @@ def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any
     head_scores = torch.stack([node_score[1 + l * (H + 1): 1 + l * (H + 1) + H] for l in range(L)])
     mlp_scores = torch.stack([node_score[1 + l * (H + 1) + H] for l in range(L)])
     # conservation: a node's out-edges add up to its own attribution, delta · d metric / d output
-    direct = []
-    for l in range(L):
-        dh = (cc[f"blocks.{l}.attn.heads"] - xc[f"blocks.{l}.attn.heads"]).float().cpu()
-        direct += list(((dh * grads[f"out:L{l}"]).sum(-1) * real[..., :1]).sum((0, 1)) / xb.size / denom)
-        dm = (cc[f"blocks.{l}.mlp"] - xc[f"blocks.{l}.mlp"]).float().cpu()
-        direct.append(float(((dm * grads[f"out:mlp{l}"]).sum(-1) * real[..., 0]).sum() / xb.size / denom))
-    direct_t = torch.tensor([float(d) for d in direct])
+    direct_t = (direct_raw / xb.size / denom).float()
     summed = torch.cat([torch.cat([head_scores[l], mlp_scores[l:l + 1]]) for l in range(L)])
     conservation = float((summed - direct_t).abs().max() / direct_t.abs().max().clamp_min(1e-12))
     kept = {e["from"] for e in edges} | {e["to"] for e in edges}
