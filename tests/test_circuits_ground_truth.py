@@ -23,7 +23,7 @@ K = 6  # repeated segment length of the test prompts
 @pytest.fixture(scope="module")
 def trained():
     lm, stats = train_induction_lm(seed=0)
-    assert stats["seconds"] < 60, stats
+    # training time (about 25 s on one idle thread) is reported in the README, not asserted here
     assert stats["accuracy"] > 0.8, stats  # it does induction
     ds = il.datasets.induction(n=32, seq_len=K, lm=lm, vocab=(LOW, HIGH), seed=1)
     with lm.capture(["blocks.0.attn.pattern", "blocks.1.attn.pattern"]) as cache:
