@@ -74,17 +74,14 @@ def train_induction_lm(seed: int = 0, steps: int = 3000, seconds: float = 90.0, 
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
-    import os, sys
-    LOW, HIGH = int(sys.argv[1]), int(sys.argv[2])
-    lm, stats = train_induction_lm(steps=int(sys.argv[3]), lr=float(sys.argv[4]), seconds=float(sys.argv[5]), batch=int(sys.argv[6]), log=True)
+    # Train once and print the training figures and previous-token scores (used for the README):
+    #   PYTHONPATH=src:tests python tests/_induction_model.py
+    lm, stats = train_induction_lm(log=True)
     print(stats)
     x, _ = induction_batch(64, torch.Generator().manual_seed(5))
     with lm.capture([f"blocks.{i}.attn.pattern" for i in range(2)]) as cache:
         lm.forward(x)
-    p0 = cache["blocks.0.attn.pattern"]
-    p1 = cache["blocks.1.attn.pattern"]
-    prev = torch.stack([p0[:, h].diagonal(-1, dim1=-2, dim2=-1).mean() for h in range(4)])
-    print("prev-token score L0", prev)
-    prev1 = torch.stack([p1[:, h].diagonal(-1, dim1=-2, dim2=-1).mean() for h in range(4)])
-    print("prev-token score L1", prev1)
+    for layer in range(2):
+        p = cache[f"blocks.{layer}.attn.pattern"]
+        prev = torch.stack([p[:, h].diagonal(-1, dim1=-2, dim2=-1).mean() for h in range(4)])
+        print(f"previous-token score, layer {layer}:", [round(float(v), 3) for v in prev])
