@@ -94,6 +94,29 @@ def probe(task: str = typer.Argument(..., help="pos, dependency, depth, trees, s
         print(rep.table)
         rep.save_html(out)
         print(f"wrote {out}")
+        _fail(exc)
+
+
+@app.command()
+def patch(clean: str = typer.Argument(..., help="The clean prompt."),
+          corrupted: str = typer.Argument(..., help="The corrupted prompt (same number of tokens)."),
+          answer: str = typer.Option(..., help="The clean answer token, e.g. ' Mary'."),
+          wrong: Optional[str] = typer.Option(None, help="A competing token: the metric becomes a logit difference."),
+          over: str = typer.Option("heads", help="resid_pre, resid_post, attn, mlp or heads."),
+          model: str = typer.Option("smollm2-135m", help="Model name, Hugging Face id, folder or .gguf file."),
+          out: Path = typer.Option(Path("interpretlm-patch.html"), help="Where to write the HTML result.")) -> None:
+    """Activation patching of the clean prompt into the corrupted one, for every layer (and head / position)."""
+    from .circuits import patch as run_patch
+    from .loading import load
+    from .targets import Contrast, NextToken
+    try:
+        lm = load(model)
+        target = Contrast(answer, wrong) if wrong else NextToken(answer)
+        result = run_patch(lm, clean, corrupted, target, over=over)
+        for label, value in result.top(8):
+            print(f"{label:24s} {value:+.3f}")
+        result.save_html(out)
+        print(f"Wrote {out}")
     except InterpretLMError as exc:
         _fail(exc)
 

@@ -1,7 +1,7 @@
 """``interpretlm demo``: the main job on the default model, written to one HTML report.
 
 The demo is a list of *sections*. Each method family adds one function
-``section(lm, prompts) -> Section`` to :data:`SECTIONS`; the demo runs them in order,
+``section(lm, prompts) -> Section`` to :func:`default_sections`; the demo runs them in order,
 prints their text to the terminal and joins their HTML into ``interpretlm-demo.html``.
 """
 
@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .model import LM
-from .probing.demo import probing_section
 from .results import _atomic_write
 from .viz import html as H
 from .viz.report import report_page
@@ -53,17 +52,23 @@ def next_tokens_section(lm: LM, prompts: list[str]) -> Section:
     return Section("Next-token predictions", "".join(parts), lines)
 
 
-SECTIONS: list[Callable[[LM, list[str]], Section]] = [next_tokens_section, probing_section]
-"""Demo sections, in order. Method families append theirs here."""
+def default_sections() -> list[Callable[[LM, list[str]], Section]]:
+    """The demo's sections, in order: one per method family.
 
-from .attention_maps.demo_section import attention_section  # noqa: E402  (attention visualization)
-from .attribution.lrp_demo import lrp_section  # noqa: E402  (layer-wise relevance propagation)
+    Imported here, not at module level, so that ``import interpretlm.demo`` stays light and
+    each family's module may import :class:`Section` from this one.
+    """
+    from .attention_maps.demo_section import attention_section
+    from .attribution.lrp_demo import lrp_section
+    from .circuits.demo import circuits_section
+    from .probing.demo import probing_section
 
-SECTIONS += [attention_section, lrp_section]
+    return [next_tokens_section, attention_section, lrp_section, circuits_section, probing_section]
 
 
 def run_demo(model: str | LM | None = None, out: str | Path = "interpretlm-demo.html",
-             prompts: list[str] | None = None, echo: Callable[[str], None] = print) -> Path:
+             prompts: list[str] | None = None, echo: Callable[[str], None] = print,
+             sections: list[Callable[[LM, list[str]], Section]] | None = None) -> Path:
     """Run every demo section on ``model`` (default: the built-in default) and write the report.
 
     Example:
@@ -78,7 +83,7 @@ def run_demo(model: str | LM | None = None, out: str | Path = "interpretlm-demo.
     echo(f"Model: {lm.name} ({lm.family.name}, {lm.n_layers} layers, {lm.n_heads} heads), "
          f"loaded in {time.perf_counter() - t0:.1f} s")
     sections = []
-    for make in SECTIONS:
+    for make in sections or default_sections():
         t = time.perf_counter()
         sec = make(lm, prompts)
         sec.seconds = time.perf_counter() - t
