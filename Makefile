@@ -25,8 +25,12 @@ $(STAMP): $(BIN)/python $(DEPS)
 demo: setup
 	$(BIN)/interpretlm demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q tests
+
+# Headless Chromium for the browser tests of the HTML views (Debian package; we run as root in CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info

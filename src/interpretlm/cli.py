@@ -94,6 +94,7 @@ def probe(task: str = typer.Argument(..., help="pos, dependency, depth, trees, s
         print(rep.table)
         rep.save_html(out)
         print(f"wrote {out}")
+    except InterpretLMError as exc:
         _fail(exc)
 
 
