@@ -237,11 +237,11 @@ def test_demo_section_and_cli(llama, tmp_path, monkeypatch):
 
     from interpretlm import cli
     from interpretlm.attribution.demo_section import attribution_section
-    from interpretlm.demo import SECTIONS
+    from interpretlm.demo import default_sections
 
     sec = attribution_section(llama, ["When Mary and John went to the store, John gave a drink to", "The cat sat"])
     assert sec.html.count("il-tokens") == 6 and "kernel_shap" in sec.html and len(sec.text) == 8
-    assert any(getattr(f, "__name__", "") == "_attribution_section" for f in SECTIONS)
+    assert attribution_section in default_sections()
     monkeypatch.setattr(il, "load", lambda name="smollm2-135m", **kw: llama)
     out = tmp_path / "a.html"
     res = CliRunner().invoke(cli.app, ["attribute", IOI, "--target", " Mary", "--method", "occlusion",

@@ -46,8 +46,8 @@ _LAZY = {
     "attribute": "interpretlm.attribution", "faithfulness": "interpretlm.attribution",
     "compare": "interpretlm.attribution", "attribution": "interpretlm.attribution",
     # attention
-    "attention": "interpretlm.attention", "attention_rollout": "interpretlm.attention",
-    "attention_flow": "interpretlm.attention",
+    "attention": "interpretlm.attention_maps", "attention_rollout": "interpretlm.attention_maps",
+    "attention_flow": "interpretlm.attention_maps",
     # probing
     "activations": "interpretlm.probing", "probe": "interpretlm.probing", "probing": "interpretlm.probing",
     # circuits

@@ -1,7 +1,7 @@
 """``interpretlm demo``: the main job on the default model, written to one HTML report.
 
 The demo is a list of *sections*. Each method family adds one function
-``section(lm, prompts) -> Section`` to :data:`SECTIONS`; the demo runs them in order,
+``section(lm, prompts) -> Section`` to :func:`default_sections`; the demo runs them in order,
 prints their text to the terminal and joins their HTML into ``interpretlm-demo.html``.
 """
 
@@ -52,17 +52,25 @@ def next_tokens_section(lm: LM, prompts: list[str]) -> Section:
     return Section("Next-token predictions", "".join(parts), lines)
 
 
-def _attribution_section(lm: LM, prompts: list[str]) -> Section:
+def default_sections() -> list[Callable[[LM, list[str]], Section]]:
+    """The demo's sections, in order: one per method family.
+
+    Imported here, not at module level, so that ``import interpretlm.demo`` stays light and
+    each family's module may import :class:`Section` from this one.
+    """
+    from .attention_maps.demo_section import attention_section
     from .attribution.demo_section import attribution_section
-    return attribution_section(lm, prompts)
+    from .attribution.lrp_demo import lrp_section
+    from .circuits.demo import circuits_section
+    from .probing.demo import probing_section
 
-
-SECTIONS: list[Callable[[LM, list[str]], Section]] = [next_tokens_section, _attribution_section]
-"""Demo sections, in order. Method families append theirs here."""
+    return [next_tokens_section, attention_section, attribution_section, lrp_section, circuits_section,
+            probing_section]
 
 
 def run_demo(model: str | LM | None = None, out: str | Path = "interpretlm-demo.html",
-             prompts: list[str] | None = None, echo: Callable[[str], None] = print) -> Path:
+             prompts: list[str] | None = None, echo: Callable[[str], None] = print,
+             sections: list[Callable[[LM, list[str]], Section]] | None = None) -> Path:
     """Run every demo section on ``model`` (default: the built-in default) and write the report.
 
     Example:
@@ -77,7 +85,7 @@ def run_demo(model: str | LM | None = None, out: str | Path = "interpretlm-demo.
     echo(f"Model: {lm.name} ({lm.family.name}, {lm.n_layers} layers, {lm.n_heads} heads), "
          f"loaded in {time.perf_counter() - t0:.1f} s")
     sections = []
-    for make in SECTIONS:
+    for make in sections or default_sections():
         t = time.perf_counter()
         sec = make(lm, prompts)
         sec.seconds = time.perf_counter() - t

@@ -226,4 +226,7 @@ def load(name: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "f
     if sname.lower().endswith(".gguf"):
         folder = gguf_to_cache(Path(sname))
         return _from_pretrained(str(folder), name=Path(sname).name, **common)
-    return _from_pretrained(sname, name=sname, **common)
+    if sname.startswith((".", "/", "~")) and not Path(sname).expanduser().exists():
+        raise ModelLoadError(f"No model folder at {sname!r}. Give an existing folder, a .gguf file, a Hugging Face "
+                             f"id or a built-in name ({', '.join(BUILTIN)}).")
+    return _from_pretrained(str(Path(sname).expanduser()) if sname.startswith("~") else sname, name=sname, **common)

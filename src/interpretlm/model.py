@@ -198,9 +198,11 @@ class LM:
         grab: dict[str, torch.Tensor] = {}
 
         def keep_hidden(module, args, output):
-            grab["hidden"] = output[0] if isinstance(output, tuple) else output.last_hidden_state
+            grab["hidden"] = output[0] if isinstance(output, tuple) else output
 
-        handle = self.model.base_model.register_forward_hook(keep_hidden)
+        # The last hidden state is the final norm's output (decoders) or the last block's (encoders).
+        last = "final_norm" if self.family.final_norm is not None else f"blocks.{self.n_layers - 1}.resid_post"
+        handle = self.site(last).module.register_forward_hook(keep_hidden)
         ctx = torch.enable_grad() if grad else (torch.no_grad() if grad is False else _nullcontext())
         try:
             with ctx:

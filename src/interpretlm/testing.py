@@ -54,7 +54,8 @@ def tiny_tokenizer(kind: str = "bpe", vocab_size: int = 512) -> Any:
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
         tok.train_from_iterator(corpus, trainer)
         fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                       bos_token="<|im_start|>", unk_token="<|endoftext|>")
+                                       bos_token="<|im_start|>", unk_token="<|endoftext|>",
+                                       additional_special_tokens=["<|im_end|>"])
         fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
                               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
         return fast

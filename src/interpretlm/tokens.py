@@ -95,6 +95,14 @@ def _is_token_ids(x: Any) -> bool:
         isinstance(t, int) for t in x)
 
 
+def special_token_ids(tokenizer: Any) -> set[int]:
+    """Ids of the tokenizer's special tokens, including added tokens flagged special (chat markers)."""
+    ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    ids |= {int(i) for i, t in added.items() if getattr(t, "special", False)}
+    return ids
+
+
 def normalize_inputs(inputs: Prompts) -> list[str | list[int]]:
     """Turn a prompt, a list of prompts, token ids or a list of token ids into a list of rows."""
     if isinstance(inputs, str):
@@ -147,7 +155,7 @@ def tokenize(tokenizer: Any, inputs: Prompts, *, n_ctx: int | None, chat: bool =
         (torch.Size([1, 2]), ['Hello', ' world'])
     """
     rows = normalize_inputs(inputs)
-    special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    special_ids = special_token_ids(tokenizer)
     ids_list: list[list[int]] = []
     texts: list[str | None] = []
     prompts: list[str | None] = []
@@ -249,7 +257,7 @@ def append_tokens(batch: Batch, new_ids: Sequence[int], tokenizer: Any, n_ctx: i
     in_prompt = torch.zeros((n, width), dtype=torch.bool)
     positions = torch.zeros((n, k), dtype=torch.long)
     new = torch.tensor(list(new_ids), dtype=torch.long)
-    special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    special_ids = special_token_ids(tokenizer)
     tokens, offsets, texts = [], [], []
     for i in range(n):
         L = int(lengths[i])

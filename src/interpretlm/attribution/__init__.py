@@ -32,3 +32,4 @@ def attribute(lm: LM, inputs: Any, target: TargetLike, method: str = "integrated
 
 __all__ = ["Attribution", "Comparison", "FaithfulnessScores", "METHODS", "attribute", "compare", "faithfulness",
            "get_method", "rank_correlation", "register_method"]
+from . import lrp  # noqa: E402,F401  registers method="lrp"

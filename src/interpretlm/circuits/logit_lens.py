@@ -1,0 +1,152 @@
+"""The logit lens (nostalgebraist, 2020): read every layer's residual stream through the unembedding.
+
+Each layer's residual stream (``embed`` and every ``resid_post``) goes through the model's
+own final norm and head at the prediction position, giving what the model "would say"
+if it stopped there: the top tokens, and the rank and probability of a target token.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..errors import TargetError
+from ..results import Result
+from ..targets import Contrast, NextToken, _single_token, prediction_positions
+from ..tokens import Prompts
+from ..viz import html as H
+from .runner import logits_at
+
+if TYPE_CHECKING:
+    from ..model import LM
+
+
+@dataclass(kw_only=True)
+class LogitLensResult(Result):
+    """Per layer: top tokens at the prediction position, and where the target token stands.
+
+    Attributes:
+        prompt: the prompt.
+        tokens: its tokens.
+        layers: ``"embed"``, then ``"L0"`` .. ``"L{n-1}"`` (each block's output).
+        top_tokens: ``[layer][k]`` most likely tokens.
+        top_probs: ``[layer, k]`` their probabilities.
+        target_token: the tracked token (``None`` without a target).
+        target_rank: ``[layer]`` rank of the target token (0 = top).
+        target_prob: ``[layer]`` its probability.
+    """
+
+    prompt: str | None = None
+    tokens: list[str] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)
+    top_tokens: list[list[str]] = field(default_factory=list)
+    top_probs: Any = None
+    target_token: str | None = None
+    target_rank: Any = None
+    target_prob: Any = None
+
+    def first_layer_top(self) -> str | None:
+        """The first layer at which the target token is the top prediction."""
+        if self.target_rank is None:
+            return None
+        for lab, r in zip(self.layers, np.asarray(self.target_rank)):
+            if int(r) == 0:
+                return lab
+        return None
+
+    def summary(self) -> str:
+        s = f"model {self.model} · final prediction {self.top_tokens[-1][0]!r}" if self.top_tokens else ""
+        if self.target_token is not None:
+            s += f" · {self.target_token!r} first on top at {self.first_layer_top() or 'no layer'}"
+        return s
+
+    def _html_body(self) -> str:
+        probs = np.asarray(self.top_probs, dtype=float)
+        rows = []
+        for i, lab in enumerate(self.layers):
+            tops = " ".join(f'<span class="il-tok il-boundary" title="p={probs[i, j]:.3g}">{H.escape(t)}</span>'
+                            for j, t in enumerate(self.top_tokens[i]))
+            bar = f'<span class="il-bar" style="width:{probs[i, 0] * 120:.0f}px"></span>'
+            row = [lab, tops, bar]
+            if self.target_token is not None:
+                row += [int(np.asarray(self.target_rank)[i]), float(np.asarray(self.target_prob)[i])]
+            rows.append(row)
+        head = ["layer", "top tokens", "p(top)"] + ([f"rank of {self.target_token!r}", "probability"]
+                                                    if self.target_token is not None else [])
+        return (f'<p class="il-muted">prompt: {H.escape(self.prompt or "".join(self.tokens))}</p>'
+                + H.table(head, rows, raw_columns=(1, 2)))
+
+
+def logit_lens(lm: "LM", prompt: Prompts, target: Any = None, *, k: int = 5) -> LogitLensResult:
+    """Apply the final norm and unembedding to every layer's residual stream.
+
+    Args:
+        lm: the model (with an LM head).
+        prompt: one prompt (string or token ids).
+        target: a token to track (a single-token string, an id, ``il.NextToken`` or
+            ``il.Contrast``, whose first token is tracked), or ``None``.
+        k: how many top tokens per layer.
+
+    Returns:
+        :class:`LogitLensResult`; ``diagnostics["final_layer_error"]`` is the largest
+        probability difference between the lens at the last layer and the model's output
+        (0 when the lens reads the model faithfully).
+
+    Example:
+        >>> import interpretlm as il
+        >>> from interpretlm.testing import tiny_lm
+        >>> lens = il.logit_lens(tiny_lm("llama"), "When Mary and John went to the store, John gave a drink to",
+        ...                      " Mary")
+        >>> len(lens.layers)
+        3
+    """
+    t0 = time.perf_counter()
+    if not lm.has_head:
+        raise TargetError("The logit lens reads layers through the LM head; this model has none.")
+    batch = lm.tokenize(prompt)
+    if batch.size != 1:
+        raise TargetError(f"logit_lens explains one prompt; got {batch.size}. Call it once per prompt.")
+    tid, tname = None, None
+    if target is not None:
+        if isinstance(target, NextToken):
+            target = target.token
+        elif isinstance(target, Contrast):
+            target = target.a
+        if not isinstance(target, (str, int)):
+            raise TargetError("logit_lens tracks one token: pass a single-token string, an id, il.NextToken or "
+                              "il.Contrast.")
+        tid = _single_token(lm, target, "Logit-lens target")
+        tname = lm.tokenizer.decode([tid])
+    names = ["embed"] + [f"blocks.{i}.resid_post" for i in range(lm.n_layers)]
+    with torch.no_grad():
+        with lm.capture(names) as cache:
+            out = lm.forward(batch, grad=False)
+        pos = prediction_positions(lm, batch).view(1, 1)
+        resid = torch.cat([cache[n] for n in names])  # [layer, pos, d_model]
+        first = lm.tokenize(prompt)
+        logits = logits_at(lm, resid, pos.expand(resid.shape[0], 1))[:, int(pos)]
+        probs = torch.softmax(logits.float(), -1)
+    final = torch.softmax(out.logits[0, int(pos)].float(), -1)
+    err = float((probs[-1] - final).abs().max())
+    top = probs.topk(k, dim=-1)
+    labels = ["embed"] + [f"L{i}" for i in range(lm.n_layers)]
+    diagnostics: dict[str, Any] = {"final_layer_error": err, "forward_passes": 1, "seconds": time.perf_counter() - t0}
+    if err > 1e-4:
+        msg = f"The lens at the last layer differs from the model's output by {err:.2g} in probability."
+        diagnostics["warning"] = msg
+        warnings.warn(msg)
+    rank = prob = None
+    if tid is not None:
+        p_t = probs[:, tid]
+        rank = (probs > p_t.unsqueeze(1)).sum(-1)
+        prob = p_t
+    return LogitLensResult(
+        model=lm.name, method="logit lens", target=None if tid is None else {"kind": "NextToken", "token": tname},
+        policy=first.policy, diagnostics=diagnostics, prompt=batch.prompts[0], tokens=list(batch.tokens[0]),
+        layers=labels, top_tokens=[[lm.tokenizer.decode([int(i)]) for i in row] for row in top.indices],
+        top_probs=top.values, target_token=tname, target_rank=rank, target_prob=prob)

@@ -1,0 +1,238 @@
+"""Circuit analysis on tiny models of every family: exact references, sanity checks, bad input."""
+
+import warnings
+
+import pytest
+import torch
+
+import interpretlm as il
+from interpretlm.circuits import PatchingError
+from interpretlm.testing import tiny_lm
+
+CLEAN = "When Mary and John went to the store, John gave a drink to"
+CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
+
+
+def inputs(lm):
+    if lm.family.name == "bert":
+        return ("When Mary and John went to the store, John gave a drink to [MASK]",
+                "When Mary and John went to the store, Mary gave a drink to [MASK]", il.Contrast("Mary", "John"))
+    return CLEAN, CORRUPT, il.Contrast(" Mary", " John")
+
+
+def pearson(a, b):
+    a, b = a.flatten().double(), b.flatten().double()
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
+@pytest.mark.parametrize("over", ["resid_pre", "resid_post", "attn", "mlp", "heads"])
+def test_batched_replay_equals_one_forward_per_patch(any_lm, over):
+    c, x, t = inputs(any_lm)
+    fast = il.patch(any_lm, c, x, t, over=over, engine="replay", batch_size=7)
+    loop = il.patch(any_lm, c, x, t, over=over, engine="loop")
+    assert torch.allclose(fast.effect, loop.effect, atol=1e-5)
+    assert fast.diagnostics["engine"] == "replay"
+    assert fast.effect.abs().max() > 0  # something was patched
+
+
+def test_replay_with_padding_and_eager_attention():
+    """Rows of different lengths (padding masks) and eager attention (explicit 4-d masks)."""
+    lm = tiny_lm("llama", attn_implementation="eager")
+    clean = [CLEAN, "When Tom and Anna went to the park, Anna gave a ball to"]
+    corrupt = [CORRUPT, "When Tom and Anna went to the park, Tom gave a ball to"]
+    t = il.datasets.Answers([" Mary", " Tom"], [" John", " Anna"])
+    for over, pos in [("resid_pre", "last"), ("heads", "all"), ("mlp", "all")]:
+        fast = il.patch(lm, clean, corrupt, t, over=over, positions=pos, engine="replay")
+        loop = il.patch(lm, clean, corrupt, t, over=over, positions=pos, engine="loop")
+        assert torch.allclose(fast.effect, loop.effect, atol=1e-5)
+
+
+def test_sanity_points(any_lm):
+    """Point 3: a whole clean layer restores everything, nothing patched changes nothing."""
+    c, x, t = inputs(any_lm)
+    # the random BERT's clean-corrupt difference is ~1e-3, so float noise is relatively larger
+    tol = 1e-3 if any_lm.family.name == "bert" else 1e-4
+    p = il.patch(any_lm, c, x, t, over="resid_pre", positions="all")
+    assert torch.allclose(p.effect, torch.ones(any_lm.n_layers), atol=tol)
+    q = il.patch(any_lm, c, x, t, over="resid_post", positions="all")
+    assert torch.allclose(q.effect, torch.ones(any_lm.n_layers), atol=tol)
+    assert abs(p.diagnostics["sanity_nothing_patched"]) < tol
+    if any_lm.is_causal:
+        last = il.patch(any_lm, c, x, t, over="resid_post", positions="last")
+        assert last.effect[-1] == pytest.approx(1.0, abs=1e-5)
+        each = il.patch(any_lm, c, x, t, over="resid_post", positions="each", layers=[-1])
+        assert each.effect[0, -1] == pytest.approx(1.0, abs=1e-5)
+        assert each.effect[0, :-1].abs().max() < 1e-5  # earlier positions cannot reach the last logits
+
+
+def test_grouped_query_attention_heads_without_ungrouping(llama):
+    assert llama.n_kv_heads < llama.n_heads
+    p = il.patch(llama, CLEAN, CORRUPT, il.Contrast(" Mary", " John"), over="heads")
+    assert tuple(p.effect.shape) == (llama.n_layers, llama.n_heads)
+    assert p.axes == ["layer", "head"]
+
+
+def test_bad_inputs(llama):
+    t = il.Contrast(" Mary", " John")
+    with pytest.raises(PatchingError, match="tokens"):
+        il.patch(llama, CLEAN, "When Mary went to the store, Mary gave a drink to", t)
+    with pytest.raises(PatchingError, match="same on clean"):
+        il.patch(llama, CLEAN, CLEAN, t)
+    with pytest.raises(PatchingError, match="over"):
+        il.patch(llama, CLEAN, CORRUPT, t, over="neurons")
+    with pytest.raises(PatchingError, match="out of range"):
+        il.patch(llama, CLEAN, CORRUPT, t, positions=[99])
+    with pytest.raises(PatchingError, match="corrupted prompt for each"):
+        il.patch(llama, [CLEAN, CLEAN], [CORRUPT], t)
+    with pytest.raises(il.InterpretLMError):
+        il.ablate(llama, CLEAN, t, heads=[(0, 17)])
+    with pytest.raises(il.InterpretLMError):
+        il.path_patch(llama, CLEAN, CORRUPT, t, senders=[])
+
+
+def test_align_patches_prompts_of_different_lengths(llama):
+    t = il.Contrast(" Mary", " John")
+    short = "Mary and John went to the store, Mary gave a drink to"  # one token shorter
+    p = il.patch(llama, CLEAN, short, t, over="resid_pre", align=True)
+    assert p.effect.shape[1] == len(llama.tokenize(short).tokens[0])
+    # the whole corrupted prompt replaced at layer 0 by the aligned clean tail
+    assert torch.isfinite(p.effect).all()
+
+
+def test_attribution_patching_tracks_exact_patching(llama):
+    ds = il.datasets.ioi(n=4, seed=0, lm=llama)
+    for over in ("heads", "mlp", "resid_pre"):
+        exact = il.patch(llama, ds.clean, ds.corrupted, ds.target, over=over)
+        ig = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over=over, method="eap_ig", steps=8)
+        assert pearson(ig.effect, exact.effect) > 0.95
+        assert ig.diagnostics["completeness_error"] < 0.05  # integrated gradients add up
+    ap = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over="heads")
+    assert ap.diagnostics["forward_passes"] == 2 * 4 and ap.diagnostics["backward_passes"] == 4
+    assert pearson(ap.effect, il.patch(llama, ds.clean, ds.corrupted, ds.target, over="heads").effect) > 0.9
+
+
+def test_attribution_patching_is_exact_for_a_linear_metric():
+    """With a metric linear in the last residual stream, the first-order term is the patching effect."""
+    lm = tiny_lm("bert", head=False)  # no final norm: the last hidden state is the last resid_post
+    w = torch.randn(lm.d_model, generator=torch.Generator().manual_seed(0))
+    t = il.PooledEmbedding(direction=w, pooling="first")
+    exact = il.patch(lm, CLEAN, CORRUPT, t, over="resid_post", layers=[lm.n_layers - 1], positions="each")
+    ap = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_post", layers=[lm.n_layers - 1])
+    assert exact.effect[0, 0] == pytest.approx(1.0, abs=5e-4)
+    assert torch.allclose(ap.effect, exact.effect, atol=5e-4)
+
+
+def test_path_patching_matches_a_hand_built_reference(llama):
+    t = il.Contrast(" Mary", " John")
+    L = llama.n_layers
+    r = il.path_patch(llama, CLEAN, CORRUPT, t, senders=[(L - 1, 1)], receivers="logits")
+    # reference: head clean, the MLP after it frozen at its corrupted value
+    names = [f"blocks.{L - 1}.attn.heads", f"blocks.{L - 1}.mlp"]
+    with llama.capture(names) as cc:
+        vc = float(llama.score(CLEAN, t))
+        llama.forward(CLEAN)
+    with llama.capture(names) as xc:
+        llama.forward(CORRUPT)
+    vx = float(llama.score(CORRUPT, t))
+    clean_heads, x_mlp = cc[names[0]].clone(), xc[names[1]].clone()
+    with llama.intervene({names[0]: il.interventions.replace(clean_heads[:, :, 1:2], heads=[1]),
+                          names[1]: lambda x: x_mlp}):
+        v = float(llama.score(CORRUPT, t))
+    assert r.effect[0] == pytest.approx((v - vx) / (vc - vx), abs=1e-5)
+    h = il.path_patch(llama, CLEAN, CORRUPT, t, senders=[(0, 1)], receivers="heads")
+    assert torch.isnan(h.effect[0]).all() and torch.isfinite(h.effect[1:]).all()
+
+
+def test_ablation_matches_foundation_edits(any_lm):
+    c, _, t = inputs(any_lm)
+    r = il.ablate(any_lm, c, t, heads=[(1, 2)], kind="zero")
+    with any_lm.intervene({"blocks.1.attn.heads": il.ablate.zero(heads=[2])}):
+        ref = float(any_lm.score(c, t))
+    assert float(r.ablated_value) == pytest.approx(ref, abs=1e-5)
+    sweep = il.ablate(any_lm, c, t, heads="each", kind="zero")
+    assert float(sweep.ablated_value[1, 2]) == pytest.approx(ref, abs=1e-5)
+
+
+def test_mean_and_resample_ablation(llama):
+    ds = il.datasets.ioi(n=6, seed=1, lm=llama)
+    t = ds.target
+    m = il.ablate(llama, ds.clean, t, mlps=[0], kind="mean")
+    with llama.capture("blocks.0.mlp") as cache:
+        llama.forward(ds.clean)
+    mu = cache["blocks.0.mlp"].mean(0, keepdim=True)  # one length: a mean per position
+    with llama.intervene({"blocks.0.mlp": lambda x: mu.expand_as(x)}):
+        ref = llama.score(ds.clean, t)
+    assert torch.allclose(m.per_prompt, ref, atol=1e-5)
+    s = il.ablate(llama, ds.clean, t, heads="each", kind="resample", seed=3)
+    j = il.ablate(llama, ds.clean, t, heads=[(1, 0)], kind="resample", seed=3)
+    assert float(s.ablated_value[1, 0]) == pytest.approx(float(j.ablated_value), abs=1e-5)
+    with pytest.raises(PatchingError):
+        il.ablate(llama, CLEAN, il.Contrast(" Mary", " John"), heads=[(0, 0)], kind="resample")
+
+
+def test_logit_lens_last_layer_is_the_model(any_lm):
+    if not any_lm.is_causal:
+        pytest.skip("the lens reads the next-token position")
+    lens = il.logit_lens(any_lm, CLEAN, " Mary", k=3)
+    assert lens.diagnostics["final_layer_error"] < 1e-5
+    assert len(lens.layers) == any_lm.n_layers + 1
+    top = any_lm.top_tokens(CLEAN, k=1)[0][0][0]
+    assert lens.top_tokens[-1][0] == top
+    logits = any_lm.forward(CLEAN).logits[0, -1]
+    mary = any_lm.tokenizer(" Mary", add_special_tokens=False)["input_ids"][0]
+    assert int(lens.target_rank[-1]) == int((logits > logits[mary]).sum())
+
+
+def test_discovery_conserves_and_keeping_everything_is_faithful(any_lm):
+    if any_lm.family.name == "bert":
+        pytest.skip("post-norm encoder blocks: edge scores are approximate")
+    c, x, t = inputs(any_lm)
+    full = il.discover_circuit(any_lm, clean=c, corrupted=x, target=t, keep=1.0, method="eap")
+    assert full.diagnostics["conservation_error"] < 1e-4
+    assert full.faithfulness == pytest.approx(1.0, abs=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        few = il.discover_circuit(any_lm, clean=c, corrupted=x, target=t, keep=3)
+    assert len(few.edges) == 3
+    assert abs(few.edges[0]["score"]) >= abs(few.edges[-1]["score"])
+    html = few.to_html()
+    assert "<svg" in html and "<script" not in html
+
+
+def test_results_round_trip(tmp_path, llama):
+    t = il.Contrast(" Mary", " John")
+    results = [il.patch(llama, CLEAN, CORRUPT, t, over="heads"), il.ablate(llama, CLEAN, t, heads=[(0, 1)]),
+               il.logit_lens(llama, CLEAN, " Mary"),
+               il.path_patch(llama, CLEAN, CORRUPT, t, senders=[(0, 1)])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results.append(il.discover_circuit(llama, clean=CLEAN, corrupted=CORRUPT, target=t, keep=4))
+    for i, r in enumerate(results):
+        back = il.Result.load(r.save(tmp_path / f"r{i}.json"))
+        assert type(back) is type(r)
+        assert back.to_html() == r.to_html()
+
+
+def test_html_escapes_tokens(llama):
+    p = il.patch(llama, "<script>alert(1)</script> Mary", "<script>alert(1)</script> John", " Mary")
+    assert "<script>alert" not in p.to_html()
+
+
+def test_falls_back_to_full_forward_passes_when_replay_disagrees(llama):
+    from interpretlm.circuits.patching import run_patches
+    from interpretlm.circuits.runner import BlockRunner
+    from interpretlm.circuits.sweep import Patch
+
+    t = il.Contrast(" Mary", " John")
+    xb = t.prepare(llama, llama.tokenize(CORRUPT))
+    runner = BlockRunner(llama, xb, t)
+    with llama.capture("blocks.1.attn.heads") as cache:
+        llama.forward(CLEAN)
+    patches = [Patch(1, "heads", torch.ones(1, xb.input_ids.shape[1], dtype=torch.bool), (h,)) for h in range(4)]
+    replayed, used, _ = run_patches(runner, patches, lambda c, l: cache["blocks.1.attn.heads"])
+    assert used == "replay"
+    runner.check_error = 1.0  # as if a block's call arguments could not be replayed
+    with pytest.warns(UserWarning, match="full forward pass"):
+        looped, used, _ = run_patches(runner, patches, lambda c, l: cache["blocks.1.attn.heads"])
+    assert used == "loop" and torch.allclose(looped, replayed, atol=1e-5)
