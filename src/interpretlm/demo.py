@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .model import LM
-from .results import _atomic_write
+from .results import atomic_write
 from .viz import html as H
 from .viz.report import report_page
 from .viz.tokens import token_strip
@@ -98,6 +98,6 @@ def run_demo(model: str | LM | None = None, out: str | Path = "interpretlm-demo.
                        subtitle=f"{lm.info().architecture}, {lm.n_layers} layers; total "
                                 f"{time.perf_counter() - t0:.1f} s")
     path = Path(out)
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))
     echo(f"\nWrote {path} ({time.perf_counter() - t0:.1f} s in all)")
     return path

@@ -67,12 +67,15 @@ def _from_jsonable(value: Any, arrays: dict[str, torch.Tensor]) -> Any:
     return value
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -125,8 +128,8 @@ class Result:
         doc = {"interpretlm_result": type(self).__name__, "format": FORMAT_VERSION,
                "arrays": path.with_suffix(".safetensors").name if arrays else None, "fields": fields}
         if arrays:
-            _atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(arrays, tmp))
-        _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1, allow_nan=False)))
+            atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(arrays, tmp))
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1, allow_nan=False)))
         return path
 
     @classmethod
@@ -180,7 +183,7 @@ class Result:
     def save_html(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_html` to ``path``."""
         path = Path(path)
-        _atomic_write(path, lambda tmp: Path(tmp).write_text(self.to_html(), encoding="utf-8"))
+        atomic_write(path, lambda tmp: Path(tmp).write_text(self.to_html(), encoding="utf-8"))
         return path
 
     def _repr_html_(self) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from ..errors import ComponentError, InterpretLMError
-from ..results import _atomic_write
+from ..results import atomic_write
 from .errors import ProbingError, StoreError
 
 STORE_FORMAT = 1
@@ -404,15 +404,15 @@ def activations(lm: Any, texts: str | Sequence[str], components: str | Sequence[
                 kept[k] = shard
             else:
                 fname = f"shard-{k:05d}.safetensors"
-                _atomic_write(folder / fname, lambda tmp: save_file(shard, tmp, metadata={"rows": f"{lo}:{hi}"}))
+                atomic_write(folder / fname, lambda tmp: save_file(shard, tmp, metadata={"rows": f"{lo}:{hi}"}))
                 manifest["shards"][str(k)] = {"file": fname, "rows": [lo, hi], "sha256": _sha256(folder / fname)}
                 # The manifest is rewritten only after the shard is safely on disk.
-                _atomic_write(folder / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+                atomic_write(folder / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
             bar.update(hi - lo)
     finally:
         bar.close()
     if folder is not None and not todo and not (folder / "manifest.json").exists():
-        _atomic_write(folder / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+        atomic_write(folder / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     return _assemble(folder, manifest, computed, kept if folder is None else None)
 
 
