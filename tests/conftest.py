@@ -8,7 +8,9 @@ from interpretlm.testing import tiny_lm
 
 # Tests never reach a model hub: no retries against an unreachable network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+from interpretlm.runtime import use_free_cores  # noqa: E402
+
+use_free_cores()
 warnings.filterwarnings("ignore", message=".*bos_token_id must be.*")
 
 FAMILIES = ["llama", "gpt2", "gpt_neox", "bert"]

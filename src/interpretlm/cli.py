@@ -14,6 +14,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                        "'minilm-l6', a Hugging Face id or folder, or a .gguf file.")
 
 
+@app.callback()
+def _setup(threads: int = typer.Option(0, help="PyTorch CPU threads (0: the cores not busy with other work).")) -> None:
+    import torch
+
+    from .runtime import use_free_cores
+    if threads > 0:
+        torch.set_num_threads(threads)
+    else:
+        use_free_cores()
+
+
 def _fail(exc: Exception) -> None:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
