@@ -9,14 +9,14 @@
    and Spearman rank agreement of token relevances with ours on the same prompts.
 3. Faithfulness: deletion AOPC (higher is better) of LRP, Integrated Gradients, saliency
    and a random order on ``--n`` built-in prompts (IOI-style and factual), explaining the
-   model's top next token. Uses ``il.attribute`` methods "integrated_gradients" /
-   "saliency" and ``il.faithfulness`` when they are installed, otherwise the local
-   versions below (printed which).
+   model's top next token: every method through ``il.attribute`` and every AOPC through
+   the attribution family's ``il.faithfulness`` (``--aopc-only`` runs just this part).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import interpretlm as il
-from interpretlm.attribution import METHODS
 
 LXT_PYTHON = Path("/work/bench-venvs/lxt/bin/python")
 NAMES = [" Mary", " John", " Tom", " Anna", " Alice", " Bob", " James", " Sarah", " David", " Emma"]
@@ -61,96 +61,10 @@ def builtin_prompts(n: int) -> list[str]:
     return ioi + facts
 
 
-# ---------------------------------------------------------------------------------------- local methods
-def _embeds(lm, ids):
-    return lm.model.get_input_embeddings()(ids).detach()
-
-
-def _logit_grad(lm, emb, mask, token):
-    """``[steps, pos, d]`` gradient of the last position's ``token`` logit w.r.t. input embeddings."""
-    emb = emb.clone().requires_grad_(True)
-    out = lm.model(inputs_embeds=emb, attention_mask=mask, use_cache=False)
-    (g,) = torch.autograd.grad(out.logits[:, -1, token].sum(), emb)
-    return g
-
-
-def local_saliency(lm, prompt, token):
-    b = lm.tokenize(prompt)
-    return _logit_grad(lm, _embeds(lm, b.input_ids), b.attention_mask, token)[0].norm(dim=-1).numpy()
-
-
-def _fill_id(lm):
-    return lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
-
-
-def local_integrated_gradients(lm, prompt, token, steps=32, batch_size=16):
-    """Pad-token-embedding baseline (a zero embedding is degenerate under RMS norm: the norm
-    undoes the scaling, so the path is flat until it collapses near zero), midpoint Riemann
-    sum; returns ``[pos]`` and the completeness error."""
-    b = lm.tokenize(prompt)
-    x = _embeds(lm, b.input_ids)
-    base = _embeds(lm, torch.full_like(b.input_ids, _fill_id(lm)))
-    emb = x - base
-    alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
-    total = torch.zeros_like(emb[0])
-    for s in range(0, steps, batch_size):
-        a = alphas[s:s + batch_size].view(-1, 1, 1)
-        g = _logit_grad(lm, base + a * emb, b.attention_mask.expand(len(a), -1), token)
-        total += g.sum(0)
-    scores = (emb[0] * total / steps).sum(-1)
-    with torch.no_grad():
-        f = lm.model(inputs_embeds=torch.cat([x, base]), attention_mask=b.attention_mask.expand(2, -1),
-                     use_cache=False).logits[:, -1, token]
-    err = abs(float(scores.sum()) - float(f[0] - f[1])) / max(abs(float(f[0] - f[1])), 1e-12)
-    return scores.numpy(), err
-
-
-def _library_scores(lm, prompt, target, method):
-    if method not in METHODS:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            r = il.attribute(lm, prompt, target, method=method)
-        s = np.asarray(r.scores, dtype=float)
-        return s if s.ndim == 1 and len(s) == len(lm.tokenize(prompt).tokens[0]) else None
-    except Exception as exc:  # an interface mismatch: fall back to the local version, say so
-        print(f"  (il.attribute method={method!r} failed: {exc}; using the local version)")
-        return None
-
-
-def deletion_aopc(lm, prompt, token, scores, fraction=0.3):
-    """Deletion AOPC: mean drop of p(token) as the top-k tokens (k = 0..K) are replaced by the pad token.
-
-    ``K = ceil(fraction · (n - 1))``: only the top of the ranking is probed (deleting most of
-    a short prompt destroys any prediction, whatever the order). The last token (where the
-    prediction is read) is never deleted.
-    """
-    b = lm.tokenize(prompt)
-    ids = b.input_ids[0]
-    n = len(ids)
-    order = [int(i) for i in np.argsort(-np.asarray(scores[: n - 1]), kind="stable")]
-    k_max = max(1, int(np.ceil(fraction * (n - 1))))
-    fill = _fill_id(lm)
-    rows = ids.repeat(k_max + 1, 1)
-    for k in range(1, k_max + 1):
-        rows[k, order[:k]] = fill
-    with torch.no_grad():
-        p = torch.softmax(lm.model(input_ids=rows, use_cache=False).logits[:, -1].float(), -1)[:, token]
-    return float((p[0] - p).mean())
-
-
-def _aopc(lm, prompt, token, scores):
-    fn = getattr(il.attribution, "faithfulness", None)
-    if fn is not None:
-        try:
-            out = fn(lm, prompt, il.NextToken(token, kind="logit"), scores=scores, metric="deletion_aopc")
-            value = getattr(out, "deletion_aopc", None) or (out.get("deletion_aopc") if isinstance(out, dict) else None)
-            if value is not None:
-                return float(value), "il.faithfulness"
-        except Exception:
-            pass
-    return deletion_aopc(lm, prompt, token, scores), "local"
+# ---------------------------------------------------------------------------------------- faithfulness
+def deletion_aopc(lm, attribution) -> float:
+    """Deletion AOPC of an attribution, from the attribution family's ``il.faithfulness``."""
+    return float(il.faithfulness(lm, attribution).scores["deletion_aopc"])
 
 
 # ---------------------------------------------------------------------------------------- parts
@@ -186,7 +100,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--ig-steps", type=int, default=32)
+    ap.add_argument("--aopc-only", action="store_true", help="skip the cost and LXT parts")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -194,9 +108,10 @@ def main() -> None:
     lm.model.requires_grad_(False)
     ioi = "When Mary and John went to the store, John gave a drink to"
 
-    print(f"== cost ({args.threads} thread(s), median of {args.repeats})")
-    t_plain, t_lrp = cost(lm, ioi, args.repeats)
-    print(f"plain forward+backward {t_plain:.3f} s, LRP {t_lrp:.3f} s: ratio {t_lrp / t_plain:.2f}x (goal <= 2x)")
+    if not args.aopc_only:
+        print(f"== cost ({args.threads} thread(s), median of {args.repeats})")
+        t_plain, t_lrp = cost(lm, ioi, args.repeats)
+        print(f"plain forward+backward {t_plain:.3f} s, LRP {t_lrp:.3f} s: ratio {t_lrp / t_plain:.2f}x (goal <= 2x)")
 
     prompts = builtin_prompts(args.n)
     ours, ours_abs, tokens = [], [], []
@@ -215,8 +130,10 @@ def main() -> None:
     print(f"mean conservation error over {len(prompts)} prompts: ours {np.mean([x.conservation_error for x in ours]):.3%}, "
           f"published rule {np.mean([x.conservation_error for x in ours_abs]):.1%}")
 
-    print("\n== LXT 2.1 (AttnLRP, efficient mode)")
-    if LXT_PYTHON.exists():
+    if args.aopc_only:
+        pass
+    elif LXT_PYTHON.exists():
+        print("\n== LXT 2.1 (AttnLRP, efficient mode)")
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             json.dump(prompts, fh)
         model_dir = next(il.cache_dir().glob("gguf/smollm2-135m-*"))
@@ -243,38 +160,32 @@ def main() -> None:
     else:
         print(f"not installed ({LXT_PYTHON} missing): LXT 2.1 needs Transformers 4.52; see benchmarks/_lxt_runner.py")
 
-    print(f"\n== deletion AOPC on {len(prompts)} built-in prompts (p(top token), top 30% of tokens replaced by the pad "
-          "token one by one; higher = more faithful)")
+    print(f"\n== deletion AOPC on {len(prompts)} built-in prompts (il.faithfulness: mean drop of the top token's logit "
+          "as tokens are removed in attribution order; higher = more faithful)")
     rng = np.random.default_rng(0)
     aopc: dict[str, list[float]] = {"LRP (attnlrp, default)": [], "LRP (attnlrp-absorbing, as LXT)": [],
                                     "LRP (cp)": [], "Integrated Gradients": [], "saliency": [], "random": []}
-    used, ig_errs = set(), []
-    for p, tok, r, r_abs in zip(prompts, tokens, ours, ours_abs):
+    ig_errs = []
+    for p, tok, r, r_abs in tqdm(list(zip(prompts, tokens, ours, ours_abs)), desc="AOPC", disable=None):
         target = il.NextToken(tok, kind="logit")
-        ig = _library_scores(lm, p, target, "integrated_gradients")
-        if ig is None:
-            ig, e = local_integrated_gradients(lm, p, tok, steps=args.ig_steps)
-            ig_errs.append(e)
-            used.add("local IG")
-        sal = _library_scores(lm, p, target, "saliency")
-        if sal is None:
-            sal = local_saliency(lm, p, tok)
-            used.add("local saliency")
-        cp = il.attribute(lm, p, target, method="lrp", attention_rule="cp").scores
-        for name, s in (("LRP (attnlrp, default)", r.scores), ("LRP (attnlrp-absorbing, as LXT)", r_abs.scores),
-                        ("LRP (cp)", cp), ("Integrated Gradients", ig),
-                        ("saliency", sal), ("random", rng.random(len(r.scores)))):
-            v, how = _aopc(lm, p, tok, np.asarray(s, dtype=float))
-            used.add(f"{how} AOPC")
-            aopc[name].append(v)
+        ig = il.attribute(lm, p, target, method="integrated_gradients")
+        ig_errs.append(ig.completeness_error)
+        results = {
+            "LRP (attnlrp, default)": r, "LRP (attnlrp-absorbing, as LXT)": r_abs,
+            "LRP (cp)": il.attribute(lm, p, target, method="lrp", attention_rule="cp"),
+            "Integrated Gradients": ig, "saliency": il.attribute(lm, p, target, method="saliency"),
+            "random": dataclasses.replace(r, scores=rng.random(len(r.scores))),
+        }
+        for name, attribution in results.items():
+            aopc[name].append(deletion_aopc(lm, attribution))
     rand = np.asarray(aopc["random"])
     print(f"{'method':<32} {'AOPC':>8} {'± s.e.':>8}   {'minus random (paired)':>22}")
     for name, vals in aopc.items():
         v = np.asarray(vals)
         d = v - rand
         print(f"{name:<32} {v.mean():8.4f} {v.std() / np.sqrt(len(v)):8.4f}   {d.mean():+10.4f} ± {d.std() / np.sqrt(len(d)):.4f}")
-    print("used:", ", ".join(sorted(used)) + (f"; IG completeness error median {np.median(ig_errs):.1%}, mean {np.mean(ig_errs):.1%}"
-                                           if ig_errs else ""))
+    print(f"AOPC from il.faithfulness; IG completeness error median {np.median(ig_errs):.2%}, "
+          f"max {np.max(ig_errs):.2%}")
 
 
 if __name__ == "__main__":

@@ -199,3 +199,12 @@ def test_demo_section():
     import re
     assert float(re.search(r"conservation error ([\d.]+)%", sec.text[0]).group(1)) < 1.0
     assert "Where the relevance went" in sec.html
+
+
+def test_faithfulness_scores_an_lrp_attribution(llama):
+    """LRP results carry their input, so the attribution family's faithfulness scores apply to them."""
+    import interpretlm as il
+
+    r = il.attribute(llama, "When Mary and John went to the store", il.NextToken(" Mary", kind="logit"), method="lrp")
+    scores = il.faithfulness(llama, r).scores
+    assert np.isfinite(scores["deletion_aopc"]) and np.isfinite(scores["insertion_aopc"])

@@ -199,7 +199,9 @@ def _lrp_one(lm: LM, batch: Any, tgt: Any, *, epsilon: float, attention_rule: st
         model=lm.name, method="lrp", target=tgt.to_dict(), policy=dict(batch.policy), prompt=row.prompts[0],
         tokens=tokens, special=[bool(x) for x in row.special[0]], features=tokens,
         feature_tokens=[[i] for i in range(len(tokens))], scores=relevance, target_value=explained_value,
-        granularity="token", diagnostics=diagnostics, layer_relevances=layer_rel)
+        granularity="token", diagnostics=diagnostics, layer_relevances=layer_rel,
+        # so that il.faithfulness can rebuild the input and rerun the method
+        input_ids=row.input_ids[0].tolist(), options={"epsilon": epsilon, "attention_rule": attention_rule})
 
 
 @register_method("lrp")
