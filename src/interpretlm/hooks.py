@@ -29,6 +29,10 @@ class Cache(dict):
     Holds the values of the last forward pass run inside the context.
     """
 
+    def __init__(self, requested: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.requested = set(requested)
+
     def __getitem__(self, name: str) -> torch.Tensor:
         try:
             return super().__getitem__(name)
@@ -39,8 +43,6 @@ class Cache(dict):
                     "inside the `with lm.capture(...)` block.") from None
             raise ComponentError(
                 f"{name!r} was not captured; captured names: {sorted(self.requested)}.") from None
-
-    requested: set[str] = set()
 
 
 def _heads_view(x: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -148,8 +150,7 @@ def capture(lm: "LM", names: Iterable[str] | str, *, grad: bool = False) -> Iter
     """
     names = [names] if isinstance(names, str) else list(names)
     sites = [lm.site(n) for n in names]
-    cache = Cache()
-    cache.requested = set(names)
+    cache = Cache(names)
     handles = []
     needs_eager = any(s.kind == "pattern" for s in sites)
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,7 +194,6 @@ class LM:
             :class:`Output` with ``logits [batch, pos, vocab]`` and ``hidden [batch, pos, d_model]``.
         """
         batch = self.tokenize(inputs, chat=chat)
-        dev = self.device
         grab: dict[str, torch.Tensor] = {}
 
         def keep_hidden(module, args, output):
@@ -203,21 +202,64 @@ class LM:
         # The last hidden state is the final norm's output (decoders) or the last block's (encoders).
         last = "final_norm" if self.family.final_norm is not None else f"blocks.{self.n_layers - 1}.resid_post"
         handle = self.site(last).module.register_forward_hook(keep_hidden)
-        ctx = torch.enable_grad() if grad else (torch.no_grad() if grad is False else _nullcontext())
+        ctx = torch.enable_grad() if grad else (torch.no_grad() if grad is False else nullcontext())
         try:
             with ctx:
-                kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask.to(dev), "use_cache": False}
-                if inputs_embeds is not None:
-                    kwargs["inputs_embeds"] = inputs_embeds
-                else:
-                    kwargs["input_ids"] = batch.input_ids.to(dev)
-                if not self.is_causal:
-                    kwargs.pop("use_cache")
-                out = self.model(**kwargs)
+                out = self.model(**self._model_kwargs(batch, inputs_embeds))
         finally:
             handle.remove()
         logits = getattr(out, "logits", None) if self.has_head else None
         return Output(logits=logits, hidden=grab["hidden"], batch=batch)
+
+    def _model_kwargs(self, batch: Batch, inputs_embeds: torch.Tensor | None = None) -> dict[str, Any]:
+        """Keyword arguments of a Hugging Face forward call for ``batch`` (no KV cache)."""
+        kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask.to(self.device)}
+        if inputs_embeds is not None:
+            kwargs["inputs_embeds"] = inputs_embeds
+        else:
+            kwargs["input_ids"] = batch.input_ids.to(self.device)
+        if self.is_causal:
+            kwargs["use_cache"] = False
+        return kwargs
+
+    def run(self, inputs: Prompts | Batch, *, until: int | None = None, head: bool = True) -> Batch:
+        """Run a forward pass for the sake of the hooks inside it (``capture`` and friends).
+
+        Args:
+            inputs: prompts, token ids or a :class:`Batch`.
+            until: stop right after block ``until`` (its output hooks still run), so the
+                blocks above it cost nothing, as baukit's ``stop``.
+            head: run the LM head too; ``False`` runs the base model only, which avoids a
+                ``[batch, pos, vocab]`` logits tensor on long prompts.
+
+        Returns:
+            the :class:`Batch` that was run.
+
+        Example:
+            >>> from interpretlm.testing import tiny_lm
+            >>> lm = tiny_lm("llama")
+            >>> with lm.capture(["blocks.0.resid_post"]) as cache:
+            ...     _ = lm.run("When Mary and John", until=0, head=False)
+            >>> cache["blocks.0.resid_post"].shape[-1] == lm.d_model
+            True
+        """
+        batch = self.tokenize(inputs)
+        handle = None
+        if until is not None:
+            self.check_heads(until)
+
+            def stop(module, args, output):
+                raise _StopForward
+            # Registered after any capture hooks on the block, so those read its output first.
+            handle = resolve_blocks(self.model, self.family)[until].register_forward_hook(stop)
+        try:
+            (self.model if head else self.model.base_model)(**self._model_kwargs(batch))
+        except _StopForward:
+            pass
+        finally:
+            if handle is not None:
+                handle.remove()
+        return batch
 
     def score(self, inputs: Prompts | Batch, target: TargetLike, *, chat: bool = False,
               batch_size: int = 32, grad: bool = False) -> torch.Tensor:
@@ -278,9 +320,8 @@ class LM:
                 self.model.set_attn_implementation(previous)
 
 
-@contextmanager
-def _nullcontext() -> Iterator[None]:
-    yield
+class _StopForward(Exception):
+    """Raised by :meth:`LM.run`'s hook to skip the blocks above the one asked for."""
 
 
 def resolve_blocks(model: nn.Module, family: Family) -> nn.ModuleList:

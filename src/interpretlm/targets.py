@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
@@ -62,7 +63,7 @@ def _gather(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return logits[torch.arange(logits.shape[0], device=logits.device), pos.to(logits.device)]
 
 
-class Target:
+class Target(ABC):
     """Base class: ``prepare`` the batch, then ``__call__(out) -> [batch]``."""
 
     needs_logits: bool = True
@@ -75,8 +76,9 @@ class Target:
                 "Use il.PooledEmbedding(...) for an encoder without a head, or load it with a head.")
         return batch
 
-    def __call__(self, out: "Output") -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, out: "Output") -> torch.Tensor:
+        """``[batch]`` values of the target on one forward pass."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description, recorded in results."""

@@ -258,6 +258,8 @@ def append_tokens(batch: Batch, new_ids: Sequence[int], tokenizer: Any, n_ctx: i
     positions = torch.zeros((n, k), dtype=torch.long)
     new = torch.tensor(list(new_ids), dtype=torch.long)
     special_ids = special_token_ids(tokenizer)
+    new_special = torch.tensor([t in special_ids for t in new_ids], dtype=torch.bool)
+    pieces = [tokenizer.decode([t]) for t in new_ids]
     tokens, offsets, texts = [], [], []
     for i in range(n):
         L = int(lengths[i])
@@ -265,10 +267,9 @@ def append_tokens(batch: Batch, new_ids: Sequence[int], tokenizer: Any, n_ctx: i
         ids[i, L:L + k] = new
         mask[i, :L + k] = 1
         special[i, :L] = batch.special[i, :L]
-        special[i, L:L + k] = torch.tensor([t in special_ids for t in new_ids], dtype=torch.bool)
+        special[i, L:L + k] = new_special
         in_prompt[i, :L] = batch.in_prompt[i, :L]
         positions[i] = torch.arange(L, L + k)
-        pieces = [tokenizer.decode([t]) for t in new_ids]
         text = batch.texts[i] or ""
         offs = list(batch.offsets[i])
         pos = len(text)

@@ -27,10 +27,6 @@ from ..viz import html as H
 from .summary import METRICS, HeadsSummary, head_scores
 
 
-class _StopForward(Exception):
-    """Raised inside a hook to skip the layers after the last one asked for (baukit's ``stop``)."""
-
-
 def _check_indices(lm: LM, layers: Sequence[int] | None, heads: Sequence[int] | None) -> tuple[list[int], list[int]]:
     layers = list(range(lm.n_layers)) if layers is None else [int(i) for i in layers]
     heads = list(range(lm.n_heads)) if heads is None else [int(h) for h in heads]
@@ -50,28 +46,16 @@ def run_patterns(lm: LM, batch: Batch, layers: list[int], on_pattern, *, stop_ea
     The base model is run (no LM head: a 2,048-token prompt would otherwise make a
     ``[pos, vocab]`` logits tensor), without gradients, and stopped after the last layer.
     """
-    last = max(layers)
     handles = []
 
     def make_read(layer: int):
-        def read(value: torch.Tensor) -> None:
-            on_pattern(layer, value)
-            if stop_early and layer == last:
-                raise _StopForward
-        return read
+        return lambda value: on_pattern(layer, value)
 
     try:
         for i in layers:
             handles.append(hooks._register(lm.site(f"blocks.{i}.attn.pattern"), lm.n_heads, make_read(i), None))
         with lm.eager_attention(), torch.no_grad():
-            kwargs: dict[str, Any] = {"input_ids": batch.input_ids.to(lm.device),
-                                      "attention_mask": batch.attention_mask.to(lm.device)}
-            if lm.is_causal:
-                kwargs["use_cache"] = False
-            try:
-                lm.model.base_model(**kwargs)
-            except _StopForward:
-                pass
+            lm.run(batch, until=max(layers) if stop_early else None, head=False)
     finally:
         for h in handles:
             h.remove()

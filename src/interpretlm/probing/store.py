@@ -41,10 +41,6 @@ POOLINGS = ("none", "mean", "first", "last")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-class _Stop(Exception):
-    """Raised by a hook to skip the blocks after the last one a job needs."""
-
-
 def expand_components(lm: Any, components: str | Sequence[str], layers: str | int | Sequence[int] = "all") -> list[str]:
     """Canonical names for a component kind and layers.
 
@@ -201,57 +197,36 @@ def _run_shard(lm: Any, texts: Sequence[str], names: list[str], pooling: str,
     parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     lengths, ids_out, pos_out = [], [], []
     head_needed = "unembed" in names
-    runner = lm.model if head_needed else lm.model.base_model
-    stop_handle = None
-    try:
-        with lm.capture(names) as cache, torch.inference_mode():
-            if stop_layer is not None:
-                # Registered after the capture hooks, so the block's own output is read first.
-                from ..model import resolve_blocks
-
-                def stop(module, args, output):
-                    raise _Stop
-                stop_handle = resolve_blocks(lm.model, lm.family)[stop_layer].register_forward_hook(stop)
-            for start in range(0, len(texts), batch_size):
-                batch = lm.tokenize(list(texts[start:start + batch_size]))
-                kwargs: dict[str, Any] = {"input_ids": batch.input_ids.to(lm.device),
-                                          "attention_mask": batch.attention_mask.to(lm.device)}
-                if lm.is_causal:
-                    kwargs["use_cache"] = False
-                try:
-                    runner(**kwargs)
-                except _Stop:
-                    pass
-                real = batch.attention_mask.bool()
-                if pooling == "none":
-                    if positions is None:
-                        sel = [torch.nonzero(real[r]).flatten() for r in range(batch.size)]
-                    else:
-                        sel = [torch.as_tensor(list(positions[start + r]), dtype=torch.long) for r in range(batch.size)]
-                        for r, p in enumerate(sel):
-                            n = int(real[r].sum())
-                            if len(p) and (int(p.min()) < 0 or int(p.max()) >= n):
-                                raise ProbingError(
-                                    f"Text {start + r} has {n} tokens; positions {p.tolist()} fall outside it.")
-                    rows = torch.cat([torch.full((len(p),), r, dtype=torch.long) for r, p in enumerate(sel)])
-                    cols = torch.cat(sel) if sel else torch.zeros(0, dtype=torch.long)
-                    lengths += [len(p) for p in sel]
-                    ids_out.append(batch.input_ids[rows, cols])
-                    pos_out.append(cols)
+    with lm.capture(names) as cache, torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = lm.run(list(texts[start:start + batch_size]), until=stop_layer, head=head_needed)
+            real = batch.attention_mask.bool()
+            if pooling == "none":
+                if positions is None:
+                    sel = [torch.nonzero(real[r]).flatten() for r in range(batch.size)]
                 else:
-                    mask = batch.in_prompt.clone()
-                    empty = ~mask.any(1)
-                    mask[empty] = real[empty]   # token-id rows of only special tokens still pool something
-                for n in names:
-                    x = cache[n].detach().float().cpu()
-                    x = x.reshape(x.shape[0], x.shape[1], -1)   # attn.heads: [b, pos, head*d_head]
-                    if pooling == "none":
-                        parts[n].append(x[rows, cols].to(dtype))
-                    else:
-                        parts[n].append(_pool(x, mask, pooling).to(dtype))
-    finally:
-        if stop_handle is not None:
-            stop_handle.remove()
+                    sel = [torch.as_tensor(list(positions[start + r]), dtype=torch.long) for r in range(batch.size)]
+                    for r, p in enumerate(sel):
+                        n = int(real[r].sum())
+                        if len(p) and (int(p.min()) < 0 or int(p.max()) >= n):
+                            raise ProbingError(
+                                f"Text {start + r} has {n} tokens; positions {p.tolist()} fall outside it.")
+                rows = torch.cat([torch.full((len(p),), r, dtype=torch.long) for r, p in enumerate(sel)])
+                cols = torch.cat(sel) if sel else torch.zeros(0, dtype=torch.long)
+                lengths += [len(p) for p in sel]
+                ids_out.append(batch.input_ids[rows, cols])
+                pos_out.append(cols)
+            else:
+                mask = batch.in_prompt.clone()
+                empty = ~mask.any(1)
+                mask[empty] = real[empty]   # token-id rows of only special tokens still pool something
+            for n in names:
+                x = cache[n].detach().float().cpu()
+                x = x.reshape(x.shape[0], x.shape[1], -1)   # attn.heads: [b, pos, head*d_head]
+                if pooling == "none":
+                    parts[n].append(x[rows, cols].to(dtype))
+                else:
+                    parts[n].append(_pool(x, mask, pooling).to(dtype))
     out = {n: torch.cat(v).contiguous() for n, v in parts.items()}
     if pooling == "none":
         out["__row_ptr__"] = torch.tensor([0] + lengths, dtype=torch.long).cumsum(0)
