@@ -141,16 +141,14 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
         corrupt_value = float(vals.mean())
         fwd, bwd = 2 * xb.size, xb.size
     else:
-        with torch.no_grad(), lm.capture(["embed"]) as c2:
-            lm.forward(xb, grad=False)
-        alphas = [(k + 0.5) / steps for k in range(steps)]  # midpoint rule
-        acts_mid, grads, vals = gradients(lm, xb, pairs.target, all_names, embed_from=c2["embed"],
-                                          embed_to=clean_embed, alphas=alphas, batch_size=batch_size)
-        with torch.no_grad(), lm.capture(all_names) as c3:
+        with torch.no_grad(), lm.capture(all_names + ["embed"]) as c2:
             xo = lm.forward(xb, grad=False)
-        acts = {k: c3[k].float().cpu() for k in all_names}
+        acts = {k: c2[k].float().cpu() for k in all_names}
         corrupt_value = float(pairs.target(xo).float().mean())
-        fwd, bwd = (2 + 1 + steps) * xb.size, steps * xb.size
+        alphas = [(k + 0.5) / steps for k in range(steps)]  # midpoint rule
+        _, grads, vals = gradients(lm, xb, pairs.target, all_names, embed_from=c2["embed"],
+                                   embed_to=clean_embed, alphas=alphas, batch_size=batch_size)
+        fwd, bwd = (2 + steps) * xb.size, steps * xb.size
     denom = check_denominator(clean_value, corrupt_value)
     real = xb.attention_mask.bool()
 
