@@ -41,3 +41,20 @@ class ModelLoadError(InterpretLMError, OSError):
 
 class ResultFormatError(InterpretLMError, ValueError):
     """A saved result that cannot be read back."""
+
+
+class OptionError(InterpretLMError, TypeError):
+    """An option a method does not take (the message lists the ones it does)."""
+
+
+class InterpretLMWarning(UserWarning):
+    """Base class of every warning interpretlm emits.
+
+    A warning is also recorded in the result it concerns (``result.warnings``), so a saved
+    result keeps it. Silence them all with
+    ``warnings.simplefilter("ignore", il.InterpretLMWarning)``.
+    """
+
+
+class CheckWarning(InterpretLMWarning):
+    """A result's check figure (completeness, conservation, sanity...) is past its threshold."""

@@ -12,6 +12,10 @@ result
 
 Subclasses override ``_html_body`` (using the shared renderers in :mod:`interpretlm.viz`)
 and, when they have a headline number, ``summary``.
+
+Every result also records where it came from (method, options, target, input ids, the
+model's name and weight fingerprint, the library version: enough for ``il.rerun``), its
+check figure (:class:`Check`) and the warnings raised while it was computed.
 """
 
 from __future__ import annotations
@@ -27,13 +31,51 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .errors import ResultFormatError
+from .errors import InterpretLMWarning, ResultFormatError
 from .viz import html as H
 
 FORMAT_VERSION = 1
 
 
+@dataclass(frozen=True)
+class Check:
+    """The figure that says whether a result can be trusted.
+
+    Attributes:
+        name: what is measured (``"completeness_error"``, ``"conservation_error"``...).
+        value: the measured value (``None`` when it could not be measured).
+        threshold: the limit the value must stay under (or above, with ``higher_is_better``).
+        passed: whether it does (``None`` when there is no value).
+        higher_is_better: ``True`` for figures such as selectivity or recovered fraction.
+    """
+
+    name: str
+    value: float | None
+    threshold: float
+    higher_is_better: bool = False
+
+    @property
+    def passed(self) -> bool | None:
+        if self.value is None or not np.isfinite(self.value):
+            return None
+        return bool(self.value >= self.threshold) if self.higher_is_better else bool(self.value <= self.threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "threshold": self.threshold,
+                "higher_is_better": self.higher_is_better, "passed": self.passed}
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return f"{self.name}: not measured"
+        sign = ">=" if self.higher_is_better else "<="
+        verdict = "passed" if self.passed else "FAILED"
+        return f"{self.name} {self.value:.4g} ({verdict}: must be {sign} {self.threshold:g})"
+
+
 def _to_jsonable(value: Any, key: str, arrays: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, Check):
+        return {"__check__": True, **{k: _to_jsonable(v, key, arrays) for k, v in value.to_dict().items()
+                                      if k != "passed"}}
     if isinstance(value, torch.Tensor):
         arrays[key] = value.detach().cpu().contiguous().clone()
         return {"__array__": key, "lib": "torch"}
@@ -61,6 +103,9 @@ def _from_jsonable(value: Any, arrays: dict[str, torch.Tensor]) -> Any:
             return t.numpy() if value.get("lib") == "numpy" else t
         if "__float__" in value:
             return float(value["__float__"])
+        if value.get("__check__"):
+            return Check(value["name"], _from_jsonable(value["value"], arrays), value["threshold"],
+                         value.get("higher_is_better", False))
         return {k: _from_jsonable(v, arrays) for k, v in value.items()}
     if isinstance(value, list):
         return [_from_jsonable(v, arrays) for v in value]
@@ -68,6 +113,7 @@ def _from_jsonable(value: Any, arrays: dict[str, torch.Tensor]) -> Any:
 
 
 def atomic_write(path: Path, write) -> None:
+    """Write ``path`` through ``write(tmp_path)`` and a rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -89,11 +135,18 @@ class Result:
 
     Attributes:
         model: the model's name.
-        method: the method that produced the result.
-        target: the explained target, as a dict (``Target.to_dict()``).
+        method: the method that produced the result (a registered name, e.g. ``"integrated_gradients"``).
+        target: the explained target, as a dict (``Target.to_dict()``; ``Target.from_dict`` rebuilds it).
         policy: how the inputs were tokenized (BOS/EOS, chat template).
-        diagnostics: the result's own checks and costs, e.g. ``forward_passes``,
-            ``backward_passes``, ``completeness_error``; warnings raised are listed too.
+        diagnostics: the result's own costs and figures, e.g. ``forward_passes``,
+            ``backward_passes``, ``completeness_error``.
+        options: the options the method ran with (defaults filled in).
+        input_ids: the token ids of the explained input (``[pos]``; a list of rows for
+            methods that take several inputs).
+        model_fingerprint: a hash of the model's weights (``LM.fingerprint``).
+        version: the interpretlm version that produced the result.
+        check: the figure that checks the result (:class:`Check`).
+        warnings: the warnings emitted while computing it (``{"category", "message"}``).
     """
 
     model: str = ""
@@ -101,12 +154,31 @@ class Result:
     target: dict[str, Any] | None = None
     policy: dict[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    input_ids: Any = field(default_factory=list)
+    model_fingerprint: str = ""
+    version: str = ""
+    check: Check | None = None
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
     _registry: ClassVar[dict[str, type["Result"]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        Result._registry[cls.__name__] = cls
+        Result._registry[cls.kind()] = cls
+
+    @classmethod
+    def kind(cls) -> str:
+        """The qualified name a saved result is filed under (``"interpretlm.attribution.result.Attribution"``)."""
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    # ---------------------------------------------------------------- warnings
+    def warn(self, message: str, category: type[Warning] = InterpretLMWarning, stacklevel: int = 2) -> None:
+        """Emit ``message`` as a warning and record it in :attr:`warnings` (saved with the result)."""
+        import warnings
+
+        self.warnings.append({"category": category.__name__, "message": str(message)})
+        warnings.warn(message, category, stacklevel=stacklevel + 1)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:
@@ -125,7 +197,7 @@ class Result:
         arrays: dict[str, torch.Tensor] = {}
         fields = {f.name: _to_jsonable(getattr(self, f.name), f.name, arrays)
                   for f in dataclasses.fields(self)}
-        doc = {"interpretlm_result": type(self).__name__, "format": FORMAT_VERSION,
+        doc = {"interpretlm_result": self.kind(), "format": FORMAT_VERSION,
                "arrays": path.with_suffix(".safetensors").name if arrays else None, "fields": fields}
         if arrays:
             atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(arrays, tmp))
@@ -143,14 +215,35 @@ class Result:
             kind = doc["interpretlm_result"]
         except (OSError, ValueError, KeyError) as exc:
             raise ResultFormatError(f"{path} is not a saved interpretlm result: {exc}") from exc
-        if kind not in Result._registry:
-            raise ResultFormatError(f"{path} holds a {kind!r}, which this version of interpretlm does not know; "
-                                    "import the module that defines it first.")
+        klass = result_class(kind, path)
         arrays = load_file(str(path.with_name(doc["arrays"]))) if doc.get("arrays") else {}
         fields = {k: _from_jsonable(v, arrays) for k, v in doc["fields"].items()}
-        klass = Result._registry[kind]
         known = {f.name for f in dataclasses.fields(klass)}
         return klass(**{k: v for k, v in fields.items() if k in known})
+
+    # ---------------------------------------------------------------- data
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain Python (tensors and arrays become nested lists), JSON-able."""
+        def plain(v: Any) -> Any:
+            if isinstance(v, (torch.Tensor, np.ndarray)):
+                return v.tolist()
+            if isinstance(v, np.generic):
+                return v.item()
+            if isinstance(v, Check):
+                return v.to_dict()
+            if isinstance(v, dict):
+                return {str(k): plain(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [plain(x) for x in v]
+            return v
+        return {"kind": self.kind(), **{f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}}
+
+    def to_pandas(self):
+        """The result's main numbers as a ``pandas.DataFrame`` (subclasses say which; default: the
+        diagnostics, one row per figure)."""
+        import pandas as pd
+
+        return pd.DataFrame({"value": pd.Series(self.diagnostics, dtype=object)})
 
     # ---------------------------------------------------------------- rendering
     def title(self) -> str:
@@ -188,3 +281,31 @@ class Result:
 
     def _repr_html_(self) -> str:
         return H.fragment(f"<h3>{H.escape(self.title())}</h3>" + self._html_body() + self._diagnostics_html())
+
+
+def result_class(kind: str, where: Any = "the file") -> type[Result]:
+    """The :class:`Result` subclass filed under ``kind``, importing its interpretlm module if needed.
+
+    Older files name the bare class (``"Attribution"``); those are found too.
+    """
+    import importlib
+
+    if kind in Result._registry:
+        return Result._registry[kind]
+    module = kind.rpartition(".")[0]
+    if module.split(".")[0] == "interpretlm":
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ResultFormatError(f"{where} holds a {kind!r}, whose module cannot be imported: {exc}") from exc
+    elif "." not in kind:
+        import interpretlm
+
+        interpretlm.methods()  # imports every family, so their classes register
+        matches = [k for k in Result._registry if k.rpartition(".")[2] == kind]
+        if len(matches) == 1:
+            return Result._registry[matches[0]]
+    if kind not in Result._registry:
+        raise ResultFormatError(f"{where} holds a {kind!r}, which this version of interpretlm does not know; "
+                                "import the module that defines it first.")
+    return Result._registry[kind]

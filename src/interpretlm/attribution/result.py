@@ -31,8 +31,6 @@ class Attribution(Result):
         granularity: ``"token"``, ``"word"`` or ``"span"``.
         masking: how perturbation methods removed a feature (e.g. ``"token:<|endoftext|>"``
             or ``"attention"``); ``None`` for gradient methods.
-        input_ids: the prompt's token ids (so faithfulness checks can rebuild the input).
-        options: the method's options, to rerun it (model-randomization check).
     """
 
     prompt: str | None = None
@@ -46,8 +44,6 @@ class Attribution(Result):
     baseline_value: Any = None
     granularity: str = "token"
     masking: str | None = None
-    input_ids: list[int] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)
 
     # Headline checks live in diagnostics; these read them.
     @property
