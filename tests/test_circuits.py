@@ -224,7 +224,7 @@ def test_falls_back_to_full_forward_passes_when_replay_disagrees(llama):
     from interpretlm.circuits.runner import BlockRunner
     from interpretlm.circuits.sweep import Patch
 
-    t = il.Contrast(" Mary", " John")
+    t = il.Contrast(" Mary", " John").bind(llama)
     xb = t.prepare(llama, llama.tokenize(CORRUPT))
     runner = BlockRunner(llama, xb, t)
     with llama.capture("blocks.1.attn.heads") as cache:

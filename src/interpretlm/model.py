@@ -275,7 +275,7 @@ class LM:
             >>> lm.score("When Mary and John went to the store, John gave a drink to",  # doctest: +SKIP
             ...          il.Contrast(" Mary", " John"))
         """
-        tgt = as_target(target)
+        tgt = as_target(target, self)
         batch = tgt.prepare(self, self.tokenize(inputs, chat=chat))
         values = []
         for start in range(0, batch.size, batch_size):

@@ -1,8 +1,12 @@
 """What is being explained: one scalar per input row, the same for every method.
 
-A :class:`Target` may first *prepare* the batch (a continuation is appended for teacher
-forcing), then maps the model's output to ``[batch]`` scores. Every method of
-interpretlm explains a target; any ``callable(logits, batch) -> Tensor[batch]`` works too.
+Targets are immutable plain data: ``t.to_dict()`` describes one and ``Target.from_dict``
+rebuilds it, so a job can be saved, rerun or sent to another process. Binding a target to
+a model (``t.bind(lm)``: token ids resolved and checked) returns a *new* object; the
+user's own target is never changed, so one target serves several models. A bound target
+may *prepare* the batch (a continuation is appended for teacher forcing), then maps the
+model's output to ``[batch]`` scores. Any ``callable(logits, batch) -> Tensor[batch]``
+works too.
 
 Example:
     >>> import interpretlm as il  # doctest: +SKIP
@@ -14,9 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Union
 
 import torch
@@ -59,33 +65,113 @@ def prediction_positions(lm: "LM", batch: Batch) -> torch.Tensor:
     return hits.int().argmax(dim=1)
 
 
-def _gather(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    return logits[torch.arange(logits.shape[0], device=logits.device), pos.to(logits.device)]
+def gather_at(values: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """``values[i, pos[i]]`` for every row: ``[batch, pos, ...]``, ``[batch]`` -> ``[batch, ...]``."""
+    return values[torch.arange(values.shape[0], device=values.device), pos.to(values.device)]
+
+
+_TARGET_KINDS: dict[str, type["Target"]] = {}
+# Target kinds defined outside this module, imported when a dict names them.
+_KIND_MODULES = {"Answers": "interpretlm.datasets.base", "GreaterThan": "interpretlm.datasets.greater_than"}
 
 
 class Target(ABC):
-    """Base class: ``prepare`` the batch, then ``__call__(out) -> [batch]``."""
+    """Base class of what is explained: immutable data; ``bind(lm)`` gives a bound copy.
+
+    A bound target prepares a batch (``prepare(lm, batch)``) and maps a forward pass to
+    ``[batch]`` values (``__call__(out)``). Subclasses are frozen dataclasses; they compute
+    what depends on the model in :meth:`_bind`, which stores it on the copy only.
+
+    Example:
+        >>> import interpretlm as il
+        >>> from interpretlm.testing import tiny_lm
+        >>> t = il.NextToken(5)
+        >>> bound = t.bind(tiny_lm("llama"))
+        >>> bound is t, bound.is_bound, t.is_bound
+        (False, True, False)
+        >>> il.Target.from_dict(t.to_dict()) == t
+        True
+    """
 
     needs_logits: bool = True
 
-    def prepare(self, lm: "LM", batch: Batch) -> Batch:
-        """Check the target against the model and return the batch to run (default: unchanged)."""
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _TARGET_KINDS[cls.__name__] = cls
+
+    # -------------------------------------------------------------- binding
+    @property
+    def is_bound(self) -> bool:
+        return "_lm" in self.__dict__
+
+    def bind(self, lm: "LM") -> "Target":
+        """A copy of this target checked against ``lm`` and holding its token ids; ``self`` is unchanged."""
         if self.needs_logits and not lm.has_head:
             raise TargetError(
                 f"{type(self).__name__} needs a language-model head; this model has none. "
                 "Use il.PooledEmbedding(...) for an encoder without a head, or load it with a head.")
+        new = copy.copy(self)
+        for key, value in self._bind(lm).items():
+            object.__setattr__(new, key, value)
+        object.__setattr__(new, "_lm", lm)
+        return new
+
+    def _bind(self, lm: "LM") -> dict[str, Any]:
+        """What the bound copy holds besides the model (token ids...); checks the target."""
+        return {}
+
+    def _model(self) -> "LM":
+        if not self.is_bound:
+            raise TargetError(f"This {type(self).__name__} is not bound to a model: use target.bind(lm) "
+                              "(methods do this for you).")
+        return self.__dict__["_lm"]
+
+    def prepare(self, lm: "LM", batch: Batch) -> Batch:
+        """The batch to run for this target (default: unchanged); called on a bound target."""
         return batch
 
     @abstractmethod
     def __call__(self, out: "Output") -> torch.Tensor:
-        """``[batch]`` values of the target on one forward pass."""
+        """``[batch]`` values of the target on one forward pass (of a bound target)."""
 
+    # -------------------------------------------------------------- plain data
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able description, recorded in results."""
-        return {"kind": type(self).__name__}
+        """A JSON-able description that :meth:`Target.from_dict` turns back into an equal target."""
+        return {"kind": type(self).__name__, **{f.name: _plain(getattr(self, f.name)) for f in fields(self)}}
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "Target":
+        """Rebuild a target from :meth:`to_dict` (any kind, also the datasets' ``Answers``)."""
+        if not isinstance(d, Mapping) or "kind" not in d:
+            raise TargetError(f"Not a target description: {d!r} (expected a dict with a 'kind').")
+        kind = d["kind"]
+        if kind not in _TARGET_KINDS and kind in _KIND_MODULES:
+            importlib.import_module(_KIND_MODULES[kind])
+        if kind not in _TARGET_KINDS:
+            raise TargetError(f"Unknown target kind {kind!r}; known: {sorted(_TARGET_KINDS)}.")
+        return _TARGET_KINDS[kind]._from_fields({k: v for k, v in d.items() if k != "kind"})
+
+    @classmethod
+    def _from_fields(cls, values: dict[str, Any]) -> "Target":
+        names = {f.name for f in fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise TargetError(f"{cls.__name__} has no field(s) {sorted(unknown)}; fields: {sorted(names)}.")
+        return cls(**values)
 
 
-def _single_token(lm: "LM", token: str | int, what: str, hint: str | None = None) -> int:
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def single_token(lm: "LM", token: str | int, what: str, hint: str | None = None) -> int:
+    """The id of ``token`` (a string that is exactly one token, or an id); a helpful error otherwise."""
     if isinstance(token, int):
         if not 0 <= token < lm.vocab_size:
             raise TargetError(f"Token id {token} is outside the vocabulary (0..{lm.vocab_size - 1}).")
@@ -99,7 +185,7 @@ def _single_token(lm: "LM", token: str | int, what: str, hint: str | None = None
     return ids[0]
 
 
-@dataclass
+@dataclass(frozen=True)
 class NextToken(Target):
     """The model's score for ``token`` as the next token (``[MASK]`` for encoders).
 
@@ -112,47 +198,45 @@ class NextToken(Target):
     token: str | int
     kind: str = "logprob"
 
-    def prepare(self, lm: "LM", batch: Batch) -> Batch:
-        super().prepare(lm, batch)
+    def _bind(self, lm: "LM") -> dict[str, Any]:
         _check_kind(self.kind)
-        self.token_id = _single_token(lm, self.token, "NextToken target")
-        self._lm = lm
-        return batch
+        return {"token_id": single_token(lm, self.token, "NextToken target")}
 
     def __call__(self, out: "Output") -> torch.Tensor:
-        pos = prediction_positions(self._lm, out.batch)
-        return _value(_gather(out.logits, pos), torch.tensor([self.token_id]), self.kind)[:, 0]
+        pos = prediction_positions(self._model(), out.batch)
+        return _value(gather_at(out.logits, pos), torch.tensor([self.token_id]), self.kind)[:, 0]
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "NextToken", "token": self.token, "score": self.kind}
+
+    @classmethod
+    def _from_fields(cls, values: dict[str, Any]) -> "Target":
+        values = dict(values)
+        if "score" in values:  # the dict says "score" because "kind" names the target kind
+            values["kind"] = values.pop("score")
+        return super()._from_fields(values)
 
 
 MaskedToken = NextToken
 """For encoders ``NextToken`` reads the prediction at the ``[MASK]`` token; this alias says so."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Contrast(Target):
     """``logit(a) - logit(b)`` at the prediction position (equals the log-prob difference)."""
 
     a: str | int
     b: str | int
 
-    def prepare(self, lm: "LM", batch: Batch) -> Batch:
-        super().prepare(lm, batch)
-        self.ids = (_single_token(lm, self.a, "Contrast token"), _single_token(lm, self.b, "Contrast token"))
-        self._lm = lm
-        return batch
+    def _bind(self, lm: "LM") -> dict[str, Any]:
+        return {"ids": (single_token(lm, self.a, "Contrast token"), single_token(lm, self.b, "Contrast token"))}
 
     def __call__(self, out: "Output") -> torch.Tensor:
-        row = _gather(out.logits, prediction_positions(self._lm, out.batch))
+        row = gather_at(out.logits, prediction_positions(self._model(), out.batch))
         return row[:, self.ids[0]] - row[:, self.ids[1]]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": "Contrast", "a": self.a, "b": self.b}
 
-
-@dataclass
+@dataclass(frozen=True)
 class Continuation(Target):
     """Log-probability of a whole continuation, teacher-forced after the prompt.
 
@@ -167,18 +251,24 @@ class Continuation(Target):
     text: str | Sequence[int]
     reduce: str = "sum"
 
-    def prepare(self, lm: "LM", batch: Batch) -> Batch:
-        super().prepare(lm, batch)
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):  # a tuple keeps the target hashable and immutable
+            object.__setattr__(self, "text", tuple(int(t) for t in self.text))
+
+    def _bind(self, lm: "LM") -> dict[str, Any]:
         if not lm.is_causal:
             raise TargetError("Continuation needs a causal (decoder) model; for an encoder use "
                               "NextToken with a [MASK] token.")
         if self.reduce not in ("sum", "mean"):
             raise TargetError(f"reduce must be 'sum' or 'mean'; got {self.reduce!r}.")
         ids = (lm.tokenizer(self.text, add_special_tokens=False)["input_ids"]
-               if isinstance(self.text, str) else [int(t) for t in self.text])
+               if isinstance(self.text, str) else list(self.text))
         if not ids:
             raise TargetError("The continuation is empty: give at least one token to explain.")
-        self.token_ids = ids
+        return {"token_ids": ids}
+
+    def prepare(self, lm: "LM", batch: Batch) -> Batch:
+        ids = self.token_ids if self.is_bound else self.bind(lm).token_ids
         new, positions = append_tokens(batch, ids, lm.tokenizer, lm.n_ctx)
         new.extra["continuation_positions"] = positions
         return new
@@ -195,12 +285,9 @@ class Continuation(Target):
         lp = self.per_token(out)
         return lp.sum(dim=1) if self.reduce == "sum" else lp.mean(dim=1)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": "Continuation", "text": self.text if isinstance(self.text, str) else list(self.text),
-                "reduce": self.reduce}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Label(Target):
     """Log-probability of a label, read through verbalizer tokens and normalized over labels.
 
@@ -217,33 +304,27 @@ class Label(Target):
     verbalizers: Mapping[str, str | int | Sequence[str | int]]
     label: str | None = None
 
-    def prepare(self, lm: "LM", batch: Batch) -> Batch:
-        super().prepare(lm, batch)
+    def _bind(self, lm: "LM") -> dict[str, Any]:
         if not self.verbalizers:
             raise TargetError("Label needs at least one label with its verbalizer tokens.")
-        self.label_ids: dict[str, list[int]] = {}
+        label_ids: dict[str, list[int]] = {}
         for name, toks in self.verbalizers.items():
             toks = [toks] if isinstance(toks, (str, int)) else list(toks)
-            self.label_ids[name] = [_single_token(lm, t, f"Verbalizer of {name!r}",
-                                                         "Verbalizers must be single tokens; pick another word.") for t in toks]
-        if self.label is not None and self.label not in self.label_ids:
-            raise TargetError(f"Label {self.label!r} is not one of {list(self.label_ids)}.")
-        self._lm = lm
-        return batch
+            label_ids[name] = [single_token(lm, t, f"Verbalizer of {name!r}",
+                                            "Verbalizers must be single tokens; pick another word.") for t in toks]
+        if self.label is not None and self.label not in label_ids:
+            raise TargetError(f"Label {self.label!r} is not one of {list(label_ids)}.")
+        return {"label_ids": label_ids}
 
     def __call__(self, out: "Output") -> torch.Tensor:
-        row = torch.log_softmax(_gather(out.logits, prediction_positions(self._lm, out.batch)).float(), -1)
+        row = torch.log_softmax(gather_at(out.logits, prediction_positions(self._model(), out.batch)).float(), -1)
         per_label = torch.stack([torch.logsumexp(row[:, ids], dim=-1) for ids in self.label_ids.values()], -1)
         which = list(self.label_ids).index(self.label) if self.label is not None else 0
         return torch.log_softmax(per_label, dim=-1)[:, which]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": "Label", "verbalizers": {k: v if isinstance(v, (str, int)) else list(v)
-                                                 for k, v in self.verbalizers.items()},
-                "label": self.label}
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class PooledEmbedding(Target):
     """A scalar of the pooled last hidden state (sentence embedding) of an encoder or decoder.
 
@@ -262,19 +343,35 @@ class PooledEmbedding(Target):
     pooling: str = "mean"
     needs_logits = False
 
-    def prepare(self, lm: "LM", batch: Batch) -> Batch:
+    def bind(self, lm: "LM") -> "Target":
         if self.pooling not in ("mean", "first", "last"):
             raise TargetError(f"pooling must be 'mean', 'first' or 'last'; got {self.pooling!r}.")
         if self.dim is not None and not 0 <= self.dim < lm.d_model:
             raise TargetError(f"dim {self.dim} is out of range for d_model={lm.d_model}.")
-        self._ref = None
+        return super().bind(lm)
+
+    def _bind(self, lm: "LM") -> dict[str, Any]:
+        ref = None
         if isinstance(self.reference, str):
             with torch.no_grad():
                 ref_out = lm.forward(self.reference)
-            self._ref = self.pool(ref_out.hidden, ref_out.batch)[0].detach()
+            ref = self.pool(ref_out.hidden, ref_out.batch)[0].detach()
         elif self.reference is not None:
-            self._ref = torch.as_tensor(self.reference, dtype=torch.float32)
-        return batch
+            ref = torch.as_tensor(self.reference, dtype=torch.float32)
+        return {"_ref": ref}
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    @classmethod
+    def _from_fields(cls, values: dict[str, Any]) -> "Target":
+        values = dict(values)
+        for key in ("reference", "direction"):
+            if isinstance(values.get(key), list):
+                values[key] = torch.tensor(values[key], dtype=torch.float32)
+        return super()._from_fields(values)
 
     def pool(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
         """``[batch, pos, d_model]`` -> ``[batch, d_model]``."""
@@ -283,9 +380,10 @@ class PooledEmbedding(Target):
             return (hidden * mask).sum(1) / mask.sum(1)
         if self.pooling == "first":
             return hidden[:, 0]
-        return _gather(hidden, batch.last_index)
+        return gather_at(hidden, batch.last_index)
 
     def __call__(self, out: "Output") -> torch.Tensor:
+        self._model()
         pooled = self.pool(out.hidden, out.batch).float()
         if self._ref is not None:
             return torch.nn.functional.cosine_similarity(pooled, self._ref.to(pooled.device).float().unsqueeze(0), dim=-1)
@@ -295,18 +393,19 @@ class PooledEmbedding(Target):
             return pooled[:, self.dim]
         return pooled.norm(dim=-1)
 
-    def to_dict(self) -> dict[str, Any]:
-        ref = self.reference if isinstance(self.reference, str) or self.reference is None else "<vector>"
-        return {"kind": "PooledEmbedding", "reference": ref, "dim": self.dim, "pooling": self.pooling,
-                "direction": None if self.direction is None else "<vector>"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class FunctionTarget(Target):
-    """Any ``fn(logits [batch, pos, vocab], batch) -> Tensor[batch]``."""
+    """Any ``fn(logits [batch, pos, vocab], batch) -> Tensor[batch]``.
+
+    A module-level function is recorded by its import path, so ``Target.from_dict`` brings
+    it back in another process; a lambda or a closure is recorded by name only.
+    """
 
     fn: Callable[[torch.Tensor, Batch], torch.Tensor]
     name: str = "custom"
+    needs_logits = False
 
     def __call__(self, out: "Output") -> torch.Tensor:
         value = self.fn(out.logits if out.logits is not None else out.hidden, out.batch)
@@ -315,20 +414,39 @@ class FunctionTarget(Target):
                               f"got {getattr(value, 'shape', type(value).__name__)}.")
         return value
 
-    def prepare(self, lm: "LM", batch: Batch) -> Batch:
-        return batch
-
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "FunctionTarget", "name": getattr(self.fn, "__name__", self.name)}
+        module, qual = getattr(self.fn, "__module__", None), getattr(self.fn, "__qualname__", "")
+        path = f"{module}:{qual}" if module and qual and "<" not in qual else None
+        return {"kind": "FunctionTarget", "name": getattr(self.fn, "__name__", self.name), "fn": path}
+
+    @classmethod
+    def _from_fields(cls, values: dict[str, Any]) -> "Target":
+        path = values.get("fn")
+        if not isinstance(path, str) or ":" not in path:
+            raise TargetError(f"The function of target {values.get('name')!r} was a lambda or a closure, so it "
+                              "cannot be rebuilt from a saved description; pass the target again.")
+        module, _, qual = path.partition(":")
+        fn: Any = importlib.import_module(module)
+        for part in qual.split("."):
+            fn = getattr(fn, part)
+        return cls(fn, name=values.get("name", "custom"))
 
 
 TargetLike = Union[Target, str, int, Callable[[torch.Tensor, Batch], torch.Tensor]]
 
 
-def as_target(target: TargetLike) -> Target:
-    """A :class:`Target` from a target, a single-token string / id (``NextToken``) or a callable."""
+def as_target(target: TargetLike, lm: "LM | None" = None) -> Target:
+    """A :class:`Target` from a target, a dict (``to_dict``), a single-token string / id
+    (``NextToken``) or a callable; bound to ``lm`` when one is given (a new object)."""
+    t = _as_target(target)
+    return t.bind(lm) if lm is not None else t
+
+
+def _as_target(target: TargetLike) -> Target:
     if isinstance(target, Target):
         return target
+    if isinstance(target, Mapping):
+        return Target.from_dict(target)
     if isinstance(target, (str, int)):
         return NextToken(target)
     if callable(target):

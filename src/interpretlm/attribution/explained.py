@@ -119,7 +119,7 @@ class Explained:
             raise MaskingError(f"masking must be one of {MASKINGS}; got {masking!r}.")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise MaskingError(f"batch_size must be a positive integer; got {batch_size!r}.")
-        tgt = as_target(target)
+        tgt = as_target(target, lm)
         raw = lm.tokenize(inputs, chat=chat)
         if raw.size != 1:
             raise MaskingError(f"Attribution explains one prompt at a time; got {raw.size}. "

@@ -68,18 +68,10 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def target_from_dict(d: dict[str, Any] | None) -> Target:
-    """Rebuild a target recorded in a result (NextToken, Contrast, Continuation, Label)."""
-    d = d or {}
-    kind = d.get("kind")
-    if kind == "NextToken":
-        return NextToken(d["token"], kind=d.get("score", "logprob"))
-    if kind == "Contrast":
-        return Contrast(d["a"], d["b"])
-    if kind == "Continuation":
-        return Continuation(d["text"], reduce=d.get("reduce", "sum"))
-    if kind == "Label":
-        return Label(d["verbalizers"], label=d.get("label"))
-    raise FaithfulnessError(f"Cannot rebuild a {kind!r} target from the result; pass target=... explicitly.")
+    """Rebuild the target recorded in a result (any kind :meth:`Target.from_dict` knows)."""
+    if not d:
+        raise FaithfulnessError("The attribution records no target; pass target=... explicitly.")
+    return Target.from_dict(d)
 
 
 def explained_from(lm: LM, a: Attribution, target: TargetLike | None = None, batch_size: int = 32) -> Explained:

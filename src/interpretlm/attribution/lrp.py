@@ -238,7 +238,7 @@ def lrp(lm: LM, inputs: Prompts, target: TargetLike, *, epsilon: float = 1e-6, a
     if attention_rule not in ATTENTION_RULES:
         from .lrp_composite import LRPRuleError
         raise LRPRuleError(f"attention_rule must be one of {ATTENTION_RULES}; got {attention_rule!r}.")
-    tgt = as_target(target)
+    tgt = as_target(target, lm)
     batch = tgt.prepare(lm, lm.tokenize(inputs, chat=chat))
     if batch.input_ids.numel() == 0 or int(batch.lengths.min()) == 0:
         raise EmptyInputError("The prompt has no tokens; give some text or token ids.")

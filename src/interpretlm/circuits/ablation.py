@@ -185,7 +185,7 @@ def ablate(lm: "LM", prompts: Prompts, target: TargetLike, *, heads: Any = None,
     t0 = time.perf_counter()
     if kind not in KINDS:
         raise PatchingError(f"kind must be one of {KINDS}; got {kind!r}.")
-    tgt = as_target(target)
+    tgt = as_target(target, lm)
     batch = tgt.prepare(lm, lm.tokenize(prompts))
     sweep_heads, sweep_mlps = heads == "each", mlps == "each"
     if sweep_heads or sweep_mlps:

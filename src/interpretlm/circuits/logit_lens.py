@@ -17,7 +17,7 @@ import torch
 
 from ..errors import TargetError
 from ..results import Result
-from ..targets import Contrast, NextToken, _single_token, prediction_positions
+from ..targets import Contrast, NextToken, single_token, prediction_positions
 from ..tokens import Prompts
 from ..viz import html as H
 from .runner import logits_at
@@ -120,7 +120,7 @@ def logit_lens(lm: "LM", prompt: Prompts, target: Any = None, *, k: int = 5) -> 
         if not isinstance(target, (str, int)):
             raise TargetError("logit_lens tracks one token: pass a single-token string, an id, il.NextToken or "
                               "il.Contrast.")
-        tid = _single_token(lm, target, "Logit-lens target")
+        tid = single_token(lm, target, "Logit-lens target")
         tname = lm.tokenizer.decode([tid])
     names = ["embed"] + [f"blocks.{i}.resid_post" for i in range(lm.n_layers)]
     with torch.no_grad():

@@ -40,7 +40,7 @@ def tokenize_pairs(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch,
     Raises :class:`PatchingError` when the counts differ, or when a clean and a corrupted
     prompt have different token lengths and ``align`` is False.
     """
-    tgt = as_target(target)
+    tgt = as_target(target, lm)
     cb = tgt.prepare(lm, lm.tokenize(clean))
     xb = tgt.prepare(lm, lm.tokenize(corrupted))
     if cb.size != xb.size:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import InterpretLMError, TargetError
-from ..targets import Target, _gather, prediction_positions
+from ..targets import Target, gather_at, prediction_positions
 from ..tokens import Batch
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def keep_single_tokens(tokenizer: Any, words: Sequence[str], what: str) -> list[
     return keep
 
 
-@dataclass
+@dataclass(frozen=True)
 class Answers(Target):
     """Per-row answers: ``logit(correct[i]) - logit(wrong[i])`` for row ``i``, or ``log p(correct[i])``.
 
@@ -83,8 +83,12 @@ class Answers(Target):
     wrong: Sequence[str | int] | None = None
     reads_prediction_position = True
 
+    def __post_init__(self) -> None:  # tuples: the target is immutable data
+        object.__setattr__(self, "correct", tuple(self.correct))
+        if self.wrong is not None:
+            object.__setattr__(self, "wrong", tuple(self.wrong))
+
     def prepare(self, lm: "LM", batch: Batch) -> Batch:
-        super().prepare(lm, batch)
         if len(self.correct) != batch.size or (self.wrong is not None and len(self.wrong) != batch.size):
             raise TargetError(f"Answers has {len(self.correct)} answers for {batch.size} prompts: give one per prompt.")
         cols = [self.correct] + ([self.wrong] if self.wrong is not None else [])
@@ -98,19 +102,15 @@ class Answers(Target):
                                       "names with a warning, or pick single-token answers.")
                 ids[i, j] = tid
         batch.extra["answer_ids"] = ids
-        self._lm = lm
         return batch
 
     def __call__(self, out) -> torch.Tensor:
-        row = _gather(out.logits, prediction_positions(self._lm, out.batch))
+        row = gather_at(out.logits, prediction_positions(self._model(), out.batch))
         ids = out.batch.extra["answer_ids"].to(row.device)
         if self.wrong is not None:
             return row.gather(1, ids[:, :1])[:, 0] - row.gather(1, ids[:, 1:2])[:, 0]
         return torch.log_softmax(row.float(), -1).gather(1, ids[:, :1])[:, 0]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": "Answers", "metric": "logit difference" if self.wrong is not None else "logprob",
-                "n": len(self.correct), "first": [self.correct[0], None if self.wrong is None else self.wrong[0]]}
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..errors import TargetError
-from ..targets import Target, _gather, prediction_positions
+from ..targets import Target, gather_at, prediction_positions
 from .base import CircuitDataset, DatasetError, tokenizer_of
 
 NOUNS = [" war", " expedition", " project", " reign", " drought", " strike", " famine", " siege", " journey",
@@ -17,7 +17,7 @@ NOUNS = [" war", " expedition", " project", " reign", " drought", " strike", " f
 TEMPLATE = "The{noun} lasted from the year {cc}{yy} to the year {cc}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class GreaterThan(Target):
     """``P(year > YY) - P(year <= YY)`` for the next year token, per row.
 
@@ -32,8 +32,10 @@ class GreaterThan(Target):
     years: list[int]
     reads_prediction_position = True
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "years", tuple(int(y) for y in self.years))
+
     def prepare(self, lm, batch):
-        super().prepare(lm, batch)
         if len(self.years) != batch.size:
             raise TargetError(f"GreaterThan has {len(self.years)} years for {batch.size} prompts.")
         tok = lm.tokenizer
@@ -49,18 +51,15 @@ class GreaterThan(Target):
             ids = torch.tensor([t[0] for t in one])
             greater = torch.tensor([[1.0 if d > yy // 10 else (-1.0 if d < yy // 10 else 0.0) for d in range(10)]
                                     for yy in self.years])
-        self._ids = ids
+        batch.extra["year_ids"] = ids
         batch.extra["year_sign"] = greater
-        self._lm = lm
         return batch
 
     def __call__(self, out) -> torch.Tensor:
-        row = _gather(out.logits, prediction_positions(self._lm, out.batch))
-        p = torch.softmax(row.float(), -1)[:, self._ids.to(row.device)]
+        row = gather_at(out.logits, prediction_positions(self._model(), out.batch))
+        p = torch.softmax(row.float(), -1)[:, out.batch.extra["year_ids"].to(row.device)]
         return (p * out.batch.extra["year_sign"].to(p.device)).sum(-1)
 
-    def to_dict(self):
-        return {"kind": "GreaterThan", "n": len(self.years)}
 
 
 def greater_than(n: int = 32, seed: int = 0, *, lm: Any = None) -> CircuitDataset:
