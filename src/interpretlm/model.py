@@ -320,6 +320,41 @@ class LM:
                 self.model.set_attn_implementation(previous)
 
 
+    # ------------------------------------------------------------------ identity
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the weights (names, shapes, dtypes and per-tensor sums), recorded in results.
+
+        Recomputed only when a parameter was modified in place (PyTorch's version counters),
+        so reading it costs nothing between edits.
+
+        Example:
+            >>> from interpretlm.testing import tiny_lm
+            >>> lm = tiny_lm("llama")
+            >>> len(lm.fingerprint), lm.fingerprint == tiny_lm("llama").fingerprint
+            (16, True)
+        """
+        import hashlib
+
+        params = list(self.model.state_dict(keep_vars=True).items())
+        versions = tuple(p._version for _, p in params)
+        cached = getattr(self, "_fingerprint_cache", None)
+        if cached is not None and cached[0] == versions:
+            return cached[1]
+        h = hashlib.sha256()
+        with torch.no_grad():
+            for name, p in params:
+                t = p.detach()
+                h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+                if t.is_floating_point() and t.numel():
+                    flat = t.reshape(-1).double()
+                    h.update(torch.stack([flat.sum(), (flat * flat).sum(), flat[:: max(1, flat.numel() // 64)].sum()])
+                             .cpu().numpy().round(6).tobytes())
+        digest = h.hexdigest()[:16]
+        self._fingerprint_cache = (versions, digest)
+        return digest
+
+
 class _StopForward(Exception):
     """Raised by :meth:`LM.run`'s hook to skip the blocks above the one asked for."""
 

@@ -141,8 +141,9 @@ class Result:
         diagnostics: the result's own costs and figures, e.g. ``forward_passes``,
             ``backward_passes``, ``completeness_error``.
         options: the options the method ran with (defaults filled in).
-        input_ids: the token ids of the explained input (``[pos]``; a list of rows for
-            methods that take several inputs).
+        inputs: the inputs as given, as plain data (a prompt, a list of prompts, token
+            ids, a task's description), so the method can be rerun.
+        input_ids: the token ids of the explained input (``[pos]``) for prompt methods.
         model_fingerprint: a hash of the model's weights (``LM.fingerprint``).
         version: the interpretlm version that produced the result.
         check: the figure that checks the result (:class:`Check`).
@@ -155,6 +156,7 @@ class Result:
     policy: dict[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    inputs: Any = None
     input_ids: Any = field(default_factory=list)
     model_fingerprint: str = ""
     version: str = ""

@@ -226,7 +226,7 @@ def _baseline_embeddings(ex: Explained, baseline: str | None) -> tuple[torch.Ten
     raise IGError(f"baseline must be 'token', 'zero' or a text of the prompt's token length; got {baseline!r}.")
 
 
-@register_method("integrated_gradients", "ig")
+@register_method("integrated_gradients")
 def integrated_gradients(lm: LM, inputs: Any, target: TargetLike, *, baseline: str | None = "token",
                          baseline_token: str | int | None = None, method: str = "gausslegendre",
                          n_steps: int | None = None, refine: bool = True, tol: float = 0.01,

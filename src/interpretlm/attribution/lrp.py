@@ -204,7 +204,7 @@ def _lrp_one(lm: LM, batch: Any, tgt: Any, *, epsilon: float, attention_rule: st
         input_ids=row.input_ids[0].tolist(), options={"epsilon": epsilon, "attention_rule": attention_rule})
 
 
-@register_method("lrp")
+@register_method("lrp", result=LRPAttribution)
 def lrp(lm: LM, inputs: Prompts, target: TargetLike, *, epsilon: float = 1e-6, attention_rule: str = "attnlrp",
         chat: bool = False, tolerance: float = 0.05, batch_size: int = 1) -> LRPAttribution | list[LRPAttribution]:
     """Layer-wise relevance propagation with AttnLRP rules: one forward and one backward pass.

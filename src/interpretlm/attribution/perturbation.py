@@ -56,18 +56,25 @@ def occlusion(lm: LM, inputs: Any, target: TargetLike, *, window: int = 1, strid
     starts = list(range(0, F - window + 1, stride))
     if starts[-1] != F - window:
         starts.append(F - window)
-    keep = np.ones((len(starts) + 1, F), dtype=bool)
+    # rows: the input, each window removed, then every feature removed (for the additivity check)
+    keep = np.ones((len(starts) + 2, F), dtype=bool)
     for k, s in enumerate(starts):
         keep[k + 1, s:s + window] = False
-    v = ex.values(keep, "occlusion")  # [1 + windows, R]
+    keep[-1] = False
+    v = ex.values(keep, "occlusion")  # [2 + windows, R]
     full = v[0]
     total = np.zeros((ex.n_rows, F))
     count = np.zeros(F)
     for k, s in enumerate(starts):
         total[:, s:s + window] += (full - v[k + 1])[:, None]
         count[s:s + window] += 1
-    return ex.result("occlusion", total / count, target_value=full, masking=ex.masking_label,
-                     diagnostics={"window": window, "stride": stride},
+    scores = total / count
+    visible = ex.visible()
+    removed_all = full - v[-1]  # [R]: what removing everything changes
+    summed = np.where(visible, scores, 0.0).sum(1)
+    additivity = float(np.max(np.abs(summed - removed_all) / np.maximum(np.abs(removed_all), 1e-6)))
+    return ex.result("occlusion", scores, target_value=full, masking=ex.masking_label,
+                     diagnostics={"window": window, "stride": stride, "additivity_error": additivity},
                      options={"window": window, "stride": stride, "granularity": granularity, "masking": masking,
                               "baseline_token": baseline_token, "batch_size": batch_size})
 

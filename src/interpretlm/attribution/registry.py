@@ -1,33 +1,87 @@
-"""The attribution method registry behind ``il.attribute(..., method=...)``.
+"""The attribution methods behind ``il.attribute(..., method=...)``, registered in the core registry.
 
-A method is a function ``fn(lm, inputs, target, **options) -> Attribution``; register it
-with :func:`register_method` in its own module and import that module from
-``attribution/__init__.py``.
+A method is a function ``fn(lm, inputs, target, **options) -> Attribution``; decorate it with
+:func:`register_method` in its own module (import that module from ``attribution/__init__.py``).
+Its summary and check figure are declared here, next to the others, so they read as one table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from ..errors import InterpretLMError
+from ..registry import CheckSpec, UnknownMethodError, method, methods, register
+from .result import Attribution
 
-METHODS: dict[str, Callable] = {}
+FAMILY = "feature attribution"
+
+_EFFICIENCY = CheckSpec("completeness_error", 0.01,
+                        advice="Shapley values must add up to f(x) - f(baseline); raise n_samples.")
+_GRADIENT = CheckSpec("gradient_check_error", 0.1,
+                      advice="the gradient does not predict the target's change along itself: the target is "
+                             "not smooth here, so gradient scores are unreliable; prefer integrated_gradients.")
+
+#: name -> (one-line summary, check figure)
+SPECS: dict[str, tuple[str, CheckSpec | None]] = {
+    "saliency": ("gradient norm (or gradient·input) per feature", _GRADIENT),
+    "input_x_gradient": ("gradient × input embedding per feature", _GRADIENT),
+    "integrated_gradients": ("IG along the straight path, adaptive quadrature",
+                             CheckSpec("completeness_error", 0.01, threshold_option="tol",
+                                       advice="raise n_steps or max_evals.")),
+    "occlusion": ("target change when each feature is removed",
+                  CheckSpec("additivity_error", 1.0,
+                            advice="single-feature removals do not account for the change when all are removed: "
+                                   "the features interact; prefer a Shapley method.")),
+    "lime": ("weighted linear fit on random feature masks (LIME)",
+             CheckSpec("r2", 0.5, higher_is_better=True,
+                       read=lambda r: min(r.diagnostics["r2"]) if r.diagnostics.get("r2") else None,
+                       advice="the local linear fit explains little of the target; raise n_samples.")),
+    "exact_shap": ("exact Shapley values (2^F coalitions)", _EFFICIENCY),
+    "kernel_shap": ("KernelSHAP with paired sampling", _EFFICIENCY),
+    "partition_shap": ("Owen values over a word/span hierarchy", _EFFICIENCY),
+    "lrp": ("AttnLRP: one forward and one backward pass",
+            CheckSpec("conservation_error", 0.05, threshold_option="tolerance",
+                      advice="relevance is not conserved; see diagnostics['absorbed'].")),
+}
+ALIASES = {"ig": "integrated_gradients"}
 
 
-class UnknownMethodError(InterpretLMError, ValueError):
-    """An attribution method name that is not registered."""
+def register_method(name: str, result: type[Attribution] = Attribution
+                    ) -> Callable[[Callable[..., Attribution]], Callable[..., Attribution]]:
+    """Decorator: make ``fn`` available as ``il.attribute(..., method=name)`` (and ``il.method(name)``)."""
+    summary, check = SPECS[name]
+    return register(name, verb="attribute", family=FAMILY, takes="prompt", result=result, summary=summary,
+                    check=check)
 
 
-def register_method(*names: str) -> Callable[[Callable], Callable]:
-    """Decorator: make ``fn`` available as ``il.attribute(..., method=name)`` for each name."""
-    def deco(fn: Callable) -> Callable:
-        for n in names:
-            METHODS[n] = fn
-        return fn
-    return deco
-
-
-def get_method(name: str) -> Callable:
+def get_method(name: str) -> Callable[..., Attribution]:
+    """The public function of attribution method ``name`` (aliases such as ``"ig"`` accepted)."""
+    name = ALIASES.get(name, name)
     if name not in METHODS:
         raise UnknownMethodError(f"Unknown attribution method {name!r}. Available: {', '.join(sorted(METHODS))}.")
-    return METHODS[name]
+    return method(name)
+
+
+class _Methods(dict):
+    """``METHODS``: the attribution methods, read live from the core registry."""
+
+    def _live(self) -> dict[str, Any]:
+        return {m.name: m for m in methods("attribute")}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._live()
+
+    def __iter__(self):
+        return iter(self._live())
+
+    def __len__(self) -> int:
+        return len(self._live())
+
+    def __getitem__(self, name: str) -> Any:
+        return self._live()[name]
+
+    def keys(self):
+        return self._live().keys()
+
+
+METHODS = _Methods()
