@@ -26,7 +26,7 @@ def test_ioi_structure_and_abc_corruption(llama):
         assert m["IO"].strip() not in corrupt and m["S"].strip() not in corrupt  # three other names
         assert clean.endswith(" to")
     assert {m["order"] for m in ds.meta} == {"ABBA", "BABA"}
-    assert ds.target.correct == [m["IO"] for m in ds.meta]
+    assert list(ds.target.correct) == [m["IO"] for m in ds.meta]
     assert il.datasets.ioi(n=6, seed=3, lm=llama).clean == ds.clean  # reproducible
     with pytest.raises(DatasetError):
         il.datasets.ioi(n=2, lm=llama, templates=[42])

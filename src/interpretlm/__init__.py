@@ -8,12 +8,15 @@ Example:
 
 from __future__ import annotations
 
-from . import architectures, interventions, viz
+from . import architectures, interventions, progress, registry, viz
 from .errors import (
     ComponentError,
     ContextLengthError,
     EmptyInputError,
+    CheckWarning,
     InterpretLMError,
+    InterpretLMWarning,
+    OptionError,
     ModelLoadError,
     ResultFormatError,
     TargetError,
@@ -23,7 +26,8 @@ from .hooks import Cache
 from .interventions import ablate
 from .loading import BUILTIN, DEFAULT_MODEL, cache_dir, load
 from .model import LM, ModelInfo, Output
-from .results import Result
+from .registry import method, methods, rerun
+from .results import Check, Result
 from .targets import (
     Contrast,
     Continuation,
@@ -39,35 +43,31 @@ from .tokens import Batch
 
 __version__ = "0.1.0"
 
-# The method families are imported on first use (``il.attribute``...), so ``import interpretlm``
-# stays fast and a family's optional dependencies are only needed when it is used.
-_LAZY = {
-    # feature attribution, SHAP, LRP
-    "attribute": "interpretlm.attribution", "faithfulness": "interpretlm.attribution",
-    "compare": "interpretlm.attribution", "attribution": "interpretlm.attribution",
-    # attention
-    "attention": "interpretlm.attention_maps", "attention_rollout": "interpretlm.attention_maps",
-    "attention_flow": "interpretlm.attention_maps",
-    # probing
-    "activations": "interpretlm.probing", "probe": "interpretlm.probing", "probing": "interpretlm.probing",
-    # circuits
-    "patch": "interpretlm.circuits", "attribution_patch": "interpretlm.circuits",
-    "path_patch": "interpretlm.circuits", "logit_lens": "interpretlm.circuits",
-    "discover_circuit": "interpretlm.circuits", "circuits": "interpretlm.circuits",
-    "datasets": "interpretlm.datasets",
-}
-
-
+# The method families register their verbs in the registry when imported; they are imported
+# on first use (``il.attribute``...), so ``import interpretlm`` stays fast and a family's
+# optional dependencies are only needed when it is used.
 def __getattr__(name: str):
     import importlib
 
-    if name in _LAZY:
-        module = importlib.import_module(_LAZY[name])
-        return module if module.__name__.endswith("." + name) else getattr(module, name)
+    if name in registry.family_packages():
+        return importlib.import_module(f"interpretlm.{name}")
+    verbs = registry.verbs()
+    if name in verbs:
+        return verbs[name]
+    for pkg in registry.family_packages():  # names a family exports (il.activations...)
+        module = importlib.import_module(f"interpretlm.{pkg}")
+        if name in getattr(module, "__all__", ()):
+            return getattr(module, name)
     raise AttributeError(f"module 'interpretlm' has no attribute {name!r}")
 
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | set(registry.verbs()) | set(registry.family_packages()))
+
+
 __all__ = [
-    "BUILTIN", "DEFAULT_MODEL", "LM", "Batch", "Cache", "ComponentError", "ContextLengthError", "Contrast",
+    "Check", "CheckWarning", "InterpretLMWarning", "OptionError", "method", "methods", "progress", "registry",
+    "rerun", "BUILTIN", "DEFAULT_MODEL", "LM", "Batch", "Cache", "ComponentError", "ContextLengthError", "Contrast",
     "Continuation", "EmptyInputError", "FunctionTarget", "InterpretLMError", "Label", "MaskedToken",
     "ModelInfo", "ModelLoadError", "NextToken", "Output", "PooledEmbedding", "Result", "ResultFormatError",
     "Target", "TargetError", "UnsupportedModelError", "ablate", "architectures", "as_target", "cache_dir",

@@ -11,8 +11,9 @@ table; none of them names a family.
 * ``takes="prompt"``: one prompt, token ids or a :class:`~interpretlm.tokens.Batch` gives
   one result; a *list of prompts* (strings or token-id lists) gives a list of results, one
   per prompt, in order, with one progress bar over them.
-* ``takes="pairs"`` (clean / corrupted), ``"task"`` (a labelled task) and ``"result"``
-  (a result to evaluate): the list *is* the data set, and the result aggregates it.
+* ``takes="pairs"`` (clean / corrupted prompts), ``"dataset"`` (prompts), ``"task"`` (a
+  labelled task) and ``"result"`` (a result to evaluate): the list *is* the data set, and
+  the result aggregates it.
 * Options are keyword arguments; an unknown name raises :class:`~interpretlm.errors.OptionError`
   listing the valid ones.
 * Every warning is an :class:`~interpretlm.errors.InterpretLMWarning` and is recorded in
@@ -33,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -47,7 +49,8 @@ import torch
 from .errors import CheckWarning, InterpretLMError, InterpretLMWarning, OptionError
 from .results import Check, Result
 
-TAKES = ("prompt", "pairs", "task", "result")
+TAKES = ("prompt", "pairs", "dataset", "task", "result")
+REQUIRED = inspect.Parameter.empty  # the default of an option the caller must give
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,9 @@ class CheckSpec:
     Attributes:
         name: the figure's name (by default also its key in ``result.diagnostics``).
         threshold: the limit (a maximum, or a minimum with ``higher_is_better``).
-        read: ``fn(result) -> float | None``; default reads ``result.diagnostics[name]``.
+        read: ``fn(result) -> float | Check | None``; default reads ``result.diagnostics[name]``
+            (a :class:`Check` returned by ``read`` is taken as it is, for figures whose name or
+            threshold depend on the result).
         advice: what to do when the check fails (appended to the warning).
         threshold_option: the method option that sets the threshold, when there is one
             (IG's ``tol``, LRP's ``tolerance``); its value then replaces ``threshold``.
@@ -75,6 +80,8 @@ class CheckSpec:
         if self.threshold_option and isinstance(result.options.get(self.threshold_option), (int, float)):
             threshold = float(result.options[self.threshold_option])
         value = self.read(result) if self.read is not None else result.diagnostics.get(self.name)
+        if isinstance(value, Check):
+            return value
         if isinstance(value, torch.Tensor):
             value = float(value.abs().max()) if value.numel() else None
         value = None if value is None else float(value)
@@ -143,16 +150,15 @@ class UnknownMethodError(InterpretLMError, ValueError):
     """A method name that is not registered."""
 
 
-def _signature(impl: Callable[..., Any], takes: str, target: str) -> tuple[tuple[str, ...], dict[str, Option]]:
+def _signature(impl: Callable[..., Any], inputs: Sequence[str] | None) -> tuple[tuple[str, ...], dict[str, Option]]:
     params = list(inspect.signature(impl).parameters.values())[1:]  # drop lm
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                  and p.default is inspect.Parameter.empty]
-    inputs = tuple(p.name for p in positional if p.name != "target")
+    if inputs is None:
+        inputs = tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                       and p.default is inspect.Parameter.empty and p.name != "target")
+    inputs = tuple(inputs)
     options = {}
     for p in params:
         if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.name in inputs or p.name == "target":
-            continue
-        if p.default is inspect.Parameter.empty:
             continue
         ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", str(p.annotation))
         options[p.name] = Option(p.name, p.default, ann)
@@ -161,24 +167,28 @@ def _signature(impl: Callable[..., Any], takes: str, target: str) -> tuple[tuple
 
 def register(name: str, *, verb: str | None = None, family: str, takes: str, result: type[Result],
              summary: str, check: CheckSpec | None = None, target: str = "required", seeded: bool = False,
-             demo: Callable[..., Any] | None = None, demo_order: int = 100,
-             fixed: dict[str, Any] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             demo: Callable[..., Any] | str | None = None, demo_order: int = 100,
+             fixed: dict[str, Any] | None = None, inputs: Sequence[str] | None = None,
+             ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``impl(lm, *inputs, [target], **options)`` as method ``name``.
 
     Returns the public function (the convention of the module docstring applied around
     ``impl``), with ``impl``'s name, docstring and signature. ``verb`` defaults to ``name``;
-    several methods may share a verb (``il.attribute(..., method=name)``).
+    several methods may share a verb (``il.attribute(..., method=name)``). ``inputs`` names
+    the positional inputs after ``lm`` (default: the positional parameters without a
+    default, ``target`` excepted); ``demo`` is a section function or its
+    ``"module:function"`` path, imported only when the demo runs.
     """
     if takes not in TAKES:
         raise ValueError(f"takes must be one of {TAKES}; got {takes!r}")
 
     def deco(impl: Callable[..., Any]) -> Callable[..., Any]:
-        inputs, options = _signature(impl, takes, target)
+        inputs_, options = _signature(impl, inputs)
         for key in fixed or {}:
             options.pop(key, None)
         m = Method(name=name, verb=verb or name, family=family, takes=takes, impl=impl, result=result,
                    summary=summary, check=check, target=target, seeded=seeded or "seed" in options, demo=demo,
-                   demo_order=demo_order, options=options, inputs=inputs, fixed=dict(fixed or {}))
+                   demo_order=demo_order, options=options, inputs=inputs_, fixed=dict(fixed or {}))
         _METHODS[name] = m
 
         @functools.wraps(impl)
@@ -197,16 +207,20 @@ def register_verb(verb: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def family_packages() -> list[str]:
+    """The subpackages of interpretlm (each family is one; ``viz`` holds the renderers)."""
+    import interpretlm
+
+    return [info.name for info in pkgutil.iter_modules(interpretlm.__path__) if info.ispkg]
+
+
 def load_all() -> None:
     """Import every method family of interpretlm and of installed plug-ins (once)."""
     global _LOADED
     if _LOADED:
         return
-    import interpretlm
-
-    for info in pkgutil.iter_modules(interpretlm.__path__):
-        if info.ispkg:
-            importlib.import_module(f"interpretlm.{info.name}")
+    for name in family_packages():
+        importlib.import_module(f"interpretlm.{name}")
     from importlib.metadata import entry_points
     for ep in entry_points(group="interpretlm.methods"):
         ep.load()
@@ -254,24 +268,34 @@ def check_options(m: Method, options: dict[str, Any]) -> None:
     """Raise :class:`OptionError` for option names ``m`` does not take."""
     unknown = [k for k in options if k not in m.options and k != "progress"]
     if unknown:
-        valid = ", ".join(f"{o.name}={o.default!r}" for o in m.options.values())
+        valid = ", ".join(o.name if o.default is REQUIRED else f"{o.name}={o.default!r}" for o in m.options.values())
         raise OptionError(f"{m.name} takes no option {', '.join(map(repr, unknown))}. Its options: {valid or 'none'}.")
+    missing = [o.name for o in m.options.values() if o.default is REQUIRED and o.name not in options]
+    if missing:
+        raise OptionError(f"{m.name} needs the option(s) {', '.join(missing)}.")
 
 
 def call(name: str, lm: Any, *args: Any, **options: Any) -> Any:
     """Run method ``name`` following the convention; the body of every public verb."""
     m = method(name)
-    check_options(m, options)
-    if "progress" in options and "progress" not in m.options:
-        options.pop("progress")
     n_in = len(m.inputs)
     inputs, rest = list(args[:n_in]), list(args[n_in:])
     if len(inputs) < n_in:
-        missing = m.inputs[len(inputs):]
-        inputs += [options.pop(k) for k in missing if k in options]
-        if len(inputs) < n_in:
-            raise OptionError(f"{m.name} needs {', '.join(m.inputs)}; missing {', '.join(missing)}.")
+        params = inspect.signature(m.impl).parameters
+        for k in m.inputs[len(inputs):]:
+            if k in options:
+                inputs.append(options.pop(k))
+            elif params[k].default is not inspect.Parameter.empty:
+                inputs.append(params[k].default)
+            else:
+                raise OptionError(f"{m.name} needs {', '.join(m.inputs)}; {k} is missing.")
+    if len(rest) > 1:
+        raise OptionError(f"{m.name} takes {', '.join(m.inputs)} and a target as positional arguments; "
+                          "give its options by name.")
     target = rest[0] if rest else options.pop("target", None)
+    check_options(m, options)
+    if "progress" in options and "progress" not in m.options:
+        options.pop("progress")
     if m.target == "required" and target is None:
         raise OptionError(f"{m.name} needs a target (il.NextToken(' Mary'), il.Contrast(...), ...).")
     if m.takes == "prompt" and is_prompt_list(inputs[0]):
@@ -290,10 +314,12 @@ def _call_one(m: Method, lm: Any, inputs: list[Any], target: Any, options: dict[
     from .targets import as_target
 
     tgt = as_target(target) if target is not None else None
-    args = [lm, *inputs] + ([tgt] if m.target != "none" else [])
+    kwargs = dict(m.fixed, **options)
+    if m.target != "none":
+        kwargs["target"] = tgt
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = m.impl(*args, **m.fixed, **options)
+        result = m.impl(lm, *inputs, **kwargs)
     if isinstance(result, Result):
         record(m, result, lm, inputs, tgt, options)
     for w in caught:  # emitted once more, now that they are recorded
@@ -318,9 +344,15 @@ def _plain_inputs(value: Any) -> Any:
         return value
     if isinstance(value, (list, tuple)):
         return [_plain_inputs(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain_inputs(v) for k, v in value.items()}
+    cls = f"{type(value).__module__}.{type(value).__qualname__}"
     to_dict = getattr(value, "to_dict", None)
     if callable(to_dict):
-        return {"__class__": f"{type(value).__module__}.{type(value).__qualname__}", **to_dict()}
+        return {"__class__": cls, **to_dict()}
+    if dataclasses.is_dataclass(value):
+        return {"__class__": cls, **{f.name: _plain_inputs(getattr(value, f.name))
+                                     for f in dataclasses.fields(value) if f.init}}
     return repr(value)
 
 
@@ -400,11 +432,14 @@ def rerun(result: Result, lm: Any, **overrides: Any) -> Result:
 
 def _rebuild_inputs(raw: Any, n: int) -> list[Any]:
     def rebuild(v: Any) -> Any:
+        if isinstance(v, list):
+            return [rebuild(x) for x in v]
         if isinstance(v, dict) and "__class__" in v:
             module, _, qual = v["__class__"].rpartition(".")
             cls = getattr(importlib.import_module(module), qual)
-            data = {k: x for k, x in v.items() if k != "__class__"}
-            return cls.from_dict(data) if hasattr(cls, "from_dict") else cls(**data)
+            if hasattr(cls, "from_dict"):
+                return cls.from_dict({k: x for k, x in v.items() if k != "__class__"})
+            return cls(**{k: rebuild(x) for k, x in v.items() if k != "__class__"})
         return v
     values = [raw] if n == 1 else list(raw)
     return [rebuild(v) for v in values]

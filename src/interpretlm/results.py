@@ -240,6 +240,17 @@ class Result:
             return v
         return {"result_kind": self.qualified_kind(), **{f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Result":
+        """The result described by :meth:`to_dict` (arrays come back as lists)."""
+        klass = result_class(d["result_kind"]) if "result_kind" in d else cls
+        known = {f.name for f in dataclasses.fields(klass)}
+        values = {k: v for k, v in d.items() if k in known}
+        if isinstance(values.get("check"), dict):
+            c = values["check"]
+            values["check"] = Check(c["name"], c["value"], c["threshold"], c.get("higher_is_better", False))
+        return klass(**values)
+
     def to_pandas(self):
         """The result's main numbers as a ``pandas.DataFrame`` (subclasses say which; default: the
         diagnostics, one row per figure)."""

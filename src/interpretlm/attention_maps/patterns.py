@@ -19,8 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import hooks
-from ..errors import ComponentError, EmptyInputError
+from ..errors import CheckWarning, ComponentError, EmptyInputError
 from ..model import LM
+from ..registry import CheckSpec, register
 from ..results import Result
 from ..tokens import Batch, Prompts
 from ..viz import html as H
@@ -126,6 +127,10 @@ def _ranges(xs: Sequence[int]) -> str:
     return ", ".join(map(str, xs))
 
 
+@register("attention", family="attention", takes="prompt", result=AttentionResult, target="none",
+          summary="attention patterns of every layer and head, head summaries, interactive view",
+          check=CheckSpec("row_sum_error", 1e-3, advice="attention rows must sum to 1; the captured weights are not probabilities."),
+          demo="interpretlm.attention_maps.demo_section:attention_section", demo_order=20)
 def attention(lm: LM, inputs: Prompts | Batch, layers: Sequence[int] | None = None,
               heads: Sequence[int] | None = None, *, chat: bool = False,
               batch_size: int = 1) -> AttentionResult | list[AttentionResult]:
@@ -178,8 +183,8 @@ def attention(lm: LM, inputs: Prompts | Batch, layers: Sequence[int] | None = No
             row_sums = pats.sum(-1)
             row_error = float((row_sums - 1).abs().max())
             if row_error > 1e-3:  # the sanity check: every query's attention is a distribution
-                warnings.warn(f"Attention rows sum to 1 ± {row_error:.2g}, not 1: the captured weights are not "
-                              "softmax probabilities (a custom attention function?).", stacklevel=2)
+                warnings.warn(CheckWarning(f"Attention rows sum to 1 ± {row_error:.2g}, not 1: the captured weights are not "
+                              "softmax probabilities (a custom attention function?)."), stacklevel=2)
             results.append(AttentionResult(
                 model=lm.name, method="attention", policy=dict(batch.policy),
                 prompt=chunk.prompts[r], tokens=list(chunk.tokens[r]),

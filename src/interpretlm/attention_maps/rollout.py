@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ContextLengthError, EmptyInputError
 from ..model import LM
+from ..registry import CheckSpec, register
 from ..results import Result
 from ..tokens import Batch, Prompt
 from ..viz.tokens import token_heatmap
@@ -98,6 +99,8 @@ def _mixing_matrices(lm: LM, batch: Batch, residual: bool, on_layer) -> None:
                  stop_early=False)
 
 
+@register("attention_rollout", family="attention", takes="prompt", result=AttentionFlow, target="none",
+          summary="attention rollout: product of residual-mixed, head-averaged attention", check=CheckSpec("row_sum_error", 1e-3, advice="attention rows must sum to 1; the captured weights are not probabilities."))
 def attention_rollout(lm: LM, inputs: Prompt | Batch, *, residual: bool = True, chat: bool = False) -> AttentionFlow:
     """Attention rollout: the product of every layer's head-averaged, residual-mixed attention.
 
@@ -132,6 +135,8 @@ def attention_rollout(lm: LM, inputs: Prompt | Batch, *, residual: bool = True, 
                          diagnostics={"forward_passes": 1, "row_sum_error": float((r.sum(-1) - 1).abs().max())})
 
 
+@register("attention_flow", family="attention", takes="prompt", result=AttentionFlow, target="none",
+          summary="attention flow: max-flow from each token through all layers", check=CheckSpec("row_sum_error", 1e-3, advice="attention rows must sum to 1; the captured weights are not probabilities."))
 def attention_flow(lm: LM, inputs: Prompt | Batch, *, positions: list[int] | None = None, residual: bool = True,
                    max_tokens: int = 48, chat: bool = False) -> AttentionFlow:
     """Attention flow: max-flow from each input token to top-layer positions through all layers.
@@ -163,6 +168,8 @@ def attention_flow(lm: LM, inputs: Prompt | Batch, *, positions: list[int] | Non
         raise ContextLengthError(f"Positions {positions} are outside the prompt's {n} tokens.")
     mats: list[np.ndarray] = []
     _mixing_matrices(lm, batch, residual, lambda layer, m: mats.append(m.cpu().double().numpy()))
+    # the flow network is only meaningful when every layer's mixing rows are distributions
+    row_error = float(max(np.abs(m.sum(-1) - 1).max() for m in mats)) if mats else 0.0
     graph = nx.DiGraph()
     for layer, m in enumerate(mats):  # edge (layer, k) -> (layer + 1, q) with capacity m[q, k]
         for q in range(n):
@@ -179,4 +186,5 @@ def attention_flow(lm: LM, inputs: Prompt | Batch, *, positions: list[int] | Non
                          prompt=batch.prompts[0], tokens=list(batch.tokens[0]),
                          special=[bool(x) for x in batch.special[0]], positions=positions,
                          matrix=torch.from_numpy(out).float(), residual=residual,
-                         diagnostics={"forward_passes": 1, "max_flow_problems": len(jobs)})
+                         diagnostics={"forward_passes": 1, "max_flow_problems": len(jobs),
+                                      "row_sum_error": row_error})

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import InterpretLMError
 from ..model import LM
+from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import TargetLike
 from ..viz import html as H
@@ -66,6 +67,16 @@ class Comparison(Result):
         return body
 
 
+def _worst_completeness(c: Comparison) -> float | None:
+    errors = [row["completeness_error"] for row in c.table if row.get("completeness_error") is not None]
+    return max(errors) if errors else None
+
+
+@register("compare", family="feature attribution", takes="prompt", result=Comparison,
+          check=CheckSpec("max_completeness_error", 0.01, read=_worst_completeness,
+                          advice="a method with a completeness axiom (IG, SHAP) did not meet it; see the table."),
+          summary="several attribution methods side by side, with faithfulness and agreement",
+          demo="interpretlm.attribution.demo_section:attribution_section", demo_order=30)
 def compare(lm: LM, inputs: Any, target: TargetLike, methods: Sequence[str] = DEFAULT_METHODS, *,
             options: dict[str, dict[str, Any]] | None = None, with_faithfulness: bool = True,
             granularity: str = "token", batch_size: int = 16, seed: int = 0) -> Comparison:

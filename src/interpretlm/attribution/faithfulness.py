@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InterpretLMError
+from ..errors import CheckWarning, InterpretLMError
 from ..model import LM
+from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import Contrast, Continuation, Label, NextToken, Target, TargetLike
 from ..viz import html as H
@@ -34,7 +35,7 @@ class FaithfulnessError(InterpretLMError, ValueError):
     """An attribution that cannot be checked (unknown target, no features)."""
 
 
-class SanityWarning(UserWarning):
+class SanityWarning(CheckWarning):
     """Attributions that barely change when the model's weights are randomized."""
 
 
@@ -172,6 +173,11 @@ def _aopc(curve: np.ndarray, deletion: bool) -> np.ndarray:
     return np.nanmean(diff, axis=1)
 
 
+@register("faithfulness", family="feature attribution", takes="result", result=FaithfulnessScores,
+          target="optional", summary="deletion / insertion AOPC, comprehensiveness, sufficiency, randomization",
+          check=CheckSpec("deletion_aopc_vs_random", 0.0, higher_is_better=True,
+                          read=lambda r: r.scores["deletion_aopc"] - r.scores["random_deletion_aopc"],
+                          advice="removing the top-ranked features first hurts the target no more than a random order."))
 def faithfulness(lm: LM, a: Attribution, *, target: TargetLike | None = None, bins: tuple[float, ...] = BINS,
                  randomization: bool = False, stages: tuple[float, ...] = (0.25, 0.5, 1.0), seed: int = 0,
                  batch_size: int = 32) -> FaithfulnessScores:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InterpretLMError
+from ..errors import CheckWarning, InterpretLMError
 from ..model import LM
 from ..targets import TargetLike
 from .explained import Explained, progress
@@ -39,7 +39,7 @@ class IGError(InterpretLMError, ValueError):
     """Bad Integrated Gradients options (baseline, quadrature, steps)."""
 
 
-class CompletenessWarning(UserWarning):
+class CompletenessWarning(CheckWarning):
     """An attribution whose scores do not add up to f(x) - f(baseline) within tolerance."""
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .. import hooks
-from ..errors import ComponentError, EmptyInputError
+from ..errors import CheckWarning, ComponentError, EmptyInputError
 from ..model import LM
 from ..targets import Contrast, NextToken, PooledEmbedding, TargetLike, as_target, prediction_positions
 from ..tokens import Prompts
@@ -192,7 +192,7 @@ def _lrp_one(lm: LM, batch: Any, tgt: Any, *, epsilon: float, attention_rule: st
         msg = (f"LRP conservation error {error:.1%} exceeds {tolerance:.0%}: the input relevance sums to "
                f"{total:.4g} where the explained output is {explained_value:.4g}. Absorbed: {where or 'nothing'}.")
         diagnostics.setdefault("warnings", []).append(msg)
-        warnings.warn(msg, stacklevel=3)
+        warnings.warn(msg, CheckWarning, stacklevel=3)
     layer_rel = {n: store[n].numpy() for n in names if n in store}
     tokens = list(row.tokens[0])
     return LRPAttribution(
@@ -204,7 +204,7 @@ def _lrp_one(lm: LM, batch: Any, tgt: Any, *, epsilon: float, attention_rule: st
         input_ids=row.input_ids[0].tolist(), options={"epsilon": epsilon, "attention_rule": attention_rule})
 
 
-@register_method("lrp", result=LRPAttribution)
+@register_method("lrp", result=LRPAttribution, demo="interpretlm.attribution.lrp_demo:lrp_section", demo_order=40)
 def lrp(lm: LM, inputs: Prompts, target: TargetLike, *, epsilon: float = 1e-6, attention_rule: str = "attnlrp",
         chat: bool = False, tolerance: float = 0.05, batch_size: int = 1) -> LRPAttribution | list[LRPAttribution]:
     """Layer-wise relevance propagation with AttnLRP rules: one forward and one backward pass.

@@ -56,12 +56,10 @@ def occlusion(lm: LM, inputs: Any, target: TargetLike, *, window: int = 1, strid
     starts = list(range(0, F - window + 1, stride))
     if starts[-1] != F - window:
         starts.append(F - window)
-    # rows: the input, each window removed, then every feature removed (for the additivity check)
-    keep = np.ones((len(starts) + 2, F), dtype=bool)
+    keep = np.ones((len(starts) + 1, F), dtype=bool)
     for k, s in enumerate(starts):
         keep[k + 1, s:s + window] = False
-    keep[-1] = False
-    v = ex.values(keep, "occlusion")  # [2 + windows, R]
+    v = ex.values(keep, "occlusion")  # [1 + windows, R]
     full = v[0]
     total = np.zeros((ex.n_rows, F))
     count = np.zeros(F)
@@ -70,7 +68,9 @@ def occlusion(lm: LM, inputs: Any, target: TargetLike, *, window: int = 1, strid
         count[s:s + window] += 1
     scores = total / count
     visible = ex.visible()
-    removed_all = full - v[-1]  # [R]: what removing everything changes
+    spent = dict(vars(ex.passes))
+    removed_all = full - ex.values(np.zeros((1, F), dtype=bool), "occlusion check")[0]  # [R]: remove everything
+    vars(ex.passes).update(spent)  # the check's own pass is not the method's cost
     summed = np.where(visible, scores, 0.0).sum(1)
     additivity = float(np.max(np.abs(summed - removed_all) / np.maximum(np.abs(removed_all), 1e-6)))
     return ex.result("occlusion", scores, target_value=full, masking=ex.masking_label,

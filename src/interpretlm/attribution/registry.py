@@ -46,12 +46,12 @@ SPECS: dict[str, tuple[str, CheckSpec | None]] = {
 ALIASES = {"ig": "integrated_gradients"}
 
 
-def register_method(name: str, result: type[Attribution] = Attribution
-                    ) -> Callable[[Callable[..., Attribution]], Callable[..., Attribution]]:
+def register_method(name: str, result: type[Attribution] = Attribution, demo: str | None = None,
+                    demo_order: int = 100) -> Callable[[Callable[..., Attribution]], Callable[..., Attribution]]:
     """Decorator: make ``fn`` available as ``il.attribute(..., method=name)`` (and ``il.method(name)``)."""
     summary, check = SPECS[name]
     return register(name, verb="attribute", family=FAMILY, takes="prompt", result=result, summary=summary,
-                    check=check)
+                    check=check, demo=demo, demo_order=demo_order)
 
 
 def get_method(name: str) -> Callable[..., Attribution]:

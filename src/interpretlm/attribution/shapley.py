@@ -25,7 +25,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from ..errors import InterpretLMError
+from ..errors import CheckWarning, InterpretLMError
 from ..model import LM
 from ..targets import TargetLike
 from .explained import Explained
@@ -37,7 +37,7 @@ MAX_EXACT_FEATURES = 16
 Game = Callable[[np.ndarray], np.ndarray]  # keep [n, F] bool -> values [n, R]
 
 
-class ShapleyWarning(UserWarning):
+class ShapleyWarning(CheckWarning):
     """A Shapley estimate that could not separate every feature (too few samples)."""
 
 

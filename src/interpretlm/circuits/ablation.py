@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..errors import ComponentError
+from ..errors import ComponentError, InterpretLMWarning
+from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import TargetLike, as_target
 from ..tokens import Prompts
@@ -154,6 +155,9 @@ def ablation_sources(lm: "LM", batch, names: list[str], kind: str, *, reference:
     return {n: a[idx.to(a.device)] for n, a in ref_acts.items()}
 
 
+@register("ablate", family="circuit analysis", takes="dataset", result=AblationResult,
+          summary="zero / mean / resample ablation of heads and MLPs",
+          check=CheckSpec("replay_check_error", 1e-3, advice="the batched replay disagrees with the model's forward pass."))
 def ablate(lm: "LM", prompts: Prompts, target: TargetLike, *, heads: Any = None, mlps: Any = None,
            kind: str = "zero", reference: Prompts | None = None, seed: int = 0, batch_size: int = 64,
            progress: bool | None = None) -> AblationResult:
@@ -236,7 +240,7 @@ def ablate(lm: "LM", prompts: Prompts, target: TargetLike, *, heads: Any = None,
     diagnostics: dict[str, Any] = {"forward_passes": 3 * batch.size + (batch.size if reference is not None else 0),
                                    "seconds": time.perf_counter() - t0}
     if kind == "resample" and batch.size < 2 and reference is None:
-        warnings.warn("Resampling from a single prompt.")
+        warnings.warn("Resampling from a single prompt.", InterpretLMWarning)
     return AblationResult(
         model=lm.name, method=f"{kind} ablation", target=tgt.to_dict(), policy=batch.policy, diagnostics=diagnostics,
         kind=kind, components=comps, clean_value=float(clean.mean()), ablated_value=ablated.mean(),

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..errors import CheckWarning
+from ..registry import CheckSpec, register
 from ..targets import TargetLike
 from ..tokens import Prompts
 from .pairs import check_denominator, tokenize_pairs
@@ -83,6 +85,9 @@ def gradients(lm: "LM", batch, target, names: list[str], *, embed_from: torch.Te
     return acts, grads, (values if alphas else values[0])
 
 
+@register("attribution_patch", family="circuit analysis", takes="pairs", result=PatchResult,
+          summary="attribution patching (first-order) and EAP-IG estimates of every patch",
+          check=CheckSpec("completeness_error", 0.1, advice="raise steps (EAP-IG) or use il.patch."))
 def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: TargetLike, *,
                       over: str = "resid_pre", positions: str | int | Sequence[int] | None = None,
                       layers: Sequence[int] | None = None, method: str = "attribution", steps: int = 5,
@@ -181,7 +186,7 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
         msg = (f"EAP-IG completeness error {completeness:.2f}: the layer-0 estimates do not add up to the full "
                f"effect; raise steps (now {steps}).")
         diagnostics["warning"] = msg
-        warnings.warn(msg)
+        warnings.warn(msg, CheckWarning)
     return PatchResult(
         model=lm.name, method=f"{label} ({over})", target=pairs.target.to_dict(), policy=xb.policy,
         diagnostics=diagnostics, effect=effect, patched=None, axes=axes, layers=layer_list,

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..errors import CheckWarning
+from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import TargetLike
 from ..viz import html as H
@@ -215,6 +217,11 @@ def _edge_scores(lm: "LM", batch, target, deltas: dict[str, Any], real: torch.Te
     return scores, direct, parallel
 
 
+@register("discover_circuit", family="circuit analysis", takes="pairs", result=Circuit, target="optional",
+          inputs=("ds",),
+          summary="automatic circuit discovery (EAP / EAP-IG edges) with the circuit's faithfulness",
+          check=CheckSpec("faithfulness", 0.5, higher_is_better=True, read=lambda r: r.faithfulness,
+                          advice="keep more edges (keep=) or check the dataset."))
 def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any = None, corrupted: Any = None,
                      target: TargetLike | None = None, method: str = "eap_ig", keep: float | int = 0.02,
                      steps: int = 5, batch_size: int = 16) -> Circuit:
@@ -329,12 +336,12 @@ def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any
         msg = (f"Edge scores do not add up to the nodes' attributions (relative error {conservation:.2g}); "
                "this model's blocks may not be pre-norm residual blocks, so edge scores are approximate.")
         diagnostics["warning_conservation"] = msg
-        warnings.warn(msg)
+        warnings.warn(msg, CheckWarning)
     if faith < 0.5:
         msg = (f"The circuit recovers only {faith:.0%} of the clean-vs-corrupted difference (faithfulness "
                f"{faith:.3f}); keep more edges (keep=) or check the dataset.")
         diagnostics["warning"] = msg
-        warnings.warn(msg)
+        warnings.warn(msg, CheckWarning)
     return Circuit(
         model=lm.name, method="EAP-IG" if method == "eap_ig" else "EAP", target=tgt.to_dict(), policy=xb.policy,
         diagnostics=diagnostics, nodes=nodes, edges=edges, head_scores=head_scores, mlp_scores=mlp_scores,

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..errors import TargetError
+from ..errors import CheckWarning, TargetError
+from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import Contrast, NextToken, single_token, prediction_positions
 from ..tokens import Prompts
@@ -82,6 +83,9 @@ class LogitLensResult(Result):
                 + H.table(head, rows, raw_columns=(1, 2)))
 
 
+@register("logit_lens", family="circuit analysis", takes="prompt", result=LogitLensResult, target="optional",
+          summary="final norm and unembedding applied to every layer's residual stream",
+          check=CheckSpec("final_layer_error", 1e-4, advice="the lens at the last layer must reproduce the output."))
 def logit_lens(lm: "LM", prompt: Prompts, target: Any = None, *, k: int = 5) -> LogitLensResult:
     """Apply the final norm and unembedding to every layer's residual stream.
 
@@ -139,7 +143,7 @@ def logit_lens(lm: "LM", prompt: Prompts, target: Any = None, *, k: int = 5) -> 
     if err > 1e-4:
         msg = f"The lens at the last layer differs from the model's output by {err:.2g} in probability."
         diagnostics["warning"] = msg
-        warnings.warn(msg)
+        warnings.warn(msg, CheckWarning)
     rank = prob = None
     if tid is not None:
         p_t = probs[:, tid]

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..errors import CheckWarning
+from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import TargetLike
 from ..tokens import Batch, Prompts
@@ -142,6 +144,19 @@ def _layers_spec(lm: "LM", layers: Sequence[int] | None) -> list[int]:
     return out
 
 
+def _sanity_error(r: Result) -> float | None:
+    """|effect - 1| of patching every position of the middle layer (must restore the clean run)."""
+    keys = [k for k in r.diagnostics if k.startswith("sanity_all_positions_layer_")]
+    return abs(float(r.diagnostics[keys[0]]) - 1.0) if keys else None
+
+
+PATCHING_CHECK = CheckSpec("sanity_error", 1e-3, read=_sanity_error,
+                           advice="patching the whole clean residual stream of a layer must give effect 1.")
+
+
+@register("patch", family="circuit analysis", takes="pairs", result=PatchResult,
+          summary="activation patching of residual stream, attention, MLP, heads, per position",
+          check=PATCHING_CHECK, demo="interpretlm.circuits.demo:circuits_section", demo_order=50)
 def patch(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch, target: TargetLike, *,
           over: str = "resid_pre", positions: str | int | Sequence[int] | None = None,
           layers: Sequence[int] | None = None, batch_size: int = 64, align: bool = False,
@@ -254,7 +269,7 @@ def patch(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch, target: 
         msg = (f"Sanity check failed: patching the clean residual stream at every position of layer {mid} gave "
                f"effect {sanity_full:.4f}, not 1.0; the patching results are not trustworthy.")
         diagnostics["warning"] = msg
-        warnings.warn(msg)
+        warnings.warn(msg, CheckWarning)
     return PatchResult(
         model=lm.name, method=f"activation patching ({over})", target=pairs.target.to_dict(), policy=xb.policy,
         diagnostics=diagnostics, effect=effect.view(shape), patched=patched.view(shape), axes=axes,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import ComponentError
+from ..registry import CheckSpec, register
 from ..targets import TargetLike
 from ..tokens import Prompts
 from .pairs import check_denominator, tokenize_pairs
@@ -61,6 +62,9 @@ def _parse_senders(lm: "LM", senders: Sequence[Any]) -> tuple[list[tuple[int, in
     return heads, mlps
 
 
+@register("path_patch", family="circuit analysis", takes="pairs", result=PathPatchResult,
+          summary="path patching from sender heads / MLPs to each receiver",
+          check=CheckSpec("replay_check_error", 1e-3, advice="the batched replay disagrees with the model's forward pass."))
 def path_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: TargetLike, *,
                senders: Sequence[Any], receivers: str | Sequence[Any] = "heads", batch_size: int = 64,
                progress: bool | None = None) -> PathPatchResult:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import InterpretLMError, TargetError
+from ..errors import InterpretLMError, InterpretLMWarning, TargetError
 from ..targets import Target, gather_at, prediction_positions
 from ..tokens import Batch
 
@@ -61,8 +61,8 @@ def keep_single_tokens(tokenizer: Any, words: Sequence[str], what: str) -> list[
     keep = [w for w in words if single_token_id(tokenizer, w) is not None]
     dropped = [w for w in words if w not in keep]
     if dropped:
-        warnings.warn(f"Dropped {len(dropped)} {what} that are not single tokens for this tokenizer: "
-                      f"{dropped[:8]}{' ...' if len(dropped) > 8 else ''}", stacklevel=3)
+        warnings.warn(InterpretLMWarning(f"Dropped {len(dropped)} {what} that are not single tokens for this tokenizer: "
+                      f"{dropped[:8]}{' ...' if len(dropped) > 8 else ''}"), stacklevel=3)
     return keep
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import InterpretLMWarning
 from .base import Answers, CircuitDataset, DatasetError, single_token_id, tokenizer_of
 
 
@@ -39,8 +40,8 @@ def pairs(clean: Sequence[Any], corrupted: Sequence[Any], correct: Sequence[str 
         answers = [correct[i]] + ([wrong[i]] if wrong is not None else [])
         (keep if all(single_token_id(tok, a) is not None for a in answers) else dropped).append(i)
     if dropped:
-        warnings.warn(f"Dropped {len(dropped)} of {n} pairs whose answers are not single tokens for this model "
-                      f"(rows {dropped[:10]}{' ...' if len(dropped) > 10 else ''}).", stacklevel=2)
+        warnings.warn(InterpretLMWarning(f"Dropped {len(dropped)} of {n} pairs whose answers are not single tokens for this model "
+                      f"(rows {dropped[:10]}{' ...' if len(dropped) > 10 else ''})."), stacklevel=2)
     if not keep:
         raise DatasetError("No pair has single-token answers for this model; pick single-token answers "
                            "(mind the leading space, e.g. ' Mary').")

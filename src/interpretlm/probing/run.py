@@ -14,6 +14,9 @@ from typing import Any
 
 import torch
 
+from ..registry import CheckSpec, register
+from ..errors import CheckWarning
+from ..results import Check
 from .alignment import WHICH, align_words
 from .control import control_labels, selectivity
 from .errors import ProbingError, TaskError
@@ -103,6 +106,22 @@ def _examples(lm: Any, task: Task, which: str) -> _Examples:
     return ex
 
 
+def _probe_check(rep: "ProbeReport") -> Check | None:
+    """Selectivity at the best layer (categorical tasks), best R² (numeric), best Spearman (trees)."""
+    d = rep.diagnostics
+    if "selectivity_at_best" in d:
+        return Check("selectivity_at_best", float(d["selectivity_at_best"]), 0.05, higher_is_better=True)
+    if "best_r2" in d:
+        return Check("best_r2", float(d["best_r2"]), 0.05, higher_is_better=True)
+    if "best_spearman" in d:
+        return Check("best_spearman", float(d["best_spearman"]), 0.3, higher_is_better=True)
+    return None
+
+
+@register("probe", family="linear probing", takes="task", result=ProbeReport, target="none",
+          summary="a probe per layer with control task, selectivity and MDL codelength",
+          check=CheckSpec("selectivity_at_best", 0.05, higher_is_better=True, read=_probe_check),
+          demo="interpretlm.probing.demo:probing_section", demo_order=60)
 def probe(lm: Any, task: Task, layers: str | int | Sequence[int] = "all", probe: str | _Probe = "auto", *,
           component: str = "resid_post", control: bool = True, mdl: bool = True, test_size: float = 0.2,
           seed: int = 0, which: str | None = None, pooling: str | None = None, batch_size: int = 16,
@@ -313,4 +332,4 @@ def _check(rep: ProbeReport) -> None:
             notes.append(f"the structural probe's Spearman correlation peaks at only {best:.3f}")
     rep.diagnostics["warnings"] = notes
     for n in notes:
-        warnings.warn(f"Probing {rep.task['name']!r}: {n}.", stacklevel=3)
+        warnings.warn(f"Probing {rep.task['name']!r}: {n}.", CheckWarning, stacklevel=3)
