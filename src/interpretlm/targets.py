@@ -59,8 +59,17 @@ def prediction_positions(lm: "LM", batch: Batch) -> torch.Tensor:
     return hits.int().argmax(dim=1)
 
 
-def _gather(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+def gather_at(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Each row's vector at its own position: ``logits [batch, pos, ...]``, ``pos [batch]`` -> ``[batch, ...]``.
+
+    Example:
+        >>> gather_at(torch.arange(12.).view(2, 3, 2), torch.tensor([2, 0])).tolist()
+        [[4.0, 5.0], [6.0, 7.0]]
+    """
     return logits[torch.arange(logits.shape[0], device=logits.device), pos.to(logits.device)]
+
+
+_gather = gather_at  # the short name used inside this module
 
 
 class Target(ABC):
@@ -85,7 +94,25 @@ class Target(ABC):
         return {"kind": type(self).__name__}
 
 
-def _single_token(lm: "LM", token: str | int, what: str, hint: str | None = None) -> int:
+def one_token_id(lm: "LM", token: str | int, what: str = "Token", hint: str | None = None) -> int:
+    """The id of ``token`` when it is exactly one token of ``lm``'s vocabulary (or a valid id).
+
+    Args:
+        lm: the model handle.
+        token: a string (``" Mary"``, leading space included) or a token id.
+        what: how the error message names the token (``"NextToken target"``).
+        hint: what the error message suggests instead (default: ``il.Continuation``).
+
+    Raises:
+        TargetError: the text is several tokens (the message lists them), or the id is
+            outside the vocabulary.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("gpt2")
+        >>> one_token_id(lm, " Mary") == lm.tokenizer(" Mary")["input_ids"][0]
+        True
+    """
     if isinstance(token, int):
         if not 0 <= token < lm.vocab_size:
             raise TargetError(f"Token id {token} is outside the vocabulary (0..{lm.vocab_size - 1}).")
@@ -97,6 +124,9 @@ def _single_token(lm: "LM", token: str | int, what: str, hint: str | None = None
             f"{what} {token!r} is {len(ids)} tokens for this model ({pieces}), not one. "
             + (hint or f"Use il.Continuation({token!r}) to explain a multi-token text, or pick a single token."))
     return ids[0]
+
+
+_single_token = one_token_id  # the short name used inside this module
 
 
 @dataclass

@@ -17,10 +17,9 @@ import torch
 
 from ..errors import TargetError
 from ..results import Result
-from ..targets import Contrast, NextToken, _single_token, prediction_positions
+from ..targets import Contrast, NextToken, one_token_id, prediction_positions
 from ..tokens import Prompts
 from ..viz import html as H
-from .runner import logits_at
 
 if TYPE_CHECKING:
     from ..model import LM
@@ -120,7 +119,7 @@ def logit_lens(lm: "LM", prompt: Prompts, target: Any = None, *, k: int = 5) -> 
         if not isinstance(target, (str, int)):
             raise TargetError("logit_lens tracks one token: pass a single-token string, an id, il.NextToken or "
                               "il.Contrast.")
-        tid = _single_token(lm, target, "Logit-lens target")
+        tid = one_token_id(lm, target, "Logit-lens target")
         tname = lm.tokenizer.decode([tid])
     names = ["embed"] + [f"blocks.{i}.resid_post" for i in range(lm.n_layers)]
     with torch.no_grad():
@@ -129,7 +128,7 @@ def logit_lens(lm: "LM", prompt: Prompts, target: Any = None, *, k: int = 5) -> 
         pos = prediction_positions(lm, batch).view(1, 1)
         resid = torch.cat([cache[n] for n in names])  # [layer, pos, d_model]
         first = lm.tokenize(prompt)
-        logits = logits_at(lm, resid, pos.expand(resid.shape[0], 1))[:, int(pos)]
+        logits = lm.logits_at(resid, pos.expand(resid.shape[0], 1))[:, int(pos)]
         probs = torch.softmax(logits.float(), -1)
     final = torch.softmax(out.logits[0, int(pos)].float(), -1)
     err = float((probs[-1] - final).abs().max())

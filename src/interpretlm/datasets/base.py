@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import InterpretLMError, TargetError
-from ..targets import Target, _gather, prediction_positions
+from ..targets import Target, gather_at, prediction_positions
 from ..tokens import Batch
 
 if TYPE_CHECKING:
@@ -39,12 +39,9 @@ def default_tokenizer() -> Any:
     if not _DEFAULT_TOKENIZER:
         from transformers import AutoTokenizer
 
-        from ..loading import BUILTIN, DEFAULT_MODEL, _fingerprint, _package_dir, gguf_to_cache
+        from ..loading import DEFAULT_MODEL, builtin_folder
 
-        spec = BUILTIN[DEFAULT_MODEL]
-        gguf = _package_dir(DEFAULT_MODEL) / spec["gguf"]
-        folder = gguf_to_cache(gguf, key=f"{DEFAULT_MODEL}-{_fingerprint(gguf)}")
-        _DEFAULT_TOKENIZER.append(AutoTokenizer.from_pretrained(str(folder)))
+        _DEFAULT_TOKENIZER.append(AutoTokenizer.from_pretrained(str(builtin_folder(DEFAULT_MODEL))))
     return _DEFAULT_TOKENIZER[0]
 
 
@@ -102,7 +99,7 @@ class Answers(Target):
         return batch
 
     def __call__(self, out) -> torch.Tensor:
-        row = _gather(out.logits, prediction_positions(self._lm, out.batch))
+        row = gather_at(out.logits, prediction_positions(self._lm, out.batch))
         ids = out.batch.extra["answer_ids"].to(row.device)
         if self.wrong is not None:
             return row.gather(1, ids[:, :1])[:, 0] - row.gather(1, ids[:, 1:2])[:, 0]

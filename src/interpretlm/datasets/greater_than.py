@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..errors import TargetError
-from ..targets import Target, _gather, prediction_positions
+from ..targets import Target, gather_at, prediction_positions
 from .base import CircuitDataset, DatasetError, tokenizer_of
 
 NOUNS = [" war", " expedition", " project", " reign", " drought", " strike", " famine", " siege", " journey",
@@ -55,7 +55,7 @@ class GreaterThan(Target):
         return batch
 
     def __call__(self, out) -> torch.Tensor:
-        row = _gather(out.logits, prediction_positions(self._lm, out.batch))
+        row = gather_at(out.logits, prediction_positions(self._lm, out.batch))
         p = torch.softmax(row.float(), -1)[:, self._ids.to(row.device)]
         return (p * out.batch.extra["year_sign"].to(p.device)).sum(-1)
 
