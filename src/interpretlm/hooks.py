@@ -8,6 +8,7 @@ through them unless the function detaches.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -88,7 +89,7 @@ def _register(site: Site, n_heads: int, read: Callable[[torch.Tensor], None] | N
     """One PyTorch hook on ``site`` that edits, makes a graph node of, reads and/or stops at its value.
 
     The only place in the library that registers hooks on canonical components: everything
-    else goes through :func:`hook`.
+    else goes through :func:`hook`. The hook acts only in the thread that registered it.
     """
 
     def apply(value: torch.Tensor) -> torch.Tensor:
@@ -109,8 +110,13 @@ def _register(site: Site, n_heads: int, read: Callable[[torch.Tensor], None] | N
         return value
 
     changes = edit is not None or grad
+    # PyTorch hooks are process-wide: act only on the forward passes of the thread that opened
+    # the hook, so concurrent callers on one model never see (or edit) each other's activations.
+    owner = threading.get_ident()
     if site.kind == "output":
         def hook_fn(module, args, output):
+            if threading.get_ident() != owner:
+                return None
             new = apply(first_output(output))
             if stop:
                 raise StopForward
@@ -123,6 +129,8 @@ def _register(site: Site, n_heads: int, read: Callable[[torch.Tensor], None] | N
                 "computed inside a functional attention kernel. Edit 'attn.heads' instead.")
 
         def pattern_hook(module, args, output):
+            if threading.get_ident() != owner:
+                return None
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if weights is None:
                 raise ComponentError(
@@ -135,6 +143,8 @@ def _register(site: Site, n_heads: int, read: Callable[[torch.Tensor], None] | N
         return site.module.register_forward_hook(pattern_hook)
     if site.kind in ("input", "heads"):
         def pre_hook(module, args, kwargs):
+            if threading.get_ident() != owner:
+                return None
             x = _input_of(args, kwargs)
             if call is not None:
                 call(tuple(args[1:]) if args else (), {k: v for k, v in kwargs.items() if k != "hidden_states"})
@@ -163,7 +173,8 @@ def hook(lm: "LM", name: str, *, read: Callable[[torch.Tensor], None] | None = N
     recordings, LRP and attention patterns), in the spirit of baukit's ``Trace``. At each
     forward pass through the component, in this order: ``edit`` replaces the value,
     ``grad`` makes it a graph node, ``read`` sees the (edited) value, ``stop`` ends the
-    forward pass. The hook is removed on exit, also when the body raises.
+    forward pass. The hook is removed on exit, also when the body raises, and acts only on
+    forward passes run by the thread that opened it (concurrent callers do not mix).
 
     Args:
         lm: the model handle.

@@ -116,8 +116,10 @@ class LM:
         self._sites: dict[str, Site] = {}
         # the attention-implementation switch: one lock per model, and the active implementations
         # (implementation, config key, returns weights) of nested blocks
-        self._attn_lock = threading.RLock()
+        self._attn_cond = threading.Condition()
+        self._attn_owner: int | None = None           # the thread whose switch is active
         self._attn_stack: list[tuple[Any, str, bool]] = []
+        self._passes: dict[int, int] = {}             # forward passes running, per thread
 
     # ------------------------------------------------------------------ properties
     @property
@@ -207,7 +209,7 @@ class LM:
         # The last hidden state is the final norm's output (decoders) or the last block's (encoders).
         last = "final_norm" if self.family.final_norm is not None else f"blocks.{self.n_layers - 1}.resid_post"
         ctx = torch.enable_grad() if grad else (torch.no_grad() if grad is False else nullcontext())
-        with hooks.hook(self, last, read=keep_hidden), ctx:
+        with self.running(), hooks.hook(self, last, read=keep_hidden), ctx:
             out = self.model(**self._model_kwargs(batch, inputs_embeds))
         logits = getattr(out, "logits", None) if self.has_head else None
         return Output(logits=logits, hidden=grab["hidden"], batch=batch)
@@ -250,7 +252,8 @@ class LM:
                 self.check_heads(until)
                 # Registered after any capture hooks on the block, so those read its output first.
                 stack.enter_context(hooks.hook(self, f"blocks.{until}.resid_post", stop=True))
-            (self.model if head else self.model.base_model)(**self._model_kwargs(batch))
+            with self.running():
+                (self.model if head else self.model.base_model)(**self._model_kwargs(batch))
         return batch
 
     def score(self, inputs: Prompts | Batch, target: TargetLike, *, chat: bool = False,
@@ -320,8 +323,10 @@ class LM:
 
         The one switch of the attention implementation (patterns and LRP use it). It is
         re-entrant (nesting the same implementation is free) and safe for concurrent
-        callers: a lock per model is held for the whole block, so a second thread asking for
-        a switch waits instead of racing. Transformers' process-wide registries are left as
+        callers: one thread at a time holds a switch, for the whole block; a second thread
+        asking for a switch, or running a forward pass (:meth:`running`), waits instead of
+        racing; a switch waits for other threads' forward passes to end; and a custom function only runs for the thread that
+        switched it on (other threads' forward passes keep the previous kernel). Transformers' process-wide registries are left as
         they were: a custom function is registered under a private, unique key (with eager
         float masks) only for the duration of the block.
 
@@ -349,23 +354,34 @@ class LM:
             'eager'
         """
         weights = implementation == "eager" if returns_weights is None else bool(returns_weights)
-        with self._attn_lock:
-            if self._attn_stack:
+        me = threading.get_ident()
+        with self._attn_cond:
+            if self._attn_owner == me:
                 active, key, _ = self._attn_stack[-1]
-                if active is implementation or (isinstance(active, str) and active == implementation):
-                    self._attn_stack.append(self._attn_stack[-1])
-                    try:
-                        yield key
-                    finally:
-                        self._attn_stack.pop()
-                    return
-                raise AttentionImplementationError(
-                    f"The model is running attention implementation {_attn_label(active)} in this block; "
-                    f"{_attn_label(implementation)} cannot be switched on inside it. Leave the block first.")
-            previous = self.model.config._attn_implementation
-            key = implementation if isinstance(implementation, str) else f"interpretlm_{uuid.uuid4().hex[:12]}"
+                if not (active is implementation or (isinstance(active, str) and active == implementation)):
+                    raise AttentionImplementationError(
+                        f"The model is running attention implementation {_attn_label(active)} in this block; "
+                        f"{_attn_label(implementation)} cannot be switched on inside it. Leave the block first.")
+                self._attn_stack.append(self._attn_stack[-1])
+                outermost = False
+            else:
+                # wait for other threads' switches and forward passes (a pass must not see the
+                # kernel, or the mask format, change half-way)
+                self._attn_cond.wait_for(lambda: self._attn_owner is None and not any(
+                    n for t, n in self._passes.items() if t != me))
+                self._attn_owner, outermost = me, True
+        if not outermost:
+            try:
+                yield key
+            finally:
+                with self._attn_cond:
+                    self._attn_stack.pop()
+            return
+        previous = self.model.config._attn_implementation
+        key = implementation if isinstance(implementation, str) else f"interpretlm_{uuid.uuid4().hex[:12]}"
+        try:
             if not isinstance(implementation, str):
-                _register_attention(key, implementation)
+                _register_attention(key, _thread_scoped(implementation, previous))
             try:
                 if key != previous:
                     _set_attention(self.model, key)
@@ -383,6 +399,31 @@ class LM:
                     _set_attention(self.model, previous)
                 if not isinstance(implementation, str):
                     _unregister_attention(key)
+        finally:
+            with self._attn_cond:
+                self._attn_owner = None
+                self._attn_cond.notify_all()
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Mark a forward pass of this thread on the model (``forward``, ``run`` and replays use it).
+
+        Waits while another thread has switched the attention implementation, and keeps other
+        threads' switches out until the pass ends, so a pass never sees the kernel (or the mask
+        format) change half-way. Free when nothing is switched.
+        """
+        me = threading.get_ident()
+        with self._attn_cond:
+            self._attn_cond.wait_for(lambda: self._attn_owner in (None, me))
+            self._passes[me] = self._passes.get(me, 0) + 1
+        try:
+            yield
+        finally:
+            with self._attn_cond:
+                self._passes[me] -= 1
+                if not self._passes[me]:
+                    del self._passes[me]
+                self._attn_cond.notify_all()
 
     @contextmanager
     def attention_weights(self) -> Iterator[None]:
@@ -395,12 +436,13 @@ class LM:
             AttentionImplementationError: an implementation that returns no weights is
                 active in this thread.
         """
-        with self._attn_lock:
-            if self._attn_stack and self._attn_stack[-1][2]:
-                yield
-                return
-            with self.attention_implementation("eager"):
-                yield
+        with self._attn_cond:
+            keep = self._attn_owner == threading.get_ident() and self._attn_stack[-1][2]
+        if keep:
+            yield
+            return
+        with self.attention_implementation("eager"):
+            yield
 
     def eager_attention(self):
         """Context manager running eager attention; the same as ``attention_implementation("eager")``."""
@@ -518,6 +560,24 @@ def _attn_label(implementation: Any) -> str:
 
 
 _REGISTRY_LOCK = threading.Lock()
+
+
+def _thread_scoped(fn: Callable[..., Any], previous: str) -> Callable[..., Any]:
+    """``fn`` for the calling thread; other threads' forward passes keep the previous kernel.
+
+    A custom function (LRP's rules) must not act on a concurrent caller's forward pass, whose
+    backward pass it would change. Eager has no registry entry (each model defines its own),
+    so other threads then get SDPA, which computes the same attention.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    owner = threading.get_ident()
+    other = ALL_ATTENTION_FUNCTIONS[previous] if previous in ALL_ATTENTION_FUNCTIONS else sdpa_attention_forward
+
+    def scoped(*args: Any, **kwargs: Any) -> Any:
+        return (fn if threading.get_ident() == owner else other)(*args, **kwargs)
+    return scoped
 
 
 def _register_attention(key: str, fn: Callable[..., Any]) -> None:

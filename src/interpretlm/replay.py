@@ -163,7 +163,7 @@ class Recording:
         """
         n = self.batch.size
         rows = torch.arange(n) if rows is None else rows
-        with torch.no_grad():
+        with torch.no_grad(), self.lm.running():
             for i in range(start, self.n_layers):
                 call = self.calls[i]
                 args = index_rows(call.args, rows, n)

@@ -11,6 +11,7 @@ switch are removed on exit, also when the body raises.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -131,19 +132,26 @@ def lrp_rules(lm: LM, *, epsilon: float = 1e-6, attention_rule: str = "attnlrp",
     layer_of = _layer_of(model, lm)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     handles: list[torch.utils.hooks.RemovableHandle] = []
+    owner = threading.get_ident()  # rules act only on this thread's passes (module hooks are process-wide)
 
     def linear_hook(module, args, output):
+        if threading.get_ident() != owner:
+            return None
         if not torch.is_grad_enabled() or not output.requires_grad or epsilon == 0:
             return None
         return Epsilon.apply(output, epsilon, getattr(module, "bias", None), ledger, layer_of.get(id(module)))
 
     def rms_hook(module, args, output):
+        if threading.get_ident() != owner:
+            return None
         x = args[0] if args else None
         if x is None or not output.requires_grad:
             return None
         return Identity.apply(x, output)
 
     def layer_norm_hook(module, args, output):
+        if threading.get_ident() != owner:
+            return None
         x = args[0] if args else None
         if x is None or not output.requires_grad:
             return None
@@ -152,6 +160,8 @@ def lrp_rules(lm: LM, *, epsilon: float = 1e-6, attention_rule: str = "attnlrp",
                                    float(eps), ledger, layer_of.get(id(module)))
 
     def elementwise_hook(module, args, output):
+        if threading.get_ident() != owner:
+            return None
         x = args[0] if args else None
         if x is None or not output.requires_grad or x.shape != output.shape:
             return None
