@@ -10,11 +10,13 @@ calling the original block modules (so hooks on their sub-modules still fire).
 the model is re-implemented or replaced.
 
 Example:
+    >>> import torch
     >>> from interpretlm.testing import tiny_lm
     >>> lm = tiny_lm("gpt2")
     >>> rec = lm.record(["When Mary and John went", "When Tom and Anna went"])
-    >>> out = rec.replay(1, rec.resid[1], torch.tensor([1, 1, 0]))   # rows may repeat
-    >>> torch.allclose(out[0], rec.resid[-1][1], atol=1e-5)
+    >>> rows = torch.tensor([1, 1, 0])                                # rows may repeat
+    >>> out = rec.replay(1, rec.resid[1][rows], rows)
+    >>> torch.allclose(out, rec.resid[-1][rows], atol=1e-5)
     True
 """
 
