@@ -104,7 +104,7 @@ def test_hooks_removed_after_exception(any_lm):
     modules = [m for m in lm.model.modules()]
     def count():
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in modules)
-    n0 = count()
+    n0, before = count(), lm.model.config._attn_implementation
     with pytest.raises(RuntimeError):
         with lm.capture(["blocks.0.resid_post", "blocks.1.attn.pattern", "blocks.0.attn.heads"]):
             lm.forward(prompt_for(lm))
@@ -113,7 +113,7 @@ def test_hooks_removed_after_exception(any_lm):
         with lm.intervene({"blocks.0.mlp.neurons": il.ablate.zero(neurons=[0])}):
             raise RuntimeError("boom")
     assert count() == n0
-    assert lm.model.config._attn_implementation != "eager" or n0 >= 0
+    assert lm.model.config._attn_implementation == before
 
 
 def test_gradients_flow_through_interventions(llama):
@@ -153,3 +153,89 @@ def test_mean_and_resample_ablation(llama):
     # each resampled row is some other row's activation
     for i in range(3):
         assert any(torch.allclose(res[i], acts[j, :, 2]) for j in range(3) if j != i)
+
+
+# ---------------------------------------------------------------- the hook primitive and replay
+
+def test_hook_stop_skips_the_blocks_above(llama):
+    lm = llama
+    seen, above = [], []
+    with lm.capture(["blocks.0.resid_post"]) as cache:
+        with lm.hook("blocks.1.resid_pre", read=above.append):
+            with lm.hook("blocks.0.resid_post", read=seen.append, stop=True):
+                lm.forward("When Mary and John went")
+    assert above == []                                     # block 1 never ran
+    torch.testing.assert_close(seen[0], cache["blocks.0.resid_post"], atol=0, rtol=0)
+    with lm.capture(["blocks.0.resid_post"]) as full:
+        lm.forward("When Mary and John went")
+    torch.testing.assert_close(seen[0], full["blocks.0.resid_post"], atol=1e-6, rtol=0)
+
+
+def test_hook_grad_gives_the_exact_softmax_gradient(llama):
+    """d log p(t) / d logits = onehot(t) - softmax(logits) at the prediction position."""
+    lm = llama
+    kept = {}
+    with torch.enable_grad(), lm.hook("unembed", read=lambda v: kept.update(v=v), grad=True):
+        score = lm.score("When Mary and John went to the store, John gave a drink to", " Mary", grad=True)
+    (g,) = torch.autograd.grad(score.sum(), kept["v"])
+    last = kept["v"][0, -1].detach()
+    ref = -torch.softmax(last, -1)
+    ref[lm.tokenizer(" Mary")["input_ids"][0]] += 1
+    torch.testing.assert_close(g[0, -1], ref, atol=1e-6, rtol=1e-5)
+    assert g[0, :-1].abs().max() == 0
+
+
+def test_hook_edit_and_logits_at_agree(any_lm):
+    lm = any_lm
+    if not lm.has_head:
+        pytest.skip("needs a head")
+    last = f"blocks.{lm.n_layers - 1}.resid_post"
+    v = torch.linspace(-1, 1, lm.d_model)
+    with lm.capture([last]) as cache:
+        base = lm.forward(prompt_for(lm))
+    with lm.hook(last, edit=lambda x: x + v):
+        edited = lm.forward(prompt_for(lm)).logits
+    torch.testing.assert_close(lm.logits_at(cache[last] + v), edited, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lm.logits_at(cache[last]), base.logits, atol=1e-5, rtol=1e-4)
+
+
+def test_record_and_replay_reproduce_the_forward_pass(any_lm):
+    lm = any_lm
+    p = prompt_for(lm)
+    rec = lm.record([p, p.replace("Mary", "Anna")] if "Anna" not in p else [p, p])
+    assert len(rec.resid) == lm.n_layers + 1 and len(rec.calls) == lm.n_layers
+    torch.testing.assert_close(rec.replay(0, rec.resid[0]), rec.resid[-1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(lm.final_hidden(rec.resid[-1]), rec.output.hidden, atol=1e-5, rtol=1e-4)
+    # rows follow their own masks: replay row 1 twice and row 0 once from block 1
+    rows = torch.tensor([1, 1, 0])
+    out = rec.replay(1, rec.resid[1][rows], rows)
+    torch.testing.assert_close(out, rec.resid[-1][rows], atol=1e-5, rtol=1e-4)
+
+
+def test_head_writes_sum_to_the_attention_output(any_lm):
+    lm = any_lm
+    with lm.capture(["blocks.1.attn.heads", "blocks.1.attn"]) as c:
+        lm.forward(prompt_for(lm))
+    writes = lm.head_writes(1, c["blocks.1.attn.heads"])          # [head, batch, pos, d_model]
+    bias = lm.site("blocks.1.attn").module.bias
+    ref = c["blocks.1.attn"] - (bias if bias is not None else 0)
+    torch.testing.assert_close(writes.sum(0), ref, atol=1e-5, rtol=1e-4)
+
+
+def test_family_table_names_every_norm_and_activation(any_lm):
+    """The facts LRP reads: every norm module of the model is in the table, with the table's kind."""
+    from interpretlm.attribution.lrp_composite import _rule_modules
+
+    lm = any_lm
+    norms, acts, gated = _rule_modules(lm)
+    head = lm.model.get_output_embeddings()
+    actual = {id(m) for m in lm.model.modules() if m is not head and type(m).__name__.endswith(("Norm", "LayerNorm"))}
+    assert {id(m) for m, _ in norms} == actual
+    kinds = {kind for _, kind in norms}
+    assert kinds == {"rms"} if lm.family.name == "llama" else kinds == {"layer"}
+    assert all(type(m).__name__.endswith(("RMSNorm",)) == (k == "rms") for m, k in norms)
+    assert len(acts) >= lm.n_layers and all(not list(m.parameters()) for m in acts)
+    assert gated == (list(range(lm.n_layers)) if lm.family.gated_mlp else [])
+    # gated MLPs (gate and up projections) exactly in the Llama-like family
+    assert lm.family.gated_mlp == (lm.family.name == "llama") == (len(lm.modules("blocks.0.mlp_in")) == 2)
+    assert len(lm.modules("blocks.0.attn_in")) in (1, 3)

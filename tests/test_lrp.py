@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import interpretlm as il
-from interpretlm.attribution.lrp_composite import ATTN_NAME, LRPRuleError, lrp_rules
+from interpretlm.attribution.lrp_composite import LRPRuleError, lrp_rules
 from interpretlm.testing import tiny_lm
 
 IOI = "When Mary and John went to the store, John gave a drink to"
@@ -126,19 +126,27 @@ def test_matches_a_hand_written_reference(rule):
     np.testing.assert_allclose(r.scores, ref, atol=1e-5 * max(1.0, np.abs(ref).max()))
 
 
+def _registries():
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
+    return (dict(ALL_ATTENTION_FUNCTIONS._local_mapping), dict(AttentionInterface._global_mapping),
+            dict(ALL_MASK_ATTENTION_FUNCTIONS._local_mapping), dict(AttentionMaskInterface._global_mapping))
+
+
 def test_rules_leave_nothing_behind():
-    from transformers.masking_utils import AttentionMaskInterface
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     lm = tiny_lm("llama", seed=0)
-    before = lm.model.config._attn_implementation
+    before, registries = lm.model.config._attn_implementation, _registries()
     with pytest.raises(RuntimeError):
         with lrp_rules(lm):
-            assert lm.model.config._attn_implementation == ATTN_NAME
+            key = lm.model.config._attn_implementation
+            assert key != before and key.startswith("interpretlm_") and key in ALL_ATTENTION_FUNCTIONS
             raise RuntimeError("boom")
     _lrp(lm)
     assert lm.model.config._attn_implementation == before
-    assert ATTN_NAME not in ALL_ATTENTION_FUNCTIONS and ATTN_NAME not in AttentionMaskInterface._global_mapping
+    assert _registries() == registries  # Transformers' process-wide registries are as they were
     for m in lm.model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks
 

@@ -23,7 +23,6 @@ from .errors import (
     UnsupportedModelError,
 )
 from .hooks import Cache
-from .interventions import ablate
 from .loading import BUILTIN, DEFAULT_MODEL, cache_dir, load
 from .model import LM, ModelInfo, Output
 from .registry import method, methods, rerun
@@ -42,6 +41,29 @@ from .targets import (
 from .tokens import Batch
 
 __version__ = "0.1.0"
+
+
+class _Ablate:
+    """``il.ablate``: the ablation edits (``il.ablate.zero / mean / resample``, from
+    :mod:`interpretlm.interventions`) and, called as a function, the circuit-analysis
+    ablation experiment ``il.ablate(lm, prompts, target, ...)`` (the registered method ``"ablate"``).
+
+    It lives here, in the public API layer, because the core (``interventions``) must not
+    import a method package.
+    """
+
+    zero = staticmethod(interventions.zero)
+    mean = staticmethod(interventions.mean)
+    resample = staticmethod(interventions.resample)
+
+    def __call__(self, *args, **kwargs):
+        return registry.call("ablate", *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return "il.ablate (zero / mean / resample edits; call it to run an ablation experiment)"
+
+
+ablate = _Ablate()
 
 # The method families register their verbs in the registry when imported; they are imported
 # on first use (``il.attribute``...), so ``import interpretlm`` stays fast and a family's

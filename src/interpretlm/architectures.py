@@ -40,12 +40,22 @@ from .errors import ComponentError, UnsupportedModelError
 
 @dataclass(frozen=True)
 class Family:
-    """Where the canonical components live in one architecture family.
+    """Where the canonical components live in one architecture family, and its facts.
 
-    Paths are dotted attribute paths. ``blocks``, ``embed`` and ``final_norm`` are relative
-    to the base model; ``attn``, ``attn_out`` and ``mlp_out`` are relative to one block.
-    ``attn`` is the module computing the attention pattern (returns ``(out, weights)``),
-    ``attn_out`` the attention output projection, ``mlp_out`` the MLP output projection.
+    Paths are dotted attribute paths. ``blocks``, ``embed``, ``embed_norm`` and
+    ``final_norm`` are relative to the base model; ``attn``, ``attn_out``, ``attn_in``,
+    ``mlp_in``, ``mlp_act``, ``mlp_out`` and ``norms`` are relative to one block;
+    ``head_norms`` and ``head_acts`` to the whole model (heads differ across the model types
+    of a family, so the paths a model lacks are skipped). ``attn`` is the module computing
+    the attention pattern (returns ``(out, weights)``), ``attn_out`` the attention output
+    projection, ``attn_in`` the projections computing queries, keys and values (three, or
+    one fused), ``mlp_in`` the MLP's input projections (gate then up for a gated MLP, or one
+    fused), ``mlp_act`` its activation module, ``mlp_out`` its output projection, ``norms``
+    every norm inside a block. ``norm`` is the kind of every norm of the family (``"rms"`` or
+    ``"layer"``); ``gated_mlp`` says the MLP computes ``down(act(gate(x)) * up(x))``;
+    ``activation`` names the config fields holding the activation function's name.
+    Methods read these facts (LRP's rules, circuit discovery) instead of guessing from class
+    names.
     """
 
     name: str
@@ -58,33 +68,75 @@ class Family:
     final_norm: str | None = None
     causal: bool = True
     examples: tuple[str, ...] = field(default=())
+    norm: str | None = None
+    gated_mlp: bool = False
+    activation: tuple[str, ...] = ("hidden_act",)
+    attn_in: tuple[str, ...] = ()
+    mlp_in: tuple[str, ...] = ()
+    mlp_act: str | None = None
+    norms: tuple[str, ...] = ()
+    embed_norm: str | None = None
+    head_norms: tuple[str, ...] = ()
+    head_acts: tuple[str, ...] = ()
 
+    def block_paths(self) -> dict[str, str | tuple[str, ...]]:
+        """The module paths of one block, by part: ``{"attn_out": "self_attn.o_proj", ...}``."""
+        parts: dict[str, str | tuple[str, ...] | None] = {
+            "attn": self.attn, "attn_in": self.attn_in, "attn_out": self.attn_out, "mlp_in": self.mlp_in,
+            "mlp_act": self.mlp_act, "mlp_out": self.mlp_out, "norms": self.norms}
+        return {k: v for k, v in parts.items() if v}
+
+
+_LLAMA_LIKE = dict(blocks="layers", embed="embed_tokens", final_norm="norm", attn="self_attn",
+                   attn_out="self_attn.o_proj", mlp_out="mlp.down_proj", norm="rms", gated_mlp=True,
+                   attn_in=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+                   mlp_in=("mlp.gate_proj", "mlp.up_proj"), mlp_act="mlp.act_fn",
+                   norms=("input_layernorm", "post_attention_layernorm"))
 
 FAMILIES: list[Family] = [
     Family(
-        name="llama",
-        model_types=("llama", "mistral", "qwen2", "qwen3", "smollm3", "gemma", "olmo", "phi3"),
-        blocks="layers", embed="embed_tokens", final_norm="norm",
-        attn="self_attn", attn_out="self_attn.o_proj", mlp_out="mlp.down_proj",
-        examples=("Llama", "Mistral", "Qwen2", "SmolLM"),
+        name="llama", model_types=("llama", "mistral", "qwen2", "smollm3", "gemma"),
+        examples=("Llama", "Mistral", "Qwen2", "SmolLM"), **_LLAMA_LIKE,
+    ),
+    Family(  # Llama-like with norms on queries and keys
+        name="qwen3", model_types=("qwen3",), examples=("Qwen3",),
+        **{**_LLAMA_LIKE, "norms": _LLAMA_LIKE["norms"] + ("self_attn.q_norm", "self_attn.k_norm")},
+    ),
+    Family(  # Llama-like with parameter-free layer norms
+        name="olmo", model_types=("olmo",), examples=("OLMo",), **{**_LLAMA_LIKE, "norm": "layer"},
+    ),
+    Family(  # Llama-like with fused projections
+        name="phi3", model_types=("phi3",), examples=("Phi-3",),
+        **{**_LLAMA_LIKE, "attn_in": ("self_attn.qkv_proj",), "mlp_in": ("mlp.gate_up_proj",),
+           "mlp_act": "mlp.activation_fn"},
     ),
     Family(
         name="gpt2", model_types=("gpt2",),
         blocks="h", embed="wte", final_norm="ln_f",
         attn="attn", attn_out="attn.c_proj", mlp_out="mlp.c_proj",
         examples=("GPT-2", "DistilGPT-2"),
+        norm="layer", activation=("activation_function",), attn_in=("attn.c_attn",), mlp_in=("mlp.c_fc",),
+        mlp_act="mlp.act", norms=("ln_1", "ln_2"),
     ),
     Family(
         name="gpt_neox", model_types=("gpt_neox",),
         blocks="layers", embed="embed_in", final_norm="final_layer_norm",
         attn="attention", attn_out="attention.dense", mlp_out="mlp.dense_4h_to_h",
         examples=("Pythia", "GPT-NeoX"),
+        norm="layer", attn_in=("attention.query_key_value",), mlp_in=("mlp.dense_h_to_4h",), mlp_act="mlp.act",
+        norms=("input_layernorm", "post_attention_layernorm"),
     ),
     Family(
         name="bert", model_types=("bert", "roberta", "xlm-roberta", "electra"),
         blocks="encoder.layer", embed="embeddings.word_embeddings", final_norm=None,
         attn="attention.self", attn_out="attention.output.dense", mlp_out="output.dense",
         causal=False, examples=("BERT", "RoBERTa", "MiniLM"),
+        norm="layer", attn_in=("attention.self.query", "attention.self.key", "attention.self.value"),
+        mlp_in=("intermediate.dense",), mlp_act="intermediate.intermediate_act_fn",
+        norms=("attention.output.LayerNorm", "output.LayerNorm"), embed_norm="embeddings.LayerNorm",
+        # BERT's, RoBERTa's and ELECTRA's masked-LM heads
+        head_norms=("cls.predictions.transform.LayerNorm", "lm_head.layer_norm", "generator_predictions.LayerNorm"),
+        head_acts=("cls.predictions.transform.transform_act_fn", "generator_predictions.activation"),
     ),
 ]
 
@@ -115,6 +167,14 @@ def get_module(root: nn.Module, path: str) -> nn.Module:
     for part in path.split("."):
         mod = mod[int(part)] if part.isdigit() else getattr(mod, part)
     return mod
+
+
+def find_module(root: nn.Module, path: str) -> nn.Module | None:
+    """:func:`get_module`, or ``None`` when ``root`` has no module at ``path``."""
+    try:
+        return get_module(root, path)
+    except (AttributeError, IndexError):
+        return None
 
 
 # name pattern -> (kind of hook, where). The kinds are resolved in hooks.py.

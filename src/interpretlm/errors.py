@@ -35,6 +35,10 @@ class UnsupportedModelError(InterpretLMError, TypeError):
     """A model whose architecture family has no component table."""
 
 
+class AttentionImplementationError(InterpretLMError, RuntimeError):
+    """A request for an attention implementation that conflicts with the one already active."""
+
+
 class ModelLoadError(InterpretLMError, OSError):
     """A model that cannot be found or loaded (missing package, unsafe format, ...)."""
 

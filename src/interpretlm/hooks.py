@@ -8,8 +8,9 @@ through them unless the function detaches.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -49,7 +50,8 @@ def _heads_view(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     return x.view(*x.shape[:-1], n_heads, x.shape[-1] // n_heads)
 
 
-def _first(output: Any) -> torch.Tensor:
+def first_output(output: Any) -> torch.Tensor:
+    """A module's main output: the first element when it returns a tuple (blocks, attention)."""
     return output[0] if isinstance(output, tuple) else output
 
 
@@ -73,9 +75,22 @@ def _with_input(args: tuple, kwargs: dict, value: torch.Tensor) -> tuple[tuple, 
     return args, kwargs
 
 
+class StopForward(Exception):
+    """Raised by a ``stop=True`` hook to skip the rest of a forward pass (baukit's ``stop``).
+
+    :func:`hook` swallows it on exit of its ``with`` block, and :meth:`LM.run` catches it,
+    so callers only meet it when they run the model themselves outside both.
+    """
+
+
 def _register(site: Site, n_heads: int, read: Callable[[torch.Tensor], None] | None,
-              edit: Edit | None) -> torch.utils.hooks.RemovableHandle:
-    """One hook on ``site`` that reads and/or edits its value."""
+              edit: Edit | None, *, grad: bool = False, stop: bool = False,
+              call: Callable[[tuple, dict], None] | None = None) -> torch.utils.hooks.RemovableHandle:
+    """One PyTorch hook on ``site`` that edits, makes a graph node of, reads and/or stops at its value.
+
+    The only place in the library that registers hooks on canonical components: everything
+    else goes through :func:`hook`. The hook acts only in the thread that registered it.
+    """
 
     def apply(value: torch.Tensor) -> torch.Tensor:
         if edit is not None:
@@ -86,42 +101,123 @@ def _register(site: Site, n_heads: int, read: Callable[[torch.Tensor], None] | N
                         f"The intervention on {site.name!r} returned shape {tuple(new.shape)}; "
                         f"it must keep the activation's shape {tuple(value.shape)}.")
                 value = new
+        if grad and not value.requires_grad and torch.is_grad_enabled():
+            # A graph node even when no weight or input needs grad, so that
+            # torch.autograd.grad(score, value) works.
+            value = value.detach().requires_grad_(True)
         if read is not None:
             read(value)
         return value
 
+    changes = edit is not None or grad
+    # PyTorch hooks are process-wide: act only on the forward passes of the thread that opened
+    # the hook, so concurrent callers on one model never see (or edit) each other's activations.
+    owner = threading.get_ident()
     if site.kind == "output":
-        def hook(module, args, output):
-            new = apply(_first(output))
-            return _with_first(output, new) if edit is not None else None
-        return site.module.register_forward_hook(hook)
+        def hook_fn(module, args, output):
+            if threading.get_ident() != owner:
+                return None
+            new = apply(first_output(output))
+            if stop:
+                raise StopForward
+            return _with_first(output, new) if changes else None
+        return site.module.register_forward_hook(hook_fn)
     if site.kind == "pattern":
-        if edit is not None:
+        if changes:
             raise ComponentError(
                 f"{site.name!r} can be captured but not edited: attention probabilities are "
                 "computed inside a functional attention kernel. Edit 'attn.heads' instead.")
 
         def pattern_hook(module, args, output):
+            if threading.get_ident() != owner:
+                return None
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if weights is None:
                 raise ComponentError(
                     f"No attention weights came out of {site.name!r}: the model is not running "
-                    "eager attention. Capture patterns through lm.capture, which switches it.")
+                    "an attention implementation that returns them. Capture patterns through "
+                    "lm.capture, or run inside lm.attention_weights().")
             apply(weights)
+            if stop:
+                raise StopForward
         return site.module.register_forward_hook(pattern_hook)
     if site.kind in ("input", "heads"):
         def pre_hook(module, args, kwargs):
+            if threading.get_ident() != owner:
+                return None
             x = _input_of(args, kwargs)
+            if call is not None:
+                call(tuple(args[1:]) if args else (), {k: v for k, v in kwargs.items() if k != "hidden_states"})
             if site.kind == "heads":
                 v = _heads_view(x, n_heads)
                 new = apply(v).reshape(x.shape)
             else:
                 new = apply(x)
-            if edit is None:
+            if stop:
+                raise StopForward
+            if not changes:
                 return None
             return _with_input(args, kwargs, new)
         return site.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
     raise ComponentError(f"Unknown hook kind {site.kind!r} for {site.name!r}.")
+
+
+@contextmanager
+def hook(lm: "LM", name: str, *, read: Callable[[torch.Tensor], None] | None = None,
+         edit: Edit | None = None, grad: bool = False, stop: bool = False,
+         call: Callable[[tuple, dict], None] | None = None) -> Iterator[Site]:
+    """Read, edit, take gradients of or stop at one canonical component during forward passes.
+
+    The one primitive every component hook of the library is built on (``capture``,
+    ``intervene``, ``LM.run(until=)``, ``LM.forward``'s last hidden state, replay
+    recordings, LRP and attention patterns), in the spirit of baukit's ``Trace``. At each
+    forward pass through the component, in this order: ``edit`` replaces the value,
+    ``grad`` makes it a graph node, ``read`` sees the (edited) value, ``stop`` ends the
+    forward pass. The hook is removed on exit, also when the body raises, and acts only on
+    forward passes run by the thread that opened it (concurrent callers do not mix).
+
+    Args:
+        lm: the model handle.
+        name: a canonical name (``"blocks.3.attn.heads"``); shapes as in :func:`capture`:
+            ``[batch, pos, d_model]``, ``[batch, pos, head, d_head]`` for ``attn.heads``,
+            ``[batch, head, query, key]`` for ``attn.pattern``.
+        read: ``fn(value)`` called with the value (not detached: detach it to keep it
+            without its graph).
+        edit: ``fn(value) -> value`` of the same shape (or ``None`` after editing in place).
+            Not allowed on ``attn.pattern``.
+        grad: make the value a leaf that requires grad when nothing upstream does (inside
+            ``torch.enable_grad()``), so ``torch.autograd.grad(score, value)`` works.
+        stop: raise :class:`StopForward` right after this component (its output hooks
+            registered earlier still run), so the layers above cost nothing; the ``with``
+            block swallows it.
+        call: for input sites (``blocks.{i}.resid_pre``, ``blocks.{i}.mlp.neurons``,
+            ``blocks.{i}.attn.heads``): ``fn(args, kwargs)`` with the module's other call
+            arguments (attention mask, rotary embeddings...), what a replay needs.
+
+    Yields:
+        the resolved :class:`~interpretlm.architectures.Site`.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama")
+        >>> seen = []
+        >>> with lm.hook("blocks.0.resid_post", read=seen.append, stop=True):
+        ...     _ = lm.forward("When Mary and John")
+        >>> seen[0].shape[-1] == lm.d_model
+        True
+    """
+    site = lm.site(name)
+    if call is not None and site.kind not in ("input", "heads"):
+        raise ComponentError(f"call= reads a module's call arguments, so it needs an input component "
+                             f"('blocks.{{i}}.resid_pre', 'mlp.neurons', 'attn.heads'); got {name!r}.")
+    handle = _register(site, lm.n_heads, read, edit, grad=grad, stop=stop, call=call)
+    try:
+        yield site
+    except StopForward:
+        if not stop:
+            raise
+    finally:
+        handle.remove()
 
 
 @contextmanager
@@ -151,31 +247,18 @@ def capture(lm: "LM", names: Iterable[str] | str, *, grad: bool = False) -> Iter
     names = [names] if isinstance(names, str) else list(names)
     sites = [lm.site(n) for n in names]
     cache = Cache(names)
-    handles = []
-    needs_eager = any(s.kind == "pattern" for s in sites)
-    try:
+    needs_weights = any(s.kind == "pattern" for s in sites)
+    with ExitStack() as stack:
         for site in sites:
-            if grad and site.kind != "pattern":
-                # Make the activation a graph node even when no weight or input needs grad,
-                # so that torch.autograd.grad(score, cache[name]) works.
-                def keep(value: torch.Tensor, _name: str = site.name) -> torch.Tensor:
-                    if not value.requires_grad and torch.is_grad_enabled():
-                        value = value.detach().requires_grad_(True)
-                    cache[_name] = value
-                    return value
-                handles.append(_register(site, lm.n_heads, None, keep))
-            else:
-                def read(value: torch.Tensor, _name: str = site.name) -> None:
-                    cache[_name] = value if grad else value.detach()
-                handles.append(_register(site, lm.n_heads, read, None))
-        if needs_eager:
-            with lm.eager_attention():
-                yield cache
-        else:
-            yield cache
-    finally:
-        for h in handles:
-            h.remove()
+            # patterns come out of the attention kernel: they are read as they are, never made leaves
+            keep_graph = grad and site.kind != "pattern"
+
+            def read(value: torch.Tensor, _name: str = site.name) -> None:
+                cache[_name] = value if grad else value.detach()
+            stack.enter_context(hook(lm, site.name, read=read, grad=keep_graph))
+        if needs_weights:
+            stack.enter_context(lm.attention_weights())
+        yield cache
 
 
 @contextmanager
@@ -197,14 +280,11 @@ def intervene(lm: "LM", edits: dict[str, Edit]) -> Iterator[None]:
         ...     lm.score("When Mary and John went to the store, John gave a drink to", " Mary")
     """
     sites = [(lm.site(n), fn) for n, fn in edits.items()]
-    handles = []
-    try:
+    for site, fn in sites:
+        if not callable(fn):
+            raise ComponentError(f"The edit for {site.name!r} must be a function of the activation; "
+                                 f"got {type(fn).__name__}.")
+    with ExitStack() as stack:
         for site, fn in sites:
-            if not callable(fn):
-                raise ComponentError(f"The edit for {site.name!r} must be a function of the activation; "
-                                     f"got {type(fn).__name__}.")
-            handles.append(_register(site, lm.n_heads, None, fn))
+            stack.enter_context(hook(lm, site.name, edit=fn))
         yield
-    finally:
-        for h in handles:
-            h.remove()

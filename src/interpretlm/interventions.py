@@ -141,23 +141,3 @@ def resample(*, heads: Index = None, neurons: Index = None, positions: Index = N
             src = source.to(x.device, x.dtype)[idx]
         return torch.where(selection_mask(x, heads, neurons, positions), src, x)
     return edit
-
-
-class _Ablate:
-    """``il.ablate``: the ablation edits (``il.ablate.zero / mean / resample``) and, called as a
-    function, the circuit-analysis ablation experiment ``il.ablate(lm, prompts, target, ...)``
-    (:func:`interpretlm.circuits.ablate`)."""
-
-    zero = staticmethod(zero)
-    mean = staticmethod(mean)
-    resample = staticmethod(resample)
-
-    def __call__(self, *args, **kwargs):
-        from .circuits import ablate as run_ablation  # circuits build on this module
-        return run_ablation(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return "il.ablate (zero / mean / resample edits; call it to run an ablation experiment)"
-
-
-ablate = _Ablate()

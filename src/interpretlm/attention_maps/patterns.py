@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import hooks
 from ..errors import CheckWarning, ComponentError, EmptyInputError
 from ..model import LM
 from ..registry import CheckSpec, register
@@ -47,19 +47,14 @@ def run_patterns(lm: LM, batch: Batch, layers: list[int], on_pattern, *, stop_ea
     The base model is run (no LM head: a 2,048-token prompt would otherwise make a
     ``[pos, vocab]`` logits tensor), without gradients, and stopped after the last layer.
     """
-    handles = []
-
     def make_read(layer: int):
         return lambda value: on_pattern(layer, value)
 
-    try:
+    with ExitStack() as stack:
         for i in layers:
-            handles.append(hooks._register(lm.site(f"blocks.{i}.attn.pattern"), lm.n_heads, make_read(i), None))
-        with lm.eager_attention(), torch.no_grad():
+            stack.enter_context(lm.hook(f"blocks.{i}.attn.pattern", read=make_read(i)))
+        with lm.attention_weights(), torch.no_grad():
             lm.run(batch, until=max(layers) if stop_early else None, head=False)
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @dataclass(kw_only=True)

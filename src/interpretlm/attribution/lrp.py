@@ -17,6 +17,7 @@ commercial use. This implementation is interpretlm's own code.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import hooks
 from ..errors import CheckWarning, ComponentError, EmptyInputError
 from ..model import LM
 from ..targets import Contrast, NextToken, PooledEmbedding, TargetLike, as_target, prediction_positions
@@ -144,27 +144,23 @@ def _lrp_one(lm: LM, batch: Any, tgt: Any, *, epsilon: float, attention_rule: st
                 value.register_hook(on_grad)
         return read
 
-    handles = []
-    with lrp_rules(lm, epsilon=epsilon, attention_rule=attention_rule) as ledger:
-        try:
-            handles.append(hooks._register(lm.site("embed"), lm.n_heads, None, make_leaf))
-            for name in names[1:]:
-                handles.append(hooks._register(lm.site(name), lm.n_heads, watch(name), None))
-            with torch.enable_grad():
-                out = lm.forward(batch, grad=True)
-                if getattr(tgt, "needs_logits", True):
-                    start = out.logits
-                    seed, explained = _seed(tgt, lm, out)
-                else:                                                    # e.g. a sentence embedding
-                    start = out.hidden
-                    seed, explained = _hidden_seed(tgt, out)
-                explained_value = float((start.detach().float() * seed.float()).sum())
-                picked = seed.abs().sum(-1) > 0                          # [batch, pos]: the seeded rows
-                score = (start[picked] * seed[picked]).sum()
-                torch.autograd.grad(score, leaf["x"])
-        finally:
-            for h in handles:
-                h.remove()
+    # the watchers are removed on exit of the stack, before the rules
+    with lrp_rules(lm, epsilon=epsilon, attention_rule=attention_rule) as ledger, ExitStack() as stack:
+        stack.enter_context(lm.hook("embed", edit=make_leaf))
+        for name in names[1:]:
+            stack.enter_context(lm.hook(name, read=watch(name)))
+        with torch.enable_grad():
+            out = lm.forward(batch, grad=True)
+            if getattr(tgt, "needs_logits", True):
+                start = out.logits
+                seed, explained = _seed(tgt, lm, out)
+            else:                                                    # e.g. a sentence embedding
+                start = out.hidden
+                seed, explained = _hidden_seed(tgt, out)
+            explained_value = float((start.detach().float() * seed.float()).sum())
+            picked = seed.abs().sum(-1) > 0                          # [batch, pos]: the seeded rows
+            score = (start[picked] * seed[picked]).sum()
+            torch.autograd.grad(score, leaf["x"])
     absorbed = {k: float(v) for k, v in ledger.absorbed.items()}
     head = lm.model.get_output_embeddings() if lm.has_head else None
     if start is out.logits and getattr(head, "bias", None) is not None:

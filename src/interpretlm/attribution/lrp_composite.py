@@ -2,32 +2,27 @@
 
 Nothing in the Hugging Face module tree is replaced: the rules are forward hooks that wrap
 a module's output in an identity-forward autograd function (:mod:`.lrp_rules`), and the
-attention core is a function registered under its own name in Transformers' attention
-registry and selected by the model's config. Every hook, the registry entries and the
-config switch are removed on exit, also when the body raises.
+attention core is a function run through the model's one attention switch
+(:meth:`LM.attention_implementation`, which leaves Transformers' registries as they were).
+Which modules are norms (and of which kind), activations and gated MLPs is read from the
+family table (:class:`~interpretlm.architectures.Family`). Every hook and the attention
+switch are removed on exit, also when the body raises.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..architectures import find_module, get_module
 from ..errors import InterpretLMError, UnsupportedModelError
 from ..model import LM
 from .lrp_rules import ATTENTION_RULES, AttentionCore, Epsilon, Identity, LayerNormRule, Ledger, Uniform
-
-ATTN_NAME = "interpretlm_lrp"
-"""The name the LRP attention function is registered under while a composite is active."""
-
-_ELEMENTWISE = {"SiLU", "SiLUActivation", "GELU", "GELUActivation", "NewGELUActivation", "FastGELUActivation",
-                "QuickGELUActivation", "GELUTanh", "PytorchGELUTanh", "AccurateGELUActivation", "ReLU", "ReLU6",
-                "LeakyReLU", "ELU", "SELU", "CELU", "Tanh", "Sigmoid", "Mish", "MishActivation", "Softplus",
-                "ReLUSquaredActivation", "ClippedGELUActivation", "GELUActivationPython", "LaplaceActivation",
-                "Hardswish", "Hardsigmoid", "Hardtanh"}
 
 
 class LRPRuleError(InterpretLMError, ValueError):
@@ -35,16 +30,35 @@ class LRPRuleError(InterpretLMError, ValueError):
 
 
 def _is_linear(m: nn.Module) -> bool:
-    return isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"
+    from transformers.pytorch_utils import Conv1D  # GPT-2's transposed linear layer
+    return isinstance(m, (nn.Linear, Conv1D))
 
 
-def _norm_kind(m: nn.Module) -> str | None:
-    name = type(m).__name__
-    if isinstance(m, nn.LayerNorm) or name.endswith("LayerNorm"):
-        return "layer"
-    if name.endswith("RMSNorm"):
-        return "rms"
-    return None
+def _rule_modules(lm: LM) -> tuple[list[tuple[nn.Module, str]], list[nn.Module], list[int]]:
+    """From the family table: ``[(norm module, kind)]``, activation modules, and the layers with a gated MLP."""
+    fam = lm.family
+    if fam.norm not in ("rms", "layer"):
+        raise UnsupportedModelError(
+            f"The {fam.name!r} family table does not say which norm its models use (Family.norm 'rms' or "
+            "'layer'), so LRP cannot choose its norm rule; register the family with norm=... and norms=(...).")
+    model, base = lm.model, lm.model.base_model
+    norms: list[nn.Module] = []
+    acts: list[nn.Module] = []
+    gated: list[int] = []
+    if fam.embed_norm is not None:
+        norms.append(get_module(base, fam.embed_norm))
+    for i in range(lm.n_layers):
+        norms += lm.modules(f"blocks.{i}.norms") if fam.norms else []
+        if fam.mlp_act is not None:
+            acts.append(lm.module(f"blocks.{i}.mlp_act"))
+        if fam.gated_mlp:  # down(act(gate(x)) * up(x))
+            gated.append(i)
+    if fam.final_norm is not None:
+        norms.append(lm.final_norm_module())
+    if lm.has_head:  # heads of masked LMs have their own norm and activation
+        norms += [m for p in fam.head_norms if (m := find_module(model, p)) is not None]
+        acts += [m for p in fam.head_acts if (m := find_module(model, p)) is not None]
+    return [(m, fam.norm) for m in norms], acts, gated
 
 
 def _layer_of(model: nn.Module, lm: LM) -> dict[int, int]:
@@ -53,13 +67,11 @@ def _layer_of(model: nn.Module, lm: LM) -> dict[int, int]:
     Modules of the embedding stage (BERT's embedding layer norm) act below the input where
     relevance is read, so what they absorb is not part of the conservation balance.
     """
-    from ..architectures import get_module
-    from ..model import resolve_blocks
     out = {}
     if "." in lm.family.embed:
         for m in get_module(model.base_model, lm.family.embed.rsplit(".", 1)[0]).modules():
             out[id(m)] = -1
-    for i, block in enumerate(resolve_blocks(model, lm.family)):
+    for i, block in enumerate(lm.blocks):
         for m in block.modules():
             out[id(m)] = i
     return out
@@ -92,36 +104,6 @@ def _make_attention(rule: str, ledger: Ledger, layer_of: dict[int, int]):
 
 
 @contextmanager
-def _attention_function(lm: LM, fn) -> Iterator[None]:
-    """Register ``fn`` as attention implementation ``ATTN_NAME`` and select it, only inside the block."""
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    model = lm.model
-    previous = model.config._attn_implementation
-    ALL_ATTENTION_FUNCTIONS[ATTN_NAME] = fn
-    had_mask = ATTN_NAME in AttentionMaskInterface._global_mapping
-    AttentionMaskInterface._global_mapping[ATTN_NAME] = eager_mask  # float additive masks, as eager uses
-    try:
-        try:
-            model.set_attn_implementation(ATTN_NAME)
-        except Exception:  # older Transformers: set the config field directly
-            model.config._attn_implementation = ATTN_NAME
-        if model.config._attn_implementation != ATTN_NAME:
-            raise UnsupportedModelError(f"{type(model).__name__} does not let its attention function be chosen "
-                                        "(Transformers' AttentionInterface), so LRP cannot attach its attention rule.")
-        yield
-    finally:
-        try:
-            model.set_attn_implementation(previous)
-        except Exception:
-            model.config._attn_implementation = previous
-        del ALL_ATTENTION_FUNCTIONS[ATTN_NAME]
-        if not had_mask:
-            AttentionMaskInterface._global_mapping.pop(ATTN_NAME, None)
-
-
-@contextmanager
 def lrp_rules(lm: LM, *, epsilon: float = 1e-6, attention_rule: str = "attnlrp",
               ledger: Ledger | None = None) -> Iterator[Ledger]:
     """Make backward passes of ``lm.model`` propagate AttnLRP relevance (gradient × input form).
@@ -150,19 +132,26 @@ def lrp_rules(lm: LM, *, epsilon: float = 1e-6, attention_rule: str = "attnlrp",
     layer_of = _layer_of(model, lm)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     handles: list[torch.utils.hooks.RemovableHandle] = []
+    owner = threading.get_ident()  # rules act only on this thread's passes (module hooks are process-wide)
 
     def linear_hook(module, args, output):
+        if threading.get_ident() != owner:
+            return None
         if not torch.is_grad_enabled() or not output.requires_grad or epsilon == 0:
             return None
         return Epsilon.apply(output, epsilon, getattr(module, "bias", None), ledger, layer_of.get(id(module)))
 
     def rms_hook(module, args, output):
+        if threading.get_ident() != owner:
+            return None
         x = args[0] if args else None
         if x is None or not output.requires_grad:
             return None
         return Identity.apply(x, output)
 
     def layer_norm_hook(module, args, output):
+        if threading.get_ident() != owner:
+            return None
         x = args[0] if args else None
         if x is None or not output.requires_grad:
             return None
@@ -171,37 +160,34 @@ def lrp_rules(lm: LM, *, epsilon: float = 1e-6, attention_rule: str = "attnlrp",
                                    float(eps), ledger, layer_of.get(id(module)))
 
     def elementwise_hook(module, args, output):
+        if threading.get_ident() != owner:
+            return None
         x = args[0] if args else None
         if x is None or not output.requires_grad or x.shape != output.shape:
             return None
         return Identity.apply(x, output)
 
-    def halve_input(module, args):
-        if args and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
-            return (Uniform.apply(args[0], 2),) + tuple(args[1:])
-        return None
+    def halve(x: torch.Tensor) -> torch.Tensor | None:
+        # the gated product splits its relevance evenly between its two factors
+        return Uniform.apply(x, 2) if x.requires_grad else None
 
+    norms, acts, gated = _rule_modules(lm)
+    rules: dict[int, Any] = {id(m): (rms_hook if kind == "rms" else layer_norm_hook) for m, kind in norms}
+    rules.update({id(m): elementwise_hook for m in acts})
     try:
         for m in model.modules():
             if m is head:
                 continue
-            kind = _norm_kind(m)
             if _is_linear(m):
                 handles.append(m.register_forward_hook(linear_hook))
-            elif kind == "rms":
-                handles.append(m.register_forward_hook(rms_hook))
-            elif kind == "layer":
-                handles.append(m.register_forward_hook(layer_norm_hook))
-            elif type(m).__name__ in _ELEMENTWISE:
-                handles.append(m.register_forward_hook(elementwise_hook))
-        from ..architectures import get_module
-        from ..model import resolve_blocks
-        for block in resolve_blocks(model, lm.family):
-            down = get_module(block, lm.family.mlp_out)
-            mlp = get_module(block, lm.family.mlp_out.rsplit(".", 1)[0]) if "." in lm.family.mlp_out else block
-            if hasattr(mlp, "gate_proj") or hasattr(mlp, "gate_up_proj"):  # down(act(gate(x)) * up(x))
-                handles.append(down.register_forward_pre_hook(halve_input))
-        with _attention_function(lm, _make_attention(attention_rule, ledger, layer_of)):
+            elif id(m) in rules:
+                handles.append(m.register_forward_hook(rules[id(m)]))
+        with ExitStack() as stack:
+            for layer in gated:
+                stack.enter_context(lm.hook(f"blocks.{layer}.mlp.neurons", edit=halve))
+            # returns_weights: attention patterns captured inside LRP are those of its own attention function
+            stack.enter_context(lm.attention_implementation(_make_attention(attention_rule, ledger, layer_of),
+                                                            returns_weights=True))
             yield ledger
     finally:
         for h in handles:

@@ -24,7 +24,7 @@ from ..targets import TargetLike
 from ..tokens import Prompts
 from .pairs import check_denominator, tokenize_pairs
 from .patching import PatchResult, _layers_spec, _positions_spec
-from .runner import select_rows
+from ..replay import select_rows
 from .sweep import COMPONENTS, PatchingError
 
 if TYPE_CHECKING:

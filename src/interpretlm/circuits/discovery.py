@@ -36,7 +36,7 @@ from ..targets import TargetLike
 from ..viz import html as H
 from .pairs import check_denominator, tokenize_pairs
 from .render import circuit_svg, grid_heatmap
-from .runner import select_rows
+from ..replay import select_rows
 from .sweep import PatchingError
 
 if TYPE_CHECKING:
@@ -126,20 +126,6 @@ def _order(name: str, L: int) -> float:
     return 2 * int(name[1:].split("H")[0])
 
 
-def _head_writes(lm: "LM", layer: int, delta_heads: torch.Tensor) -> torch.Tensor:
-    """``[head, batch, pos, d_model]``: each head's (difference of) output through the output projection."""
-    from ..architectures import get_module
-
-    o_proj = get_module(lm.model.base_model, f"{lm.family.blocks}.{layer}.{lm.family.attn_out}")
-    b, p, H, dh = delta_heads.shape
-    x = torch.zeros(H, b, p, H, dh, dtype=delta_heads.dtype, device=delta_heads.device)
-    for h in range(H):
-        x[h, :, :, h] = delta_heads[:, :, h]
-    with torch.no_grad():
-        out = o_proj(x.view(H, b, p, H * dh)) - o_proj(torch.zeros(1, 1, 1, H * dh, dtype=x.dtype, device=x.device))
-    return out
-
-
 def _edge_scores(lm: "LM", batch, target, deltas: dict[str, Any], real: torch.Tensor, *,
                  alphas: list[float] | None, embeds: tuple, batch_size: int
                  ) -> tuple[torch.Tensor, torch.Tensor, set[int]]:
@@ -169,7 +155,7 @@ def _edge_scores(lm: "LM", batch, target, deltas: dict[str, Any], real: torch.Te
         m = real[rows]  # [R, pos, 1]
         writes = [deltas["input"][rows] * m]
         for l in range(L):
-            writes += list(_head_writes(lm, l, deltas["heads"][l][rows]) * m)
+            writes += list(lm.head_writes(l, deltas["heads"][l][rows]) * m)
             writes.append(deltas["mlp"][l][rows] * m)
         U = torch.stack(writes).flatten(1).float()  # [ups, R * pos * d_model]
         del writes

@@ -21,7 +21,6 @@ from ..results import Result
 from ..targets import Contrast, NextToken, single_token, prediction_positions
 from ..tokens import Prompts
 from ..viz import html as H
-from .runner import logits_at
 
 if TYPE_CHECKING:
     from ..model import LM
@@ -133,7 +132,7 @@ def logit_lens(lm: "LM", prompt: Prompts, target: Any = None, *, k: int = 5) -> 
         pos = prediction_positions(lm, batch).view(1, 1)
         resid = torch.cat([cache[n] for n in names])  # [layer, pos, d_model]
         first = lm.tokenize(prompt)
-        logits = logits_at(lm, resid, pos.expand(resid.shape[0], 1))[:, int(pos)]
+        logits = lm.logits_at(resid, pos.expand(resid.shape[0], 1))[:, int(pos)]
         probs = torch.softmax(logits.float(), -1)
     final = torch.softmax(out.logits[0, int(pos)].float(), -1)
     err = float((probs[-1] - final).abs().max())

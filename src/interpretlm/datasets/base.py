@@ -39,12 +39,9 @@ def default_tokenizer() -> Any:
     if not _DEFAULT_TOKENIZER:
         from transformers import AutoTokenizer
 
-        from ..loading import BUILTIN, DEFAULT_MODEL, _fingerprint, _package_dir, gguf_to_cache
+        from ..loading import DEFAULT_MODEL, builtin_folder
 
-        spec = BUILTIN[DEFAULT_MODEL]
-        gguf = _package_dir(DEFAULT_MODEL) / spec["gguf"]
-        folder = gguf_to_cache(gguf, key=f"{DEFAULT_MODEL}-{_fingerprint(gguf)}")
-        _DEFAULT_TOKENIZER.append(AutoTokenizer.from_pretrained(str(folder)))
+        _DEFAULT_TOKENIZER.append(AutoTokenizer.from_pretrained(str(builtin_folder(DEFAULT_MODEL))))
     return _DEFAULT_TOKENIZER[0]
 
 
