@@ -129,6 +129,11 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def _kind(cls: type) -> str:
+    # not through cls.kind(): results with a field named ``kind`` (AblationResult, AttentionFlow) shadow it
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 @dataclass(kw_only=True)
 class Result:
     """Base class of every result.
@@ -165,12 +170,12 @@ class Result:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        Result._registry[cls.kind()] = cls
+        Result._registry[_kind(cls)] = cls
 
     @classmethod
     def kind(cls) -> str:
         """The qualified name a saved result is filed under (``"interpretlm.attribution.result.Attribution"``)."""
-        return f"{cls.__module__}.{cls.__qualname__}"
+        return _kind(cls)
 
     # ---------------------------------------------------------------- warnings
     def warn(self, message: str, category: type[Warning] = InterpretLMWarning, stacklevel: int = 2) -> None:
@@ -197,7 +202,7 @@ class Result:
         arrays: dict[str, torch.Tensor] = {}
         fields = {f.name: _to_jsonable(getattr(self, f.name), f.name, arrays)
                   for f in dataclasses.fields(self)}
-        doc = {"interpretlm_result": self.kind(), "format": FORMAT_VERSION,
+        doc = {"interpretlm_result": _kind(type(self)), "format": FORMAT_VERSION,
                "arrays": path.with_suffix(".safetensors").name if arrays else None, "fields": fields}
         if arrays:
             atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(arrays, tmp))
@@ -236,7 +241,7 @@ class Result:
             if isinstance(v, (list, tuple)):
                 return [plain(x) for x in v]
             return v
-        return {"kind": self.kind(), **{f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}}
+        return {"kind": _kind(type(self)), **{f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}}
 
     def to_pandas(self):
         """The result's main numbers as a ``pandas.DataFrame`` (subclasses say which; default: the
