@@ -108,7 +108,7 @@ def _examples() -> list[Figure]:
         Bars(["L0", "L1"], {"attention": [0.1, -0.2], "MLP": [nan, 0.3]}, signed=True, label_header="layer"),
         Heatmap(["L0", "L1"], ["H0", "H1"], [[1.0, nan], [float("inf"), -0.5]], label="effect"),
         LineChart(["0", "1", "2"], {"acc": [0.5, nan, 0.9], "ctl": [0.4, 0.4, 0.4]}, y_min=0, y_max=1),
-        Graph([{"name": "input", "row": -1, "score": 1.0, "terminal": True}, {"name": "L0H1", "row": 0, "score": -0.5}],
+        Graph([{"name": "input", "row": -1, "score": 1.0, "terminal": True}, {"name": "L0H1", "row": 0, "score": nan}],
               [{"source": "input", "target": "L0H1", "score": 0.25}]),
         _attention("x", title="attention"),
         Table(["k", "v", "shading"], [["a", 1.5, TokenShading(["x"], [1.0])], ["b", nan, None], ["c", 3, True]]),

@@ -368,6 +368,13 @@ class Graph(Figure):
         if missing:
             raise FigureError(f"edges name nodes that are not in the graph: {sorted(missing)[:5]}")
 
+    def _field_out(self, name: str, value: Any) -> Any:
+        return [{**item, "score": _num_out(item["score"])} for item in value] if name in ("nodes", "edges") else value
+
+    @classmethod
+    def _field_in(cls, name: str, value: Any) -> Any:
+        return [{**item, "score": _num_in(item["score"])} for item in value] if name in ("nodes", "edges") else value
+
 
 @dataclass
 class AttentionView(Figure):
