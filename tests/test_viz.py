@@ -274,7 +274,8 @@ def test_no_picture_html_outside_viz():
         for pattern, what in [(r"<svg", "builds an <svg string"),
                               (r"""\.split\(\s*(f?["'])<h""", "cuts HTML at a heading"),
                               (r"(?<!self)(?<!super\(\))\._html_body\(", "takes another result's HTML body"),
-                              (r"\bH\.table\(|\btoken_heatmap\(|\btoken_strip\(", "draws with a viz helper, not a payload")]:
+                              (r"\bH\.table\(|\btoken_heatmap\(|\btoken_strip\(",
+                               "draws with a viz helper, not a payload")]:
             if re.search(pattern, text) and not (rel == "results.py" and what.startswith("draws")):
                 offenders.append(f"{rel}: {what}")
     assert not offenders, offenders

@@ -108,8 +108,8 @@ class Circuit(Result):
             "faithfulness": Text(f"faithfulness {self.faithfulness:.3f} (circuit {self.circuit_value:.3f}, clean "
                                  f"{self.clean_value:.3f}, corrupted {self.corrupt_value:.3f})"),
             "graph": graph,
-            "top_edges": Table(["from", "to", "score"], [(e["from"], e["to"], float(e["score"])) for e in self.edges[:30]],
-                               title="Top edges"),
+            "top_edges": Table(["from", "to", "score"],
+                               [(e["from"], e["to"], float(e["score"])) for e in self.edges[:30]], title="Top edges"),
             "head_scores": Heatmap([f"L{l}" for l in range(hs.shape[0])], [f"H{h}" for h in range(hs.shape[1])],
                                    hs.tolist(), label="head attribution", title="Head attribution (all heads)"),
         }

@@ -71,7 +71,7 @@ class LogitLensResult(Result):
         probs = np.asarray(self.top_probs, dtype=float)
         rows = []
         for i, lab in enumerate(self.layers):
-            tops = TokenStrip(self.top_tokens[i], hover=[f"p={probs[i, j]:.3g}" for j in range(len(self.top_tokens[i]))])
+            tops = TokenStrip(self.top_tokens[i], hover=[f"p={p:.3g}" for p in probs[i, :len(self.top_tokens[i])]])
             row = [lab, tops, Bar(float(probs[i, 0]), scale=1.0, width=120)]
             if self.target_token is not None:
                 row += [int(np.asarray(self.target_rank)[i]), float(np.asarray(self.target_prob)[i])]

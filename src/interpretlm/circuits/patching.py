@@ -106,8 +106,8 @@ class PatchResult(Result):
         if self.axes[-1] == "head":
             if e.ndim == 3:  # [layer, pos, head] -> one grid per position
                 return {f"effect_pos{p}": Heatmap(rows, [f"H{h}" for h in range(e.shape[2])], e[:, j].tolist(),
-                                                  label="effect",
-                                                  title=f"position {p}: {self.tokens[p] if p < len(self.tokens) else ''}")
+                                                  label="effect", title=f"position {p}: "
+                                                  f"{self.tokens[p] if p < len(self.tokens) else ''}")
                         for j, p in enumerate(self._pos_list())}
             return {"effect": Heatmap(rows, [f"H{h}" for h in range(e.shape[1])], e.tolist(), label="effect")}
         cols = [f"{p}:{self.tokens[p] if p < len(self.tokens) else ''}" for p in self._pos_list()]

@@ -130,8 +130,8 @@ class ProbeReport(Result):
                     main[key.replace("_", " ")] = self.scores[key]
                     main["selectivity"] = self.scores["selectivity"]
             main["baseline"] = [self.baseline] * len(x)
-            figs["curves"] = LineChart(x, main, title=f"{self.task.get('name', '')}: held-out {self.headline} per layer",
-                                       y_label=self.headline, y_min=0, y_max=1)
+            figs["curves"] = LineChart(x, main, y_label=self.headline, y_min=0, y_max=1,
+                                       title=f"{self.task.get('name', '')}: held-out {self.headline} per layer")
             if any(v == v for v in self.scores.get("mdl_compression", [])):
                 figs["mdl"] = LineChart(x, {"compression": self.scores["mdl_compression"]},
                                         title="MDL online code: compression over the uniform code",
