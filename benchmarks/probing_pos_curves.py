@@ -16,7 +16,8 @@ import warnings
 from pathlib import Path
 
 import interpretlm as il
-from interpretlm.probing.report import line_chart
+from interpretlm.viz.charts import line_chart_svg
+from interpretlm.viz.figures import LineChart
 
 
 def main() -> None:
@@ -39,12 +40,12 @@ def main() -> None:
         dt = time.perf_counter() - t
         print(f"\n{name}: {rep.summary()}  ({dt:.0f} s)")
         print(rep.table)
-        svg = line_chart(rep.layer_labels, {"accuracy": rep.scores["accuracy"],
-                                            "control accuracy": rep.scores["control_accuracy"],
-                                            "selectivity": rep.scores["selectivity"],
-                                            "majority baseline": [rep.baseline] * len(rep.layers)},
-                         title=f"POS probe on {name} (logistic, held-out accuracy)", y_label="accuracy",
-                         y_min=0, y_max=1)
+        svg = line_chart_svg(LineChart(rep.layer_labels, {"accuracy": rep.scores["accuracy"],
+                                                          "control accuracy": rep.scores["control_accuracy"],
+                                                          "selectivity": rep.scores["selectivity"],
+                                                          "majority baseline": [rep.baseline] * len(rep.layers)},
+                                       title=f"POS probe on {name} (logistic, held-out accuracy)", y_label="accuracy",
+                                       y_min=0, y_max=1))
         (out / f"pos_{name}.svg").write_text(svg, encoding="utf-8")
         rep.save_html(out / f"pos_{name}.html")
 

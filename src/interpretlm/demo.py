@@ -2,7 +2,7 @@
 
 The demo is a list of *sections*. Each method family adds one function
 ``section(lm, prompts) -> Section`` to :func:`default_sections`; the demo runs them in order,
-prints their text to the terminal and joins their HTML into ``interpretlm-demo.html``.
+prints their text to the terminal and draws their figure payloads into ``interpretlm-demo.html``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from .model import LM
 from .results import atomic_write
-from .viz import html as H
+from .viz.figures import Bars, Figure, Text, TokenStrip
+from .viz.render import render_all
 from .viz.report import report_page
-from .viz.tokens import token_strip
 
 DEMO_PROMPTS = [
     "When Mary and John went to the store, John gave a drink to",
@@ -28,28 +28,40 @@ DEMO_PROMPTS = [
 
 @dataclass
 class Section:
-    """One part of the demo report."""
+    """One part of the demo report: figure payloads (drawn by :mod:`interpretlm.viz`) and terminal text.
+
+    Attributes:
+        title: the section's heading.
+        figures: the payloads shown, in order (a result's ``figures()`` values, tables, text...).
+        text: lines printed to the terminal.
+        seconds: how long the section took (set by :func:`run_demo`).
+    """
 
     title: str
-    html: str
-    text: list[str] = field(default_factory=list)  # lines printed to the terminal
+    figures: list[Figure] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def html(self) -> str:
+        """The section's figures drawn in order (their titles as ``<h3>`` under the section's ``<h2>``)."""
+        return render_all(self.figures, level=3)
 
 
 def next_tokens_section(lm: LM, prompts: list[str]) -> Section:
     """Top next tokens of each prompt, with the prompt's tokenization."""
     batch = lm.tokenize(prompts)
     tops = lm.top_tokens(batch, k=5)
-    parts, lines = [], []
+    figures: list[Figure] = []
+    lines = []
     for i, (prompt, top) in enumerate(zip(prompts, tops)):
         row = batch.row(i)
-        strip = token_strip(row.tokens[0], row.special[0].tolist())
-        bars = [(repr(tok), f'<span class="il-bar" style="width:{p * 200:.0f}px"></span>', p) for tok, p in top]
-        parts.append(f"<h3>{H.escape(prompt)}</h3>{strip}" + H.table(["next token", "", "probability"], bars,
-                                                                       raw_columns=(1,)))
+        figures.append(TokenStrip(row.tokens[0], row.special[0].tolist(), title=prompt))
+        figures.append(Bars([repr(tok) for tok, _ in top], {"probability": [p for _, p in top]}, scale=1.0,
+                            width=200, label_header="next token"))
         lines.append(f"{prompt!r}")
         lines.append("    " + "   ".join(f"{tok!r} {p:.3f}" for tok, p in top))
-    return Section("Next-token predictions", "".join(parts), lines)
+    return Section("Next-token predictions", figures, lines)
 
 
 def default_sections() -> list[Callable[[LM, list[str]], Section]]:
@@ -94,7 +106,8 @@ def run_demo(model: str | LM | None = None, out: str | Path = "interpretlm-demo.
             echo(line)
         sections.append(sec)
     html = report_page(f"interpretlm demo — {lm.name}",
-                       [(f"{s.title}", s.html + f'<p class="il-muted">{s.seconds:.1f} s</p>') for s in sections],
+                       [(s.title, render_all([*s.figures, Text(f"{s.seconds:.1f} s", muted=True)], level=3))
+                        for s in sections],
                        subtitle=f"{lm.info().architecture}, {lm.n_layers} layers; total "
                                 f"{time.perf_counter() - t0:.1f} s")
     path = Path(out)

@@ -10,7 +10,8 @@ result
 * renders: ``r.to_html()`` is one self-contained page that works offline, and
   ``_repr_html_`` shows it in notebooks.
 
-Subclasses override ``_html_body`` (using the shared renderers in :mod:`interpretlm.viz`)
+Subclasses expose their pictures as payloads in ``figures()`` (drawn in order by the
+shared renderers of :mod:`interpretlm.viz`; ``_html_body`` may add text around them)
 and, when they have a headline number, ``summary``.
 
 Every result also records where it came from (method, options, target, input ids, the
@@ -33,6 +34,8 @@ import torch
 
 from .errors import InterpretLMWarning, ResultFormatError
 from .viz import html as H
+from .viz.figures import Figure, Table
+from .viz.render import render, render_all
 
 FORMAT_VERSION = 1
 
@@ -268,7 +271,22 @@ class Result:
         return " · ".join(x for x in [f"model {self.model}" if self.model else "",
                                       f"target {t}" if t else ""] if x)
 
+    def figures(self) -> dict[str, Figure]:
+        """The result's pictures as named payloads (data, no HTML), in display order.
+
+        :func:`interpretlm.viz.render` draws each; reports, the demo and the app compose
+        them. Figures are derived from the result's fields, so they survive ``save`` /
+        ``load``. Subclasses override this (default: none).
+
+        Example:
+            >>> r.figures()["scores"].to_dict()  # doctest: +SKIP
+        """
+        return {}
+
     def _html_body(self) -> str:
+        figures = self.figures()
+        if figures:
+            return render_all(figures)
         rows = []
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
@@ -280,7 +298,7 @@ class Result:
     def _diagnostics_html(self) -> str:
         if not self.diagnostics:
             return ""
-        return "<h2>Diagnostics</h2>" + H.table(["check", "value"], list(self.diagnostics.items()))
+        return render(Table(["check", "value"], list(self.diagnostics.items()), title="Diagnostics"))
 
     def to_html(self) -> str:
         """One self-contained HTML page (inline CSS/JS, escaped text, works offline)."""

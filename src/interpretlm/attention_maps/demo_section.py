@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..model import LM
-from ..viz import html as H
-from ..viz.tokens import token_heatmap
+from ..viz.figures import Table, TokenShading
 from .patterns import attention
 from .rollout import rollout_matrix
 
@@ -30,8 +29,7 @@ def attention_section(lm: LM, prompts: list[str]) -> Section:
                          + ", ".join(f"L{l}H{h} {v:.2f}" for l, h, v in top))
             rows.append((metric.replace("_", " "), ", ".join(f"L{l} H{h} ({v:.2f})" for l, h, v in top)))
     roll = rollout_matrix(att.patterns)[-1]  # the same forward pass: all layers are kept
-    html = (att._html_body().split("<h2>Head summary</h2>")[0]
-            + "<h3>Most distinctive heads</h3>" + H.table(["score", "top heads"], rows)
-            + "<h3>Attention rollout into the last token</h3>"
-            + token_heatmap(att.tokens, roll.tolist(), special=att.special, label="rollout"))
-    return Section("Attention (all layers × heads)", html, lines)
+    figures = [att.figures()["attention"], Table(["score", "top heads"], rows, title="Most distinctive heads"),
+               TokenShading(att.tokens, roll.tolist(), special=att.special, label="rollout",
+                            title="Attention rollout into the last token")]
+    return Section("Attention (all layers × heads)", figures, lines)

@@ -24,7 +24,7 @@ from ..model import LM
 from ..registry import CheckSpec, register
 from ..results import Result
 from ..tokens import Batch, Prompts
-from ..viz import html as H
+from ..viz.figures import AttentionView, Figure, Table
 from .summary import METRICS, HeadsSummary, head_scores
 
 
@@ -103,16 +103,17 @@ class AttentionResult(Result):
         return (f"model {self.model} · {len(self.tokens)} tokens · layers {_ranges(self.layers)} · "
                 f"heads {_ranges(self.heads)}")
 
-    def _html_body(self) -> str:
-        from ..viz.attention import attention_view
-        view = attention_view(self.tokens, np.asarray(self.patterns), self.layers, self.heads, special=self.special)
+    def figures(self) -> dict[str, Figure]:
+        """``"attention"`` (the interactive head and model view) and ``"head_summary"`` (a table;
+        beyond 40 heads, the most distinctive heads of each kind)."""
+        view = AttentionView.from_patterns(self.tokens, np.asarray(self.patterns), self.layers, self.heads,
+                                           special=self.special)
         s = self.heads_summary()
         rows = [(f"L{r['layer']} H{r['head']}", *[r[m] for m in METRICS]) for r in s.rows()]
         if len(rows) > 40:  # keep the page short: the most distinctive heads of each kind
             keep = {(l, h) for m in ("previous_token", "induction", "first_token") for l, h, _ in s.top(m, 8)}
             rows = [r for r, (l, h) in zip(rows, [(r['layer'], r['head']) for r in s.rows()]) if (l, h) in keep]
-        table = H.table(["head", *METRICS], rows)
-        return view + "<h2>Head summary</h2>" + table
+        return {"attention": view, "head_summary": Table(["head", *METRICS], rows, title="Head summary")}
 
 
 def _ranges(xs: Sequence[int]) -> str:

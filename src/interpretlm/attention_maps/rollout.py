@@ -20,7 +20,7 @@ from ..model import LM
 from ..registry import CheckSpec, register
 from ..results import Result
 from ..tokens import Batch, Prompt
-from ..viz.tokens import token_heatmap
+from ..viz.figures import Figure, TokenShading
 from .patterns import run_patterns
 
 
@@ -62,13 +62,12 @@ class AttentionFlow(Result):
     def summary(self) -> str:
         return f"attention {self.kind} · model {self.model} · {len(self.tokens)} tokens"
 
-    def _html_body(self) -> str:
+    def figures(self) -> dict[str, Figure]:
+        """One shading per explained position (the last 8, last first): ``"into_{position}"``."""
         m = np.asarray(self.matrix, dtype=float)
-        parts = []
-        for row, pos in list(zip(m, self.positions))[-8:][::-1]:
-            parts.append(f"<p class=\"il-muted\">into position {pos} ({self.tokens[pos]!r}):</p>"
-                         + token_heatmap(self.tokens, row.tolist(), special=self.special, label=self.kind))
-        return "".join(parts)
+        return {f"into_{pos}": TokenShading(self.tokens, row.tolist(), special=self.special, label=self.kind,
+                                            caption=f"into position {pos} ({self.tokens[pos]!r}):")
+                for row, pos in list(zip(m, self.positions))[-8:][::-1]}
 
 
 def rollout_matrix(patterns: torch.Tensor, residual: bool = True) -> torch.Tensor:

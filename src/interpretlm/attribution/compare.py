@@ -15,8 +15,7 @@ from ..model import LM
 from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import TargetLike
-from ..viz import html as H
-from ..viz.tokens import token_heatmap
+from ..viz.figures import Figure, Table, TokenShading
 from .faithfulness import faithfulness, rank_correlation
 
 DEFAULT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "occlusion", "lime", "kernel_shap")
@@ -47,24 +46,27 @@ class Comparison(Result):
     def summary(self) -> str:
         return f"model {self.model} · {len(self.methods)} methods · target {self.target}"
 
-    def _html_body(self) -> str:
+    def figures(self) -> dict[str, Figure]:
+        """``"attributions"`` (a shading per method, each scaled to its own maximum), ``"cost"``
+        (cost and faithfulness per method) and ``"agreement"`` (Spearman rank agreement)."""
         s = np.asarray(self.scores, dtype=float)
         rows = []
         for m, row in zip(self.methods, s):
             scale = float(np.nanmax(np.abs(row))) if np.isfinite(row).any() else 1.0
-            rows.append((m, token_heatmap(self.features, np.nan_to_num(row).tolist(), scale=scale, label=m)))
-        body = "<h2>Attributions (each row scaled to its own maximum)</h2>" + H.table(
-            ["method", "features"], rows, raw_columns=(1,))
+            rows.append([m, TokenShading(self.features, np.nan_to_num(row).tolist(), scale=scale, label=m)])
         keys = [k for k in ("seconds", "forward_passes", "backward_passes", "model_evaluations", "completeness_error",
                             "deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency",
                             "random_deletion_aopc") if any(k in r for r in self.table)]
-        body += "<h2>Cost and faithfulness</h2>" + H.table(
-            ["method"] + keys, [[r["method"]] + [r.get(k, "") if r.get(k) is not None else "" for k in keys]
-                                for r in self.table])
         agr = np.asarray(self.agreement, dtype=float)
-        body += "<h2>Rank agreement (Spearman)</h2>" + H.table(
-            [""] + self.methods, [[m] + [float(v) for v in agr[i]] for i, m in enumerate(self.methods)])
-        return body
+        return {
+            "attributions": Table(["method", "features"], rows,
+                                  title="Attributions (each row scaled to its own maximum)"),
+            "cost": Table(["method"] + keys, [[r["method"]] + [r.get(k) for k in keys] for r in self.table],
+                          title="Cost and faithfulness"),
+            "agreement": Table([""] + self.methods, [[m] + [float(v) for v in agr[i]]
+                                                     for i, m in enumerate(self.methods)],
+                               title="Rank agreement (Spearman)"),
+        }
 
 
 def _worst_completeness(c: Comparison) -> float | None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..demo import Section
 from ..errors import InterpretLMError
 from ..model import LM
 from ..targets import NextToken
-from ..viz import html as H
+from ..viz.figures import Figure, Text
 
 DEMO_METHODS = {"input_x_gradient": {}, "occlusion": {}, "kernel_shap": {"n_samples": 64, "seed": 0}}
 
@@ -35,7 +37,8 @@ def attribution_section(lm: LM, prompts: list[str]) -> Section:
     """
     from . import compare
 
-    parts, lines = [], []
+    figures: list[Figure] = []
+    lines = []
     for prompt in prompts:
         try:
             token_id = _top_token_id(lm, prompt)
@@ -43,15 +46,15 @@ def attribution_section(lm: LM, prompts: list[str]) -> Section:
             table = compare(lm, prompt, NextToken(token_id), methods=list(DEMO_METHODS), options=DEMO_METHODS,
                             with_faithfulness=False, batch_size=32)
         except InterpretLMError as exc:
-            parts.append(f"<h3>{H.escape(prompt)}</h3><p>skipped: {H.escape(exc)}</p>")
+            figures.append(Text(f"skipped: {exc}", title=prompt))
             lines.append(f"{prompt!r}: skipped ({exc})")
             continue
         cost = ", ".join(f"{r['method']} {r['model_evaluations']} evals" for r in table.table)
-        parts.append(f"<h3>{H.escape(prompt)} → {H.escape(repr(token))}</h3>" + table._html_body().split(
-            "<h2>Cost and faithfulness</h2>")[0] + f'<p class="il-muted">{H.escape(cost)}; KernelSHAP efficiency '
-            f"error {table.table[-1]['completeness_error']:.1e}</p>")
+        figures.append(replace(table.figures()["attributions"], title=f"{prompt} → {token!r}",
+                               caption="each row scaled to its own maximum",
+                               note=f"{cost}; KernelSHAP efficiency error {table.table[-1]['completeness_error']:.1e}"))
         lines.append(f"{prompt!r} -> {token!r}")
         for m, row in zip(table.methods, np.asarray(table.scores)):
             top = np.argsort(-row)[:3]
             lines.append(f"    {m:<17} " + "  ".join(f"{table.features[i]!r} {row[i]:+.2f}" for i in top))
-    return Section("Feature attribution: why the top next token?", "".join(parts), lines)
+    return Section("Feature attribution: why the top next token?", figures, lines)

@@ -23,7 +23,7 @@ from ..model import LM
 from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import Contrast, Continuation, Label, NextToken, Target, TargetLike
-from ..viz import html as H
+from ..viz.figures import Figure, LineChart, Table
 from .explained import Explained
 from .features import Features
 from .result import Attribution
@@ -120,20 +120,27 @@ class FaithfulnessScores(Result):
                 f"{s.get('insertion_aopc', float('nan')):.3f}, comprehensiveness {s.get('comprehensiveness', float('nan')):.3f}, "
                 f"sufficiency {s.get('sufficiency', float('nan')):.3f}")
 
-    def _html_body(self) -> str:
-        rows = [(k, float(v)) for k, v in self.scores.items()]
-        body = H.table(["score", "value"], rows)
-        curves = []
+    def figures(self) -> dict[str, Figure]:
+        """``"scores"`` (a table), ``"curves"`` (f after removing / keeping the top-k features, mean
+        over rows, k = 0..F, drawn and tabled) and ``"randomization"`` when the check was run."""
+        figs: dict[str, Figure] = {"scores": Table(["score", "value"], [(k, float(v)) for k, v in self.scores.items()])}
+        curves = {}
         for name in ("deletion", "insertion", "random_deletion", "random_insertion"):
             c = np.asarray(getattr(self, name), dtype=float)
             if c.size:
-                curves.append((name, " ".join(f"{v:.3g}" for v in c.mean(0))))
-        body += "<h2>Curves (f after k features, k = 0..F)</h2>" + H.table(["curve", "values"], curves)
+                curves[name] = c.mean(0).tolist()
+        if curves:
+            n = len(next(iter(curves.values())))
+            figs["curves"] = LineChart([str(k) for k in range(n)], {k.replace("_", " "): v for k, v in curves.items()},
+                                       x_label="k (features removed or kept)", y_label="f",
+                                       title="Curves (f after k features, k = 0..F)")
+            figs["curve_values"] = Table(["curve", "values"], [(k, " ".join(f"{v:.3g}" for v in c))
+                                                               for k, c in curves.items()])
         if self.randomization:
-            body += "<h2>Model-randomization check</h2>" + H.table(
-                ["stage", "Spearman", "Spearman of |scores|"],
-                [(r["stage"], r["spearman"], r["abs_spearman"]) for r in self.randomization])
-        return body
+            figs["randomization"] = Table(["stage", "Spearman", "Spearman of |scores|"],
+                                          [(r["stage"], r["spearman"], r["abs_spearman"]) for r in self.randomization],
+                                          title="Model-randomization check")
+        return figs
 
 
 def _orders(scores: np.ndarray, visible: np.ndarray, rng: np.random.Generator) -> tuple[list, list]:

@@ -29,7 +29,7 @@ from ..errors import CheckWarning, ComponentError, EmptyInputError
 from ..model import LM
 from ..targets import Contrast, NextToken, PooledEmbedding, TargetLike, as_target, prediction_positions
 from ..tokens import Prompts
-from ..viz import html as H
+from ..viz.figures import Bars, Figure, Table
 from .lrp_composite import lrp_rules
 from .lrp_rules import ATTENTION_RULES
 from .registry import register_method
@@ -56,8 +56,10 @@ class LRPAttribution(Attribution):
                                  f"'blocks.{{i}}.{{{', '.join(_BLOCK_PARTS)}}}'.")
         return np.asarray(self.layer_relevances[name], dtype=float)
 
-    def _html_body(self) -> str:
-        body = super()._html_body()
+    def figures(self) -> dict[str, Figure]:
+        """The token relevances, ``"relevance_flow"`` (where the relevance went: explained, kept at
+        the input, absorbed) and ``"block_relevance"`` (bars: relevance written by each block)."""
+        figs = super().figures()
         d = self.diagnostics
         absorbed = d.get("absorbed", {})
         rows = [("explained (output relevance)", d.get("output_relevance")),
@@ -67,21 +69,12 @@ class LRPAttribution(Attribution):
         if d.get("softmax_bias_to_values") is not None:
             rows.append(("softmax bias credited to values", d["softmax_bias_to_values"]))
         rows.append(("first token's relevance", d.get("first_token_relevance")))
+        figs["relevance_flow"] = Table(["", "value"], rows, title="Where the relevance went")
         layers = sorted({int(k.split(".")[1]) for k in self.layer_relevances if k.startswith("blocks.")})
-        bars = []
-        scale = max((abs(float(np.sum(self.layer_relevance(f"blocks.{i}.{p}")))) for i in layers
-                     for p in ("attn", "mlp")), default=1.0) or 1.0
-        for i in layers:
-            a, m = (float(np.sum(self.layer_relevance(f"blocks.{i}.{p}"))) for p in ("attn", "mlp"))
-            bars.append((i, _bar(a, scale), a, _bar(m, scale), m))
-        return (body + "<h2>Where the relevance went</h2>" + H.table(["", "value"], rows)
-                + "<h2>Relevance written by each block</h2>"
-                + H.table(["layer", "attention", "", "MLP", ""], bars, raw_columns=(1, 3)))
-
-
-def _bar(v: float, scale: float) -> str:
-    color = "#d62728" if v >= 0 else "#1f77b4"
-    return f'<span class="il-bar" style="width:{abs(v) / scale * 160:.0f}px;background:{color}"></span>'
+        written = {p: [float(np.sum(self.layer_relevance(f"blocks.{i}.{p}"))) for i in layers] for p in ("attn", "mlp")}
+        figs["block_relevance"] = Bars([str(i) for i in layers], {"attention": written["attn"], "MLP": written["mlp"]},
+                                       signed=True, label_header="layer", title="Relevance written by each block")
+        return figs
 
 
 def _seed(target: Any, lm: LM, out: Any) -> tuple[torch.Tensor, str]:

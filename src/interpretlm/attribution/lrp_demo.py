@@ -26,4 +26,4 @@ def lrp_section(lm: LM, prompts: list[str]) -> Section:
     line = (f"{prompt!r} -> {top!r}: logit {d['output_relevance']:.2f}, input relevance "
             f"{d['input_relevance']:.2f} (conservation error {d['conservation_error']:.2%}); top: "
             + ", ".join(f"{t!r} {v:+.2f}" for t, v in r.top(4)))
-    return Section(f"Layer-wise relevance propagation (AttnLRP) for {top!r}", r._html_body(), [line])
+    return Section(f"Layer-wise relevance propagation (AttnLRP) for {top!r}", list(r.figures().values()), [line])

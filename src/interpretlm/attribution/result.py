@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..results import Result
-from ..viz import html as H
-from ..viz.tokens import token_heatmap
+from ..viz.figures import Figure, Table, TokenShading
 
 
 @dataclass(kw_only=True)
@@ -71,14 +70,15 @@ class Attribution(Result):
                 parts.append(f"{key.replace('_', ' ')} {self.diagnostics[key]:.2%}")
         return " · ".join(parts)
 
-    def _html_body(self) -> str:
+    def figures(self) -> dict[str, Figure]:
+        """``{"scores": TokenShading}`` (1-d scores), or a :class:`Table` of one shading per generated token."""
         s = np.asarray(self.scores, dtype=float)
         scale = float(np.nanmax(np.abs(s))) if s.size and np.isfinite(s).any() else 1.0
         if s.ndim == 1:
-            return token_heatmap(self.features, s.tolist(), scale=scale, label=self.method)
+            return {"scores": TokenShading(self.features, s.tolist(), scale=scale, label=self.method)}
         rows = []
         for label, row in zip(self.rows, s):
             keep = [i for i, v in enumerate(row) if np.isfinite(v)]
-            rows.append((label, token_heatmap([self.features[i] for i in keep], [float(row[i]) for i in keep],
-                                              scale=scale, label=self.method)))
-        return H.table(["generated token", "attribution to the tokens before it"], rows, raw_columns=(1,))
+            rows.append([label, TokenShading([self.features[i] for i in keep], [float(row[i]) for i in keep],
+                                             scale=scale, label=self.method)])
+        return {"scores": Table(["generated token", "attribution to the tokens before it"], rows)}

@@ -3,7 +3,7 @@
 One file per algorithm: :mod:`.patching` (activation patching), :mod:`.attribution_patching`
 (attribution patching and EAP-IG), :mod:`.path_patching`, :mod:`.ablation`,
 :mod:`.logit_lens`, :mod:`.discovery` (automatic circuit discovery); :mod:`.runner` and
-:mod:`.sweep` are the batched replay engine they share, :mod:`.render` draws grids and graphs.
+:mod:`.sweep` are the batched replay engine they share; pictures are drawn by :mod:`interpretlm.viz`.
 """
 
 from __future__ import annotations

@@ -22,8 +22,7 @@ from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import TargetLike, as_target
 from ..tokens import Prompts
-from ..viz import html as H
-from .render import grid_heatmap
+from ..viz.figures import Figure, Heatmap, Table
 from .runner import BlockRunner
 from .patching import run_patches
 from .sweep import Patch, PatchingError
@@ -79,16 +78,18 @@ class AblationResult(Result):
         top = ", ".join(f"{l} {v:+.2f}" for l, v in self.top(3))
         return f"model {self.model} · {self.kind} ablation of {', '.join(self.components)} · clean {self.clean_value:.3f} · top {top}"
 
-    def _html_body(self) -> str:
+    def figures(self) -> dict[str, Figure]:
+        """``"ablation"`` (a table: target before and after) for a joint ablation; ``"effect"``
+        (a :class:`Heatmap` of the change, rows: layers) for sweeps."""
         e = np.asarray(self.effect, dtype=float)
         if e.ndim == 0:
-            return H.table(["ablated", "kind", "clean", "ablated", "change"],
-                           [(", ".join(self.components), self.kind, self.clean_value,
-                             float(np.asarray(self.ablated_value)), float(e))])
+            return {"ablation": Table(["ablated", "kind", "clean", "ablated", "change"],
+                                      [(", ".join(self.components), self.kind, self.clean_value,
+                                        float(np.asarray(self.ablated_value)), float(e))])}
         rows = [f"L{l}" for l in self.layers]
         if e.ndim == 1:
-            return grid_heatmap(e[:, None], rows, ["mlp"], title="change")
-        return grid_heatmap(e, rows, [f"H{h}" for h in range(e.shape[1])], title="change")
+            return {"effect": Heatmap(rows, ["mlp"], e[:, None].tolist(), label="change")}
+        return {"effect": Heatmap(rows, [f"H{h}" for h in range(e.shape[1])], e.tolist(), label="change")}
 
 
 def _parse_heads(lm: "LM", heads: Any) -> list[tuple[int, int]]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..targets import Contrast
-from ..viz import html as H
+from ..viz.figures import Table, Text
 
 if TYPE_CHECKING:
     from ..demo import Section
@@ -27,7 +28,7 @@ def circuits_section(lm: "LM", prompts: list[str]) -> "Section":
     from .patching import patch
 
     if not lm.is_causal or not lm.has_head:
-        return Section("Circuit analysis", '<p class="il-muted">Needs a causal language model.</p>',
+        return Section("Circuit analysis", [Text("Needs a causal language model.", muted=True)],
                        ["(skipped: needs a causal language model)"])
     prompt = next((p for p in prompts if "Mary" in p and "John" in p), IOI_PROMPT)
     corrupted = _corrupt(prompt)
@@ -42,11 +43,11 @@ def circuits_section(lm: "LM", prompts: list[str]) -> "Section":
              f"{lens.top_tokens[-1][0]!r} (p={float(lens.top_probs[-1][0]):.2f})",
              f"  patching sanity: all positions of one layer -> "
              f"{[v for k, v in heads.diagnostics.items() if k.startswith('sanity_all')][0]:.4f} (should be 1)"]
-    html = (f"<p>Clean <code>{H.escape(prompt)}</code>, corrupted <code>{H.escape(corrupted)}</code>; metric "
-            f"logit(' Mary') − logit(' John'): clean {heads.clean_value:.2f}, corrupted {heads.corrupt_value:.2f}. "
-            "Each cell: the share of the clean metric restored by patching that head's clean output "
-            f"({heads.diagnostics['forward_passes']:.0f} forward-pass equivalents).</p>"
-            + heads._html_body()
-            + "<h3>Top heads</h3>" + H.table(["head", "effect"], top)
-            + "<h3>Logit lens</h3>" + lens._html_body())
-    return Section("Circuit analysis: IOI heads and logit lens", html, lines)
+    figures = [Text(f"Clean {prompt!r}, corrupted {corrupted!r}; metric logit(' Mary') − logit(' John'): clean "
+                    f"{heads.clean_value:.2f}, corrupted {heads.corrupt_value:.2f}. Each cell: the share of the clean "
+                    "metric restored by patching that head's clean output "
+                    f"({heads.diagnostics['forward_passes']:.0f} forward-pass equivalents)."),
+               *heads.figures().values(),
+               Table(["head", "effect"], top, title="Top heads"),
+               *[replace(f, title=f.title or "Logit lens") for f in lens.figures().values()]]
+    return Section("Circuit analysis: IOI heads and logit lens", figures, lines)

@@ -33,9 +33,8 @@ from ..errors import CheckWarning
 from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import TargetLike
-from ..viz import html as H
+from ..viz.figures import Figure, Graph, Heatmap, Table, Text
 from .pairs import check_denominator, tokenize_pairs
-from .render import circuit_svg, grid_heatmap
 from ..replay import select_rows
 from .sweep import PatchingError
 
@@ -96,18 +95,26 @@ class Circuit(Result):
         return (f"model {self.model} · {self.method} · kept {len(self.edges)} of {self.n_edges} edges, "
                 f"{len(self.heads)} heads, {len(self.mlps)} MLPs · faithfulness {self.faithfulness:.3f}")
 
-    def _html_body(self) -> str:
-        # one drawing row per attention layer and per MLP; input at the bottom, logits on top
-        drawn = [(n["name"], int(_order(n["name"], self.n_layers)), n["score"]) for n in self.nodes]
-        svg = circuit_svg(drawn, [(e["from"], e["to"], e["score"]) for e in self.edges],
-                          n_layers=2 * self.n_layers)
-        edges = H.table(["from", "to", "score"], [(e["from"], e["to"], float(e["score"])) for e in self.edges[:30]])
+    def figures(self) -> dict[str, Figure]:
+        """``"faithfulness"`` (text), ``"graph"`` (the circuit: one row per attention layer and per
+        MLP, input at the bottom, logits on top), ``"top_edges"`` (the 30 best) and
+        ``"head_scores"`` (a :class:`Heatmap` of every head's attribution)."""
+        rows = {n["name"]: int(_order(n["name"], self.n_layers)) for n in self.nodes}
+        top = 2 * self.n_layers
+        graph = Graph([{"name": n["name"], "row": rows[n["name"]], "score": n["score"],
+                        "terminal": rows[n["name"]] in (-1, top)} for n in self.nodes],
+                      [{"source": e["from"], "target": e["to"], "score": e["score"]} for e in self.edges
+                       if e["from"] in rows and e["to"] in rows], title="")
         hs = np.asarray(self.head_scores, dtype=float)
-        grid = grid_heatmap(hs, [f"L{l}" for l in range(hs.shape[0])], [f"H{h}" for h in range(hs.shape[1])],
-                            title="head attribution")
-        return (f"<p>faithfulness <b>{self.faithfulness:.3f}</b> (circuit {self.circuit_value:.3f}, clean "
-                f"{self.clean_value:.3f}, corrupted {self.corrupt_value:.3f})</p>{svg}<h3>Top edges</h3>{edges}"
-                f"<h3>Head attribution (all heads)</h3>{grid}")
+        return {
+            "faithfulness": Text(f"faithfulness {self.faithfulness:.3f} (circuit {self.circuit_value:.3f}, clean "
+                                 f"{self.clean_value:.3f}, corrupted {self.corrupt_value:.3f})"),
+            "graph": graph,
+            "top_edges": Table(["from", "to", "score"],
+                               [(e["from"], e["to"], float(e["score"])) for e in self.edges[:30]], title="Top edges"),
+            "head_scores": Heatmap([f"L{l}" for l in range(hs.shape[0])], [f"H{h}" for h in range(hs.shape[1])],
+                                   hs.tolist(), label="head attribution", title="Head attribution (all heads)"),
+        }
 
 
 def _node_names(L: int, H: int) -> tuple[list[str], list[str]]:

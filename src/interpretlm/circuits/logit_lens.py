@@ -20,7 +20,7 @@ from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import Contrast, NextToken, single_token, prediction_positions
 from ..tokens import Prompts
-from ..viz import html as H
+from ..viz.figures import Bar, Figure, Table, TokenStrip
 
 if TYPE_CHECKING:
     from ..model import LM
@@ -65,21 +65,20 @@ class LogitLensResult(Result):
             s += f" · {self.target_token!r} first on top at {self.first_layer_top() or 'no layer'}"
         return s
 
-    def _html_body(self) -> str:
+    def figures(self) -> dict[str, Figure]:
+        """``"lens"``: a table per layer of the top tokens (hover: probability), a bar of the top
+        probability and, with a target, the target's rank and probability."""
         probs = np.asarray(self.top_probs, dtype=float)
         rows = []
         for i, lab in enumerate(self.layers):
-            tops = " ".join(f'<span class="il-tok il-boundary" title="p={probs[i, j]:.3g}">{H.escape(t)}</span>'
-                            for j, t in enumerate(self.top_tokens[i]))
-            bar = f'<span class="il-bar" style="width:{probs[i, 0] * 120:.0f}px"></span>'
-            row = [lab, tops, bar]
+            tops = TokenStrip(self.top_tokens[i], hover=[f"p={p:.3g}" for p in probs[i, :len(self.top_tokens[i])]])
+            row = [lab, tops, Bar(float(probs[i, 0]), scale=1.0, width=120)]
             if self.target_token is not None:
                 row += [int(np.asarray(self.target_rank)[i]), float(np.asarray(self.target_prob)[i])]
             rows.append(row)
         head = ["layer", "top tokens", "p(top)"] + ([f"rank of {self.target_token!r}", "probability"]
                                                     if self.target_token is not None else [])
-        return (f'<p class="il-muted">prompt: {H.escape(self.prompt or "".join(self.tokens))}</p>'
-                + H.table(head, rows, raw_columns=(1, 2)))
+        return {"lens": Table(head, rows, caption=f"prompt: {self.prompt or ''.join(self.tokens)}")}
 
 
 @register("logit_lens", family="circuit analysis", takes="prompt", result=LogitLensResult, target="optional",

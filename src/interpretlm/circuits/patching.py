@@ -26,9 +26,8 @@ from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import TargetLike
 from ..tokens import Batch, Prompts
-from ..viz import html as H
+from ..viz.figures import Figure, Heatmap
 from .pairs import check_denominator, shifted, tokenize_pairs
-from .render import grid_heatmap
 from .runner import BlockRunner
 from .sweep import COMPONENTS, Patch, PatchingError, sweep
 
@@ -99,19 +98,22 @@ class PatchResult(Result):
         return (f"model {self.model} · over {self.over} · {self.n_prompts} prompt pair(s) · clean "
                 f"{self.clean_value:.3f}, corrupted {self.corrupt_value:.3f} · top {top}")
 
-    def _html_body(self) -> str:
+    def figures(self) -> dict[str, Figure]:
+        """``"effect"``: a :class:`Heatmap` of the effect (rows: layers); for ``[layer, pos, head]``
+        one heatmap per position, ``"effect_pos{p}"``."""
         e = np.asarray(self.effect, dtype=float)
         rows = [f"L{l}" for l in self.layers]
         if e.ndim == 1:
-            return grid_heatmap(e[:, None], rows, [self.over], title="effect")
+            return {"effect": Heatmap(rows, [self.over], e[:, None].tolist(), label="effect")}
         if self.axes[-1] == "head":
             if e.ndim == 3:  # [layer, pos, head] -> one grid per position
-                return "".join(f"<h3>position {p}: {H.escape(self.tokens[p] if p < len(self.tokens) else '')}</h3>"
-                               + grid_heatmap(e[:, j], rows, [f"H{h}" for h in range(e.shape[2])], title="effect")
-                               for j, p in enumerate(self._pos_list()))
-            return grid_heatmap(e, rows, [f"H{h}" for h in range(e.shape[1])], title="effect")
+                return {f"effect_pos{p}": Heatmap(rows, [f"H{h}" for h in range(e.shape[2])], e[:, j].tolist(),
+                                                  label="effect", title=f"position {p}: "
+                                                  f"{self.tokens[p] if p < len(self.tokens) else ''}")
+                        for j, p in enumerate(self._pos_list())}
+            return {"effect": Heatmap(rows, [f"H{h}" for h in range(e.shape[1])], e.tolist(), label="effect")}
         cols = [f"{p}:{self.tokens[p] if p < len(self.tokens) else ''}" for p in self._pos_list()]
-        return grid_heatmap(e, rows, cols, title="effect")
+        return {"effect": Heatmap(rows, cols, e.tolist(), label="effect")}
 
     def _pos_list(self) -> list[int]:
         if isinstance(self.positions, list):

@@ -13,13 +13,13 @@ def probing_section(lm: Any, prompts: list[str]) -> Any:
     sentence generator; it takes a few seconds on the default model.
     """
     from ..demo import Section
-    from ..viz import html as H
+    from ..viz.figures import Text
     from . import probe, tasks
 
     try:
         task = tasks.pos(n=32, seed=0, min_count=3)
     except Exception as exc:   # spaCy missing: say how to get it instead of failing the demo
-        return Section("Probing (part of speech)", f"<p>{H.escape(exc)}</p>", [f"skipped: {exc}"])
+        return Section("Probing (part of speech)", [Text(str(exc))], [f"skipped: {exc}"])
     step = max(1, lm.n_layers // 6)
     layers = sorted(set(range(0, lm.n_layers, step)) | {lm.n_layers - 1})
     with warnings.catch_warnings():
@@ -29,4 +29,4 @@ def probing_section(lm: Any, prompts: list[str]) -> Any:
     for row in rep.table:
         lines.append(f"  layer {row['layer']:>5}: accuracy {row['accuracy']:.3f}  control {row['control_accuracy']:.3f}"
                      f"  selectivity {row['selectivity']:.3f}")
-    return Section("Probing (part of speech)", rep._html_body(), lines)
+    return Section("Probing (part of speech)", list(rep.figures().values()), lines)

@@ -1,16 +1,13 @@
-"""The probing result: per-layer scores, their checks, and layer curves as inline SVG."""
+"""The probing result: per-layer scores, their checks, and layer curves (line-chart payloads)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..results import Result
-from ..viz import html as H
-
-PALETTE = ["#2f6fde", "#d9480f", "#2b8a3e", "#862e9c", "#868e96", "#e8590c"]
-
+from ..viz.figures import Figure, LineChart
+from ..viz.figures import Table as TableFigure  # Table here is the rows of report.table
 
 class Table(list):
     """Rows (dicts) with a plain-text rendering; ``Table.column(name)`` gives one column."""
@@ -39,57 +36,6 @@ class Table(list):
 
     def __repr__(self) -> str:
         return str(self)
-
-
-def line_chart(x_labels: list[str], series: dict[str, list[float]], *, title: str = "", y_label: str = "",
-               y_min: float | None = None, y_max: float | None = None, width: int = 720, height: int = 260) -> str:
-    """An inline SVG line chart (one line per series, ``nan`` values skipped)."""
-    vals = [v for s in series.values() for v in s if v == v and not math.isinf(v)]
-    lo = min(vals + ([y_min] if y_min is not None else [])) if vals else 0.0
-    hi = max(vals + ([y_max] if y_max is not None else [])) if vals else 1.0
-    if y_min is not None:
-        lo = min(lo, y_min)
-    if hi - lo < 1e-9:
-        hi = lo + 1
-    L, R, T, B = 48, 150, 24, 36
-    pw, ph = width - L - R, height - T - B
-    n = max(len(x_labels), 2)
-
-    def px(i: int) -> float:
-        return L + pw * i / (n - 1)
-
-    def py(v: float) -> float:
-        return T + ph * (1 - (v - lo) / (hi - lo))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{H.escape(title)}" '
-             'style="font: 11px sans-serif"><rect width="100%" height="100%" fill="white"/>']
-    if title:
-        parts.append(f'<text x="{L}" y="14" font-weight="bold">{H.escape(title)}</text>')
-    for k in range(5):
-        v = lo + (hi - lo) * k / 4
-        y = py(v)
-        parts.append(f'<line x1="{L}" x2="{L + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e3e8"/>'
-                     f'<text x="{L - 6}" y="{y + 4:.1f}" text-anchor="end">{v:.2f}</text>')
-    step = max(1, len(x_labels) // 16)
-    for i, lab in enumerate(x_labels):
-        if i % step == 0 or i == len(x_labels) - 1:
-            parts.append(f'<text x="{px(i):.1f}" y="{T + ph + 14}" text-anchor="middle">{H.escape(lab)}</text>')
-    parts.append(f'<text x="{L + pw / 2:.1f}" y="{height - 4}" text-anchor="middle">layer</text>')
-    if y_label:
-        parts.append(f'<text x="12" y="{T + ph / 2:.1f}" transform="rotate(-90 12 {T + ph / 2:.1f})" '
-                     f'text-anchor="middle">{H.escape(y_label)}</text>')
-    for c, (name, ys) in enumerate(series.items()):
-        color = PALETTE[c % len(PALETTE)]
-        pts = [(px(i), py(v)) for i, v in enumerate(ys) if v == v and not math.isinf(v)]
-        if pts:
-            d = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
-            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{d}"/>')
-            parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{color}"/>' for x, y in pts]
-        ly = T + 14 * c + 6
-        parts.append(f'<line x1="{L + pw + 12}" x2="{L + pw + 30}" y1="{ly}" y2="{ly}" stroke="{color}" '
-                     f'stroke-width="2"/><text x="{L + pw + 34}" y="{ly + 4}">{H.escape(name)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def _nan_list(n: int) -> list[float]:
@@ -162,13 +108,19 @@ class ProbeReport(Result):
         base = f" · baseline {self.baseline:.3f}" if self.baseline == self.baseline else ""
         return f"model {self.model} · {self.probe.get('name', '')} probe · best {self.headline} {v:.3f} at {name}{sel}{base}"
 
-    def _html_body(self) -> str:
+    def figures(self) -> dict[str, Figure]:
+        """``"task"`` (what was probed), ``"curves"`` (layer curves: the headline score, control,
+        selectivity and baseline; Spearman / UUAS for structural probes), ``"mdl"`` (compression
+        per layer, when MDL ran) and ``"per_layer"`` (the table)."""
         x = self.layer_labels
-        charts = []
         kind = self.task.get("kind")
+        figs: dict[str, Figure] = {"task": TableFigure(["", ""], [
+            ("task", f"{self.task.get('name')} ({self.task.get('level')}-level, {kind})"),
+            ("examples", f"{self.split.get('n_train')} train / {self.split.get('n_test')} test"),
+            ("probe", str(self.probe)), ("classes", ", ".join(map(str, self.task.get('classes', []))))])}
         if kind == "distance":
-            charts.append(line_chart(x, {"Spearman": self.scores["spearman"], "UUAS": self.scores["uuas"]},
-                                     title="Structural probe", y_label="score", y_min=0, y_max=1))
+            figs["curves"] = LineChart(x, {"Spearman": self.scores["spearman"], "UUAS": self.scores["uuas"]},
+                                       title="Structural probe", y_label="score", y_min=0, y_max=1)
         else:
             main = {self.headline: self.scores[self.headline]}
             if kind == "categorical":
@@ -178,15 +130,12 @@ class ProbeReport(Result):
                     main[key.replace("_", " ")] = self.scores[key]
                     main["selectivity"] = self.scores["selectivity"]
             main["baseline"] = [self.baseline] * len(x)
-            charts.append(line_chart(x, main, title=f"{self.task.get('name', '')}: held-out {self.headline} per layer",
-                                     y_label=self.headline, y_min=0, y_max=1))
+            figs["curves"] = LineChart(x, main, y_label=self.headline, y_min=0, y_max=1,
+                                       title=f"{self.task.get('name', '')}: held-out {self.headline} per layer")
             if any(v == v for v in self.scores.get("mdl_compression", [])):
-                charts.append(line_chart(x, {"compression": self.scores["mdl_compression"]},
-                                         title="MDL online code: compression over the uniform code",
-                                         y_label="× uniform", y_min=1))
-        rows = [[r[k] for k in r] for r in self.table]
+                figs["mdl"] = LineChart(x, {"compression": self.scores["mdl_compression"]},
+                                        title="MDL online code: compression over the uniform code",
+                                        y_label="× uniform", y_min=1)
         cols = list(self.table[0].keys()) if self.table else []
-        info = H.table(["", ""], [("task", f"{self.task.get('name')} ({self.task.get('level')}-level, {kind})"),
-                                  ("examples", f"{self.split.get('n_train')} train / {self.split.get('n_test')} test"),
-                                  ("probe", str(self.probe)), ("classes", ", ".join(map(str, self.task.get('classes', []))))])
-        return info + "".join(f"<div>{c}</div>" for c in charts) + "<h2>Per layer</h2>" + H.table(cols, rows)
+        figs["per_layer"] = TableFigure(cols, [[r[k] for k in r] for r in self.table], title="Per layer")
+        return figs

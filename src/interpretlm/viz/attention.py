@@ -20,9 +20,12 @@ import math
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .figures import AttentionView
 
 _IDS = itertools.count()
 
@@ -90,8 +93,10 @@ def attention_payload(tokens: Sequence[str], patterns: np.ndarray, layers: Seque
 
 
 def _json_for_script(data: Any) -> str:
-    # inside <script type="application/json"> only "</" could end the element early
-    return json.dumps(data, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "<\\!--")
+    # inside <script type="application/json"> a "</script" or "<!--" could end or confuse the
+    # element; JSON's \u escapes of <, > and & leave no markup at all (JSON.parse restores them)
+    text = json.dumps(data, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def attention_view(tokens: Sequence[str], patterns: np.ndarray, layers: Sequence[int], heads: Sequence[int],
@@ -106,7 +111,16 @@ def attention_view(tokens: Sequence[str], patterns: np.ndarray, layers: Sequence
         >>> "il-attn" in html
         True
     """
-    payload = attention_payload(tokens, patterns, layers, heads, special=special, max_bytes=max_bytes)
+    from .figures import AttentionView
+
+    return render_attention_view(AttentionView.from_patterns(list(tokens), patterns, list(layers), list(heads),
+                                                             special=special, max_bytes=max_bytes))
+
+
+def render_attention_view(fig: "AttentionView") -> str:
+    """Draw an :class:`~interpretlm.viz.figures.AttentionView` (its payload, the script and the styles)."""
+    payload = {k: getattr(fig, k) for k in ("tokens", "special", "layers", "heads", "grid", "block", "thumb",
+                                           "full", "thumbs")}
     uid = f"il-attn-{next(_IDS)}"
     return (f'<style>{_static("attention.css")}</style>'
             f'<div class="il-attn" id="{uid}" data-il-pending="1">'

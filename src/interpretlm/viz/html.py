@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .figures import Table, Text
 
 CSS = """
 :root { --fg:#1d1d1f; --muted:#6b6b70; --line:#e3e3e8; --accent:#2f6fde; }
@@ -49,7 +52,13 @@ def fragment(body: str, css: str = "") -> str:
     return f"<div class=\"il-root\"><style>{CSS}{css}</style>{body}</div>"
 
 
+class Markup(str):
+    """HTML drawn by a renderer of this package: :func:`table` puts it in a cell unescaped."""
+
+
 def _cell(v: Any) -> str:
+    if isinstance(v, Markup):
+        return f"<td>{v}</td>"
     if isinstance(v, float):
         return f'<td class="num">{v:.4g}</td>'
     if isinstance(v, int) and not isinstance(v, bool):
@@ -65,3 +74,19 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, raw_columns: 
         cells = [f"<td>{v}</td>" if i in raw_columns else _cell(v) for i, v in enumerate(row)]
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f'<table class="il-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+
+def render_table(fig: "Table") -> str:
+    """Draw a :class:`~interpretlm.viz.figures.Table`; payload cells are drawn by their own renderer."""
+    from .figures import Figure
+    from .render import render
+
+    rows = [[Markup(render(c)) if isinstance(c, Figure) else ("" if c is None else c) for c in row]
+            for row in fig.rows]
+    return table(fig.header, rows)
+
+
+def render_text(fig: "Text") -> str:
+    """Draw a :class:`~interpretlm.viz.figures.Text` paragraph."""
+    return f'<p class="il-muted">{escape(fig.text)}</p>' if fig.muted else f"<p>{escape(fig.text)}</p>"
