@@ -1,8 +1,10 @@
 """``interpretlm demo``: the main job on the default model, written to one HTML report.
 
-The demo is a list of *sections*. Each method family adds one function
-``section(lm, prompts) -> Section`` to :func:`default_sections`; the demo runs them in order,
-prints their text to the terminal and draws their figure payloads into ``interpretlm-demo.html``.
+The demo is a list of *sections*: the next-token predictions, then one section per method
+that declares one in the registry (``register(..., demo="module:function", demo_order=N)``),
+in ``demo_order``. A section is ``section(lm, prompts) -> Section``; the demo runs them in
+order, prints their text to the terminal and draws their figure payloads into
+``interpretlm-demo.html``. A new family's section appears without touching this file.
 """
 
 from __future__ import annotations
@@ -65,19 +67,24 @@ def next_tokens_section(lm: LM, prompts: list[str]) -> Section:
 
 
 def default_sections() -> list[Callable[[LM, list[str]], Section]]:
-    """The demo's sections, in order: one per method family.
+    """The demo's sections, in order: next tokens, then each registered method's section by ``demo_order``.
 
-    Imported here, not at module level, so that ``import interpretlm.demo`` stays light and
-    each family's module may import :class:`Section` from this one.
+    Sections are imported only here, so that ``import interpretlm.demo`` stays light and each
+    family's module may import :class:`Section` from this one.
     """
-    from .attention_maps.demo_section import attention_section
-    from .attribution.demo_section import attribution_section
-    from .attribution.lrp_demo import lrp_section
-    from .circuits.demo import circuits_section
-    from .probing.demo import probing_section
+    import importlib
 
-    return [next_tokens_section, attention_section, attribution_section, lrp_section, circuits_section,
-            probing_section]
+    from .registry import methods
+
+    sections: list[Callable[[LM, list[str]], Section]] = [next_tokens_section]
+    for m in sorted((m for m in methods() if m.demo is not None), key=lambda m: m.demo_order):
+        fn = m.demo
+        if isinstance(fn, str):
+            module, _, name = fn.partition(":")
+            fn = getattr(importlib.import_module(module), name)
+        if fn not in sections:
+            sections.append(fn)
+    return sections
 
 
 def run_demo(model: str | LM | None = None, out: str | Path = "interpretlm-demo.html",
