@@ -201,6 +201,7 @@ def test_rank_correlation():
 
 
 # ---------------------------------------------------------------------------- the default model
+@pytest.mark.slow
 def test_ig_completeness_on_the_default_model(default_lm):
     a = il.attribute(default_lm, IOI, il.NextToken(" Mary"), method="integrated_gradients")
     assert a.completeness_error <= 0.01 and a.diagnostics["converged"]
@@ -209,6 +210,7 @@ def test_ig_completeness_on_the_default_model(default_lm):
     assert a.diagnostics["backward_passes"] >= 1 and a.diagnostics["gradient_evaluations"] <= 1024
 
 
+@pytest.mark.slow
 def test_kernel_shap_matches_exact_shap_on_ten_words(default_lm):
     prompt = "The cat sat on the mat because it was very"
     exact = il.attribute(default_lm, prompt, " tired", method="exact_shap", granularity="word", batch_size=64)
@@ -221,6 +223,7 @@ def test_kernel_shap_matches_exact_shap_on_ten_words(default_lm):
     assert rank_correlation(kern.scores, exact.scores) >= 0.95
 
 
+@pytest.mark.slow
 def test_attributions_change_on_a_randomized_model(default_lm):
     a = il.attribute(default_lm, IOI, il.NextToken(" Mary"), method="input_x_gradient")
     with warnings.catch_warnings():
