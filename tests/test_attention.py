@@ -130,13 +130,48 @@ def test_rollout_is_the_product_of_residual_mixed_layers():
     assert r.diagnostics["row_sum_error"] < 1e-5
     from interpretlm.attention_maps import rollout_matrix
     assert float((rollout_matrix(att.patterns) - r.matrix).abs().max()) < 1e-6
-    f = il.attention_flow(lm, prompt)
-    assert f.matrix.shape == (1, len(att.tokens))
-    assert float(f.matrix.max()) <= 1 + 1e-6 and float(f.matrix.min()) >= 0
-    # the first token reaches the last position only through edges out of it in layer 0
-    assert float(f.matrix[0, 0]) <= float(mixes[0][:, 0].sum()) + 1e-6
     with pytest.raises(il.ContextLengthError):
         il.attention_flow(lm, prompt, max_tokens=3)
+
+
+def _exact_flows(mixes, positions):
+    """Max flow from input token k to top-layer position p on the layered graph whose edge
+    (layer l, key k) -> (layer l + 1, query q) has capacity mixes[l][q, k], by Edmonds-Karp."""
+    import networkx as nx
+    from networkx.algorithms.flow import edmonds_karp
+
+    n = mixes[0].shape[0]
+    g = nx.DiGraph()
+    for layer, m in enumerate(mixes):
+        for q in range(n):
+            for k in range(n):
+                if float(m[q, k]) > 0:
+                    g.add_edge((layer, k), (layer + 1, q), capacity=float(m[q, k]))
+    top = len(mixes)
+    return np.array([[nx.maximum_flow_value(g, (0, k), (top, p), flow_func=edmonds_karp)
+                      if (0, k) in g and (top, p) in g else 0.0 for k in range(n)] for p in positions])
+
+
+def test_attention_flow_equals_the_exact_max_flow():
+    lm = tiny_lm("gpt2", seed=0, n_layer=3)
+    prompt = "When Mary and John went to the store"
+    att = il.attention(lm, prompt)  # the patterns, checked against output_attentions above
+    n = len(att.tokens)
+    for residual in (True, False):
+        mixes = []
+        for layer in range(3):
+            a = att.patterns[layer].double().mean(0)
+            if residual:
+                a = 0.5 * a + 0.5 * torch.eye(n, dtype=torch.float64)
+            mixes.append((a / a.sum(-1, keepdim=True)).numpy())
+        f = il.attention_flow(lm, prompt, positions=[2, -1], residual=residual)
+        assert f.positions == [2, n - 1] and f.matrix.shape == (2, n)
+        ref = _exact_flows(mixes, [2, n - 1])
+        np.testing.assert_allclose(f.matrix.numpy(), ref, rtol=1e-4, atol=1e-6)
+        # causal attention: nothing flows from tokens after the position; every earlier token reaches it,
+        # each with less than the one unit a single path of full capacity would carry
+        assert np.all(ref[0, 3:] == 0) and ref[0, :3].min() > 0.01
+        assert 0 < ref[1].min() and ref[1].max() < 1
 
 
 def test_result_round_trip_and_html(tmp_path):

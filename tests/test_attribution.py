@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 import interpretlm as il
 from interpretlm.attribution import rank_correlation
@@ -114,6 +115,133 @@ def test_methods_record_passes_and_efficiency(llama):
             assert a.completeness_error < 1e-9
 
 
+def _next_token_logprob(lm, token_id, *, input_ids=None, inputs_embeds=None, attention_mask=None):
+    """The reference target, computed on the Hugging Face model itself: log p(token) at the last position."""
+    logits = lm.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask).logits
+    return torch.log_softmax(logits[:, -1].float(), -1)[:, token_id]
+
+
+def _partition(feature_tokens, n):
+    """The features' positions, checked to cover every position of the prompt exactly once."""
+    assert sorted(p for pos in feature_tokens for p in pos) == list(range(n))
+    return feature_tokens
+
+
+def test_saliency_and_input_x_gradient_equal_autograd_on_the_embeddings(llama):
+    prompt = "When Zanzibar and John went to the cabinets"  # 'Zanzibar' is 6 tokens: a word feature of 6 rows
+    mary = llama.tokenizer(" Mary", add_special_tokens=False)["input_ids"][0]
+    ids = torch.tensor([llama.tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    x = llama.model.get_input_embeddings()(ids).detach().requires_grad_(True)  # [1, pos, d_model]
+    value = _next_token_logprob(llama, mary, inputs_embeds=x)
+    (g,) = torch.autograd.grad(value.sum(), x)
+    g, x = g[0].double(), x[0].detach().double()  # [pos, d_model]
+    for granularity in ("token", "word"):
+        kw = dict(granularity=granularity)
+        sal = il.attribute(llama, prompt, il.NextToken(" Mary"), method="saliency", **kw)
+        dot = il.attribute(llama, prompt, il.NextToken(" Mary"), method="saliency", reduce="dot", **kw)
+        ixg = il.attribute(llama, prompt, il.NextToken(" Mary"), method="input_x_gradient", **kw)
+        assert sal.input_ids == ids[0].tolist() and sal.target_value == pytest.approx(float(value.detach()), abs=1e-5)
+        groups = _partition(sal.feature_tokens, ids.shape[1])
+        assert (granularity == "word") == any(len(pos) == 6 for pos in groups)
+        # saliency: the L2 norm of the gradient over the feature's [pos, d_model] block
+        norm = np.array([float(g[pos].norm()) for pos in groups])
+        # input x gradient: embedding . gradient, summed over the feature's positions
+        ref_ixg = np.array([float((g[pos] * x[pos]).sum()) for pos in groups])
+        scale = np.abs(ref_ixg).max()
+        np.testing.assert_allclose(sal.scores, norm, rtol=1e-4, atol=1e-6 * norm.max())
+        np.testing.assert_allclose(ixg.scores, ref_ixg, rtol=1e-4, atol=1e-5 * scale)
+        np.testing.assert_allclose(dot.scores, ref_ixg, rtol=1e-4, atol=1e-5 * scale)
+        assert norm.min() > 0 and scale > 0
+
+
+def test_occlusion_equals_plain_forward_passes_without_each_window(llama):
+    prompt = "When Mary and John went to the store, John gave"
+    mary = llama.tokenizer(" Mary", add_special_tokens=False)["input_ids"][0]
+    ids = torch.tensor([llama.tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    n = ids.shape[1]
+    unk = llama.tokenizer.convert_tokens_to_ids("<|endoftext|>")  # the tokenizer's unk token: the default baseline
+
+    def f(input_ids, attention_mask=None):
+        with torch.no_grad():
+            return float(_next_token_logprob(llama, mary, input_ids=input_ids, attention_mask=attention_mask)[0])
+
+    full = f(ids)
+    # window 1, token masking: f(x) - f(x with token i replaced by the baseline token)
+    a = il.attribute(llama, prompt, il.NextToken(" Mary"), method="occlusion")
+    assert a.masking == "token:<|endoftext|>" and _partition(a.feature_tokens, n) == [[i] for i in range(n)]
+    ref = []
+    for i in range(n):
+        occluded = ids.clone()
+        occluded[0, i] = unk
+        ref.append(full - f(occluded))
+    np.testing.assert_allclose(a.scores, ref, rtol=1e-4, atol=1e-5)
+    assert a.target_value == pytest.approx(full, abs=1e-5) and np.abs(ref).max() > 1e-2
+    # window 1, attention masking: the token dropped from the attention mask, the target still read after
+    # the last token (dropping the last token itself moves the prediction to the token before it)
+    m = il.attribute(llama, prompt, il.NextToken(" Mary"), method="occlusion", masking="attention")
+    ref_m = []
+    for i in range(n):
+        mask = torch.ones_like(ids)
+        mask[0, i] = 0
+        ref_m.append(full - f(ids, mask) if i < n - 1 else full - f(ids[:, :-1]))
+    np.testing.assert_allclose(m.scores, ref_m, rtol=1e-4, atol=1e-5)
+    # window 3, stride 2: each feature gets the mean drop of the windows that cover it
+    w = il.attribute(llama, prompt, il.NextToken(" Mary"), method="occlusion", window=3, stride=2)
+    starts = sorted(set(range(0, n - 3 + 1, 2)) | {n - 3})
+    drops = {}
+    for s in starts:
+        occluded = ids.clone()
+        occluded[0, s:s + 3] = unk
+        drops[s] = full - f(occluded)
+    ref_w = [np.mean([drops[s] for s in starts if s <= i < s + 3]) for i in range(n)]
+    np.testing.assert_allclose(w.scores, ref_w, rtol=1e-4, atol=1e-5)
+
+
+def _token_local_llama():
+    """A tiny Llama with every attention output projection zeroed: each position's logits depend on its
+    own token only, so the sum over positions of one logit is exactly additive in which tokens are present."""
+    from interpretlm.testing import tiny_lm
+    lm = tiny_lm("llama", seed=1)
+    with torch.no_grad():
+        for layer in range(lm.n_layers):
+            lm.site(f"blocks.{layer}.attn").module.weight.zero_()
+    return lm
+
+
+def test_lime_recovers_an_exactly_additive_target():
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    lm = _token_local_llama()
+    prompt = "When Mary and John went to the store, John gave"
+    k = lm.tokenizer(" Mary", add_special_tokens=False)["input_ids"][0]
+    unk = lm.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+
+    def summed_logit(logits, batch):  # [batch, pos, vocab] -> [batch]
+        return logits[:, :, k].float().sum(1)
+
+    ids = torch.tensor([lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        present = lm.model(input_ids=ids).logits[0, :, k].double()
+        absent = lm.model(input_ids=torch.full_like(ids, unk)).logits[0, :, k].double()
+    w = (present - absent).numpy()  # the planted effect of each token: f = f(nothing) + sum_i z_i w_i
+    assert np.abs(w).min() > 1e-3
+    # with no ridge penalty the weighted least-squares fit of an exactly linear target is that target
+    exact = il.attribute(lm, prompt, summed_logit, method="lime", n_samples=128, seed=0, alpha=0.0)
+    np.testing.assert_allclose(exact.scores, w, rtol=1e-4, atol=1e-4 * np.abs(w).max())
+    assert min(exact.diagnostics["r2"]) > 1 - 1e-8
+    # with the default penalty: sklearn's weighted ridge on the same samples (each feature kept with
+    # probability 1/2, the first sample the full input; text-LIME cosine kernel of width 0.25)
+    a = il.attribute(lm, prompt, summed_logit, method="lime", n_samples=128, seed=0)
+    n = ids.shape[1]
+    Z = np.random.default_rng(0).random((128, n)) < 0.5
+    Z[0] = True
+    y = float(absent.sum()) + Z.astype(float) @ w
+    kept = Z.sum(1)
+    dist = np.where(kept == 0, 1.0, 1 - kept / np.sqrt(np.maximum(kept, 1) * n))
+    ridge = sklearn.Ridge(alpha=1.0).fit(Z.astype(float), y, sample_weight=np.exp(-dist ** 2 / 0.25 ** 2))
+    np.testing.assert_allclose(a.scores, ridge.coef_, rtol=1e-4, atol=1e-4 * np.abs(w).max())
+    assert np.abs(a.scores - w).max() > 1e-3  # the penalty shrinks: the two checks are different
+
+
 def test_kernel_shap_equals_exact_when_budget_covers_all_coalitions(llama):
     kw = dict(granularity="word")
     exact = il.attribute(llama, "When Mary and John went", " to", method="exact_shap", **kw)
@@ -201,6 +329,7 @@ def test_rank_correlation():
 
 
 # ---------------------------------------------------------------------------- the default model
+@pytest.mark.slow
 def test_ig_completeness_on_the_default_model(default_lm):
     a = il.attribute(default_lm, IOI, il.NextToken(" Mary"), method="integrated_gradients")
     assert a.completeness_error <= 0.01 and a.diagnostics["converged"]
@@ -209,6 +338,7 @@ def test_ig_completeness_on_the_default_model(default_lm):
     assert a.diagnostics["backward_passes"] >= 1 and a.diagnostics["gradient_evaluations"] <= 1024
 
 
+@pytest.mark.slow
 def test_kernel_shap_matches_exact_shap_on_ten_words(default_lm):
     prompt = "The cat sat on the mat because it was very"
     exact = il.attribute(default_lm, prompt, " tired", method="exact_shap", granularity="word", batch_size=64)
@@ -221,6 +351,7 @@ def test_kernel_shap_matches_exact_shap_on_ten_words(default_lm):
     assert rank_correlation(kern.scores, exact.scores) >= 0.95
 
 
+@pytest.mark.slow
 def test_attributions_change_on_a_randomized_model(default_lm):
     a = il.attribute(default_lm, IOI, il.NextToken(" Mary"), method="input_x_gradient")
     with warnings.catch_warnings():

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 import interpretlm as il
-from interpretlm.circuits import PatchingError
+from interpretlm.circuits import NoiseWarning, PatchingError, normaliser
 from interpretlm.testing import tiny_lm
+
+from conftest import FAMILIES
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
@@ -26,14 +28,32 @@ def pearson(a, b):
     return float((a * b).sum() / (a.norm() * b.norm()))
 
 
+@pytest.fixture(scope="module", params=FAMILIES)
+def wide_lm(request):
+    """A tiny model of each family whose clean and corrupted metrics differ by >= 0.1.
+
+    At the default initialisation (std 0.02) the tiny models barely tell CLEAN from CORRUPT
+    (|clean - corrupted| from 1e-4 for BERT to 9e-3 for Llama), so normalised effects carry
+    float noise of 1e-5 and more; with std 0.2 the gap is 0.12 (GPT-2) to 0.5 (BERT).
+    """
+    return tiny_lm(request.param, seed=0, initializer_range=0.2)
+
+
 @pytest.mark.parametrize("over", ["resid_pre", "resid_post", "attn", "mlp", "heads"])
-def test_batched_replay_equals_one_forward_per_patch(any_lm, over):
-    c, x, t = inputs(any_lm)
-    fast = il.patch(any_lm, c, x, t, over=over, engine="replay", batch_size=7)
-    loop = il.patch(any_lm, c, x, t, over=over, engine="loop")
-    assert torch.allclose(fast.effect, loop.effect, atol=1e-5)
-    assert fast.diagnostics["engine"] == "replay"
-    assert fast.effect.abs().max() > 0  # something was patched
+def test_batched_replay_equals_one_forward_per_patch(wide_lm, over):
+    c, x, t = inputs(wide_lm)
+    fast = il.patch(wide_lm, c, x, t, over=over, engine="replay", batch_size=7)
+    loop = il.patch(wide_lm, c, x, t, over=over, engine="loop")
+    gap = fast.clean_value - fast.corrupt_value
+    assert abs(gap) >= 0.1
+    # the metric after each patch, unnormalised: the same to float32 precision (relative 1e-4)
+    scale = max(abs(fast.clean_value), abs(fast.corrupt_value), 1.0)
+    torch.testing.assert_close(fast.patched, loop.patched, rtol=1e-4, atol=1e-4 * scale)
+    # normalised effects: 1e-4 of the clean-corrupted gap (measured differences: <= 1e-5)
+    torch.testing.assert_close(fast.effect, loop.effect, rtol=0, atol=1e-4)
+    assert fast.diagnostics["engine"] == "replay" and loop.diagnostics["engine"] == "loop"
+    assert fast.effect.abs().max() > 0.1  # something was patched
+    assert not fast.warnings  # no noise warning, no failed sanity check
 
 
 def test_replay_with_padding_and_eager_attention():
@@ -48,22 +68,67 @@ def test_replay_with_padding_and_eager_attention():
         assert torch.allclose(fast.effect, loop.effect, atol=1e-5)
 
 
-def test_sanity_points(any_lm):
+def test_sanity_points(wide_lm):
     """Point 3: a whole clean layer restores everything, nothing patched changes nothing."""
-    c, x, t = inputs(any_lm)
-    # the random BERT's clean-corrupt difference is ~1e-3, so float noise is relatively larger
-    tol = 1e-3 if any_lm.family.name == "bert" else 1e-4
-    p = il.patch(any_lm, c, x, t, over="resid_pre", positions="all")
-    assert torch.allclose(p.effect, torch.ones(any_lm.n_layers), atol=tol)
-    q = il.patch(any_lm, c, x, t, over="resid_post", positions="all")
-    assert torch.allclose(q.effect, torch.ones(any_lm.n_layers), atol=tol)
+    c, x, t = inputs(wide_lm)
+    tol = 1e-4
+    p = il.patch(wide_lm, c, x, t, over="resid_pre", positions="all")
+    assert torch.allclose(p.effect, torch.ones(wide_lm.n_layers), atol=tol)
+    q = il.patch(wide_lm, c, x, t, over="resid_post", positions="all")
+    assert torch.allclose(q.effect, torch.ones(wide_lm.n_layers), atol=tol)
     assert abs(p.diagnostics["sanity_nothing_patched"]) < tol
-    if any_lm.is_causal:
-        last = il.patch(any_lm, c, x, t, over="resid_post", positions="last")
+    if wide_lm.is_causal:
+        last = il.patch(wide_lm, c, x, t, over="resid_post", positions="last")
         assert last.effect[-1] == pytest.approx(1.0, abs=1e-5)
-        each = il.patch(any_lm, c, x, t, over="resid_post", positions="each", layers=[-1])
+        each = il.patch(wide_lm, c, x, t, over="resid_post", positions="each", layers=[-1])
         assert each.effect[0, -1] == pytest.approx(1.0, abs=1e-5)
         assert each.effect[0, :-1].abs().max() < 1e-5  # earlier positions cannot reach the last logits
+
+
+def test_normaliser_flags_a_gap_at_float_noise():
+    eps = torch.finfo(torch.float32).eps
+    assert normaliser(0.5, -0.5, dtype=torch.float32) == (1.0, None)
+    # the floor is 1000 eps x max(|clean|, |corrupted|, 1): just below it warns, just above it does not
+    denom, msg = normaliser(10.0, 10.0 - 900 * eps * 10, dtype=torch.float32)
+    assert denom == pytest.approx(900 * eps * 10) and "float noise" in msg
+    assert normaliser(10.0, 10.0 - 1100 * eps * 10, dtype=torch.float32)[1] is None
+    assert normaliser(0.0, 900 * eps, dtype=torch.float32)[1] is not None  # the size is at least 1
+    # a gap that float32 resolves is noise in float16 (eps 2**13 times larger)
+    assert normaliser(1.0, 0.5, dtype=torch.float32)[1] is None
+    assert normaliser(1.0, 0.5, dtype=torch.float16)[1] is not None
+    with pytest.raises(PatchingError, match="same on clean"):
+        normaliser(0.25, 0.25, dtype=torch.float32)
+
+
+def _noise_warnings(fn):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn()
+    emitted = [str(w.message) for w in caught if issubclass(w.category, NoiseWarning)]
+    recorded = [w["message"] for w in result.warnings if w["category"] == "NoiseWarning"]
+    assert emitted == recorded  # emitted once and recorded in the result
+    return recorded
+
+
+def test_circuit_methods_warn_when_clean_and_corrupted_barely_differ():
+    """The default tiny BERT's metric moves by ~1e-4 between CLEAN and CORRUPT: below the float32 floor."""
+    calls = {
+        "patch": lambda lm, c, x, t: il.patch(lm, c, x, t, over="resid_pre", positions="all"),
+        "attribution_patch": lambda lm, c, x, t: il.attribution_patch(lm, c, x, t, over="heads"),
+        "path_patch": lambda lm, c, x, t: il.path_patch(lm, c, x, t, senders=[(0, 1)]),
+        "discover_circuit": lambda lm, c, x, t: il.discover_circuit(lm, clean=c, corrupted=x, target=t, keep=3),
+    }
+    noisy = tiny_lm("bert", seed=0)
+    c, x, t = inputs(noisy)
+    for name, call in calls.items():
+        msgs = _noise_warnings(lambda: call(noisy, c, x, t))
+        assert len(msgs) == 1 and "float noise" in msgs[0], name
+    gap = float(noisy.score(c, t) - noisy.score(x, t))
+    assert 0 < abs(gap) < 1e3 * torch.finfo(torch.float32).eps
+    # the same prompts on a BERT that tells them apart (gap ~0.5): no warning from any method
+    clear = tiny_lm("bert", seed=0, initializer_range=0.2)
+    for name, call in calls.items():
+        assert _noise_warnings(lambda: call(clear, c, x, t)) == [], name
 
 
 def test_grouped_query_attention_heads_without_ungrouping(llama):

@@ -5,6 +5,8 @@ import torch
 
 import interpretlm as il
 
+pytestmark = pytest.mark.slow  # every test here uses the real default model
+
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 ABC = "When Anna and Tom went to the store, Paul gave a drink to"
 

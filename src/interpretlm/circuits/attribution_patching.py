@@ -22,7 +22,8 @@ from ..errors import CheckWarning
 from ..registry import CheckSpec, register
 from ..targets import TargetLike
 from ..tokens import Prompts
-from .pairs import check_denominator, tokenize_pairs
+from .metric import NoiseWarning, normaliser
+from .pairs import tokenize_pairs
 from .patching import PatchResult, _layers_spec, _positions_spec
 from ..replay import select_rows
 from .sweep import COMPONENTS, PatchingError
@@ -154,7 +155,7 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
         _, grads, vals = gradients(lm, xb, pairs.target, all_names, embed_from=c2["embed"],
                                    embed_to=clean_embed, alphas=alphas, batch_size=batch_size)
         fwd, bwd = (2 + steps) * xb.size, steps * xb.size
-    denom = check_denominator(clean_value, corrupt_value)
+    denom, noise = normaliser(clean_value, corrupt_value, dtype=lm.dtype)
     real = xb.attention_mask.bool()
 
     def estimate(name: str) -> torch.Tensor:
@@ -187,9 +188,12 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
                f"effect; raise steps (now {steps}).")
         diagnostics["warning"] = msg
         warnings.warn(msg, CheckWarning)
-    return PatchResult(
+    result = PatchResult(
         model=lm.name, method=f"{label} ({over})", target=pairs.target.to_dict(), policy=xb.policy,
         diagnostics=diagnostics, effect=effect, patched=None, axes=axes, layers=layer_list,
         positions=pos_list if kind in ("each", "list") else kind, tokens=list(xb.tokens[0]),
         clean_tokens=list(cb.tokens[0]), over=over, clean_value=clean_value, corrupt_value=corrupt_value,
         n_prompts=xb.size)
+    if noise:
+        result.warn(noise, NoiseWarning)
+    return result

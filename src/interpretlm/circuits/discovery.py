@@ -33,9 +33,10 @@ from ..errors import CheckWarning
 from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import TargetLike
-from ..viz.figures import Figure, Graph, Heatmap, Table, Text
-from .pairs import check_denominator, tokenize_pairs
 from ..replay import select_rows
+from ..viz.figures import Figure, Graph, Heatmap, Table, Text
+from .metric import NoiseWarning, normaliser
+from .pairs import tokenize_pairs
 from .sweep import PatchingError
 
 if TYPE_CHECKING:
@@ -260,7 +261,7 @@ def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any
             clean_value = float(tgt(lm.forward(cb, grad=False)).float().mean())
         with lm.capture(names + ["embed"]) as xc:
             corrupt_value = float(tgt(lm.forward(xb, grad=False)).float().mean())
-    denom = check_denominator(clean_value, corrupt_value)
+    denom, noise = normaliser(clean_value, corrupt_value, dtype=lm.dtype)
     real = xb.attention_mask.bool().unsqueeze(-1).float().to(lm.device)
 
     # what each upstream node writes differently on clean and corrupted prompts
@@ -335,8 +336,11 @@ def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any
                f"{faith:.3f}); keep more edges (keep=) or check the dataset.")
         diagnostics["warning"] = msg
         warnings.warn(msg, CheckWarning)
-    return Circuit(
+    result = Circuit(
         model=lm.name, method="EAP-IG" if method == "eap_ig" else "EAP", target=tgt.to_dict(), policy=xb.policy,
         diagnostics=diagnostics, nodes=nodes, edges=edges, head_scores=head_scores, mlp_scores=mlp_scores,
         n_edges=n_edges, keep=float(keep), faithfulness=float(faith), circuit_value=circuit_value,
         clean_value=clean_value, corrupt_value=corrupt_value, n_layers=L, n_heads=H)
+    if noise:
+        result.warn(noise, NoiseWarning)
+    return result

@@ -27,7 +27,8 @@ from ..results import Result
 from ..targets import TargetLike
 from ..tokens import Batch, Prompts
 from ..viz.figures import Figure, Heatmap
-from .pairs import check_denominator, shifted, tokenize_pairs
+from .metric import NoiseWarning, normaliser
+from .pairs import shifted, tokenize_pairs
 from .runner import BlockRunner
 from .sweep import COMPONENTS, Patch, PatchingError, sweep
 
@@ -220,7 +221,7 @@ def patch(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch, target: 
     runner = BlockRunner(lm, xb, pairs.target)
     sources, clean_value = _clean_sources(lm, pairs, over, layer_list, width)
     corrupt_value = float(runner.value.float().mean())
-    denom = check_denominator(clean_value, corrupt_value)
+    denom, noise = normaliser(clean_value, corrupt_value, dtype=lm.dtype)
 
     valid = torch.ones(xb.size, width, dtype=torch.bool)
     if align:
@@ -272,12 +273,15 @@ def patch(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch, target: 
                f"effect {sanity_full:.4f}, not 1.0; the patching results are not trustworthy.")
         diagnostics["warning"] = msg
         warnings.warn(msg, CheckWarning)
-    return PatchResult(
+    result = PatchResult(
         model=lm.name, method=f"activation patching ({over})", target=pairs.target.to_dict(), policy=xb.policy,
         diagnostics=diagnostics, effect=effect.view(shape), patched=patched.view(shape), axes=axes,
         layers=layer_list, positions=pos_list if kind in ("each", "list") else kind,
         tokens=list(xb.tokens[0]), clean_tokens=list(pairs.clean.tokens[0]), over=over,
         clean_value=clean_value, corrupt_value=corrupt_value, n_prompts=xb.size)
+    if noise:
+        result.warn(noise, NoiseWarning)
+    return result
 
 
 def _clean_sources(lm: "LM", pairs, over: str, layers: list[int], width: int) -> tuple[dict, float]:

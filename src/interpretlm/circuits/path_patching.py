@@ -27,7 +27,8 @@ from ..errors import ComponentError
 from ..registry import CheckSpec, register
 from ..targets import TargetLike
 from ..tokens import Prompts
-from .pairs import check_denominator, tokenize_pairs
+from .metric import NoiseWarning, normaliser
+from .pairs import tokenize_pairs
 from .patching import PatchResult, run_patches
 from .runner import BlockRunner
 from .sweep import Patch, PatchingError
@@ -116,7 +117,7 @@ def path_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: TargetLike,
             lm.forward(xb, grad=False)
         frozen = {n: cache[n] for n in head_names + mlp_names}
     corrupt_value = float(runner.value.float().mean())
-    denom = check_denominator(clean_value, corrupt_value)
+    denom, noise = normaliser(clean_value, corrupt_value, dtype=lm.dtype)
 
     # step 1: senders clean, everything else frozen at corrupted; record what receivers compute
     recorded: dict[str, torch.Tensor] = {}
@@ -167,7 +168,7 @@ def path_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: TargetLike,
             axes, shape = ["receiver"], tuple(eff.shape)
         passes += 3 * xb.size
     names = [f"L{l}H{h}" for l, h in s_heads] + [f"mlp{l}" for l in s_mlps]
-    return PathPatchResult(
+    result = PathPatchResult(
         model=lm.name, method="path patching", target=pairs.target.to_dict(), policy=xb.policy,
         diagnostics={"replay_check_error": runner.check_error, "direct_to_logits": (direct - corrupt_value) / denom,
                      "forward_passes": float(passes), "seconds": time.perf_counter() - t0},
@@ -175,3 +176,6 @@ def path_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: TargetLike,
         clean_tokens=list(cb.tokens[0]), over="heads" if recv_heads else "mlp", clean_value=clean_value,
         corrupt_value=corrupt_value, n_prompts=xb.size, senders=names,
         receivers=receivers if isinstance(receivers, str) else [list(r) for r in receivers])
+    if noise:
+        result.warn(noise, NoiseWarning)
+    return result
