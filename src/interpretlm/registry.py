@@ -294,20 +294,17 @@ def call(name: str, lm: Any, *args: Any, **options: Any) -> Any:
                           "give its options by name.")
     target = rest[0] if rest else options.pop("target", None)
     check_options(m, options)
+    policy = options.get("progress")
     if "progress" in options and "progress" not in m.options:
         options.pop("progress")
     if m.target == "required" and target is None:
         raise OptionError(f"{m.name} needs a target (il.NextToken(' Mary'), il.Contrast(...), ...).")
-    if m.takes == "prompt" and is_prompt_list(inputs[0]):
-        from .progress import bar
+    from .progress import policy as progress_policy, track
 
-        results = []
-        with bar(len(inputs[0]), m.name, options.get("progress")) as b:
-            for one in inputs[0]:
-                results.append(_call_one(m, lm, [one] + inputs[1:], target, options))
-                b.update()
-        return results
-    return _call_one(m, lm, inputs, target, options)
+    with progress_policy(policy):
+        if m.takes == "prompt" and is_prompt_list(inputs[0]):
+            return [_call_one(m, lm, [one] + inputs[1:], target, options) for one in track(inputs[0], m.name)]
+        return _call_one(m, lm, inputs, target, options)
 
 
 def _call_one(m: Method, lm: Any, inputs: list[Any], target: Any, options: dict[str, Any]) -> Any:

@@ -34,7 +34,7 @@ import torch
 
 from .errors import InterpretLMWarning, ResultFormatError
 from .viz import html as H
-from .viz.figures import Figure, Table
+from .viz.figures import Figure, Table, Text
 from .viz.render import render, render_all
 
 FORMAT_VERSION = 1
@@ -296,9 +296,15 @@ class Result:
         return H.table(["field", "value"], rows)
 
     def _diagnostics_html(self) -> str:
-        if not self.diagnostics:
-            return ""
-        return render(Table(["check", "value"], list(self.diagnostics.items()), title="Diagnostics"))
+        parts = []
+        if self.check is not None:
+            parts.append(render(Text(f"Check: {self.check}", title="Check")))
+        if self.warnings:
+            parts.append(render(Table(["warning", "message"], [(w["category"], w["message"]) for w in self.warnings],
+                                      title="Warnings")))
+        if self.diagnostics:
+            parts.append(render(Table(["figure", "value"], list(self.diagnostics.items()), title="Diagnostics")))
+        return "".join(parts)
 
     def to_html(self) -> str:
         """One self-contained HTML page (inline CSS/JS, escaped text, works offline)."""

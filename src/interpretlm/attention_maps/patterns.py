@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import CheckWarning, ComponentError, EmptyInputError
 from ..model import LM
+from ..progress import track
 from ..registry import CheckSpec, register
 from ..results import Result
 from ..tokens import Batch, Prompts
@@ -158,7 +158,7 @@ def attention(lm: LM, inputs: Prompts | Batch, layers: Sequence[int] | None = No
     head_idx = torch.tensor(heads)
     results: list[AttentionResult] = []
     starts = range(0, batch.size, batch_size)
-    for start in tqdm(starts, desc="attention", disable=batch.size <= batch_size, leave=False):
+    for start in track(starts, "attention"):
         chunk = batch.rows(start, start + batch_size)
         stacked: dict[str, torch.Tensor] = {}
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import ContextLengthError, EmptyInputError
 from ..model import LM
+from ..progress import track
 from ..registry import CheckSpec, register
 from ..results import Result
 from ..tokens import Batch, Prompt
@@ -178,7 +178,7 @@ def attention_flow(lm: LM, inputs: Prompt | Batch, *, positions: list[int] | Non
     top = len(mats)
     out = np.zeros((len(positions), n))
     jobs = [(i, p, k) for i, p in enumerate(positions) for k in range(n)]
-    for i, p, k in tqdm(jobs, desc="attention flow", disable=len(jobs) < 64, leave=False):
+    for i, p, k in track(jobs, "attention flow"):
         if (0, k) in graph and (top, p) in graph:
             out[i, k] = nx.maximum_flow_value(graph, (0, k), (top, p))
     return AttentionFlow(model=lm.name, method="attention_flow", kind="flow", policy=dict(batch.policy),

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import InterpretLMError
 from ..model import LM
+from ..progress import track
 from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import TargetLike
@@ -103,7 +104,7 @@ def compare(lm: LM, inputs: Any, target: TargetLike, methods: Sequence[str] = DE
         raise InterpretLMError("compare needs at least one method, e.g. methods=['saliency', 'kernel_shap'].")
     options = options or {}
     atts, table = [], []
-    for m in methods:
+    for m in track(methods, "compare"):
         opts: dict[str, Any] = {"granularity": granularity, "batch_size": batch_size}
         if m in ("lime", "kernel_shap"):
             opts["seed"] = seed

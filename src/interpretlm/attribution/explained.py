@@ -8,17 +8,16 @@ value per generated token (``Continuation``) give ``R`` *rows*; single targets g
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import InterpretLMError
 from ..model import LM
+from ..progress import Bar, ProgressLike, bar
 from ..targets import Continuation, Target, TargetLike, as_target
 from ..tokens import Batch
 from .features import Features, build_features
@@ -76,10 +75,9 @@ def baseline_token_id(lm: LM, baseline_token: str | int | None) -> int:
     return int(ids[0])
 
 
-def progress(total: int, desc: str, show: bool | None = None) -> tqdm:
-    """A progress bar shown only on a terminal (and only for more than one step)."""
-    show = sys.stderr.isatty() if show is None else show
-    return tqdm(total=total, desc=desc, disable=not show or total <= 1, leave=False)
+def progress(total: int, desc: str, show: ProgressLike = None) -> Bar:
+    """A progress bar following the library's one policy (:mod:`interpretlm.progress`)."""
+    return bar(total, desc, show)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from ..errors import CheckWarning, InterpretLMError
 from ..model import LM
 from ..registry import CheckSpec, register
 from ..results import Result
-from ..targets import Contrast, Continuation, Label, NextToken, Target, TargetLike
+from ..targets import Target, TargetLike
 from ..viz.figures import Figure, LineChart, Table
 from .explained import Explained
 from .features import Features
@@ -248,7 +248,6 @@ def faithfulness(lm: LM, a: Attribution, *, target: TargetLike | None = None, bi
         if abs(checks[-1]["spearman"]) > 0.5:
             msg = (f"{a.method}: rank correlation {checks[-1]['spearman']:.2f} with the attribution of a fully "
                    "randomized model; the attribution may not depend on what the model learned.")
-            diag["warning"] = msg
             warnings.warn(msg, SanityWarning, stacklevel=2)
     return FaithfulnessScores(model=lm.name, method=a.method, target=a.target, policy=dict(a.policy),
                               diagnostics=diag, features=list(a.features), deletion=dcurve, insertion=icurve,

@@ -315,7 +315,6 @@ def integrated_gradients(lm: LM, inputs: Any, target: TargetLike, *, baseline: s
                f"{delta.tolist()} (completeness error {err:.1%} > {tol:.0%}). ")
         msg += (f"The refinement budget max_evals={max_evals} was spent; raise it." if refine else
                 "Uniform steps miss sharp jumps of f along the path: use refine=True (the default).")
-        diag["warning"] = msg
         warnings.warn(msg, CompletenessWarning, stacklevel=2)
     return ex.result("integrated_gradients", res.scores, target_value=res.f1, baseline_value=res.f0,
                      diagnostics=diag,

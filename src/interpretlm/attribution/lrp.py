@@ -180,7 +180,6 @@ def _lrp_one(lm: LM, batch: Any, tgt: Any, *, epsilon: float, attention_rule: st
         where = ", ".join(f"{k.replace('_', ' ')} {v:+.3g}" for k, v in absorbed.items() if abs(v) > 1e-6)
         msg = (f"LRP conservation error {error:.1%} exceeds {tolerance:.0%}: the input relevance sums to "
                f"{total:.4g} where the explained output is {explained_value:.4g}. Absorbed: {where or 'nothing'}.")
-        diagnostics.setdefault("warnings", []).append(msg)
         warnings.warn(msg, CheckWarning, stacklevel=3)
     layer_rel = {n: store[n].numpy() for n in names if n in store}
     tokens = list(row.tokens[0])

@@ -186,7 +186,6 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
     if method == "eap_ig" and completeness > 0.1:
         msg = (f"EAP-IG completeness error {completeness:.2f}: the layer-0 estimates do not add up to the full "
                f"effect; raise steps (now {steps}).")
-        diagnostics["warning"] = msg
         warnings.warn(msg, CheckWarning)
     result = PatchResult(
         model=lm.name, method=f"{label} ({over})", target=pairs.target.to_dict(), policy=xb.policy,

@@ -329,12 +329,10 @@ def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any
     if conservation > 1e-3:
         msg = (f"Edge scores do not add up to the nodes' attributions (relative error {conservation:.2g}); "
                "this model's blocks may not be pre-norm residual blocks, so edge scores are approximate.")
-        diagnostics["warning_conservation"] = msg
         warnings.warn(msg, CheckWarning)
     if faith < 0.5:
         msg = (f"The circuit recovers only {faith:.0%} of the clean-vs-corrupted difference (faithfulness "
                f"{faith:.3f}); keep more edges (keep=) or check the dataset.")
-        diagnostics["warning"] = msg
         warnings.warn(msg, CheckWarning)
     result = Circuit(
         model=lm.name, method="EAP-IG" if method == "eap_ig" else "EAP", target=tgt.to_dict(), policy=xb.policy,

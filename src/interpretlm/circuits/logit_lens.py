@@ -140,7 +140,6 @@ def logit_lens(lm: "LM", prompt: Prompts, target: Any = None, *, k: int = 5) -> 
     diagnostics: dict[str, Any] = {"final_layer_error": err, "forward_passes": 1, "seconds": time.perf_counter() - t0}
     if err > 1e-4:
         msg = f"The lens at the last layer differs from the model's output by {err:.2g} in probability."
-        diagnostics["warning"] = msg
         warnings.warn(msg, CheckWarning)
     rank = prob = None
     if tid is not None:

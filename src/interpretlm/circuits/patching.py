@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckWarning
+from ..progress import track
 from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import TargetLike
@@ -271,7 +272,6 @@ def patch(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch, target: 
     if abs(sanity_full - 1.0) > 1e-3:
         msg = (f"Sanity check failed: patching the clean residual stream at every position of layer {mid} gave "
                f"effect {sanity_full:.4f}, not 1.0; the patching results are not trustworthy.")
-        diagnostics["warning"] = msg
         warnings.warn(msg, CheckWarning)
     result = PatchResult(
         model=lm.name, method=f"activation patching ({over})", target=pairs.target.to_dict(), policy=xb.policy,
@@ -326,11 +326,8 @@ def run_patches(runner: BlockRunner, patches: list[Patch], source, *, engine: st
 def loop_sweep(lm: "LM", batch: Batch, target, patches: list[Patch], source, *, batch_size: int = 64,
                progress: bool | None = None) -> torch.Tensor:
     """Reference engine: one full forward pass of the corrupted batch per patch, ``[patches, batch]``."""
-    from tqdm.auto import tqdm
-
     out = torch.empty(len(patches), batch.size)
-    for s, p in enumerate(tqdm(patches, desc="patching (loop)", leave=False,
-                               disable=None if progress is None else not progress)):
+    for s, p in enumerate(track(patches, "patching (loop)", progress)):
         value = source(p.component, p.layer)
         m = p.pos_mask
         if p.component == "heads":

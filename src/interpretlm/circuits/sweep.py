@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import hooks
 from ..errors import InterpretLMError
+from ..progress import bar as progress_bar
 from .runner import BlockRunner
 
 COMPONENTS = ("resid_pre", "resid_post", "attn", "mlp", "heads")
@@ -78,7 +78,7 @@ def sweep(runner: BlockRunner, patches: list[Patch], source: Sources, *, batch_s
         groups[(p.start, p.component, p.layer)].append(s)
     out = torch.full((len(patches), n), float("nan"))
     total = sum(len(v) for v in groups.values()) * n
-    bar = tqdm(total=total, desc=desc, disable=(None if progress is None else not progress), leave=False)
+    bar = progress_bar(total, desc, progress)
     for (start, comp, layer), spec_ids in sorted(groups.items()):
         pairs = [(s, b) for s in spec_ids for b in range(n)]
         src = source(comp, layer)

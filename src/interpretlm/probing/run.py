@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import sys
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..progress import track
 from ..registry import CheckSpec, register
 from ..errors import CheckWarning
 from ..results import Check
@@ -162,8 +162,6 @@ def probe(lm: Any, task: Task, layers: str | int | Sequence[int] = "all", probe:
         >>> rep = il.probe(lm, il.probing.tasks.pos(), layers="all", probe="logistic", control=True, mdl=True)  # doctest: +SKIP
         >>> print(rep.table)  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     # ------------------------------------------------------------ checks before any work
     if not isinstance(task, Task):
         raise ProbingError(f"task must be a probing Task (e.g. il.probing.tasks.pos(texts)); got {type(task).__name__}.")
@@ -242,9 +240,8 @@ def probe(lm: Any, task: Task, layers: str | int | Sequence[int] = "all", probe:
             words = [ex_word[e] for e in es]
             D = tree_distances(task.heads[t])[words][:, words]
             sents.append((t, torch.tensor(es), D, groups[t] in test_groups))
-    show = sys.stderr.isatty() if progress is None else progress
     with one_thread():   # many small fits: one thread is faster on a busy machine
-        for li, name in enumerate(tqdm(names, desc=f"probing {task.name}", disable=not show)):
+        for li, name in enumerate(track(names, f"probing {task.name}", progress)):
             X = store[name].float()
             if structural:
                 train = [(X[es], D) for _, es, D, t in sents if not t and len(es) >= 2]
@@ -330,6 +327,5 @@ def _check(rep: ProbeReport) -> None:
         rep.diagnostics["best_layer"], rep.diagnostics["best_spearman"] = name, best
         if not best > 0.3:
             notes.append(f"the structural probe's Spearman correlation peaks at only {best:.3f}")
-    rep.diagnostics["warnings"] = notes
     for n in notes:
         warnings.warn(f"Probing {rep.task['name']!r}: {n}.", CheckWarning, stacklevel=3)

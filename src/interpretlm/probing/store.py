@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 
 from ..errors import ComponentError, InterpretLMError
+from ..progress import bar as progress_bar
 from ..results import atomic_write
 from .errors import ProbingError, StoreError
 
@@ -307,8 +307,6 @@ def activations(lm: Any, texts: str | Sequence[str], components: str | Sequence[
         >>> store["blocks.5.resid_post"].shape  # doctest: +SKIP
         torch.Size([7, 576])
     """
-    from tqdm.auto import tqdm
-
     # Everything is checked before anything is written: a bad call leaves no folder behind.
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
@@ -366,9 +364,8 @@ def activations(lm: Any, texts: str | Sequence[str], components: str | Sequence[
     todo = [k for k in range(n_shards)
             if folder is None or str(k) not in manifest["shards"]
             or not (folder / manifest["shards"][str(k)]["file"]).exists()]
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=len(texts), disable=not show, desc="activations", unit="text",
-               initial=len(texts) - sum(min(len(texts), (k + 1) * shard_size) - k * shard_size for k in todo))
+    bar = progress_bar(len(texts), "activations", progress,
+                       initial=len(texts) - sum(min(len(texts), (k + 1) * shard_size) - k * shard_size for k in todo))
     try:
         for k in todo:
             lo, hi = k * shard_size, min(len(texts), (k + 1) * shard_size)
