@@ -1,21 +1,48 @@
-"""The ``interpretlm`` command line."""
+"""The ``interpretlm`` command line, generated from the method registry.
+
+Besides ``info``, ``methods`` and ``demo``, every registered verb is a command
+(``interpretlm attribute``, ``interpretlm patch``...) with the same shape:
+
+* its inputs, by what the method takes: ``PROMPT`` (or ``--prompts FILE``, one prompt a
+  line: a list, following the calling convention), ``CLEAN CORRUPTED`` (or ``--pairs FILE``
+  / ``--dataset NAME``), ``TASK`` (a built-in task or a ``.jsonl`` file), ``RESULT`` (a
+  saved result);
+* the target: ``--target TOKEN``, ``--contrast TOKEN`` (with ``--target``: a logit
+  difference), ``--continuation TEXT``;
+* every option of the method as ``--name VALUE`` (Python literals, or comma lists), and
+  ``--method`` for verbs shared by several methods;
+* ``--model``, ``--device``, ``--dtype``, ``--chat``, ``--json PATH`` (save the result),
+  ``--out PATH`` (its HTML page), ``--progress/--no-progress``.
+
+A new family's commands appear without touching this file.
+"""
 
 from __future__ import annotations
 
+import ast
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
-import typer
+import click
 
 from .errors import InterpretLMError
+from .registry import REQUIRED
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Explain what large language models do. Models: 'smollm2-135m' (default), "
-                       "'minilm-l6', a Hugging Face id or folder, or a .gguf file.")
+MODEL_HELP = "Model: 'smollm2-135m' (default), 'minilm-l6', a Hugging Face id or folder, or a .gguf file."
 
 
-@app.callback()
-def _setup(threads: int = typer.Option(0, help="PyTorch CPU threads (0: the cores not busy with other work).")) -> None:
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(_version(), "--version", prog_name="interpretlm")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="PyTorch CPU threads (0: the cores not busy with other work).")
+def app(threads: int) -> None:
+    """Explain what large language models do. Every method below is one command."""
     import torch
 
     from .runtime import use_free_cores
@@ -26,25 +53,39 @@ def _setup(threads: int = typer.Option(0, help="PyTorch CPU threads (0: the core
 
 
 def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+    click.secho(f"error: {exc}", fg="red", err=True)
+    sys.exit(2)
+
+
+def _load(model: str, dtype: str, device: str):
+    from .loading import load
+    return load(model, dtype=dtype, device=device)
 
 
 @app.command()
-def info(model: str = typer.Argument("smollm2-135m", help="Model name, Hugging Face id, folder or .gguf file."),
-         dtype: str = typer.Option("float32", help="float32, bfloat16, float16 or float64."),
-         device: str = typer.Option("cpu")) -> None:
+@click.argument("model", default="smollm2-135m")
+@click.option("--dtype", default="float32", show_default=True, help="float32, bfloat16, float16 or float64.")
+@click.option("--device", default="cpu", show_default=True)
+def info(model: str, dtype: str, device: str) -> None:
     """Print a model's family, sizes and canonical component names."""
-    from .loading import load
     try:
-        print(load(model, dtype=dtype, device=device).info())
+        print(_load(model, dtype, device).info())
     except InterpretLMError as exc:
         _fail(exc)
 
 
+@app.command("methods")
+def list_methods() -> None:
+    """List every registered method: verb, name, what it takes, its check figure."""
+    from .registry import methods
+    print(methods())
+
+
 @app.command()
-def demo(model: Optional[str] = typer.Option(None, help="Model (default: smollm2-135m)."),
-         out: Path = typer.Option(Path("interpretlm-demo.html"), help="Where to write the HTML report.")) -> None:
+@click.option("--model", default=None, help=MODEL_HELP)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("interpretlm-demo.html"), show_default=True,
+              help="Where to write the HTML report.")
+def demo(model: str | None, out: Path) -> None:
     """Run the main job on the default model: predictions and explanations, written to one HTML report."""
     from .demo import run_demo
     try:
@@ -53,125 +94,222 @@ def demo(model: Optional[str] = typer.Option(None, help="Model (default: smollm2
         _fail(exc)
 
 
-@app.command()
-def attention(prompt: str = typer.Argument(..., help="The text whose attention is shown."),
-              model: str = typer.Option("smollm2-135m", help="Model name, Hugging Face id, folder or .gguf file."),
-              layers: Optional[str] = typer.Option(None, help="Comma-separated layers (default: all)."),
-              out: Path = typer.Option(Path("attention.html"), help="Where to write the head and model view.")) -> None:
-    """Attention patterns of a prompt: top heads by kind, and an interactive HTML view."""
-    from .attention_maps import attention as run_attention
-    from .loading import load
+# ---------------------------------------------------------------------- generated commands
+def parse_value(text: str) -> Any:
+    """A command-line option value: a Python literal (``3``, ``0.5``, ``None``, ``[0, 1]``),
+    a comma list of literals (``0,1,2``) or a plain string.
+
+    Example:
+        >>> parse_value("3"), parse_value("0,5"), parse_value("heads"), parse_value("None")
+        (3, [0, 5], 'heads', None)
+    """
     try:
-        chosen = [int(x) for x in layers.split(",")] if layers else None
-        att = run_attention(load(model), prompt, layers=chosen)
-        s = att.heads_summary()
-        for metric in ("previous_token", "induction", "first_token", "self"):
-            top = [t for t in s.top(metric, 3) if t[2] == t[2]]
-            if top:
-                print(f"{metric:>15}: " + ", ".join(f"L{l}H{h} {v:.2f}" for l, h, v in top))
-        print(f"wrote {att.save_html(out)}")
-    except (InterpretLMError, ValueError) as exc:
-        _fail(exc)
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    if "," in text:
+        return [parse_value(x.strip()) for x in text.split(",")]
+    return text
 
 
-@app.command()
-def probe(task: str = typer.Argument(..., help="pos, dependency, depth, trees, sentiment, agreement, ioi, or a .jsonl file."),
-          model: str = typer.Option("smollm2-135m", help="Model name, Hugging Face id, folder or .gguf file."),
-          layers: str = typer.Option("all", help="'all' or comma-separated layer indices."),
-          probe_kind: str = typer.Option("auto", "--probe", help="auto, logistic, ridge or mlp."),
-          n: int = typer.Option(300, help="Examples generated for built-in tasks."),
-          control: bool = typer.Option(True, help="Control task and selectivity."),
-          mdl: bool = typer.Option(True, help="MDL online codelength."),
-          seed: int = typer.Option(0),
-          acts: Optional[Path] = typer.Option(None, help="Folder for a resumable activation store."),
-          out: Path = typer.Option(Path("probe.html"), help="Where to write the HTML report.")) -> None:
-    """Probe every layer for a task; print the per-layer table and write the layer curves."""
-    from .loading import load
-    from .probing import probe as run_probe
-    from .probing import tasks
-    try:
-        if task.endswith(".jsonl"):
-            t = tasks.from_jsonl(task)
-        elif task in ("pos", "dependency", "depth", "trees"):
-            t = getattr(tasks, task)(n=n, seed=seed)
-        elif task in ("sentiment", "agreement", "ioi"):
-            t = getattr(tasks, task)(n, seed=seed)
-        else:
-            raise typer.BadParameter(f"unknown task {task!r}")
-        lm = load(model)
-        chosen = "all" if layers == "all" else [int(x) for x in layers.split(",")]
-        rep = run_probe(lm, t, layers=chosen, probe=probe_kind, control=control, mdl=mdl, seed=seed, path=acts)
-        print(rep.summary())
-        print(rep.table)
-        rep.save_html(out)
-        print(f"wrote {out}")
-    except InterpretLMError as exc:
-        _fail(exc)
+def _target(target: str | None, contrast: str | None, continuation: str | None):
+    from .targets import Continuation, Contrast, NextToken
+
+    if continuation is not None:
+        return Continuation(continuation)
+    if target is None:
+        return None
+    if contrast is not None:
+        return Contrast(target, contrast)
+    return NextToken(parse_value(target) if target.lstrip("-").isdigit() else target)
 
 
-@app.command()
-def patch(clean: str = typer.Argument(..., help="The clean prompt."),
-          corrupted: str = typer.Argument(..., help="The corrupted prompt (same number of tokens)."),
-          answer: str = typer.Option(..., help="The clean answer token, e.g. ' Mary'."),
-          wrong: Optional[str] = typer.Option(None, help="A competing token: the metric becomes a logit difference."),
-          over: str = typer.Option("heads", help="resid_pre, resid_post, attn, mlp or heads."),
-          model: str = typer.Option("smollm2-135m", help="Model name, Hugging Face id, folder or .gguf file."),
-          out: Path = typer.Option(Path("interpretlm-patch.html"), help="Where to write the HTML result.")) -> None:
-    """Activation patching of the clean prompt into the corrupted one, for every layer (and head / position)."""
-    from .circuits import patch as run_patch
-    from .loading import load
-    from .targets import Contrast, NextToken
-    try:
-        lm = load(model)
-        target = Contrast(answer, wrong) if wrong else NextToken(answer)
-        result = run_patch(lm, clean, corrupted, target, over=over)
-        for label, value in result.top(8):
-            print(f"{label:24s} {value:+.3f}")
-        result.save_html(out)
-        print(f"Wrote {out}")
-    except InterpretLMError as exc:
-        _fail(exc)
+def _read_lines(path: Path) -> list[str]:
+    # one prompt per line; "\n" inside a line stands for a newline of the prompt
+    return [line.replace("\\n", "\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@app.command()
-def attribute(prompt: str = typer.Argument(..., help="The prompt to explain."),
-              target: str = typer.Option(..., help="The next token to explain, e.g. ' Mary' (mind the space)."),
-              contrast: Optional[str] = typer.Option(None, help="Explain logit(target) - logit(contrast) instead."),
-              continuation: bool = typer.Option(False, help="Treat --target as a multi-token continuation."),
-              method: str = typer.Option("integrated_gradients", help="saliency, input_x_gradient, "
-                                         "integrated_gradients, occlusion, lime, kernel_shap, exact_shap, "
-                                         "partition_shap."),
-              granularity: str = typer.Option("token", help="token or word."),
-              n_samples: Optional[int] = typer.Option(None, help="Samples (lime, kernel_shap)."),
-              seed: int = typer.Option(0, help="Seed of stochastic methods."),
-              model: str = typer.Option("smollm2-135m", help="Model name, Hugging Face id or folder."),
-              out: Optional[Path] = typer.Option(None, help="Write the HTML heatmap here."),
-              json_out: Optional[Path] = typer.Option(None, "--json", help="Save the result (JSON + safetensors).")) -> None:
-    """Attribute a target to the prompt's tokens and print the top features, the check and the passes."""
-    import interpretlm as il
-    try:
-        lm = il.load(model)
-        tgt = (il.Continuation(target) if continuation else il.Contrast(target, contrast) if contrast
-               else il.NextToken(target))
-        opts: dict = {"granularity": granularity}
-        if method in ("lime", "kernel_shap"):
-            opts["seed"] = seed
-            if n_samples:
-                opts["n_samples"] = n_samples
-        a = il.attribute(lm, prompt, tgt, method=method, **opts)
-    except InterpretLMError as exc:
-        _fail(exc)
-        return
-    print(a.summary())
-    for feat, score in a.top(10):
-        print(f"  {feat!r:>20} {score:+.4f}")
-    d = a.diagnostics
-    print(f"passes: {d.get('forward_passes', 0)} forward, {d.get('backward_passes', 0)} backward "
-          f"({d.get('model_evaluations', 0)} sequences)")
-    if out:
-        print(f"wrote {a.save_html(out)}")
-    if json_out:
-        print(f"wrote {a.save(json_out)}")
+def _resolve(spec: str) -> Any:
+    import importlib
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _inputs(m: Any, words: tuple[str, ...], prompts: Path | None, pairs: Path | None, dataset: str | None,
+            lm: Any) -> tuple[list[Any], Any]:
+    """The method's positional inputs from the command line, and a target the inputs carry (data sets)."""
+    from .results import Result
+
+    if m.takes == "prompt":
+        if prompts is not None:
+            return [_read_lines(prompts)], None
+        if len(words) != 1:
+            raise click.UsageError(f"{m.name} takes one PROMPT (or --prompts FILE).")
+        return [words[0]], None
+    if m.takes == "dataset":
+        items = _read_lines(prompts) if prompts is not None else list(words)
+        if not items:
+            raise click.UsageError(f"{m.name} takes PROMPTS (or --prompts FILE).")
+        return [items], None
+    if m.takes == "result":
+        if len(words) != 1:
+            raise click.UsageError(f"{m.name} takes the path of a saved result (RESULT.json).")
+        return [Result.load(words[0])], None
+    spec = dataset or (str(pairs) if pairs is not None else None)
+    if m.takes == "pairs" and spec is None:
+        if m.inputs == ("clean", "corrupted") and len(words) == 2:
+            return list(words), None
+        raise click.UsageError(f"{m.name} takes CLEAN CORRUPTED prompts, --pairs FILE.jsonl or --dataset NAME.")
+    if m.takes == "task":
+        if len(words) != 1:
+            raise click.UsageError(f"{m.name} takes a TASK (a built-in name or a .jsonl file).")
+        spec = words[0]
+    if m.cli_input is None:
+        raise click.UsageError(f"{m.name} cannot build its input from {spec!r} on the command line.")
+    obj = _resolve(m.cli_input)(spec, lm)
+    if m.inputs == ("clean", "corrupted"):
+        return [obj.clean, obj.corrupted], getattr(obj, "target", None)
+    return [obj], None
+
+
+def _print(result: Any, echo=print) -> None:
+    echo(result.summary())
+    if getattr(result, "check", None) is not None:
+        echo(f"check: {result.check}")
+    top = getattr(result, "top", None)
+    if callable(top):
+        try:
+            rows = top(10)
+        except TypeError:
+            rows = []
+        for label, value in rows:
+            echo(f"  {str(label)!r:>24} {float(value):+.4f}")
+    d = result.diagnostics
+    if "forward_passes" in d:
+        echo(f"passes: {d.get('forward_passes', 0):g} forward, {d.get('backward_passes', 0):g} backward")
+    for w in result.warnings:
+        echo(f"warning ({w['category']}): {w['message']}")
+
+
+def _save(result: Any, json_out: Path | None, out: Path | None, index: int | None) -> None:
+    def where(path: Path) -> Path:
+        return path if index is None else path.with_name(f"{path.stem}-{index}{path.suffix}")
+    if json_out is not None:
+        print(f"wrote {result.save(where(json_out))}")
+    if out is not None:
+        print(f"wrote {result.save_html(where(out))}")
+
+
+RESERVED = {"method", "model", "device", "dtype", "chat", "target", "contrast", "continuation", "prompts", "pairs",
+            "dataset", "json", "out", "progress", "words"}
+
+
+def _flag(name: str, shared: bool) -> str:
+    """The command-line flag of a method option (``--n-samples``; ``--method-option`` where a
+    verb's own flag already has the name)."""
+    if name in RESERVED and (shared or name != "method"):
+        return f"--{name.replace('_', '-')}-option"
+    return f"--{name.replace('_', '-')}"
+
+
+def _command(verb: str, group: list[Any]) -> click.Command:
+    """One command for ``verb``: the union of its methods' options."""
+    import inspect
+
+    from .registry import verbs
+
+    shared = len(group) > 1
+    default = inspect.signature(verbs()[verb]).parameters.get("method") if shared else None
+    names = [m.name for m in group]
+    first = group[names.index(default.default)] if default is not None and default.default in names else group[0]
+    options: dict[str, Any] = {}
+    for m in group:
+        for o in m.options.values():
+            if o.name not in ("chat", "progress"):
+                options.setdefault(o.name, o)
+    takes = {m.takes for m in group}
+
+    def run(words: tuple[str, ...], model: str, device: str, dtype: str, chat: bool,
+            target: str | None, contrast: str | None, continuation: str | None, prompts: Path | None,
+            pairs: Path | None, dataset: str | None, json_out: Path | None, out: Path | None,
+            progress: bool | None, **given: Any) -> None:
+        method = given.pop("method") if shared else None
+        from .registry import call
+        from .registry import method as get_method
+
+        name = method if shared else first.name
+        try:
+            m = get_method(name)
+            if m.verb != verb:
+                raise InterpretLMError(f"{name!r} is not a method of {verb}; choose one of "
+                                       f"{', '.join(x.name for x in group)}.")
+            opts = {k: parse_value(v) for k, v in given.items() if v is not None}
+            if chat:
+                if "chat" not in m.options:
+                    raise InterpretLMError(f"{m.name} does not take chat-formatted prompts.")
+                opts["chat"] = True
+            if progress is not None:
+                opts["progress"] = progress
+            lm = _load(model, dtype, device)
+            inputs, carried = _inputs(m, words, prompts, pairs, dataset, lm)
+            tgt = _target(target, contrast, continuation) or carried
+            args = inputs + ([tgt] if tgt is not None and m.target != "none" else [])
+            result = call(m.name, lm, *args, **opts)
+        except InterpretLMError as exc:
+            _fail(exc)
+            return
+        results = result if isinstance(result, list) else [result]
+        for i, r in enumerate(results):
+            if len(results) > 1:
+                print(f"[{i}]")
+            _print(r)
+            _save(r, json_out, out, i if len(results) > 1 else None)
+
+    params: list[click.Parameter] = [click.Argument(["words"], nargs=-1)]
+    if shared:
+        params.append(click.Option(["--method"], type=click.Choice(names), default=first.name,
+                                   show_default=True, help="Which method of this verb."))
+    params += [
+        click.Option(["--model"], default="smollm2-135m", show_default=True, help=MODEL_HELP),
+        click.Option(["--device"], default="cpu", show_default=True, help="cpu, cuda, mps..."),
+        click.Option(["--dtype"], default="float32", show_default=True, help="float32, bfloat16, float16, float64."),
+        click.Option(["--chat"], is_flag=True, help="Format prompts with the model's chat template."),
+        click.Option(["--target"], default=None, help="The next token to explain, e.g. ' Mary' (mind the space)."),
+        click.Option(["--contrast"], default=None, help="With --target: explain logit(target) - logit(contrast)."),
+        click.Option(["--continuation"], default=None, help="Explain the log-probability of this continuation."),
+        click.Option(["--prompts"], type=click.Path(exists=True, path_type=Path), default=None,
+                     help="A file of prompts, one a line (a list of inputs)."),
+        click.Option(["--pairs"], type=click.Path(exists=True, path_type=Path), default=None,
+                     help="A .jsonl file of clean / corrupted pairs."),
+        click.Option(["--dataset"], default=None, help="A built-in data set (ioi, induction, greater_than)."),
+        click.Option(["--json", "json_out"], type=click.Path(path_type=Path), default=None,
+                     help="Save the result here (JSON + safetensors)."),
+        click.Option(["--out"], type=click.Path(path_type=Path), default=None, help="Write the HTML page here."),
+        click.Option(["--progress/--no-progress"], default=None, help="Progress bars (default: in terminals)."),
+    ]
+    for o in options.values():
+        default = "required" if o.default is REQUIRED else repr(o.default)
+        params.append(click.Option([_flag(o.name, shared), o.name], default=None,
+                                   help=f"[{o.annotation}] default: {default}"))
+    inputs = " | ".join(sorted(takes))
+    summary = "; ".join(f"{m.name}: {m.summary}" for m in group)
+    return click.Command(verb, params=params, callback=run, help=f"[{inputs}] {summary}",
+                         short_help=first.summary if len(group) == 1 else f"{len(group)} methods: "
+                         + ", ".join(m.name for m in group))
+
+
+def _add_generated() -> None:
+    from .registry import methods
+
+    by_verb: dict[str, list[Any]] = {}
+    for m in methods():
+        by_verb.setdefault(m.verb, []).append(m)
+    for verb, group in by_verb.items():
+        if verb not in app.commands:
+            app.add_command(_command(verb, group))
+
+
+_add_generated()
 
 
 def main() -> None:

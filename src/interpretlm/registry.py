@@ -116,6 +116,7 @@ class Method:
     options: dict[str, Option] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()  # names of the positional inputs after ``lm`` (before ``target``)
     fixed: dict[str, Any] = field(default_factory=dict)  # options the verb passes for this method
+    cli_input: str | None = None  # "module:function" turning a command-line word into the input
 
     def line(self) -> str:
         """One line: verb, name, what it takes, its check."""
@@ -169,7 +170,7 @@ def register(name: str, *, verb: str | None = None, family: str, takes: str, res
              summary: str, check: CheckSpec | None = None, target: str = "required", seeded: bool = False,
              demo: Callable[..., Any] | str | None = None, demo_order: int = 100,
              fixed: dict[str, Any] | None = None, inputs: Sequence[str] | None = None,
-             ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             cli_input: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``impl(lm, *inputs, [target], **options)`` as method ``name``.
 
     Returns the public function (the convention of the module docstring applied around
@@ -177,7 +178,9 @@ def register(name: str, *, verb: str | None = None, family: str, takes: str, res
     several methods may share a verb (``il.attribute(..., method=name)``). ``inputs`` names
     the positional inputs after ``lm`` (default: the positional parameters without a
     default, ``target`` excepted); ``demo`` is a section function or its
-    ``"module:function"`` path, imported only when the demo runs.
+    ``"module:function"`` path, imported only when the demo runs; ``cli_input`` is the
+    ``"module:function"`` path of ``fn(word, lm) -> input`` that the command line uses to
+    build the input from a word (a built-in task or data set name, a file).
     """
     if takes not in TAKES:
         raise ValueError(f"takes must be one of {TAKES}; got {takes!r}")
@@ -188,7 +191,8 @@ def register(name: str, *, verb: str | None = None, family: str, takes: str, res
             options.pop(key, None)
         m = Method(name=name, verb=verb or name, family=family, takes=takes, impl=impl, result=result,
                    summary=summary, check=check, target=target, seeded=seeded or "seed" in options, demo=demo,
-                   demo_order=demo_order, options=options, inputs=inputs_, fixed=dict(fixed or {}))
+                   demo_order=demo_order, options=options, inputs=inputs_, fixed=dict(fixed or {}),
+                   cli_input=cli_input)
         _METHODS[name] = m
 
         @functools.wraps(impl)

@@ -86,7 +86,7 @@ def gradients(lm: "LM", batch, target, names: list[str], *, embed_from: torch.Te
     return acts, grads, (values if alphas else values[0])
 
 
-@register("attribution_patch", family="circuit analysis", takes="pairs", result=PatchResult,
+@register("attribution_patch", family="circuit analysis", takes="pairs", cli_input="interpretlm.datasets:from_spec", result=PatchResult,
           summary="attribution patching (first-order) and EAP-IG estimates of every patch",
           check=CheckSpec("completeness_error", 0.1, advice="raise steps (EAP-IG) or use il.patch."))
 def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: TargetLike, *,

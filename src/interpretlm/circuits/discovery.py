@@ -212,7 +212,7 @@ def _edge_scores(lm: "LM", batch, target, deltas: dict[str, Any], real: torch.Te
 
 
 @register("discover_circuit", family="circuit analysis", takes="pairs", result=Circuit, target="optional",
-          inputs=("ds",),
+          inputs=("ds",), cli_input="interpretlm.datasets:from_spec",
           summary="automatic circuit discovery (EAP / EAP-IG edges) with the circuit's faithfulness",
           check=CheckSpec("faithfulness", 0.5, higher_is_better=True, read=lambda r: r.faithfulness,
                           advice="keep more edges (keep=) or check the dataset."))

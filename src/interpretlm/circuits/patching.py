@@ -158,7 +158,7 @@ PATCHING_CHECK = CheckSpec("sanity_error", 1e-3, read=_sanity_error,
                            advice="patching the whole clean residual stream of a layer must give effect 1.")
 
 
-@register("patch", family="circuit analysis", takes="pairs", result=PatchResult,
+@register("patch", family="circuit analysis", takes="pairs", cli_input="interpretlm.datasets:from_spec", result=PatchResult,
           summary="activation patching of residual stream, attention, MLP, heads, per position",
           check=PATCHING_CHECK, demo="interpretlm.circuits.demo:circuits_section", demo_order=50)
 def patch(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch, target: TargetLike, *,

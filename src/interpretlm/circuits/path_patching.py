@@ -63,7 +63,7 @@ def _parse_senders(lm: "LM", senders: Sequence[Any]) -> tuple[list[tuple[int, in
     return heads, mlps
 
 
-@register("path_patch", family="circuit analysis", takes="pairs", result=PathPatchResult,
+@register("path_patch", family="circuit analysis", takes="pairs", cli_input="interpretlm.datasets:from_spec", result=PathPatchResult,
           summary="path patching from sender heads / MLPs to each receiver",
           check=CheckSpec("replay_check_error", 1e-3, advice="the batched replay disagrees with the model's forward pass."))
 def path_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: TargetLike, *,

@@ -121,7 +121,8 @@ def _probe_check(rep: "ProbeReport") -> Check | None:
 @register("probe", family="linear probing", takes="task", result=ProbeReport, target="none",
           summary="a probe per layer with control task, selectivity and MDL codelength",
           check=CheckSpec("selectivity_at_best", 0.05, higher_is_better=True, read=_probe_check),
-          demo="interpretlm.probing.demo:probing_section", demo_order=60)
+          demo="interpretlm.probing.demo:probing_section", demo_order=60,
+          cli_input="interpretlm.probing.tasks:from_spec")
 def probe(lm: Any, task: Task, layers: str | int | Sequence[int] = "all", probe: str | _Probe = "auto", *,
           component: str = "resid_post", control: bool = True, mdl: bool = True, test_size: float = 0.2,
           seed: int = 0, which: str | None = None, pooling: str | None = None, batch_size: int = 16,
