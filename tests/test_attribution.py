@@ -364,7 +364,7 @@ def test_attributions_change_on_a_randomized_model(default_lm):
 
 
 def test_demo_section_and_cli(llama, tmp_path, monkeypatch):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from interpretlm import cli
     from interpretlm.attribution.demo_section import attribution_section

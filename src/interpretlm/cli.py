@@ -58,8 +58,8 @@ def _fail(exc: Exception) -> None:
 
 
 def _load(model: str, dtype: str, device: str):
-    from .loading import load
-    return load(model, dtype=dtype, device=device)
+    import interpretlm  # through the package, so that a test (or a plug-in) may replace il.load
+    return interpretlm.load(model, dtype=dtype, device=device)
 
 
 @app.command()
@@ -136,7 +136,7 @@ def _resolve(spec: str) -> Any:
 
 
 def _inputs(m: Any, words: tuple[str, ...], prompts: Path | None, pairs: Path | None, dataset: str | None,
-            lm: Any) -> tuple[list[Any], Any]:
+            lm: Any, n: int | None = None) -> tuple[list[Any], Any]:
     """The method's positional inputs from the command line, and a target the inputs carry (data sets)."""
     from .results import Result
 
@@ -166,7 +166,7 @@ def _inputs(m: Any, words: tuple[str, ...], prompts: Path | None, pairs: Path | 
         spec = words[0]
     if m.cli_input is None:
         raise click.UsageError(f"{m.name} cannot build its input from {spec!r} on the command line.")
-    obj = _resolve(m.cli_input)(spec, lm)
+    obj = _resolve(m.cli_input)(spec, lm, **({"n": n} if n is not None else {}))
     if m.inputs == ("clean", "corrupted"):
         return [obj.clean, obj.corrupted], getattr(obj, "target", None)
     return [obj], None
@@ -234,6 +234,7 @@ def _command(verb: str, group: list[Any]) -> click.Command:
             pairs: Path | None, dataset: str | None, json_out: Path | None, out: Path | None,
             progress: bool | None, **given: Any) -> None:
         method = given.pop("method") if shared else None
+        n_examples = given.pop("n_examples", None)
         from .registry import call
         from .registry import method as get_method
 
@@ -251,7 +252,7 @@ def _command(verb: str, group: list[Any]) -> click.Command:
             if progress is not None:
                 opts["progress"] = progress
             lm = _load(model, dtype, device)
-            inputs, carried = _inputs(m, words, prompts, pairs, dataset, lm)
+            inputs, carried = _inputs(m, words, prompts, pairs, dataset, lm, n_examples)
             tgt = _target(target, contrast, continuation) or carried
             args = inputs + ([tgt] if tgt is not None and m.target != "none" else [])
             result = call(m.name, lm, *args, **opts)
@@ -287,6 +288,9 @@ def _command(verb: str, group: list[Any]) -> click.Command:
         click.Option(["--out"], type=click.Path(path_type=Path), default=None, help="Write the HTML page here."),
         click.Option(["--progress/--no-progress"], default=None, help="Progress bars (default: in terminals)."),
     ]
+    if any(m.cli_input for m in group):
+        params.append(click.Option(["--n", "n_examples"], type=int, default=None,
+                                   help="Examples generated for a built-in task or data set."))
     for o in options.values():
         default = "required" if o.default is REQUIRED else repr(o.default)
         params.append(click.Option([_flag(o.name, shared), o.name], default=None,

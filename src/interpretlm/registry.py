@@ -80,8 +80,9 @@ class CheckSpec:
         if self.threshold_option and isinstance(result.options.get(self.threshold_option), (int, float)):
             threshold = float(result.options[self.threshold_option])
         value = self.read(result) if self.read is not None else result.diagnostics.get(self.name)
-        if isinstance(value, Check):
-            return value
+        if isinstance(value, Check):  # the figure the result reports; the spec's threshold rules its own name
+            return Check(value.name, value.value, threshold, self.higher_is_better) if value.name == self.name \
+                else value
         if isinstance(value, torch.Tensor):
             value = float(value.abs().max()) if value.numel() else None
         value = None if value is None else float(value)

@@ -254,11 +254,32 @@ class Result:
             values["check"] = Check(c["name"], c["value"], c["threshold"], c.get("higher_is_better", False))
         return klass(**values)
 
-    def to_pandas(self):
-        """The result's main numbers as a ``pandas.DataFrame`` (subclasses say which; default: the
-        diagnostics, one row per figure)."""
+    def to_pandas(self, figure: str | None = None):
+        """The result's numbers as a ``pandas.DataFrame``.
+
+        Read from a figure payload (``figure``: its name in :meth:`figures`; default: the
+        first one that holds a table of numbers): token shadings give ``token, value`` rows,
+        heatmaps a rows × columns frame, bars and line charts one column per series, tables
+        their rows. A result without such a figure gives its diagnostics, one row per figure.
+
+        Example:
+            >>> import interpretlm as il
+            >>> from interpretlm.testing import tiny_lm
+            >>> a = il.attribute(tiny_lm("llama"), "a b c", il.NextToken(5), method="saliency")
+            >>> list(a.to_pandas().columns)
+            ['token', 'saliency']
+        """
         import pandas as pd
 
+        figures = self.figures()
+        names = [figure] if figure is not None else list(figures)
+        for name in names:
+            frame = _frame(figures[name]) if name in figures else None
+            if frame is not None:
+                return frame
+        if figure is not None:
+            raise ResultFormatError(f"{type(self).__name__} has no figure {figure!r} that holds numbers; "
+                                    f"figures: {list(figures)}.")
         return pd.DataFrame({"value": pd.Series(self.diagnostics, dtype=object)})
 
     # ---------------------------------------------------------------- rendering
@@ -318,6 +339,33 @@ class Result:
 
     def _repr_html_(self) -> str:
         return H.fragment(f"<h3>{H.escape(self.title())}</h3>" + self._html_body() + self._diagnostics_html())
+
+
+def _frame(fig: Figure):
+    """A DataFrame of a figure payload's numbers, or ``None`` for pictures without a table (text, graphs)."""
+    import pandas as pd
+
+    from .viz import figures as F
+
+    if isinstance(fig, F.TokenShading):
+        return pd.DataFrame({"token": fig.tokens, fig.label or "value": fig.values})
+    if isinstance(fig, F.Heatmap):
+        return pd.DataFrame(fig.values, index=fig.rows, columns=fig.cols)
+    if isinstance(fig, F.Bars):
+        return pd.DataFrame(fig.series, index=pd.Index(fig.labels, name=fig.label_header or None))
+    if isinstance(fig, F.LineChart):
+        return pd.DataFrame(fig.series, index=pd.Index(fig.x, name=fig.x_label or None))
+    if isinstance(fig, F.Table) and fig.rows:
+        def cell(c: Any) -> Any:  # nested pictures become their number or text
+            if isinstance(c, F.Bar):
+                return c.value
+            if isinstance(c, (F.TokenStrip, F.TokenShading)):
+                return "".join(c.tokens)
+            if isinstance(c, F.Text):
+                return c.text
+            return c.kind if isinstance(c, F.Figure) else c
+        return pd.DataFrame([[cell(c) for c in r] for r in fig.rows], columns=fig.header)
+    return None
 
 
 def result_class(kind: str, where: Any = "the file") -> type[Result]:

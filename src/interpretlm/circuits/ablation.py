@@ -158,7 +158,9 @@ def ablation_sources(lm: "LM", batch, names: list[str], kind: str, *, reference:
 
 @register("ablate", family="circuit analysis", takes="dataset", result=AblationResult,
           summary="zero / mean / resample ablation of heads and MLPs",
-          check=CheckSpec("replay_check_error", 1e-3, advice="the batched replay disagrees with the model's forward pass."))
+          check=CheckSpec("check_error", 1e-3, read=lambda r: r.diagnostics.get(
+              "replay_check_error", r.diagnostics.get("edit_check_error")),
+              advice="the ablated values are not what the model ran with (replay or edit mismatch)."))
 def ablate(lm: "LM", prompts: Prompts, target: TargetLike, *, heads: Any = None, mlps: Any = None,
            kind: str = "zero", reference: Prompts | None = None, seed: int = 0, batch_size: int = 64,
            progress: bool | None = None) -> AblationResult:
@@ -235,11 +237,13 @@ def ablate(lm: "LM", prompts: Prompts, target: TargetLike, *, heads: Any = None,
         edits[name] = (lambda x, m=m, v=src[name]: torch.where(m.to(x.device), v.to(x.device, x.dtype), x))
     with torch.no_grad():
         clean = tgt(lm.forward(batch, grad=False)).float().cpu()
-        with lm.intervene(edits):
+        with lm.intervene(edits), lm.capture(names) as seen:
             ablated = tgt(lm.forward(batch, grad=False)).float().cpu()
+        # the edits are idempotent, so a value they left in place is unchanged by a second application
+        edit_error = max(float((seen[n] - edits[n](seen[n])).abs().max()) for n in names)
     comps = [f"L{l}H{h}" for l, h in head_list] + [f"mlp{l}" for l in mlp_list]
     diagnostics: dict[str, Any] = {"forward_passes": 3 * batch.size + (batch.size if reference is not None else 0),
-                                   "seconds": time.perf_counter() - t0}
+                                   "edit_check_error": edit_error, "seconds": time.perf_counter() - t0}
     if kind == "resample" and batch.size < 2 and reference is None:
         warnings.warn("Resampling from a single prompt.", InterpretLMWarning)
     return AblationResult(
