@@ -423,8 +423,8 @@ def rerun(result: Result, lm: Any, **overrides: Any) -> Result:
     raw = result.inputs
     if m.takes == "prompt" and result.input_ids:
         inputs = [torch.tensor(result.input_ids)]
-        options["chat"] = False if "chat" in m.options else options.get("chat")
-        options = {k: v for k, v in options.items() if v is not None or k != "chat"}
+        if "chat" in m.options:  # the recorded ids already hold the chat template
+            options["chat"] = False
     else:
         inputs = _rebuild_inputs(raw, len(m.inputs))
     target = Target.from_dict(result.target) if (result.target and m.target != "none") else None

@@ -240,8 +240,19 @@ class Bar(Figure):
         self.value, self.scale = float(self.value), _scale(self.scale) or 1.0
 
 
+class _Series:
+    """Figures with ``series: {name: [values]}`` (NaN-safe JSON for every series)."""
+
+    def _field_out(self, name: str, value: Any) -> Any:
+        return {k: _num_out(v) for k, v in value.items()} if name == "series" else value
+
+    @classmethod
+    def _field_in(cls, name: str, value: Any) -> Any:
+        return {k: _num_in(v) for k, v in value.items()} if name == "series" else value
+
+
 @dataclass
-class Bars(Figure):
+class Bars(_Series, Figure):
     """A bar chart: one row per label, one bar and its value per series.
 
     Attributes:
@@ -268,14 +279,6 @@ class Bars(Figure):
             if len(v) != len(self.labels):
                 raise FigureError(f"series {k!r} has {len(v)} values for {len(self.labels)} labels")
 
-    def _field_out(self, name: str, value: Any) -> Any:
-        if name == "series":
-            return {k: _num_out(v) for k, v in value.items()}
-        return value
-
-    @classmethod
-    def _field_in(cls, name: str, value: Any) -> Any:
-        return {k: _num_in(v) for k, v in value.items()} if name == "series" else value
 
 
 @dataclass
@@ -307,7 +310,7 @@ class Heatmap(Figure):
 
 
 @dataclass
-class LineChart(Figure):
+class LineChart(_Series, Figure):
     """Lines over a categorical x axis (NaN points are skipped). The title is drawn in the chart.
 
     Attributes:
@@ -333,12 +336,6 @@ class LineChart(Figure):
             if len(v) != len(self.x):
                 raise FigureError(f"series {k!r} has {len(v)} values for {len(self.x)} x labels")
 
-    def _field_out(self, name: str, value: Any) -> Any:
-        return {k: _num_out(v) for k, v in value.items()} if name == "series" else value
-
-    @classmethod
-    def _field_in(cls, name: str, value: Any) -> Any:
-        return {k: _num_in(v) for k, v in value.items()} if name == "series" else value
 
 
 @dataclass
