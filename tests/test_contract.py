@@ -224,7 +224,7 @@ def test_a_failing_check_warns_and_is_recorded(name, lms, monkeypatch):
     m = il.method(name)
     spec = m.check
     impossible = dataclasses.replace(spec, threshold=math.inf if spec.higher_is_better else -math.inf,
-                                     threshold_option=None)
+                                     threshold_of=None)
     monkeypatch.setitem(registry._METHODS, name, dataclasses.replace(m, check=impossible))
     lm = lms["llama"]
     args, opts = call_args(m, lm)

@@ -64,8 +64,8 @@ class CheckSpec:
             (a :class:`Check` returned by ``read`` is taken as it is, for figures whose name or
             threshold depend on the result).
         advice: what to do when the check fails (appended to the warning).
-        threshold_option: the method option that sets the threshold, when there is one
-            (IG's ``tol``, LRP's ``tolerance``); its value then replaces ``threshold``.
+        threshold_of: ``fn(result) -> float`` when the threshold depends on the result
+            (IG's ``tol`` option, LRP's ``tolerance``); it then replaces ``threshold``.
     """
 
     name: str
@@ -73,12 +73,10 @@ class CheckSpec:
     higher_is_better: bool = False
     read: Callable[[Result], float | None] | None = None
     advice: str = ""
-    threshold_option: str | None = None
+    threshold_of: Callable[[Result], float] | None = None
 
     def evaluate(self, result: Result) -> Check:
-        threshold = self.threshold
-        if self.threshold_option and isinstance(result.options.get(self.threshold_option), (int, float)):
-            threshold = float(result.options[self.threshold_option])
+        threshold = float(self.threshold_of(result)) if self.threshold_of is not None else self.threshold
         value = self.read(result) if self.read is not None else result.diagnostics.get(self.name)
         if isinstance(value, Check):  # the figure the result reports; the spec's threshold rules its own name
             return Check(value.name, value.value, threshold, self.higher_is_better) if value.name == self.name \
@@ -116,7 +114,6 @@ class Method:
     demo_order: int = 100
     options: dict[str, Option] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()  # names of the positional inputs after ``lm`` (before ``target``)
-    fixed: dict[str, Any] = field(default_factory=dict)  # options the verb passes for this method
     cli_input: str | None = None  # "module:function" turning a command-line word into the input
 
     def line(self) -> str:
@@ -170,7 +167,7 @@ def _signature(impl: Callable[..., Any], inputs: Sequence[str] | None) -> tuple[
 def register(name: str, *, verb: str | None = None, family: str, takes: str, result: type[Result],
              summary: str, check: CheckSpec | None = None, target: str = "required", seeded: bool = False,
              demo: Callable[..., Any] | str | None = None, demo_order: int = 100,
-             fixed: dict[str, Any] | None = None, inputs: Sequence[str] | None = None,
+             inputs: Sequence[str] | None = None,
              cli_input: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``impl(lm, *inputs, [target], **options)`` as method ``name``.
 
@@ -188,12 +185,9 @@ def register(name: str, *, verb: str | None = None, family: str, takes: str, res
 
     def deco(impl: Callable[..., Any]) -> Callable[..., Any]:
         inputs_, options = _signature(impl, inputs)
-        for key in fixed or {}:
-            options.pop(key, None)
         m = Method(name=name, verb=verb or name, family=family, takes=takes, impl=impl, result=result,
                    summary=summary, check=check, target=target, seeded=seeded or "seed" in options, demo=demo,
-                   demo_order=demo_order, options=options, inputs=inputs_, fixed=dict(fixed or {}),
-                   cli_input=cli_input)
+                   demo_order=demo_order, options=options, inputs=inputs_, cli_input=cli_input)
         _METHODS[name] = m
 
         @functools.wraps(impl)
@@ -316,7 +310,7 @@ def _call_one(m: Method, lm: Any, inputs: list[Any], target: Any, options: dict[
     from .targets import as_target
 
     tgt = as_target(target) if target is not None else None
-    kwargs = dict(m.fixed, **options)
+    kwargs = dict(options)
     if m.target != "none":
         kwargs["target"] = tgt
     with warnings.catch_warnings(record=True) as caught:

@@ -26,7 +26,7 @@ SPECS: dict[str, tuple[str, CheckSpec | None]] = {
     "saliency": ("gradient norm (or gradient·input) per feature", _GRADIENT),
     "input_x_gradient": ("gradient × input embedding per feature", _GRADIENT),
     "integrated_gradients": ("IG along the straight path, adaptive quadrature",
-                             CheckSpec("completeness_error", 0.01, threshold_option="tol",
+                             CheckSpec("completeness_error", 0.01, threshold_of=lambda r: r.options.get("tol", 0.01),
                                        advice="raise n_steps or max_evals.")),
     "occlusion": ("target change when each feature is removed",
                   CheckSpec("additivity_error", 1.0,
@@ -40,7 +40,7 @@ SPECS: dict[str, tuple[str, CheckSpec | None]] = {
     "kernel_shap": ("KernelSHAP with paired sampling", _EFFICIENCY),
     "partition_shap": ("Owen values over a word/span hierarchy", _EFFICIENCY),
     "lrp": ("AttnLRP: one forward and one backward pass",
-            CheckSpec("conservation_error", 0.05, threshold_option="tolerance",
+            CheckSpec("conservation_error", 0.05, threshold_of=lambda r: r.options.get("tolerance", 0.05),
                       advice="relevance is not conserved; see diagnostics['absorbed'].")),
 }
 ALIASES = {"ig": "integrated_gradients"}
