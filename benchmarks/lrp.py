@@ -73,8 +73,9 @@ def cost(lm, prompt, repeats):
     token = int(lm.forward(b).logits[0, -1].argmax())
     target = il.NextToken(token, kind="logit")
 
-    def plain():
-        _logit_grad(lm, _embeds(lm, b.input_ids), b.attention_mask, token)
+    def plain():  # one forward and one backward pass of the explained logit: what LRP is measured against
+        embeds = lm.model.get_input_embeddings()(b.input_ids).detach().requires_grad_(True)
+        lm.forward(b, inputs_embeds=embeds, grad=True).logits[0, -1, token].backward()
 
     def lrp():
         il.attribute(lm, prompt, target, method="lrp")
