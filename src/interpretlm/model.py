@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +12,8 @@ from torch import nn
 
 from . import hooks
 from .architectures import Family, Site, component_names, family_of, resolve
-from .errors import AttentionImplementationError, ComponentError, UnsupportedModelError
+from .attention_switch import AttentionSwitch
+from .errors import ComponentError
 from .targets import TargetLike, as_target
 from .tokens import Batch, Prompts, tokenize
 
@@ -116,10 +115,7 @@ class LM:
         self._sites: dict[str, Site] = {}
         # the attention-implementation switch: one lock per model, and the active implementations
         # (implementation, config key, returns weights) of nested blocks
-        self._attn_cond = threading.Condition()
-        self._attn_owner: int | None = None           # the thread whose switch is active
-        self._attn_stack: list[tuple[Any, str, bool]] = []
-        self._passes: dict[int, int] = {}             # forward passes running, per thread
+        self._attention = AttentionSwitch(model)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -316,35 +312,11 @@ class LM:
         return hooks.hook(self, name, read=read, edit=edit, grad=grad, stop=stop, call=call)
 
     # ------------------------------------------------------------------ attention implementation
-    @contextmanager
     def attention_implementation(self, implementation: str | Callable[..., Any], *,
-                                 returns_weights: bool | None = None) -> Iterator[str]:
-        """Run the model's attention with ``implementation`` inside the block only.
-
-        The one switch of the attention implementation (patterns and LRP use it). It is
-        re-entrant (nesting the same implementation is free) and safe for concurrent
-        callers: one thread at a time holds a switch, for the whole block; a second thread
-        asking for a switch, or running a forward pass (:meth:`running`), waits instead of
-        racing; a switch waits for other threads' forward passes to end; and a custom function only runs for the thread that
-        switched it on (other threads' forward passes keep the previous kernel). Transformers' process-wide registries are left as
-        they were: a custom function is registered under a private, unique key (with eager
-        float masks) only for the duration of the block.
-
-        Args:
-            implementation: a Transformers name (``"eager"``, ``"sdpa"``) or an attention
-                function ``fn(module, query, key, value, attention_mask, scaling=None,
-                dropout=0.0, **kwargs) -> (out [batch, pos, head, d_head], weights)``
-                with ``query [batch, head, q, d_head]``.
-            returns_weights: whether the implementation's second output is the attention
-                probabilities ``[batch, head, query, key]`` (default: only for ``"eager"``).
-                Inside such an implementation, :meth:`attention_weights` keeps it.
-
-        Yields:
-            the key the model's config is set to while the block runs.
-
-        Raises:
-            AttentionImplementationError: a different implementation is already active
-                (nested in the same thread).
+                                 returns_weights: bool | None = None):
+        """Context manager running attention with ``implementation`` inside the block only; see
+        :meth:`interpretlm.attention_switch.AttentionSwitch.use` (re-entrant, safe for concurrent
+        callers, Transformers' registries untouched outside the block).
 
         Example:
             >>> from interpretlm.testing import tiny_lm
@@ -353,96 +325,16 @@ class LM:
             ...     lm.model.config._attn_implementation
             'eager'
         """
-        weights = implementation == "eager" if returns_weights is None else bool(returns_weights)
-        me = threading.get_ident()
-        with self._attn_cond:
-            if self._attn_owner == me:
-                active, key, _ = self._attn_stack[-1]
-                if not (active is implementation or (isinstance(active, str) and active == implementation)):
-                    raise AttentionImplementationError(
-                        f"The model is running attention implementation {_attn_label(active)} in this block; "
-                        f"{_attn_label(implementation)} cannot be switched on inside it. Leave the block first.")
-                self._attn_stack.append(self._attn_stack[-1])
-                outermost = False
-            else:
-                # wait for other threads' switches and forward passes (a pass must not see the
-                # kernel, or the mask format, change half-way)
-                self._attn_cond.wait_for(lambda: self._attn_owner is None and not any(
-                    n for t, n in self._passes.items() if t != me))
-                self._attn_owner, outermost = me, True
-        if not outermost:
-            try:
-                yield key
-            finally:
-                with self._attn_cond:
-                    self._attn_stack.pop()
-            return
-        previous = self.model.config._attn_implementation
-        key = implementation if isinstance(implementation, str) else f"interpretlm_{uuid.uuid4().hex[:12]}"
-        try:
-            if not isinstance(implementation, str):
-                _register_attention(key, _thread_scoped(implementation, previous))
-            try:
-                if key != previous:
-                    _set_attention(self.model, key)
-                    if self.model.config._attn_implementation != key:
-                        raise UnsupportedModelError(
-                            f"{type(self.model).__name__} does not let its attention function be chosen "
-                            f"(Transformers' AttentionInterface), so it cannot run {_attn_label(implementation)}.")
-                self._attn_stack.append((implementation, key, weights))
-                try:
-                    yield key
-                finally:
-                    self._attn_stack.pop()
-            finally:
-                if self.model.config._attn_implementation != previous:
-                    _set_attention(self.model, previous)
-                if not isinstance(implementation, str):
-                    _unregister_attention(key)
-        finally:
-            with self._attn_cond:
-                self._attn_owner = None
-                self._attn_cond.notify_all()
+        return self._attention.use(implementation, returns_weights=returns_weights)
 
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        """Mark a forward pass of this thread on the model (``forward``, ``run`` and replays use it).
+    def running(self):
+        """Context manager marking a forward pass of this thread; see :meth:`AttentionSwitch.running`."""
+        return self._attention.running()
 
-        Waits while another thread has switched the attention implementation, and keeps other
-        threads' switches out until the pass ends, so a pass never sees the kernel (or the mask
-        format) change half-way. Free when nothing is switched.
-        """
-        me = threading.get_ident()
-        with self._attn_cond:
-            self._attn_cond.wait_for(lambda: self._attn_owner in (None, me))
-            self._passes[me] = self._passes.get(me, 0) + 1
-        try:
-            yield
-        finally:
-            with self._attn_cond:
-                self._passes[me] -= 1
-                if not self._passes[me]:
-                    del self._passes[me]
-                self._attn_cond.notify_all()
-
-    @contextmanager
-    def attention_weights(self) -> Iterator[None]:
-        """Make attention modules return their probabilities inside the block only.
-
-        Keeps the active implementation when it returns weights (LRP's attention rule:
-        patterns captured inside LRP are LRP's own), else switches to eager attention.
-
-        Raises:
-            AttentionImplementationError: an implementation that returns no weights is
-                active in this thread.
-        """
-        with self._attn_cond:
-            keep = self._attn_owner == threading.get_ident() and self._attn_stack[-1][2]
-        if keep:
-            yield
-            return
-        with self.attention_implementation("eager"):
-            yield
+    def attention_weights(self):
+        """Context manager making attention modules return their probabilities inside the block;
+        see :meth:`AttentionSwitch.weights` (keeps LRP's rule when it is active)."""
+        return self._attention.weights()
 
     def eager_attention(self):
         """Context manager running eager attention; the same as ``attention_implementation("eager")``."""
@@ -587,58 +479,6 @@ class LM:
         digest = h.hexdigest()[:16]
         self._fingerprint_cache = (versions, digest)
         return digest
-
-
-def _attn_label(implementation: Any) -> str:
-    return repr(implementation) if isinstance(implementation, str) else \
-        f"function {getattr(implementation, '__qualname__', type(implementation).__name__)!r}"
-
-
-_REGISTRY_LOCK = threading.Lock()
-
-
-def _thread_scoped(fn: Callable[..., Any], previous: str) -> Callable[..., Any]:
-    """``fn`` for the calling thread; other threads' forward passes keep the previous kernel.
-
-    A custom function (LRP's rules) must not act on a concurrent caller's forward pass, whose
-    backward pass it would change. Eager has no registry entry (each model defines its own),
-    so other threads then get SDPA, which computes the same attention.
-    """
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    owner = threading.get_ident()
-    other = ALL_ATTENTION_FUNCTIONS[previous] if previous in ALL_ATTENTION_FUNCTIONS else sdpa_attention_forward
-
-    def scoped(*args: Any, **kwargs: Any) -> Any:
-        return (fn if threading.get_ident() == owner else other)(*args, **kwargs)
-    return scoped
-
-
-def _register_attention(key: str, fn: Callable[..., Any]) -> None:
-    """Add ``fn`` to Transformers' attention registry under ``key``, with eager (float additive) masks."""
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    with _REGISTRY_LOCK:
-        ALL_ATTENTION_FUNCTIONS[key] = fn
-        AttentionMaskInterface._global_mapping[key] = eager_mask
-
-
-def _unregister_attention(key: str) -> None:
-    from transformers.masking_utils import AttentionMaskInterface
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    with _REGISTRY_LOCK:
-        ALL_ATTENTION_FUNCTIONS._local_mapping.pop(key, None)
-        AttentionMaskInterface._global_mapping.pop(key, None)
-
-
-def _set_attention(model: nn.Module, key: str) -> None:
-    try:
-        model.set_attn_implementation(key)
-    except Exception:  # older Transformers: set the config field directly
-        model.config._attn_implementation = key
 
 
 def resolve_blocks(model: nn.Module, family: Family) -> nn.ModuleList:
