@@ -104,9 +104,11 @@ def parse_value(text: str) -> Any:
         (3, [0, 5], 'heads', None)
     """
     try:
-        return ast.literal_eval(text)
+        value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         pass
+    else:  # "0,5" is a list on the command line, not a tuple
+        return list(value) if isinstance(value, tuple) and not text.lstrip().startswith("(") else value
     if "," in text:
         return [parse_value(x.strip()) for x in text.split(",")]
     return text
