@@ -316,10 +316,15 @@ class Result:
             rows.append((f.name, v))
         return H.table(["field", "value"], rows)
 
+    def _subject_html(self) -> str:
+        # the header every page starts with: model, prompt, target with its tokens, the check
+        prompt = getattr(self, "prompt", None)
+        if prompt is None:
+            prompt = self.inputs
+        return H.subject(model=self.model or "", prompt=prompt, target=self.target, check=self.check)
+
     def _diagnostics_html(self) -> str:
         parts = []
-        if self.check is not None:
-            parts.append(render(Text(f"Check: {self.check}", title="Check")))
         if self.warnings:
             parts.append(render(Table(["warning", "message"], [(w["category"], w["message"]) for w in self.warnings],
                                       title="Warnings")))
@@ -329,7 +334,8 @@ class Result:
 
     def to_html(self) -> str:
         """One self-contained HTML page (inline CSS/JS, escaped text, works offline)."""
-        return H.page(self.title(), self._html_body() + self._diagnostics_html(), subtitle=self.summary())
+        return H.page(self.title(), self._subject_html() + self._html_body() + self._diagnostics_html(),
+                      subtitle=self.summary())
 
     def save_html(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_html` to ``path``."""
@@ -338,7 +344,8 @@ class Result:
         return path
 
     def _repr_html_(self) -> str:
-        return H.fragment(f"<h3>{H.escape(self.title())}</h3>" + self._html_body() + self._diagnostics_html())
+        return H.fragment(f"<h3>{H.escape(self.title())}</h3>" + self._subject_html() + self._html_body()
+                          + self._diagnostics_html())
 
 
 def _frame(fig: Figure):

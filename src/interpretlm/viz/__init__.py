@@ -5,11 +5,11 @@ Results expose figure payloads (:mod:`interpretlm.viz.figures`: data, no HTML);
 """
 
 from .figures import (AttentionView, Bar, Bars, Figure, FigureError, Graph, Heatmap, LineChart, Table, Text,
-                      TokenShading, TokenStrip)
-from .html import escape, page, table
+                      TokenGrid, TokenShading, TokenStrip)
+from .html import escape, page, table, visible
 from .render import render, render_all
 from .tokens import token_heatmap, token_strip
 
 __all__ = ["AttentionView", "Bar", "Bars", "Figure", "FigureError", "Graph", "Heatmap", "LineChart", "Table",
-           "Text", "TokenShading", "TokenStrip", "escape", "page", "render", "render_all", "table",
+           "Text", "TokenGrid", "TokenShading", "TokenStrip", "escape", "page", "render", "render_all", "table", "visible",
            "token_heatmap", "token_strip"]

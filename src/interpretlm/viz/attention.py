@@ -119,8 +119,13 @@ def attention_view(tokens: Sequence[str], patterns: np.ndarray, layers: Sequence
 
 def render_attention_view(fig: "AttentionView") -> str:
     """Draw an :class:`~interpretlm.viz.figures.AttentionView` (its payload, the script and the styles)."""
+    from .html import visible
+
     payload = {k: getattr(fig, k) for k in ("tokens", "special", "layers", "heads", "grid", "block", "thumb",
                                            "full", "thumbs")}
+    # what the page shows of each token (escapes computed once, here, for every view)
+    payload["labels"] = [visible(t) for t in fig.tokens]
+    payload["reprs"] = [repr(t) for t in fig.tokens]
     uid = f"il-attn-{next(_IDS)}"
     return (f'<style>{_static("attention.css")}</style>'
             f'<div class="il-attn" id="{uid}" data-il-pending="1">'

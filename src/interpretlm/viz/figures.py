@@ -16,6 +16,7 @@ Kinds:
 * :class:`TokenStrip` — tokens with visible boundaries (tokenization, top-token lists);
 * :class:`Bar` — one inline bar (a table cell); :class:`Bars` — a labelled bar chart;
 * :class:`Heatmap` — a signed ``[rows, cols]`` grid (patching effects, head scores);
+* :class:`TokenGrid` — a ``[rows, cols]`` grid of tokens with a value each (the logit lens);
 * :class:`LineChart` — series over an x axis (probing layer curves, faithfulness curves);
 * :class:`Graph` — nodes in rows and weighted edges (circuits);
 * :class:`AttentionView` — the interactive head view and model view of attention;
@@ -179,6 +180,7 @@ class TokenShading(Figure):
         scale: the |value| drawn at full colour (``None``: the largest |value|).
         label: what the value is (shown on hover, e.g. the method).
         special: ``[n]`` special-token marks (drawn dashed), or ``None``.
+        unit: the value's unit, drawn with the colour bar (e.g. ``"log p(' Mary')"``).
     """
 
     tokens: list[str]
@@ -186,6 +188,7 @@ class TokenShading(Figure):
     scale: float | None = None
     label: str = "score"
     special: list[bool] | None = None
+    unit: str = ""
 
     _numeric: ClassVar[tuple[str, ...]] = ("values",)
 
@@ -291,6 +294,8 @@ class Heatmap(Figure):
         values: ``[r][c]`` the values.
         scale: the |value| drawn at full colour (``None``: the largest finite |value|).
         label: what the value is (hover and legend).
+        unit: the value's unit (legend).
+        nan: why a cell may be NaN (legend, drawn only when a cell is NaN).
     """
 
     rows: list[str]
@@ -298,6 +303,8 @@ class Heatmap(Figure):
     values: list[list[float]]
     scale: float | None = None
     label: str = "value"
+    unit: str = ""
+    nan: str = "not defined"
 
     _numeric: ClassVar[tuple[str, ...]] = ("values",)
 
@@ -307,6 +314,40 @@ class Heatmap(Figure):
         self.scale = _scale(self.scale)
         if len(self.values) != len(self.rows) or any(len(v) != len(self.cols) for v in self.values):
             raise FigureError(f"values must be [{len(self.rows)} rows][{len(self.cols)} cols]")
+
+
+@dataclass
+class TokenGrid(Figure):
+    """A grid whose cells are tokens, each with a value in ``[0, 1]`` that shades it (the logit lens).
+
+    Attributes:
+        rows: ``[r]`` row labels (layers). cols: ``[c]`` column tokens (positions).
+        cells: ``[r][c]`` the token shown in each cell.
+        values: ``[r][c]`` the value shown under it and shading it (a probability).
+        label: what the value is (legend, hover).
+        marks: ``[r][c]`` an extra line per cell (e.g. the target's rank), or ``None``.
+        marks_label: what the marks are (legend, hover).
+    """
+
+    rows: list[str]
+    cols: list[str]
+    cells: list[list[str]]
+    values: list[list[float]]
+    label: str = "probability"
+    marks: list[list[str]] | None = None
+    marks_label: str = ""
+
+    _numeric: ClassVar[tuple[str, ...]] = ("values",)
+
+    def __post_init__(self) -> None:
+        self.rows, self.cols = [str(r) for r in self.rows], [str(c) for c in self.cols]
+        self.cells = [[str(t) for t in row] for row in self.cells]
+        self.values = _floats(self.values)
+        self.marks = None if self.marks is None else [[str(m) for m in row] for row in self.marks]
+        shape = (len(self.rows), len(self.cols))
+        for name, grid in (("cells", self.cells), ("values", self.values), ("marks", self.marks)):
+            if grid is not None and (len(grid) != shape[0] or any(len(r) != shape[1] for r in grid)):
+                raise FigureError(f"{name} must be [{shape[0]} rows][{shape[1]} cols]")
 
 
 @dataclass
@@ -344,18 +385,51 @@ class Graph(Figure):
 
     Attributes:
         nodes: ``{"name": str, "row": int, "score": float, "terminal": bool}`` each;
-            ``terminal`` marks inputs and outputs (drawn in another colour); the radius
-            follows ``|score|``.
+            ``terminal`` marks inputs and outputs (drawn in another colour).
         edges: ``{"source": name, "target": name, "score": float}`` each; line width follows
             ``|score|``, colour its sign.
         width: the drawing's width in pixels.
+        max_nodes: the drawing first shows the terminals and the strongest non-terminal
+            nodes up to this many (:meth:`display_nodes`); a control shows the whole graph.
+        faithfulness: the measured faithfulness of the whole graph (``None``: not measured).
+        pruned_faithfulness: that of the pruned drawing (``None``: not measured).
+        edge_label: what an edge score is (legend).
     """
 
     nodes: list[dict[str, Any]]
     edges: list[dict[str, Any]]
     width: int = 900
+    max_nodes: int = 30
+    faithfulness: float | None = None
+    pruned_faithfulness: float | None = None
+    edge_label: str = "edge score"
+
+    @staticmethod
+    def prune(nodes: list[dict[str, Any]], max_nodes: int) -> list[str]:
+        """Names of the nodes drawn first: every terminal, then non-terminals by ``|score|`` (NaN last),
+        ``max_nodes`` in all (at least the terminals), in the given order.
+
+        Example:
+            >>> Graph.prune([{"name": "in", "score": 0, "terminal": True}, {"name": "a", "score": -3},
+            ...              {"name": "b", "score": 1}], 2)
+            ['in', 'a']
+        """
+        def strength(n: dict[str, Any]) -> float:
+            v = abs(float(n["score"]))
+            return v if math.isfinite(v) else -1.0
+        terminal = [n["name"] for n in nodes if n.get("terminal")]
+        others = sorted((n for n in nodes if not n.get("terminal")), key=strength, reverse=True)
+        keep = set(terminal) | {n["name"] for n in others[:max(0, max_nodes - len(terminal))]}
+        return [n["name"] for n in nodes if n["name"] in keep]
+
+    def display_nodes(self) -> list[str]:
+        """:meth:`prune` of this graph's nodes to ``max_nodes``."""
+        return self.prune(self.nodes, self.max_nodes)
 
     def __post_init__(self) -> None:
+        self.max_nodes = int(self.max_nodes)
+        self.faithfulness = None if self.faithfulness is None else float(self.faithfulness)
+        self.pruned_faithfulness = None if self.pruned_faithfulness is None else float(self.pruned_faithfulness)
         self.nodes = [{"name": str(n["name"]), "row": int(n["row"]), "score": float(n["score"]),
                        "terminal": bool(n.get("terminal", False))} for n in self.nodes]
         names = {n["name"] for n in self.nodes}
@@ -366,10 +440,14 @@ class Graph(Figure):
             raise FigureError(f"edges name nodes that are not in the graph: {sorted(missing)[:5]}")
 
     def _field_out(self, name: str, value: Any) -> Any:
+        if name in ("faithfulness", "pruned_faithfulness"):
+            return None if value is None else {"float": _num_out(value)}  # None is "not measured", not NaN
         return [{**item, "score": _num_out(item["score"])} for item in value] if name in ("nodes", "edges") else value
 
     @classmethod
     def _field_in(cls, name: str, value: Any) -> Any:
+        if name in ("faithfulness", "pruned_faithfulness"):
+            return None if value is None else _num_in(value["float"])
         return [{**item, "score": _num_in(item["score"])} for item in value] if name in ("nodes", "edges") else value
 
 
@@ -426,10 +504,12 @@ class Table(Figure):
     Attributes:
         header: ``[c]`` column titles.
         rows: ``[r][c]`` cells.
+        nan: why a cell may be NaN (a footnote, drawn only when a cell is NaN).
     """
 
     header: list[str]
     rows: list[list[Any]]
+    nan: str = "not defined"
 
     def __post_init__(self) -> None:
         self.header = [str(h) for h in self.header]
@@ -455,4 +535,4 @@ class Text(Figure):
 
 
 __all__ = ["AttentionView", "Bar", "Bars", "Figure", "FigureError", "Graph", "Heatmap", "LineChart", "Table",
-           "Text", "TokenShading", "TokenStrip"]
+           "Text", "TokenGrid", "TokenShading", "TokenStrip"]

@@ -1,8 +1,11 @@
 """The graph renderer: a :class:`Graph` as an SVG drawing, one row of nodes per ``row``.
 
 The lowest row is drawn at the bottom (a circuit's input), the highest on top (the logits).
-Edge width follows ``|score|`` and colour its sign; node radius follows ``|score|``;
-terminal nodes (inputs, outputs) are yellow. Every label is escaped.
+Each node is a box with its label inside, sized to the label, and boxes of a row never
+overlap (a row wider than the page makes the drawing scroll sideways in its panel). Edge
+width follows ``|score|`` and colour its sign, explained by a legend. Large graphs are
+pruned for display (:meth:`Graph.display_nodes`); a control shows the whole graph, and the
+caption says what is drawn and how faithful that subgraph was measured to be.
 """
 
 from __future__ import annotations
@@ -10,53 +13,114 @@ from __future__ import annotations
 import math
 
 from .figures import Graph
-from .html import escape
+from .html import escape, fmt, visible
+
+CHAR_W, BOX_H, GAP, DY = 7.0, 22.0, 10.0, 64.0  # 11px monospace is ~6.6px per character
 
 
 def _finite(v: float) -> float:
-    # a NaN score (not measured) draws as the smallest node / thinnest edge
+    # a NaN score (not measured) draws as the thinnest edge
     return v if math.isfinite(v) else 0.0
 
 
-def render_graph(fig: Graph) -> str:
-    """Draw a :class:`Graph` (inline SVG)."""
-    width = fig.width
-    rows: dict[int, list[str]] = {}
-    for n in fig.nodes:
-        rows.setdefault(n["row"], []).append(n["name"])
+def _box_w(name: str) -> float:
+    return CHAR_W * len(visible(name, spaces=False)) + 14
+
+
+def _layout(nodes: list[dict], width: int) -> tuple[dict[str, tuple[float, float, float]], float, float]:
+    """``name -> (x centre, y centre, box width)``, and the drawing's width and height."""
+    rows: dict[int, list[dict]] = {}
+    for n in nodes:
+        rows.setdefault(n["row"], []).append(n)
     row_ids = sorted(rows)
-    dy = 70
-    height = dy * (len(row_ids) + 1)
-    pos: dict[str, tuple[float, float]] = {}
+    need = max((sum(_box_w(n["name"]) for n in items) + GAP * (len(items) + 1) for items in rows.values()), default=0)
+    W = max(float(width), need)
+    H = DY * len(row_ids) + 12
+    pos: dict[str, tuple[float, float, float]] = {}
     for k, r in enumerate(row_ids):
         items = rows[r]
-        y = height - dy * (k + 0.5) - 10
-        for j, name in enumerate(items):
-            x = (j + 1) * width / (len(items) + 1)
-            if len(items) == 1 and r not in (min(rows), max(rows)):
-                # lone nodes (an MLP) zig-zag near the right edge, so edges do not run through them
-                x = width * (0.86 + 0.08 * (k % 2))
-            pos[name] = (x, y)
-    escale = max((abs(_finite(e["score"])) for e in fig.edges), default=1.0) or 1.0
-    nscale = max((abs(_finite(n["score"])) for n in fig.nodes), default=1.0) or 1.0
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(fig.title or "graph")}" '
-             'style="font-family:ui-monospace,Menlo,Consolas,monospace;font-size:11px">']
-    for e in fig.edges:
+        y = H - DY * (k + 0.5)
+        widths = [_box_w(n["name"]) for n in items]
+        if len(items) == 1 and r not in (row_ids[0], row_ids[-1]):
+            # lone nodes (an MLP) zig-zag near the right edge, so edges do not run through them
+            x = min(W * (0.86 + 0.08 * (k % 2)), W - widths[0] / 2 - GAP)
+            pos[items[0]["name"]] = (x, y, widths[0])
+            continue
+        step = W / (len(items) + 1)
+        if step >= max(widths) + GAP:
+            xs = [(j + 1) * step for j in range(len(items))]
+        else:  # pack from the left, each box beside the previous one
+            xs, cursor = [], GAP
+            for w in widths:
+                xs.append(cursor + w / 2)
+                cursor += w + GAP
+        for n, x, w in zip(items, xs, widths):
+            pos[n["name"]] = (x, y, w)
+    return pos, W, H
+
+
+def graph_svg(nodes: list[dict], edges: list[dict], width: int, title: str = "") -> tuple[str, float]:
+    """The SVG of ``nodes`` and ``edges`` and the largest ``|edge score|`` drawn (the width scale)."""
+    pos, W, H = _layout(nodes, width)
+    escale = max((abs(_finite(e["score"])) for e in edges), default=0.0) or 1.0
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W:.0f}" height="{H:.0f}" '
+             f'viewBox="0 0 {W:.0f} {H:.0f}" role="img" aria-label="{escape(title or "graph")}" class="il-graph" '
+             'style="font-family:ui-monospace,Menlo,Consolas,monospace;font-size:11px;background:#fff">']
+    for e in sorted(edges, key=lambda e: abs(_finite(e["score"]))):  # strongest drawn last, on top
         src, dst, s = e["source"], e["target"], e["score"]
-        (x1, y1), (x2, y2) = pos[src], pos[dst]
-        w = 0.5 + 4.5 * abs(_finite(s)) / escale
+        (x1, y1, _), (x2, y2, _) = pos[src], pos[dst]
+        y1, y2 = (y1 - BOX_H / 2, y2 + BOX_H / 2) if y1 > y2 else (y1 + BOX_H / 2, y2 - BOX_H / 2)
+        w = 0.75 + 4.25 * abs(_finite(s)) / escale
         col = "#d62728" if s >= 0 else "#1f77b4"
         parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{col}" '
-                     f'stroke-opacity="0.55" stroke-width="{w:.2f}"><title>{escape(src)} → {escape(dst)}: '
-                     f"{s:+.4g}</title></line>")
-    for n in fig.nodes:
+                     f'stroke-opacity="0.6" stroke-width="{w:.2f}" data-score="{s!r}"><title>{escape(src)} → '
+                     f"{escape(dst)}: {fmt(s)}</title></line>")
+    for n in nodes:
         name, score = n["name"], n["score"]
-        x, y = pos[name]
-        r = 9 + 9 * math.sqrt(abs(_finite(score)) / nscale)
-        fill = "#f2c14e" if n["terminal"] else ("#fbd3d3" if score >= 0 else "#cfe3f5")
-        parts.append(f'<g><circle cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}" fill="{fill}" stroke="#555"/>'
-                     f'<text x="{x:.1f}" y="{y + 4:.1f}" text-anchor="middle">{escape(name)}</text>'
-                     f"<title>{escape(name)}: score {score:+.4g}</title></g>")
+        x, y, w = pos[name]
+        fill = "#f2c14e" if n["terminal"] else ("#fde0e0" if score >= 0 else "#dcebf7")
+        parts.append(f'<g class="il-node"><rect x="{x - w / 2:.1f}" y="{y - BOX_H / 2:.1f}" width="{w:.1f}" '
+                     f'height="{BOX_H}" rx="5" fill="{fill}" stroke="#555"/>'
+                     f'<text x="{x:.1f}" y="{y + 4:.1f}" text-anchor="middle" fill="#1d1d1f">'
+                     f"{escape(visible(name, spaces=False))}</text><title>{escape(name)}: score {fmt(score)}</title></g>")
     parts.append("</svg>")
-    return "".join(parts)
+    return "".join(parts), escale
+
+
+def _edge_legend(escale: float, label: str) -> str:
+    def sample(w: float, col: str) -> str:
+        return (f'<svg width="34" height="10" aria-hidden="true"><line x1="2" y1="5" x2="32" y2="5" stroke="{col}" '
+                f'stroke-opacity="0.6" stroke-width="{w}"/></svg>')
+    return (f'<div class="il-legend il-graph-legend" data-min="0.0" data-max="{escale!r}">'
+            f'{sample(3, "#d62728")}<span>{escape(label)} &gt; 0 (raises the metric)</span>'
+            f'{sample(3, "#1f77b4")}<span>&lt; 0 (lowers it)</span>'
+            f'<span>· width ∝ |{escape(label)}|:</span>{sample(0.75, "#555")}<span>0</span>'
+            f'{sample(5, "#555")}<span class="il-legend-hi">{fmt(escale)}</span>'
+            '<span>· node boxes: yellow input/output, red/blue by the sign of the node score</span></div>')
+
+
+def _faith(v: float | None) -> str:
+    return "not measured" if v is None else fmt(v)
+
+
+def render_graph(fig: Graph) -> str:
+    """Draw a :class:`Graph` (inline SVG in a panel that scrolls sideways if needed)."""
+    shown = set(fig.display_nodes())
+    pruned = len(shown) < len(fig.nodes)
+    nodes = [n for n in fig.nodes if n["name"] in shown]
+    edges = [e for e in fig.edges if e["source"] in shown and e["target"] in shown]
+    edges = sorted(edges, key=lambda e: -abs(_finite(e["score"])))[:4 * fig.max_nodes]
+    svg, escale = graph_svg(nodes, edges, fig.width, fig.title)
+    if not pruned:
+        head = (f"All {len(fig.nodes)} nodes and {len(fig.edges)} edges; faithfulness of this graph: "
+                f"{_faith(fig.faithfulness)}.")
+        return (f'<p class="il-muted il-graph-caption">{escape(head)}</p><div class="il-scroll">{svg}</div>'
+                + _edge_legend(escale, fig.edge_label))
+    head = (f"Showing the {len(nodes)} strongest of {len(fig.nodes)} nodes (inputs and outputs always) and "
+            f"{len(edges)} of {len(fig.edges)} edges; faithfulness of the drawn subgraph: "
+            f"{_faith(fig.pruned_faithfulness)}; of the whole graph: {_faith(fig.faithfulness)}.")
+    full, fscale = graph_svg(fig.nodes, fig.edges, fig.width, fig.title)
+    return (f'<p class="il-muted il-graph-caption">{escape(head)}</p><div class="il-scroll">{svg}</div>'
+            + _edge_legend(escale, fig.edge_label)
+            + f'<details class="il-more"><summary>Show all {len(fig.nodes)} nodes and {len(fig.edges)} edges'
+              f'</summary><div class="il-scroll">{full}</div>{_edge_legend(fscale, fig.edge_label)}</details>')

@@ -20,10 +20,10 @@ from .attention import render_attention_view
 from .bars import render_bar, render_bars
 from .charts import render_line_chart
 from .figures import (AttentionView, Bar, Bars, Figure, FigureError, Graph, Heatmap, LineChart, Table, Text,
-                      TokenShading, TokenStrip)
+                      TokenGrid, TokenShading, TokenStrip)
 from .graph import render_graph
-from .heatmap import render_heatmap
-from .html import escape, render_table, render_text
+from .heatmap import render_heatmap, render_token_grid
+from .html import escape, render_table, render_text, visible
 from .tokens import render_token_shading, render_token_strip
 
 RENDERERS: dict[type[Figure], Callable[..., str]] = {
@@ -32,6 +32,7 @@ RENDERERS: dict[type[Figure], Callable[..., str]] = {
     Bar: render_bar,
     Bars: render_bars,
     Heatmap: render_heatmap,
+    TokenGrid: render_token_grid,
     LineChart: render_line_chart,
     Graph: render_graph,
     AttentionView: render_attention_view,
@@ -51,7 +52,8 @@ def render(fig: Figure, level: int = 2) -> str:
     else:
         raise FigureError(f"No renderer for figures of kind {type(fig).__name__}; known: "
                           f"{', '.join(k.__name__ for k in RENDERERS)}.")
-    head = f"<h{level}>{escape(fig.title)}</h{level}>" if fig.title and not isinstance(fig, _OWN_TITLE) else ""
+    head = (f"<h{level}>{escape(visible(fig.title, spaces=False))}</h{level}>"
+            if fig.title and not isinstance(fig, _OWN_TITLE) else "")
     cap = f'<p class="il-muted">{escape(fig.caption)}</p>' if fig.caption else ""
     note = f'<p class="il-muted">{escape(fig.note)}</p>' if fig.note else ""
     return head + cap + body + note

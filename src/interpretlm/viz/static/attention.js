@@ -1,7 +1,9 @@
-/* interpretlm attention view: head view (heatmap + hoverable tokens) and model view (small multiples).
-   Offline, no dependencies. Tokens are inserted with textContent only (never as HTML).
-   Usage: interpretlmAttention.mount(element, payload) where payload comes from
-   interpretlm.viz.attention.attention_payload (also embedded by attention_view). */
+/* interpretlm attention view: head view (heatmap with the tokens on both axes), line view
+   (bertviz-style, short inputs), the hovered query's weights over the text, and the model
+   view (every layer x head). Offline, no dependencies. Tokens are inserted with textContent
+   only (never as HTML), each in its own bidi-isolated <bdi>, drawn with the visible escapes
+   the payload's "labels" carry (a U+202E in a token shows as \u202e, never applied).
+   Usage: interpretlmAttention.mount(element, payload). */
 (function () {
   if (window.interpretlmAttention) return;
 
@@ -22,10 +24,13 @@
     LUT.push([Math.round(255 - 225 * t), Math.round(255 - 170 * t), Math.round(255 - 60 * t)]);
   }
   function shade(v) { return LUT[v]; }
+  function fmt(x) { return x >= 0.01 || x === 0 ? x.toFixed(3) : x.toPrecision(2); }
+  var LINE_MAX = 48;  // tokens up to which the line view is drawn
 
   function mount(root, P) {
     var t0 = (window.performance || Date).now();
     var L = P.layers.length, H = P.heads.length, g = P.grid, blk = P.block, n = P.tokens.length;
+    var labels = P.labels || P.tokens, reprs = P.reprs || P.tokens;
     var full = P.full.map(decode), thumbs = P.thumbs.map(decode);
     var state = { li: 0, hi: 0, q: -1 };
 
@@ -36,32 +41,103 @@
     var lab1 = el("label", "", "Layer "), lab2 = el("label", "", "Head ");
     lab1.appendChild(layerSel); lab2.appendChild(headSel);
     var modelBox = el("input"); modelBox.type = "checkbox"; modelBox.checked = true;
-    var lab3 = el("label", "", " model view"); lab3.insertBefore(modelBox, lab3.firstChild);
+    var lab3 = el("label", "", " model view (all layers × heads)"); lab3.insertBefore(modelBox, lab3.firstChild);
     controls.appendChild(lab1); controls.appendChild(lab2); controls.appendChild(lab3);
     root.appendChild(controls);
-    if (blk > 1) root.appendChild(el("p", "il-attn-note",
-      "Long input: each heatmap cell averages " + blk + "×" + blk + " token pairs (the page keeps its size); hover a token for its row."));
 
-    var head = el("div", "il-attn-head");
-    var wrap = el("div", "il-attn-canvas-wrap");
+    // colour bar: the head view's scale (probabilities, drawn on a square-root scale)
+    var leg = el("div", "il-legend il-attn-legend");
+    leg.setAttribute("data-min", "0"); leg.setAttribute("data-max", "1");
+    leg.appendChild(el("span", "il-legend-lo", "0"));
+    var bar = el("span", "il-legend-bar");
+    var stops = []; for (var k = 0; k <= 8; k++) { var c0 = shade(Math.round(255 * k / 8)); stops.push("rgb(" + c0.join(",") + ")"); }
+    bar.style.background = "linear-gradient(to right," + stops.join(",") + ")";
+    leg.appendChild(bar); leg.appendChild(el("span", "il-legend-hi", "1"));
+    leg.appendChild(el("span", "il-legend-label", "attention probability (square-root colour scale; model-view thumbnails each scaled to their own maximum)"));
+    root.appendChild(leg);
+    if (blk > 1) root.appendChild(el("p", "il-attn-note",
+      "Long input: each heatmap cell averages " + blk + "×" + blk + " token pairs (the page keeps its size); hover a cell for its tokens."));
+
+    var views = el("div", "il-attn-views");
+    root.appendChild(views);
+
+    // ---- head view: heatmap with tokens on both axes, in a panel that scrolls when large
+    var c = g <= 160 ? Math.max(11, Math.min(28, Math.floor(560 / g))) : Math.max(2, Math.floor(900 / g));
+    var every = Math.max(1, Math.ceil(11 / c));  // label every k-th cell so labels never overlap
+    var slot = c * every;  // pixels each label owns along its axis
+    var font = Math.min(11, Math.max(7, slot - 1));
+    var rowW = 130, colH = 120;
+    var side = el("div");
+    side.appendChild(el("p", "il-attn-axis", "rows: query (attends from) · columns: key (attends to)" +
+      (every > 1 ? " · every " + every + "th token labelled" : "")));
+    var panel = el("div", "il-attn-panel");
+    var gridEl = el("div", "il-attn-grid");
+    gridEl.style.gridTemplateColumns = rowW + "px " + (g * c) + "px";
+    gridEl.style.gridTemplateRows = colH + "px " + (g * c) + "px";
+    var cols = el("div", "il-attn-cols"), rows = el("div", "il-attn-rows");
+    cols.style.gridColumn = "2"; cols.style.gridRow = "1"; cols.style.height = colH + "px";
+    rows.style.gridColumn = "1"; rows.style.gridRow = "2"; rows.style.width = rowW + "px";
+    function cellLabel(i) {  // cell i covers tokens i*blk .. i*blk+blk-1
+      var a = i * blk, b = Math.min(n - 1, a + blk - 1);
+      return { text: blk > 1 ? a + "–" + b + " " + labels[a] + "…" : labels[a],
+               hover: blk > 1 ? "tokens " + a + "–" + b : "position " + a + ": " + reprs[a], special: P.special[a] };
+    }
+    var rowLabs = [], colLabs = [];
+    for (var i = 0; i < g; i += every) {
+      var info = cellLabel(i);
+      var rl = el("bdi", "il-attn-rl" + (info.special ? " il-special" : ""), info.text);
+      rl.style.top = (i * c) + "px"; rl.style.height = slot + "px"; rl.style.lineHeight = slot + "px";
+      rl.style.maxWidth = (rowW - 6) + "px"; rl.style.fontSize = font + "px"; rl.title = info.hover;
+      var cl = el("bdi", "il-attn-cl" + (info.special ? " il-special" : ""), info.text);
+      cl.style.left = (i * c) + "px"; cl.style.width = slot + "px"; cl.style.lineHeight = slot + "px";
+      cl.style.maxHeight = (colH - 6) + "px"; cl.style.fontSize = font + "px"; cl.title = info.hover;
+      rows.appendChild(rl); cols.appendChild(cl); rowLabs[i] = rl; colLabs[i] = cl;
+    }
     var canvas = el("canvas", "il-attn-canvas");
     canvas.width = g; canvas.height = g;
-    var px = Math.max(1, Math.floor(Math.min(480, Math.max(160, root.clientWidth * 0.45 || 360)) / g));
-    canvas.style.width = (g * px) + "px"; canvas.style.height = (g * px) + "px";
+    canvas.style.width = (g * c) + "px"; canvas.style.height = (g * c) + "px";
+    canvas.style.gridColumn = "2"; canvas.style.gridRow = "2";
+    gridEl.appendChild(el("div")); gridEl.appendChild(cols); gridEl.appendChild(rows); gridEl.appendChild(canvas);
+    panel.appendChild(gridEl); side.appendChild(panel);
+    views.appendChild(side);
     var tip = el("div", "il-attn-tip");
-    wrap.appendChild(el("div", "il-attn-axis", "rows: query (attends from) · columns: key (attends to)"));
-    wrap.appendChild(canvas); wrap.appendChild(tip);
+    root.appendChild(tip);
+
+    // ---- line view (bertviz): queries on the left, keys on the right, a line per weight
+    var lines = null, lctx = null, ROW = 18;
+    var leftLabs = [], rightLabs = [];
+    if (blk === 1 && n <= LINE_MAX) {
+      var lv = el("div");
+      lv.appendChild(el("p", "il-attn-axis", "line view: query → key, line opacity = weight; hover a token"));
+      lines = el("div", "il-attn-lines");
+      var left = el("div", "il-left"), right = el("div", "il-right");
+      var lc = el("canvas"); lc.width = 160; lc.height = n * ROW; lc.style.width = "160px"; lc.style.height = (n * ROW) + "px";
+      for (var j = 0; j < n; j++) {
+        (function (j) {
+          var a = el("bdi", P.special[j] ? "il-special" : "", labels[j]); a.title = "position " + j + ": " + reprs[j];
+          var b = el("bdi", P.special[j] ? "il-special" : "", labels[j]); b.title = a.title;
+          a.addEventListener("mouseenter", function () { setQuery(j); });
+          left.appendChild(a); right.appendChild(b); leftLabs.push(a); rightLabs.push(b);
+        })(j);
+      }
+      lines.addEventListener("mouseleave", function () { setQuery(-1); });
+      lines.appendChild(left); lines.appendChild(lc); lines.appendChild(right);
+      lv.appendChild(lines); views.appendChild(lv);
+      lctx = lc.getContext("2d");
+    }
+
+    // ---- the hovered query's weights over the text
     var text = el("div", "il-attn-text");
-    var spans = P.tokens.map(function (t, i) {
-      var s = el("span", P.special[i] ? "il-special" : "", t);
-      s.title = "position " + i;
+    var spans = P.tokens.map(function (tk, i) {
+      var s = el("bdi", P.special[i] ? "il-special" : "", labels[i]);
+      s.title = "position " + i + ": " + reprs[i];
       s.addEventListener("mouseenter", function () { setQuery(i); });
       text.appendChild(s);
       return s;
     });
     text.addEventListener("mouseleave", function () { setQuery(-1); });
-    head.appendChild(wrap); head.appendChild(text);
-    root.appendChild(head);
+    root.appendChild(el("p", "il-attn-axis", "text: hover a token to shade what it attends to"));
+    root.appendChild(text);
 
     var ctx = canvas.getContext("2d");
     var image = ctx.createImageData(g, g);
@@ -69,13 +145,33 @@
     function drawHeat() {
       var d = current(), px4 = image.data;
       for (var i = 0; i < g * g; i++) {
-        var c = shade(d[i]);
-        px4[4 * i] = c[0]; px4[4 * i + 1] = c[1]; px4[4 * i + 2] = c[2]; px4[4 * i + 3] = 255;
+        var cc = shade(d[i]);
+        px4[4 * i] = cc[0]; px4[4 * i + 1] = cc[1]; px4[4 * i + 2] = cc[2]; px4[4 * i + 3] = 255;
       }
       ctx.putImageData(image, 0, 0);
       if (state.q >= 0) {
-        ctx.strokeStyle = "#d62728"; ctx.lineWidth = 0.6;
-        ctx.strokeRect(0, Math.floor(state.q / blk) + 0.3, g, 0.4);
+        ctx.strokeStyle = "#d62728"; ctx.lineWidth = Math.max(0.15, 1.5 / c);
+        ctx.strokeRect(0, Math.floor(state.q / blk), g, 1);
+      }
+    }
+    function drawLines() {
+      if (!lctx) return;
+      var d = current();
+      lctx.clearRect(0, 0, 160, n * ROW);
+      for (var q = 0; q < n; q++) {
+        if (state.q >= 0 && q !== state.q) continue;
+        for (var k = 0; k < n; k++) {
+          var w = d[q * g + k] / 255;
+          if (w < 0.01) continue;
+          lctx.strokeStyle = "rgba(47,111,222," + Math.min(1, (state.q >= 0 ? 1 : 0.6) * w).toFixed(3) + ")";
+          lctx.lineWidth = state.q >= 0 ? 2 : 1.5;
+          lctx.beginPath(); lctx.moveTo(2, q * ROW + ROW / 2); lctx.lineTo(158, k * ROW + ROW / 2); lctx.stroke();
+        }
+      }
+      for (var m = 0; m < n; m++) {
+        leftLabs[m].classList.toggle("il-q", m === state.q);
+        var v = state.q >= 0 ? d[state.q * g + m] : 0, cc = shade(v);
+        rightLabs[m].style.background = v ? "rgb(" + cc.join(",") + ")" : "";
       }
     }
     function paintText() {
@@ -84,12 +180,13 @@
         var s = spans[k];
         if (state.q < 0) { s.style.background = ""; s.classList.remove("il-q"); continue; }
         var v = d[Math.floor(state.q / blk) * g + Math.floor(k / blk)];
-        var c = shade(v);
-        s.style.background = v ? "rgb(" + c.join(",") + ")" : "";
+        var cc = shade(v);
+        s.style.background = v ? "rgb(" + cc.join(",") + ")" : "";
         s.classList.toggle("il-q", k === state.q);
       }
+      rowLabs.forEach(function (r, i) { if (r) r.classList.toggle("il-q", state.q >= 0 && i === Math.floor(state.q / blk)); });
     }
-    function setQuery(q) { state.q = q; drawHeat(); paintText(); }
+    function setQuery(q) { state.q = q; drawHeat(); drawLines(); paintText(); }
     canvas.addEventListener("mousemove", function (ev) {
       var r = canvas.getBoundingClientRect();
       var col = Math.min(g - 1, Math.floor((ev.clientX - r.left) / r.width * g));
@@ -97,14 +194,15 @@
       var q = Math.min(n - 1, row * blk), k = Math.min(n - 1, col * blk);
       var v = current()[row * g + col] / 255;
       tip.textContent = (blk > 1 ? "queries " + q + "–" + Math.min(n - 1, q + blk - 1) + " → keys " + k + "–" + Math.min(n - 1, k + blk - 1)
-        : JSON.stringify(P.tokens[q]) + " → " + JSON.stringify(P.tokens[k])) + "  " + v.toFixed(3);
+        : q + " " + labels[q] + " → " + k + " " + labels[k]) + "   " + fmt(v);
       tip.style.display = "block";
-      tip.style.left = (ev.clientX - r.left + 12) + "px"; tip.style.top = (ev.clientY - r.top + 22) + "px";
+      tip.style.left = (ev.clientX + 12) + "px"; tip.style.top = (ev.clientY + 16) + "px";
       if (q !== state.q) setQuery(q);
     });
     canvas.addEventListener("mouseleave", function () { tip.style.display = "none"; });
 
-    // model view: every kept layer x head as a small multiple, drawn only when scrolled into view
+    // ---- model view: every kept layer x head as a small multiple, drawn only when scrolled into view
+    var mwrap = el("div", "il-attn-model-wrap");
     var grid = el("div", "il-attn-model");
     grid.style.gridTemplateColumns = "repeat(" + H + ", max-content)";
     var cells = [];
@@ -112,16 +210,18 @@
     function drawThumb(cv, idx) {
       var c2 = cv.getContext("2d"), im = c2.createImageData(t, t), d = thumbs[idx];
       for (var i = 0; i < t * t; i++) {
-        var c = shade(d[i]);
-        im.data[4 * i] = c[0]; im.data[4 * i + 1] = c[1]; im.data[4 * i + 2] = c[2]; im.data[4 * i + 3] = 255;
+        var cc = shade(d[i]);
+        im.data[4 * i] = cc[0]; im.data[4 * i + 1] = cc[1]; im.data[4 * i + 2] = cc[2]; im.data[4 * i + 3] = 255;
       }
       c2.putImageData(im, 0, 0);
     }
-    var observer = "IntersectionObserver" in window ? new IntersectionObserver(function (entries) {
-      entries.forEach(function (e) {
-        if (e.isIntersecting && !e.target._drawn) { e.target._drawn = true; drawThumb(e.target, e.target._idx); }
-      });
-    }) : null;
+    // thumbnails are drawn in small batches after the head view, so a 30 x 9 model view never blocks the page
+    var queue = [];
+    function drainThumbs() {
+      var batch = queue.splice(0, 24);
+      batch.forEach(function (cv) { drawThumb(cv, cv._idx); cv._drawn = true; });
+      if (queue.length) setTimeout(drainThumbs, 0);
+    }
     for (var li = 0; li < L; li++) for (var hi = 0; hi < H; hi++) {
       (function (li, hi) {
         var cell = el("div", "il-cell"), cv = el("canvas");
@@ -130,20 +230,23 @@
         cell.appendChild(cv); cell.appendChild(el("span", "il-lab", "L" + P.layers[li] + " H" + P.heads[hi]));
         cell.addEventListener("click", function () { select(li, hi); });
         grid.appendChild(cell); cells.push(cell);
-        if (observer) observer.observe(cv); else drawThumb(cv, cv._idx);
+        queue.push(cv);
       })(li, hi);
     }
-    root.appendChild(grid);
-    modelBox.addEventListener("change", function () { grid.style.display = modelBox.checked ? "grid" : "none"; });
+    mwrap.appendChild(el("p", "il-attn-axis", "model view: rows are layers, columns heads; click one to show it above"));
+    mwrap.appendChild(grid);
+    root.appendChild(mwrap);
+    modelBox.addEventListener("change", function () { mwrap.style.display = modelBox.checked ? "block" : "none"; });
 
     function select(li, hi) {
       state.li = li; state.hi = hi; layerSel.value = li; headSel.value = hi;
-      cells.forEach(function (c, i) { c.classList.toggle("il-on", i === li * H + hi); });
-      drawHeat(); paintText();
+      cells.forEach(function (cc, i) { cc.classList.toggle("il-on", i === li * H + hi); });
+      drawHeat(); drawLines(); paintText();
     }
     layerSel.addEventListener("change", function () { select(+layerSel.value, state.hi); });
     headSel.addEventListener("change", function () { select(state.li, +headSel.value); });
     select(0, 0);
+    drainThumbs();
     root.setAttribute("data-il-mount-ms", Math.round((window.performance || Date).now() - t0));
   }
 
