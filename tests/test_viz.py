@@ -14,7 +14,7 @@ import interpretlm as il
 from interpretlm.testing import tiny_lm
 from interpretlm.viz import render, render_all
 from interpretlm.viz.figures import (AttentionView, Bar, Bars, Figure, FigureError, Graph, Heatmap, LineChart,
-                                     Table, Text, TokenShading, TokenStrip)
+                                     Table, Text, TokenGrid, TokenShading, TokenStrip)
 
 EVIL = '<script>alert("x")</script>'
 IOI = "When Mary and John went to the store, John gave a drink to"
@@ -46,6 +46,13 @@ SLOTS = {
         "cols": lambda s: Heatmap(["r"], [s, "c"], [[1.0, -1.0]]),
         "label": lambda s: Heatmap(["r"], ["c"], [[1.0]], label=s),
     },
+    "TokenGrid": {
+        "rows": lambda s: TokenGrid([s], ["c"], [["t"]], [[0.5]]),
+        "cols": lambda s: TokenGrid(["r"], [s], [["t"]], [[0.5]]),
+        "cells": lambda s: TokenGrid(["r"], ["c"], [[s]], [[0.5]]),
+        "marks": lambda s: TokenGrid(["r"], ["c"], [["t"]], [[0.5]], marks=[[s]], marks_label="rank"),
+        "label": lambda s: TokenGrid(["r"], ["c"], [["t"]], [[0.5]], label=s),
+    },
     "LineChart": {
         "x": lambda s: LineChart([s, "1"], {"acc": [0.5, 0.9]}),
         "series": lambda s: LineChart(["0", "1"], {s: [0.5, 0.9]}),
@@ -71,6 +78,7 @@ PLAIN = {  # one ordinary payload of each kind, for the common text slots
     "Bars": lambda **t: Bars(["a", "b"], {"p": [0.5, 0.25]}, **t),
     "Heatmap": lambda **t: Heatmap(["r"], ["c"], [[1.0]], **t),
     "LineChart": lambda **t: LineChart(["0", "1"], {"acc": [0.5, 0.9]}, **t),
+    "TokenGrid": lambda **t: TokenGrid(["L0"], ["a"], [["b"]], [[0.25]], **t),
     "Graph": lambda **t: Graph([{"name": "in", "row": 0, "score": 1.0}], [], **t),
     "AttentionView": lambda **t: _attention(**t),
     "Table": lambda **t: Table(["k"], [["a"]], **t),
@@ -108,8 +116,10 @@ def _examples() -> list[Figure]:
         Bars(["L0", "L1"], {"attention": [0.1, -0.2], "MLP": [nan, 0.3]}, signed=True, label_header="layer"),
         Heatmap(["L0", "L1"], ["H0", "H1"], [[1.0, nan], [float("inf"), -0.5]], label="effect"),
         LineChart(["0", "1", "2"], {"acc": [0.5, nan, 0.9], "ctl": [0.4, 0.4, 0.4]}, y_min=0, y_max=1),
+        TokenGrid(["L1", "L0"], ["a", " b"], [["x", "\n"], [" y", "z"]], [[0.5, nan], [1.0, 0.0]],
+                  marks=[["", "#1"], ["", "#3"]], marks_label="rank"),
         Graph([{"name": "input", "row": -1, "score": 1.0, "terminal": True}, {"name": "L0H1", "row": 0, "score": nan}],
-              [{"source": "input", "target": "L0H1", "score": 0.25}]),
+              [{"source": "input", "target": "L0H1", "score": 0.25}], faithfulness=0.75, pruned_faithfulness=nan),
         _attention("x", title="attention"),
         Table(["k", "v", "shading"], [["a", 1.5, TokenShading(["x"], [1.0])], ["b", nan, None], ["c", 3, True]]),
         Text("hello", muted=True),
@@ -160,16 +170,16 @@ def test_bars_and_shading_draw_their_numbers():
     assert html.count("#1f77b4") == 1 and html.count("#d62728") == 5  # only -0.25 is blue
     html = render(Bar(0.3, scale=0.6, width=200))
     assert "width:100px" in html
-    # shading alpha = 0.85 × |value| / scale; NaN left transparent
+    # shading alpha = 0.6 × |value| / scale (capped so dark text keeps its contrast); NaN left transparent
     html = render(TokenShading(["a", "b", "c"], [1.0, -0.5, float("nan")], scale=2.0))
-    assert "rgba(214,39,40,0.425)" in html and "rgba(31,119,180,0.212)" in html and "transparent" in html
+    assert "rgba(214,39,40,0.300)" in html and "rgba(31,119,180,0.150)" in html and "transparent" in html
 
 
 def test_heatmap_colours_and_legend():
     html = render(Heatmap(["L0"], ["H0", "H1", "H2"], [[0.5, -1.0, float("nan")]], label="effect"))
-    # scale = largest finite |value| = 1.0: 0.5 -> alpha 0.45 red, -1.0 -> 0.9 blue, NaN grey
-    assert "rgba(214,39,40,0.450)" in html and "rgba(31,119,180,0.900)" in html and "#f4f4f4" in html
-    assert "full colour at |effect| = 1" in html
+    # scale = largest finite |value| = 1.0: 0.5 -> alpha 0.3 red, -1.0 -> 0.6 blue, NaN hatched and explained
+    assert "rgba(214,39,40,0.300)" in html and "rgba(31,119,180,0.600)" in html and "il-nan-cell" in html
+    assert 'data-min="-1.0" data-max="1.0"' in html and "NaN: not defined" in html
 
 
 # ---------------------------------------------------------------- results' figures
@@ -210,7 +220,7 @@ EXPECTED = {  # the figures each result exposes, in order
     "attribution": ["scores"], "continuation": ["scores"], "lrp": ["scores", "relevance_flow", "block_relevance"],
     "comparison": ["attributions", "cost", "agreement"], "faithfulness": ["scores", "curves", "curve_values"],
     "attention": ["attention", "head_summary"], "patch": ["effect"], "patch_positions": ["effect"],
-    "ablation": ["ablation"], "ablation_sweep": ["effect"], "logit_lens": ["lens"], "path_patch": ["effect"],
+    "ablation": ["ablation"], "ablation_sweep": ["effect"], "logit_lens": ["grid", "lens"], "path_patch": ["effect"],
     "circuit": ["faithfulness", "graph", "top_edges", "head_scores"], "probe": ["task", "curves", "mdl", "per_layer"],
 }
 

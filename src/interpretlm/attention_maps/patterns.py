@@ -113,7 +113,9 @@ class AttentionResult(Result):
         if len(rows) > 40:  # keep the page short: the most distinctive heads of each kind
             keep = {(l, h) for m in ("previous_token", "induction", "first_token") for l, h, _ in s.top(m, 8)}
             rows = [r for r, (l, h) in zip(rows, [(r['layer'], r['head']) for r in s.rows()]) if (l, h) in keep]
-        return {"attention": view, "head_summary": Table(["head", *METRICS], rows, title="Head summary")}
+        return {"attention": view, "head_summary": Table(["head", *METRICS], rows, title="Head summary",
+                                                                    nan="previous_token needs 2 tokens; induction needs a token "
+                                                                        "repeated in the prompt (no such token here)")}
 
 
 def _ranges(xs: Sequence[int]) -> str:

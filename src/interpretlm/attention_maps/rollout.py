@@ -66,6 +66,7 @@ class AttentionFlow(Result):
         """One shading per explained position (the last 8, last first): ``"into_{position}"``."""
         m = np.asarray(self.matrix, dtype=float)
         return {f"into_{pos}": TokenShading(self.tokens, row.tolist(), special=self.special, label=self.kind,
+                                            unit="share of attention into the position (sums to 1)",
                                             caption=f"into position {pos} ({self.tokens[pos]!r}):")
                 for row, pos in list(zip(m, self.positions))[-8:][::-1]}
 

@@ -16,6 +16,7 @@ from ..progress import track
 from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import TargetLike
+from ..viz.html import target_text
 from ..viz.figures import Figure, Table, TokenShading
 from .faithfulness import faithfulness, rank_correlation
 
@@ -54,7 +55,8 @@ class Comparison(Result):
         rows = []
         for m, row in zip(self.methods, s):
             scale = float(np.nanmax(np.abs(row))) if np.isfinite(row).any() else 1.0
-            rows.append([m, TokenShading(self.features, np.nan_to_num(row).tolist(), scale=scale, label=m)])
+            rows.append([m, TokenShading(self.features, row.tolist(), scale=scale, label=m,
+                                         unit=f"contribution to {target_text(self.target) or 'the target'}")])
         keys = [k for k in ("seconds", "forward_passes", "backward_passes", "model_evaluations", "completeness_error",
                             "deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency",
                             "random_deletion_aopc") if any(k in r for r in self.table)]

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..results import Result
+from ..viz.html import target_text
 from ..viz.figures import Figure, Table, TokenShading
 
 
@@ -70,15 +71,22 @@ class Attribution(Result):
                 parts.append(f"{key.replace('_', ' ')} {self.diagnostics[key]:.2%}")
         return " · ".join(parts)
 
+    def unit(self) -> str:
+        """What a score measures: a share of the target (most methods) or a gradient size (saliency)."""
+        what = target_text(self.target) or "the target"
+        if self.method == "saliency":
+            return f"|gradient of {what} w.r.t. the token embedding|"
+        return f"contribution to {what}"
+
     def figures(self) -> dict[str, Figure]:
         """``{"scores": TokenShading}`` (1-d scores), or a :class:`Table` of one shading per generated token."""
         s = np.asarray(self.scores, dtype=float)
         scale = float(np.nanmax(np.abs(s))) if s.size and np.isfinite(s).any() else 1.0
         if s.ndim == 1:
-            return {"scores": TokenShading(self.features, s.tolist(), scale=scale, label=self.method)}
+            return {"scores": TokenShading(self.features, s.tolist(), scale=scale, label=self.method, unit=self.unit())}
         rows = []
         for label, row in zip(self.rows, s):
             keep = [i for i, v in enumerate(row) if np.isfinite(v)]
             rows.append([label, TokenShading([self.features[i] for i in keep], [float(row[i]) for i in keep],
-                                             scale=scale, label=self.method)])
+                                             scale=scale, label=self.method, unit=self.unit())])
         return {"scores": Table(["generated token", "attribution to the tokens before it"], rows)}

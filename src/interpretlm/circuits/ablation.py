@@ -22,6 +22,7 @@ from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import TargetLike, as_target
 from ..tokens import Prompts
+from ..viz.html import target_text
 from ..viz.figures import Figure, Heatmap, Table
 from .runner import BlockRunner
 from .patching import run_patches
@@ -88,8 +89,10 @@ class AblationResult(Result):
                                         float(np.asarray(self.ablated_value)), float(e))])}
         rows = [f"L{l}" for l in self.layers]
         if e.ndim == 1:
-            return {"effect": Heatmap(rows, ["mlp"], e[:, None].tolist(), label="change")}
-        return {"effect": Heatmap(rows, [f"H{h}" for h in range(e.shape[1])], e.tolist(), label="change")}
+            return {"effect": Heatmap(rows, ["mlp"], e[:, None].tolist(), label="change",
+                                      unit=f"ablated − clean {target_text(self.target)}")}
+        return {"effect": Heatmap(rows, [f"H{h}" for h in range(e.shape[1])], e.tolist(), label="change",
+                                  unit=f"ablated − clean {target_text(self.target)}")}
 
 
 def _parse_heads(lm: "LM", heads: Any) -> list[tuple[int, int]]:

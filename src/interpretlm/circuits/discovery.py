@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ..model import LM
 
 METHODS = ("eap", "eap_ig")
+DRAWN_NODES = 30  # the graph figure draws this many nodes first (a legible picture), the rest on request
 
 
 @dataclass(kw_only=True)
@@ -61,6 +62,9 @@ class Circuit(Result):
         faithfulness: ``(circuit - corrupt) / (clean - corrupt)``, measured.
         circuit_value, clean_value, corrupt_value: the metric (mean over prompts).
         n_layers, n_heads: model shape, for drawing.
+        drawn_faithfulness: the faithfulness, measured the same way, of the subgraph the graph
+            figure draws first (:data:`DRAWN_NODES` nodes, ``Graph.prune``); ``None`` when the
+            whole circuit is drawn.
     """
 
     nodes: list[dict[str, Any]] = field(default_factory=list)
@@ -75,6 +79,7 @@ class Circuit(Result):
     corrupt_value: float = 0.0
     n_layers: int = 0
     n_heads: int = 0
+    drawn_faithfulness: float | None = None
 
     @property
     def heads(self) -> list[tuple[int, int]]:
@@ -105,7 +110,9 @@ class Circuit(Result):
         graph = Graph([{"name": n["name"], "row": rows[n["name"]], "score": n["score"],
                         "terminal": rows[n["name"]] in (-1, top)} for n in self.nodes],
                       [{"source": e["from"], "target": e["to"], "score": e["score"]} for e in self.edges
-                       if e["from"] in rows and e["to"] in rows], title="")
+                       if e["from"] in rows and e["to"] in rows], title="", max_nodes=DRAWN_NODES,
+                      faithfulness=self.faithfulness, pruned_faithfulness=self.drawn_faithfulness,
+                      edge_label="edge attribution")
         hs = np.asarray(self.head_scores, dtype=float)
         return {
             "faithfulness": Text(f"faithfulness {self.faithfulness:.3f} (circuit {self.circuit_value:.3f}, clean "
@@ -114,7 +121,8 @@ class Circuit(Result):
             "top_edges": Table(["from", "to", "score"],
                                [(e["from"], e["to"], float(e["score"])) for e in self.edges[:30]], title="Top edges"),
             "head_scores": Heatmap([f"L{l}" for l in range(hs.shape[0])], [f"H{h}" for h in range(hs.shape[1])],
-                                   hs.tolist(), label="head attribution", title="Head attribution (all heads)"),
+                                   hs.tolist(), label="head attribution", title="Head attribution (all heads)",
+                                   unit="fraction of clean − corrupted"),
         }
 
 
@@ -309,21 +317,29 @@ def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any
             nodes.append({"name": name, "kind": "head", "layer": l, "head": h, "score": float(head_scores[l, h])})
 
     # faithfulness: clean run with every head / MLP outside the circuit at its corrupted value
-    in_heads = {(n["layer"], n["head"]) for n in nodes if n["kind"] == "head"}
-    in_mlps = {n["layer"] for n in nodes if n["kind"] == "mlp"}
-    edits = {}
-    for l in range(L):
-        keep_h = torch.tensor([(l, h) in in_heads for h in range(H)]).view(1, 1, H, 1)
-        edits[f"blocks.{l}.attn.heads"] = (lambda x, m=keep_h, v=xc[f"blocks.{l}.attn.heads"]:
-                                           torch.where(m.to(x.device), x, v.to(x.dtype)))
-        if l not in in_mlps:
-            edits[f"blocks.{l}.mlp"] = lambda x, v=xc[f"blocks.{l}.mlp"]: v.to(x.dtype)
-    with torch.no_grad(), lm.intervene(edits):
-        circuit_value = float(tgt(lm.forward(cb, grad=False)).float().mean())
+    def run_subset(kept_nodes: list[dict[str, Any]]) -> float:
+        in_heads = {(n["layer"], n["head"]) for n in kept_nodes if n["kind"] == "head"}
+        in_mlps = {n["layer"] for n in kept_nodes if n["kind"] == "mlp"}
+        edits = {}
+        for l in range(L):
+            keep_h = torch.tensor([(l, h) in in_heads for h in range(H)]).view(1, 1, H, 1)
+            edits[f"blocks.{l}.attn.heads"] = (lambda x, m=keep_h, v=xc[f"blocks.{l}.attn.heads"]:
+                                               torch.where(m.to(x.device), x, v.to(x.dtype)))
+            if l not in in_mlps:
+                edits[f"blocks.{l}.mlp"] = lambda x, v=xc[f"blocks.{l}.mlp"]: v.to(x.dtype)
+        with torch.no_grad(), lm.intervene(edits):
+            return float(tgt(lm.forward(cb, grad=False)).float().mean())
+
+    circuit_value = run_subset(nodes)
     faith = (circuit_value - corrupt_value) / denom
+    # the graph figure first draws a pruned subgraph: measure what that picture claims too
+    drawn_faith = None
+    shown = set(Graph.prune([{**n, "terminal": n["kind"] in ("input", "logits")} for n in nodes], DRAWN_NODES))
+    if len(shown) < len(nodes):
+        drawn_faith = (run_subset([n for n in nodes if n["name"] in shown]) - corrupt_value) / denom
     n_steps = len(alphas) if alphas else 1
     diagnostics: dict[str, Any] = {
-        "forward_passes": (3 + n_steps) * xb.size, "backward_passes": n_steps * xb.size,
+        "forward_passes": (3 + n_steps + (drawn_faith is not None)) * xb.size, "backward_passes": n_steps * xb.size,
         "head_vjps_per_backward": L * H, "conservation_error": conservation,
         "seconds": time.perf_counter() - t0}
     if conservation > 1e-3:
@@ -338,7 +354,8 @@ def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any
         model=lm.name, method="EAP-IG" if method == "eap_ig" else "EAP", target=tgt.to_dict(), policy=xb.policy,
         diagnostics=diagnostics, nodes=nodes, edges=edges, head_scores=head_scores, mlp_scores=mlp_scores,
         n_edges=n_edges, keep=float(keep), faithfulness=float(faith), circuit_value=circuit_value,
-        clean_value=clean_value, corrupt_value=corrupt_value, n_layers=L, n_heads=H)
+        clean_value=clean_value, corrupt_value=corrupt_value, n_layers=L, n_heads=H,
+        drawn_faithfulness=None if drawn_faith is None else float(drawn_faith))
     if noise:
         result.warn(noise, NoiseWarning)
     return result

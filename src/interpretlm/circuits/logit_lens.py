@@ -20,7 +20,7 @@ from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import Contrast, NextToken, single_token, prediction_positions
 from ..tokens import Prompts
-from ..viz.figures import Bar, Figure, Table, TokenStrip
+from ..viz.figures import Bar, Figure, Table, TokenGrid, TokenStrip
 
 if TYPE_CHECKING:
     from ..model import LM
@@ -39,6 +39,9 @@ class LogitLensResult(Result):
         target_token: the tracked token (``None`` without a target).
         target_rank: ``[layer]`` rank of the target token (0 = top).
         target_prob: ``[layer]`` its probability.
+        grid_tokens: ``[layer][pos]`` the top token at every position (same forward pass).
+        grid_probs: ``[layer, pos]`` its probability.
+        position: the prediction position (where ``top_tokens`` and the target are read).
     """
 
     prompt: str | None = None
@@ -49,6 +52,9 @@ class LogitLensResult(Result):
     target_token: str | None = None
     target_rank: Any = None
     target_prob: Any = None
+    grid_tokens: list[list[str]] = field(default_factory=list)
+    grid_probs: Any = None
+    position: int | None = None
 
     def first_layer_top(self) -> str | None:
         """The first layer at which the target token is the top prediction."""
@@ -66,19 +72,39 @@ class LogitLensResult(Result):
         return s
 
     def figures(self) -> dict[str, Figure]:
-        """``"lens"``: a table per layer of the top tokens (hover: probability), a bar of the top
-        probability and, with a target, the target's rank and probability."""
+        """``"grid"`` (a layer × position :class:`TokenGrid` of the top token and its probability;
+        with a target, its 1-based rank at the prediction position; results saved before the grid
+        existed have none) and ``"lens"``: a table per layer of the top tokens at the prediction
+        position (hover: probability), the top probability as a bar and a number and, with a
+        target, the target's 1-based rank and probability."""
         probs = np.asarray(self.top_probs, dtype=float)
-        rows = []
+        figs: dict[str, Figure] = {}
+        if self.grid_tokens:
+            gp = np.asarray(self.grid_probs, dtype=float)
+            marks = None
+            if self.target_token is not None:
+                last = len(self.tokens) - 1 if self.position is None else self.position
+                ranks = np.asarray(self.target_rank)
+                marks = [["" if j != last else f"#{int(ranks[i]) + 1}" for j in range(len(self.tokens))]
+                         for i in range(len(self.layers))]
+            rows = list(reversed(range(len(self.layers))))  # the output on top, as in a residual stream
+            figs["grid"] = TokenGrid(
+                [self.layers[i] for i in rows], list(self.tokens), [self.grid_tokens[i] for i in rows],
+                gp[rows].tolist(), label="probability of the top token",
+                marks=None if marks is None else [marks[i] for i in rows],
+                marks_label="" if marks is None else f"1-based rank of {self.target_token!r} (prediction column)",
+                title="Logit lens: top next-token prediction at every layer and position")
+        rows_t = []
         for i, lab in enumerate(self.layers):
             tops = TokenStrip(self.top_tokens[i], hover=[f"p={p:.3g}" for p in probs[i, :len(self.top_tokens[i])]])
-            row = [lab, tops, Bar(float(probs[i, 0]), scale=1.0, width=120)]
+            row = [lab, tops, Bar(float(probs[i, 0]), scale=1.0, width=120), float(probs[i, 0])]
             if self.target_token is not None:
-                row += [int(np.asarray(self.target_rank)[i]), float(np.asarray(self.target_prob)[i])]
-            rows.append(row)
-        head = ["layer", "top tokens", "p(top)"] + ([f"rank of {self.target_token!r}", "probability"]
-                                                    if self.target_token is not None else [])
-        return {"lens": Table(head, rows, caption=f"prompt: {self.prompt or ''.join(self.tokens)}")}
+                row += [int(np.asarray(self.target_rank)[i]) + 1, float(np.asarray(self.target_prob)[i])]
+            rows_t.append(row)
+        head = ["layer", "top tokens", "p(top)", ""] + ([f"rank of {self.target_token!r} (1 = top)", "probability"]
+                                                        if self.target_token is not None else [])
+        figs["lens"] = Table(head, rows_t, title="At the prediction position")
+        return figs
 
 
 @register("logit_lens", family="circuit analysis", takes="prompt", result=LogitLensResult, target="optional",
@@ -136,6 +162,16 @@ def logit_lens(lm: "LM", prompt: Prompts, target: Any = None, *, k: int = 5) -> 
     final = torch.softmax(out.logits[0, int(pos)].float(), -1)
     err = float((probs[-1] - final).abs().max())
     top = probs.topk(k, dim=-1)
+    # every position's top token, one layer at a time from the same captured residual streams
+    # (a [layer, pos, vocab] tensor at 512 tokens would be gigabytes)
+    grid_ids, grid_p = [], []
+    with torch.no_grad():
+        every = torch.arange(resid.shape[1], device=resid.device).unsqueeze(0)
+        for layer in range(resid.shape[0]):
+            p_all = torch.softmax(lm.logits_at(resid[layer:layer + 1], every)[0].float(), -1)  # [pos, vocab]
+            best = p_all.max(-1)
+            grid_ids.append(best.indices.tolist())
+            grid_p.append(best.values.cpu())
     labels = ["embed"] + [f"L{i}" for i in range(lm.n_layers)]
     diagnostics: dict[str, Any] = {"final_layer_error": err, "forward_passes": 1, "seconds": time.perf_counter() - t0}
     if err > 1e-4:
@@ -150,4 +186,6 @@ def logit_lens(lm: "LM", prompt: Prompts, target: Any = None, *, k: int = 5) -> 
         model=lm.name, method="logit lens", target=None if tid is None else {"kind": "NextToken", "token": tname},
         policy=first.policy, diagnostics=diagnostics, prompt=batch.prompts[0], tokens=list(batch.tokens[0]),
         layers=labels, top_tokens=[[lm.tokenizer.decode([int(i)]) for i in row] for row in top.indices],
-        top_probs=top.values, target_token=tname, target_rank=rank, target_prob=prob)
+        top_probs=top.values, target_token=tname, target_rank=rank, target_prob=prob,
+        grid_tokens=[[lm.tokenizer.decode([i]) for i in row] for row in grid_ids], grid_probs=torch.stack(grid_p),
+        position=int(pos))

@@ -106,16 +106,17 @@ class PatchResult(Result):
         e = np.asarray(self.effect, dtype=float)
         rows = [f"L{l}" for l in self.layers]
         if e.ndim == 1:
-            return {"effect": Heatmap(rows, [self.over], e[:, None].tolist(), label="effect")}
+            return {"effect": Heatmap(rows, [self.over], e[:, None].tolist(), label="effect", unit="(patched − corrupted) / (clean − corrupted)", nan="not patchable here (a receiver that cannot receive from the sender)")}
         if self.axes[-1] == "head":
             if e.ndim == 3:  # [layer, pos, head] -> one grid per position
                 return {f"effect_pos{p}": Heatmap(rows, [f"H{h}" for h in range(e.shape[2])], e[:, j].tolist(),
-                                                  label="effect", title=f"position {p}: "
-                                                  f"{self.tokens[p] if p < len(self.tokens) else ''}")
+                                                  label="effect", unit="(patched − corrupted) / (clean − corrupted)", nan="not patchable here (a receiver that cannot receive from the sender)", title=f"position {p}: "
+                                                  f"{self.tokens[p] if p < len(self.tokens) else ''!r}")
                         for j, p in enumerate(self._pos_list())}
-            return {"effect": Heatmap(rows, [f"H{h}" for h in range(e.shape[1])], e.tolist(), label="effect")}
-        cols = [f"{p}:{self.tokens[p] if p < len(self.tokens) else ''}" for p in self._pos_list()]
-        return {"effect": Heatmap(rows, cols, e.tolist(), label="effect")}
+            return {"effect": Heatmap(rows, [f"H{h}" for h in range(e.shape[1])], e.tolist(), label="effect",
+                                      unit="(patched − corrupted) / (clean − corrupted)", nan="not patchable here (a receiver that cannot receive from the sender)")}
+        cols = [f"{p} {self.tokens[p] if p < len(self.tokens) else ''!r}" for p in self._pos_list()]
+        return {"effect": Heatmap(rows, cols, e.tolist(), label="effect", unit="(patched − corrupted) / (clean − corrupted)", nan="not patchable here (a receiver that cannot receive from the sender)")}
 
     def _pos_list(self) -> list[int]:
         if isinstance(self.positions, list):
