@@ -40,7 +40,7 @@ table.il-table td.num { text-align: right; font-variant-numeric: tabular-nums; }
              display: flex; flex-wrap: wrap; gap: 2px 1px; }
 .il-tok { padding: .1rem .1rem; border-radius: 3px; white-space: pre; border: 1px solid transparent;
           unicode-bidi: isolate; }
-.il-ctl { color: #8a3b00; }
+.il-ctl { text-decoration: underline dotted #8a3b00; }
 .il-tok.il-special { color: var(--muted); border: 1px dashed var(--line); }
 .il-tok.il-boundary { border-color: var(--line); margin-right: 1px; }
 .il-bar { display:inline-block; height:.7rem; background: var(--accent); border-radius:2px; vertical-align: middle; }
