@@ -201,7 +201,7 @@ def test_view_mounts_and_responds_in_a_real_browser(tmp_path):
     lm = tiny_lm("llama", seed=0)
     att = il.attention(lm, "When <Mary> & John went to the store, John gave a drink to")
     page = att.to_html().replace("</body>", """<script>
-var root=document.querySelector("div.il-attn"), spans=root.querySelectorAll(".il-attn-text span");
+var root=document.querySelector("div.il-attn"), spans=root.querySelectorAll(".il-attn-text bdi");
 spans[3].dispatchEvent(new Event("mouseenter"));
 root.setAttribute("data-q-bg", spans[1].style.background || "none");
 root.setAttribute("data-n-thumbs", root.querySelectorAll(".il-attn-model canvas").length);

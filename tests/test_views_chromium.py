@@ -144,7 +144,7 @@ def test_heatmap_legend_labels_and_nan(show, lm):
     assert min(contrast(c["fg"], c["bg"]) for c in cols + rows) >= 4.5
     # the subject: model, prompt, the target with its tokens, the check and whether it passed
     head = pg.inner_text(".il-subject")
-    assert "tiny-llama" in head and "logit(' Mary') − logit(' John')" in head and "check:" in head
+    assert "tiny-llama" in head and "logit(' Mary') − logit(' John')" in head and "Check:" in head
     assert ("passed" in head) == bool(p.check.passed)
     # NaN cells are drawn hatched and explained in the legend
     nan = Heatmap(["L0", "L1"], ["H0", "H1"], [[0.5, float("nan")], [-0.25, 0.1]], label="effect",

@@ -60,16 +60,16 @@ _HIDDEN = {"Cc", "Cf", "Zl", "Zp", "Zs", "Cs", "Co", "Cn"}
 
 
 def visible(text: str, *, spaces: bool = True) -> str:
-    """``text`` with every invisible or reordering character drawn as an escape.
+    r"""``text`` with every invisible or reordering character drawn as an escape.
 
-    Newlines, tabs and carriage returns become ``\\n`` ``\\t`` ``\\r``; other control and
+    Newlines, tabs and carriage returns become ``\n`` ``\t`` ``\r``; other control and
     format characters (bidi overrides such as U+202E, zero-width spaces and joiners, the BOM),
-    unusual spaces and unassigned code points become ``\\uXXXX`` (``\\UXXXXXXXX`` above the BMP);
+    unusual spaces and unassigned code points become ``\uXXXX`` (``\UXXXXXXXX`` above the BMP);
     with ``spaces`` (tokens), each plain space becomes ``␣`` so leading and trailing spaces show.
 
     Example:
-        >>> visible(" evil\u202e\n")
-        '␣evil\\u202e\\n'
+        >>> visible(" evil\u202e\n") == "␣evil" + chr(92) + "u202e" + chr(92) + "n"
+        True
         >>> visible("a b", spaces=False)
         'a b'
     """
@@ -88,11 +88,11 @@ def visible(text: str, *, spaces: bool = True) -> str:
 
 
 def token_html(token: str, *, cls: str = "il-tok", hover: str = "", style: str = "") -> str:
-    """One token as a bidi-isolated ``<bdi>`` showing :func:`visible` text; hover: its ``repr`` and ``hover``.
+    r"""One token as a bidi-isolated ``<bdi>`` showing :func:`visible` text; hover: its ``repr`` and ``hover``.
 
     Example:
-        >>> token_html("\u202e evil")
-        '<bdi class="il-tok il-ctl" title="&#x27;\\u202e evil&#x27;">\\u202e␣evil</bdi>'
+        >>> print(token_html("‮ evil"))
+        <bdi class="il-tok il-ctl" title="&#x27;\u202e evil&#x27;">\u202e␣evil</bdi>
     """
     shown = visible(token)
     if shown.replace(SPACE, " ") != token:  # something was escaped: mark it
@@ -275,5 +275,5 @@ def subject(*, model: str = "", prompt: Any = None, target: Any = None, check: A
         value = getattr(check, "value", None)
         sign = "≥" if getattr(check, "higher_is_better", False) else "≤"
         fig = "" if value is None else f" = {fmt(value)} (must be {sign} {fmt(check.threshold)})"
-        lines.append(f'<p class="il-check {cls}">check: {escape(check.name)}{fig}: {word}</p>')
+        lines.append(f'<p class="il-check {cls}">Check: {escape(check.name)}{fig}: {word}</p>')
     return f'<div class="il-subject">{"".join(lines)}</div>' if lines else ""
