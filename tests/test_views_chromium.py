@@ -279,3 +279,48 @@ def test_page_text_contrast(show, lm):
            if i["text"].strip() and contrast(i["fg"], i["bg"]) < 4.5]
     assert not low, low
     assert math.isfinite(float(p.check.value))
+
+
+def _causal_patterns(L, H, n, seed=0, sigma=1.0):
+    rng = np.random.default_rng(seed)
+    out = np.empty((L, H, n, n), np.float32)
+    causal = np.tril(np.ones((n, n), bool))
+    for layer in range(L):
+        logits = np.where(causal, rng.normal(scale=sigma, size=(H, n, n)), -np.inf)
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        out[layer] = e / e.sum(-1, keepdims=True)
+    return out
+
+
+@pytest.mark.parametrize("n,bound", [(128, 2_000_000), (512, 2_000_000)])
+def test_attention_page_of_the_default_models_shape_stays_small(show, n, bound):
+    """30 layers × 9 heads (the default model's shape): the page was 11.4 MB at 512 tokens; the lower
+    triangle, one deflated block per layer and thumbnails pooled in the browser keep it under 2 MB,
+    and every layer is still drawn from it exactly."""
+    from interpretlm.viz.attention import _pool
+
+    L, H = 30, 9
+    p = _causal_patterns(L, H, n)
+    view = AttentionView.from_patterns([f"t{i}" for i in range(n)], p, list(range(L)), list(range(H)))
+    html = page("attention", render_all([view]))
+    assert view.tri and len(html) < bound
+    pg = show(html)
+    pg.wait_for_selector("div.il-attn[data-il-thumbs-done]", timeout=60_000)
+    assert pg.locator(".il-attn-model canvas").count() == L * H
+    # the last layer (stored deflated) and last head: canvas pixels are the stored bytes through the colour scale
+    pg.select_option(".il-attn-controls select >> nth=0", str(L - 1))
+    pg.select_option(".il-attn-controls select >> nth=1", str(H - 1))
+    g = view.grid
+    want = np.rint(np.clip(_pool(p[L - 1, H - 1], view.block), 0, 1) * 255)
+    cells = [(0, 0), (g - 1, 0), (g - 1, g - 1), (g // 2, g // 3), (g // 3, g // 2)]  # the last is above the diagonal
+    got = pg.evaluate("""cells => { const c = document.querySelector('.il-attn-canvas').getContext('2d');
+        return cells.map(([r, k]) => Array.from(c.getImageData(k, r, 1, 1).data.slice(0, 3))); }""", cells)
+    for (r, k), rgb in zip(cells, got):
+        t = math.sqrt(want[r, k] / 255)
+        assert rgb == [round(255 - 225 * t), round(255 - 170 * t), round(255 - 60 * t)], (r, k)
+    assert got[-1] == [255, 255, 255]
+    # every thumbnail was drawn (its darkest pixel is its own maximum, drawn at full colour)
+    darkest = pg.evaluate("""() => Array.from(document.querySelectorAll('.il-attn-model canvas')).map(cv => {
+        const d = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data; let m = 255;
+        for (let i = 0; i < d.length; i += 4) m = Math.min(m, d[i]); return m; })""")
+    assert darkest == [30] * (L * H)

@@ -4,11 +4,12 @@ One renderer for reports and the web app: :func:`attention_payload` builds the J
 browser code (``viz/static/attention.js``) draws, and :func:`attention_view` embeds that
 payload, the script and its styles in one offline HTML fragment.
 
-Long inputs stay light: each head's pattern is stored as one byte per cell, and when all
-kept heads would exceed ``max_bytes`` the head view aggregates ``block × block`` token
-pairs per cell (the model view always uses small thumbnails). Drawing uses a canvas,
-thumbnails are drawn only when scrolled into view, and tokens are set as text (never as
-HTML).
+Long inputs stay light: each head's pattern is stored as one byte per cell, only its lower
+triangle for a causal model, every layer but the first deflate-compressed (inflated in the
+browser when shown); when all kept heads would exceed ``max_bytes`` cells the head view
+aggregates ``block × block`` token pairs per cell. The model view's thumbnails are pooled in
+the browser from the same data. Drawing uses a canvas, thumbnails are drawn in batches after
+the head view, and tokens are set as text (never as HTML).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import base64
 import itertools
 import json
 import math
+import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
@@ -54,41 +56,65 @@ def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a, dtype=np.uint8).tobytes()).decode("ascii")
 
 
+def _tril(m: np.ndarray) -> np.ndarray:
+    """``[..., g, g]`` -> ``[..., g (g + 1) / 2]``: the lower triangle (diagonal included), row by row."""
+    i, j = np.tril_indices(m.shape[-1])
+    return m[..., i, j]
+
+
 def attention_payload(tokens: Sequence[str], patterns: np.ndarray, layers: Sequence[int], heads: Sequence[int],
                       *, special: Sequence[bool] | None = None, max_bytes: int = 8_000_000,
                       thumb: int = 48) -> dict[str, Any]:
     """The data the attention view draws (JSON-able; what the web app serves).
+
+    Each head's pattern is one byte per cell (``value / 255`` is the probability). A causal
+    model's patterns are zero above the diagonal, so only the lower triangle is stored
+    (``tri``). One block per layer (its heads one after the other): the first layer, drawn
+    first, is stored raw; the others are deflate-compressed (the browser inflates a layer
+    when it is shown, with the built-in ``DecompressionStream``). Thumbnails of the model
+    view are computed in the browser from the same data, so nothing is stored twice.
 
     Args:
         tokens: ``[pos]`` display strings.
         patterns: ``[layers, heads, query, key]`` attention probabilities.
         layers, heads: the real indices of the first two axes.
         special: ``[pos]`` special-token marks.
-        max_bytes: budget for the head view's patterns (one byte per cell); above it,
-            cells aggregate ``block × block`` token pairs.
-        thumb: side of the model view's thumbnails, in cells.
+        max_bytes: budget for the stored cells (before compression); above it, cells
+            aggregate ``block × block`` token pairs.
+        thumb: side of the model view's thumbnails, in cells (at most the grid).
 
     Returns:
-        ``{"tokens", "special", "layers", "heads", "grid", "block", "thumb", "full", "thumbs"}``
-        where ``full`` / ``thumbs`` are base64 ``uint8`` images, one per (layer, head),
-        layer-major, with ``value / 255`` the attention probability (thumbnails are scaled
-        to their own maximum).
+        ``{"tokens", "special", "layers", "heads", "grid", "block", "thumb", "tri", "full", "packed"}``
+        where ``full[l]`` is layer ``l``'s base64 block of ``len(heads)`` images of ``grid × grid``
+        cells (``grid (grid + 1) / 2`` when ``tri``) and ``packed[l]`` is ``"raw"`` or ``"deflate"``.
+
+    Example:
+        >>> import numpy as np
+        >>> p = attention_payload(["a", "b"], np.array([[[[1, 0], [0.5, 0.5]]]]), [0], [0])
+        >>> p["tri"], p["grid"], base64.b64decode(p["full"][0]).hex()
+        (True, 2, 'ff8080')
     """
     p = np.asarray(patterns, dtype=np.float32)
     if p.ndim != 4 or p.shape[-1] != p.shape[-2] or p.shape[-1] != len(tokens):
         raise ValueError(f"patterns must be [layers, heads, {len(tokens)}, {len(tokens)}]; got {p.shape}")
     n_maps, n = p.shape[0] * p.shape[1], len(tokens)
-    block = max(1, math.ceil(math.sqrt(n_maps * n * n / max_bytes)))
-    full = _pool(p, block)
-    tblock = max(1, math.ceil(n / thumb))
-    th = _pool(p, tblock)
-    th = th / np.maximum(th.max(axis=(-2, -1), keepdims=True), 1e-12)
+    tri = bool(np.all(np.triu(p, 1) == 0))  # causal: nothing above the diagonal to store
+    cells = n * (n + 1) / 2 if tri else n * n
+    block = max(1, math.ceil(math.sqrt(n_maps * cells / max_bytes)))
+    q = np.rint(np.clip(_pool(p, block), 0, 1) * 255).astype(np.uint8)  # [L, H, g, g]
+    if tri:
+        q = _tril(q)
+    full, packed = [], []
+    for li in range(p.shape[0]):
+        raw = np.ascontiguousarray(q[li]).tobytes()
+        first = li == 0  # drawn at once, before any inflating
+        full.append(base64.b64encode(raw if first else zlib.compress(raw, 6)).decode("ascii"))
+        packed.append("raw" if first else "deflate")
+    g = int(math.ceil(n / block))
     return {
         "tokens": [str(t) for t in tokens], "special": [bool(s) for s in (special or [False] * n)],
         "layers": [int(x) for x in layers], "heads": [int(x) for x in heads],
-        "grid": int(full.shape[-1]), "block": block, "thumb": int(th.shape[-1]),
-        "full": [_b64(np.rint(np.clip(m, 0, 1) * 255)) for m in full.reshape(n_maps, *full.shape[-2:])],
-        "thumbs": [_b64(np.rint(np.clip(m, 0, 1) * 255)) for m in th.reshape(n_maps, *th.shape[-2:])],
+        "grid": g, "block": block, "thumb": min(int(thumb), g), "tri": tri, "full": full, "packed": packed,
     }
 
 
@@ -122,7 +148,7 @@ def render_attention_view(fig: "AttentionView") -> str:
     from .html import visible
 
     payload = {k: getattr(fig, k) for k in ("tokens", "special", "layers", "heads", "grid", "block", "thumb",
-                                           "full", "thumbs")}
+                                           "tri", "full", "packed")}
     # what the page shows of each token (escapes computed once, here, for every view)
     payload["labels"] = [visible(t) for t in fig.tokens]
     payload["reprs"] = [repr(t) for t in fig.tokens]

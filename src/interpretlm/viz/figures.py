@@ -456,15 +456,18 @@ class AttentionView(Figure):
     """The interactive attention view (layer/head picker, hover, model view of every head).
 
     The fields are :func:`interpretlm.viz.attention.attention_payload`'s: patterns stored
-    as base64 ``uint8`` images (``value / 255`` is the probability), compact enough to
+    as base64 ``uint8`` images (``value / 255`` is the probability), the lower triangle only
+    for a causal model, one block per layer (compressed after the first), compact enough to
     send to a browser. Build one with :meth:`from_patterns`.
 
     Attributes:
         tokens: ``[pos]`` display strings. special: ``[pos]`` special-token marks.
         layers, heads: the real indices of the kept layers and heads.
         grid: cells per side of each head-view image; block: tokens per cell side.
-        thumb: cells per side of each model-view thumbnail.
-        full, thumbs: one base64 image per (layer, head), layer-major.
+        thumb: cells per side of each model-view thumbnail (pooled in the browser).
+        tri: only the lower triangle of each image is stored (a causal model).
+        full: one base64 block per layer: its heads' images one after the other.
+        packed: per layer, ``"raw"`` or ``"deflate"`` (zlib stream) for ``full``.
     """
 
     tokens: list[str]
@@ -474,8 +477,9 @@ class AttentionView(Figure):
     grid: int
     block: int
     thumb: int
+    tri: bool
     full: list[str]
-    thumbs: list[str]
+    packed: list[str]
 
     @classmethod
     def from_patterns(cls, tokens: list[str], patterns: Any, layers: list[int], heads: list[int], *,

@@ -31,7 +31,33 @@
     var t0 = (window.performance || Date).now();
     var L = P.layers.length, H = P.heads.length, g = P.grid, blk = P.block, n = P.tokens.length;
     var labels = P.labels || P.tokens, reprs = P.reprs || P.tokens;
-    var full = P.full.map(decode), thumbs = P.thumbs.map(decode);
+    // per layer, its heads' g x g images, expanded from the stored lower triangle when P.tri;
+    // layer 0 is stored raw (drawn at once), the others are inflated when first shown
+    var layerData = [], pending = [];
+    function expand(bytes) {
+      var per = P.tri ? g * (g + 1) / 2 : g * g, out = [];
+      for (var h = 0; h < H; h++) {
+        var src = bytes.subarray(h * per, (h + 1) * per);
+        if (!P.tri) { out.push(src); continue; }
+        var m = new Uint8Array(g * g), o = 0;
+        for (var r = 0; r < g; r++) { m.set(src.subarray(o, o + r + 1), r * g); o += r + 1; }
+        out.push(m);
+      }
+      return out;
+    }
+    function loadLayer(li) {
+      if (layerData[li]) return Promise.resolve(layerData[li]);
+      if (!pending[li]) {
+        var bytes = decode(P.full[li]);
+        var ready = (P.packed || [])[li] === "deflate"
+          ? new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"))).arrayBuffer()
+              .then(function (b) { return new Uint8Array(b); })
+          : Promise.resolve(bytes);
+        pending[li] = ready.then(function (b) { layerData[li] = expand(b); return layerData[li]; });
+      }
+      return pending[li];
+    }
+    if ((P.packed || [])[0] !== "deflate") layerData[0] = expand(decode(P.full[0]));
     var state = { li: 0, hi: 0, q: -1 };
 
     var controls = el("div", "il-attn-controls");
@@ -141,9 +167,10 @@
 
     var ctx = canvas.getContext("2d");
     var image = ctx.createImageData(g, g);
-    function current() { return full[state.li * H + state.hi]; }
+    function current() { var lay = layerData[state.li]; return lay ? lay[state.hi] : null; }
     function drawHeat() {
       var d = current(), px4 = image.data;
+      if (!d) return;
       for (var i = 0; i < g * g; i++) {
         var cc = shade(d[i]);
         px4[4 * i] = cc[0]; px4[4 * i + 1] = cc[1]; px4[4 * i + 2] = cc[2]; px4[4 * i + 3] = 255;
@@ -155,8 +182,8 @@
       }
     }
     function drawLines() {
-      if (!lctx) return;
       var d = current();
+      if (!lctx || !d) return;
       lctx.clearRect(0, 0, 160, n * ROW);
       for (var q = 0; q < n; q++) {
         if (state.q >= 0 && q !== state.q) continue;
@@ -176,6 +203,7 @@
     }
     function paintText() {
       var d = current();
+      if (!d) return;
       for (var k = 0; k < n; k++) {
         var s = spans[k];
         if (state.q < 0) { s.style.background = ""; s.classList.remove("il-q"); continue; }
@@ -192,6 +220,7 @@
       var col = Math.min(g - 1, Math.floor((ev.clientX - r.left) / r.width * g));
       var row = Math.min(g - 1, Math.floor((ev.clientY - r.top) / r.height * g));
       var q = Math.min(n - 1, row * blk), k = Math.min(n - 1, col * blk);
+      if (!current()) return;
       var v = current()[row * g + col] / 255;
       tip.textContent = (blk > 1 ? "queries " + q + "–" + Math.min(n - 1, q + blk - 1) + " → keys " + k + "–" + Math.min(n - 1, k + blk - 1)
         : q + " " + labels[q] + " → " + k + " " + labels[k]) + "   " + fmt(v);
@@ -206,21 +235,35 @@
     var grid = el("div", "il-attn-model");
     grid.style.gridTemplateColumns = "repeat(" + H + ", max-content)";
     var cells = [];
-    var t = P.thumb;
+    var tb = Math.ceil(g / P.thumb), t = Math.ceil(g / tb);  // thumbnail: tb x tb cells pooled per pixel
+    function thumbOf(m) {  // block means of the head's image, scaled to its own maximum
+      var sum = new Float32Array(t * t), cnt = new Float32Array(t * t), top = 0, out = new Uint8Array(t * t);
+      for (var r = 0; r < g; r++) for (var k = 0; k < g; k++) {
+        var j = Math.floor(r / tb) * t + Math.floor(k / tb);
+        sum[j] += m[r * g + k]; cnt[j] += 1;
+      }
+      for (var i = 0; i < t * t; i++) { sum[i] /= Math.max(cnt[i], 1); top = Math.max(top, sum[i]); }
+      for (var i2 = 0; i2 < t * t; i2++) out[i2] = top > 0 ? Math.round(255 * sum[i2] / top) : 0;
+      return out;
+    }
     function drawThumb(cv, idx) {
-      var c2 = cv.getContext("2d"), im = c2.createImageData(t, t), d = thumbs[idx];
+      var c2 = cv.getContext("2d"), im = c2.createImageData(t, t);
+      var d = thumbOf(layerData[Math.floor(idx / H)][idx % H]);
       for (var i = 0; i < t * t; i++) {
         var cc = shade(d[i]);
         im.data[4 * i] = cc[0]; im.data[4 * i + 1] = cc[1]; im.data[4 * i + 2] = cc[2]; im.data[4 * i + 3] = 255;
       }
       c2.putImageData(im, 0, 0);
     }
-    // thumbnails are drawn in small batches after the head view, so a 30 x 9 model view never blocks the page
+    // thumbnails are drawn a layer at a time after the head view (inflating each layer first),
+    // so a 30 x 9 model view never blocks the page
     var queue = [];
-    function drainThumbs() {
-      var batch = queue.splice(0, 24);
-      batch.forEach(function (cv) { drawThumb(cv, cv._idx); cv._drawn = true; });
-      if (queue.length) setTimeout(drainThumbs, 0);
+    function drainThumbs(li) {
+      if (li >= L) { root.setAttribute("data-il-thumbs-done", "1"); return; }
+      loadLayer(li).then(function () {
+        queue.slice(li * H, (li + 1) * H).forEach(function (cv) { drawThumb(cv, cv._idx); cv._drawn = true; });
+        setTimeout(function () { drainThumbs(li + 1); }, 0);
+      });
     }
     for (var li = 0; li < L; li++) for (var hi = 0; hi < H; hi++) {
       (function (li, hi) {
@@ -241,12 +284,15 @@
     function select(li, hi) {
       state.li = li; state.hi = hi; layerSel.value = li; headSel.value = hi;
       cells.forEach(function (cc, i) { cc.classList.toggle("il-on", i === li * H + hi); });
+      loadLayer(li).then(function () {
+        if (state.li === li && state.hi === hi) { drawHeat(); drawLines(); paintText(); }
+      });
       drawHeat(); drawLines(); paintText();
     }
     layerSel.addEventListener("change", function () { select(+layerSel.value, state.hi); });
     headSel.addEventListener("change", function () { select(state.li, +headSel.value); });
     select(0, 0);
-    drainThumbs();
+    drainThumbs(0);
     root.setAttribute("data-il-mount-ms", Math.round((window.performance || Date).now() - t0));
   }
 
