@@ -36,7 +36,7 @@ PROBE = """sel => Array.from(document.querySelectorAll(sel)).map(e => {
   let bg = [255, 255, 255], layers = [];
   for (let n = e; n && n.nodeType === 1; n = n.parentElement) layers.push(rgba(getComputedStyle(n).backgroundColor));
   for (const c of layers.reverse()) bg = bg.map((v, i) => v * (1 - c[3]) + c[i] * c[3]);
-  return {text: e.innerText, x: r.x, y: r.y, w: r.width, h: r.height, fg: rgba(getComputedStyle(e).color), bg: bg};
+  return {text: e.innerText !== undefined ? e.innerText : e.textContent, x: r.x, y: r.y, w: r.width, h: r.height, fg: rgba(getComputedStyle(e).color), bg: bg};
 })"""
 
 
@@ -324,3 +324,56 @@ def test_attention_page_of_the_default_models_shape_stays_small(show, n, bound):
         const d = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data; let m = 255;
         for (let i = 0; i < d.length; i += 4) m = Math.min(m, d[i]); return m; })""")
     assert darkest == [30] * (L * H)
+
+
+def _axis(pg, sel=".il-axis"):
+    return [(float(pg.get_attribute(f"{sel} >> nth={i}", "data-min")), float(pg.get_attribute(f"{sel} >> nth={i}",
+            "data-max"))) for i in range(pg.locator(sel).count())]
+
+
+def test_bars_have_a_value_axis_with_units(show, lm):
+    """LRP's block relevance (signed, fitted to the data) and the demo's probabilities (fixed scale 1):
+    the axis range matches the data, its end sits where the longest bar ends, ticks do not overlap."""
+    from interpretlm.viz.figures import Bars
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = il.attribute(lm, IOI, il.NextToken(" Mary"), method="lrp")
+    bars = a.figures()["block_relevance"]
+    top = max(abs(v) for s in bars.series.values() for v in s)
+    pg = show(a.to_html())
+    assert _axis(pg) == [(0.0, pytest.approx(top, rel=1e-12))] * 2  # one axis per series
+    assert "|value|, relevance, in units of the explained output; red > 0, blue < 0" in pg.inner_text("body")
+    widths = pg.evaluate("() => Array.from(document.querySelectorAll('.il-bar')).map(b => b.getBoundingClientRect().width)")
+    assert max(widths) == pytest.approx(bars.width, abs=0.5)  # the longest bar reaches the axis' end
+    ticks = pg.evaluate(PROBE, ".il-axis .il-tick")
+    assert not overlaps(ticks) and min(contrast(t["fg"], t["bg"]) for t in ticks) >= 4.5
+    probs = Bars(["' Mary'", "' John'"], {"probability": [0.625, 0.125]}, scale=1.0, unit="probability")
+    pg = show(page("bars", render_all([probs])))
+    assert _axis(pg) == [(0.0, 1.0)] and [t["text"] for t in pg.evaluate(PROBE, ".il-axis .il-tick")] == ["0", "0.5", "1"]
+    widths = pg.evaluate("() => Array.from(document.querySelectorAll('.il-bar')).map(b => b.getBoundingClientRect().width)")
+    assert widths == [pytest.approx(0.625 * 160, abs=0.5), pytest.approx(0.125 * 160, abs=0.5)]
+
+
+def test_line_chart_axes_units_and_range(show):
+    from interpretlm.viz.figures import LineChart
+
+    curves = {"deletion": [1.5, 0.75, -0.25, float("nan")], "insertion": [-0.5, 0.25, 1.0, 1.25]}
+    fig = LineChart(["0", "1", "2", "3"], curves, x_label="k (features removed or kept)", y_label="f",
+                    unit="log p(' Mary')", title="curves")
+    pg = show(page("line", render_all([fig])))
+    svg = pg.locator("svg.il-line")
+    lo, hi = float(svg.get_attribute("data-min")), float(svg.get_attribute("data-max"))
+    assert (lo, hi) == (-0.5, 1.5)  # exactly the finite data's range
+    ticks = pg.evaluate(PROBE, "svg.il-line text.il-ytick")
+    assert [t["text"] for t in ticks] == ["-0.5", "0", "0.5", "1", "1.5"] and not overlaps(ticks)
+    assert pg.text_content("svg.il-line text.il-ytitle") == "f (log p(' Mary'))"
+    assert pg.text_content("svg.il-line text.il-xtitle") == "k (features removed or kept)"
+    assert [t["text"] for t in pg.evaluate(PROBE, "svg.il-line text.il-xtick")] == ["0", "1", "2", "3"]
+    # each point sits at its value on the y axis: the 1.5 point at the top tick, -0.5 at the bottom one
+    pts = pg.evaluate("() => Array.from(document.querySelectorAll('svg.il-line circle')).map(c => "
+                      "[+c.dataset.value, c.getBoundingClientRect().y + c.getBoundingClientRect().height / 2])")
+    ys = {v: y for v, y in pts}
+    tick_y = {t["text"]: t["y"] + t["h"] / 2 for t in ticks}
+    assert ys[1.5] == pytest.approx(tick_y["1.5"], abs=3) and ys[-0.5] == pytest.approx(tick_y["-0.5"], abs=3)
+    assert len(pts) == 7  # the NaN point is skipped

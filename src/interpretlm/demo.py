@@ -60,7 +60,7 @@ def next_tokens_section(lm: LM, prompts: list[str]) -> Section:
         row = batch.row(i)
         figures.append(TokenStrip(row.tokens[0], row.special[0].tolist(), title=prompt))
         figures.append(Bars([repr(tok) for tok, _ in top], {"probability": [p for _, p in top]}, scale=1.0,
-                            width=200, label_header="next token"))
+                            width=200, label_header="next token", unit="probability"))
         lines.append(f"{prompt!r}")
         lines.append("    " + "   ".join(f"{tok!r} {p:.3f}" for tok, p in top))
     return Section("Next-token predictions", figures, lines)

@@ -24,6 +24,7 @@ from ..registry import CheckSpec, register
 from ..results import Result
 from ..targets import Target, TargetLike
 from ..viz.figures import Figure, LineChart, Table
+from ..viz.html import target_text
 from .explained import Explained
 from .features import Features
 from .result import Attribution
@@ -133,6 +134,7 @@ class FaithfulnessScores(Result):
             n = len(next(iter(curves.values())))
             figs["curves"] = LineChart([str(k) for k in range(n)], {k.replace("_", " "): v for k, v in curves.items()},
                                        x_label="k (features removed or kept)", y_label="f",
+                                       unit=target_text(self.target) or "the explained output",
                                        title="Curves (f after k features, k = 0..F)")
             figs["curve_values"] = Table(["curve", "values"], [(k, " ".join(f"{v:.3g}" for v in c))
                                                                for k, c in curves.items()])

@@ -73,7 +73,8 @@ class LRPAttribution(Attribution):
         layers = sorted({int(k.split(".")[1]) for k in self.layer_relevances if k.startswith("blocks.")})
         written = {p: [float(np.sum(self.layer_relevance(f"blocks.{i}.{p}"))) for i in layers] for p in ("attn", "mlp")}
         figs["block_relevance"] = Bars([str(i) for i in layers], {"attention": written["attn"], "MLP": written["mlp"]},
-                                       signed=True, label_header="layer", title="Relevance written by each block")
+                                       signed=True, label_header="layer", title="Relevance written by each block",
+                                       unit="relevance, in units of the explained output")
         return figs
 
 

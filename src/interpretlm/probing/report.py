@@ -120,7 +120,8 @@ class ProbeReport(Result):
             ("probe", str(self.probe)), ("classes", ", ".join(map(str, self.task.get('classes', []))))])}
         if kind == "distance":
             figs["curves"] = LineChart(x, {"Spearman": self.scores["spearman"], "UUAS": self.scores["uuas"]},
-                                       title="Structural probe", y_label="score", y_min=0, y_max=1)
+                                       title="Structural probe", y_label="score", y_min=0, y_max=1,
+                                       unit="Spearman ρ of distances; UUAS: fraction of gold edges")
         else:
             main = {self.headline: self.scores[self.headline]}
             if kind == "categorical":
@@ -130,12 +131,13 @@ class ProbeReport(Result):
                     main[key.replace("_", " ")] = self.scores[key]
                     main["selectivity"] = self.scores["selectivity"]
             main["baseline"] = [self.baseline] * len(x)
-            figs["curves"] = LineChart(x, main, y_label=self.headline, y_min=0, y_max=1,
+            unit = "R² on held-out examples" if kind == "numeric" else "fraction of held-out examples correct"
+            figs["curves"] = LineChart(x, main, y_label=self.headline, y_min=0, y_max=1, unit=unit,
                                        title=f"{self.task.get('name', '')}: held-out {self.headline} per layer")
             if any(v == v for v in self.scores.get("mdl_compression", [])):
                 figs["mdl"] = LineChart(x, {"compression": self.scores["mdl_compression"]},
                                         title="MDL online code: compression over the uniform code",
-                                        y_label="× uniform", y_min=1)
+                                        y_label="compression", unit="× the uniform code's bits", y_min=1)
         cols = list(self.table[0].keys()) if self.table else []
         figs["per_layer"] = TableFigure(cols, [[r[k] for k in r] for r in self.table], title="Per layer")
         return figs

@@ -265,6 +265,7 @@ class Bars(_Series, Figure):
         width: full bar width in pixels.
         signed: colour by sign (red positive, blue negative) instead of the accent colour.
         label_header: the header of the label column.
+        unit: the values' unit, drawn with the value axis over each bar column (e.g. ``"probability"``).
     """
 
     labels: list[str]
@@ -273,6 +274,7 @@ class Bars(_Series, Figure):
     width: int = 160
     signed: bool = False
     label_header: str = ""
+    unit: str = ""
 
     def __post_init__(self) -> None:
         self.labels = [str(x) for x in self.labels]
@@ -359,6 +361,7 @@ class LineChart(_Series, Figure):
         series: ``{name: [n] values}``, one line each, in the legend's order.
         x_label, y_label: axis titles.
         y_min, y_max: include these in the y range (``None``: fit the data).
+        unit: the y values' unit, drawn with the y axis title.
     """
 
     x: list[str]
@@ -367,6 +370,7 @@ class LineChart(_Series, Figure):
     y_label: str = ""
     y_min: float | None = None
     y_max: float | None = None
+    unit: str = ""
 
     def __post_init__(self) -> None:
         self.x = [str(v) for v in self.x]

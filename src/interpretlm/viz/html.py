@@ -43,6 +43,12 @@ table.il-table td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .il-ctl { text-decoration: underline dotted #8a3b00; }
 .il-tok.il-special { color: var(--muted); border: 1px dashed var(--line); }
 .il-tok.il-boundary { border-color: var(--line); margin-right: 1px; }
+.il-axis { position: relative; height: .95rem; border-top: 1px solid var(--muted); font-size: .7rem; color: var(--muted);
+           margin-top: .2rem; }
+.il-axis .il-tick { position: absolute; top: 0; white-space: nowrap; border-left: 1px solid var(--muted); padding: 0 2px;
+                    line-height: .95rem; }
+.il-axis .il-tick:last-child { border-left: 0; border-right: 1px solid var(--muted); }
+.il-axis-label { font-size: .7rem; color: var(--muted); white-space: nowrap; }
 .il-bar { display:inline-block; height:.7rem; background: var(--accent); border-radius:2px; vertical-align: middle; }
 """
 
