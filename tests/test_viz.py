@@ -166,7 +166,7 @@ def test_payloads_check_their_shapes():
 def test_bars_and_shading_draw_their_numbers():
     # bar width = |value| / scale × width; the default scale is the largest |value| of all series
     html = render(Bars(["a", "b", "c"], {"x": [0.5, -0.25, 0.0], "y": [0.125, 0.0, 0.0]}, width=160, signed=True))
-    assert re.findall(r"width:(\d+)px", html) == ["160", "40", "80", "0", "0", "0"]
+    assert re.findall(r"il-bar\" style=\"width:(\d+)px", html) == ["160", "40", "80", "0", "0", "0"]
     assert html.count("#1f77b4") == 1 and html.count("#d62728") == 5  # only -0.25 is blue
     html = render(Bar(0.3, scale=0.6, width=200))
     assert "width:100px" in html
