@@ -225,7 +225,8 @@ def test_circuit_graph_is_pruned_labelled_and_legended(show):
     order = {n["name"]: n["row"] for n in nodes}
     edges = [{"source": a, "target": b, "score": float(rng.normal())}
              for a in names for b in names if order[a] < order[b] and rng.random() < 0.12]
-    g = Graph(nodes, edges, max_nodes=30, faithfulness=0.8, pruned_faithfulness=0.6, edge_label="edge attribution")
+    g = Graph(nodes, edges, max_nodes=30, faithfulness=0.8, pruned_faithfulness=0.6, edge_label="edge attribution",
+              level_faithfulness=[0.7, float("nan")])
     pg = show(page("graph", render_all([g])))
     first = pg.locator(".il-scroll svg.il-graph").first
     texts = first.evaluate("""s => Array.from(s.querySelectorAll('g.il-node')).map(g => {
@@ -242,7 +243,26 @@ def test_circuit_graph_is_pruned_labelled_and_legended(show):
     assert _legend(pg, ".il-graph-legend")[0] == (0.0, pytest.approx(max(abs(s) for s in drawn), rel=1e-9))
     cap = pg.inner_text(".il-graph-caption")
     assert "30 strongest of 137 nodes" in cap and "drawn subgraph: 0.6" in cap and "whole graph: 0.8" in cap
-    assert pg.locator("details.il-more svg.il-graph").count() == 1  # the control that shows everything
+    # the "show more" control: 60 then 120 nodes (not the 137-node hairball), each legible and captioned
+    assert g.levels() == [30, 60, 120]
+    for k, faith in ((60, "0.7"), (120, "not measured")):
+        pg.click(f"details.il-more[data-level='{k}'] > summary")
+        svg = pg.locator(f"details.il-more[data-level='{k}'] > .il-scroll > svg.il-graph")
+        boxes = svg.evaluate("""s => Array.from(s.querySelectorAll('g.il-node')).map(g => {
+            const t = g.querySelector('text').getBBox(), r = g.querySelector('rect').getBBox();
+            return {text: g.querySelector('text').textContent, x: t.x, y: t.y, w: t.width, h: t.height,
+                    rx: r.x, ry: r.y, rw: r.width, rh: r.height}; })""")
+        assert len(boxes) == k and not overlaps(boxes)
+        assert not overlaps([{"text": b["text"], "x": b["rx"], "y": b["ry"], "w": b["rw"], "h": b["rh"]} for b in boxes])
+        assert all(b["x"] >= b["rx"] - 0.5 and b["x"] + b["w"] <= b["rx"] + b["rw"] + 0.5 for b in boxes)
+        n_edges = svg.evaluate("s => s.querySelectorAll('line').length")
+        assert n_edges <= 4 * k
+        cap = pg.inner_text(f"details.il-more[data-level='{k}'] > p.il-graph-caption")
+        assert f"{k} strongest of 137 nodes" in cap and f"drawn subgraph: {faith}" in cap
+        lo, hi = _legend(pg, f"details.il-more[data-level='{k}'] > .il-graph-legend")[0]
+        drawn = svg.evaluate("s => Array.from(s.querySelectorAll('line')).map(l => Math.abs(+l.dataset.score))")
+        assert hi == pytest.approx(max(drawn), rel=1e-9)
+    assert "too dense to draw legibly" in pg.inner_text("body")
 
 
 def test_circuit_result_page(show, lm):

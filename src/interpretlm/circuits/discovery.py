@@ -65,6 +65,8 @@ class Circuit(Result):
         drawn_faithfulness: the faithfulness, measured the same way, of the subgraph the graph
             figure draws first (:data:`DRAWN_NODES` nodes, ``Graph.prune``); ``None`` when the
             whole circuit is drawn.
+        level_faithfulness: that of each further level the figure's "show more" control draws
+            (``Graph.levels_for``: 60, then 120 nodes), when smaller than the circuit.
     """
 
     nodes: list[dict[str, Any]] = field(default_factory=list)
@@ -80,6 +82,7 @@ class Circuit(Result):
     n_layers: int = 0
     n_heads: int = 0
     drawn_faithfulness: float | None = None
+    level_faithfulness: list[float] = field(default_factory=list)
 
     @property
     def heads(self) -> list[tuple[int, int]]:
@@ -112,7 +115,7 @@ class Circuit(Result):
                       [{"source": e["from"], "target": e["to"], "score": e["score"]} for e in self.edges
                        if e["from"] in rows and e["to"] in rows], title="", max_nodes=DRAWN_NODES,
                       faithfulness=self.faithfulness, pruned_faithfulness=self.drawn_faithfulness,
-                      edge_label="edge attribution")
+                      edge_label="edge attribution", level_faithfulness=list(self.level_faithfulness))
         hs = np.asarray(self.head_scores, dtype=float)
         return {
             "faithfulness": Text(f"faithfulness {self.faithfulness:.3f} (circuit {self.circuit_value:.3f}, clean "
@@ -333,13 +336,20 @@ def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any
     circuit_value = run_subset(nodes)
     faith = (circuit_value - corrupt_value) / denom
     # the graph figure first draws a pruned subgraph: measure what that picture claims too
-    drawn_faith = None
-    shown = set(Graph.prune([{**n, "terminal": n["kind"] in ("input", "logits")} for n in nodes], DRAWN_NODES))
-    if len(shown) < len(nodes):
-        drawn_faith = (run_subset([n for n in nodes if n["name"] in shown]) - corrupt_value) / denom
+    drawn_faith, level_faith = None, []
+    marked = [{**n, "terminal": n["kind"] in ("input", "logits")} for n in nodes]
+    for k in Graph.levels_for(len(nodes), DRAWN_NODES):
+        if k >= len(nodes):
+            break  # the whole circuit: measured above
+        shown = set(Graph.prune(marked, k))
+        f = (run_subset([n for n in nodes if n["name"] in shown]) - corrupt_value) / denom
+        if drawn_faith is None:
+            drawn_faith = f
+        else:
+            level_faith.append(float(f))
     n_steps = len(alphas) if alphas else 1
     diagnostics: dict[str, Any] = {
-        "forward_passes": (3 + n_steps + (drawn_faith is not None)) * xb.size, "backward_passes": n_steps * xb.size,
+        "forward_passes": (3 + n_steps + (drawn_faith is not None) + len(level_faith)) * xb.size, "backward_passes": n_steps * xb.size,
         "head_vjps_per_backward": L * H, "conservation_error": conservation,
         "seconds": time.perf_counter() - t0}
     if conservation > 1e-3:
@@ -355,7 +365,7 @@ def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any
         diagnostics=diagnostics, nodes=nodes, edges=edges, head_scores=head_scores, mlp_scores=mlp_scores,
         n_edges=n_edges, keep=float(keep), faithfulness=float(faith), circuit_value=circuit_value,
         clean_value=clean_value, corrupt_value=corrupt_value, n_layers=L, n_heads=H,
-        drawn_faithfulness=None if drawn_faith is None else float(drawn_faith))
+        drawn_faithfulness=None if drawn_faith is None else float(drawn_faith), level_faithfulness=level_faith)
     if noise:
         result.warn(noise, NoiseWarning)
     return result

@@ -394,10 +394,13 @@ class Graph(Figure):
             ``|score|``, colour its sign.
         width: the drawing's width in pixels.
         max_nodes: the drawing first shows the terminals and the strongest non-terminal
-            nodes up to this many (:meth:`display_nodes`); a control shows the whole graph.
+            nodes up to this many (:meth:`display_nodes`); a control shows more, progressively
+            (:meth:`levels`: 2× and 4× as many, each pruned the same way).
         faithfulness: the measured faithfulness of the whole graph (``None``: not measured).
         pruned_faithfulness: that of the pruned drawing (``None``: not measured).
         edge_label: what an edge score is (legend).
+        level_faithfulness: the measured faithfulness of each further level of :meth:`levels`
+            (after the first), NaN where not measured.
     """
 
     nodes: list[dict[str, Any]]
@@ -407,6 +410,27 @@ class Graph(Figure):
     faithfulness: float | None = None
     pruned_faithfulness: float | None = None
     edge_label: str = "edge score"
+    level_faithfulness: list[float] = dataclasses.field(default_factory=list)
+
+    _numeric: ClassVar[tuple[str, ...]] = ("level_faithfulness",)
+    LEVELS: ClassVar[tuple[int, ...]] = (1, 2, 4)  # multiples of max_nodes the control steps through
+
+    @staticmethod
+    def levels_for(n_nodes: int, max_nodes: int) -> list[int]:
+        """The node counts drawn, one per step of the "show more" control: ``max_nodes`` × 1, 2, 4,
+        each below ``n_nodes``, then ``n_nodes`` itself when it is at most 4 × ``max_nodes`` (beyond
+        that, a drawing is a hairball: the rest is in the tables).
+
+        Example:
+            >>> Graph.levels_for(137, 30), Graph.levels_for(100, 30), Graph.levels_for(12, 30)
+            ([30, 60, 120], [30, 60, 100], [12])
+        """
+        steps = [k * max_nodes for k in Graph.LEVELS if k * max_nodes < n_nodes]
+        return steps + ([n_nodes] if n_nodes <= Graph.LEVELS[-1] * max_nodes else [])
+
+    def levels(self) -> list[int]:
+        """:meth:`levels_for` this graph."""
+        return self.levels_for(len(self.nodes), self.max_nodes)
 
     @staticmethod
     def prune(nodes: list[dict[str, Any]], max_nodes: int) -> list[str]:
@@ -434,6 +458,7 @@ class Graph(Figure):
         self.max_nodes = int(self.max_nodes)
         self.faithfulness = None if self.faithfulness is None else float(self.faithfulness)
         self.pruned_faithfulness = None if self.pruned_faithfulness is None else float(self.pruned_faithfulness)
+        self.level_faithfulness = _floats(list(self.level_faithfulness))
         self.nodes = [{"name": str(n["name"]), "row": int(n["row"]), "score": float(n["score"]),
                        "terminal": bool(n.get("terminal", False))} for n in self.nodes]
         names = {n["name"] for n in self.nodes}

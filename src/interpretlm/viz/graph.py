@@ -4,8 +4,9 @@ The lowest row is drawn at the bottom (a circuit's input), the highest on top (t
 Each node is a box with its label inside, sized to the label, and boxes of a row never
 overlap (a row wider than the page makes the drawing scroll sideways in its panel). Edge
 width follows ``|score|`` and colour its sign, explained by a legend. Large graphs are
-pruned for display (:meth:`Graph.display_nodes`); a control shows the whole graph, and the
-caption says what is drawn and how faithful that subgraph was measured to be.
+pruned for display (:meth:`Graph.levels`: 30, then 60, then 120 nodes by default, each
+pruned by :meth:`Graph.prune`); a nested "show more" control steps through the levels, and each
+level's caption says what is drawn and how faithful that subgraph was measured to be.
 """
 
 from __future__ import annotations
@@ -103,24 +104,42 @@ def _faith(v: float | None) -> str:
     return "not measured" if v is None else fmt(v)
 
 
-def render_graph(fig: Graph) -> str:
-    """Draw a :class:`Graph` (inline SVG in a panel that scrolls sideways if needed)."""
-    shown = set(fig.display_nodes())
-    pruned = len(shown) < len(fig.nodes)
+def _level(fig: Graph, k: int) -> tuple[str, int, int]:
+    """The drawing of the ``k`` strongest nodes (:meth:`Graph.prune`) and their 4 × ``k`` strongest edges;
+    its SVG, legend and caption, and how many nodes and edges it draws."""
+    shown = set(fig.prune(fig.nodes, k))
     nodes = [n for n in fig.nodes if n["name"] in shown]
     edges = [e for e in fig.edges if e["source"] in shown and e["target"] in shown]
-    edges = sorted(edges, key=lambda e: -abs(_finite(e["score"])))[:4 * fig.max_nodes]
+    edges = sorted(edges, key=lambda e: -abs(_finite(e["score"])))[:4 * k]
     svg, escale = graph_svg(nodes, edges, fig.width, fig.title)
-    if not pruned:
-        head = (f"All {len(fig.nodes)} nodes and {len(fig.edges)} edges; faithfulness of this graph: "
-                f"{_faith(fig.faithfulness)}.")
-        return (f'<p class="il-muted il-graph-caption">{escape(head)}</p><div class="il-scroll">{svg}</div>'
-                + _edge_legend(escale, fig.edge_label))
-    head = (f"Showing the {len(nodes)} strongest of {len(fig.nodes)} nodes (inputs and outputs always) and "
-            f"{len(edges)} of {len(fig.edges)} edges; faithfulness of the drawn subgraph: "
-            f"{_faith(fig.pruned_faithfulness)}; of the whole graph: {_faith(fig.faithfulness)}.")
-    full, fscale = graph_svg(fig.nodes, fig.edges, fig.width, fig.title)
-    return (f'<p class="il-muted il-graph-caption">{escape(head)}</p><div class="il-scroll">{svg}</div>'
-            + _edge_legend(escale, fig.edge_label)
-            + f'<details class="il-more"><summary>Show all {len(fig.nodes)} nodes and {len(fig.edges)} edges'
-              f'</summary><div class="il-scroll">{full}</div>{_edge_legend(fscale, fig.edge_label)}</details>')
+    return f'<div class="il-scroll">{svg}</div>' + _edge_legend(escale, fig.edge_label), len(nodes), len(edges)
+
+
+def render_graph(fig: Graph) -> str:
+    """Draw a :class:`Graph` (inline SVG in a panel that scrolls sideways if needed): the first level
+    of :meth:`Graph.levels`, then a "show more" control per further level, nested, each drawing
+    its own pruned subgraph with its legend and its measured faithfulness."""
+    levels = fig.levels()
+    total = f"{len(fig.nodes)} nodes and {len(fig.edges)} edges"
+    out, closing = [], []
+    for i, k in enumerate(levels):
+        body, n_nodes, n_edges = _level(fig, k)
+        if n_nodes == len(fig.nodes):
+            faith = fig.faithfulness
+            head = (f"All {len(fig.nodes)} nodes and {n_edges} of {len(fig.edges)} edges (the strongest); "
+                    f"faithfulness of this graph: {_faith(faith)}.")
+        else:
+            faith = fig.pruned_faithfulness if i == 0 else (
+                fig.level_faithfulness[i - 1] if i - 1 < len(fig.level_faithfulness) else None)
+            faith = None if faith is not None and math.isnan(faith) else faith
+            head = (f"Showing the {n_nodes} strongest of {len(fig.nodes)} nodes (inputs and outputs always) and "
+                    f"{n_edges} of {len(fig.edges)} edges; faithfulness of the drawn subgraph: {_faith(faith)}; "
+                    f"of the whole graph: {_faith(fig.faithfulness)}.")
+        if i:
+            out.append(f'<details class="il-more" data-level="{k}"><summary>Show {k} nodes</summary>')
+            closing.append("</details>")
+        out.append(f'<p class="il-muted il-graph-caption">{escape(head)}</p>{body}')
+    if levels and levels[-1] < len(fig.nodes):
+        out.append(f'<p class="il-muted">The whole graph ({escape(total)}) is too dense to draw legibly; '
+                   "its nodes and edges are in the tables.</p>")
+    return "".join(out) + "".join(reversed(closing))
