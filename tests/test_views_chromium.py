@@ -397,3 +397,69 @@ def test_line_chart_axes_units_and_range(show):
     tick_y = {t["text"]: t["y"] + t["h"] / 2 for t in ticks}
     assert ys[1.5] == pytest.approx(tick_y["1.5"], abs=3) and ys[-0.5] == pytest.approx(tick_y["-0.5"], abs=3)
     assert len(pts) == 7  # the NaN point is skipped
+
+
+# every element with its own visible text: its colour (an SVG text's fill) and what it is drawn on
+# (an SVG node label: its box's fill)
+SCAN = """() => Array.from(document.querySelectorAll('body *')).filter(e =>
+    Array.from(e.childNodes).some(n => n.nodeType === 3 && n.textContent.trim())).map(e => {
+  const r = e.getBoundingClientRect(), cs = getComputedStyle(e);
+  function rgba(s) { const m = s.match(/[\\d.]+/g).map(Number); return m.length === 3 ? [...m, 1] : m; }
+  let bg = [255, 255, 255], layers = [];
+  for (let n = e; n && n.nodeType === 1; n = n.parentElement) layers.push(rgba(getComputedStyle(n).backgroundColor));
+  for (const c of layers.reverse()) bg = bg.map((v, i) => v * (1 - c[3]) + c[i] * c[3]);
+  const svg = e instanceof SVGElement, box = svg && e.parentElement.querySelector('rect');
+  if (box) bg = rgba(getComputedStyle(box).fill).slice(0, 3);
+  const shown = r.width > 0 && r.height > 0 && cs.visibility !== 'hidden' && e.closest('details:not([open]) > :not(summary)') === null;
+  return {text: (e.textContent || '').trim().slice(0, 30), shown, fg: rgba(svg ? cs.fill : cs.color), bg};
+})"""
+
+
+def _pages(lm):
+    from interpretlm.viz.figures import Bars, LineChart, TokenStrip
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = il.attribute(lm, IOI, il.NextToken(" Mary"), method="saliency")
+        yield "patch positions", il.patch(lm, IOI, IOI_CORRUPT, il.Contrast(" Mary", " John"), progress=False).to_html()
+        yield "patch heads", il.patch(lm, IOI, IOI_CORRUPT, il.Contrast(" Mary", " John"), over="heads",
+                                      progress=False).to_html()
+        yield "attribution", a.to_html()
+        yield "lrp", il.attribute(lm, IOI, il.NextToken(" Mary"), method="lrp").to_html()
+        yield "compare", il.compare(lm, "The cat sat on the mat", il.NextToken(" on"),
+                                    methods=["saliency", "occlusion"]).to_html()
+        yield "faithfulness", il.faithfulness(lm, a).to_html()
+        yield "logit lens", il.logit_lens(lm, IOI, " Mary").to_html()
+        yield "attention", il.attention(lm, IOI).to_html()
+        yield "circuit", il.discover_circuit(lm, clean=[IOI], corrupted=[IOI_CORRUPT],
+                                             target=il.Contrast(" Mary", " John"), keep=1.0).to_html()
+    yield "figures", page("figures", render_all([
+        TokenStrip(TRICKY, title="tokens"), Bars(["a", "b"], {"p": [0.5, -0.25]}, signed=True, unit="logit"),
+        LineChart(["0", "1"], {"acc": [0.5, 0.75]}, y_label="accuracy", unit="fraction", title="curve"),
+        Table(["x"], [[float("nan")]], nan="explained"), Heatmap(["r"], ["c"], [[float("nan")]])]))
+
+
+def test_every_page_kind_has_readable_text(browser, lm):
+    """Contrast of at least 4.5:1 for every visible text element of every kind of page, graph labels,
+    legends, captions and the attention view's controls included."""
+    low = {}
+    for name, html in _pages(lm):
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        pg.set_content(html)
+        pg.wait_for_timeout(150)
+        for d in pg.locator("details").all():
+            d.evaluate("e => e.open = true")  # the "show more" levels too
+        items = [i for i in pg.evaluate(SCAN) if i["shown"]]
+        assert len(items) > 5, name
+        bad = [(i["text"], round(contrast(i["fg"], i["bg"]), 2)) for i in items if contrast(i["fg"], i["bg"]) < 4.5]
+        if bad:
+            low[name] = bad[:8]
+        pg.close()
+    assert not low, low
+    # the scan sees what it should: grey text on white, and a label on an SVG box of its own fill
+    pg = browser.new_page()
+    pg.set_content('<p style="color:#aaa">faint</p><svg><g><rect width="40" height="20" fill="#1d1d1f"/>'
+                   '<text y="15" fill="#333">dark</text></g></svg>')
+    found = {i["text"]: contrast(i["fg"], i["bg"]) for i in pg.evaluate(SCAN)}
+    assert found["faint"] < 4.5 and found["dark"] < 1.5
+    pg.close()
