@@ -99,14 +99,15 @@ def weighted_ridge(Z: np.ndarray, y: np.ndarray, weights: np.ndarray, alpha: flo
     return coef.T, ym - zm @ coef
 
 
-def weighted_lasso(Z: np.ndarray, y: np.ndarray, weights: np.ndarray, alpha: float, *, tol: float = 1e-12,
+def weighted_lasso(Z: np.ndarray, y: np.ndarray, weights: np.ndarray, alpha: float | np.ndarray, *, tol: float = 1e-12,
                    max_sweeps: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
     """Lasso with an unpenalized intercept by coordinate descent: ``Z [n, F]``, ``y [n, R]`` ->
     (coef ``[R, F]``, intercept ``[R]``).
 
     Minimises ``½ sum_i p_i (y_i - b - z_i·c)² + alpha |c|₁`` with ``p = weights / sum(weights)``:
     scikit-learn's ``Lasso(alpha)`` fitted with ``sample_weight=weights`` (which rescales the
-    weights the same way). Each of the ``R`` columns of ``y`` is its own fit, solved together.
+    weights the same way). Each of the ``R`` columns of ``y`` is its own fit, solved together;
+    ``alpha`` is one penalty or one per column ``[R]``.
 
     Example:
         >>> Z = np.array([[1, 1], [1, 0], [0, 1], [0, 0]], dtype=float)
@@ -123,6 +124,7 @@ def weighted_lasso(Z: np.ndarray, y: np.ndarray, weights: np.ndarray, alpha: flo
     F, R = b.shape
     coef = np.zeros((F, R))
     diag = np.diag(G)
+    alpha = np.broadcast_to(np.asarray(alpha, dtype=float), (R,))
     for _ in range(max_sweeps):
         biggest = 0.0
         for j in range(F):
@@ -201,8 +203,14 @@ def lime_fit(game, F: int, n_samples: int, seed: int, *, sampling: str = "size",
     y = game(Z)  # [n, R]
     weights = lime_weights(Z, distance, kernel_width)
     Zf = Z.astype(float)
-    fit = weighted_lasso if regression == "lasso" else weighted_ridge
-    coef, intercept = fit(Zf, y, weights, alpha)
+    if regression == "lasso":
+        # the L1 penalty is relative to the target's weighted spread over the samples, so scaling
+        # f scales the scores (an absolute penalty zeroes every score of a target that varies little)
+        p = weights / weights.sum()
+        spread = np.sqrt(p @ (y - p @ y) ** 2)  # [R]
+        coef, intercept = weighted_lasso(Zf, y, weights, alpha * spread)
+    else:
+        coef, intercept = weighted_ridge(Zf, y, weights, alpha)
     fitted = intercept[:, None] + coef @ Zf.T  # [R, n]
     resid = ((y.T - fitted) ** 2 * weights).sum(1)
     total = ((y.T - (weights * y.T).sum(1, keepdims=True) / weights.sum()) ** 2 * weights).sum(1)
@@ -226,7 +234,8 @@ def lime(lm: LM, inputs: Any, target: TargetLike, *, n_samples: int = 256, seed:
 
     Args:
         n_samples: masks scored, the input included; ``seed`` makes them reproducible.
-        alpha: the Lasso's L1 penalty on the weighted mean squared error (the ridge's L2 penalty).
+        alpha: the Lasso's L1 penalty on the weighted mean squared error, relative to the target's
+            weighted standard deviation over the samples (the ridge's absolute L2 penalty).
 
     Example:
         >>> il.attribute(lm, prompt, il.NextToken(" Mary"), method="lime", n_samples=256, seed=0)  # doctest: +SKIP
