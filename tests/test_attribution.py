@@ -224,22 +224,40 @@ def test_lime_recovers_an_exactly_additive_target():
         absent = lm.model(input_ids=torch.full_like(ids, unk)).logits[0, :, k].double()
     w = (present - absent).numpy()  # the planted effect of each token: f = f(nothing) + sum_i z_i w_i
     assert np.abs(w).min() > 1e-3
-    # with no ridge penalty the weighted least-squares fit of an exactly linear target is that target
-    exact = il.attribute(lm, prompt, summed_logit, method="lime", n_samples=128, seed=0, alpha=0.0)
-    np.testing.assert_allclose(exact.scores, w, rtol=1e-4, atol=1e-4 * np.abs(w).max())
-    assert min(exact.diagnostics["r2"]) > 1 - 1e-8
-    # with the default penalty: sklearn's weighted ridge on the same samples (each feature kept with
-    # probability 1/2, the first sample the full input; text-LIME cosine kernel of width 0.25)
+    # with no penalty the weighted least-squares fit of an exactly linear target is that target
+    for regression in ("lasso", "ridge"):
+        exact = il.attribute(lm, prompt, summed_logit, method="lime", n_samples=128, seed=0, alpha=0.0,
+                             regression=regression)
+        np.testing.assert_allclose(exact.scores, w, rtol=1e-4, atol=1e-4 * np.abs(w).max())
+        assert min(exact.diagnostics["r2"]) > 1 - 1e-8
+    # the defaults: the documented samples (the input itself, then k removed features with k uniform on
+    # 1..n, the removed ones chosen uniformly), cosine kernel exp(-d²/(2·0.25²)), scikit-learn's weighted
+    # Lasso(alpha=0.01 × the target's weighted standard deviation) on the same samples
     a = il.attribute(lm, prompt, summed_logit, method="lime", n_samples=128, seed=0)
     n = ids.shape[1]
+    rng = np.random.default_rng(0)
+    removed = rng.integers(1, n + 1, size=128)
+    rank = np.argsort(np.argsort(rng.random((128, n)), axis=1), axis=1)  # a uniform random order of the features
+    Z = rank >= removed[:, None]
+    Z[0] = True
+    assert (Z[1:].sum(1) == n - removed[1:]).all() and len(set(removed.tolist())) > n // 2
+    y = float(absent.sum()) + Z.astype(float) @ w
+    dist = 1 - np.sqrt(Z.sum(1) / n)
+    weight = np.exp(-dist ** 2 / (2 * 0.25 ** 2))
+    spread = np.sqrt(np.cov(y, aweights=weight, bias=True))  # the penalty is relative to the target's spread
+    lasso = sklearn.Lasso(alpha=0.01 * spread, tol=1e-12, max_iter=100_000)
+    lasso.fit(Z.astype(float), y, sample_weight=weight)
+    np.testing.assert_allclose(a.scores, lasso.coef_, rtol=1e-4, atol=1e-4 * np.abs(w).max())
+    assert np.abs(a.scores - w).max() > 1e-3  # the penalty shrinks: the two checks are different
+    # Captum's sampling (each feature kept with probability 1/2) and the Hamming kernel, with a ridge
+    b = il.attribute(lm, prompt, summed_logit, method="lime", n_samples=128, seed=0, sampling="bernoulli",
+                     distance="hamming", kernel_width=1.0, regression="ridge", alpha=1.0)
     Z = np.random.default_rng(0).random((128, n)) < 0.5
     Z[0] = True
     y = float(absent.sum()) + Z.astype(float) @ w
-    kept = Z.sum(1)
-    dist = np.where(kept == 0, 1.0, 1 - kept / np.sqrt(np.maximum(kept, 1) * n))
-    ridge = sklearn.Ridge(alpha=1.0).fit(Z.astype(float), y, sample_weight=np.exp(-dist ** 2 / 0.25 ** 2))
-    np.testing.assert_allclose(a.scores, ridge.coef_, rtol=1e-4, atol=1e-4 * np.abs(w).max())
-    assert np.abs(a.scores - w).max() > 1e-3  # the penalty shrinks: the two checks are different
+    weight = np.exp(-(1 - Z.sum(1) / n) ** 2 / 2)
+    ridge = sklearn.Ridge(alpha=1.0).fit(Z.astype(float), y, sample_weight=weight)
+    np.testing.assert_allclose(b.scores, ridge.coef_, rtol=1e-4, atol=1e-4 * np.abs(w).max())
 
 
 def test_kernel_shap_equals_exact_when_budget_covers_all_coalitions(llama):
@@ -264,7 +282,8 @@ def test_continuation_matrix_rows_match_single_token_attributions(llama):
     a = il.attribute(llama, IOI, cont, method="input_x_gradient")
     k = len(a.rows)
     assert a.scores.shape == (k, len(a.features)) and k == 3
-    assert a.diagnostics["forward_passes"] == 1 and a.diagnostics["backward_passes"] == 1
+    # one forward; one vector-Jacobian product per row through its retained graph
+    assert a.diagnostics["forward_passes"] == 1 and a.diagnostics["backward_passes"] == k
     ids = llama.tokenizer(IOI + " Mary, because", add_special_tokens=False)["input_ids"]
     n = len(ids) - k
     for r in range(k):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import InterpretLMError
-from ..model import LM
+from ..model import LM, Output
 from ..progress import Bar, ProgressLike, bar
 from ..targets import Continuation, Target, TargetLike, as_target
 from ..tokens import Batch
@@ -206,29 +206,65 @@ class Explained:
             embeds: ``[n, pos, d_model]`` input embeddings.
 
         Returns:
-            ``values [n, R]`` and ``grads [n, R, pos, d_model]``: row r's gradient comes from
-            its own copy of the input, so one backward over ``n * R`` independent batch
-            rows gives every row's gradient.
+            ``values [n, R]`` and ``grads [n, R, pos, d_model]``. Every row reads the same
+            forward pass of the ``n`` inputs: one forward per chunk of ``batch_size`` inputs,
+            then one vector-Jacobian product per row through the retained graph (a single
+            target needs just one).
+
+        Example:
+            >>> import interpretlm as il
+            >>> from interpretlm.testing import tiny_lm
+            >>> ex = Explained.build(tiny_lm("llama"), "a b c", il.Continuation(" d e"))
+            >>> vals, grads = ex.gradients(ex.embeddings().unsqueeze(0))
+            >>> vals.shape == (1, ex.n_rows), tuple(grads.shape) == (1, ex.n_rows, *ex.embeddings().shape)
+            (True, True)
         """
         n, R = embeds.shape[0], self.n_rows
         vals, grads = [], []
-        per_call = self.batch_size  # path points per call; each is copied once per row
-        for s in range(0, n, per_call):
-            e = embeds[s:s + per_call]
-            m = e.shape[0]
-            x = e.repeat_interleave(R, dim=0).detach().requires_grad_(True)  # [m*R, pos, d]
-            b = self.masked_batch(torch.ones(m * R, len(self.features), dtype=torch.bool))
+        for s in range(0, n, self.batch_size):
+            x = embeds[s:s + self.batch_size].detach().requires_grad_(True)  # [m, pos, d]
+            m = x.shape[0]
+            b = self.masked_batch(torch.ones(m, len(self.features), dtype=torch.bool))
             out = self.lm.forward(b, inputs_embeds=x.to(self.lm.dtype), grad=True)
-            v = self.row_values(out).reshape(m, R, R)  # copy r of input i, value of row r'
-            own = torch.diagonal(v, dim1=1, dim2=2)     # [m, R]: copy r answers for row r
-            (g,) = torch.autograd.grad(own.sum(), x)
-            vals.append(own.detach().double().cpu().numpy())
-            grads.append(g.detach().reshape(m, R, *g.shape[1:]))
+            per_row = self._row_graphs(out)
+            g = torch.stack([torch.autograd.grad(v.sum(), x, retain_graph=r < R - 1)[0]
+                             for r, v in enumerate(per_row)], 1)  # [m, R, pos, d]
+            vals.append(torch.stack([v.detach() for v in per_row], 1).double().cpu().numpy())
+            grads.append(g.detach())
             self.passes.forward_passes += 1
-            self.passes.backward_passes += 1
+            # one backward call per row: a batched method still pays it once per row
+            self.passes.backward_passes += R
             self.passes.gradient_evaluations += m * R
-            self.passes.model_evaluations += m * R
+            self.passes.model_evaluations += m
         return np.concatenate(vals, 0), torch.cat(grads, 0)
+
+    def _row_graphs(self, out: Output) -> list[torch.Tensor]:
+        """``R`` tensors ``[m]``: each row's values, attached to the graph of ``out``.
+
+        Continuation row r reads the logits at the position before its token only. Its
+        backward then needs the LM head at that one position, so each row's logits are
+        rebuilt from the final hidden state there (the head is ~20 % of a backward pass
+        over all positions of this model); everything else is the detached forward. Where
+        the head does not reproduce the model's logits (a soft-capping family), or the
+        target reads other positions, every row reads the full logits.
+        """
+        if not self.row_labels:
+            return [self.row_values(out)[:, 0]]
+        at = (torch.as_tensor(self.row_positions) - 1).to(out.hidden.device)
+        head = self.lm.model.get_output_embeddings()
+        if type(self.target).per_token is Continuation.per_token and head is not None:
+            rebuilt = head(out.hidden[:, at])  # [m, R, vocab]
+            ref = out.logits[:, at].detach()
+            if torch.allclose(rebuilt.detach(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max())):
+                fixed = out.logits.detach()
+                rows = []
+                for r in range(len(at)):
+                    logits = fixed.clone()
+                    logits[:, at[r]] = rebuilt[:, r]
+                    rows.append(self.row_values(Output(logits, out.hidden, out.batch))[:, r])
+                return rows
+        v = self.row_values(out)
+        return [v[:, r] for r in range(v.shape[1])]
 
     def feature_sums(self, per_pos: torch.Tensor) -> np.ndarray:
         """``[..., pos]`` -> ``[..., F]`` summed over each feature's positions."""
