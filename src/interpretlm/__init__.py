@@ -18,6 +18,7 @@ from .errors import (
     InterpretLMWarning,
     OptionError,
     ModelLoadError,
+    NonFiniteWarning,
     ResultFormatError,
     TargetError,
     UnsupportedModelError,
@@ -91,7 +92,7 @@ __all__ = [
     "Check", "CheckWarning", "InterpretLMWarning", "OptionError", "method", "methods", "progress", "registry",
     "rerun", "BUILTIN", "DEFAULT_MODEL", "LM", "Batch", "Cache", "ComponentError", "ContextLengthError", "Contrast",
     "Continuation", "EmptyInputError", "FunctionTarget", "InterpretLMError", "Label", "MaskedToken",
-    "ModelInfo", "ModelLoadError", "NextToken", "Output", "PooledEmbedding", "Result", "ResultFormatError",
+    "ModelInfo", "ModelLoadError", "NextToken", "NonFiniteWarning", "Output", "PooledEmbedding", "Result", "ResultFormatError",
     "Target", "TargetError", "UnsupportedModelError", "ablate", "architectures", "as_target", "cache_dir",
     "interventions", "load", "viz",
 ]

@@ -62,3 +62,8 @@ class InterpretLMWarning(UserWarning):
 
 class CheckWarning(InterpretLMWarning):
     """A result's check figure (completeness, conservation, sanity...) is past its threshold."""
+
+
+class NonFiniteWarning(CheckWarning):
+    """NaN or inf in a result (or in the model's output): the result's check fails, and the warning
+    says which field holds them and where (usually an intervention or an overflowing dtype)."""

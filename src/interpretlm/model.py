@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from torch import nn
 from . import hooks
 from .architectures import Family, Site, component_names, family_of, resolve
 from .attention_switch import AttentionSwitch
-from .errors import ComponentError
+from .errors import ComponentError, NonFiniteWarning
 from .targets import TargetLike, as_target
 from .tokens import Batch, Prompts, tokenize
 
@@ -262,6 +263,9 @@ class LM:
                 (``NextToken``) or a callable ``(logits, batch) -> [batch]``.
             grad: keep the autograd graph.
 
+        A NaN or inf value (an intervention, an overflowing dtype) is returned as it is and
+        warned about with :class:`~interpretlm.errors.NonFiniteWarning`, naming the rows.
+
         Example:
             >>> lm.score("When Mary and John went to the store, John gave a drink to",  # doctest: +SKIP
             ...          il.Contrast(" Mary", " John"))
@@ -272,7 +276,15 @@ class LM:
         for start in range(0, batch.size, batch_size):
             chunk = batch.rows(start, start + batch_size)
             values.append(tgt(self.forward(chunk, grad=grad)))
-        return torch.cat(values)
+        out = torch.cat(values)
+        bad = ~torch.isfinite(out.detach())
+        if bad.any():
+            rows = bad.nonzero().flatten().tolist()
+            warnings.warn(f"lm.score: the target is non-finite ({out.detach()[rows[0]].item()}) on row(s) "
+                          f"{rows[:10]}{' ...' if len(rows) > 10 else ''} of {out.numel()}: the model's output "
+                          "holds NaN/inf (an intervention through lm.intervene, or a dtype that overflows).",
+                          NonFiniteWarning, stacklevel=2)
+        return out
 
     def top_tokens(self, inputs: Prompts | Batch, k: int = 10, *, chat: bool = False) -> list[list[tuple[str, float]]]:
         """The ``k`` most likely next tokens and their probabilities, per prompt."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -112,6 +112,11 @@ class FaithfulnessScores(Result):
     random_insertion: Any = None
     scores: dict[str, float] = field(default_factory=dict)
     randomization: list[dict[str, Any]] = field(default_factory=list)
+
+    # Curves are NaN past a row's visible features; the normalised AOPC is NaN when f(x) = f(none).
+    nan_marks: ClassVar[tuple[str, ...]] = ("deletion", "insertion", "random_deletion", "random_insertion",
+                                            "scores.deletion_aopc_norm", "scores.insertion_aopc_norm",
+                                            "randomization")
 
     def summary(self) -> str:
         s = self.scores

@@ -44,6 +44,10 @@ class Attribution(Result):
     granularity: str = "token"
     masking: str | None = None
 
+    def may_be_nan(self, path: str) -> bool:
+        """2-d scores are NaN where a feature comes after the row's token (documented above)."""
+        return (path == "scores" and np.ndim(self.scores) == 2) or super().may_be_nan(path)
+
     # Headline checks live in diagnostics; these read them.
     @property
     def completeness_error(self) -> float | None:

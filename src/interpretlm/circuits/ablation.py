@@ -162,8 +162,7 @@ def ablation_sources(lm: "LM", batch, names: list[str], kind: str, *, reference:
               "replay_check_error", r.diagnostics.get("edit_check_error")),
               advice="the ablated values are not what the model ran with (replay or edit mismatch)."))
 def ablate(lm: "LM", prompts: Prompts, target: TargetLike, *, heads: Any = None, mlps: Any = None,
-           kind: str = "zero", reference: Prompts | None = None, seed: int = 0, batch_size: int = 64,
-           progress: bool | None = None) -> AblationResult:
+           kind: str = "zero", reference: Prompts | None = None, seed: int = 0, batch_size: int = 64) -> AblationResult:
     """Ablate heads and/or MLPs and measure the target.
 
     Args:
@@ -210,7 +209,7 @@ def ablate(lm: "LM", prompts: Prompts, target: TargetLike, *, heads: Any = None,
             patches = [Patch(l, "mlp", real) for l in range(lm.n_layers)]
             shape, axes = (lm.n_layers,), ["layer"]
         vals, used, passes = run_patches(runner, patches, lambda c, l: src[names[l]], batch_size=batch_size,
-                                         progress=progress, desc="ablating")
+                                         desc="ablating")
         clean_value = float(runner.value.float().mean())
         ablated = vals.mean(1).view(shape)
         return AblationResult(

@@ -164,7 +164,7 @@ PATCHING_CHECK = CheckSpec("sanity_error", 1e-3, read=_sanity_error,
 def patch(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch, target: TargetLike, *,
           over: str = "resid_pre", positions: str | int | Sequence[int] | None = None,
           layers: Sequence[int] | None = None, batch_size: int = 64, align: bool = False,
-          engine: str = "auto", progress: bool | None = None) -> PatchResult:
+          engine: str = "auto") -> PatchResult:
     """Activation patching of the clean run into the corrupted run, one component at a time.
 
     Args:
@@ -253,7 +253,7 @@ def patch(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch, target: 
         return sources[(comp, layer)]
 
     values, used, passes = run_patches(runner, patches + [sanity_patch], source, engine=engine,
-                                       batch_size=batch_size, progress=progress)
+                                       batch_size=batch_size)
     passes += xb.size  # the clean run
     mean = values.mean(dim=1)
     effect = ((mean - corrupt_value) / denom)
