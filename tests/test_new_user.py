@@ -186,3 +186,22 @@ def test_documented_nan_markers_are_not_failures(llama):
         pp = il.path_patch(llama, [PROMPT], [CORRUPT], il.Contrast(5, 7), senders=[(0, 0)])
     assert all(v != v for v in rep.scores["r2"]) and rep.check.passed is True
     assert torch.isnan(pp.effect).any() and pp.nonfinite() == []
+
+
+# ------------------------------------------------------------------ wrong-shaped edits
+@pytest.mark.parametrize("edit, match", [
+    (lambda lm: il.interventions.replace(torch.zeros(5)), r"replace: the value has shape \(5,\).*\(1, \d+, 64\)"),
+    (lambda lm: il.interventions.add(torch.ones(3, 7)), r"add: the value has shape \(3, 7\).*last size \(64,\)"),
+    (lambda lm: (lambda x: x[:, :1]), r"returned shape \(1, 1, 64\); it must keep the activation's shape"),
+    (lambda lm: (lambda x: x.tolist()), r"returned a list; it must return a tensor"),
+])
+def test_wrong_shaped_edits_are_component_errors(llama, edit, match):
+    with pytest.raises(il.ComponentError, match=match), llama.intervene({"blocks.0.resid_post": edit(llama)}):
+        llama.forward(PROMPT)
+
+
+def test_right_shaped_edits_still_broadcast(llama):
+    base = llama.forward(PROMPT).logits
+    with llama.intervene({"blocks.0.resid_post": il.interventions.add(torch.zeros(64))}):
+        same = llama.forward(PROMPT).logits
+    torch.testing.assert_close(same, base)
