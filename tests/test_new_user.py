@@ -205,3 +205,38 @@ def test_right_shaped_edits_still_broadcast(llama):
     with llama.intervene({"blocks.0.resid_post": il.interventions.add(torch.zeros(64))}):
         same = llama.forward(PROMPT).logits
     torch.testing.assert_close(same, base)
+
+
+# ------------------------------------------------------------------ slicing datasets and their answers
+def test_datasets_and_answers_slice_together(llama):
+    ds = il.datasets.ioi(n=12, seed=0, lm=llama)
+    small = ds[:8]
+    assert isinstance(small, type(ds)) and len(small) == 8 and small.name == ds.name
+    assert small.clean == ds.clean[:8] and small.corrupted == ds.corrupted[:8] and small.meta == ds.meta[:8]
+    assert small.target.correct == ds.target.correct[:8] and small.target.wrong == ds.target.wrong[:8]
+    assert ds.target[:8] == small.target and len(ds.target) == len(ds)
+    picked = ds[[3, 0]]
+    assert picked.clean == [ds.clean[3], ds.clean[0]] and picked.target.correct == (ds.target.correct[3],
+                                                                                   ds.target.correct[0])
+    one = ds[-1]
+    assert len(one) == 1 and one.clean == [ds.clean[-1]]
+    with pytest.raises(IndexError, match="out of range"):
+        ds[len(ds)]
+    # The sliced dataset patches exactly like the first 8 rows given by hand.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = il.patch(llama, small.clean, small.corrupted, small.target, over="heads")
+        b = il.patch(llama, ds.clean[:8], ds.corrupted[:8], il.datasets.Answers(ds.target.correct[:8],
+                                                                                ds.target.wrong[:8]), over="heads")
+    torch.testing.assert_close(a.effect, b.effect)
+
+
+def test_greater_than_target_slices(llama):
+    ds = il.datasets.greater_than(n=6, seed=0, lm=llama)
+    assert ds[2:5].target.years == ds.target.years[2:5] and len(ds[2:5]) == 3
+
+
+def test_sliced_prompts_with_the_whole_target_say_how_to_slice(llama):
+    ds = il.datasets.ioi(n=12, seed=0, lm=llama)
+    with pytest.raises(il.TargetError, match=r"Answers has 12 rows for 8 prompts.*ds\[:8\]"):
+        il.patch(llama, ds.clean[:8], ds.corrupted[:8], ds.target, over="heads")
