@@ -240,3 +240,51 @@ def test_sliced_prompts_with_the_whole_target_say_how_to_slice(llama):
     ds = il.datasets.ioi(n=12, seed=0, lm=llama)
     with pytest.raises(il.TargetError, match=r"Answers has 12 rows for 8 prompts.*ds\[:8\]"):
         il.patch(llama, ds.clean[:8], ds.corrupted[:8], ds.target, over="heads")
+
+
+# ------------------------------------------------------------------ multi-byte text
+SCRIPTS = {"emoji": ("I ❤ you ❤❤", "❤"), "hebrew": ("שלום עולם", "שלום"), "chinese": ("你好世界", "你好世界"),
+           "combining": ("e\u0301te\u0301 ok", "e\u0301te\u0301"), "zwj": ("👨\u200d👩\u200d👧 family", "👨\u200d👩\u200d👧")}
+
+
+def _check_labels(tok, text, word):
+    from interpretlm.attribution.features import build_features
+    from interpretlm.tokens import tokenize
+
+    b = tokenize(tok, text, n_ctx=None, add_special_tokens=False)
+    labels = b.tokens[0]
+    assert "".join(labels) == text  # disjoint character spans: exact in any script
+    n_bytes = [len(tok.decode([t]).encode("utf-8", "surrogatepass")) for t in b.input_ids[0].tolist()]
+    assert len(labels) > len(text) or max(n_bytes) > 1  # the text really is split into byte pieces
+    for lab, (s, e) in zip(labels, b.offsets[0]):
+        assert lab in ("", text[s:e]) or text[s:e].endswith(lab)
+    words = build_features(b, len(labels), "word").labels
+    assert "".join(words) == text and any(w.strip() == word for w in words), words
+    # The same labels from the token ids alone (no text): pieces decoded together.
+    by_ids = tokenize(tok, [b.input_ids[0].tolist()], n_ctx=None, add_special_tokens=False)
+    assert by_ids.tokens[0] == labels and by_ids.texts[0] == text
+
+
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_labels_are_exact_for_byte_level_pieces(script):
+    from interpretlm.testing import tiny_tokenizer
+
+    _check_labels(tiny_tokenizer("bpe"), *SCRIPTS[script])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_labels_are_exact_with_the_default_tokenizer(script):
+    from interpretlm.datasets.base import default_tokenizer
+
+    _check_labels(default_tokenizer(), *SCRIPTS[script])
+
+
+def test_hebrew_word_attribution_is_labelled_right(llama):
+    """The reported case: word grouping of "שלום" read ' ששלוםם'."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = il.attribute(llama, "שלום", il.NextToken(5), method="occlusion", granularity="word")
+    assert a.features == ["שלום"]
+    c = il.attribute(llama, "a ❤", il.NextToken(5), method="saliency")
+    assert c.features == ["a", " ", "❤", "", ""]
