@@ -21,6 +21,7 @@ from .errors import (
     NonFiniteWarning,
     ResultFormatError,
     TargetError,
+    TokenIdError,
     UnsupportedModelError,
 )
 from .hooks import Cache
@@ -93,6 +94,6 @@ __all__ = [
     "rerun", "BUILTIN", "DEFAULT_MODEL", "LM", "Batch", "Cache", "ComponentError", "ContextLengthError", "Contrast",
     "Continuation", "EmptyInputError", "FunctionTarget", "InterpretLMError", "Label", "MaskedToken",
     "ModelInfo", "ModelLoadError", "NextToken", "NonFiniteWarning", "Output", "PooledEmbedding", "Result", "ResultFormatError",
-    "Target", "TargetError", "UnsupportedModelError", "ablate", "architectures", "as_target", "cache_dir",
+    "Target", "TargetError", "TokenIdError", "UnsupportedModelError", "ablate", "architectures", "as_target", "cache_dir",
     "interventions", "load", "viz",
 ]

@@ -20,6 +20,10 @@ class ContextLengthError(InterpretLMError, ValueError):
     """A prompt longer than the model's context window."""
 
 
+class TokenIdError(InterpretLMError, ValueError):
+    """A token id outside the model's vocabulary (negative, or too large)."""
+
+
 class TargetError(InterpretLMError, ValueError):
     """A target that does not fit the model or the prompt (e.g. several tokens for NextToken)."""
 

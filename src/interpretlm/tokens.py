@@ -14,7 +14,7 @@ from typing import Any, Union
 
 import torch
 
-from .errors import ContextLengthError, EmptyInputError
+from .errors import ContextLengthError, EmptyInputError, TokenIdError
 
 Prompt = Union[str, Sequence[int], torch.Tensor]
 Prompts = Union[Prompt, Sequence[str], Sequence[Sequence[int]]]
@@ -142,7 +142,8 @@ def normalize_inputs(inputs: Prompts) -> list[str | list[int]]:
 
 
 def tokenize(tokenizer: Any, inputs: Prompts, *, n_ctx: int | None, chat: bool = False,
-             add_special_tokens: bool = True, system_prompt: str | None = None) -> Batch:
+             add_special_tokens: bool = True, system_prompt: str | None = None,
+             vocab_size: int | None = None) -> Batch:
     """Tokenize prompts (or take token ids) into a right-padded :class:`Batch`.
 
     Args:
@@ -198,6 +199,11 @@ def tokenize(tokenizer: Any, inputs: Prompts, *, n_ctx: int | None, chat: bool =
             prompts.append(row)
         else:
             ids = [int(t) for t in row]
+            n_vocab = vocab_size or len(tokenizer)
+            bad = [t for t in ids if not 0 <= t < n_vocab]
+            if bad:
+                raise TokenIdError(f"Token id {bad[0]} is outside the vocabulary (0..{n_vocab - 1}); token ids come "
+                                   "from lm.tokenize(...).input_ids or the tokenizer.")
             offs, decoded = id_spans(tokenizer, ids)
             inp = [t not in special_ids for t in ids]
             texts.append(decoded)

@@ -49,7 +49,7 @@ class Features:
 
 def _joins(ch: str) -> bool:
     """A combining mark or a zero-width joiner: it belongs to the character before it."""
-    return unicodedata.category(ch).startswith("M") or ch in "\u200d\u200c\ufe0f"
+    return bool(ch) and (unicodedata.category(ch).startswith("M") or ch in "\u200d\u200c\ufe0f")
 
 
 def _starts_word(tok: str, prev: str | None) -> bool:

@@ -140,12 +140,7 @@ def _positions_spec(positions: Any, width: int) -> tuple[str, list[int] | None]:
 
 
 def _layers_spec(lm: "LM", layers: Sequence[int] | None) -> list[int]:
-    if layers is None:
-        return list(range(lm.n_layers))
-    out = [int(l) + lm.n_layers if int(l) < 0 else int(l) for l in layers]
-    for l in out:
-        lm.check_heads(l)
-    return out
+    return lm.indices(layers, "layer")  # None / "all" / an int / ints; out of range, empty or repeated: ComponentError
 
 
 def _sanity_error(r: Result) -> float | None:
