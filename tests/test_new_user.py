@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -288,3 +289,15 @@ def test_hebrew_word_attribution_is_labelled_right(llama):
     assert a.features == ["שלום"]
     c = il.attribute(llama, "a ❤", il.NextToken(5), method="saliency")
     assert c.features == ["a", " ", "❤", "", ""]
+
+
+@pytest.mark.parametrize("method", ["saliency", "input_x_gradient", "integrated_gradients", "lrp"])
+def test_gradient_methods_with_the_input_cut_off_by_an_intervention(llama, method):
+    """Found by the fuzz: a constant edit of the last residual stream left nothing to differentiate (raw
+    RuntimeError). The gradient is then exactly zero, and the scores say so."""
+    const = {"blocks.1.resid_post": lambda x: torch.ones_like(x)}
+    opts = {"max_evals": 16, "n_steps": 5} if method == "integrated_gradients" else {}
+    with llama.intervene(const), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = il.attribute(llama, PROMPT, il.Contrast(5, 7), method=method, **opts)
+    assert np.allclose(np.nan_to_num(a.scores), 0.0)

@@ -221,7 +221,11 @@ class Explained:
             out = self.lm.forward(b, inputs_embeds=x.to(self.lm.dtype), grad=True)
             v = self.row_values(out).reshape(m, R, R)  # copy r of input i, value of row r'
             own = torch.diagonal(v, dim1=1, dim2=2)     # [m, R]: copy r answers for row r
-            (g,) = torch.autograd.grad(own.sum(), x)
+            if own.requires_grad:
+                (g,) = torch.autograd.grad(own.sum(), x, allow_unused=True)
+            else:  # an intervention cut the input off (e.g. replaced a whole residual stream): no dependence
+                g = None
+            g = torch.zeros_like(x) if g is None else g
             vals.append(own.detach().double().cpu().numpy())
             grads.append(g.detach().reshape(m, R, *g.shape[1:]))
             self.passes.forward_passes += 1
