@@ -301,3 +301,15 @@ def test_gradient_methods_with_the_input_cut_off_by_an_intervention(llama, metho
         warnings.simplefilter("ignore")
         a = il.attribute(llama, PROMPT, il.Contrast(5, 7), method=method, **opts)
     assert np.allclose(np.nan_to_num(a.scores), 0.0)
+
+
+def test_ablate_heads_must_be_pairs(llama):
+    """Found by make fuzz: `interpretlm ablate ... --heads 99` gave a raw TypeError."""
+    for bad in (99, "x", [(0,)], [(0, 9)]):
+        with pytest.raises(il.ComponentError):
+            il.ablate(llama, [PROMPT, CORRUPT], il.Contrast(5, 7), heads=bad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = il.ablate(llama, [PROMPT, CORRUPT], il.Contrast(5, 7), heads=(0, 1))
+        listed = il.ablate(llama, [PROMPT, CORRUPT], il.Contrast(5, 7), heads=[(0, 1)])
+    assert one.effect == listed.effect

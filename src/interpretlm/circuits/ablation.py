@@ -93,6 +93,10 @@ class AblationResult(Result):
 
 
 def _parse_heads(lm: "LM", heads: Any) -> list[tuple[int, int]]:
+    if heads is not None and not isinstance(heads, (list, tuple)):
+        raise ComponentError(f"heads= is a list of (layer, head) pairs, e.g. heads=[(9, 6)], or 'each'; got {heads!r:.40}.")
+    if isinstance(heads, tuple) and len(heads) == 2 and all(isinstance(x, int) for x in heads):
+        heads = [heads]  # one (layer, head) pair
     out = []
     for item in heads or []:
         try:
@@ -105,11 +109,7 @@ def _parse_heads(lm: "LM", heads: Any) -> list[tuple[int, int]]:
 
 
 def _parse_mlps(lm: "LM", mlps: Any) -> list[int]:
-    out = []
-    for l in mlps or []:
-        lm.check_heads(int(l))
-        out.append(int(l))
-    return out
+    return [] if mlps is None or (isinstance(mlps, (list, tuple)) and not mlps) else lm.indices(mlps, "layer")
 
 
 def ablation_sources(lm: "LM", batch, names: list[str], kind: str, *, reference: Prompts | None = None,

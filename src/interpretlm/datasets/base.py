@@ -177,11 +177,11 @@ class CircuitDataset:
         Example:
             >>> import interpretlm as il
             >>> from interpretlm.testing import tiny_lm
-            >>> ds = il.datasets.pairs(["a b", "c d", "e f"], ["a c", "c e", "e a"], [" b", " d", " f"],
-            ...                        [" c", " e", " a"], lm=tiny_lm())
+            >>> ds = il.datasets.pairs(["a Mary", "a John", "a Tom"], ["a John", "a Mary", "a Anna"],
+            ...                        [" Mary", " John", " Tom"], [" John", " Mary", " Anna"], lm=tiny_lm())
             >>> small = ds[:2]
             >>> len(small), small.target.correct
-            (2, (' b', ' d'))
+            (2, (' Mary', ' John'))
         """
         target = self.target
         if hasattr(target, "__getitem__") and hasattr(target, "__len__"):
