@@ -8,7 +8,7 @@ DEPS := pyproject.toml Makefile constraints.txt
 PIN := -c constraints.txt
 LOCK_VENV := .venv-lock
 
-.PHONY: demo test setup browser clean lock
+.PHONY: demo test fuzz setup browser clean lock
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ demo: setup
 
 test: setup browser
 	$(BIN)/python -m pytest -q tests
+
+# The fuzzed entry points with the nightly profile: 3000 random (not derandomized) cases per entry point
+# instead of the suite's 300 fixed ones. A failure prints the case and a @reproduce_failure line.
+fuzz: setup
+	INTERPRETLM_FUZZ=nightly $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics
 
 # Headless Chromium for the browser tests of the HTML views (Debian package; we run as root in CI).
 browser:

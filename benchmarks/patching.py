@@ -96,7 +96,7 @@ def main() -> None:
         for method in ("attribution", "eap_ig"):
             fn = il.attribution_patch
             a, t = timed(lambda: fn(lm, CLEAN, CORRUPTED, target, over=over,
-                                    method="eap_ig" if method == "eap_ig" else "attribution"))
+                                    estimator="eap_ig" if method == "eap_ig" else "attribution"))
             print(f"{method:12s} over {over:9s}: Pearson r vs exact patching {pearson(a.effect, exact):.3f} "
                   f"({t:.2f} s, {a.diagnostics['forward_passes']} forward + {a.diagnostics['backward_passes']} backward)")
 

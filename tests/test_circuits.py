@@ -169,7 +169,7 @@ def test_attribution_patching_tracks_exact_patching(llama):
     ds = il.datasets.ioi(n=4, seed=0, lm=llama)
     for over in ("heads", "mlp", "resid_pre"):
         exact = il.patch(llama, ds.clean, ds.corrupted, ds.target, over=over)
-        ig = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over=over, method="eap_ig", steps=8)
+        ig = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over=over, estimator="eap_ig", steps=8)
         assert pearson(ig.effect, exact.effect) > 0.95
         assert ig.diagnostics["completeness_error"] < 0.05  # integrated gradients add up
     ap = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over="heads")
@@ -253,7 +253,7 @@ def test_discovery_conserves_and_keeping_everything_is_faithful(any_lm):
     if any_lm.family.name == "bert":
         pytest.skip("post-norm encoder blocks: edge scores are approximate")
     c, x, t = inputs(any_lm)
-    full = il.discover_circuit(any_lm, clean=c, corrupted=x, target=t, keep=1.0, method="eap")
+    full = il.discover_circuit(any_lm, clean=c, corrupted=x, target=t, keep=1.0, estimator="eap")
     assert full.diagnostics["conservation_error"] < 1e-4
     assert full.faithfulness == pytest.approx(1.0, abs=1e-5)
     with warnings.catch_warnings():

@@ -64,7 +64,7 @@ def test_discovery_finds_the_circuit(trained):
     lm, ds, prev_head, induction_heads = trained
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no failed check
-        c = il.discover_circuit(lm, ds, method="eap_ig", keep=0.1)
+        c = il.discover_circuit(lm, ds, estimator="eap_ig", keep=0.1)
     assert (0, prev_head) in c.heads
     assert {(1, h) for h in induction_heads} <= set(c.heads)
     assert int(c.head_scores[0].argmax()) == prev_head

@@ -1,5 +1,6 @@
 """Every bad input of the foundation raises its InterpretLMError; results save, load and escape."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -46,18 +47,24 @@ def test_unsupported_architecture_says_how_to_register():
                                            vocab_size=100, word_embed_proj_dim=32))
     with pytest.raises(il.UnsupportedModelError, match="register"):
         il.LM(model, tiny_tokenizer())
-    # ... and registering the family makes it work
+    # ... registering checks the family on a forward pass: OPT's MLP flattens batch and position
+    # before fc2, so its mlp.neurons would come back [batch * pos, d_mlp]; register says so.
     fam = il.architectures.Family(name="opt", model_types=("opt",), blocks="decoder.layers",
                                   embed="decoder.embed_tokens", final_norm="decoder.final_layer_norm",
                                   attn="self_attn", attn_out="self_attn.out_proj", mlp_out="fc2")
-    il.architectures.register(fam)
+    with pytest.raises(il.UnsupportedModelError,
+                       match=r"mlp.neurons came back with shape \(3, 64\), expected \[batch, pos, d_mlp\]"):
+        il.architectures.register(fam, model)
+    assert "opt" not in [f.name for f in il.architectures.FAMILIES]
+    with pytest.raises(il.UnsupportedModelError, match="has no attribute 'o_proj'"):
+        il.architectures.register(dataclasses.replace(fam, attn_out="self_attn.o_proj"), model)
+    # a family described right registers, and its models load
+    gpt2 = next(f for f in il.architectures.FAMILIES if f.name == "gpt2")
+    il.architectures.register(dataclasses.replace(gpt2, name="my_gpt2"))  # checked on a tiny random GPT-2
     try:
-        lm = il.LM(model, tiny_tokenizer())
-        with lm.capture(["blocks.0.attn.heads"]) as c:
-            lm.forward([1, 2, 3])
-        assert c["blocks.0.attn.heads"].shape == (1, 3, 2, 16)
+        assert [f.name for f in il.architectures.FAMILIES][-1] == "my_gpt2"
     finally:
-        il.architectures.FAMILIES[:] = [f for f in il.architectures.FAMILIES if f.name != "opt"]
+        il.architectures.FAMILIES[:] = [f for f in il.architectures.FAMILIES if f.name != "my_gpt2"]
 
 
 def test_pickle_and_remote_code_need_opt_in(tmp_path, llama):

@@ -18,8 +18,10 @@ from .errors import (
     InterpretLMWarning,
     OptionError,
     ModelLoadError,
+    NonFiniteWarning,
     ResultFormatError,
     TargetError,
+    TokenIdError,
     UnsupportedModelError,
 )
 from .hooks import Cache
@@ -91,7 +93,7 @@ __all__ = [
     "Check", "CheckWarning", "InterpretLMWarning", "OptionError", "method", "methods", "progress", "registry",
     "rerun", "BUILTIN", "DEFAULT_MODEL", "LM", "Batch", "Cache", "ComponentError", "ContextLengthError", "Contrast",
     "Continuation", "EmptyInputError", "FunctionTarget", "InterpretLMError", "Label", "MaskedToken",
-    "ModelInfo", "ModelLoadError", "NextToken", "Output", "PooledEmbedding", "Result", "ResultFormatError",
-    "Target", "TargetError", "UnsupportedModelError", "ablate", "architectures", "as_target", "cache_dir",
+    "ModelInfo", "ModelLoadError", "NextToken", "NonFiniteWarning", "Output", "PooledEmbedding", "Result", "ResultFormatError",
+    "Target", "TargetError", "TokenIdError", "UnsupportedModelError", "ablate", "architectures", "as_target", "cache_dir",
     "interventions", "load", "viz",
 ]

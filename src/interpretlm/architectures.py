@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from .errors import ComponentError, UnsupportedModelError
@@ -141,9 +142,119 @@ FAMILIES: list[Family] = [
 ]
 
 
-def register(family: Family) -> None:
-    """Add (or replace, by name) an architecture family so that its models load."""
+def register(family: Family, model: nn.Module | None = None) -> None:
+    """Add (or replace, by name) an architecture family so that its models load.
+
+    The family is first checked on one forward pass of a tiny input (3 tokens): every
+    canonical component must be found and come back with its documented shape
+    (``[batch, pos, d_model]`` for the residual stream and the block writes,
+    ``[batch, pos, head, d_head]`` for ``attn.heads``, ``[batch, head, pos, pos]`` for
+    ``attn.pattern``, ``[batch, pos, d_mlp]`` for ``mlp.neurons``). The pass runs on
+    ``model`` (a Hugging Face model of the family, e.g. the one you mean to explain), or
+    else on a small random model built from transformers' config of the family's first
+    model type.
+
+    Raises:
+        UnsupportedModelError: a component is missing or has the wrong shape; the message
+            lists each problem, e.g. an MLP that flattens batch and position before its
+            output projection.
+
+    Example:
+        >>> import transformers as tf
+        >>> opt = tf.OPTForCausalLM(tf.OPTConfig(hidden_size=32, num_hidden_layers=1, ffn_dim=64,
+        ...                         num_attention_heads=2, vocab_size=100, word_embed_proj_dim=32))
+        >>> register(Family(name="opt", model_types=("opt",), blocks="decoder.layers",
+        ...                 embed="decoder.embed_tokens", final_norm="decoder.final_layer_norm",
+        ...                 attn="self_attn", attn_out="self_attn.out_proj", mlp_out="fc2"), opt)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        interpretlm.errors.UnsupportedModelError: Family 'opt' does not work as described (checked on one forward pass of 3 tokens): blocks.0.mlp came back with shape (3, 32), ...; blocks.0.mlp.neurons came back with shape (3, 64), expected [batch, pos, d_mlp] = (1, 3, ...). ...
+    """
+    problems = validate(family, model)
+    if problems:
+        raise UnsupportedModelError(
+            f"Family {family.name!r} does not work as described (checked on one forward pass of 3 tokens): "
+            + "; ".join(problems) + ". Fix the paths in Family(...): a component is hooked at the module the path "
+            "names (see help(interpretlm.architectures)); a module that reshapes its input (e.g. an MLP that "
+            "flattens batch and position) cannot be the hook point of a [batch, pos, ...] component.")
     FAMILIES[:] = [f for f in FAMILIES if f.name != family.name] + [family]
+
+
+def _tiny_model(family: Family) -> nn.Module:
+    """A small random model of the family's first model type, from transformers' config class."""
+    import transformers as tf
+
+    mt = family.model_types[0]
+    if mt not in tf.CONFIG_MAPPING:
+        raise UnsupportedModelError(f"transformers has no config for model type {mt!r}; pass a model of the "
+                                    "family to register(family, model) so it can be checked.")
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, head_dim=16,
+                 intermediate_size=64, ffn_dim=64, n_inner=64, vocab_size=128, word_embed_proj_dim=32,
+                 max_position_embeddings=64, pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    cfg = tf.CONFIG_MAPPING[mt]()
+    for k, v in small.items():
+        if hasattr(cfg, k) or k in getattr(cfg, "attribute_map", {}):
+            setattr(cfg, k, v)
+    for auto in (tf.AutoModelForCausalLM, tf.AutoModelForMaskedLM, tf.AutoModel):
+        try:
+            return auto.from_config(cfg).eval()
+        except Exception:  # noqa: BLE001  this head does not exist for the type (or the config is odd): next
+            continue
+    raise UnsupportedModelError(f"Cannot build a model of type {mt!r} to check the family; pass one to "
+                                "register(family, model).")
+
+
+def validate(family: Family, model: nn.Module | None = None) -> list[str]:
+    """What is wrong with ``family`` on ``model`` (see :func:`register`): a list of problems, empty if none."""
+    from .model import LM  # the handle is built on this module; imported when a family is checked
+
+    model = _tiny_model(family) if model is None else model
+    mt = getattr(model.config, "model_type", None)
+    if mt not in family.model_types:
+        return [f"the model is a {mt!r} model, not one of the family's model types {family.model_types}"]
+    saved = list(FAMILIES)
+    FAMILIES[:] = [f for f in FAMILIES if f.name != family.name and mt not in f.model_types] + [family]
+    problems: list[str] = []
+    try:
+        try:
+            lm = LM(model, tokenizer=None, name=f"check-{family.name}")
+        except Exception as exc:  # a wrong path: say which, in the family's words
+            return [f"the model cannot be wrapped ({type(exc).__name__}: {exc})"]
+        ids = torch.tensor([[1, 2, 3]]) % max(2, lm.vocab_size)
+        b, p, L = 1, 3, lm.n_layers
+        expected = {"embed": (b, p, lm.d_model)}
+        for i in range(L):
+            expected.update({f"blocks.{i}.resid_pre": (b, p, lm.d_model), f"blocks.{i}.attn": (b, p, lm.d_model),
+                             f"blocks.{i}.attn.heads": (b, p, lm.n_heads, lm.d_head),
+                             f"blocks.{i}.mlp": (b, p, lm.d_model), f"blocks.{i}.mlp.neurons": (b, p, None),
+                             f"blocks.{i}.resid_post": (b, p, lm.d_model)})
+        if family.final_norm:
+            expected["final_norm"] = (b, p, lm.d_model)
+        got: dict[str, tuple[int, ...]] = {}
+        expected["blocks.0.attn.pattern"] = (b, lm.n_heads, p, p)
+
+        def capture(names: list[str]) -> None:
+            with lm.capture(names) as cache, torch.no_grad():
+                lm.model(input_ids=ids)
+            got.update({n: tuple(cache[n].shape) for n in names})
+        try:  # one pass for all; on failure one pass per component, to say which one fails
+            capture(list(expected))
+        except Exception:  # noqa: BLE001  a family under test may fail in any way; each is reported below
+            for name in expected:
+                try:
+                    capture([name])
+                except Exception as exc:  # noqa: BLE001
+                    problems.append(f"{name} cannot be hooked ({type(exc).__name__}: {exc})")
+        for name, shape in got.items():
+            want = expected[name]
+            if len(shape) != len(want) or any(w is not None and s != w for s, w in zip(shape, want)):
+                doc = {"attn.heads": "[batch, pos, head, d_head]", "attn.pattern": "[batch, head, pos, pos]",
+                       "mlp.neurons": "[batch, pos, d_mlp]"}.get(name.split(".", 2)[-1], "[batch, pos, d_model]")
+                problems.append(f"{name} came back with shape {shape}, expected {doc} = "
+                                f"({', '.join('...' if w is None else str(w) for w in want)})")
+    finally:
+        FAMILIES[:] = saved
+    return problems
 
 
 def family_of(model: nn.Module) -> Family:

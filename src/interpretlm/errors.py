@@ -20,6 +20,10 @@ class ContextLengthError(InterpretLMError, ValueError):
     """A prompt longer than the model's context window."""
 
 
+class TokenIdError(InterpretLMError, ValueError):
+    """A token id outside the model's vocabulary (negative, or too large)."""
+
+
 class TargetError(InterpretLMError, ValueError):
     """A target that does not fit the model or the prompt (e.g. several tokens for NextToken)."""
 
@@ -62,3 +66,8 @@ class InterpretLMWarning(UserWarning):
 
 class CheckWarning(InterpretLMWarning):
     """A result's check figure (completeness, conservation, sanity...) is past its threshold."""
+
+
+class NonFiniteWarning(CheckWarning):
+    """NaN or inf in a result (or in the model's output): the result's check fails, and the warning
+    says which field holds them and where (usually an intervention or an overflowing dtype)."""

@@ -96,6 +96,10 @@ def _register(site: Site, n_heads: int, read: Callable[[torch.Tensor], None] | N
         if edit is not None:
             new = edit(value)
             if new is not None:
+                if not isinstance(new, torch.Tensor):
+                    raise ComponentError(f"The intervention on {site.name!r} returned a {type(new).__name__}; "
+                                         f"it must return a tensor of the activation's shape {tuple(value.shape)} "
+                                         "(or None after editing in place).")
                 if new.shape != value.shape:
                     raise ComponentError(
                         f"The intervention on {site.name!r} returned shape {tuple(new.shape)}; "

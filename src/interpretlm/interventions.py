@@ -64,11 +64,40 @@ def selection_mask(x: torch.Tensor, heads: Index = None, neurons: Index = None,
     return mask
 
 
+def fitted(value: torch.Tensor | float, x: torch.Tensor, what: str) -> torch.Tensor:
+    """``value`` as a tensor on ``x``'s device and dtype, checked to broadcast to ``x``'s shape.
+
+    Raises:
+        ComponentError: the shapes do not fit (the message gives the shapes that do).
+
+    Example:
+        >>> fitted(torch.ones(4), torch.zeros(2, 3, 4), "add").shape
+        torch.Size([4])
+        >>> fitted(torch.ones(5), torch.zeros(2, 3, 4), "add")
+        Traceback (most recent call last):
+        ...
+        interpretlm.errors.ComponentError: add: the value has shape (5,), which does not fit the activation's shape (2, 3, 4) ([batch, pos, ...]). Give a number, a vector of its last size (4,) or a tensor of shape (2, 3, 4) (or broadcastable to it).
+    """
+    try:
+        v = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ComponentError(f"{what}: cannot make a tensor of {type(value).__name__} {value!r:.60}: {exc}") from exc
+    try:
+        fits = torch.broadcast_shapes(v.shape, x.shape) == x.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ComponentError(f"{what}: the value has shape {tuple(v.shape)}, which does not fit the activation's "
+                             f"shape {tuple(x.shape)} ([batch, pos, ...]). Give a number, a vector of its last size "
+                             f"({x.shape[-1]},) or a tensor of shape {tuple(x.shape)} (or broadcastable to it).")
+    return v
+
+
 def replace(value: torch.Tensor | float, *, heads: Index = None, neurons: Index = None,
             positions: Index = None):
     """Set the selected entries to ``value`` (a tensor broadcastable to the activation, or a number)."""
     def edit(x: torch.Tensor) -> torch.Tensor:
-        v = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+        v = fitted(value, x, "replace")
         return torch.where(selection_mask(x, heads, neurons, positions), v, x)
     return edit
 
@@ -76,7 +105,7 @@ def replace(value: torch.Tensor | float, *, heads: Index = None, neurons: Index 
 def add(vector: torch.Tensor, *, scale: float = 1.0, positions: Index = None):
     """Add ``scale * vector`` (``[d]``, broadcast over batch and pos) at the chosen positions (steering)."""
     def edit(x: torch.Tensor) -> torch.Tensor:
-        v = torch.as_tensor(vector, dtype=x.dtype, device=x.device)
+        v = fitted(vector, x, "add")
         m = selection_mask(x, positions=positions)
         return x + scale * v * m
     return edit

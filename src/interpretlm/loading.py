@@ -8,6 +8,7 @@ interrupted conversion never leaves a broken cache behind.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import json
@@ -60,6 +61,41 @@ def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
     if dtype not in _DTYPES:
         raise ModelLoadError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or 'auto'.")
     return _DTYPES[dtype]
+
+
+def _device(device: str | torch.device) -> str:
+    """Check ``device`` names a device this torch can use, before any weights are read."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"Unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps'...") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device={device!r} but this torch ({torch.__version__}) sees no CUDA GPU "
+                                 "(a CPU-only build, or no driver). Use device='cpu', or install a CUDA build of "
+                                 "torch (https://pytorch.org/get-started/locally/).")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device={device!r} but only {torch.cuda.device_count()} CUDA device(s) exist; "
+                                 f"use cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ModelLoadError(f"device={device!r} but MPS is not available here; use device='cpu'.")
+    return str(device)
+
+
+def builtin_suggestion(name: str) -> str | None:
+    """The built-in name ``name`` looks like (a misspelling, another case), or ``None``.
+
+    Such names are never sent to the Hugging Face hub (that would spend half a minute in
+    retries before failing).
+
+    Example:
+        >>> builtin_suggestion("smollm2-135"), builtin_suggestion("SmolLM2-135M"), builtin_suggestion("gpt2")
+        ('smollm2-135m', 'smollm2-135m', None)
+    """
+    if "/" in name or "\\" in name:  # org/name ids and paths are what they say
+        return None
+    close = difflib.get_close_matches(name.lower(), list(BUILTIN), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _fingerprint(path: Path) -> str:
@@ -177,9 +213,16 @@ def _from_pretrained(source: str, *, dtype: Any, device: str, trust_remote_code:
         kwargs["use_safetensors"] = True
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    from safetensors import SafetensorError
+
     try:
         model = klass.from_pretrained(source, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except SafetensorError as exc:
+        raise ModelLoadError(f"The weights of {source!r} are damaged ({exc}): the .safetensors file is truncated "
+                             "or corrupt, e.g. an interrupted download or copy. Download it again (for a hub id: "
+                             "delete its folder under ~/.cache/huggingface/hub); for a built-in model delete "
+                             f"{cache_dir()} so it is converted again.") from exc
     except OSError as exc:
         hint = (" If it has only pickle weights, opt in with allow_pickle=True." if not allow_pickle else "")
         raise ModelLoadError(f"Cannot load {source!r}: {exc}.{hint}") from exc
@@ -235,6 +278,9 @@ def load(name: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "f
         >>> print(lm.info())  # doctest: +SKIP
     """
     name = DEFAULT_MODEL if name is None else name
+    if not isinstance(name, (str, os.PathLike)):
+        raise ModelLoadError(f"il.load takes a model name, folder or .gguf path; got {type(name).__name__} {name!r}.")
+    device = _device(device)
     torch_dtype = _dtype(dtype)
     common = dict(dtype=torch_dtype, device=device, trust_remote_code=trust_remote_code,
                   allow_pickle=allow_pickle, model_class=model_class, attn_implementation=attn_implementation)
@@ -244,6 +290,14 @@ def load(name: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "f
     if sname.lower().endswith(".gguf"):
         folder = gguf_to_cache(Path(sname))
         return _from_pretrained(str(folder), name=Path(sname).name, **common)
+    if not sname.strip() or any(not c.isprintable() for c in sname):
+        raise ModelLoadError(f"{sname!r} is not a model name: give a built-in name ({', '.join(BUILTIN)}), a Hugging "
+                             "Face id ('org/name'), a folder or a .gguf file.")
+    close = builtin_suggestion(sname)
+    if close is not None and not Path(sname).expanduser().exists():
+        raise ModelLoadError(f"{sname!r} is not a built-in model; did you mean {close!r}? il.load({close!r}) loads "
+                             f"{BUILTIN[close]['title']}. (Names like a built-in are not looked up on the Hugging "
+                             "Face hub; give the full 'org/name' id for a hub model.)")
     if sname.startswith((".", "/", "~")) and not Path(sname).expanduser().exists():
         raise ModelLoadError(f"No model folder at {sname!r}. Give an existing folder, a .gguf file, a Hugging Face "
                              f"id or a built-in name ({', '.join(BUILTIN)}).")

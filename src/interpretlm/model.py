@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from torch import nn
 from . import hooks
 from .architectures import Family, Site, component_names, family_of, resolve
 from .attention_switch import AttentionSwitch
-from .errors import ComponentError
+from .errors import ComponentError, NonFiniteWarning
 from .targets import TargetLike, as_target
 from .tokens import Batch, Prompts, tokenize
 
@@ -140,6 +141,37 @@ class LM:
         """Every canonical name this model has."""
         return component_names(self.n_layers, self.has_head, self.family.final_norm is not None)
 
+    def indices(self, value: Any, what: str = "layer") -> list[int]:
+        """Layer (or head) indices from what a user gives: ``None`` or ``"all"`` (every one), an int,
+        or a sequence of ints; negative ints count from the end. Anything else, an index out of
+        range or a repeated index raises :class:`ComponentError`.
+
+        Example:
+            >>> from interpretlm.testing import tiny_lm
+            >>> lm = tiny_lm()
+            >>> lm.indices(None), lm.indices(-1), lm.indices([0, 1], "head")
+            ([0, 1], [1], [0, 1])
+        """
+        n = self.n_layers if what == "layer" else self.n_heads
+        if value is None or (isinstance(value, str) and value == "all"):
+            return list(range(n))
+        items = [value] if not isinstance(value, (list, tuple, range, torch.Tensor)) else list(value)
+        out = []
+        for v in items:
+            if isinstance(v, bool) or not isinstance(v, (int, torch.Tensor)) or \
+                    (isinstance(v, torch.Tensor) and (v.numel() != 1 or v.is_floating_point())):
+                raise ComponentError(f"A {what} index is an int (or 'all'); got {v!r:.40}.")
+            i = int(v)
+            if not -n <= i < n:
+                raise ComponentError(f"{what.capitalize()} {i} is out of range: the model has {n} {what}s "
+                                     f"(0..{n - 1}, or -{n}..-1 from the end).")
+            out.append(i % n)
+        if not out:
+            raise ComponentError(f"Ask for at least one {what} (or None / 'all' for every one).")
+        if len(set(out)) != len(out):
+            raise ComponentError(f"{what.capitalize()}s {out} repeat an index; give each once.")
+        return out
+
     def check_heads(self, layer: int, heads: list[int] | None = None) -> None:
         """Raise a helpful :class:`ComponentError` for a layer or head index out of range."""
         if not 0 <= layer < self.n_layers:
@@ -174,7 +206,8 @@ class LM:
         if isinstance(inputs, Batch):
             return inputs
         return tokenize(self.tokenizer, inputs, n_ctx=self.n_ctx, chat=chat,
-                        add_special_tokens=add_special_tokens, system_prompt=system_prompt)
+                        add_special_tokens=add_special_tokens, system_prompt=system_prompt,
+                        vocab_size=self.vocab_size)
 
     def to_str_tokens(self, ids: torch.Tensor | list[int]) -> list[str]:
         """Decode each id on its own."""
@@ -262,6 +295,9 @@ class LM:
                 (``NextToken``) or a callable ``(logits, batch) -> [batch]``.
             grad: keep the autograd graph.
 
+        A NaN or inf value (an intervention, an overflowing dtype) is returned as it is and
+        warned about with :class:`~interpretlm.errors.NonFiniteWarning`, naming the rows.
+
         Example:
             >>> lm.score("When Mary and John went to the store, John gave a drink to",  # doctest: +SKIP
             ...          il.Contrast(" Mary", " John"))
@@ -272,7 +308,15 @@ class LM:
         for start in range(0, batch.size, batch_size):
             chunk = batch.rows(start, start + batch_size)
             values.append(tgt(self.forward(chunk, grad=grad)))
-        return torch.cat(values)
+        out = torch.cat(values)
+        bad = ~torch.isfinite(out.detach())
+        if bad.any():
+            rows = bad.nonzero().flatten().tolist()
+            warnings.warn(f"lm.score: the target is non-finite ({out.detach()[rows[0]].item()}) on row(s) "
+                          f"{rows[:10]}{' ...' if len(rows) > 10 else ''} of {out.numel()}: the model's output "
+                          "holds NaN/inf (an intervention through lm.intervene, or a dtype that overflows).",
+                          NonFiniteWarning, stacklevel=2)
+        return out
 
     def top_tokens(self, inputs: Prompts | Batch, k: int = 10, *, chat: bool = False) -> list[list[tuple[str, float]]]:
         """The ``k`` most likely next tokens and their probabilities, per prompt."""

@@ -46,10 +46,13 @@ from typing import Any
 
 import torch
 
-from .errors import CheckWarning, InterpretLMError, InterpretLMWarning, OptionError
+from .errors import CheckWarning, InterpretLMError, InterpretLMWarning, NonFiniteWarning, OptionError
 from .results import Check, Result
 
 TAKES = ("prompt", "pairs", "dataset", "task", "result")
+# Keywords the verbs themselves take (``il.attribute(..., method=)``, ``target=``, ``progress=``):
+# an option of the same name would collide with them in the verb's call.
+RESERVED_OPTIONS = ("method", "target", "progress")
 REQUIRED = inspect.Parameter.empty  # the default of an option the caller must give
 
 
@@ -185,6 +188,11 @@ def register(name: str, *, verb: str | None = None, family: str, takes: str, res
 
     def deco(impl: Callable[..., Any]) -> Callable[..., Any]:
         inputs_, options = _signature(impl, inputs)
+        clash = [o for o in options if o in RESERVED_OPTIONS]
+        if clash:
+            raise OptionError(f"{name}: option {clash[0]!r} is a keyword of the verbs themselves "
+                              f"({', '.join(RESERVED_OPTIONS)}); rename it (e.g. IG's quadrature rule is "
+                              "'quadrature', not 'method').")
         m = Method(name=name, verb=verb or name, family=family, takes=takes, impl=impl, result=result,
                    summary=summary, check=check, target=target, seeded=seeded or "seed" in options, demo=demo,
                    demo_order=demo_order, options=options, inputs=inputs_, cli_input=cli_input)
@@ -293,9 +301,7 @@ def call(name: str, lm: Any, *args: Any, **options: Any) -> Any:
                           "give its options by name.")
     target = rest[0] if rest else options.pop("target", None)
     check_options(m, options)
-    policy = options.get("progress")
-    if "progress" in options and "progress" not in m.options:
-        options.pop("progress")
+    policy = options.pop("progress", None)  # applied to every loop inside through progress.policy
     if m.target == "required" and target is None:
         raise OptionError(f"{m.name} needs a target (il.NextToken(' Mary'), il.Contrast(...), ...).")
     from .progress import policy as progress_policy, track
@@ -373,9 +379,23 @@ def record(m: Method, result: Result, lm: Any, inputs: list[Any], target: Any, o
 
 
 def _judge(m: Method, result: Result) -> None:
+    bad = result.nonfinite()
+    if m.check is None and not bad:
+        return
+    result.check = m.check.evaluate(result) if m.check is not None else Check("finite", None, 0.0)
+    if bad:
+        # A NaN or inf anywhere in the result fails its check (value nan, or inf when that is all there is),
+        # whatever the figure said: the numbers it was computed from cannot be trusted.
+        value = float("inf") if all("inf" in d and "nan" not in d for _, d in bad) else float("nan")
+        result.check = Check(result.check.name, value, result.check.threshold, result.check.higher_is_better)
+        where = "; ".join(d if d.startswith(("nan at", "inf at", "-inf at")) else f"{p} = {d}" for p, d in bad[:4])
+        more = f" (and {len(bad) - 4} more fields)" if len(bad) > 4 else ""
+        result.warn(f"{m.name}: non-finite values in the result: {where}{more}. Its check {result.check.name} "
+                    "fails. An intervention (lm.intervene) or an overflowing dtype put NaN/inf into the model.",
+                    NonFiniteWarning, stacklevel=4)
+        return
     if m.check is None:
         return
-    result.check = m.check.evaluate(result)
     already = any(issubclass(_category(w["category"]), CheckWarning) for w in result.warnings)
     if result.check.passed is False and not already:
         result.warn(f"{m.name}: {result.check}. {m.check.advice}".strip(), CheckWarning, stacklevel=4)

@@ -59,8 +59,10 @@ class Check:
 
     @property
     def passed(self) -> bool | None:
-        if self.value is None or not np.isfinite(self.value):
+        if self.value is None:
             return None
+        if not np.isfinite(self.value):  # a NaN or inf figure is a failure, never "not measured"
+            return False
         return bool(self.value >= self.threshold) if self.higher_is_better else bool(self.value <= self.threshold)
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +169,13 @@ class Result:
     warnings: list[dict[str, str]] = field(default_factory=list)
 
     _registry: ClassVar[dict[str, type["Result"]]] = {}
+    # Dotted paths (``"scores"``, ``"diagnostics.r2"``) where NaN is a documented "does not apply"
+    # marker, so the registry's non-finite scan (``nonfinite``) does not take it for a failure.
+    nan_marks: ClassVar[tuple[str, ...]] = ()
+    # Provenance fields: plain data about the run, never figures of the result.
+    _PROVENANCE: ClassVar[frozenset[str]] = frozenset({"model", "method", "target", "policy", "options", "inputs",
+                                                        "input_ids", "model_fingerprint", "version", "check",
+                                                        "warnings"})
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -184,6 +193,55 @@ class Result:
 
         self.warnings.append({"category": category.__name__, "message": str(message)})
         warnings.warn(message, category, stacklevel=stacklevel + 1)
+
+    # ---------------------------------------------------------------- non-finite values
+    def may_be_nan(self, path: str) -> bool:
+        """Whether NaN at ``path`` (a dotted path of :meth:`nonfinite`) marks "does not apply"."""
+        return any(path == p or path.startswith((p + ".", p + "[")) for p in self.nan_marks)
+
+    def nonfinite(self) -> list[tuple[str, str]]:
+        """Where the result's numbers hold NaN or inf: ``[(path, description), ...]``.
+
+        Every field but the provenance is walked (tensors, arrays, floats, and lists and
+        dicts of them, ``diagnostics`` included); NaN at a path of :attr:`nan_marks` is a
+        documented marker and is skipped, inf never is.
+
+        Example:
+            >>> r = Result(diagnostics={"error": float("nan"), "ok": [1.0, 2.0]})
+            >>> r.nonfinite()
+            [('diagnostics.error', 'nan')]
+        """
+        found: list[tuple[str, str]] = []
+        for f in dataclasses.fields(self):
+            if f.name not in self._PROVENANCE:
+                self._walk_nonfinite(getattr(self, f.name), f.name, found)
+        return found
+
+    def _walk_nonfinite(self, value: Any, path: str, found: list[tuple[str, str]]) -> None:
+        if len(found) >= 20:  # enough to say where; a scan of a huge result stops early
+            return
+        if isinstance(value, (torch.Tensor, np.ndarray)):
+            a = value.detach().cpu().float().numpy() if isinstance(value, torch.Tensor) else value
+            if a.dtype.kind not in "fc" or a.size == 0:
+                return
+            bad = ~np.isfinite(a)
+            if self.may_be_nan(path):
+                bad &= ~np.isnan(a)
+            if bad.any():
+                idx = tuple(int(i) for i in np.argwhere(bad)[0])
+                first = a[idx]
+                where = f"[{', '.join(map(str, idx))}]" if a.ndim else ""
+                found.append((path, f"{first} at {path}{where}; {int(bad.sum())} of {a.size} values non-finite"))
+        elif isinstance(value, (float, np.floating)):
+            v = float(value)
+            if not np.isfinite(v) and not (np.isnan(v) and self.may_be_nan(path)):
+                found.append((path, repr(v)))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                self._walk_nonfinite(v, f"{path}.{k}", found)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                self._walk_nonfinite(v, f"{path}[{i}]", found)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:

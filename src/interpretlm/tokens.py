@@ -14,7 +14,7 @@ from typing import Any, Union
 
 import torch
 
-from .errors import ContextLengthError, EmptyInputError
+from .errors import ContextLengthError, EmptyInputError, TokenIdError
 
 Prompt = Union[str, Sequence[int], torch.Tensor]
 Prompts = Union[Prompt, Sequence[str], Sequence[Sequence[int]]]
@@ -142,7 +142,8 @@ def normalize_inputs(inputs: Prompts) -> list[str | list[int]]:
 
 
 def tokenize(tokenizer: Any, inputs: Prompts, *, n_ctx: int | None, chat: bool = False,
-             add_special_tokens: bool = True, system_prompt: str | None = None) -> Batch:
+             add_special_tokens: bool = True, system_prompt: str | None = None,
+             vocab_size: int | None = None) -> Batch:
     """Tokenize prompts (or take token ids) into a right-padded :class:`Batch`.
 
     Args:
@@ -198,13 +199,14 @@ def tokenize(tokenizer: Any, inputs: Prompts, *, n_ctx: int | None, chat: bool =
             prompts.append(row)
         else:
             ids = [int(t) for t in row]
-            pieces = [tokenizer.decode([t]) for t in ids]
-            offs, pos = [], 0
-            for p in pieces:
-                offs.append((pos, pos + len(p)))
-                pos += len(p)
+            n_vocab = vocab_size or len(tokenizer)
+            bad = [t for t in ids if not 0 <= t < n_vocab]
+            if bad:
+                raise TokenIdError(f"Token id {bad[0]} is outside the vocabulary (0..{n_vocab - 1}); token ids come "
+                                   "from lm.tokenize(...).input_ids or the tokenizer.")
+            offs, decoded = id_spans(tokenizer, ids)
             inp = [t not in special_ids for t in ids]
-            texts.append("".join(pieces))
+            texts.append(decoded)
             prompts.append(None)
         if n_ctx is not None and len(ids) > n_ctx:
             raise ContextLengthError(
@@ -231,17 +233,67 @@ def tokenize(tokenizer: Any, inputs: Prompts, *, n_ctx: int | None, chat: bool =
         mask[i, : len(ids)] = 1
         special[i, : len(ids)] = torch.tensor([t in special_ids for t in ids])
         in_prompt[i, : len(ids)] = torch.tensor(inp, dtype=torch.bool)
-        row_tokens = []
-        for t, (s, e) in zip(ids, offs):
-            if e > s and text is not None and t not in special_ids:
-                row_tokens.append(text[s:e])
-            else:
-                row_tokens.append(tokenizer.convert_ids_to_tokens(t))
-        tokens.append(row_tokens)
+        tokens.append(span_labels(tokenizer, ids, offs, text, special_ids))
     policy = {"add_special_tokens": bool(add_special_tokens and not chat), "chat": bool(chat),
               "bos_added": bool(bos_added), "eos_added": bool(eos_added),
               "padding_side": "right"}
     return Batch(input_ids, mask, special, in_prompt, texts, prompts, offsets, tokens, policy)
+
+
+def span_labels(tokenizer: Any, ids: Sequence[int], offsets: Sequence[tuple[int, int]], text: str | None,
+                special_ids: set[int]) -> list[str]:
+    """The display string of each token, cut from ``text`` by its character offsets.
+
+    Labels are disjoint: when several tokens share a character (byte-fallback pieces of an
+    emoji, a Hebrew or Chinese character split across byte tokens), the first shows it and
+    the others show ``""``, so the labels of a row join back into its text exactly, in any
+    script. Special tokens (and tokens with no characters) show the tokenizer's piece.
+
+    Example:
+        >>> from interpretlm.testing import tiny_tokenizer
+        >>> tok = tiny_tokenizer()
+        >>> enc = tok("I ❤", return_offsets_mapping=True)
+        >>> span_labels(tok, enc["input_ids"], enc["offset_mapping"], "I ❤", set())
+        ['I', ' ', '❤', '', '']
+    """
+    labels, done = [], 0
+    for t, (s, e) in zip(ids, offsets):
+        if e > s and text is not None and t not in special_ids:
+            start = max(s, done)
+            labels.append(text[start:e] if e > start else "")
+            done = max(done, e)
+        else:
+            labels.append(tokenizer.convert_ids_to_tokens(int(t)))
+    return labels
+
+
+def id_spans(tokenizer: Any, ids: Sequence[int]) -> tuple[list[tuple[int, int]], str]:
+    """Character spans of token ids in their decoded text (``(spans, text)``), for inputs given as ids.
+
+    Byte pieces that only decode together (one character split over several byte tokens)
+    share that character's span, as a fast tokenizer's offsets do, so :func:`span_labels`
+    shows the character once.
+
+    Example:
+        >>> from interpretlm.testing import tiny_tokenizer
+        >>> tok = tiny_tokenizer()
+        >>> id_spans(tok, tok("a❤", add_special_tokens=False)["input_ids"])
+        ([(0, 1), (1, 2), (1, 2), (1, 2)], 'a❤')
+    """
+    spans: list[tuple[int, int]] = []
+    text, i = "", 0
+    while i < len(ids):
+        j, piece = i + 1, tokenizer.decode([ids[i]])
+        if "\ufffd" in piece:  # part of a character: a UTF-8 character is at most 4 byte pieces
+            for k in range(i + 2, min(i + 4, len(ids)) + 1):
+                joined = tokenizer.decode(list(ids[i:k]))
+                if "\ufffd" not in joined:
+                    j, piece = k, joined
+                    break
+        spans += [(len(text), len(text) + len(piece))] * (j - i)
+        text += piece
+        i = j
+    return spans, text
 
 
 def append_tokens(batch: Batch, new_ids: Sequence[int], tokenizer: Any, n_ctx: int | None) -> tuple[Batch, torch.Tensor]:
@@ -267,7 +319,8 @@ def append_tokens(batch: Batch, new_ids: Sequence[int], tokenizer: Any, n_ctx: i
     new = torch.tensor(list(new_ids), dtype=torch.long)
     special_ids = special_token_ids(tokenizer)
     new_special = torch.tensor([t in special_ids for t in new_ids], dtype=torch.bool)
-    pieces = [tokenizer.decode([t]) for t in new_ids]
+    new_spans, new_text = id_spans(tokenizer, list(new_ids))
+    pieces = span_labels(tokenizer, list(new_ids), new_spans, new_text, special_ids)
     tokens, offsets, texts = [], [], []
     for i in range(n):
         L = int(lengths[i])
@@ -280,11 +333,8 @@ def append_tokens(batch: Batch, new_ids: Sequence[int], tokenizer: Any, n_ctx: i
         positions[i] = torch.arange(L, L + k)
         text = batch.texts[i] or ""
         offs = list(batch.offsets[i])
-        pos = len(text)
-        for p in pieces:
-            offs.append((pos, pos + len(p)))
-            pos += len(p)
-        texts.append(text + "".join(pieces))
+        offs += [(len(text) + s, len(text) + e) for s, e in new_spans]
+        texts.append(text + new_text)
         offsets.append(offs)
         tokens.append(list(batch.tokens[i]) + pieces)
     out = Batch(ids, mask, special, in_prompt, texts, list(batch.prompts), offsets, tokens,

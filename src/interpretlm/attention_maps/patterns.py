@@ -29,16 +29,7 @@ from .summary import METRICS, HeadsSummary, head_scores
 
 
 def _check_indices(lm: LM, layers: Sequence[int] | None, heads: Sequence[int] | None) -> tuple[list[int], list[int]]:
-    layers = list(range(lm.n_layers)) if layers is None else [int(i) for i in layers]
-    heads = list(range(lm.n_heads)) if heads is None else [int(h) for h in heads]
-    if not layers or not heads:
-        raise ComponentError("Ask for at least one layer and one head (or leave layers / heads as None for all).")
-    layers = [i + lm.n_layers if i < 0 else i for i in layers]
-    for i in layers:
-        lm.check_heads(i, heads)
-    if len(set(layers)) != len(layers) or len(set(heads)) != len(heads):
-        raise ComponentError(f"Layers {layers} or heads {heads} repeat an index; give each once.")
-    return sorted(layers), sorted(heads)
+    return sorted(lm.indices(layers, "layer")), sorted(lm.indices(heads, "head"))
 
 
 def run_patterns(lm: LM, batch: Batch, layers: list[int], on_pattern, *, stop_early: bool = True) -> None:

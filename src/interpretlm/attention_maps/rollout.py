@@ -169,7 +169,8 @@ def attention_flow(lm: LM, inputs: Prompt | Batch, *, positions: list[int] | Non
     mats: list[np.ndarray] = []
     _mixing_matrices(lm, batch, residual, lambda layer, m: mats.append(m.cpu().double().numpy()))
     # the flow network is only meaningful when every layer's mixing rows are distributions
-    row_error = float(max(np.abs(m.sum(-1) - 1).max() for m in mats)) if mats else 0.0
+    # (np.max, not max(): a NaN row must propagate, not be skipped by Python's comparisons)
+    row_error = float(np.max([np.abs(m.sum(-1) - 1).max() for m in mats])) if mats else 0.0
     graph = nx.DiGraph()
     for layer, m in enumerate(mats):  # edge (layer, k) -> (layer + 1, q) with capacity m[q, k]
         for q in range(n):
@@ -179,6 +180,9 @@ def attention_flow(lm: LM, inputs: Prompt | Batch, *, positions: list[int] | Non
     top = len(mats)
     out = np.zeros((len(positions), n))
     jobs = [(i, p, k) for i, p in enumerate(positions) for k in range(n)]
+    if not all(np.isfinite(m).all() for m in mats):  # NaN capacities would silently count as 0
+        out[:] = np.nan
+        jobs = []
     for i, p, k in track(jobs, "attention flow"):
         if (0, k) in graph and (top, p) in graph:
             out[i, k] = nx.maximum_flow_value(graph, (0, k), (top, p))

@@ -227,8 +227,7 @@ class Explained:
             b = self.masked_batch(torch.ones(m, len(self.features), dtype=torch.bool))
             out = self.lm.forward(b, inputs_embeds=x.to(self.lm.dtype), grad=True)
             per_row = self._row_graphs(out)
-            g = torch.stack([torch.autograd.grad(v.sum(), x, retain_graph=r < R - 1)[0]
-                             for r, v in enumerate(per_row)], 1)  # [m, R, pos, d]
+            g = torch.stack([self._grad_of(v, x, retain=r < R - 1) for r, v in enumerate(per_row)], 1)  # [m, R, pos, d]
             vals.append(torch.stack([v.detach() for v in per_row], 1).double().cpu().numpy())
             grads.append(g.detach())
             self.passes.forward_passes += 1
@@ -237,6 +236,14 @@ class Explained:
             self.passes.gradient_evaluations += m * R
             self.passes.model_evaluations += m
         return np.concatenate(vals, 0), torch.cat(grads, 0)
+
+    @staticmethod
+    def _grad_of(value: torch.Tensor, x: torch.Tensor, retain: bool) -> torch.Tensor:
+        """``d value.sum() / d x``; zeros where an intervention cut the value off the input."""
+        if not value.requires_grad:
+            return torch.zeros_like(x)
+        (g,) = torch.autograd.grad(value.sum(), x, retain_graph=retain, allow_unused=True)
+        return torch.zeros_like(x) if g is None else g
 
     def _row_graphs(self, out: Output) -> list[torch.Tensor]:
         """``R`` tensors ``[m]``: each row's values, attached to the graph of ``out``.

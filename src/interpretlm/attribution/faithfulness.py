@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -114,6 +114,11 @@ class FaithfulnessScores(Result):
     scores: dict[str, float] = field(default_factory=dict)
     randomization: list[dict[str, Any]] = field(default_factory=list)
 
+    # Curves are NaN past a row's visible features; the normalised AOPC is NaN when f(x) = f(none).
+    nan_marks: ClassVar[tuple[str, ...]] = ("deletion", "insertion", "random_deletion", "random_insertion",
+                                            "scores.deletion_aopc_norm", "scores.insertion_aopc_norm",
+                                            "randomization")
+
     def summary(self) -> str:
         s = self.scores
         return (f"{self.method}: deletion AOPC {s.get('deletion_aopc', float('nan')):.3f} "
@@ -175,11 +180,18 @@ def _curves(ex: Explained, orders: list[np.ndarray], F: int) -> tuple[np.ndarray
     return dcurve, icurve
 
 
+def _nanmean(x: np.ndarray) -> float:
+    """``np.nanmean`` that is NaN, without numpy's warning, when every value is NaN."""
+    return float(np.nanmean(x)) if np.isfinite(x).any() or not np.isnan(x).all() else float("nan")
+
+
 def _aopc(curve: np.ndarray, deletion: bool) -> np.ndarray:
     """Mean over k >= 1 of the drop from the full input (deletion) or the gain over none (insertion)."""
     ref = curve[:, :1]
     diff = (ref - curve[:, 1:]) if deletion else (curve[:, 1:] - ref)
-    return np.nanmean(diff, axis=1)
+    with warnings.catch_warnings():  # an all-NaN row (NaN injected into the model) gives NaN, reported by the
+        warnings.simplefilter("ignore", RuntimeWarning)  # registry's non-finite scan, not numpy's warning
+        return np.nanmean(diff, axis=1)
 
 
 @register("faithfulness", family="feature attribution", takes="result", result=FaithfulnessScores,
@@ -234,8 +246,8 @@ def faithfulness(lm: LM, a: Attribution, *, target: TargetLike | None = None, bi
     scores = {
         "deletion_aopc": float(np.mean(_aopc(dcurve, True))),
         "insertion_aopc": float(np.mean(_aopc(icurve, False))),
-        "deletion_aopc_norm": float(np.nanmean(_aopc(dcurve, True) / span)),
-        "insertion_aopc_norm": float(np.nanmean(_aopc(icurve, False) / span)),
+        "deletion_aopc_norm": _nanmean(_aopc(dcurve, True) / span),
+        "insertion_aopc_norm": _nanmean(_aopc(icurve, False) / span),
         "random_deletion_aopc": float(np.mean(_aopc(rd, True))),
         "random_insertion_aopc": float(np.mean(_aopc(ri, False))),
         "comprehensiveness": float(np.mean(comp)),

@@ -10,6 +10,7 @@ explained by the prompt *and* the tokens generated before it).
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,9 +47,16 @@ class Features:
         return [min(p) for p in self.positions]
 
 
+def _joins(ch: str) -> bool:
+    """A combining mark or a zero-width joiner: it belongs to the character before it."""
+    return bool(ch) and (unicodedata.category(ch).startswith("M") or ch in "\u200d\u200c\ufe0f")
+
+
 def _starts_word(tok: str, prev: str | None) -> bool:
     if prev is None:
         return True
+    if _joins(tok[:1]) or (prev[-1:] == "\u200d"):  # "e" + U+0301, emoji ZWJ sequences stay one word
+        return False
     if tok[:1].isspace() or prev[-1:].isspace():
         return True
     # punctuation is a word of its own: "store," -> "store" + ","
@@ -94,8 +102,11 @@ def build_features(batch: Batch, n_prompt: int, granularity: str = "token",
     if granularity == "word":
         groups: list[list[int]] = []
         for p in pos:
-            prev = toks[groups[-1][-1]] if groups and groups[-1][-1] == p - 1 and p != n_prompt else None
-            if prev is None or _starts_word(toks[p], prev):
+            prev = None
+            if groups and groups[-1][-1] == p - 1 and p != n_prompt:  # the word so far
+                prev = "".join(toks[q] for q in groups[-1])
+            # An empty label continues the character its neighbour shows (byte pieces): same word.
+            if prev is None or (toks[p] and prev and _starts_word(toks[p], prev)):
                 groups.append([p])
             else:
                 groups[-1].append(p)

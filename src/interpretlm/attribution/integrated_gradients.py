@@ -11,7 +11,7 @@ passes, so each sub-interval's quadrature can be checked against it. The default
 panels whose quadrature disagrees most with their exact change, until the scores add
 up to ``f(x) - f(b)`` within ``tol`` (and no panel is off by more than ``tol / 4``) or
 the pass budget is spent (then it
-says so in the result and warns). ``refine=False`` with ``method="gausslegendre"`` and
+says so in the result and warns). ``refine=False`` with ``quadrature="gausslegendre"`` and
 ``n_steps=50`` reproduces Captum's ``IntegratedGradients`` numbers.
 """
 
@@ -51,7 +51,7 @@ def quadrature(method: str, n: int) -> tuple[np.ndarray, np.ndarray]:
         1.0
     """
     if method not in QUADRATURES:
-        raise IGError(f"method must be one of {QUADRATURES}; got {method!r}.")
+        raise IGError(f"quadrature must be one of {QUADRATURES}; got {method!r}.")
     if n < 1 or (method == "riemann_trapezoid" and n < 2):
         raise IGError(f"n_steps must be >= {2 if method == 'riemann_trapezoid' else 1}; got {n}.")
     if method == "gausslegendre":
@@ -228,7 +228,7 @@ def _baseline_embeddings(ex: Explained, baseline: str | None) -> tuple[torch.Ten
 
 @register_method("integrated_gradients")
 def integrated_gradients(lm: LM, inputs: Any, target: TargetLike, *, baseline: str | None = "token",
-                         baseline_token: str | int | None = None, method: str = "gausslegendre",
+                         baseline_token: str | int | None = None, quadrature: str = "gausslegendre",
                          n_steps: int | None = None, refine: bool = True, tol: float = 0.01,
                          max_evals: int = 1024, granularity: str = "token",
                          spans: Sequence[tuple[int, int] | str] | None = None, batch_size: int = 16,
@@ -239,7 +239,7 @@ def integrated_gradients(lm: LM, inputs: Any, target: TargetLike, *, baseline: s
         baseline: ``"token"`` (every explained token replaced by ``baseline_token``: unk, else
             pad, else eos), ``"zero"`` (zero embeddings) or a text with as many tokens as the
             prompt (e.g. the prompt with the names swapped).
-        method: quadrature of the non-adaptive mode (``refine=False``): ``"gausslegendre"``
+        quadrature: the rule of the non-adaptive mode (``refine=False``): ``"gausslegendre"``
             or ``"riemann_trapezoid"`` / ``_middle`` / ``_left`` / ``_right``.
         n_steps: nodes (default 50 without refinement; 33 uniform points to start the
             refinement, each a forward + backward giving f and the gradient).
@@ -295,14 +295,14 @@ def integrated_gradients(lm: LM, inputs: Any, target: TargetLike, *, baseline: s
         return ex.row_values(lm.forward(bt, inputs_embeds=e.to(lm.dtype), grad=False)).double().cpu().numpy()
 
     if refine:
-        if method != "gausslegendre":
+        if quadrature != "gausslegendre":
             raise IGError("refine=True uses adaptive Simpson panels; pass refine=False to choose a quadrature.")
         res = integrate_path(point_fn, n_steps=n_steps or 33, tol=tol, max_evals=max_evals,
                              split_batch=max(1, batch_size // 2))
         rule = "adaptive simpson"
     else:
-        res = fixed_path(lambda a: point_fn(a)[1], value_fn, method, n_steps or 50)
-        rule = method
+        res = fixed_path(lambda a: point_fn(a)[1], value_fn, quadrature, n_steps or 50)
+        rule = quadrature
     delta = res.f1 - res.f0
     err = res.completeness_error
     diag: dict[str, Any] = {"completeness_error": err, "baseline": baseline_label, "quadrature": rule,
@@ -318,6 +318,6 @@ def integrated_gradients(lm: LM, inputs: Any, target: TargetLike, *, baseline: s
         warnings.warn(msg, CompletenessWarning, stacklevel=2)
     return ex.result("integrated_gradients", res.scores, target_value=res.f1, baseline_value=res.f0,
                      diagnostics=diag,
-                     options={"baseline": baseline, "method": method, "n_steps": n_steps, "refine": refine,
+                     options={"baseline": baseline, "quadrature": quadrature, "n_steps": n_steps, "refine": refine,
                               "tol": tol, "max_evals": max_evals, "granularity": granularity,
                               "batch_size": batch_size, "baseline_token": baseline_token})

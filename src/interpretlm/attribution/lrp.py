@@ -154,12 +154,14 @@ def _lrp_one(lm: LM, batch: Any, tgt: Any, *, epsilon: float, attention_rule: st
             explained_value = float((start.detach().float() * seed.float()).sum())
             picked = seed.abs().sum(-1) > 0                          # [batch, pos]: the seeded rows
             score = (start[picked] * seed[picked]).sum()
-            torch.autograd.grad(score, leaf["x"])
+            if score.requires_grad:  # an intervention may have cut the output off the input: nothing flows
+                torch.autograd.grad(score, leaf["x"], allow_unused=True)
     absorbed = {k: float(v) for k, v in ledger.absorbed.items()}
     head = lm.model.get_output_embeddings() if lm.has_head else None
     if start is out.logits and getattr(head, "bias", None) is not None:
         absorbed["head_bias"] = float((seed.float().sum((0, 1)) * head.bias.detach().float()).sum())
-    relevance = store["blocks.0.resid_pre"].numpy().astype(float)
+    # No relevance reached the input when an intervention cut it off the output: it is all zero then.
+    relevance = store.get("blocks.0.resid_pre", torch.zeros(leaf["x"].shape[1])).numpy().astype(float)
     total = float(relevance.sum())
     error = abs(total - explained_value) / max(abs(explained_value), 1e-12)
     by_layer: dict[str, list[float]] = {}

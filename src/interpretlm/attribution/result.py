@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -44,6 +44,13 @@ class Attribution(Result):
     baseline_value: Any = None
     granularity: str = "token"
     masking: str | None = None
+
+    # The fixed-rule IG has no panels to measure a path error on: NaN says "not measured".
+    nan_marks: ClassVar[tuple[str, ...]] = ("diagnostics.path_error",)
+
+    def may_be_nan(self, path: str) -> bool:
+        """2-d scores are NaN where a feature comes after the row's token (documented above)."""
+        return (path == "scores" and np.ndim(self.scores) == 2) or super().may_be_nan(path)
 
     # Headline checks live in diagnostics; these read them.
     @property

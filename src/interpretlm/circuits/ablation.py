@@ -96,6 +96,10 @@ class AblationResult(Result):
 
 
 def _parse_heads(lm: "LM", heads: Any) -> list[tuple[int, int]]:
+    if heads is not None and not isinstance(heads, (list, tuple)):
+        raise ComponentError(f"heads= is a list of (layer, head) pairs, e.g. heads=[(9, 6)], or 'each'; got {heads!r:.40}.")
+    if isinstance(heads, tuple) and len(heads) == 2 and all(isinstance(x, int) for x in heads):
+        heads = [heads]  # one (layer, head) pair
     out = []
     for item in heads or []:
         try:
@@ -108,11 +112,7 @@ def _parse_heads(lm: "LM", heads: Any) -> list[tuple[int, int]]:
 
 
 def _parse_mlps(lm: "LM", mlps: Any) -> list[int]:
-    out = []
-    for l in mlps or []:
-        lm.check_heads(int(l))
-        out.append(int(l))
-    return out
+    return [] if mlps is None or (isinstance(mlps, (list, tuple)) and not mlps) else lm.indices(mlps, "layer")
 
 
 def ablation_sources(lm: "LM", batch, names: list[str], kind: str, *, reference: Prompts | None = None,
@@ -165,8 +165,7 @@ def ablation_sources(lm: "LM", batch, names: list[str], kind: str, *, reference:
               "replay_check_error", r.diagnostics.get("edit_check_error")),
               advice="the ablated values are not what the model ran with (replay or edit mismatch)."))
 def ablate(lm: "LM", prompts: Prompts, target: TargetLike, *, heads: Any = None, mlps: Any = None,
-           kind: str = "zero", reference: Prompts | None = None, seed: int = 0, batch_size: int = 64,
-           progress: bool | None = None) -> AblationResult:
+           kind: str = "zero", reference: Prompts | None = None, seed: int = 0, batch_size: int = 64) -> AblationResult:
     """Ablate heads and/or MLPs and measure the target.
 
     Args:
@@ -213,7 +212,7 @@ def ablate(lm: "LM", prompts: Prompts, target: TargetLike, *, heads: Any = None,
             patches = [Patch(l, "mlp", real) for l in range(lm.n_layers)]
             shape, axes = (lm.n_layers,), ["layer"]
         vals, used, passes = run_patches(runner, patches, lambda c, l: src[names[l]], batch_size=batch_size,
-                                         progress=progress, desc="ablating")
+                                         desc="ablating")
         clean_value = float(runner.value.float().mean())
         ablated = vals.mean(1).view(shape)
         return AblationResult(

@@ -91,17 +91,17 @@ def gradients(lm: "LM", batch, target, names: list[str], *, embed_from: torch.Te
           # EAP-IG must add up to the full effect within 10%; the first-order estimate is only
           # expected to get its size right (within 100%)
           check=CheckSpec("completeness_error", 0.1,
-                          threshold_of=lambda r: 1.0 if r.options.get("method") == "attribution" else 0.1,
+                          threshold_of=lambda r: 1.0 if r.options.get("estimator") == "attribution" else 0.1,
                           advice="raise steps (EAP-IG) or use il.patch."))
 def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: TargetLike, *,
                       over: str = "resid_pre", positions: str | int | Sequence[int] | None = None,
-                      layers: Sequence[int] | None = None, method: str = "attribution", steps: int = 5,
+                      layers: Sequence[int] | None = None, estimator: str = "attribution", steps: int = 5,
                       batch_size: int = 32) -> PatchResult:
     """Estimate the activation-patching grid from gradients (attribution patching / EAP-IG).
 
     Args:
         lm, clean, corrupted, target, over, positions, layers: as :func:`~interpretlm.circuits.patch`.
-        method: ``"attribution"`` (2 forward + 1 backward pass) or ``"eap_ig"``
+        estimator: ``"attribution"`` (2 forward + 1 backward pass) or ``"eap_ig"``
             (gradients averaged over ``steps`` inputs interpolated from corrupted to clean).
         steps: interpolation points of EAP-IG.
         batch_size: rows per forward / backward pass.
@@ -124,9 +124,9 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
     t0 = time.perf_counter()
     if over not in COMPONENTS:
         raise PatchingError(f"over must be one of {COMPONENTS}; got {over!r}.")
-    if method not in ("attribution", "eap_ig"):
-        raise PatchingError(f"method must be 'attribution' or 'eap_ig'; got {method!r}.")
-    if method == "eap_ig" and steps < 1:
+    if estimator not in ("attribution", "eap_ig"):
+        raise PatchingError(f"estimator must be 'attribution' or 'eap_ig'; got {estimator!r}.")
+    if estimator == "eap_ig" and steps < 1:
         raise PatchingError(f"steps must be at least 1; got {steps}.")
     if positions is None:
         positions = "all" if over == "heads" else "each"
@@ -146,7 +146,7 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
     clean_acts = {k: cache[k].float().cpu() for k in all_names}
     clean_embed = cache["embed"]
     clean_value = float(pairs.target(out).float().mean())
-    if method == "attribution":
+    if estimator == "attribution":
         acts, grads, vals = gradients(lm, xb, pairs.target, all_names, batch_size=batch_size)
         corrupt_value = float(vals.mean())
         fwd, bwd = 2 * xb.size, xb.size
@@ -184,10 +184,10 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
     effect = torch.stack(grid)
     completeness = abs(float(estimate(check).sum()) - 1.0)
     axes = ["layer"] + (["pos"] if kind in ("each", "list") else []) + (["head"] if over == "heads" else [])
-    label = "attribution patching" if method == "attribution" else f"EAP-IG ({steps} steps)"
+    label = "attribution patching" if estimator == "attribution" else f"EAP-IG ({steps} steps)"
     diagnostics: dict[str, Any] = {"forward_passes": fwd, "backward_passes": bwd, "completeness_error": completeness,
                                    "seconds": time.perf_counter() - t0}
-    if method == "eap_ig" and completeness > 0.1:
+    if estimator == "eap_ig" and completeness > 0.1:
         msg = (f"EAP-IG completeness error {completeness:.2f}: the layer-0 estimates do not add up to the full "
                f"effect; raise steps (now {steps}).")
         warnings.warn(msg, CheckWarning)

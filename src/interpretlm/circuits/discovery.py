@@ -228,7 +228,7 @@ def _edge_scores(lm: "LM", batch, target, deltas: dict[str, Any], real: torch.Te
           check=CheckSpec("faithfulness", 0.5, higher_is_better=True, read=lambda r: r.faithfulness,
                           advice="keep more edges (keep=) or check the dataset."))
 def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any = None, corrupted: Any = None,
-                     target: TargetLike | None = None, method: str = "eap_ig", keep: float | int = 0.02,
+                     target: TargetLike | None = None, estimator: str = "eap_ig", keep: float | int = 0.02,
                      steps: int = 5, batch_size: int = 16) -> Circuit:
     """Find the edges that carry the clean-vs-corrupted difference, and measure the circuit.
 
@@ -236,7 +236,7 @@ def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any
         lm: the model.
         ds: a :class:`~interpretlm.datasets.CircuitDataset` (or give ``clean``,
             ``corrupted`` and ``target``).
-        method: ``"eap_ig"`` (default) or ``"eap"``.
+        estimator: ``"eap_ig"`` (default) or ``"eap"``.
         keep: share of edges kept (a float in ``(0, 1]``) or their number (an int).
         steps: interpolation points of EAP-IG.
         batch_size: rows per forward / backward pass.
@@ -255,8 +255,8 @@ def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any
         10
     """
     t0 = time.perf_counter()
-    if method not in METHODS:
-        raise PatchingError(f"method must be one of {METHODS}; got {method!r}.")
+    if estimator not in METHODS:
+        raise PatchingError(f"estimator must be one of {METHODS}; got {estimator!r}.")
     if ds is not None:
         clean, corrupted, target = ds.clean, ds.corrupted, ds.target
     if clean is None or corrupted is None or target is None:
@@ -280,7 +280,7 @@ def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any
     deltas = {"input": (cc["blocks.0.resid_pre"] - xc["blocks.0.resid_pre"]).float(),
               "heads": [(cc[f"blocks.{l}.attn.heads"] - xc[f"blocks.{l}.attn.heads"]).float() for l in range(L)],
               "mlp": [(cc[f"blocks.{l}.mlp"] - xc[f"blocks.{l}.mlp"]).float() for l in range(L)]}
-    alphas = [(k + 0.5) / steps for k in range(steps)] if method == "eap_ig" else None
+    alphas = [(k + 0.5) / steps for k in range(steps)] if estimator == "eap_ig" else None
     raw, direct_raw, parallel = _edge_scores(lm, xb, tgt, deltas, real, alphas=alphas,
                                              embeds=(xc["embed"], cc["embed"]), batch_size=batch_size)
     scores = (raw / xb.size / denom).float()  # [ups, downs]
@@ -361,7 +361,7 @@ def discover_circuit(lm: "LM", ds: "CircuitDataset | None" = None, *, clean: Any
                f"{faith:.3f}); keep more edges (keep=) or check the dataset.")
         warnings.warn(msg, CheckWarning)
     result = Circuit(
-        model=lm.name, method="EAP-IG" if method == "eap_ig" else "EAP", target=tgt.to_dict(), policy=xb.policy,
+        model=lm.name, method="EAP-IG" if estimator == "eap_ig" else "EAP", target=tgt.to_dict(), policy=xb.policy,
         diagnostics=diagnostics, nodes=nodes, edges=edges, head_scores=head_scores, mlp_scores=mlp_scores,
         n_edges=n_edges, keep=float(keep), faithfulness=float(faith), circuit_value=circuit_value,
         clean_value=clean_value, corrupt_value=corrupt_value, n_layers=L, n_heads=H,

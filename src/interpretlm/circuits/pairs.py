@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,12 @@ def shifted(clean_act: torch.Tensor, shift: torch.Tensor, width: int) -> tuple[t
 def check_denominator(clean_value: float, corrupt_value: float) -> float:
     """``clean - corrupt``; raise :class:`PatchingError` when it is (numerically) zero."""
     diff = clean_value - corrupt_value
+    if not (math.isfinite(clean_value) and math.isfinite(corrupt_value)):
+        raise PatchingError(
+            f"The metric is not finite on the {'clean' if not math.isfinite(clean_value) else 'corrupted'} prompts "
+            f"(clean {clean_value:.6g}, corrupted {corrupt_value:.6g}): the model's output holds NaN/inf, so no "
+            "effect can be normalised. Look for an intervention (lm.intervene) or a dtype that overflows "
+            "(load in float32).")
     if not abs(diff) > 1e-6 * max(1.0, abs(clean_value), abs(corrupt_value)):
         raise PatchingError(
             f"The metric is the same on clean ({clean_value:.6g}) and corrupted ({corrupt_value:.6g}) prompts, "

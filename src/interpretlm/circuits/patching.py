@@ -141,12 +141,7 @@ def _positions_spec(positions: Any, width: int) -> tuple[str, list[int] | None]:
 
 
 def _layers_spec(lm: "LM", layers: Sequence[int] | None) -> list[int]:
-    if layers is None:
-        return list(range(lm.n_layers))
-    out = [int(l) + lm.n_layers if int(l) < 0 else int(l) for l in layers]
-    for l in out:
-        lm.check_heads(l)
-    return out
+    return lm.indices(layers, "layer")  # None / "all" / an int / ints; out of range, empty or repeated: ComponentError
 
 
 def _sanity_error(r: Result) -> float | None:
@@ -165,7 +160,7 @@ PATCHING_CHECK = CheckSpec("sanity_error", 1e-3, read=_sanity_error,
 def patch(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch, target: TargetLike, *,
           over: str = "resid_pre", positions: str | int | Sequence[int] | None = None,
           layers: Sequence[int] | None = None, batch_size: int = 64, align: bool = False,
-          engine: str = "auto", progress: bool | None = None) -> PatchResult:
+          engine: str = "auto") -> PatchResult:
     """Activation patching of the clean run into the corrupted run, one component at a time.
 
     Args:
@@ -254,7 +249,7 @@ def patch(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch, target: 
         return sources[(comp, layer)]
 
     values, used, passes = run_patches(runner, patches + [sanity_patch], source, engine=engine,
-                                       batch_size=batch_size, progress=progress)
+                                       batch_size=batch_size)
     passes += xb.size  # the clean run
     mean = values.mean(dim=1)
     effect = ((mean - corrupt_value) / denom)

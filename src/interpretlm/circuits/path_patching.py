@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -46,6 +46,8 @@ class PathPatchResult(PatchResult):
     senders: list[str] = field(default_factory=list)
     receivers: Any = "heads"
 
+    nan_marks: ClassVar[tuple[str, ...]] = ("effect",)  # receivers that cannot receive
+
 
 def _parse_senders(lm: "LM", senders: Sequence[Any]) -> tuple[list[tuple[int, int]], list[int]]:
     heads, mlps = [], []
@@ -67,8 +69,7 @@ def _parse_senders(lm: "LM", senders: Sequence[Any]) -> tuple[list[tuple[int, in
           summary="path patching from sender heads / MLPs to each receiver",
           check=CheckSpec("replay_check_error", 1e-3, advice="the batched replay disagrees with the model's forward pass."))
 def path_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: TargetLike, *,
-               senders: Sequence[Any], receivers: str | Sequence[Any] = "heads", batch_size: int = 64,
-               progress: bool | None = None) -> PathPatchResult:
+               senders: Sequence[Any], receivers: str | Sequence[Any] = "heads", batch_size: int = 64) -> PathPatchResult:
     """Path patching from ``senders`` to each receiver.
 
     Args:
@@ -151,7 +152,7 @@ def path_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: TargetLike,
         patches = [Patch(l, "heads", real, (h,)) for l, h in recv_heads] + [Patch(l, "mlp", real) for l in recv_mlps]
         vals, _, passes = run_patches(runner, patches,
                                       lambda c, l: recorded[head_names[l] if c == "heads" else mlp_names[l]],
-                                      batch_size=batch_size, progress=progress, desc="path patching")
+                                      batch_size=batch_size, desc="path patching")
         eff = (vals.mean(1) - corrupt_value) / denom
         if recv_heads and not recv_mlps:
             effect = torch.full((L, H), float("nan"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -53,6 +54,35 @@ def single_token_id(tokenizer: Any, text: str | int) -> int | None:
     return ids[0] if len(ids) == 1 else None
 
 
+Index = int | slice | Sequence[int]
+
+
+def select_rows(values: Sequence[Any], index: Index) -> list[Any]:
+    """The rows of ``values`` at ``index`` (an int, a slice or a list of ints), always a list.
+
+    Example:
+        >>> select_rows(["a", "b", "c"], slice(0, 2)), select_rows("abc", [2, 0]), select_rows("abc", -1)
+        (['a', 'b'], ['c', 'a'], ['c'])
+    """
+    values = list(values)
+    if isinstance(index, slice):
+        return values[index]
+    if isinstance(index, int) or (hasattr(index, "__index__") and not isinstance(index, bool)):
+        i = int(index)
+        if not -len(values) <= i < len(values):
+            raise IndexError(f"row {i} is out of range: there are {len(values)} rows.")
+        return [values[i]]
+    return [values[int(i)] for i in index]
+
+
+def count_hint(kind: str, n_target: int, n_prompts: int) -> str:
+    """The message of a per-row target given another number of prompts (it says how to slice)."""
+    hint = (" To run on part of a dataset, slice the dataset, not its prompts: ds[:8] has ds[:8].clean, "
+            "ds[:8].corrupted and the matching ds[:8].target (or slice the target too: ds.target[:8])."
+            if n_target > n_prompts else "")
+    return f"{kind} has {n_target} rows for {n_prompts} prompts: give one per prompt.{hint}"
+
+
 def keep_single_tokens(tokenizer: Any, words: Sequence[str], what: str) -> list[str]:
     """``words`` that are single tokens; warn about the ones dropped (never mis-tokenize silently)."""
     keep = [w for w in words if single_token_id(tokenizer, w) is not None]
@@ -85,9 +115,17 @@ class Answers(Target):
         if self.wrong is not None:
             object.__setattr__(self, "wrong", tuple(self.wrong))
 
+    def __len__(self) -> int:
+        return len(self.correct)
+
+    def __getitem__(self, index: Index) -> "Answers":
+        """The answers of the rows at ``index`` (``ds.target[:8]``), still an :class:`Answers`."""
+        return dataclasses.replace(self, correct=select_rows(self.correct, index),
+                                   wrong=None if self.wrong is None else select_rows(self.wrong, index))
+
     def prepare(self, lm: "LM", batch: Batch) -> Batch:
         if len(self.correct) != batch.size or (self.wrong is not None and len(self.wrong) != batch.size):
-            raise TargetError(f"Answers has {len(self.correct)} answers for {batch.size} prompts: give one per prompt.")
+            raise TargetError(count_hint("Answers", len(self.correct), batch.size))
         cols = [self.correct] + ([self.wrong] if self.wrong is not None else [])
         ids = torch.empty(batch.size, len(cols), dtype=torch.long)
         for j, col in enumerate(cols):
@@ -132,6 +170,27 @@ class CircuitDataset:
 
     def __len__(self) -> int:
         return len(self.clean)
+
+    def __getitem__(self, index: Index) -> "CircuitDataset":
+        """The rows at ``index`` as a dataset: prompts, per-row target and meta sliced together.
+
+        Example:
+            >>> import interpretlm as il
+            >>> from interpretlm.testing import tiny_lm
+            >>> ds = il.datasets.pairs(["a Mary", "a John", "a Tom"], ["a John", "a Mary", "a Anna"],
+            ...                        [" Mary", " John", " Tom"], [" John", " Mary", " Anna"], lm=tiny_lm())
+            >>> small = ds[:2]
+            >>> len(small), small.target.correct
+            (2, (' Mary', ' John'))
+        """
+        target = self.target
+        if hasattr(target, "__getitem__") and hasattr(target, "__len__"):
+            if len(target) != len(self):
+                raise DatasetError(f"The target has {len(target)} rows for {len(self)} prompts.")
+            target = target[index]
+        return dataclasses.replace(self, clean=select_rows(self.clean, index),
+                                   corrupted=select_rows(self.corrupted, index), target=target,
+                                   meta=select_rows(self.meta, index) if self.meta else [])
 
     def __repr__(self) -> str:
         return f"CircuitDataset({self.name!r}, n={len(self)}, target={type(self.target).__name__})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 
 from ..errors import TargetError
 from ..targets import Target, gather_at, prediction_positions
-from .base import CircuitDataset, DatasetError, tokenizer_of
+from .base import CircuitDataset, DatasetError, Index, count_hint, select_rows, tokenizer_of
 
 NOUNS = [" war", " expedition", " project", " reign", " drought", " strike", " famine", " siege", " journey",
          " festival", " trial", " campaign"]
@@ -35,9 +36,16 @@ class GreaterThan(Target):
     def __post_init__(self) -> None:
         object.__setattr__(self, "years", tuple(int(y) for y in self.years))
 
+    def __len__(self) -> int:
+        return len(self.years)
+
+    def __getitem__(self, index: Index) -> "GreaterThan":
+        """The years of the rows at ``index`` (``ds.target[:8]``), still a :class:`GreaterThan`."""
+        return dataclasses.replace(self, years=select_rows(self.years, index))
+
     def prepare(self, lm, batch):
         if len(self.years) != batch.size:
-            raise TargetError(f"GreaterThan has {len(self.years)} years for {batch.size} prompts.")
+            raise TargetError(count_hint("GreaterThan", len(self.years), batch.size))
         tok = lm.tokenizer
         two = [tok(f"{y:02d}", add_special_tokens=False)["input_ids"] for y in range(100)]
         if all(len(t) == 1 for t in two):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..results import Result
 from ..viz.figures import Figure, LineChart
@@ -67,6 +67,17 @@ class ProbeReport(Result):
     scores: dict[str, list[float]] = field(default_factory=dict)
     baseline: float = float("nan")
     split: dict[str, Any] = field(default_factory=dict)
+
+    nan_marks: ClassVar[tuple[str, ...]] = ("scores", "baseline")  # metrics that do not apply to the task
+
+    def may_be_nan(self, path: str) -> bool:
+        """NaN in ``scores`` marks a metric that does not apply, except on a layer whose activations
+        were non-finite (``diagnostics["nonfinite_layers"]``): there it is a failure."""
+        bad = self.diagnostics.get("nonfinite_layers") or []
+        if bad and path.startswith("scores.") and path.endswith("]"):
+            if self.layers[int(path.rsplit("[", 1)[1][:-1])] in bad:
+                return False
+        return super().may_be_nan(path)
 
     @property
     def layer_labels(self) -> list[str]:

@@ -126,7 +126,7 @@ def _probe_check(rep: "ProbeReport") -> Check | None:
 def probe(lm: Any, task: Task, layers: str | int | Sequence[int] = "all", probe: str | _Probe = "auto", *,
           component: str = "resid_post", control: bool = True, mdl: bool = True, test_size: float = 0.2,
           seed: int = 0, which: str | None = None, pooling: str | None = None, batch_size: int = 16,
-          path: str | os.PathLike | None = None, shard_size: int = 256, progress: bool | None = None) -> ProbeReport:
+          path: str | os.PathLike | None = None, shard_size: int = 256) -> ProbeReport:
     """Train a probe on every layer's activations and score it on held-out examples.
 
     Args:
@@ -150,7 +150,7 @@ def probe(lm: Any, task: Task, layers: str | int | Sequence[int] = "all", probe:
         pooling: how sentence-level tasks read a text (default: the task's, ``"last"``).
         batch_size: texts per forward pass.
         path: write the activations to this folder (resumable store) instead of memory.
-        progress: show progress bars (default: when stderr is a terminal).
+        (progress bars follow the ``progress=`` every verb takes: see :mod:`interpretlm.progress`.)
 
     Returns:
         a :class:`~interpretlm.probing.report.ProbeReport`: ``.table`` (one row per
@@ -206,12 +206,12 @@ def probe(lm: Any, task: Task, layers: str | int | Sequence[int] = "all", probe:
     # ------------------------------------------------------------ activations (one pass, every layer)
     if task.level == "token":
         store = activations(lm, task.texts, names, pooling="none", positions=positions, path=path,
-                            shard_size=shard_size, batch_size=batch_size, progress=progress)
+                            shard_size=shard_size, batch_size=batch_size)
         # Row of example e: the texts' rows are in order, and the examples of a text follow its positions.
         rows = torch.arange(len(ex_label))
     else:
         store = activations(lm, task.texts, names, pooling=pooling, path=path, shard_size=shard_size,
-                            batch_size=batch_size, progress=progress)
+                            batch_size=batch_size)
         rows = torch.arange(len(task.texts))
     test_mask = torch.tensor(is_test)
     tr, te = rows[~test_mask], rows[test_mask]
@@ -241,9 +241,15 @@ def probe(lm: Any, task: Task, layers: str | int | Sequence[int] = "all", probe:
             words = [ex_word[e] for e in es]
             D = tree_distances(task.heads[t])[words][:, words]
             sents.append((t, torch.tensor(es), D, groups[t] in test_groups))
+    nonfinite_layers: list[str] = []
     with one_thread():   # many small fits: one thread is faster on a busy machine
-        for li, name in enumerate(track(names, f"probing {task.name}", progress)):
+        for li, name in enumerate(track(names, f"probing {task.name}")):
             X = store[name].float()
+            if not torch.isfinite(X).all():
+                # NaN/inf activations (an intervention, an overflow) cannot train a probe; the layer's
+                # scores stay NaN and the report's non-finite scan fails the check for it.
+                nonfinite_layers.append(name)
+                continue
             if structural:
                 train = [(X[es], D) for _, es, D, t in sents if not t and len(es) >= 2]
                 test = [(X[es], D) for _, es, D, t in sents if t and len(es) >= 2]
@@ -285,6 +291,7 @@ def probe(lm: Any, task: Task, layers: str | int | Sequence[int] = "all", probe:
         policy=dict(lm.tokenize(task.texts[0]).policy),
         diagnostics={"forward_passes": -(-len(task.texts) // batch_size), "texts": len(task.texts),
                      "unaligned_words": n_unaligned, "store": str(store.path) if store.path else "memory",
+                     "nonfinite_layers": nonfinite_layers,
                      "uniform_codelength_bits": (len(tr) * math.log2(max(len(classes), 2))
                                                  if mdl and task.kind == "categorical" else None)})
     _check(rep)
