@@ -7,6 +7,7 @@ import torch
 
 import interpretlm as il
 from interpretlm.circuits import NoiseWarning, PatchingError, normaliser
+from interpretlm.errors import CheckWarning
 from interpretlm.testing import tiny_lm
 
 from conftest import FAMILIES
@@ -301,3 +302,42 @@ def test_falls_back_to_full_forward_passes_when_replay_disagrees(llama):
     with pytest.warns(UserWarning, match="full forward pass"):
         looped, used, _ = run_patches(runner, patches, lambda c, l: cache["blocks.1.attn.heads"])
     assert used == "loop" and torch.allclose(looped, replayed, atol=1e-5)
+
+
+def test_atp_star_qk_fix_beats_plain_atp_on_a_saturated_softmax():
+    """Planted: the last block's queries and keys scaled 16x (its softmax puts up to 0.996 on one
+    key) and its MLP removed, so the softmax is the main nonlinearity after resid_pre of that block."""
+    lm = tiny_lm("llama")
+    last = lm.n_layers - 1
+    with torch.no_grad():
+        for m in lm.modules(f"blocks.{last}.attn_in")[:2]:  # q_proj, k_proj
+            m.weight.mul_(16.0)
+        lm.module(f"blocks.{last}.mlp_out").weight.zero_()
+    t = il.Contrast(" Mary", " John")
+    with lm.capture([f"blocks.{last}.attn.pattern"]) as c:
+        lm.forward(CORRUPT)
+    assert float(c[f"blocks.{last}.attn.pattern"][0, :, -1].max()) > 0.99  # saturated
+    exact = il.patch(lm, CLEAN, CORRUPT, t, over="resid_pre").effect[last]
+    with pytest.warns(CheckWarning):
+        plain = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_pre").effect[last]
+    with pytest.warns(CheckWarning):
+        star = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_pre", estimator="atp_star",
+                                    graddrop=False).effect[last]
+    err_plain, err_star = float((plain - exact).abs().sum()), float((star - exact).abs().sum())
+    assert err_star < 0.75 * err_plain
+
+
+def test_attribution_patch_completeness_threshold_per_estimator(llama):
+    ds = il.datasets.ioi(n=4, seed=0, lm=llama)
+    for method, threshold in (("attribution", 1.0), ("atp_star", 1.0), ("eap_ig", 0.1)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over="heads", estimator=method)
+        assert r.check.threshold == threshold
+        failed = r.diagnostics["completeness_error"] > threshold
+        assert (r.check.passed is False) == failed
+        assert any(issubclass(w.category, CheckWarning) for w in caught) == failed
+    # GradDrop costs one more backward pass per layer than the QK fix alone
+    a = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over="resid_pre", estimator="atp_star")
+    assert a.diagnostics["backward_passes"] == (1 + llama.n_layers) * 4
+    assert a.diagnostics["forward_passes"] == 2 * 4

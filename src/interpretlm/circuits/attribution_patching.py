@@ -32,6 +32,13 @@ if TYPE_CHECKING:
     from ..model import LM
 
 
+ESTIMATORS = ("attribution", "atp_star", "eap_ig")
+# completeness threshold of each estimator's check: EAP-IG must add up to the full effect within
+# 10%; the first-order estimates (plain and AtP*, whose check node is first order in both) are
+# only expected to get its size right (within 100%)
+COMPLETENESS = {"attribution": 1.0, "atp_star": 1.0, "eap_ig": 0.1}
+
+
 def _name(comp: str, layer: int) -> str:
     return f"blocks.{layer}.attn.heads" if comp == "heads" else f"blocks.{layer}.{comp}"
 
@@ -86,24 +93,178 @@ def gradients(lm: "LM", batch, target, names: list[str], *, embed_from: torch.Te
     return acts, grads, (values if alphas else values[0])
 
 
+def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """``[batch, kv_head, pos, d] -> [batch, kv_head * n_rep, pos, d]`` (grouped-query attention)."""
+    if n_rep == 1:
+        return x
+    b, h, n, d = x.shape
+    return x[:, :, None].expand(b, h, n_rep, n, d).reshape(b, h * n_rep, n, d)
+
+
+def _recording_attention(lm: "LM", store: dict[int, dict[str, Any]]):
+    """An eager attention function for :meth:`LM.attention_implementation` that keeps, per
+    layer, the query ``[batch, head, q, d]``, the key ``[batch, kv_head, k, d]``, the additive
+    mask and the probabilities ``[batch, head, q, k]`` as graph nodes, so the QK fix can
+    take gradients with respect to them and recompute the softmax with other queries/keys."""
+    layer_of = {id(m): i for i, block in enumerate(lm.blocks) for m in block.modules()}
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
+            raise PatchingError("AtP*'s QK fix does not cover attention logit soft-capping or attention sinks; "
+                                "use estimator='attribution' or 'eap_ig'.")
+        n_rep = query.shape[1] // key.shape[1]
+        k, v = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
+        mask = attention_mask
+        if mask is not None and mask.dtype == torch.bool:
+            mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(~mask, float("-inf"))
+        if mask is not None:
+            mask = mask[:, :, :, : k.shape[-2]].float()
+        elif getattr(module, "is_causal", False):
+            q_len, k_len = query.shape[-2], k.shape[-2]
+            mask = torch.full((q_len, k_len), float("-inf"), device=query.device).triu(k_len - q_len + 1)[None, None]
+        scale = float(scaling if scaling is not None else query.shape[-1] ** -0.5)
+        scores = (query.float() @ k.float().transpose(-1, -2)) * scale
+        if mask is not None:
+            scores = scores + mask
+        probs = torch.softmax(scores, dim=-1)
+        store[layer_of[id(module)]] = {"q": query, "k": key, "mask": mask, "scale": scale, "A": probs}
+        out = probs.to(value.dtype) @ v
+        return out.transpose(1, 2).contiguous(), probs
+    return attention
+
+
+def _qk_exact(clean: dict[str, Any], corrupt: dict[str, Any], g_probs: torch.Tensor) -> torch.Tensor:
+    """``[batch, pos]``: for each position ``p``, ``sum (A_p - A) * dM/dA`` over heads,
+    queries and keys, where ``A_p`` is the attention softmax recomputed exactly with the
+    query and the key at ``p`` taken from the clean run (what patching the block's input
+    at ``p`` does to this layer's queries and keys) and ``A`` the corrupted run's."""
+    q_x, q_c = corrupt["q"].detach().float(), clean["q"].float()
+    n_rep = q_x.shape[1] // corrupt["k"].shape[1]
+    k_x = _repeat_kv(corrupt["k"].detach().float(), n_rep)
+    k_c = _repeat_kv(clean["k"].float(), n_rep)
+    scale, mask, probs = corrupt["scale"], corrupt["mask"], corrupt["A"].detach()
+    scores = (q_x @ k_x.transpose(-1, -2)) * scale            # [batch, head, q, k]
+    col = (q_x @ k_c.transpose(-1, -2)) * scale               # query t vs the clean key at p
+    row = (q_c @ k_x.transpose(-1, -2)) * scale               # the clean query at p vs key s
+    diag = (q_c * k_c).sum(-1) * scale                        # clean query at p vs clean key at p
+    n_pos = scores.shape[-1]
+    out = torch.zeros(scores.shape[0], q_x.shape[-2])
+    for p in range(q_x.shape[-2]):
+        s = scores.clone()
+        if p < n_pos:
+            s[..., p] = col[..., p]
+            r = row[..., p, :].clone()
+            r[..., p] = diag[..., p]
+            s[..., p, :] = r
+        if mask is not None:
+            s = s + mask
+        delta = torch.softmax(s, dim=-1) - probs
+        out[:, p] = (delta * g_probs).nan_to_num().sum((1, 2, 3)).cpu()
+    return out
+
+
+def atp_star_contributions(lm: "LM", xb, cb, target, names: list[str], over: str, *, graddrop: bool = True,
+                           batch_size: int = 32) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor],
+                                                          torch.Tensor]:
+    """Per-row AtP* contributions ``delta · grad`` (+ the QK fix) of ``names``.
+
+    The QK fix (Kramár et al. 2024) applies where a grid node is the input of a block
+    (``resid_pre`` of block ``L``, ``resid_post`` = input of block ``L + 1``): there the
+    patched queries and keys of that block's attention are exactly the clean run's, so the
+    first-order term through them is replaced by the attention softmax recomputed exactly
+    (``(A_patched - A) · dM/dA``); the value path and everything downstream stay first
+    order. GradDrop runs one more backward pass per layer with the gradient through that
+    layer's writes to the residual stream (``attn`` and ``mlp`` outputs) set to zero.
+
+    Returns:
+        ``(drops, clean_values, values)``: ``drops[0]`` the undropped contributions and
+        ``drops[1 + l]`` those with layer ``l``'s gradient dropped, per name
+        ``[batch, pos]`` (``[batch, pos, head]`` for heads); the clean and the corrupted
+        target ``[batch]``.
+    """
+    n = xb.size
+    qk_layer = {}
+    for name in names:
+        layer = int(name.split(".")[1])
+        if over == "resid_pre":
+            qk_layer[name] = layer
+        elif over == "resid_post" and layer + 1 < lm.n_layers:
+            qk_layer[name] = layer + 1
+    drops_layers = [None] + (list(range(lm.n_layers)) if graddrop else [])
+    writes = [f"blocks.{l}.{w}" for l in range(lm.n_layers) for w in ("attn", "mlp")] if graddrop else []
+    drops: list[dict[str, torch.Tensor]] = [{} for _ in drops_layers]
+    clean_acts: dict[str, list[torch.Tensor]] = {}
+    values, clean_values = torch.zeros(n), torch.zeros(n)
+    for c in range(0, n, batch_size):
+        rows = torch.arange(c, min(n, c + batch_size))
+        clean_store: dict[int, dict[str, Any]] = {}
+        store: dict[int, dict[str, Any]] = {}
+        with torch.no_grad(), lm.attention_implementation(_recording_attention(lm, clean_store)), \
+                lm.capture(names) as cache:
+            clean_values[rows] = target(lm.forward(select_rows(cb, rows), grad=False)).float().cpu()
+        for name in names:
+            clean_acts.setdefault(name, []).append(cache[name].float().cpu())
+        with torch.enable_grad(), lm.attention_implementation(_recording_attention(lm, store)), \
+                lm.capture(names + writes, grad=True) as cache:
+            out = lm.forward(select_rows(xb, rows), grad=True)
+            v = target(out)
+            values[rows] = v.detach().float().cpu()
+            acts = {k: cache[k] for k in names}
+            qk_nodes = sorted(set(qk_layer.values()))
+            inputs = [acts[k] for k in names] + [store[l][part] for l in qk_nodes for part in ("q", "k", "A")]
+            for d, drop in enumerate(drops_layers):
+                handles = [cache[f"blocks.{drop}.{w}"].register_hook(torch.zeros_like) for w in ("attn", "mlp")
+                           if cache[f"blocks.{drop}.{w}"].requires_grad] if drop is not None else []
+                try:
+                    got = torch.autograd.grad(v.sum(), inputs, allow_unused=True, retain_graph=True)
+                finally:
+                    for h in handles:
+                        h.remove()
+                got = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, got)]
+                grads = dict(zip(names, got[:len(names)]))
+                qk = {l: got[len(names) + 3 * i: len(names) + 3 * i + 3] for i, l in enumerate(qk_nodes)}
+                for name in names:
+                    g = grads[name]
+                    delta = clean_acts[name][-1].to(g.device) - acts[name].detach().float()
+                    if name in qk_layer:
+                        # remove the first-order term through this block's queries and keys:
+                        # a vector-Jacobian product through the block's norm and q/k projections only
+                        l = qk_layer[name]
+                        g_q, g_k, g_a = qk[l]
+                        (g_path,) = torch.autograd.grad([store[l]["q"], store[l]["k"]], [acts[name]],
+                                                        [g_q, g_k], retain_graph=True, allow_unused=True)
+                        if g_path is not None:
+                            g = g - g_path
+                        contrib = (delta * g.float()).sum(-1).cpu()
+                        contrib = contrib + _qk_exact(clean_store[l], store[l], g_a.float())
+                    else:
+                        contrib = (delta * g.float()).sum(-1).cpu()
+                    drops[d].setdefault(name, []).append(contrib)
+    joined = [{k: torch.cat(v) for k, v in d.items()} for d in drops]
+    return joined, clean_values, values
+
+
 @register("attribution_patch", family="circuit analysis", takes="pairs", cli_input="interpretlm.datasets:from_spec",
-          result=PatchResult, summary="attribution patching (first-order) and EAP-IG estimates of every patch",
-          # EAP-IG must add up to the full effect within 10%; the first-order estimate is only
-          # expected to get its size right (within 100%)
-          check=CheckSpec("completeness_error", 0.1,
-                          threshold_of=lambda r: 1.0 if r.options.get("estimator") == "attribution" else 0.1,
-                          advice="raise steps (EAP-IG) or use il.patch."))
+          result=PatchResult, summary="attribution patching (first-order), AtP* and EAP-IG estimates of every patch",
+          check=CheckSpec("completeness_error", 0.1, threshold_of=lambda r: COMPLETENESS[r.options.get("estimator")],
+                          advice="raise steps (EAP-IG), use estimator='eap_ig', or use il.patch."))
 def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: TargetLike, *,
                       over: str = "resid_pre", positions: str | int | Sequence[int] | None = None,
                       layers: Sequence[int] | None = None, estimator: str = "attribution", steps: int = 5,
-                      batch_size: int = 32) -> PatchResult:
+                      graddrop: bool = True, batch_size: int = 32) -> PatchResult:
     """Estimate the activation-patching grid from gradients (attribution patching / EAP-IG).
 
     Args:
         lm, clean, corrupted, target, over, positions, layers: as :func:`~interpretlm.circuits.patch`.
-        estimator: ``"attribution"`` (2 forward + 1 backward pass) or ``"eap_ig"``
-            (gradients averaged over ``steps`` inputs interpolated from corrupted to clean).
+        estimator: ``"attribution"`` (2 forward + 1 backward pass), ``"atp_star"`` (AtP*,
+            Kramár et al. 2024: the softmax of the attention a patched block input feeds
+            recomputed exactly with the patched queries and keys, and GradDrop: 2 forward +
+            ``1 + n_layers`` backward passes) or ``"eap_ig"`` (gradients averaged over
+            ``steps`` inputs interpolated from corrupted to clean: ``2 + steps`` forward +
+            ``steps`` backward).
         steps: interpolation points of EAP-IG.
+        graddrop: AtP* only: add GradDrop (one backward pass per layer with that layer's
+            gradient dropped; the estimate's size is the mean size over the drops).
         batch_size: rows per forward / backward pass.
 
     Returns:
@@ -124,8 +285,8 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
     t0 = time.perf_counter()
     if over not in COMPONENTS:
         raise PatchingError(f"over must be one of {COMPONENTS}; got {over!r}.")
-    if estimator not in ("attribution", "eap_ig"):
-        raise PatchingError(f"estimator must be 'attribution' or 'eap_ig'; got {estimator!r}.")
+    if estimator not in ESTIMATORS:
+        raise PatchingError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}.")
     if estimator == "eap_ig" and steps < 1:
         raise PatchingError(f"steps must be at least 1; got {steps}.")
     if positions is None:
@@ -141,56 +302,76 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
     names = [_name(over, l) for l in layer_list]
     check = "blocks.0.resid_pre"
     all_names = names + ([check] if check not in names else [])
-    with torch.no_grad(), lm.capture(all_names + ["embed"]) as cache:
-        out = lm.forward(cb, grad=False)
-    clean_acts = {k: cache[k].float().cpu() for k in all_names}
-    clean_embed = cache["embed"]
-    clean_value = float(pairs.target(out).float().mean())
-    if estimator == "attribution":
-        acts, grads, vals = gradients(lm, xb, pairs.target, all_names, batch_size=batch_size)
-        corrupt_value = float(vals.mean())
-        fwd, bwd = 2 * xb.size, xb.size
-    else:
-        with torch.no_grad(), lm.capture(all_names + ["embed"]) as c2:
-            xo = lm.forward(xb, grad=False)
-        acts = {k: c2[k].float().cpu() for k in all_names}
-        corrupt_value = float(pairs.target(xo).float().mean())
-        alphas = [(k + 0.5) / steps for k in range(steps)]  # midpoint rule
-        _, grads, vals = gradients(lm, xb, pairs.target, all_names, embed_from=c2["embed"],
-                                   embed_to=clean_embed, alphas=alphas, batch_size=batch_size)
-        fwd, bwd = (2 + steps) * xb.size, steps * xb.size
-    denom, noise = normaliser(clean_value, corrupt_value, dtype=lm.dtype)
     real = xb.attention_mask.bool()
+    dropped: list[dict[str, torch.Tensor]] = []
+    if estimator == "atp_star":
+        # the completeness figure reads the layer-0 residual, which AtP* treats like any resid_pre node
+        star_names = names if check in names or over != "resid_pre" else all_names
+        drops, clean_vals, vals = atp_star_contributions(lm, xb, cb, pairs.target, star_names, over,
+                                                graddrop=graddrop, batch_size=batch_size)
+        contribs, dropped = drops[0], drops[1:]
+        if check not in contribs:
+            # the check node of another grid: its first-order estimate (AtP* adds nothing at block 0's
+            # input that the grid needs), taken from one more gradient pass
+            c_acts, c_grads, _ = gradients(lm, xb, pairs.target, [check], batch_size=batch_size)
+            with torch.no_grad(), lm.capture([check]) as cc:
+                lm.forward(cb, grad=False)
+            contribs[check] = ((cc[check].float().cpu() - c_acts[check]) * c_grads[check]).sum(-1)
+        clean_value, corrupt_value = float(clean_vals.mean()), float(vals.mean())
+        extra = 0 if check in star_names else 1  # the check node's own gradient pass
+        fwd, bwd = (2 + 2 * extra) * xb.size, (1 + (lm.n_layers if graddrop else 0) + extra) * xb.size
+    else:
+        with torch.no_grad(), lm.capture(all_names + ["embed"]) as cache:
+            out = lm.forward(cb, grad=False)
+        clean_acts = {k: cache[k].float().cpu() for k in all_names}
+        clean_embed = cache["embed"]
+        clean_value = float(pairs.target(out).float().mean())
+        if estimator == "attribution":
+            acts, grads, vals = gradients(lm, xb, pairs.target, all_names, batch_size=batch_size)
+            corrupt_value = float(vals.mean())
+            fwd, bwd = 2 * xb.size, xb.size
+        else:
+            with torch.no_grad(), lm.capture(all_names + ["embed"]) as c2:
+                xo = lm.forward(xb, grad=False)
+            acts = {k: c2[k].float().cpu() for k in all_names}
+            corrupt_value = float(pairs.target(xo).float().mean())
+            alphas = [(k + 0.5) / steps for k in range(steps)]  # midpoint rule
+            _, grads, vals = gradients(lm, xb, pairs.target, all_names, embed_from=c2["embed"],
+                                       embed_to=clean_embed, alphas=alphas, batch_size=batch_size)
+            fwd, bwd = (2 + steps) * xb.size, steps * xb.size
+        # per row and position (and head): delta · grad
+        contribs = {k: ((clean_acts[k] - acts[k]) * grads[k]).sum(-1) for k in all_names}
+    denom, noise = normaliser(clean_value, corrupt_value, dtype=lm.dtype)
 
-    def estimate(name: str) -> torch.Tensor:
-        """``[pos]`` or ``[pos, head]`` mean over prompts of ``delta · grad``."""
-        contrib = ((clean_acts[name] - acts[name]) * grads[name]).sum(-1)  # [batch, pos(, head)]
-        m = real.view(*real.shape, *([1] * (contrib.dim() - 2))).float()
-        return (contrib * m).mean(0) / denom
+    def grid_of(contrib: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The ``[layer, ...]`` grid of mean-over-prompts estimates, on the effect's scale."""
+        grid = []
+        for name in names:
+            c = contrib[name]
+            m = real.view(*real.shape, *([1] * (c.dim() - 2))).float()
+            e = (c * m).mean(0) / denom  # [pos(, head)]
+            if kind == "list":
+                e = e[pos_list]
+            elif kind == "all":
+                e = e.sum(0)
+            elif kind == "last":  # each prompt's last token
+                e = c[torch.arange(xb.size), xb.last_index].mean(0) / denom
+            grid.append(e)
+        return torch.stack(grid)
 
-    grid = []
-    for name in names:
-        e = estimate(name)
-        if kind == "each":
-            pass
-        elif kind == "list":
-            e = e[pos_list]
-        elif kind == "all":
-            e = e.sum(0)
-        else:  # last: each prompt's last token
-            contrib = ((clean_acts[name] - acts[name]) * grads[name]).sum(-1)
-            e = contrib[torch.arange(xb.size), xb.last_index].mean(0) / denom
-        grid.append(e)
-    effect = torch.stack(grid)
-    completeness = abs(float(estimate(check).sum()) - 1.0)
+    effect = grid_of(contribs)
+    if dropped:
+        # GradDrop (Kramár et al. 2024): the mean size of the estimates with each layer's gradient
+        # dropped in turn, so a path cancelled by another shows up; the sign is the undropped one's
+        size = torch.stack([grid_of(d).abs() for d in dropped]).mean(0)
+        effect = torch.where(effect < 0, -size, size)
+    check_c = contribs[check]
+    completeness = abs(float((check_c * real.float()).mean(0).sum() / denom) - 1.0)
     axes = ["layer"] + (["pos"] if kind in ("each", "list") else []) + (["head"] if over == "heads" else [])
-    label = "attribution patching" if estimator == "attribution" else f"EAP-IG ({steps} steps)"
+    label = {"attribution": "attribution patching", "eap_ig": f"EAP-IG ({steps} steps)",
+             "atp_star": "AtP*" + ("" if graddrop else " (QK fix, no GradDrop)")}[estimator]
     diagnostics: dict[str, Any] = {"forward_passes": fwd, "backward_passes": bwd, "completeness_error": completeness,
                                    "seconds": time.perf_counter() - t0}
-    if estimator == "eap_ig" and completeness > 0.1:
-        msg = (f"EAP-IG completeness error {completeness:.2f}: the layer-0 estimates do not add up to the full "
-               f"effect; raise steps (now {steps}).")
-        warnings.warn(msg, CheckWarning)
     result = PatchResult(
         model=lm.name, method=f"{label} ({over})", target=pairs.target.to_dict(), policy=xb.policy,
         diagnostics=diagnostics, effect=effect, patched=None, axes=axes, layers=layer_list,
