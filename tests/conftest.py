@@ -13,7 +13,7 @@ from interpretlm.runtime import use_free_cores  # noqa: E402
 use_free_cores()
 warnings.filterwarnings("ignore", message=".*bos_token_id must be.*")
 
-FAMILIES = ["llama", "gpt2", "gpt_neox", "bert"]
+FAMILIES = ["llama", "gpt2", "gpt_neox", "bert", "phi3", "gemma3"]
 
 
 @pytest.fixture(scope="session", params=FAMILIES)

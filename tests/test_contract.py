@@ -24,7 +24,7 @@ import interpretlm as il
 from interpretlm import registry
 from interpretlm.testing import tiny_lm
 
-FAMILIES = ["llama", "gpt2", "gpt_neox", "bert"]
+FAMILIES = ["llama", "gpt2", "gpt_neox", "bert", "phi3", "gemma3"]
 METHODS = [m.name for m in il.methods()]
 SCRIPT = "<script></script>"
 

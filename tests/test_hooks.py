@@ -236,10 +236,12 @@ def test_family_table_names_every_norm_and_activation(any_lm):
     actual = {id(m) for m in lm.model.modules() if m is not head and type(m).__name__.endswith(("Norm", "LayerNorm"))}
     assert {id(m) for m, _ in norms} == actual
     kinds = {kind for _, kind in norms}
-    assert kinds == {"rms"} if lm.family.name == "llama" else kinds == {"layer"}
+    assert kinds == {lm.family.norm}
     assert all(type(m).__name__.endswith(("RMSNorm",)) == (k == "rms") for m, k in norms)
     assert len(acts) >= lm.n_layers and all(not list(m.parameters()) for m in acts)
     assert gated == (list(range(lm.n_layers)) if lm.family.gated_mlp else [])
-    # gated MLPs (gate and up projections) exactly in the Llama-like family
-    assert lm.family.gated_mlp == (lm.family.name == "llama") == (len(lm.modules("blocks.0.mlp_in")) == 2)
+    # gated MLPs (gate and up projections, separate or fused): the input projections write 2 * d_mlp features
+    width = sum(getattr(m, "out_features", getattr(m, "nf", 0)) for m in lm.modules("blocks.0.mlp_in"))
+    assert width == (2 if lm.family.gated_mlp else 1) * lm.d_mlp
+    assert lm.family.gated_mlp == (lm.family.name in ("llama", "phi3", "gemma3"))
     assert len(lm.modules("blocks.0.attn_in")) in (1, 3)

@@ -24,7 +24,7 @@ def _lrp(lm, prompt=None, target=" Mary", **kw):
                             method="lrp", **kw)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "bert", "gpt_neox"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "bert", "gpt_neox", "phi3", "gemma3"])
 @pytest.mark.parametrize("rule", ["attnlrp", "cp"])
 def test_conservation_on_tiny_random_models(family, rule):
     lm = tiny_lm(family, seed=1)

@@ -79,12 +79,13 @@ class Family:
     embed_norm: str | None = None
     head_norms: tuple[str, ...] = ()
     head_acts: tuple[str, ...] = ()
+    post_norms: tuple[str, ...] = ()
 
     def block_paths(self) -> dict[str, str | tuple[str, ...]]:
         """The module paths of one block, by part: ``{"attn_out": "self_attn.o_proj", ...}``."""
         parts: dict[str, str | tuple[str, ...] | None] = {
             "attn": self.attn, "attn_in": self.attn_in, "attn_out": self.attn_out, "mlp_in": self.mlp_in,
-            "mlp_act": self.mlp_act, "mlp_out": self.mlp_out, "norms": self.norms}
+            "mlp_act": self.mlp_act, "mlp_out": self.mlp_out, "norms": self.norms, "post_norms": self.post_norms}
         return {k: v for k, v in parts.items() if v}
 
 
@@ -106,10 +107,19 @@ FAMILIES: list[Family] = [
     Family(  # Llama-like with parameter-free layer norms
         name="olmo", model_types=("olmo",), examples=("OLMo",), **{**_LLAMA_LIKE, "norm": "layer"},
     ),
-    Family(  # Llama-like with fused projections
+    Family(  # Llama-like with fused projections: one qkv_proj, one gate_up_proj (gate first, then up)
         name="phi3", model_types=("phi3",), examples=("Phi-3",),
         **{**_LLAMA_LIKE, "attn_in": ("self_attn.qkv_proj",), "mlp_in": ("mlp.gate_up_proj",),
            "mlp_act": "mlp.activation_fn"},
+    ),
+    Family(  # Llama-like with norms on queries and keys, and on the attention and MLP outputs before
+        # the residual adds (RMSNorm scaled by 1 + weight); sliding-window layers need nothing here:
+        # each block is called with its own mask, which hooks and replay pass through unchanged.
+        name="gemma3", model_types=("gemma3_text",), examples=("Gemma 3",),
+        **{**_LLAMA_LIKE, "activation": ("hidden_activation",),
+           "norms": ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                     "post_feedforward_layernorm", "self_attn.q_norm", "self_attn.k_norm"),
+           "post_norms": ("post_attention_layernorm", "post_feedforward_layernorm")},
     ),
     Family(
         name="gpt2", model_types=("gpt2",),

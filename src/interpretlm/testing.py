@@ -86,7 +86,7 @@ def tiny_tokenizer(kind: str = "bpe", vocab_size: int = 512) -> Any:
 
 
 def tiny_config(family: str, vocab_size: int, **overrides: Any) -> Any:
-    """A small config of ``family`` (``llama``, ``gpt2``, ``gpt_neox``, ``bert``)."""
+    """A small config of ``family`` (``llama``, ``gpt2``, ``gpt_neox``, ``bert``, ``phi3``, ``gemma3``)."""
     import transformers as tf
 
     base: dict[str, Any]
@@ -107,8 +107,26 @@ def tiny_config(family: str, vocab_size: int, **overrides: Any) -> Any:
                     max_position_embeddings=256, vocab_size=vocab_size, hidden_dropout_prob=0.0,
                     attention_probs_dropout_prob=0.0)
         cfg = tf.BertConfig(**{**base, **overrides})
+    elif family == "phi3":
+        # fused qkv_proj (4 query + 2 key/value heads) and gate_up_proj; the partial rotary
+        # factor leaves half of each head unrotated, as Phi-3.5/4-mini's configs do
+        base = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=256, original_max_position_embeddings=256,
+                    vocab_size=vocab_size, resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0,
+                    partial_rotary_factor=0.5, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        cfg = tf.Phi3Config(**{**base, **overrides})
+    elif family == "gemma3":
+        # a sliding-window layer (window 4, shorter than the test prompts, so the local mask
+        # matters) then a global one, each with its own rotary base, as in Gemma 3; d_head 32
+        # with 4 query heads is not d_model / heads (64 / 4), as in the real models
+        base = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=32, max_position_embeddings=256, vocab_size=vocab_size,
+                    sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+                    query_pre_attn_scalar=32, attn_logit_softcapping=None, final_logit_softcapping=None,
+                    bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        cfg = tf.Gemma3TextConfig(**{**base, **overrides})
     else:
-        raise ValueError(f"family must be llama, gpt2, gpt_neox or bert; got {family!r}")
+        raise ValueError(f"family must be llama, gpt2, gpt_neox, bert, phi3 or gemma3; got {family!r}")
     cfg.bos_token_id = cfg.eos_token_id = cfg.pad_token_id = None if family == "bert" else 0
     return cfg
 
@@ -119,7 +137,9 @@ def tiny_lm(family: str = "llama", *, seed: int = 0, head: bool = True, dtype: t
 
     Args:
         family: ``"llama"`` (grouped-query attention: 4 query, 2 key/value heads),
-            ``"gpt2"``, ``"gpt_neox"`` or ``"bert"`` (masked LM).
+            ``"gpt2"``, ``"gpt_neox"``, ``"bert"`` (masked LM), ``"phi3"`` (fused
+            projections) or ``"gemma3"`` (a sliding-window layer of window 4 then a global
+            one; norms on queries, keys and the attention and MLP outputs).
         seed: weight initialisation seed.
         head: with a language-model head (``*ForCausalLM`` / ``*ForMaskedLM``) or the bare model.
         overrides: config fields (``num_hidden_layers=3``...).
