@@ -107,7 +107,8 @@ def render(data: dict[str, Any]) -> str:
         try:
             fig = fn(data)
         except (KeyError, TypeError, ValueError):
-            fig = f"not measured (`python benchmarks/run_all.py --only {cmd.split('.py')[0].split('_')[0]}`)"
+            name = cmd.split(".py")[0]
+            fig = f"not measured (`python benchmarks/run_all.py --only {'probing' if name.startswith('probing') else name}`)"
         lines.append(f"| {what} | {fig} | `benchmarks/{cmd}` |")
     return "\n".join(lines)
 
