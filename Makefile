@@ -8,7 +8,7 @@ DEPS := pyproject.toml Makefile constraints.txt
 PIN := -c constraints.txt
 LOCK_VENV := .venv-lock
 
-.PHONY: demo test fuzz setup browser clean lock
+.PHONY: demo test fuzz setup browser clean lock bench
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ test: setup browser
 # instead of the suite's 300 fixed ones. A failure prints the case and a @reproduce_failure line.
 fuzz: setup
 	INTERPRETLM_FUZZ=nightly $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics
+
+# Every benchmark, each in the venv it needs (peers' venvs: benchmarks/README.md; missing ones are skipped),
+# into benchmarks/results.json, from which the README's "Benchmarks at a glance" table is rendered.
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
 
 # Headless Chromium for the browser tests of the HTML views (Debian package; we run as root in CI).
 browser:

@@ -14,6 +14,10 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import record  # noqa: E402  (figures for run_all.py / results.json)
 
 CHILD = r"""
 import json, resource, sys, time, torch
@@ -62,6 +66,7 @@ def main() -> None:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{r['tokens']} tokens, layers {r['layers']:>3}: kept patterns {r['kept_mb']:8.1f} MB, peak RSS increase "
               f"{r['peak_rss_increase_mb']:8.1f} MB, {r['layers_run']} layers run, {r['seconds']:.1f} s")
+        record("attention_memory", f"{r['tokens']}.{r['layers']}.peak_rss_increase_mb", r["peak_rss_increase_mb"])
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", HTML, str(args.html_tokens), args.html_out], capture_output=True, text=True)
     print(out.stdout.strip() or out.stderr[-2000:], f"({time.perf_counter() - t:.1f} s with the forward pass)")

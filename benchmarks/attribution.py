@@ -15,8 +15,14 @@ time and differ only by estimator); wall times are then measured with the real m
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
+
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import record  # noqa: E402  (figures for run_all.py / results.json)
 
 import numpy as np
 import torch
@@ -63,6 +69,7 @@ def bench_ig(lm, steps):
         captum[n] = (tok, sec, err)
         print(f"captum LayerIntegratedGradients n_steps={n:5d}: {sec:7.1f} s, {n} evaluations, "
               f"completeness error {err:.1%}")
+        record("ig", f"captum.{n}.completeness_error", err)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         same, sec_same = timed(lambda: il.attribute(lm, IOI, il.NextToken(" Mary"), method="integrated_gradients",
@@ -76,6 +83,8 @@ def bench_ig(lm, steps):
     print(f"interpretlm adaptive (default): {sec:.1f} s, {d['gradient_evaluations']} evaluations "
           f"({d['forward_passes']} forward + {d['backward_passes']} backward batched passes), completeness error "
           f"{ours.completeness_error:.2%}, converged {d['converged']}")
+    record("ig", "interpretlm.completeness_error", ours.completeness_error)
+    record("ig", "interpretlm.evaluations", d["gradient_evaluations"])
     ok = [n for n in steps if captum[n][2] <= 0.01]
     if ok:
         best = min(ok, key=lambda n: captum[n][1])
@@ -166,12 +175,15 @@ def bench_shapley(lm, seeds, quick):
     lime_captum = mean_acc(captum_lime)[0]
     print(f"LIME, 256 samples, mean Spearman against exact Shapley over {len(seeds)} seeds: interpretlm lime "
           f"(defaults) {lime_ours:.3f}, captum Lime (defaults) {lime_captum:.3f}")
+    record("shapley", "lime.interpretlm.spearman", lime_ours)
+    record("shapley", "lime.captum.spearman", lime_captum)
 
     print("mean Spearman against exact Shapley values (over seeds) / mean model evaluations, per budget:")
     need = {}
     for name, c in curves.items():
         print(f"  {name:<30} " + "  ".join(f"{a:.3f}/{e}" for a, e in c))
         need[name] = smallest([e for _, e in c], [a for a, _ in c])
+        record("shapley", f"{name}.evaluations_to_0.95", need[name] if need[name] is not None else "never")
     ours = need["interpretlm kernel_shap"]
     for name, n in need.items():
         if name.startswith("interpretlm"):
@@ -251,6 +263,7 @@ def bench_continuation(lm):
         print(f"  {method:<22} rows {len(multi.rows)}: batched passes {p2} vs {p1} -> {p2 / p1:.2f}x; sequences "
               f"{multi.diagnostics['model_evaluations']} vs {single.diagnostics['model_evaluations']}; "
               f"wall {s2:.1f} s vs {s1:.1f} s")
+        record("continuation", f"{method}.passes_ratio", p2 / p1)
 
 
 def main() -> None:

@@ -27,13 +27,18 @@ import time
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import record  # noqa: E402  (figures for run_all.py / results.json)
+
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import interpretlm as il
 
-LXT_PYTHON = Path("/work/bench-venvs/lxt/bin/python")
+# the LXT venv: with the other peers under .bench-venvs/, or where it was first built
+LXT_PYTHON = next((p for p in (Path("/work/main/.bench-venvs/lxt/bin/python"), Path("/work/bench-venvs/lxt/bin/python"))
+                   if p.exists()), Path("/work/main/.bench-venvs/lxt/bin/python"))
 NAMES = [" Mary", " John", " Tom", " Anna", " Alice", " Bob", " James", " Sarah", " David", " Emma"]
 PLACES = ["store", "park", "school", "office", "beach", "museum", "market", "library"]
 OBJECTS = ["drink", "book", "ball", "letter", "gift", "key", "ticket", "sandwich"]
@@ -113,6 +118,7 @@ def main() -> None:
         print(f"== cost ({args.threads} thread(s), median of {args.repeats})")
         t_plain, t_lrp = cost(lm, ioi, args.repeats)
         print(f"plain forward+backward {t_plain:.3f} s, LRP {t_lrp:.3f} s: ratio {t_lrp / t_plain:.2f}x (goal <= 2x)")
+        record("lrp", "cost_ratio", t_lrp / t_plain)
 
     prompts = builtin_prompts(args.n)
     ours, ours_abs, tokens = [], [], []
@@ -130,6 +136,7 @@ def main() -> None:
           f"error {ours_abs[0].conservation_error:.1%})")
     print(f"mean conservation error over {len(prompts)} prompts: ours {np.mean([x.conservation_error for x in ours]):.3%}, "
           f"published rule {np.mean([x.conservation_error for x in ours_abs]):.1%}")
+    record("lrp", "ioi.conservation_error", r.conservation_error)
 
     if args.aopc_only:
         pass
@@ -156,6 +163,7 @@ def main() -> None:
                   f"LXT {lxt['lxt_seconds'] / lxt['plain_seconds']:.2f}x, ours {t_lrp / t_plain:.2f}x")
             print(f"LXT input relevance on IOI {sum(res[0]['relevance']):.2f} of logit {res[0]['logit']:.2f} "
                   f"(error {errs[0]:.1%}); mean error over {len(res)} prompts {np.mean(errs):.1%}")
+            record("lrp", "lxt.ioi.conservation_error", errs[0])
             print(f"Spearman rank agreement with LXT (same top token on {sum(same)}/{len(same)} prompts): "
                   f"ours (default rule) {np.mean(rho):.3f}, ours with the published softmax rule {np.mean(rho_abs):.4f}")
     else:

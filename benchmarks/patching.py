@@ -1,67 +1,89 @@
-"""Activation patching on the default model: interpretlm vs a plain loop of one forward per patch.
+"""Activation patching on the default model: interpretlm vs TransformerLens 4.3 and nnsight 0.8.
 
-The plain loop is how TransformerLens's ``patching.py`` works (``get_act_patch_resid_pre``,
-``get_act_patch_attn_head_out_all_pos``): for every (layer, position) or (layer, head), run
-the corrupted prompt once with a hook writing the clean activation. interpretlm fills
-many patches per forward pass and replays each from the patched block on the corrupted
-run's cached residual stream. Both give the same numbers; the script prints the largest
-difference and the speed ratio, then the Pearson correlation of attribution patching
-and EAP-IG with exact patching on the same grids.
+Both peers run in their own venvs (set-up in benchmarks/README.md) on the same model (the
+local HF folder ``il.load()`` writes for SmolLM2-135M), the same token ids and the same
+metric, ``(patched - corrupted) / (clean - corrupted)`` of ``logit(" Mary") - logit(" John")``:
+
+- TransformerLens (``_tl_runner.py``): its model bridge and its ``patching`` functions,
+  ``get_act_patch_resid_pre`` (``[layer, pos]``) and ``get_act_patch_attn_head_out_all_pos``
+  (``[layer, head]``), one forward pass per patch;
+- nnsight (``_nnsight_runner.py``): the loop its tutorial teaches, one ``model.trace`` per
+  patch that writes the clean activation.
+
+interpretlm fills many patches per forward pass and replays each from the patched block on
+the corrupted run's cached residual stream. Runs are interleaved (peer, then ours, per round)
+and the speed-up of each round is taken within that round, so a loaded machine slows both
+sides alike; the script prints the median speed-up over rounds and the largest difference of
+the grids. A peer whose venv is missing is skipped with a message. Then it prints the Pearson
+correlation of attribution patching and EAP-IG with exact patching on the same grids.
+
+Run:  PYTHONPATH=src python benchmarks/patching.py [--threads 1] [--rounds 3] [--json OUT]
 
 With ``--estimators`` it measures instead the Pearson r of each estimator of
 ``il.attribution_patch`` (plain AtP, AtP* with the QK fix only, AtP* with GradDrop, EAP-IG)
 against exact patching (``il.patch``) on the resid_pre ``[layer, pos]`` and heads
 ``[layer, head]`` grids of ``--n`` IOI and ``--n`` induction prompts, with the passes each used.
 
-Run:  PYTHONPATH=src python benchmarks/patching.py [--threads 2] [--repeats 1]
-      PYTHONPATH=src python benchmarks/patching.py --estimators [--n 10]
+Run:  PYTHONPATH=src python benchmarks/patching.py --estimators [--n 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 import interpretlm as il
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import record  # noqa: E402
+
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
+GRIDS = ("resid_pre", "heads")
+VENVS = Path(os.environ.get("INTERPRETLM_BENCH_VENVS", "/work/main/.bench-venvs"))
+PEERS = {"TransformerLens": (VENVS / "tl", "_tl_runner.py"),
+         "nnsight": (VENVS / "nnsight", "_nnsight_runner.py")}
 
 
-def plain_loop(lm, over: str) -> torch.Tensor:
-    """One forward pass per patch, with a hook: the TransformerLens way."""
-    target = il.Contrast(" Mary", " John")
-    names = [f"blocks.{l}.{'attn.heads' if over == 'heads' else over}" for l in range(lm.n_layers)]
-    with torch.no_grad():
-        with lm.capture(names) as cache:
-            lm.forward(CLEAN)
-        clean = {n: cache[n].clone() for n in names}
-        clean_v = float(lm.score(CLEAN, target))
-        corrupt_v = float(lm.score(CORRUPTED, target))
-        n_pos = clean[names[0]].shape[1]
-        inner = range(lm.n_heads) if over == "heads" else range(n_pos)
-        out = torch.zeros(lm.n_layers, len(inner))
-        for l, name in enumerate(names):
-            for j in inner:
-                def hook(x, j=j, name=name):
-                    x = x.clone()
-                    if over == "heads":
-                        x[:, :, j] = clean[name][:, :, j]
-                    else:
-                        x[:, j] = clean[name][:, j]
-                    return x
-                with lm.intervene({name: hook}):
-                    v = float(lm.score(CORRUPTED, target))
-                out[l, j] = (v - corrupt_v) / (clean_v - corrupt_v)
-    return out
+def model_dir() -> Path:
+    """The HF folder (config, safetensors, tokenizer) that ``il.load()`` wrote for the default model."""
+    return next(il.cache_dir().glob("gguf/smollm2-135m-*"))
 
 
-def timed(fn):
-    t = time.perf_counter()
-    r = fn()
-    return r, time.perf_counter() - t
+def run_peer(python: Path, runner: str, job: dict) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job_path.write_text(json.dumps(job))
+        # the peer venv holds no interpretlm; the runner needs none (token ids come in the job)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TQDM_DISABLE": "1"}
+        res = subprocess.run([str(python), str(Path(__file__).with_name(runner)), str(job_path), str(out_path)],
+                             capture_output=True, text=True, env=env)
+        if res.returncode != 0:
+            raise RuntimeError(f"{runner} failed:\n{res.stderr[-2000:]}")
+        return json.loads(out_path.read_text())
+
+
+def ours(lm, target, batch_size: int) -> dict:
+    ts = []
+    for _ in range(3):
+        t = time.perf_counter()
+        lm.forward(CORRUPTED)
+        ts.append(time.perf_counter() - t)
+    row = {"forward_seconds": statistics.median(ts)}
+    for g in GRIDS:
+        t = time.perf_counter()
+        r = il.patch(lm, CLEAN, CORRUPTED, target, over=g, batch_size=batch_size, progress=False)
+        row[g] = {"seconds": time.perf_counter() - t, "effect": r.effect}
+    return row
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -74,6 +96,12 @@ ESTIMATORS = (("AtP", {"estimator": "attribution"}),
               ("AtP* (QK fix)", {"estimator": "atp_star", "graddrop": False}),
               ("AtP* (QK fix + GradDrop)", {"estimator": "atp_star"}),
               ("EAP-IG (5 steps)", {"estimator": "eap_ig"}))
+
+
+def timed(fn):
+    t = time.perf_counter()
+    r = fn()
+    return r, time.perf_counter() - t
 
 
 def estimators(lm, n: int) -> None:
@@ -97,46 +125,76 @@ def estimators(lm, n: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (peer, ours) per peer")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--skip-attribution", action="store_true")
     ap.add_argument("--estimators", action="store_true",
                     help="measure the estimators of il.attribution_patch against exact patching")
     ap.add_argument("--n", type=int, default=10, help="prompts per dataset for --estimators")
+    ap.add_argument("--json", help="merge the figures into this JSON file (see run_all.py)")
     args = ap.parse_args()
+    if args.json:
+        os.environ["INTERPRETLM_BENCH_JSON"] = args.json
     torch.set_num_threads(args.threads)
     lm = il.load()
     if args.estimators:
         estimators(lm, args.n)
         return
     target = il.Contrast(" Mary", " John")
-    lm.forward(CLEAN)  # warm up
-    t1 = time.perf_counter()
-    for _ in range(5):
-        lm.forward(CORRUPTED)
+    ids = {k: lm.tokenize(p).input_ids[0].tolist() for k, p in (("clean", CLEAN), ("corrupted", CORRUPTED))}
+    a, b = (lm.tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in (" Mary", " John"))
+    job = {"model_dir": str(model_dir()), "threads": args.threads, "grids": list(GRIDS),
+           "pairs": [{**ids, "a": a, "b": b}]}
+    first = ours(lm, target, args.batch_size)  # also warms up
     print(f"model {lm.name}: {lm.n_layers} layers, {lm.n_heads} heads ({lm.n_kv_heads} kv); prompt "
-          f"{len(lm.tokenize(CLEAN).tokens[0])} tokens; one forward {(time.perf_counter() - t1) / 5:.3f} s")
-    results = {}
-    for over, label in (("resid_pre", "[layer, pos] resid_pre sweep"), ("heads", "[layer, head] sweep")):
-        ref, t_loop = timed(lambda: plain_loop(lm, over))
-        ours, t_ours = timed(lambda: il.patch(lm, CLEAN, CORRUPTED, target, over=over,
-                                              batch_size=args.batch_size, progress=False))
-        diff = float((ours.effect - ref).abs().max())
-        results[over] = ours
-        print(f"{label}: {ref.numel()} patches | plain loop {t_loop:.2f} s | interpretlm {t_ours:.2f} s | "
-              f"speed-up {t_loop / t_ours:.1f}x | max |difference| {diff:.1e} "
-              f"({'OK' if diff <= 1e-5 else 'DIFFERENT'} at 1e-5)")
+          f"{len(ids['clean'])} tokens; {args.threads} thread(s); one forward {first['forward_seconds']:.3f} s")
+    print(f"grids: [layer, pos] resid_pre ({lm.n_layers * len(ids['clean'])} patches), "
+          f"[layer, head] per-head outputs at all positions ({lm.n_layers * lm.n_heads} patches)")
+    speedups: dict[str, list[float]] = {}
+    for peer, (venv, runner) in PEERS.items():
+        python = venv / "bin" / "python"
+        if not python.exists():
+            print(f"{peer}: skipped, its venv {venv} is missing (set-up: benchmarks/README.md)")
+            continue
+        rows = []
+        for _ in range(args.rounds):
+            theirs = run_peer(python, runner, job)["pairs"][0]
+            rows.append((theirs, ours(lm, target, args.batch_size)))
+        for g in GRIDS:
+            ratio = statistics.median(t[g]["seconds"] / o[g]["seconds"] for t, o in rows)
+            diff = max(float((o[g]["effect"] - torch.tensor(t[g]["effect"])).abs().max()) for t, o in rows)
+            # each side's time in units of its own plain forward pass, measured in its own process
+            fwd = statistics.median(t[g]["seconds"] / t["forward_seconds"] for t, _ in rows)
+            fwd_ours = statistics.median(o[g]["seconds"] / o["forward_seconds"] for _, o in rows)
+            t_peer = statistics.median(t[g]["seconds"] for t, _ in rows)
+            t_ours = statistics.median(o[g]["seconds"] for _, o in rows)
+            speedups.setdefault(g, []).append(ratio)
+            print(f"{peer:15s} {g:9s}: {peer} {t_peer:6.2f} s ({fwd:5.0f} forwards), interpretlm {t_ours:5.2f} s "
+                  f"({fwd_ours:4.0f} forwards): {ratio:5.1f}x faster | max |difference| {diff:.1e} "
+                  f"({'equal' if diff <= 1e-4 else 'DIFFERENT'} at 1e-4)")
+            record("patching", f"{peer}.{g}.speedup", ratio)
+            record("patching", f"{peer}.{g}.max_diff", diff)
+            record("patching", f"{peer}.{g}.forwards", fwd)
+            record("patching", f"interpretlm.{g}.forwards", fwd_ours)
+    for g, r in speedups.items():
+        print(f"{g}: interpretlm vs the faster peer {min(r):.1f}x (goal >= 5x)")
+        record("patching", f"faster_peer.{g}.speedup", min(r))
+    record("patching", "rounds", args.rounds)
+    record("patching", "threads", args.threads)
     if args.skip_attribution:
         return
-    for over in ("resid_pre", "heads"):
-        exact = results[over].effect
+    for over in GRIDS:
+        exact = first[over]["effect"]
         for method in ("attribution", "eap_ig"):
-            fn = il.attribution_patch
-            a, t = timed(lambda: fn(lm, CLEAN, CORRUPTED, target, over=over,
-                                    estimator="eap_ig" if method == "eap_ig" else "attribution"))
-            print(f"{method:12s} over {over:9s}: Pearson r vs exact patching {pearson(a.effect, exact):.3f} "
-                  f"({t:.2f} s, {a.diagnostics['forward_passes']} forward + {a.diagnostics['backward_passes']} backward)")
+            t = time.perf_counter()
+            r = il.attribution_patch(lm, CLEAN, CORRUPTED, target, over=over, estimator=method)
+            t = time.perf_counter() - t
+            rho = pearson(r.effect, exact)
+            record("patching", f"{method}.{over}.pearson", rho)
+            print(f"{method:12s} over {over:9s}: Pearson r vs exact patching {rho:.3f} ({t:.2f} s, "
+                  f"{r.diagnostics['forward_passes']} forward + {r.diagnostics['backward_passes']} backward)")
 
 
 if __name__ == "__main__":

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 import interpretlm as il
 from interpretlm.probing.tasks import sentences
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import record  # noqa: E402  (figures for run_all.py / results.json)
 
 
 def plain(lm, texts, batch_size, head: bool) -> float:
@@ -128,6 +133,7 @@ def main() -> None:
     for key in [k for k in best if k.startswith("il.")]:
         print(f"  throughput ratio {key[15:]:36s} vs forward with head {ref_head / best[key]:.2f}, "
               f"vs base-model forward {ref_base / best[key]:.2f}  (goal >= 0.80)")
+        record("probing", f"{key}.throughput_ratio", ref_head / best[key])
     for key, share in INSIDE.items():
         print(f"  same batches, forward time / extraction time ({key}): {share:.2f}  (goal >= 0.80; "
               "robust to machine load)")

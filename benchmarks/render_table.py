@@ -1,0 +1,134 @@
+"""Render the README's "Benchmarks at a glance" table from benchmarks/results.json.
+
+    python benchmarks/render_table.py [--json benchmarks/results.json] [--readme README.md] [--check]
+
+The table sits between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` in the
+README and is replaced as a whole, so every figure in it comes from the JSON that
+``run_all.py`` wrote. A figure the JSON lacks (its benchmark or peer was not run) is shown as
+"not measured" with the command that measures it. ``--check`` exits non-zero when the README
+differs from what the JSON renders (for CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+
+
+def _range(vals: list[float], fmt: str) -> str:
+    lo, hi = min(vals), max(vals)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}–{fmt.format(hi)}"
+
+
+def ig(d: dict[str, Any]) -> str:
+    s = d["ig"]
+    captum = sorted((int(k.split(".")[1]), v) for k, v in s.items() if k.startswith("captum."))
+    return (f"{s['interpretlm.completeness_error']:.2%} (adaptive, {s['interpretlm.evaluations']:.0f} evaluations); "
+            f"Captum {_range([v for _, v in captum], '{:.1%}')} at {captum[0][0]}–{captum[-1][0]:,} steps")
+
+
+def shapley(d: dict[str, Any]) -> str:
+    s = d["shapley"]
+
+    def n(name: str) -> str:
+        v = s.get(f"{name}.evaluations_to_0.95")
+        return "not run" if v is None else ("never" if v == "never" else f"{v:,.0f}")
+    return (f"{n('interpretlm kernel_shap')} (Captum ShapleyValueSampling {n('captum ShapleyValueSampling')}; "
+            f"Captum KernelShap {n('captum KernelShap')}; shap Partition {n('shap Partition')})")
+
+
+def lime(d: dict[str, Any]) -> str:
+    s = d["shapley"]
+    return f"{s['lime.interpretlm.spearman']:.3f} (Captum Lime {s['lime.captum.spearman']:.3f})"
+
+
+def continuation(d: dict[str, Any]) -> str:
+    s = d["continuation"]
+    return f"{_range(list(s.values()), '{:.2f}×')} (saliency, input×gradient, IG, KernelSHAP)"
+
+
+def lrp_conservation(d: dict[str, Any]) -> str:
+    s = d["lrp"]
+    lxt = s.get("lxt.ioi.conservation_error")
+    return f"{s['ioi.conservation_error']:.4%} error" + (f" (LXT 2.1: {lxt:.1%})" if lxt is not None else "")
+
+
+def patching(d: dict[str, Any]) -> str:
+    s = d["patching"]
+    parts = []
+    for peer in ("TransformerLens", "nnsight"):
+        if f"{peer}.resid_pre.speedup" in s:
+            parts.append(f"vs {peer} {s[f'{peer}.resid_pre.speedup']:.1f}× / {s[f'{peer}.heads.speedup']:.1f}× faster, "
+                         f"grids equal to {max(s[f'{peer}.resid_pre.max_diff'], s[f'{peer}.heads.max_diff']):.0e}")
+    if not parts:
+        raise KeyError("no peer measured")
+    return "; ".join(parts) + f" (resid_pre [layer, pos] / heads [layer, head], {s['threads']:.0f} thread)"
+
+
+def atp(d: dict[str, Any]) -> str:
+    s = d["patching"]
+    return (f"Pearson {s['attribution.resid_pre.pearson']:.3f} / {s['attribution.heads.pearson']:.3f} (plain AtP), "
+            f"{s['eap_ig.resid_pre.pearson']:.3f} / {s['eap_ig.heads.pearson']:.3f} (EAP-IG) on resid_pre / heads")
+
+
+def probing(d: dict[str, Any]) -> str:
+    return f"{_range(list(d['probing'].values()), '{:.2f}×')} throughput"
+
+
+def attention_memory(d: dict[str, Any]) -> str:
+    s = d["attention_memory"]
+    one, every = s.get("2048.0.peak_rss_increase_mb"), s.get("2048.all.peak_rss_increase_mb")
+    return f"{one:,.0f} MB for 1 layer, {every:,.0f} MB for all 30"
+
+
+ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
+    ("Integrated Gradients, completeness on the IOI prompt", ig, "attribution.py --only ig"),
+    ("Shapley estimates, evaluations to Spearman 0.95 vs exact", shapley, "attribution.py --only shapley"),
+    ("LIME at 256 samples, Spearman vs exact Shapley (mean of seeds)", lime, "attribution.py --only shapley"),
+    ("10-token continuation vs one next token, batched passes", continuation, "attribution.py --only continuation"),
+    ("LRP conservation on the IOI prompt", lrp_conservation, "lrp.py"),
+    ("LRP cost over one forward + backward", lambda d: f"{d['lrp']['cost_ratio']:.2f}×", "lrp.py"),
+    ("activation patching sweeps vs TransformerLens 4.3 / nnsight 0.8", patching, "patching.py"),
+    ("attribution patching / EAP-IG vs exact patching", atp, "patching.py"),
+    ("activation extraction vs a plain forward pass", probing, "probing_activations.py"),
+    ("attention patterns, peak memory at 2,048 tokens", attention_memory, "attention_memory.py --tokens 2048"),
+]
+
+
+def render(data: dict[str, Any]) -> str:
+    lines = ["| what | figure | command |", "| --- | --- | --- |"]
+    for what, fn, cmd in ROWS:
+        try:
+            fig = fn(data)
+        except (KeyError, TypeError, ValueError):
+            name = cmd.split(".py")[0]
+            fig = f"not measured (`python benchmarks/run_all.py --only {'probing' if name.startswith('probing') else name}`)"
+        lines.append(f"| {what} | {fig} | `benchmarks/{cmd}` |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", default=str(HERE / "results.json"))
+    ap.add_argument("--readme", default=str(HERE.parent / "README.md"))
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    data = json.loads(Path(args.json).read_text())
+    readme = Path(args.readme)
+    text = readme.read_text()
+    i, j = text.index(START) + len(START), text.index(END)
+    new = text[:i] + "\n" + render(data) + "\n" + text[j:]
+    if args.check:
+        sys.exit(0 if new == text else "README table differs from benchmarks/results.json: run benchmarks/render_table.py")
+    readme.write_text(new)
+    print(f"{readme}: table rendered from {args.json}")
+
+
+if __name__ == "__main__":
+    main()
