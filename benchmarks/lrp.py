@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 import interpretlm as il
+from interpretlm.attribution.lrp_rules import ATTENTION_RULES
 
 LXT_PYTHON = Path("/work/bench-venvs/lxt/bin/python")
 NAMES = [" Mary", " John", " Tom", " Anna", " Alice", " Bob", " James", " Sarah", " David", " Emma"]
@@ -102,6 +103,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--aopc-only", action="store_true", help="skip the cost and LXT parts")
+    ap.add_argument("--rules", default=",".join(ATTENTION_RULES),
+                    help="comma-separated LRP attention rules scored by deletion AOPC (default: all)")
+    ap.add_argument("--no-baselines", action="store_true", help="AOPC of the LRP rules and random order only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -164,29 +168,36 @@ def main() -> None:
     print(f"\n== deletion AOPC on {len(prompts)} built-in prompts (il.faithfulness: mean drop of the top token's logit "
           "as tokens are removed in attribution order; higher = more faithful)")
     rng = np.random.default_rng(0)
-    aopc: dict[str, list[float]] = {"LRP (attnlrp, default)": [], "LRP (attnlrp-absorbing, as LXT)": [],
-                                    "LRP (cp)": [], "Integrated Gradients": [], "saliency": [], "random": []}
+    rules = [x.strip() for x in args.rules.split(",") if x.strip()]
+    default_rule = il.method("lrp").options["attention_rule"].default
+    label = {rule: f"LRP ({rule}{', default' if rule == default_rule else ''})" for rule in rules}
+    aopc: dict[str, list[float]] = {label[rule]: [] for rule in rules}
+    if not args.no_baselines:
+        aopc.update({"Integrated Gradients": [], "saliency": []})
+    aopc["random"] = []
     ig_errs = []
-    for p, tok, r, r_abs in tqdm(list(zip(prompts, tokens, ours, ours_abs)), desc="AOPC", disable=None):
+    for p, tok, r in tqdm(list(zip(prompts, tokens, ours)), desc="AOPC", disable=None):
         target = il.NextToken(tok, kind="logit")
-        ig = il.attribute(lm, p, target, method="integrated_gradients")
-        ig_errs.append(ig.completeness_error)
-        results = {
-            "LRP (attnlrp, default)": r, "LRP (attnlrp-absorbing, as LXT)": r_abs,
-            "LRP (cp)": il.attribute(lm, p, target, method="lrp", attention_rule="cp"),
-            "Integrated Gradients": ig, "saliency": il.attribute(lm, p, target, method="saliency"),
-            "random": dataclasses.replace(r, scores=rng.random(len(r.scores))),
-        }
+        results = {label[rule]: il.attribute(lm, p, target, method="lrp", attention_rule=rule) for rule in rules}
+        if not args.no_baselines:
+            ig = il.attribute(lm, p, target, method="integrated_gradients")
+            ig_errs.append(ig.completeness_error)
+            results.update({"Integrated Gradients": ig, "saliency": il.attribute(lm, p, target, method="saliency")})
+        # the same random order for every run of the benchmark (one draw per prompt, in prompt order)
+        results["random"] = dataclasses.replace(r, scores=rng.random(len(r.scores)))
         for name, attribution in results.items():
             aopc[name].append(deletion_aopc(lm, attribution))
     rand = np.asarray(aopc["random"])
-    print(f"{'method':<32} {'AOPC':>8} {'± s.e.':>8}   {'minus random (paired)':>22}")
+    print(f"{'method':<36} {'AOPC':>8} {'± s.e.':>8}   {'minus random (paired): mean ± sd, ± s.e.':>40}")
     for name, vals in aopc.items():
         v = np.asarray(vals)
         d = v - rand
-        print(f"{name:<32} {v.mean():8.4f} {v.std() / np.sqrt(len(v)):8.4f}   {d.mean():+10.4f} ± {d.std() / np.sqrt(len(d)):.4f}")
-    print(f"AOPC from il.faithfulness; IG completeness error median {np.median(ig_errs):.2%}, "
-          f"max {np.max(ig_errs):.2%}")
+        print(f"{name:<36} {v.mean():8.4f} {v.std() / np.sqrt(len(v)):8.4f}   {d.mean():+10.4f} ± {d.std():.4f} sd, "
+              f"± {d.std() / np.sqrt(len(d)):.4f} s.e.")
+    print("per-prompt AOPC (JSON):", json.dumps({k: [round(x, 5) for x in v] for k, v in aopc.items()}))
+    if ig_errs:
+        print(f"AOPC from il.faithfulness; IG completeness error median {np.median(ig_errs):.2%}, "
+              f"max {np.max(ig_errs):.2%}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def _lrp(lm, prompt=None, target=" Mary", **kw):
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "bert", "gpt_neox", "phi3", "gemma3"])
-@pytest.mark.parametrize("rule", ["attnlrp", "cp"])
+@pytest.mark.parametrize("rule", ["attnlrp", "attnlrp-proportional", "attnlrp-scores", "cp"])
 def test_conservation_on_tiny_random_models(family, rule):
     lm = tiny_lm(family, seed=1)
     r = _lrp(lm, attention_rule=rule)
@@ -216,3 +216,33 @@ def test_faithfulness_scores_an_lrp_attribution(llama):
     r = il.attribute(llama, "When Mary and John went to the store", il.NextToken(" Mary", kind="logit"), method="lrp")
     scores = il.faithfulness(llama, r).scores
     assert np.isfinite(scores["deletion_aopc"]) and np.isfinite(scores["insertion_aopc"])
+
+
+@pytest.mark.parametrize("rule", ["attnlrp", "attnlrp-absorbing", "attnlrp-proportional", "attnlrp-scores", "cp"])
+def test_attention_core_ledger_adds_up(rule):
+    """One attention core on random inputs: the relevance of q, k and v plus what the ledger books
+    as absorbed equals the relevance of the output, for every rule (exactly, up to float noise)."""
+    from interpretlm.attribution.lrp_rules import AttentionCore, Ledger
+
+    g = torch.Generator().manual_seed(7)
+    b, h, n, d = 1, 3, 6, 4
+    q, k, v = (torch.randn(b, h, n, d, generator=g, dtype=torch.float64).requires_grad_(True) for _ in range(3))
+    mask = torch.full((n, n), torch.finfo(torch.float64).min, dtype=torch.float64).triu(1)
+    upstream = torch.randn(b, h, n, d, generator=g, dtype=torch.float64)
+    ledger = Ledger()
+    out, _ = AttentionCore.apply(q, k, v, mask, d ** -0.5, rule, ledger, 0)
+    gq, gk, gv = torch.autograd.grad(out, (q, k, v), upstream)
+    r_out = float((out * upstream).sum())
+    r_in = float((q * gq).sum() + (k * gk).sum() + (v * gv).sum())
+    absorbed = sum(ledger.absorbed.values())
+    assert r_in + absorbed == pytest.approx(r_out, rel=1e-5)            # the core computes in float32
+    if rule == "attnlrp-absorbing":
+        assert abs(absorbed) > 1e-3 * abs(r_out)                      # the published rule does lose relevance
+    else:
+        assert absorbed == 0.0
+    if rule in ("attnlrp-proportional", "attnlrp-scores"):
+        # what is handed back is what the published rule absorbs on the same inputs and upstream relevance
+        ref = Ledger()
+        out2, _ = AttentionCore.apply(q, k, v, mask, d ** -0.5, "attnlrp-absorbing", ref, 0)
+        torch.autograd.grad(out2, (q, k, v), upstream)
+        assert ledger.redistributed == pytest.approx(ref.absorbed["softmax"], rel=1e-5)

@@ -68,6 +68,8 @@ class LRPAttribution(Attribution):
         rows += [(f"absorbed by {k.replace('_', ' ')}", v) for k, v in absorbed.items()]
         if d.get("softmax_bias_to_values") is not None:
             rows.append(("softmax bias credited to values", d["softmax_bias_to_values"]))
+        if d.get("softmax_remainder_redistributed") is not None:
+            rows.append(("softmax remainder redistributed in proportion", d["softmax_remainder_redistributed"]))
         rows.append(("first token's relevance", d.get("first_token_relevance")))
         figs["relevance_flow"] = Table(["", "value"], rows, title="Where the relevance went")
         layers = sorted({int(k.split(".")[1]) for k in self.layer_relevances if k.startswith("blocks.")})
@@ -179,6 +181,8 @@ def _lrp_one(lm: LM, batch: Any, tgt: Any, *, epsilon: float, attention_rule: st
     }
     if attention_rule == "attnlrp":
         diagnostics["softmax_bias_to_values"] = ledger.moved_to_values
+    if attention_rule in ("attnlrp-proportional", "attnlrp-scores"):
+        diagnostics["softmax_remainder_redistributed"] = ledger.redistributed
     if error > tolerance:
         where = ", ".join(f"{k.replace('_', ' ')} {v:+.3g}" for k, v in absorbed.items() if abs(v) > 1e-6)
         msg = (f"LRP conservation error {error:.1%} exceeds {tolerance:.0%}: the input relevance sums to "
