@@ -25,14 +25,15 @@ from torch.autograd import Function
 ATTENTION_RULES = ("attnlrp", "attnlrp-absorbing", "attnlrp-proportional", "attnlrp-scores", "cp")
 """How attention propagates relevance.
 
-* ``"attnlrp"`` (default): AttnLRP's uniform split of ``A @ V`` between the attention
+* ``"attnlrp"``: AttnLRP's uniform split of ``A @ V`` between the attention
   weights and the values, and AttnLRP's softmax rule ``R_in = x (R - s ΣR)`` for the
   weights. That rule reproduces only the part of ``A`` that is a first-order function of
   the scores (``A_lin = s (x - Σ s x)``); the rest (``A - A_lin``, the softmax's "bias")
   is treated as a constant attention weight, whose relevance goes to the values as in
   CP-LRP. Nothing is absorbed, and what reaches queries and keys is exactly AttnLRP's.
-* ``"attnlrp-absorbing"``: the published rule, where the softmax bias absorbs its share
-  (as LXT does); the absorbed amount is reported.
+* ``"attnlrp-absorbing"`` (default): the published rule, where the softmax bias absorbs its
+  share (as LXT does); the absorbed amount is reported. Of all the rules here it ranks tokens
+  best (deletion AOPC over 50 prompts, README), so it is the default.
 * ``"attnlrp-proportional"``: the published rule, and the relevance it would absorb is
   given back, per query row, to every term that already holds relevance (each score and
   each value's half) in proportion to the absolute relevance it holds: signs and the
@@ -42,6 +43,10 @@ ATTENTION_RULES = ("attnlrp", "attnlrp-absorbing", "attnlrp-proportional", "attn
 * ``"cp"``: CP-LRP (Ali et al., 2022): attention weights held constant; all relevance
   goes to the values.
 """
+
+
+ABSORBING_RULES = ("attnlrp-absorbing",)
+"""The rules that absorb relevance by design (their check counts what they book as accounted)."""
 
 
 class Ledger:
