@@ -58,6 +58,11 @@ class LRPAttribution(Attribution):
                                  f"'blocks.{{i}}.{{{', '.join(_BLOCK_PARTS)}}}'.")
         return np.asarray(self.layer_relevances[name], dtype=float)
 
+    def summary(self) -> str:
+        """The common summary, plus the share of the output the rules booked as absorbed."""
+        share = self.diagnostics.get("absorbed_share")
+        return super().summary() + (f" · absorbed (booked) {share:.1%}" if share is not None else "")
+
     def figures(self) -> dict[str, Figure]:
         """The token relevances, ``"relevance_flow"`` (where the relevance went: explained, kept at
         the input, absorbed) and ``"block_relevance"`` (bars: relevance written by each block)."""
