@@ -1,16 +1,20 @@
 """LRP benchmark: cost vs one forward+backward, LXT side by side, and deletion AOPC vs IG and saliency.
 
     PYTHONPATH=src .venv/bin/python benchmarks/lrp.py [--n 50] [--threads 1] [--repeats 5]
+        [--aopc-only] [--rules attnlrp,attnlrp-absorbing,...] [--no-baselines]
 
 1. Cost: median wall time of ``il.attribute(..., method="lrp")`` over one plain
    forward+backward (gradient of the same logit w.r.t. the input embeddings), same prompt.
 2. LXT 2.1 (AttnLRP, efficient mode), where /work/bench-venvs/lxt exists (it imports only
    with Transformers 4.52; see benchmarks/_lxt_runner.py): wall time ratio, conservation,
    and Spearman rank agreement of token relevances with ours on the same prompts.
-3. Faithfulness: deletion AOPC (higher is better) of LRP, Integrated Gradients, saliency
-   and a random order on ``--n`` built-in prompts (IOI-style and factual), explaining the
-   model's top next token: every method through ``il.attribute`` and every AOPC through
-   the attribution family's ``il.faithfulness`` (``--aopc-only`` runs just this part).
+3. Faithfulness: deletion AOPC (higher is better) of every LRP attention rule (``--rules``),
+   Integrated Gradients, saliency (not with ``--no-baselines``) and a random order on ``--n``
+   built-in prompts (IOI-style and factual), explaining the model's top next token: every
+   method through ``il.attribute`` and every AOPC through the attribution family's
+   ``il.faithfulness`` (``--aopc-only`` runs just this part). Each method's AOPC minus the
+   random order's on the same prompt is summarised as mean ± sd (and s.e.); the random orders
+   are drawn in prompt order from one seed, so separate runs with different ``--rules`` pair.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 import interpretlm as il
+from interpretlm.attribution.lrp_rules import ATTENTION_RULES
 
 # the LXT venv: with the other peers under .bench-venvs/, or where it was first built
 LXT_PYTHON = next((p for p in (Path("/work/main/.bench-venvs/lxt/bin/python"), Path("/work/bench-venvs/lxt/bin/python"))
@@ -107,6 +112,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--aopc-only", action="store_true", help="skip the cost and LXT parts")
+    ap.add_argument("--rules", default=",".join(ATTENTION_RULES),
+                    help="comma-separated LRP attention rules scored by deletion AOPC (default: all)")
+    ap.add_argument("--no-baselines", action="store_true", help="AOPC of the LRP rules and random order only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -126,16 +134,18 @@ def main() -> None:
         b = lm.tokenize(p)
         tok = int(lm.forward(b).logits[0, -1].argmax())
         tokens.append(tok)
-        ours.append(il.attribute(lm, p, il.NextToken(tok, kind="logit"), method="lrp"))
+        ours.append(il.attribute(lm, p, il.NextToken(tok, kind="logit"), method="lrp", attention_rule="attnlrp"))
         ours_abs.append(il.attribute(lm, p, il.NextToken(tok, kind="logit"), method="lrp",
                                      attention_rule="attnlrp-absorbing"))
     r = ours[0]
     print(f"\n== conservation on {ioi!r} -> {lm.tokenizer.decode([tokens[0]])!r}: logit {r.target_value:.2f}, input "
-          f"relevance {r.diagnostics['input_relevance']:.2f}, error {r.conservation_error:.3%} "
-          f"(published softmax rule: {ours_abs[0].diagnostics['input_relevance']:.2f}, "
-          f"error {ours_abs[0].conservation_error:.1%})")
-    print(f"mean conservation error over {len(prompts)} prompts: ours {np.mean([x.conservation_error for x in ours]):.3%}, "
-          f"published rule {np.mean([x.conservation_error for x in ours_abs]):.1%}")
+          f"relevance {r.diagnostics['input_relevance']:.2f}, error {r.conservation_error:.3%} (conserving rule "
+          f"attnlrp; published softmax rule, the default: {ours_abs[0].diagnostics['input_relevance']:.2f}, "
+          f"error {ours_abs[0].conservation_error:.1%}, absorbed {ours_abs[0].diagnostics['absorbed_share']:.1%}, "
+          f"check {ours_abs[0].check})")
+    print(f"mean conservation error over {len(prompts)} prompts: attnlrp {np.mean([x.conservation_error for x in ours]):.3%}, "
+          f"published rule {np.mean([x.conservation_error for x in ours_abs]):.1%} (counting what it books as absorbed: "
+          f"{np.mean([x.diagnostics['ledger_error'] for x in ours_abs]):.2e})")
     record("lrp", "ioi.conservation_error", r.conservation_error)
 
     if args.aopc_only:
@@ -165,36 +175,43 @@ def main() -> None:
                   f"(error {errs[0]:.1%}); mean error over {len(res)} prompts {np.mean(errs):.1%}")
             record("lrp", "lxt.ioi.conservation_error", errs[0])
             print(f"Spearman rank agreement with LXT (same top token on {sum(same)}/{len(same)} prompts): "
-                  f"ours (default rule) {np.mean(rho):.3f}, ours with the published softmax rule {np.mean(rho_abs):.4f}")
+                  f"ours with attnlrp {np.mean(rho):.3f}, ours with the published softmax rule (default) {np.mean(rho_abs):.4f}")
     else:
         print(f"not installed ({LXT_PYTHON} missing): LXT 2.1 needs Transformers 4.52; see benchmarks/_lxt_runner.py")
 
     print(f"\n== deletion AOPC on {len(prompts)} built-in prompts (il.faithfulness: mean drop of the top token's logit "
           "as tokens are removed in attribution order; higher = more faithful)")
     rng = np.random.default_rng(0)
-    aopc: dict[str, list[float]] = {"LRP (attnlrp, default)": [], "LRP (attnlrp-absorbing, as LXT)": [],
-                                    "LRP (cp)": [], "Integrated Gradients": [], "saliency": [], "random": []}
+    rules = [x.strip() for x in args.rules.split(",") if x.strip()]
+    default_rule = il.method("lrp").options["attention_rule"].default
+    label = {rule: f"LRP ({rule}{', default' if rule == default_rule else ''})" for rule in rules}
+    aopc: dict[str, list[float]] = {label[rule]: [] for rule in rules}
+    if not args.no_baselines:
+        aopc.update({"Integrated Gradients": [], "saliency": []})
+    aopc["random"] = []
     ig_errs = []
-    for p, tok, r, r_abs in tqdm(list(zip(prompts, tokens, ours, ours_abs)), desc="AOPC", disable=None):
+    for p, tok, r in tqdm(list(zip(prompts, tokens, ours)), desc="AOPC", disable=None):
         target = il.NextToken(tok, kind="logit")
-        ig = il.attribute(lm, p, target, method="integrated_gradients")
-        ig_errs.append(ig.completeness_error)
-        results = {
-            "LRP (attnlrp, default)": r, "LRP (attnlrp-absorbing, as LXT)": r_abs,
-            "LRP (cp)": il.attribute(lm, p, target, method="lrp", attention_rule="cp"),
-            "Integrated Gradients": ig, "saliency": il.attribute(lm, p, target, method="saliency"),
-            "random": dataclasses.replace(r, scores=rng.random(len(r.scores))),
-        }
+        results = {label[rule]: il.attribute(lm, p, target, method="lrp", attention_rule=rule) for rule in rules}
+        if not args.no_baselines:
+            ig = il.attribute(lm, p, target, method="integrated_gradients")
+            ig_errs.append(ig.completeness_error)
+            results.update({"Integrated Gradients": ig, "saliency": il.attribute(lm, p, target, method="saliency")})
+        # the same random order for every run of the benchmark (one draw per prompt, in prompt order)
+        results["random"] = dataclasses.replace(r, scores=rng.random(len(r.scores)))
         for name, attribution in results.items():
             aopc[name].append(deletion_aopc(lm, attribution))
     rand = np.asarray(aopc["random"])
-    print(f"{'method':<32} {'AOPC':>8} {'± s.e.':>8}   {'minus random (paired)':>22}")
+    print(f"{'method':<36} {'AOPC':>8} {'± s.e.':>8}   {'minus random (paired): mean ± sd, ± s.e.':>40}")
     for name, vals in aopc.items():
         v = np.asarray(vals)
         d = v - rand
-        print(f"{name:<32} {v.mean():8.4f} {v.std() / np.sqrt(len(v)):8.4f}   {d.mean():+10.4f} ± {d.std() / np.sqrt(len(d)):.4f}")
-    print(f"AOPC from il.faithfulness; IG completeness error median {np.median(ig_errs):.2%}, "
-          f"max {np.max(ig_errs):.2%}")
+        print(f"{name:<36} {v.mean():8.4f} {v.std() / np.sqrt(len(v)):8.4f}   {d.mean():+10.4f} ± {d.std():.4f} sd, "
+              f"± {d.std() / np.sqrt(len(d)):.4f} s.e.")
+    print("per-prompt AOPC (JSON):", json.dumps({k: [round(x, 5) for x in v] for k, v in aopc.items()}))
+    if ig_errs:
+        print(f"AOPC from il.faithfulness; IG completeness error median {np.median(ig_errs):.2%}, "
+              f"max {np.max(ig_errs):.2%}")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def test_cached_conversion_equals_transformers_gguf_load(gemma):
 def test_lrp_conserves_and_patching_is_sane_on_gemma3(gemma):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = il.attribute(gemma, CLEAN, il.Contrast(" Mary", " John"), method="lrp")
+        r = il.attribute(gemma, CLEAN, il.Contrast(" Mary", " John"), method="lrp", attention_rule="attnlrp")
         p = il.patch(gemma, CLEAN, CORRUPT, il.Contrast(" Mary", " John"), over="resid_pre")
     assert r.check.passed and r.conservation_error < 1e-3  # measured 8.9e-5
     assert not r.warnings

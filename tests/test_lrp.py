@@ -25,7 +25,7 @@ def _lrp(lm, prompt=None, target=" Mary", **kw):
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "bert", "gpt_neox", "phi3", "gemma3"])
-@pytest.mark.parametrize("rule", ["attnlrp", "cp"])
+@pytest.mark.parametrize("rule", ["attnlrp", "attnlrp-proportional", "attnlrp-scores", "cp"])
 def test_conservation_on_tiny_random_models(family, rule):
     lm = tiny_lm(family, seed=1)
     r = _lrp(lm, attention_rule=rule)
@@ -153,13 +153,13 @@ def test_rules_leave_nothing_behind():
 
 def test_contrast_and_general_targets_conserve():
     lm = tiny_lm("gpt2", seed=4)
-    r = _lrp(lm, target=il.Contrast(" Mary", " John"))
+    r = _lrp(lm, target=il.Contrast(" Mary", " John"), attention_rule="attnlrp")
     expected = float(lm.score(IOI, il.Contrast(" Mary", " John"))[0])
     assert r.target_value == pytest.approx(expected, abs=1e-5)
     assert r.conservation_error < 0.01
     r2 = _lrp(lm, target=il.NextToken(" Mary", kind="logprob"))   # NextToken: the logit is explained
     assert "logit" in r2.diagnostics["explained"]
-    r3 = _lrp(lm, target=lambda logits, batch: logits[:, -1].logsumexp(-1))
+    r3 = _lrp(lm, target=lambda logits, batch: logits[:, -1].logsumexp(-1), attention_rule="attnlrp")
     assert r3.conservation_error < 0.01
 
 
@@ -183,7 +183,7 @@ def test_result_round_trip_and_errors(tmp_path):
 def test_sentence_embeddings_of_encoders_without_a_head_conserve(kw):
     lm = tiny_lm("bert", seed=2, head=False)
     target = il.PooledEmbedding(**kw)
-    r = _lrp(lm, "When Mary and John went to the store", target=target)
+    r = _lrp(lm, "When Mary and John went to the store", target=target, attention_rule="attnlrp")
     assert r.target_value == pytest.approx(float(lm.score("When Mary and John went to the store", target)[0]),
                                            abs=1e-5)
     assert r.conservation_error < 0.01
@@ -191,12 +191,14 @@ def test_sentence_embeddings_of_encoders_without_a_head_conserve(kw):
 
 @pytest.mark.slow
 def test_default_model_conserves_better_than_lxt(default_lm):
-    r = _lrp(default_lm, IOI)
+    r = _lrp(default_lm, IOI, attention_rule="attnlrp")
     assert r.target_value == pytest.approx(11.04, abs=0.05)
     assert r.conservation_error < 0.01          # LXT 2.1 loses 62% here
-    absorbing = _lrp(default_lm, IOI, attention_rule="attnlrp-absorbing")
+    absorbing = _lrp(default_lm, IOI)                 # the default: the published rule
     # the published rule reproduces LXT's figure: the input relevance sums to 4.24 of 11.04
     assert absorbing.diagnostics["input_relevance"] == pytest.approx(4.24, abs=0.05)
+    # its check counts the booked absorbed relevance as accounted and names the share absorbed
+    assert absorbing.check.passed and absorbing.check.name == "conservation_error_counting_absorbed_61.6%"
     assert r.top(1)[0][0] == " Mary"
 
 
@@ -205,7 +207,8 @@ def test_demo_section():
     from interpretlm.demo import DEMO_PROMPTS
     sec = lrp_section(tiny_lm("llama", seed=0), DEMO_PROMPTS)
     import re
-    assert float(re.search(r"conservation error ([\d.]+)%", sec.text[0]).group(1)) < 1.0
+    assert float(re.search(r"conservation error counting it ([\d.]+)%", sec.text[0]).group(1)) < 1.0
+    assert "absorbed" in sec.text[0]
     assert "Where the relevance went" in sec.html
 
 
@@ -216,3 +219,61 @@ def test_faithfulness_scores_an_lrp_attribution(llama):
     r = il.attribute(llama, "When Mary and John went to the store", il.NextToken(" Mary", kind="logit"), method="lrp")
     scores = il.faithfulness(llama, r).scores
     assert np.isfinite(scores["deletion_aopc"]) and np.isfinite(scores["insertion_aopc"])
+
+
+@pytest.mark.parametrize("rule", ["attnlrp", "attnlrp-absorbing", "attnlrp-proportional", "attnlrp-scores", "cp"])
+def test_attention_core_ledger_adds_up(rule):
+    """One attention core on random inputs: the relevance of q, k and v plus what the ledger books
+    as absorbed equals the relevance of the output, for every rule (exactly, up to float noise)."""
+    from interpretlm.attribution.lrp_rules import AttentionCore, Ledger
+
+    g = torch.Generator().manual_seed(7)
+    b, h, n, d = 1, 3, 6, 4
+    q, k, v = (torch.randn(b, h, n, d, generator=g, dtype=torch.float64).requires_grad_(True) for _ in range(3))
+    mask = torch.full((n, n), torch.finfo(torch.float64).min, dtype=torch.float64).triu(1)
+    upstream = torch.randn(b, h, n, d, generator=g, dtype=torch.float64)
+    ledger = Ledger()
+    out, _ = AttentionCore.apply(q, k, v, mask, d ** -0.5, rule, ledger, 0)
+    gq, gk, gv = torch.autograd.grad(out, (q, k, v), upstream)
+    r_out = float((out * upstream).sum())
+    r_in = float((q * gq).sum() + (k * gk).sum() + (v * gv).sum())
+    absorbed = sum(ledger.absorbed.values())
+    assert r_in + absorbed == pytest.approx(r_out, rel=1e-5)            # the core computes in float32
+    if rule == "attnlrp-absorbing":
+        assert abs(absorbed) > 1e-3 * abs(r_out)                      # the published rule does lose relevance
+    else:
+        assert absorbed == 0.0
+    if rule in ("attnlrp-proportional", "attnlrp-scores"):
+        # what is handed back is what the published rule absorbs on the same inputs and upstream relevance
+        ref = Ledger()
+        out2, _ = AttentionCore.apply(q, k, v, mask, d ** -0.5, "attnlrp-absorbing", ref, 0)
+        torch.autograd.grad(out2, (q, k, v), upstream)
+        assert ledger.redistributed == pytest.approx(ref.absorbed["softmax"], rel=1e-5)
+
+
+def test_default_rule_check_counts_what_it_books_and_fails_on_what_it_does_not():
+    """The default (published softmax rule) absorbs by design: its check is the conservation error with
+    the booked absorbed relevance counted as accounted, and its name shows the share absorbed. A planted
+    leak that no rule books (a constant added to the residual stream, whose relevance ``c · g`` goes
+    nowhere) makes the same check fail."""
+    lm = tiny_lm("llama", seed=1)
+    r = _lrp(lm)
+    d = r.diagnostics
+    assert r.options["attention_rule"] == "attnlrp-absorbing"
+    assert r.conservation_error > 0.05                                 # honestly reported: it loses relevance
+    booked = sum(d["absorbed"].values())
+    assert d["absorbed_share"] == pytest.approx(booked / abs(d["output_relevance"]), rel=1e-6)
+    assert d["ledger_error"] == pytest.approx(abs(d["output_relevance"] - d["input_relevance"] - booked)
+                                              / abs(d["output_relevance"]), abs=1e-9)
+    assert r.check.passed and r.check.value < 1e-4
+    assert r.check.name == f"conservation_error_counting_absorbed_{d['absorbed_share']:.1%}"
+    conserving = _lrp(lm, attention_rule="attnlrp")
+    assert conserving.check.name == "conservation_error" and conserving.check.passed
+
+    shift = torch.zeros(lm.d_model)
+    shift[::3] = 2.0
+    with lm.intervene({"blocks.0.resid_post": lambda x: x + shift}), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        leaky = il.attribute(lm, IOI, il.NextToken(" Mary"), method="lrp")
+    assert leaky.diagnostics["ledger_error"] > 0.05 and leaky.check.passed is False
+    assert any("counted" in str(w.message) for w in caught)

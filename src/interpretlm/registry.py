@@ -69,6 +69,8 @@ class CheckSpec:
         advice: what to do when the check fails (appended to the warning).
         threshold_of: ``fn(result) -> float`` when the threshold depends on the result
             (IG's ``tol`` option, LRP's ``tolerance``); it then replaces ``threshold``.
+        name_of: ``fn(result) -> str`` when the figure's name depends on the result (LRP's
+            published softmax rule names the share it absorbs); the spec's threshold still rules.
     """
 
     name: str
@@ -77,6 +79,7 @@ class CheckSpec:
     read: Callable[[Result], float | None] | None = None
     advice: str = ""
     threshold_of: Callable[[Result], float] | None = None
+    name_of: Callable[[Result], str] | None = None
 
     def evaluate(self, result: Result) -> Check:
         threshold = float(self.threshold_of(result)) if self.threshold_of is not None else self.threshold
@@ -87,7 +90,8 @@ class CheckSpec:
         if isinstance(value, torch.Tensor):
             value = float(value.abs().max()) if value.numel() else None
         value = None if value is None else float(value)
-        return Check(self.name, value, threshold, self.higher_is_better)
+        name = self.name_of(result) if self.name_of is not None else self.name
+        return Check(name, value, threshold, self.higher_is_better)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ embeddings, plus position embeddings where the model adds them), one score per t
 
 The result checks conservation (``|sum(relevance) - explained| / |explained|``) and lists
 what the rules absorbed (linear and norm biases, the epsilon stabilizer, the softmax rule
-in its absorbing form) per kind and per layer.
+in its absorbing form) per kind and per layer. The default softmax rule (the published one,
+which ranks tokens best) absorbs by design: its check is conservation with the booked
+absorbed relevance counted as accounted, and the check's name shows the absorbed share.
 
 LRP's inventors describe LRP as a patented technology (see LXT's license); check before
 commercial use. This implementation is interpretlm's own code.
@@ -31,7 +33,7 @@ from ..targets import Contrast, NextToken, PooledEmbedding, TargetLike, as_targe
 from ..tokens import Prompts
 from ..viz.figures import Bars, Figure, Table
 from .lrp_composite import lrp_rules
-from .lrp_rules import ATTENTION_RULES
+from .lrp_rules import ABSORBING_RULES, ATTENTION_RULES
 from .registry import register_method
 from .result import Attribution
 
@@ -56,6 +58,11 @@ class LRPAttribution(Attribution):
                                  f"'blocks.{{i}}.{{{', '.join(_BLOCK_PARTS)}}}'.")
         return np.asarray(self.layer_relevances[name], dtype=float)
 
+    def summary(self) -> str:
+        """The common summary, plus the share of the output the rules booked as absorbed."""
+        share = self.diagnostics.get("absorbed_share")
+        return super().summary() + (f" · absorbed (booked) {share:.1%}" if share is not None else "")
+
     def figures(self) -> dict[str, Figure]:
         """The token relevances, ``"relevance_flow"`` (where the relevance went: explained, kept at
         the input, absorbed) and ``"block_relevance"`` (bars: relevance written by each block)."""
@@ -68,6 +75,8 @@ class LRPAttribution(Attribution):
         rows += [(f"absorbed by {k.replace('_', ' ')}", v) for k, v in absorbed.items()]
         if d.get("softmax_bias_to_values") is not None:
             rows.append(("softmax bias credited to values", d["softmax_bias_to_values"]))
+        if d.get("softmax_remainder_redistributed") is not None:
+            rows.append(("softmax remainder redistributed in proportion", d["softmax_remainder_redistributed"]))
         rows.append(("first token's relevance", d.get("first_token_relevance")))
         figs["relevance_flow"] = Table(["", "value"], rows, title="Where the relevance went")
         layers = sorted({int(k.split(".")[1]) for k in self.layer_relevances if k.startswith("blocks.")})
@@ -172,6 +181,8 @@ def _lrp_one(lm: LM, batch: Any, tgt: Any, *, epsilon: float, attention_rule: st
         "conservation_error": error, "explained": explained, "output_relevance": explained_value,
         "input_relevance": total, "absorbed": absorbed, "absorbed_by_layer": by_layer,
         "unaccounted": explained_value - total - sum(absorbed.values()),
+        "absorbed_share": sum(absorbed.values()) / max(abs(explained_value), 1e-12),
+        "ledger_error": abs(explained_value - total - sum(absorbed.values())) / max(abs(explained_value), 1e-12),
         "first_token_relevance": float(relevance[0]),
         "first_token_share": float(abs(relevance[0]) / max(np.abs(relevance).sum(), 1e-12)),
         "attention_rule": attention_rule, "epsilon": epsilon,
@@ -179,10 +190,17 @@ def _lrp_one(lm: LM, batch: Any, tgt: Any, *, epsilon: float, attention_rule: st
     }
     if attention_rule == "attnlrp":
         diagnostics["softmax_bias_to_values"] = ledger.moved_to_values
-    if error > tolerance:
+    if attention_rule in ("attnlrp-proportional", "attnlrp-scores"):
+        diagnostics["softmax_remainder_redistributed"] = ledger.redistributed
+    # A rule that absorbs by design (the published softmax rule) is judged on its ledger: the input
+    # relevance plus what it booked as absorbed must make up the output; the absorbed share is shown.
+    judged = diagnostics["ledger_error"] if attention_rule in ABSORBING_RULES else error
+    if judged > tolerance:
         where = ", ".join(f"{k.replace('_', ' ')} {v:+.3g}" for k, v in absorbed.items() if abs(v) > 1e-6)
-        msg = (f"LRP conservation error {error:.1%} exceeds {tolerance:.0%}: the input relevance sums to "
-               f"{total:.4g} where the explained output is {explained_value:.4g}. Absorbed: {where or 'nothing'}.")
+        what = "with the absorbed relevance counted" if attention_rule in ABSORBING_RULES else ""
+        msg = (f"LRP conservation error {what + ' ' if what else ''}{judged:.1%} exceeds {tolerance:.0%}: the input "
+               f"relevance sums to {total:.4g} where the explained output is {explained_value:.4g}. "
+               f"Absorbed: {where or 'nothing'}.")
         warnings.warn(msg, CheckWarning, stacklevel=3)
     layer_rel = {n: store[n].numpy() for n in names if n in store}
     tokens = list(row.tokens[0])
@@ -196,7 +214,8 @@ def _lrp_one(lm: LM, batch: Any, tgt: Any, *, epsilon: float, attention_rule: st
 
 
 @register_method("lrp", result=LRPAttribution, demo="interpretlm.attribution.lrp_demo:lrp_section", demo_order=40)
-def lrp(lm: LM, inputs: Prompts, target: TargetLike, *, epsilon: float = 1e-6, attention_rule: str = "attnlrp",
+def lrp(lm: LM, inputs: Prompts, target: TargetLike, *, epsilon: float = 1e-6,
+        attention_rule: str = "attnlrp-absorbing",
         chat: bool = False, tolerance: float = 0.05, batch_size: int = 1) -> LRPAttribution | list[LRPAttribution]:
     """Layer-wise relevance propagation with AttnLRP rules: one forward and one backward pass.
 
@@ -208,16 +227,23 @@ def lrp(lm: LM, inputs: Prompts, target: TargetLike, *, epsilon: float = 1e-6, a
             held constant, or the direction / dim / norm) or any target (explains
             ``logits · ∂target/∂logits``).
         epsilon: stabilizer of the epsilon rule on linear layers.
-        attention_rule: ``"attnlrp"`` (default, conservative), ``"attnlrp-absorbing"``
-            (the published softmax rule, as in LXT) or ``"cp"`` (attention held constant);
-            see :data:`~interpretlm.attribution.lrp_rules.ATTENTION_RULES`.
-        tolerance: warn when the conservation error exceeds it.
+        attention_rule: ``"attnlrp-absorbing"`` (default: the published softmax rule, as in
+            LXT; it ranks tokens best on deletion AOPC and books what the softmax absorbs),
+            ``"attnlrp"`` (conservative: the softmax remainder credited to the values),
+            ``"attnlrp-proportional"`` / ``"attnlrp-scores"`` (conservative: the remainder
+            handed back in proportion to relevance) or ``"cp"`` (attention held constant); see
+            :data:`~interpretlm.attribution.lrp_rules.ATTENTION_RULES` and the README's table.
+        tolerance: warn when the conservation error exceeds it (for a rule that absorbs, the
+            error counting the booked absorbed relevance as accounted).
         batch_size: accepted for the common interface; each prompt is its own pass pair.
 
     Returns:
         :class:`LRPAttribution`: ``scores [pos]`` (relevance per token), ``target_value``
-        (the explained logit), ``diagnostics["conservation_error"]`` and ``["absorbed"]``,
-        and ``layer_relevance(name) -> [pos]``.
+        (the explained logit), ``diagnostics["conservation_error"]`` (input relevance against
+        the explained output, absorbed relevance counted as lost), ``["absorbed"]``,
+        ``["absorbed_share"]`` (all that the rules booked as absorbed, as a share of the
+        output), ``["ledger_error"]`` (the error counting it as accounted: what the check
+        reads for a rule that absorbs) and ``layer_relevance(name) -> [pos]``.
 
     Example:
         >>> import interpretlm as il  # doctest: +SKIP

@@ -24,6 +24,7 @@ def lrp_section(lm: LM, prompts: list[str]) -> Section:
     r = lrp(lm, prompt, NextToken(top_id))
     d = r.diagnostics
     line = (f"{prompt!r} -> {top!r}: logit {d['output_relevance']:.2f}, input relevance "
-            f"{d['input_relevance']:.2f} (conservation error {d['conservation_error']:.2%}); top: "
+            f"{d['input_relevance']:.2f} (softmax rule {d['attention_rule']}: absorbed {d['absorbed_share']:.1%}, "
+            f"conservation error counting it {d['ledger_error']:.2%}); top: "
             + ", ".join(f"{t!r} {v:+.2f}" for t, v in r.top(4)))
     return Section(f"Layer-wise relevance propagation (AttnLRP) for {top!r}", list(r.figures().values()), [line])

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from ..registry import CheckSpec, UnknownMethodError, method, methods, register
 from .result import Attribution
 
@@ -20,6 +22,27 @@ _EFFICIENCY = CheckSpec("completeness_error", 0.01,
 _GRADIENT = CheckSpec("gradient_check_error", 0.1,
                       advice="the gradient does not predict the target's change along itself: the target is "
                              "not smooth here, so gradient scores are unreliable; prefer integrated_gradients.")
+
+def _lrp_absorbs(r: Attribution) -> bool:
+    """Whether ``r`` comes from a rule that absorbs by design and has a finite ledger to be judged on."""
+    share = r.diagnostics.get("absorbed_share")
+    # non-finite figures keep the plain name, so the non-finite report names the field that failed
+    return (r.options.get("attention_rule") in ("attnlrp-absorbing",) and share is not None
+            and bool(np.isfinite(share)) and r.diagnostics.get("ledger_error") is not None)
+
+
+def _lrp_figure(r: Attribution) -> float | None:
+    """LRP's check figure: the conservation error; for a rule that absorbs by design (the default,
+    published softmax rule) the error counting the booked absorbed relevance as accounted."""
+    return r.diagnostics.get("ledger_error" if _lrp_absorbs(r) else "conservation_error")
+
+
+def _lrp_check_name(r: Attribution) -> str:
+    """``conservation_error``, or ``conservation_error_counting_absorbed_61.6%`` (the share absorbed)."""
+    if _lrp_absorbs(r):
+        return f"conservation_error_counting_absorbed_{r.diagnostics['absorbed_share']:.1%}"
+    return "conservation_error"
+
 
 #: name -> (one-line summary, check figure)
 SPECS: dict[str, tuple[str, CheckSpec | None]] = {
@@ -40,7 +63,8 @@ SPECS: dict[str, tuple[str, CheckSpec | None]] = {
     "kernel_shap": ("KernelSHAP with paired sampling", _EFFICIENCY),
     "partition_shap": ("Owen values over a word/span hierarchy", _EFFICIENCY),
     "lrp": ("AttnLRP: one forward and one backward pass",
-            CheckSpec("conservation_error", 0.05, threshold_of=lambda r: r.options.get("tolerance", 0.05),
+            CheckSpec("conservation_error", 0.05, read=_lrp_figure, name_of=_lrp_check_name,
+                      threshold_of=lambda r: r.options.get("tolerance", 0.05),
                       advice="relevance is not conserved; see diagnostics['absorbed'].")),
 }
 ALIASES = {"ig": "integrated_gradients"}
