@@ -70,7 +70,7 @@ def visible(text: str, *, spaces: bool = True) -> str:
 
     Newlines, tabs and carriage returns become ``\n`` ``\t`` ``\r``; other control and
     format characters (bidi overrides such as U+202E, zero-width spaces and joiners, the BOM),
-    unusual spaces and unassigned code points become ``\uXXXX`` (``\UXXXXXXXX`` above the BMP);
+    unusual spaces and unassigned code points become ``\u`` and four hex digits (``\U`` and eight above the BMP, e.g. ``\u202e``);
     with ``spaces`` (tokens), each plain space becomes ``␣`` so leading and trailing spaces show.
 
     Example:
