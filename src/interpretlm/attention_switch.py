@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import nn
 
 from .errors import AttentionImplementationError, UnsupportedModelError
@@ -208,3 +209,44 @@ def _set_attention(model: nn.Module, key: str) -> None:
         model.set_attn_implementation(key)
     except Exception:  # older Transformers: set the config field directly
         model.config._attn_implementation = key
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """Grouped-query attention: ``[batch, kv_head, pos, d] -> [batch, kv_head * n_rep, pos, d]``.
+
+    Example:
+        >>> repeat_kv(torch.arange(4.).view(1, 2, 1, 2), 2)[0, :, 0].tolist()
+        [[0.0, 1.0], [0.0, 1.0], [2.0, 3.0], [2.0, 3.0]]
+    """
+    if n_rep == 1:
+        return x
+    b, h, n, d = x.shape
+    return x[:, :, None].expand(b, h, n_rep, n, d).reshape(b, h * n_rep, n, d)
+
+
+def attention_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """What a custom attention function (``attention_implementation(fn)``) computes with.
+
+    Args:
+        query: ``[batch, head, q, d]``; key, value: ``[batch, kv_head, k, d]``;
+        attention_mask: Transformers' mask for the call (boolean or additive), or ``None``.
+
+    Returns:
+        key and value repeated to every query head ``[batch, head, k, d]``, and the mask as
+        an additive ``[batch, 1, q, k]`` tensor (``-inf`` where a key is hidden), or ``None``.
+
+    Example:
+        >>> q, kv = torch.zeros(1, 4, 3, 2), torch.zeros(1, 2, 3, 2)
+        >>> k, v, m = attention_inputs(q, kv, kv, torch.ones(1, 1, 3, 3, dtype=torch.bool).tril())
+        >>> tuple(k.shape), m[0, 0, 0].tolist()
+        ((1, 4, 3, 2), [0.0, -inf, -inf])
+    """
+    n_rep = query.shape[1] // key.shape[1]
+    k, v = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
+    mask = attention_mask
+    if mask is not None and mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(~mask, float("-inf"))
+    if mask is not None:
+        mask = mask[:, :, :, : k.shape[-2]]
+    return k, v, mask

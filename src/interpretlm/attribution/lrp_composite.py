@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..architectures import find_module, get_module
+from ..attention_switch import attention_inputs
 from ..errors import InterpretLMError, UnsupportedModelError
 from ..model import LM
 from .lrp_rules import ATTENTION_RULES, AttentionCore, Epsilon, Identity, LayerNormRule, Ledger, Uniform
@@ -77,26 +78,13 @@ def _layer_of(model: nn.Module, lm: LM) -> dict[int, int]:
     return out
 
 
-def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
-    if n_rep == 1:
-        return x
-    b, h, n, d = x.shape
-    return x[:, :, None].expand(b, h, n_rep, n, d).reshape(b, h * n_rep, n, d)
-
-
 def _make_attention(rule: str, ledger: Ledger, layer_of: dict[int, int]):
     def lrp_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
                       **kwargs: Any):
         if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
             raise UnsupportedModelError("LRP does not cover attention logit soft-capping or attention sinks yet.")
-        n_rep = query.shape[1] // key.shape[1]
-        k, v = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
-        mask = attention_mask
-        if mask is not None and mask.dtype == torch.bool:
-            mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(~mask, float("-inf"))
-        if mask is not None:
-            mask = mask[:, :, :, : k.shape[-2]]
+        k, v, mask = attention_inputs(query, key, value, attention_mask)
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         out, attn = AttentionCore.apply(query, k, v, mask, float(scale), rule, ledger, layer_of.get(id(module)))
         return out.transpose(1, 2).contiguous(), attn

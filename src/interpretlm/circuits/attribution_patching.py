@@ -12,13 +12,12 @@ are on the scale of :func:`~interpretlm.circuits.patch`'s effect.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import CheckWarning
+from ..attention_switch import attention_inputs, repeat_kv
 from ..registry import CheckSpec, register
 from ..targets import TargetLike
 from ..tokens import Prompts
@@ -93,14 +92,6 @@ def gradients(lm: "LM", batch, target, names: list[str], *, embed_from: torch.Te
     return acts, grads, (values if alphas else values[0])
 
 
-def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
-    """``[batch, kv_head, pos, d] -> [batch, kv_head * n_rep, pos, d]`` (grouped-query attention)."""
-    if n_rep == 1:
-        return x
-    b, h, n, d = x.shape
-    return x[:, :, None].expand(b, h, n_rep, n, d).reshape(b, h * n_rep, n, d)
-
-
 def _recording_attention(lm: "LM", store: dict[int, dict[str, Any]]):
     """An eager attention function for :meth:`LM.attention_implementation` that keeps, per
     layer, the query ``[batch, head, q, d]``, the key ``[batch, kv_head, k, d]``, the additive
@@ -112,13 +103,9 @@ def _recording_attention(lm: "LM", store: dict[int, dict[str, Any]]):
         if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
             raise PatchingError("AtP*'s QK fix does not cover attention logit soft-capping or attention sinks; "
                                 "use estimator='attribution' or 'eap_ig'.")
-        n_rep = query.shape[1] // key.shape[1]
-        k, v = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
-        mask = attention_mask
-        if mask is not None and mask.dtype == torch.bool:
-            mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(~mask, float("-inf"))
+        k, v, mask = attention_inputs(query, key, value, attention_mask)
         if mask is not None:
-            mask = mask[:, :, :, : k.shape[-2]].float()
+            mask = mask.float()
         elif getattr(module, "is_causal", False):
             q_len, k_len = query.shape[-2], k.shape[-2]
             mask = torch.full((q_len, k_len), float("-inf"), device=query.device).triu(k_len - q_len + 1)[None, None]
@@ -140,8 +127,8 @@ def _qk_exact(clean: dict[str, Any], corrupt: dict[str, Any], g_probs: torch.Ten
     at ``p`` does to this layer's queries and keys) and ``A`` the corrupted run's."""
     q_x, q_c = corrupt["q"].detach().float(), clean["q"].float()
     n_rep = q_x.shape[1] // corrupt["k"].shape[1]
-    k_x = _repeat_kv(corrupt["k"].detach().float(), n_rep)
-    k_c = _repeat_kv(clean["k"].float(), n_rep)
+    k_x = repeat_kv(corrupt["k"].detach().float(), n_rep)
+    k_c = repeat_kv(clean["k"].float(), n_rep)
     scale, mask, probs = corrupt["scale"], corrupt["mask"], corrupt["A"].detach()
     scores = (q_x @ k_x.transpose(-1, -2)) * scale            # [batch, head, q, k]
     col = (q_x @ k_c.transpose(-1, -2)) * scale               # query t vs the clean key at p
