@@ -19,21 +19,16 @@ import json
 import statistics
 import sys
 import time
-import warnings
 
 import torch
+from _peer_job import load_job
 
 
 def main() -> None:
-    job = json.load(open(sys.argv[1]))
-    torch.set_num_threads(int(job["threads"]))
-    warnings.filterwarnings("ignore")
+    job, tok, hf = load_job()
     import nnsight
     from nnsight import LanguageModel
-    from transformers import AutoTokenizer, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(job["model_dir"])
-    hf = LlamaForCausalLM.from_pretrained(job["model_dir"], dtype=torch.float32).eval()
     model = LanguageModel(hf, tokenizer=tok)
     layers = model.model.layers
     n_layers, n_heads = hf.config.num_hidden_layers, hf.config.num_attention_heads

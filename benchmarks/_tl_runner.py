@@ -24,21 +24,16 @@ import json
 import statistics
 import sys
 import time
-import warnings
 
 import torch
+from _peer_job import load_job
 
 
 def main() -> None:
-    job = json.load(open(sys.argv[1]))
-    torch.set_num_threads(int(job["threads"]))
-    warnings.filterwarnings("ignore")
+    job, tok, hf = load_job()
     import transformer_lens.patching as patching
     from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoTokenizer, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(job["model_dir"])
-    hf = LlamaForCausalLM.from_pretrained(job["model_dir"], dtype=torch.float32).eval()
     model = TransformerBridge.boot_transformers(job["model_dir"], hf_model=hf, tokenizer=tok, device="cpu")
     model.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     model.eval()

@@ -253,6 +253,13 @@ class _Series:
     def _field_in(cls, name: str, value: Any) -> Any:
         return {k: _num_in(v) for k, v in value.items()} if name == "series" else value
 
+    def _check_series(self, labels: list[str], what: str) -> None:
+        """Series as ``{str: [float]}``, each with one value per label."""
+        self.series = {str(k): _floats(v) for k, v in self.series.items()}
+        for k, v in self.series.items():
+            if len(v) != len(labels):
+                raise FigureError(f"series {k!r} has {len(v)} values for {len(labels)} {what}")
+
 
 @dataclass
 class Bars(_Series, Figure):
@@ -278,11 +285,8 @@ class Bars(_Series, Figure):
 
     def __post_init__(self) -> None:
         self.labels = [str(x) for x in self.labels]
-        self.series = {str(k): _floats(v) for k, v in self.series.items()}
+        self._check_series(self.labels, "labels")
         self.scale = _scale(self.scale)
-        for k, v in self.series.items():
-            if len(v) != len(self.labels):
-                raise FigureError(f"series {k!r} has {len(v)} values for {len(self.labels)} labels")
 
 
 
@@ -374,12 +378,9 @@ class LineChart(_Series, Figure):
 
     def __post_init__(self) -> None:
         self.x = [str(v) for v in self.x]
-        self.series = {str(k): _floats(v) for k, v in self.series.items()}
+        self._check_series(self.x, "x labels")
         self.y_min = None if self.y_min is None else float(self.y_min)
         self.y_max = None if self.y_max is None else float(self.y_max)
-        for k, v in self.series.items():
-            if len(v) != len(self.x):
-                raise FigureError(f"series {k!r} has {len(v)} values for {len(self.x)} x labels")
 
 
 
