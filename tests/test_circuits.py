@@ -57,6 +57,41 @@ def test_batched_replay_equals_one_forward_per_patch(wide_lm, over):
     assert not fast.warnings  # no noise warning, no failed sanity check
 
 
+def test_suffix_replay_equals_the_full_replay(wide_lm):
+    """On a causal model a replay from position d (prefix keys/values from the record) equals
+    the full replay at positions >= d and leaves the prefix as recorded; encoders refuse it."""
+    rec = wide_lm.record([CLEAN, "When Tom and Anna went to the park, Anna gave"])  # padded second row
+    if not wide_lm.is_causal:
+        assert not rec.suffix_supported()
+        return
+    assert rec.suffix_supported()
+    d, rows = 5, torch.tensor([1, 0, 1])
+    g = torch.Generator().manual_seed(0)
+    h = rec.resid[1][rows].clone()
+    h[:, d:] += torch.randn(h[:, d:].shape, generator=g)
+    full = rec.replay(1, h, rows)
+    part = rec.replay(1, h[:, d:], rows, from_pos=d)
+    scale = float(full.abs().max())
+    torch.testing.assert_close(part, full[:, d:], rtol=1e-4, atol=1e-4 * scale)
+    torch.testing.assert_close(full[:, :d], rec.resid[-1][rows][:, :d], rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_patches_that_change_nothing_cost_no_replay():
+    """Before the first token where clean and corrupted differ, the clean residual stream is the
+    corrupted one: those patches give the corrupted value exactly, and the rest replay only the suffix."""
+    lm = tiny_lm("llama", seed=0, initializer_range=0.2)
+    c, x, t = inputs(lm)
+    first = next(i for i, (a, b) in enumerate(zip(lm.tokenize(c).input_ids[0], lm.tokenize(x).input_ids[0]))
+                 if a != b)
+    p = il.patch(lm, c, x, t, over="resid_pre")
+    assert first > 3 and (p.patched[:, :first] == p.corrupt_value).all()
+    width, L = p.effect.shape[1], lm.n_layers
+    # the record, its check replay, the prefix keys/values, the suffix check, the clean run
+    # and the replays of positions first.. only
+    full = 1 + 1 + sum((L - l) / L for l in range(L)) * width
+    assert p.diagnostics["forward_passes"] < 0.6 * full
+
+
 def test_replay_with_padding_and_eager_attention():
     """Rows of different lengths (padding masks) and eager attention (explicit 4-d masks)."""
     lm = tiny_lm("llama", attn_implementation="eager")

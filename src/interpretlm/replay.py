@@ -6,6 +6,9 @@ input of every block and the other arguments the model hands to it (attention ma
 rotary cos/sin, position ids...). :meth:`Recording.replay` then runs blocks
 ``L .. n_layers-1`` on any rows whose residual stream entering block ``L`` is given,
 calling the original block modules (so hooks on their sub-modules still fire).
+On a causal model a replay can start at a position too (``from_pos``): positions before
+it cannot be changed by anything at or after it, so only the suffix is recomputed, its
+attention reading the base run's keys and values of the prefix.
 :meth:`LM.logits_at` reads the logits at the few positions a target looks at. Nothing of
 the model is re-implemented or replaced.
 
@@ -146,12 +149,15 @@ class Recording:
                  calls: list[BlockCall]) -> None:
         self.lm, self.batch, self.output, self.resid, self.calls = lm, batch, output, resid, calls
         self.blocks = lm.blocks
+        self._kv: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._suffix_ok: bool | None = None
 
     @property
     def n_layers(self) -> int:
         return len(self.blocks)
 
-    def replay(self, start: int, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def replay(self, start: int, hidden: torch.Tensor, rows: torch.Tensor | None = None, *,
+               from_pos: int = 0) -> torch.Tensor:
         """Run blocks ``start ..`` on ``hidden``; return the last block's output ``[len(rows), pos, d_model]``.
 
         Args:
@@ -159,12 +165,19 @@ class Recording:
             hidden: ``[len(rows), pos, d_model]`` residual stream entering block ``start``.
             rows: ``[len(rows)]`` which recorded row each replayed row belongs to (its mask,
                 positions, rotary embeddings); default every row once, in order.
+            from_pos: recompute only positions ``from_pos ..`` (check :meth:`suffix_supported`
+                first): ``hidden`` is then ``[len(rows), pos - from_pos, d_model]``, the residual
+                stream at those positions, and so is the output; the prefix's keys and values
+                are the recorded run's, so the caller must not have changed anything before
+                ``from_pos``.
 
         Apply :meth:`LM.final_hidden` / :meth:`LM.logits_at` to the result for the last
         hidden state or the logits. Runs without gradients.
         """
         n = self.batch.size
         rows = torch.arange(n) if rows is None else rows
+        if from_pos:
+            return self._replay_suffix(start, hidden, rows, from_pos)
         with torch.no_grad(), self.lm.running():
             for i in range(start, self.n_layers):
                 call = self.calls[i]
@@ -172,6 +185,98 @@ class Recording:
                 kwargs = index_rows(call.kwargs, rows, n)
                 hidden = hooks.first_output(self.blocks[i](hidden, *args, **kwargs))
         return hidden
+
+    def suffix_supported(self) -> bool:
+        """Whether :meth:`replay` can start at a position (``from_pos``) on this model.
+
+        Needs a causal model whose attention runs through Transformers' attention interface.
+        Checked once, on the recorded rows: a replay from block 0 and the middle position
+        must equal the full replay there (relative 1e-4), else the answer is ``False`` and
+        callers replay every position.
+        """
+        if self._suffix_ok is None:
+            self._suffix_ok = self._check_suffix()
+        return self._suffix_ok
+
+    def _check_suffix(self) -> bool:
+        width = self.resid[0].shape[1]
+        if not self.lm.is_causal or width < 2:
+            return False
+        d = width // 2
+        try:
+            full = self.replay(0, self.resid[0])
+            part = self._replay_suffix(0, self.resid[0][:, d:], torch.arange(self.batch.size), d)
+        except Exception:  # a family whose blocks the suffix replay cannot drive: replay every position
+            self._kv = None
+            return False
+        ref = full[:, d:].float()
+        return part.shape == ref.shape and bool((part.float() - ref).abs().max() <= 1e-4 * (1 + ref.abs().max()))
+
+    def _prefix_kv(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Every layer's keys and values ``[batch, kv_head, pos, d_head]`` on the recorded rows."""
+        if self._kv is None:
+            from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+            kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+            layer_of = {id(m): i for i, block in enumerate(self.blocks) for m in block.modules()}
+
+            def keep(module, query, key, value, attention_mask, **kwargs):
+                kv[layer_of[id(module)]] = (key.detach(), value.detach())
+                return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+            with self.lm.attention_implementation(keep):
+                self.replay(0, self.resid[0])
+            if len(kv) != self.n_layers:
+                raise RuntimeError("not every block's attention ran through the attention interface")
+            self._kv = kv
+        return self._kv
+
+    def _replay_suffix(self, start: int, hidden: torch.Tensor, rows: torch.Tensor, d: int) -> torch.Tensor:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        n, width = self.batch.size, self.resid[0].shape[1]
+        kv = self._prefix_kv()
+        layer_of = {id(m): i for i, block in enumerate(self.blocks) for m in block.modules()}
+
+        def attention(module, query, key, value, attention_mask, **kwargs):
+            pk, pv = kv[layer_of[id(module)]]
+            idx = rows.to(pk.device)
+            key = torch.cat([pk.index_select(0, idx)[:, :, :d].to(key.dtype), key], 2)
+            value = torch.cat([pv.index_select(0, idx)[:, :, :d].to(value.dtype), value], 2)
+            if attention_mask is None:  # causal, no padding: query i (position d + i) sees keys 0 .. d + i
+                q, k = query.shape[2], key.shape[2]
+                attention_mask = torch.ones(q, k, dtype=torch.bool, device=query.device).tril(k - q)[None, None]
+            kwargs.pop("is_causal", None)
+            return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+        with torch.no_grad(), self.lm.attention_implementation(attention):
+            for i in range(start, self.n_layers):
+                call = self.calls[i]
+                args = _suffix(index_rows(call.args, rows, n), d, width)
+                kwargs = _suffix(index_rows(call.kwargs, rows, n), d, width)
+                hidden = hooks.first_output(self.blocks[i](hidden, *args, **kwargs))
+        return hidden
+
+
+def _suffix(value: Any, d: int, width: int) -> Any:
+    """A block argument restricted to query positions ``d ..``: masks ``[.., pos, pos]`` lose their
+    first ``d`` query rows (keys stay all), rotary tables and position ids ``[b, pos, ..]`` / ``[pos]``
+    their first ``d`` positions."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 4 and value.shape[-2] == value.shape[-1] == width:
+            return value[..., d:, :]
+        if value.dim() in (2, 3) and value.shape[1] == width:
+            return value[:, d:]
+        if value.dim() == 1 and value.shape[0] == width:
+            return value[d:]
+        return value
+    if isinstance(value, tuple):
+        return tuple(_suffix(v, d, width) for v in value)
+    if isinstance(value, list):
+        return [_suffix(v, d, width) for v in value]
+    if isinstance(value, dict):
+        return {k: _suffix(v, d, width) for k, v in value.items()}
+    return value
 
 
 def record(lm: "LM", batch: Batch) -> Recording:

@@ -248,9 +248,11 @@ def patch(lm: "LM", clean: Prompts | Batch, corrupted: Prompts | Batch, target: 
     def source(comp: str, layer: int) -> torch.Tensor:
         return sources[(comp, layer)]
 
+    own = _own_values(lm, xb, over, layer_list)
+
     values, used, passes = run_patches(runner, patches + [sanity_patch], source, engine=engine,
-                                       batch_size=batch_size)
-    passes += xb.size  # the clean run
+                                       batch_size=batch_size, base=(lambda c, l: own.get((c, l))) if own else None)
+    passes += xb.size * (1 + bool(own))  # the clean run (and the corrupted run's own values)
     mean = values.mean(dim=1)
     effect = ((mean - corrupt_value) / denom)
     sanity_full = float(effect[-1])
@@ -299,19 +301,31 @@ def _clean_sources(lm: "LM", pairs, over: str, layers: list[int], width: int) ->
     return sources, clean_value
 
 
+def _own_values(lm: "LM", batch: Batch, over: str, layers: list[int]) -> dict[tuple[str, int], torch.Tensor]:
+    """The corrupted run's own values of ``over`` per ``(component, layer)`` (none for the residual
+    stream, which the replay already holds): where a clean value equals it, a patch changes nothing."""
+    if over in ("resid_pre", "resid_post"):
+        return {}
+    names = {l: f"blocks.{l}.attn.heads" if over == "heads" else f"blocks.{l}.{over}" for l in layers}
+    with torch.no_grad(), lm.capture(sorted(set(names.values()))) as cache:
+        lm.forward(batch, grad=False)
+    return {(over, l): cache[name] for l, name in names.items()}
+
+
 def run_patches(runner: BlockRunner, patches: list[Patch], source, *, engine: str = "auto", batch_size: int = 64,
-                progress: bool | None = None, desc: str = "patching") -> tuple[torch.Tensor, str, float]:
+                progress: bool | None = None, desc: str = "patching", base=None) -> tuple[torch.Tensor, str, float]:
     """The target after each patch, ``[patches, batch]``, with the engine that computed it and its cost
     in forward passes of one row.
 
     ``engine="auto"`` replays from the patched block when the replay reproduces the model's forward pass
-    (``runner.check_error``), else warns and runs one full forward pass per patch.
+    (``runner.check_error``), else warns and runs one full forward pass per patch. ``base`` gives the base
+    run's own values of a ``(component, layer)``, as :func:`~interpretlm.circuits.sweep.sweep` takes them.
     """
     lm, batch = runner.lm, runner.batch
     ok = runner.check_error <= CHECK_TOL * (1 + float(runner.value.abs().max()))
     if engine == "replay" or (engine == "auto" and ok):
-        return sweep(runner, patches, source, batch_size=batch_size, progress=progress, desc=desc), "replay", \
-            runner.passes
+        values = sweep(runner, patches, source, batch_size=batch_size, progress=progress, desc=desc, base=base)
+        return values, "replay", runner.passes
     if engine == "auto":
         warnings.warn(f"Replaying {lm.name} block by block differs from its forward pass by "
                       f"{runner.check_error:.2g}; running one full forward pass per patch instead.")

@@ -63,6 +63,7 @@ class BlockRunner:
         self.value = target(self.recording.output).detach()
         self.positions = read_positions(lm, target, batch)
         self.passes = float(batch.size)
+        self._suffix_ok: bool | None = None
         replay = self.run(0, self.resid[0], torch.arange(batch.size))
         self.replay_value = replay
         self.check_error = float((replay - self.value).abs().max())
@@ -71,7 +72,16 @@ class BlockRunner:
     def n_layers(self) -> int:
         return len(self.blocks)
 
-    def run(self, start: int, hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    @property
+    def suffix_ok(self) -> bool:
+        """Whether :meth:`run` can recompute only the positions from ``from_pos`` on."""
+        if self._suffix_ok is None:
+            self._suffix_ok = self.recording.suffix_supported()
+            if self.lm.is_causal:  # its cost: the prefix's keys and values, a full and a suffix replay
+                self.passes += 2.5 * self.batch.size
+        return self._suffix_ok
+
+    def run(self, start: int, hidden: torch.Tensor, rows: torch.Tensor, from_pos: int = 0) -> torch.Tensor:
         """Run blocks ``start ..`` on ``hidden`` and return the target, ``[len(rows)]``.
 
         Args:
@@ -79,8 +89,18 @@ class BlockRunner:
             hidden: ``[len(rows), pos, d_model]`` residual stream entering block ``start``.
             rows: ``[len(rows)]`` which base-run row each replayed row belongs to (its mask,
                 positions and target tokens).
+            from_pos: the first position the caller changed (at block ``start`` or inside it);
+                on a causal model (:attr:`suffix_ok`) only positions ``from_pos ..`` are
+                recomputed, the others are the base run's.
         """
-        hidden = self.recording.replay(start, hidden, rows)
+        width = hidden.shape[1]
+        if from_pos and self.suffix_ok:
+            suffix = self.recording.replay(start, hidden[:, from_pos:], rows, from_pos=from_pos)
+            prefix = self.resid[-1].index_select(0, rows.to(self.resid[-1].device))[:, :from_pos]
+            hidden = torch.cat([prefix, suffix], 1)
+        else:
+            from_pos = 0
+            hidden = self.recording.replay(start, hidden, rows)
         with torch.no_grad():
             sub = select_rows(self.batch, rows)
             positions = None if self.positions is None else self.positions[rows]
@@ -88,6 +108,6 @@ class BlockRunner:
             if not self.lm.has_head:
                 return self.target(Output(logits=None, hidden=self.lm.final_hidden(hidden), batch=sub)).detach()
             logits = self.lm.logits_at(hidden, positions)
-            # cost in forward passes of one row: the fraction of blocks replayed
-            self.passes += len(rows) * (self.n_layers - start) / max(self.n_layers, 1)
+            # cost in forward passes of one row: the fraction of blocks (and positions) replayed
+            self.passes += len(rows) * (self.n_layers - start) / max(self.n_layers, 1) * (width - from_pos) / width
             return self.target(Output(logits=logits, hidden=self.lm.final_hidden(hidden), batch=sub)).detach()

@@ -59,8 +59,13 @@ def _site_name(component: str, layer: int) -> str:
 
 
 def sweep(runner: BlockRunner, patches: list[Patch], source: Sources, *, batch_size: int = 64,
-          progress: bool | None = None, desc: str = "patching") -> torch.Tensor:
+          progress: bool | None = None, desc: str = "patching", base: Sources | None = None) -> torch.Tensor:
     """The target after each patch, for every prompt: ``[len(patches), batch]``.
+
+    A patch changes nothing before the first position where what it writes differs from the
+    base run (``base``, when given; else its first patched position): a patch that changes
+    nothing gets the base run's value without a replay, and on a causal model the others
+    replay only the positions from there on (:meth:`BlockRunner.run`'s ``from_pos``).
 
     Args:
         runner: the base run (patches are applied on top of it).
@@ -68,6 +73,9 @@ def sweep(runner: BlockRunner, patches: list[Patch], source: Sources, *, batch_s
         source: gives the value written by a patch of ``(component, layer)``.
         batch_size: replayed rows per forward pass.
         progress: show a progress bar (default: only on a terminal).
+        desc: the progress bar's label.
+        base: gives the base run's own value of ``(component, layer)`` (the residual stream's
+            is the runner's), so positions where the source equals it are known unchanged.
     """
     lm = runner.lm
     n = runner.batch.size
@@ -82,6 +90,8 @@ def sweep(runner: BlockRunner, patches: list[Patch], source: Sources, *, batch_s
     for (start, comp, layer), spec_ids in sorted(groups.items()):
         pairs = [(s, b) for s in spec_ids for b in range(n)]
         src = source(comp, layer)
+        own = runner.resid[layer + (comp == "resid_post")] if comp in ("resid_pre", "resid_post") else \
+            (base(comp, layer) if base is not None else None)  # None: every patched position may change
         for c in range(0, len(pairs), batch_size):
             chunk = pairs[c:c + batch_size]
             s_idx = torch.tensor([s for s, _ in chunk])
@@ -89,26 +99,50 @@ def sweep(runner: BlockRunner, patches: list[Patch], source: Sources, *, batch_s
             pos_mask = torch.stack([patches[s].pos_mask[b] for s, b in chunk])  # [R, pos]
             value = src.index_select(0, rows.to(src.device))
             hidden = runner.resid[start].index_select(0, rows.to(runner.resid[start].device))
-            if comp in ("resid_pre", "resid_post"):
-                m = pos_mask.to(hidden.device).unsqueeze(-1)
-                hidden = torch.where(m, value.to(hidden.dtype), hidden)
-                vals = runner.run(start, hidden, rows)
+            if comp == "heads":
+                head_mask = torch.zeros(len(chunk), lm.n_heads, dtype=torch.bool)
+                for r, (s, _) in enumerate(chunk):
+                    h = patches[s].heads
+                    head_mask[r, list(h) if h is not None else slice(None)] = True
+                m = pos_mask[:, :, None] & head_mask[:, None, :]  # [R, pos, head]
             else:
-                if comp == "heads":
-                    head_mask = torch.zeros(len(chunk), lm.n_heads, dtype=torch.bool)
-                    for r, (s, _) in enumerate(chunk):
-                        h = patches[s].heads
-                        head_mask[r, list(h) if h is not None else slice(None)] = True
-                    m = (pos_mask[:, :, None] & head_mask[:, None, :]).unsqueeze(-1)
+                m = pos_mask
+            changed = _changed(m, value, None if own is None else own.index_select(0, rows.to(own.device)))
+            same = ~changed.any(1)
+            if same.any():  # writes what the base run has: its value, no replay
+                out[s_idx[same], rows[same]] = runner.value.index_select(0, rows[same].to(runner.value.device)
+                                                                         ).float().cpu()
+            keep = (~same).nonzero().flatten()
+            if len(keep):
+                first = int(changed[keep].float().argmax(1).min()) if runner.suffix_ok else 0
+                rk = rows[keep]
+                v, h, mk = value[keep], hidden[keep], m[keep].unsqueeze(-1)
+                if comp in ("resid_pre", "resid_post"):
+                    h = torch.where(mk.to(h.device), v.to(h.device, h.dtype), h)
+                    vals = runner.run(start, h, rk, first)
                 else:
-                    m = pos_mask.unsqueeze(-1)
+                    mk, v = mk[:, first:], v[:, first:]
 
-                def edit(x: torch.Tensor, m: torch.Tensor = m, value: torch.Tensor = value) -> torch.Tensor:
-                    return torch.where(m.to(x.device), value.to(x.device, x.dtype), x)
+                    def edit(x: torch.Tensor, m: torch.Tensor = mk, value: torch.Tensor = v) -> torch.Tensor:
+                        return torch.where(m.to(x.device), value.to(x.device, x.dtype), x)
 
-                with hooks.intervene(lm, {_site_name(comp, layer): edit}):
-                    vals = runner.run(start, hidden, rows)
-            out[s_idx, rows] = vals.float().cpu()
+                    with hooks.intervene(lm, {_site_name(comp, layer): edit}):
+                        vals = runner.run(start, h, rk, first)
+                out[s_idx[keep], rk] = vals.float().cpu()
             bar.update(len(chunk))
     bar.close()
     return out
+
+
+def _changed(mask: torch.Tensor, value: torch.Tensor, own: torch.Tensor | None) -> torch.Tensor:
+    """``[R, pos]``: positions where a patch writes something other than the base run's value.
+
+    ``mask`` is ``[R, pos]`` (``[R, pos, head]`` for heads); without the base run's value every
+    patched position counts as changed.
+    """
+    if own is None:
+        changed = mask
+    else:
+        diff = value.to(own.device, own.dtype) != own
+        changed = mask.to(diff.device) & diff.any(-1)
+    return changed.any(-1).cpu() if changed.dim() == 3 else changed.cpu()
