@@ -55,6 +55,7 @@ class Job:
     done: int = 0
     total: int = 0
     desc: str = ""
+    loops: dict[str, list[int]] = field(default_factory=dict)  # each loop's [done, total] by its description
     results: list[str] = field(default_factory=list)
     error: str = ""
     created: float = field(default_factory=time.time)
@@ -68,7 +69,7 @@ class Job:
     def to_dict(self) -> dict[str, Any]:
         """The job as plain data (what the API returns and the progress stream sends)."""
         return {"id": self.id, "method": self.method, "model": self.model, "state": self.state,
-                "done": self.done, "total": self.total, "desc": self.desc, "results": list(self.results),
+                "done": self.done, "total": self.total, "desc": self.desc, "loops": dict(self.loops), "results": list(self.results),
                 "error": self.error, "created": self.created, "started": self.started, "finished": self.finished,
                 "compute_s": self.compute_s, "version": self.version}
 
@@ -83,6 +84,7 @@ class Job:
             raise JobCancelled(f"job {self.id} was cancelled")
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise JobCancelled(f"job {self.id} ran past the server's time limit per job")
+        self.loops[str(desc)] = [int(done), int(total)]
         self._bump(done=int(done), total=int(total), desc=str(desc))
 
 

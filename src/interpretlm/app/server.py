@@ -194,7 +194,7 @@ class Store:
         return name
 
     def list(self, limit: int = 500) -> list[dict[str, Any]]:
-        files = sorted((p for p in self.root.glob("*.json") if NAME.fullmatch(p.name)),
+        files = sorted((p for p in self.root.glob("*.json") if NAME.fullmatch(p.name) and p.resolve().parent == self.root),
                        key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
         out = []
         for p in files:
