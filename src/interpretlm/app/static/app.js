@@ -119,6 +119,7 @@
     var body;
     try { body = collect(); } catch (e) { status(e.message, true); return; }
     var pane = $("pane-pick").value;
+    status("submitting…");
     try {
       var job = await api("/api/jobs", {method: "POST", headers: {"content-type": "application/json"},
                                         body: JSON.stringify(body)});
