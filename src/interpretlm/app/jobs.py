@@ -65,6 +65,8 @@ class Job:
     version: int = 0
     cancel_requested: bool = False
     deadline: float | None = None
+    # (event loop, asyncio.Event) of each progress stream following the job, woken on every change
+    watchers: list[tuple[Any, Any]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The job as plain data (what the API returns and the progress stream sends)."""
@@ -77,6 +79,11 @@ class Job:
         for k, v in changes.items():
             setattr(self, k, v)
         self.version += 1
+        for loop, event in list(self.watchers):
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that stream's loop has closed
+                pass
 
     def progress(self, done: int, total: int, desc: str) -> None:
         """The progress listener: records the step, stops the method when cancelled or late."""

@@ -467,16 +467,27 @@ def create_app(models: dict[str, Any], data_dir: str | Path, limits: Limits | No
         streams["open"] += 1
 
         async def stream():
+            # woken by the job itself on every change (no polling delay). A client that goes away
+            # is noticed by Starlette, which cancels this generator (the finally clause still runs);
+            # asking request.is_disconnected() here as well would race with that listener.
+            wake = asyncio.Event()
+            watcher = (asyncio.get_running_loop(), wake)
+            job.watchers.append(watcher)
             try:
                 seen = -1
                 while True:
+                    wake.clear()
                     if job.version != seen:
                         seen = job.version
                         yield f"event: job\ndata: {json.dumps(job.to_dict())}\n\n"
-                    if job.state in TERMINAL or await request.is_disconnected():
+                    if job.state in TERMINAL:
                         break
-                    await asyncio.sleep(0.05)
+                    try:
+                        await asyncio.wait_for(wake.wait(), 1.0)
+                    except asyncio.TimeoutError:
+                        pass
             finally:
+                job.watchers.remove(watcher)
                 streams["open"] -= 1
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
 

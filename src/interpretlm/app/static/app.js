@@ -6,7 +6,6 @@
   "use strict";
   var $ = function (id) { return document.getElementById(id); };
   var METHODS = {}, current = null;
-  var t0 = performance.now();
 
   function el(tag, attrs, text) {
     var e = document.createElement(tag);
@@ -183,7 +182,8 @@
     catch (e) { status("cannot open " + name + ": " + e.message, true); return; }
     show(v, pane || "a");
     var box = $("pane-" + (pane || "a"));
-    box.dataset.renderMs = String(Math.round(performance.now() - t));
+    void box.offsetHeight;  // layout done: the view is on screen at the next frame
+    box.dataset.renderMs = (performance.now() - t).toFixed(1);
   }
   function show(v, pane) {
     var box = $("pane-" + pane);
@@ -286,7 +286,8 @@
     showMethod();
     await refreshSaved();
     $("status-line").textContent = data.methods.length + " methods · models: " + models.models.map(function (m) { return m.name; }).join(", ");
-    document.body.dataset.ready = String(Math.round(performance.now() - t0));
+    // milliseconds from the start of navigation until the form works (the latency benchmark reads it)
+    document.body.dataset.ready = String(Math.round(performance.now()));
   }
   document.addEventListener("DOMContentLoaded", function () {
     init().catch(function (e) { $("status-line").textContent = "failed to start: " + e.message; });
