@@ -242,3 +242,23 @@ def test_binding_other_than_loopback_needs_a_flag(capsys):
 
     with pytest.raises(InterpretLMError, match="allow-remote"):
         serve("tiny", host="0.0.0.0")
+
+
+def test_serve_command_binds_loopback_and_warns_for_other_addresses(monkeypatch, tmp_path):
+    import uvicorn
+    from click.testing import CliRunner
+
+    from interpretlm.cli import app as cli
+
+    bound = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: bound.append((host, port, app)))
+    out = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "d"), "--port", "8123"])
+    assert out.exit_code == 0, out.output
+    assert bound[-1][:2] == ("127.0.0.1", 8123) and "WARNING" not in out.output
+    with TestClient(bound[-1][2]) as client:  # the default model is named, loaded on the first job only
+        assert client.get("/api/models").json() == {"models": [{"name": "smollm2-135m", "loaded": False}],
+                                                     "default": "smollm2-135m"}
+    out = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d")])
+    assert out.exit_code == 2 and "allow-remote" in out.output and len(bound) == 1
+    out = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--allow-remote", "--data-dir", str(tmp_path / "d")])
+    assert out.exit_code == 0 and "WARNING" in out.output and bound[-1][0] == "0.0.0.0"
