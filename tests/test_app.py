@@ -262,3 +262,40 @@ def test_serve_command_binds_loopback_and_warns_for_other_addresses(monkeypatch,
     assert out.exit_code == 2 and "allow-remote" in out.output and len(bound) == 1
     out = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--allow-remote", "--data-dir", str(tmp_path / "d")])
     assert out.exit_code == 0 and "WARNING" in out.output and bound[-1][0] == "0.0.0.0"
+
+
+def test_random_requests_never_get_a_5xx(app_client):
+    """Any JSON body (and some that are not JSON) is answered 202 or a 4xx, never a server error."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    app, client = app_client(max_queued=2)
+    scalars = st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.text(max_size=8), inner, max_size=3), max_leaves=8)
+    names = st.sampled_from(il.methods().names() + ["nope", ""])
+    kinds = st.sampled_from(["NextToken", "Contrast", "Continuation", "Label", "FunctionTarget", "Nope"])
+    target = st.none() | values | st.fixed_dictionaries({"kind": kinds}, optional={
+        "token": values, "a": values, "b": values, "text": values, "label": values, "verbalizers": values})
+    body = st.fixed_dictionaries({"method": names | values}, optional={
+        "prompt": values, "prompts": values, "clean": values, "corrupted": values, "dataset": values, "n": values,
+        "task": values, "result": values, "model": values, "target": target,
+        "options": st.dictionaries(st.sampled_from(["batch_size", "tol", "layers", "heads", "k", "bogus", "path",
+                                                    "granularity", "n_samples"]), values, max_size=3) | values})
+    seen = set()
+
+    @settings(max_examples=200, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(body)
+    def one(b):
+        with CALL_LOCK:  # accepted jobs wait, so the queue fills and the rest is about the request itself
+            r = client.post("/api/jobs", json=b)
+        seen.add(r.status_code)
+        assert r.status_code in (202, 400, 404, 413, 422, 429), (b, r.status_code, r.text)
+        assert "error" in r.json() or r.status_code == 202
+
+    one()
+    for raw in [b"[" * 20000 + b"]" * 20000, b"\xff\xfe", b"{", b"null", b"[]"]:
+        assert client.post("/api/jobs", content=raw, headers={"content-type": "application/json"}).status_code \
+            in (400, 413)
+    assert {422, 404} <= seen

@@ -162,10 +162,9 @@ class JobQueue:
         return job
 
     def close(self) -> None:
-        """Stop the workers after the jobs they run (queued jobs are cancelled)."""
+        """Cancel every job (a running one stops at its next step) and stop the workers."""
         for j in list(self.jobs.values()):
-            if j.state == "queued":
-                self.cancel(j.id)
+            self.cancel(j.id)
         for _ in self._threads:
             self._pending.put(None)
         for t in self._threads:

@@ -197,6 +197,9 @@ class Store:
         files = sorted((p for p in self.root.glob("*.json") if NAME.fullmatch(p.name) and p.resolve().parent == self.root),
                        key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
         out = []
+        live = {(p.name, p.stat().st_mtime_ns) for p in files}
+        for key in [k for k in self._meta if k not in live]:  # files removed or rewritten since
+            del self._meta[key]
         for p in files:
             key = (p.name, p.stat().st_mtime_ns)
             meta = self._meta.get(key)
@@ -427,7 +430,7 @@ def create_app(models: dict[str, Any], data_dir: str | Path, limits: Limits | No
     async def submit(request: Request) -> Response:
         try:
             body = await request.json()
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting deeper than json parses
             return _error(400, "the body must be a JSON object")
         if not isinstance(body, dict):
             return _error(400, "the body must be a JSON object")
@@ -437,7 +440,7 @@ def create_app(models: dict[str, Any], data_dir: str | Path, limits: Limits | No
             return _error(404, str(exc))
         except LookupError as exc:
             return _error(404, str(exc).strip("'\""))
-        except (ValueError, TypeError, InterpretLMError) as exc:
+        except (ValueError, TypeError, RecursionError, InterpretLMError) as exc:
             return _error(422, str(exc))
         try:
             jobs.submit(job)
@@ -546,7 +549,7 @@ def create_app(models: dict[str, Any], data_dir: str | Path, limits: Limits | No
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         yield
-        await asyncio.to_thread(jobs.close)  # running jobs finish; queued ones are cancelled
+        await asyncio.to_thread(jobs.close)  # every job is cancelled; a running one stops at its next step
 
     routes = [
         Route("/", index), Route("/static/{name}", static), Route("/static/viz/{name}", viz_static),
