@@ -312,3 +312,21 @@ def test_every_registered_method_has_a_view(page, served):
                 page.wait_for_selector("#pane-a .il-attn[data-il-mount-ms]")
             if result.check is not None:
                 assert result.check.name in page.text_content("#pane-a .il-check"), m.name
+
+
+def test_label_and_continuation_targets_from_the_form(page, served):
+    _, app = served
+    root = app.state.store.root
+    with screenshot_on_failure(page, "targets"):
+        name = run_form(page, "input_x_gradient", prompt="The movie was", **{"select:target-kind": "Label"},
+                        **{"t-label": "negative", "t-verbalizers": '{"positive": [" good"], "negative": [" bad"]}'})
+        r = il.Result.load(root / name)
+        assert r.target == il.Label({"positive": [" good"], "negative": [" bad"]}, label="negative").to_dict()
+        check_shading(page, "a", r.figures()["scores"])
+        assert "label 'negative'" in page.text_content("#pane-a .il-target")
+        name = run_form(page, "saliency", prompt="The cat sat on the", **{"select:target-kind": "Continuation"},
+                        **{"t-text": " mat because"})
+        r = il.Result.load(root / name)
+        assert r.target["kind"] == "Continuation" and r.target["text"] == " mat because"
+        assert page.locator("#pane-a section.figure .il-tokens").count() >= 1
+        check_figure_shown(page, "a", r)
