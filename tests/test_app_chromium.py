@@ -330,3 +330,24 @@ def test_label_and_continuation_targets_from_the_form(page, served):
         assert r.target["kind"] == "Continuation" and r.target["text"] == " mat because"
         assert page.locator("#pane-a section.figure .il-tokens").count() >= 1
         check_figure_shown(page, "a", r)
+
+
+def test_progress_bar_and_cancel_from_the_page(page, served):
+    _, app = served
+    with screenshot_on_failure(page, "cancel"):
+        page.select_option("#method", "lime")
+        page.fill("#prompt", "\n".join([IOI] * 60))
+        page.set_checked("#many", True)
+        page.select_option("#target-kind", "NextToken")
+        page.fill("#t-token", " Mary")
+        page.click("#run")
+        # the bar follows the loop over the 60 prompts
+        page.wait_for_function("() => { const p = document.getElementById('progress');"
+                               " return p.max === 60 && p.value >= 2; }", timeout=60_000)
+        assert re.search(r"lime \d+/60", page.text_content("#job-status"))
+        page.click("#cancel")
+        page.wait_for_function("() => document.getElementById('job-status').textContent.startsWith('cancelled')",
+                               timeout=60_000)
+        (job,) = [j for j in app.state.jobs.jobs.values() if j.loop("lime", 60) is not None]
+        assert job.state == "cancelled" and 2 <= job.loop("lime", 60) < 60 and job.results == []
+        assert page.is_enabled("#run") and not page.is_enabled("#cancel")

@@ -55,7 +55,9 @@ class Job:
     done: int = 0
     total: int = 0
     desc: str = ""
-    loops: dict[str, list[int]] = field(default_factory=dict)  # each loop's [done, total] by its description
+    # every loop seen, as [description, done, total]; loops are told apart by description and length
+    # (an inner loop may share its method's name with the loop over the prompts of a list)
+    loops: list[list[Any]] = field(default_factory=list)
     results: list[str] = field(default_factory=list)
     error: str = ""
     created: float = field(default_factory=time.time)
@@ -71,7 +73,7 @@ class Job:
     def to_dict(self) -> dict[str, Any]:
         """The job as plain data (what the API returns and the progress stream sends)."""
         return {"id": self.id, "method": self.method, "model": self.model, "state": self.state,
-                "done": self.done, "total": self.total, "desc": self.desc, "loops": dict(self.loops), "results": list(self.results),
+                "done": self.done, "total": self.total, "desc": self.desc, "loops": [list(x) for x in self.loops], "results": list(self.results),
                 "error": self.error, "created": self.created, "started": self.started, "finished": self.finished,
                 "compute_s": self.compute_s, "version": self.version}
 
@@ -85,13 +87,22 @@ class Job:
             except RuntimeError:  # that stream's loop has closed
                 pass
 
+    def loop(self, desc: str, total: int) -> int | None:
+        """Steps done by the loop called ``desc`` of ``total`` steps (``None``: not seen)."""
+        return next((d for name, d, t in self.loops if name == desc and t == total), None)
+
     def progress(self, done: int, total: int, desc: str) -> None:
         """The progress listener: records the step, stops the method when cancelled or late."""
         if self.cancel_requested:
             raise JobCancelled(f"job {self.id} was cancelled")
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise JobCancelled(f"job {self.id} ran past the server's time limit per job")
-        self.loops[str(desc)] = [int(done), int(total)]
+        for loop in self.loops:
+            if loop[0] == str(desc) and loop[2] == int(total):
+                loop[1] = int(done)
+                break
+        else:
+            self.loops.append([str(desc), int(done), int(total)])
         self._bump(done=int(done), total=int(total), desc=str(desc))
 
 

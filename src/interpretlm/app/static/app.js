@@ -128,18 +128,24 @@
     $("run").disabled = true;
     $("progress").removeAttribute("value");
     status("queued");
-    follow(job.id, pane);
+    follow(job.id, pane, body.method, Array.isArray(body.prompt) ? body.prompt.length : 0);
   }
-  function onJob(j, pane) {
-    var p = $("progress");
-    if (j.total > 0) { p.max = j.total; p.value = j.done; } else if (j.state === "running") p.removeAttribute("value");
-    status(j.state + (j.desc ? " · " + j.desc + " " + j.done + "/" + j.total : "") + (j.error ? " · " + j.error : ""),
+  function onJob(j, pane, method, count) {
+    // the bar follows the loop over the prompts of a list (the registry names it after the method;
+    // count: the prompts sent) when there is one, else the loop that reported last
+    var p = $("progress"), loop = null;
+    j.loops.forEach(function (l) { if (l[0] === method && l[2] === count) loop = l; });
+    if (!loop && j.total > 0) loop = [j.desc, j.done, j.total];
+    if (loop) { p.max = loop[2]; p.value = loop[1]; } else if (j.state === "running") p.removeAttribute("value");
+    var loops = j.loops.map(function (l) { return l[0] + " " + l[1] + "/" + l[2]; });
+    status(j.state + (loops.length ? " · " + loops.join(" · ") : "") + (j.error ? " · " + j.error : ""),
            j.state === "error");
     if (j.state === "done" || j.state === "error" || j.state === "cancelled") {
       $("cancel").disabled = true; $("run").disabled = false;
       p.max = 1; p.value = j.state === "done" ? 1 : 0;
       if (j.state === "done") {
-        status("done in " + (j.compute_s || 0).toFixed(2) + " s · " + j.results.join(", "));
+        status("done in " + (j.compute_s || 0).toFixed(2) + " s · " + j.results[0] +
+               (j.results.length > 1 ? " and " + (j.results.length - 1) + " more (one per prompt)" : ""));
         open(j.results[0], pane);
         refreshSaved();
       }
@@ -147,7 +153,7 @@
     }
     return false;
   }
-  async function follow(id, pane) {
+  async function follow(id, pane, method, count) {
     // the job's server-sent events, read with fetch: the server ends the stream at the job's
     // last state, so nothing is aborted or reconnected (an EventSource reconnects forever)
     var r = await fetch("/api/jobs/" + encodeURIComponent(id) + "/events");
@@ -163,7 +169,7 @@
         buf = buf.slice(at + 2);
         var data = msg.split("\n").filter(function (l) { return l.indexOf("data: ") === 0; })
           .map(function (l) { return l.slice(6); }).join("\n");
-        if (data) finished = onJob(JSON.parse(data), pane) || finished;
+        if (data) finished = onJob(JSON.parse(data), pane, method, count) || finished;
       }
     }
     if (!finished) { status("the progress stream ended early; see the saved results", true); $("run").disabled = false; }
