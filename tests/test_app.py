@@ -299,3 +299,17 @@ def test_random_requests_never_get_a_5xx(app_client):
         assert client.post("/api/jobs", content=raw, headers={"content-type": "application/json"}).status_code \
             in (400, 413)
     assert {422, 404} <= seen
+
+
+def test_a_file_naming_a_foreign_class_is_refused_not_imported(app_client):
+    """Results are JSON + safetensors read by Result.load: a file that names a class outside
+    interpretlm (what a pickle would run) is refused with 422, and nothing is imported."""
+    import sys
+
+    app, client = app_client()
+    doc = {"interpretlm_result": "antigravity.Fly", "format": 1, "arrays": None, "fields": {}}
+    (app.state.store.root / "foreign.json").write_text(json.dumps(doc))
+    for suffix in ("", "/data", "/report"):
+        r = client.get(f"/api/results/foreign.json{suffix}")
+        assert r.status_code == 422 and "does not know" in r.json()["error"]
+    assert "antigravity" not in sys.modules

@@ -502,12 +502,12 @@ def create_app(models: dict[str, Any], data_dir: str | Path, limits: Limits | No
         name = request.path_params["name"]
         try:
             return await asyncio.to_thread(fn, name)
-        except ValueError as exc:
+        except InterpretLMError as exc:  # a file that is not a result this version can read
+            raise HTTPException(422, str(exc)) from exc
+        except ValueError as exc:  # a name that is not a file of the data folder
             raise HTTPException(400, str(exc)) from exc
         except FileNotFoundError as exc:
             raise HTTPException(404, f"no saved result {name!r}") from exc
-        except InterpretLMError as exc:
-            raise HTTPException(422, str(exc)) from exc
 
     async def result_view(request: Request) -> Response:
         t0 = time.perf_counter()
