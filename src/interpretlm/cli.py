@@ -94,6 +94,26 @@ def demo(model: str | None, out: Path) -> None:
         _fail(exc)
 
 
+@app.command()
+@click.option("--model", "models", multiple=True, help=MODEL_HELP + " Repeat to serve several; the first is the default.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("interpretlm-runs"), show_default=True,
+              help="Where results are saved and read (nothing outside it is served).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--allow-remote", is_flag=True, help="Allow a --host other than loopback (the app has no login).")
+def serve(models: tuple[str, ...], data_dir: Path, host: str, port: int, allow_remote: bool) -> None:
+    """The local web app: every method in one page at http://127.0.0.1:8000."""
+    try:
+        from .app.server import serve as run_server
+    except ImportError as exc:
+        _fail(InterpretLMError(f"the app needs its extra: pip install 'interpretlm[app]' ({exc})"))
+        return
+    try:
+        run_server(list(models) or None, data_dir, host=host, port=port, allow_remote=allow_remote)
+    except InterpretLMError as exc:
+        _fail(exc)
+
+
 # ---------------------------------------------------------------------- generated commands
 def parse_value(text: str) -> Any:
     """A command-line option value: a Python literal (``3``, ``0.5``, ``None``, ``[0, 1]``),
