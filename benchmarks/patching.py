@@ -107,7 +107,12 @@ def timed(fn):
 def estimators(lm, n: int) -> None:
     """Pearson r of every estimator against exact patching, per dataset and grid."""
     import warnings
-    sets = {"IOI": il.datasets.ioi(n=n, seed=1, lm=lm), "induction": il.datasets.induction(n=n, seed=1, lm=lm)}
+    # IOI with the S2 name swapped (the corruption of the README's prompt) and with three fresh
+    # names (ABC, the IOI paper's), and induction (a random first half)
+    sets = {"IOI swap": il.datasets.ioi(n=n, seed=1, lm=lm, corruption="swap"),
+            "IOI ABC": il.datasets.ioi(n=n, seed=1, lm=lm),
+            "induction": il.datasets.induction(n=n, seed=1, lm=lm)}
+    lowest: dict[str, float] = {}
     print("| data | grid | estimator | Pearson r vs il.patch | passes (per prompt) | seconds |")
     print("| --- | --- | --- | --- | --- | --- |")
     for data, ds in sets.items():
@@ -119,9 +124,15 @@ def estimators(lm, n: int) -> None:
                     a, t = timed(lambda: il.attribution_patch(lm, ds.clean, ds.corrupted, ds.target, over=over,
                                                               progress=False, **kw))
                 d = a.diagnostics
-                print(f"| {data} ({len(ds.clean)}) | {over} | {label} | {pearson(a.effect, exact):.3f} | "
+                r = pearson(a.effect, exact)
+                lowest[label] = min(lowest.get(label, 1.0), r)
+                record("estimators", f"{data}.{over}.{kw['estimator']}{'' if kw.get('graddrop', True) else '_qk'}"
+                       ".pearson", r)
+                print(f"| {data} ({len(ds.clean)}) | {over} | {label} | {r:.3f} | "
                       f"{d['forward_passes'] // len(ds.clean)} F + {d['backward_passes'] // len(ds.clean)} B | "
                       f"{t:.1f} |", flush=True)
+    print("lowest r over the sets and grids: " + ", ".join(f"{k} {v:.3f}" for k, v in lowest.items()))
+    record("estimators", "prompts_per_set", n)
 
 
 def main() -> None:

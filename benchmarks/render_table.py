@@ -77,6 +77,28 @@ def atp(d: dict[str, Any]) -> str:
             f"{s['eap_ig.resid_pre.pearson']:.3f} / {s['eap_ig.heads.pearson']:.3f} (EAP-IG) on resid_pre / heads")
 
 
+ESTIMATOR_LABELS = {"attribution": "AtP", "atp_star_qk": "AtP* (QK fix)", "atp_star": "AtP* (QK fix + GradDrop)",
+                    "eap_ig": "EAP-IG (5 steps)"}
+
+
+def estimators(d: dict[str, Any]) -> str:
+    s = d["estimators"]
+    lowest: dict[str, float] = {}
+    for k, v in s.items():
+        if k.endswith(".pearson"):
+            est = k.split(".")[-2]
+            lowest[est] = min(lowest.get(est, 1.0), v)
+    return (f"lowest Pearson r over {s['prompts_per_set']:.0f}-prompt IOI swap / IOI ABC / induction sets × "
+            "resid_pre / heads: " + ", ".join(f"{ESTIMATOR_LABELS[k]} {v:.2f}" for k, v in lowest.items()))
+
+
+def app_latency(d: dict[str, Any]) -> str:
+    s = {k.split(".", 1)[1]: v for k, v in d["app_latency"].items()}
+    return (f"page interactive {s['page_interactive_ms']:.0f} ms; cached views {s['cached_view_attribution_ms']:.0f} / "
+            f"{s['cached_view_attention_ms']:.0f} / {s['cached_view_patching_ms']:.0f} ms (attribution / attention / "
+            f"patching); a round trip adds {s['overhead_vs_server_compute_ms']:.0f} ms to the compute")
+
+
 def probing(d: dict[str, Any]) -> str:
     return f"{_range(list(d['probing'].values()), '{:.2f}×')} throughput"
 
@@ -96,8 +118,10 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("LRP cost over one forward + backward", lambda d: f"{d['lrp']['cost_ratio']:.2f}×", "lrp.py"),
     ("activation patching sweeps vs TransformerLens 4.3 / nnsight 0.8", patching, "patching.py"),
     ("attribution patching / EAP-IG vs exact patching", atp, "patching.py"),
+    ("attribution patching estimators on 30 prompts vs exact patching", estimators, "patching.py --estimators"),
     ("activation extraction vs a plain forward pass", probing, "probing_activations.py"),
     ("attention patterns, peak memory at 2,048 tokens", attention_memory, "attention_memory.py --tokens 2048"),
+    ("web app latency on the default model", app_latency, "app_latency.py"),
 ]
 
 
@@ -108,7 +132,9 @@ def render(data: dict[str, Any]) -> str:
             fig = fn(data)
         except (KeyError, TypeError, ValueError):
             name = cmd.split(".py")[0]
-            fig = f"not measured (`python benchmarks/run_all.py --only {'probing' if name.startswith('probing') else name}`)"
+            name = {"probing_activations": "probing", "patching": "estimators" if "--estimators" in cmd else name}.get(
+                name, name)
+            fig = f"not measured (`python benchmarks/run_all.py --only {name}`)"
         lines.append(f"| {what} | {fig} | `benchmarks/{cmd}` |")
     return "\n".join(lines)
 

@@ -32,6 +32,8 @@ BENCHMARKS: dict[str, tuple[list[str], Path | None]] = {
     "patching": (["patching.py", "--threads", "1", "--rounds", "2"], None),
     "probing": (["probing_activations.py"], None),
     "attention_memory": (["attention_memory.py", "--tokens", "2048"], None),
+    "estimators": (["patching.py", "--estimators", "--n", "10"], None),
+    "app_latency": (["app_latency.py"], None),
 }
 
 
