@@ -25,5 +25,7 @@ def record(section: str, key: str, value: Any) -> None:
     if path is None:
         return
     data = json.loads(path.read_text()) if path.exists() and path.stat().st_size else {}
+    if hasattr(value, "item"):  # numpy / torch scalars
+        value = value.item()
     data.setdefault(section, {})[key] = float(value) if isinstance(value, (int, float)) else value
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
