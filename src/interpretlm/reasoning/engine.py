@@ -312,9 +312,17 @@ class Forcer:
         self.choice_ids = [encode(self.lm, " " + c) for c in self.choices]
         if any(not c for c in self.choice_ids):
             raise InterpretLMError(f"A choice encodes to no tokens: {self.choices}.")
-        firsts = [c[0] for c in self.choice_ids]
-        # choices of one token each, all different: one row per context reads them all at the cue
-        self.single = all(len(c) == 1 for c in self.choice_ids) and len(set(firsts)) == len(firsts)
+        # Choices that share a token prefix and then differ in one last token each (" 6" / " 7" as
+        # " " + digit): one row per context (cue + shared prefix) reads them all.
+        common = []
+        for toks in zip(*self.choice_ids):
+            if len(set(toks)) > 1:
+                break
+            common.append(toks[0])
+        common = common[: min(len(c) for c in self.choice_ids) - 1]
+        lasts = [c[len(common):] for c in self.choice_ids]
+        self.shared = common
+        self.single = all(len(x) == 1 for x in lasts) and len({x[0] for x in lasts}) == len(lasts)
         total = len(self.prompt) + len(self.body) + len(self.cue) + max(len(c) for c in self.choice_ids)
         if self.lm.n_ctx and total > self.lm.n_ctx:
             raise ContextLengthError(f"The prompt and reasoning ({total} tokens) exceed the context window "
@@ -335,7 +343,7 @@ class Forcer:
         rows: list[tuple[int, list[int], int, int]] = []  # (item, ids, choice or -1, read from)
         for k, (cut, tail) in enumerate(items):
             if self.single:
-                rows.append((k, list(tail) + self.cue, -1, len(tail) + len(self.cue) - 1))
+                rows.append((k, list(tail) + self.cue + self.shared, -1, len(tail) + len(self.cue) - 1))
             else:
                 for j, c in enumerate(self.choice_ids):
                     rows.append((k, list(tail) + self.cue + c, j, len(tail) + len(self.cue) - 1))
@@ -358,8 +366,11 @@ class Forcer:
             self.tokens_run += int(sum(len(r[1]) for r in chunk))
             self.forward_calls += 1
             for b, (k, r, j, at) in enumerate(chunk):
-                if j < 0:
-                    out[k] = logp[b, at, [c[0] for c in self.choice_ids]]
+                if j < 0:  # the shared prefix's log-probability, then each choice's last token
+                    n = len(self.shared)
+                    pre = logp[b, torch.arange(at, at + n), torch.tensor(self.shared, dtype=torch.long)].sum() \
+                        if n else 0.0
+                    out[k] = pre + logp[b, at + n, [c[-1] for c in self.choice_ids]]
                 else:
                     c = self.choice_ids[j]
                     out[k, j] = logp[b, torch.arange(at, at + len(c)), torch.tensor(c)].sum()
@@ -394,7 +405,7 @@ class Forcer:
         for k, (cut, tail) in enumerate(items):
             ctx = self.prompt + self.body[:cut] + list(tail) + self.cue
             for j, c in enumerate(self.choice_ids):
-                logits = self.lm.forward([ctx + c], grad=False).logits[0].float()
+                logits = _model_call(self.lm, torch.tensor([ctx + c])).logits[0].float()
                 logp = torch.log_softmax(logits, -1).cpu()
                 self.tokens_run += len(ctx) + len(c)
                 self.forward_calls += 1
