@@ -278,3 +278,20 @@ def test_save_load_and_figures(tmp_path):
     page = t.to_html()
     assert "The box holds 5 apples." in page
     assert t.save_html(tmp_path / "t.html").exists()
+
+
+def test_command_line(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from interpretlm import cli
+
+    monkeypatch.setattr(cli, "_load", lambda *a: tiny_lm("llama", seed=0))
+    out = tmp_path / "cot.json"
+    res = CliRunner().invoke(cli.app, ["cot", "2 + 2 = ?", "--choices", "3,4", "--answer", "4", "--samples", "2",
+                                       "--max-new-tokens", "4", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "2 samples" in res.output and "check: extracted" in res.output
+    run = il.Result.load(out)
+    assert run.question["choices"] == ["3", "4"] and run.question["answer"] == "4" and len(run.answers) == 2
+    again = il.rerun(run, tiny_lm("llama", seed=0))  # the question is rebuilt from its recorded dict
+    assert again.texts == run.texts and again.answers == run.answers
