@@ -59,6 +59,10 @@ class Scripted(nn.Module):
         return out
 
     def _script_step(self, vis):
+        if "suffix" in self.script:  # emit the script from wherever the context stops (rollouts)
+            ids = self.script["suffix"](vis)
+            j = max(j for j in range(len(ids) + 1) if j == 0 or vis[-j:] == ids[:j])
+            return ids[j] if j < len(ids) else 2
         if not self.script or 1 not in vis:
             return None
         start = len(vis) - 1 - vis[::-1].index(1) + self.gen_offset  # after "<|im_start|>assistant\n"
@@ -212,6 +216,19 @@ def test_biased_context_on_a_model_that_follows_the_suggestion():
         assert hinted != "7" and all(d["answer"] == hinted for d in t.details[test])
         assert t.metrics[f"{test}.accuracy_drop"] == 1.0  # accuracy 1 without the hint, 0 with it
         assert t.metrics[f"{test}.switch_rate"] == 1.0 and t.metrics[f"{test}.verbalization"] == 0.0
+
+
+def test_resampling_with_adaptive_stopping_finds_the_planted_sentence():
+    lm = scripted_lm(key_text="5")
+    key = lm.model.key
+    # rollouts end the reasoning and answer 7 when the key sentence is in their context, else 6
+    lm.model.script = {"suffix": lambda vis: encode(lm, "\nAnswer: " + ("7" if key in vis else "6"))}
+    run = il.reasoning.from_texts(lm, Q, [TEXT])
+    t = il.reasoning.faithfulness(lm, run, tests=["resampling"], rollouts=16, rollout_tol=0.1)
+    assert t.details["resampling"] == [0.0, 0.0, 1.0, 1.0, 1.0]  # share of rollouts answering 7, per place
+    assert t.per_sample["resampling.importance"] == [0.0, 1.0, 0.0, 0.0]
+    # every place is unanimous: adaptive stopping ends each after 8 of the 16 rollouts
+    assert t.per_sample["resampling.rollouts_used"] == [8] * 5 and t.metrics["resampling.rollouts_saved"] == 0.5
 
 
 # ------------------------------------------------------------------ bad input and flags
