@@ -20,7 +20,7 @@ from torch import nn
 from transformers import DynamicCache
 
 import interpretlm as il
-from interpretlm.reasoning.engine import CUE, Body, Forcer, encode, extract, split_answer
+from interpretlm.reasoning.engine import Body, Forcer, encode, extract, split_answer
 from interpretlm.testing import tiny_lm
 
 
@@ -30,6 +30,7 @@ class Scripted(nn.Module):
     def __init__(self, lm, key: int | None, gen_offset: int, script: dict | None = None) -> None:
         super().__init__()
         self.w = nn.Parameter(torch.zeros(1))  # the fingerprint hashes parameters
+        self.config = lm.model.config  # the tiny Llama's (no sliding window)
         self.V, self.key, self.gen_offset, self.script = lm.vocab_size, key, gen_offset, script or {}
         self.six, self.seven = encode(lm, "6")[0], encode(lm, "7")[0]
         self.digits = {encode(lm, str(d))[0]: str(d) for d in range(10)}
@@ -145,9 +146,10 @@ def test_sampling_is_seeded():
 
 # ------------------------------------------------------------------ KV-cache reuse
 
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3"])  # gemma3: sliding windows take full passes
 @pytest.mark.parametrize("choices", [["6", "7"], ["six apples", "seven apples", "eight"]])
-def test_cache_reuse_matches_full_forward_passes(choices):
-    lm = tiny_lm("llama", seed=3)
+def test_cache_reuse_matches_full_forward_passes(choices, family):
+    lm = tiny_lm(family, seed=3)
     body = Body.of(lm, "We look at the box. The box holds 5 apples. We count them again. Then we stop.")
     prompt = lm.tokenize("How many apples?", chat=True).input_ids[0].tolist()
     f = Forcer(lm, prompt, body.ids, choices, batch_size=5)

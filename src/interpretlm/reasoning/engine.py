@@ -322,6 +322,10 @@ class Forcer:
         common = common[: min(len(c) for c in self.choice_ids) - 1]
         lasts = [c[len(common):] for c in self.choice_ids]
         self.shared = common
+        # Sliding-window attention (Gemma 3): its cache keeps only the window, so contexts are full passes.
+        cfg = self.lm.model.config
+        self.windowed = bool(getattr(cfg, "sliding_window", None)) and "sliding_attention" in (
+            getattr(cfg, "layer_types", None) or ["sliding_attention"]) and self.lm.is_causal
         self.single = all(len(x) == 1 for x in lasts) and len({x[0] for x in lasts}) == len(lasts)
         total = len(self.prompt) + len(self.body) + len(self.cue) + max(len(c) for c in self.choice_ids)
         if self.lm.n_ctx and total > self.lm.n_ctx:
@@ -351,6 +355,19 @@ class Forcer:
         P, C = len(self.prompt), len(self.body)
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start: start + self.batch_size]
+            if self.windowed:  # full passes: a sliding-window cache keeps only the window, not the prefix
+                chunk = [(k, self.prompt + self.body[: items[k][0]] + r, j, at + P + items[k][0])
+                         for k, r, j, at in chunk]
+                width = max(len(r[1]) for r in chunk)
+                ids = torch.zeros(len(chunk), width, dtype=torch.long)
+                mask = torch.zeros(len(chunk), width, dtype=torch.long)
+                for b, (_, r, _, _) in enumerate(chunk):
+                    ids[b, : len(r)], mask[b, : len(r)] = torch.tensor(r), 1
+                logp = torch.log_softmax(_model_call(self.lm, ids, mask=mask).logits.float(), -1).cpu()
+                self.tokens_run += int(mask.sum())
+                self.forward_calls += 1
+                self._read(out, chunk, logp)
+                continue
             width = max(len(r[1]) for r in chunk)
             ids = torch.zeros(len(chunk), width, dtype=torch.long)
             mask = torch.zeros(len(chunk), P + C + width, dtype=torch.long)
@@ -365,16 +382,20 @@ class Forcer:
             logp = torch.log_softmax(_model_call(self.lm, ids, cache, mask, pos).logits.float(), -1).cpu()
             self.tokens_run += int(sum(len(r[1]) for r in chunk))
             self.forward_calls += 1
-            for b, (k, r, j, at) in enumerate(chunk):
-                if j < 0:  # the shared prefix's log-probability, then each choice's last token
-                    n = len(self.shared)
-                    pre = logp[b, torch.arange(at, at + n), torch.tensor(self.shared, dtype=torch.long)].sum() \
-                        if n else 0.0
-                    out[k] = pre + logp[b, at + n, [c[-1] for c in self.choice_ids]]
-                else:
-                    c = self.choice_ids[j]
-                    out[k, j] = logp[b, torch.arange(at, at + len(c)), torch.tensor(c)].sum()
+            self._read(out, chunk, logp)
         return out
+
+    def _read(self, out: torch.Tensor, chunk: list[tuple[int, list[int], int, int]], logp: torch.Tensor) -> None:
+        """Each row's choice log-probabilities into ``out`` (``at``: the position predicting the first one)."""
+        for b, (k, r, j, at) in enumerate(chunk):
+            if j < 0:  # the shared prefix's log-probability, then each choice's last token
+                n = len(self.shared)
+                pre = logp[b, torch.arange(at, at + n), torch.tensor(self.shared, dtype=torch.long)].sum() \
+                    if n else 0.0
+                out[k] = pre + logp[b, at + n, [c[-1] for c in self.choice_ids]]
+            else:
+                c = self.choice_ids[j]
+                out[k, j] = logp[b, torch.arange(at, at + len(c)), torch.tensor(c)].sum()
 
     def _copy_cache(self, n: int) -> Any:
         import copy

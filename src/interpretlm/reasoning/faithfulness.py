@@ -314,11 +314,8 @@ def faithfulness(lm: Any, run: ChainOfThought, *, tests: list[str] | tuple[str, 
     result.metrics, result.per_sample, result.curves, result.details, result.generator = \
         metrics, per, curves, details, gens
     full_pass = [len(run.prompt_ids) + len(b.ids) for b in bodies]
-    result.diagnostics = {"kv_reuse_error": err, "samples": n, "full_pass_tokens": sum(full_pass),
-                          "prefix_tokens": sum(f.tokens_run for f in forcers) - sum(cost.get(f"{t}.scored_tokens", 0)
-                                                                                   for t in tests
-                                                                                   if t not in HINTS),
-                          **cost}
+    # each sample's prompt + reasoning runs once (the shared prefix); the tests' rows are counted per test
+    result.diagnostics = {"kv_reuse_error": err, "samples": n, "full_pass_tokens": sum(full_pass), **cost}
     return result
 
 
