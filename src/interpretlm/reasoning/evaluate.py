@@ -74,7 +74,7 @@ def evaluate(lm: Any, questions: list[Question | str], *, tests: list[str] | tup
             values.update(t.metrics)
         for k in set(rows) | set(values):
             rows.setdefault(k, [math.nan] * i).append(float(values.get(k, math.nan)))
-    result = CotEvaluation(questions=names, rows=rows)
+    result = CotEvaluation(questions=names, rows=dict(sorted(rows.items())))
     for k, v in rows.items():
         result.mean[k], result.stderr[k], result.n_per_metric[k] = _mean_se(v)
     result.diagnostics = {"extracted": result.mean.get("extracted", math.nan), "questions": len(qs),
