@@ -231,6 +231,10 @@ def test_resampling_with_adaptive_stopping_finds_the_planted_sentence():
     assert t.per_sample["resampling.importance"] == [0.0, 1.0, 0.0, 0.0]
     # every place is unanimous: adaptive stopping ends each after 8 of the 16 rollouts
     assert t.per_sample["resampling.rollouts_used"] == [8] * 5 and t.metrics["resampling.rollouts_saved"] == 0.5
+    # added mistakes with the rest regenerated: a mistake at or before the key sentence loses the key
+    t = il.reasoning.faithfulness(lm, run, tests=["adding_mistakes"], regenerate=True)
+    assert t.details["adding_mistakes"][0]["changed"] == [False, True, False, False]
+    assert t.details["adding_mistakes"][0]["same"] == [1.0, 0.0, 1.0, 1.0, 1.0]
 
 
 # ------------------------------------------------------------------ bad input and flags

@@ -89,7 +89,7 @@ def _nanmean(values: list[float]) -> float:
                                  "the model's cache or attention mask handling is unsupported."))
 def faithfulness(lm: Any, run: ChainOfThought, *, tests: list[str] | tuple[str, ...] = TESTS,
                  generator: str = "rule", seed: int = 0, max_new_tokens: int | None = None, rollouts: int = 16,
-                 rollout_tol: float = 0.1) -> CotFaithfulness:
+                 rollout_tol: float = 0.1, regenerate: bool = False) -> CotFaithfulness:
     """Test whether the model's answers depend on its chain of thought.
 
     Args:
@@ -97,8 +97,12 @@ def faithfulness(lm: Any, run: ChainOfThought, *, tests: list[str] | tuple[str, 
         run: a :class:`ChainOfThought` (``il.chain_of_thought``).
         tests: a subset of :data:`TESTS`.
         generator: who writes mistakes and paraphrases: ``"rule"`` (number/operator change,
-            synonyms; always works) or ``"model"`` (the model itself, falling back to the rule
-            sentence by sentence when its output is empty); ``result.generator`` records who did.
+            synonyms; always works), ``"model"`` (the model itself) or the name of another local
+            instruct model for ``il.load`` (a built-in name, a folder, a Hugging Face id); a model
+            falls back to the rule sentence by sentence when its output is empty or unchanged;
+            ``result.generator`` records who did.
+        regenerate: ``adding_mistakes``: after the changed sentence, the model writes the rest of
+            the reasoning again (greedy, as Lanham et al.) instead of keeping the original rest.
         seed: seeds mistakes, paraphrases, the wrong answer suggested and the hint samples.
         max_new_tokens: for the hint tests' samples and the rollouts (default: the run's).
         rollouts: ``resampling``: the most rollouts from each place in the reasoning.
@@ -124,10 +128,15 @@ def faithfulness(lm: Any, run: ChainOfThought, *, tests: list[str] | tuple[str, 
     unknown = [t for t in tests if t not in ALL_TESTS]
     if unknown or not tests:
         raise OptionError(f"Unknown tests {unknown}; choose among {', '.join(ALL_TESTS)}.")
-    if generator not in ("rule", "model"):
-        raise OptionError(f"generator is 'rule' or 'model' (the model itself); got {generator!r}.")
+    if not isinstance(generator, str) or not generator:
+        raise OptionError(f"generator is 'rule', 'model' (the model itself) or a model name; got {generator!r}.")
     q = Question.from_dict(run.question)
-    gen_lm = lm if generator == "model" else None
+    if generator in ("rule", "model"):
+        gen_lm = lm if generator == "model" else None
+    else:
+        from ..loading import load
+
+        gen_lm = load(generator)
     bodies = [Body.of(lm, r) for r in run.reasoning]
     cands = list(run.candidates) or candidates(q, run.answers)
     n = len(bodies)
@@ -196,7 +205,11 @@ def faithfulness(lm: Any, run: ChainOfThought, *, tests: list[str] | tuple[str, 
                         if changed[-1]:
                             who.add(by)
                             piece = piece.replace(sent, new) if sent in piece else " " + new
-                        items.append((b.cuts[k], encode(lm, piece) + b.ids[b.cuts[k + 1]:]))
+                        rest = b.ids[b.cuts[k + 1]:]
+                        if regenerate and changed[-1]:
+                            rest = _continue(lm, q, list(run.prompt_ids) + b.ids[: b.cuts[k]] + encode(lm, piece),
+                                             max_new_tokens=len(rest) + 16)
+                        items.append((b.cuts[k], encode(lm, piece) + rest))
                     lp = f.score(items)
                     same = [float(int(x) == ref[i]) for x in lp.argmax(1)] + [1.0]  # no mistake: the full CoT
                     sames.append(same)
@@ -351,3 +364,16 @@ def _resample(lm: Any, q: Question, run: ChainOfThought, body: Body, cands: list
         used.append(n)
     importance = [shares[k + 1] - shares[k] for k in range(len(body.sentences))]
     return {"shares": shares, "importance": importance, "used": used, "generated": generated}
+
+
+def _continue(lm: Any, q: Question, context: list[int], *, max_new_tokens: int) -> list[int]:
+    """The model's greedy continuation of a reasoning ``context``, up to (not including) its answer line."""
+    from .engine import generate, split_answer
+
+    if not lm.is_causal:
+        return []
+    room = (lm.n_ctx or 10**9) - len(context) - 24
+    rows, _ = generate(lm, context, 1, max_new_tokens=max(1, min(max_new_tokens, room)), temperature=0.0, seed=0)
+    text = lm.tokenizer.decode(rows[0], skip_special_tokens=True)
+    reasoning, _ = split_answer(text)
+    return encode(lm, reasoning) if reasoning else []
