@@ -11,6 +11,7 @@ also generate a fixed script that follows a suggested answer without mentioning 
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -283,7 +284,7 @@ def test_builtin_sets_are_well_formed():
         assert all(q.answer in q.choices and len(q.choices) >= 3 for q in qs)
     arith = il.reasoning.builtin("arithmetic")
     for q in arith:  # the arithmetic answers are right
-        nums = [int(x) for x in __import__("re").findall(r"\d+", q.text)]
+        nums = [int(x) for x in re.findall(r"\d+", q.text)]
         ops = {"buys": nums[0] + nums[1], "gives": nums[0] - nums[1], "bags": nums[0] * nums[1],
                "shares": nums[0] // max(1, nums[1])}
         assert any(int(q.answer) == v for k, v in ops.items() if k in q.text)

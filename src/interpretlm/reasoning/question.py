@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -40,7 +40,6 @@ class Question:
     choices: tuple[str, ...] = ()
     answer: str | None = None
     id: str = ""
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         text = str(self.text).strip() if self.text is not None else ""
