@@ -319,3 +319,15 @@ def test_command_line(monkeypatch, tmp_path):
     assert run.question["choices"] == ["3", "4"] and run.question["answer"] == "4" and len(run.answers) == 2
     again = il.rerun(run, tiny_lm("llama", seed=0))  # the question is rebuilt from its recorded dict
     assert again.texts == run.texts and again.answers == run.answers
+
+
+def test_evaluate_aggregates_over_questions():
+    lm = scripted_lm(key_text="5")
+    qs = [Q, il.reasoning.Question("How many apples now?", choices=["6", "7"], answer="6")]
+    ev = il.reasoning.evaluate(lm, qs, tests=[], samples=1, max_new_tokens=4, temperature=0.0)
+    # greedy, the scripted model writes "6666" (no choice as a word: answers are forced) and answers 6
+    assert ev.rows["accuracy"] == [0.0, 1.0] and ev.mean["accuracy"] == 0.5
+    assert ev.stderr["accuracy"] == pytest.approx(0.5)  # sd 0.707 over 2 questions / sqrt(2)
+    assert ev.rows["extracted"] == [0.0, 0.0] and ev.check.passed is False
+    names = il.reasoning.evaluate(lm, ["dates"], tests=[], samples=1, max_new_tokens=2, progress=False)
+    assert len(names.questions) == len(il.reasoning.builtin("dates"))

@@ -11,7 +11,7 @@ from ..progress import track
 from ..registry import CheckSpec, register
 from .cot import chain_of_thought
 from .faithfulness import faithfulness
-from .question import Question, as_question
+from .question import SETS, Question, as_question, builtin
 from .result import CotEvaluation
 
 
@@ -37,7 +37,7 @@ def evaluate(lm: Any, questions: list[Question | str], *, tests: list[str] | tup
     """Elicit and test every question of a set; means and standard errors over questions.
 
     Args:
-        questions: :class:`Question` objects (or texts, with ``choices``).
+        questions: :class:`Question` objects, texts (with ``choices``) or names of built-in sets.
         tests: faithfulness tests to run per question (``()``: accuracy only).
         other options: as in ``il.chain_of_thought`` and ``il.reasoning.faithfulness``.
 
@@ -55,7 +55,9 @@ def evaluate(lm: Any, questions: list[Question | str], *, tests: list[str] | tup
     """
     if isinstance(questions, (str, Question)):
         questions = [questions]
-    qs = [as_question(q, choices) for q in questions]
+    qs = []
+    for q in questions:  # a built-in set's name stands for its questions (``interpretlm cot_evaluate arithmetic``)
+        qs.extend(builtin(q) if isinstance(q, str) and q in SETS else [as_question(q, choices)])
     if not qs:
         raise InterpretLMError("evaluate needs at least one question.")
     rows: dict[str, list[float]] = {}
