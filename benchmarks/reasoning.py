@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402
 
 import interpretlm as il  # noqa: E402
-from interpretlm.reasoning.engine import Body, Forcer, _model_call  # noqa: E402
+from interpretlm.reasoning.engine import Body, Forcer, model_call  # noqa: E402
 
 COT = ("Tom starts with 3 apples. He buys 4 more apples at the store. Now we add the two numbers. "
        "3 plus 4 is 7. So Tom has 7 apples in total. We check the sum again. 7 is one of the choices. "
@@ -49,7 +49,7 @@ def cost(lm, rounds: int) -> None:
     S = len(body.sentences)
     full_ids = torch.tensor([run.prompt_ids + body.ids])
     with torch.no_grad():
-        t_full = median_seconds(lambda: _model_call(lm, full_ids), rounds)
+        t_full = median_seconds(lambda: model_call(lm, full_ids), rounds)
 
     def early():
         f = Forcer(lm, run.prompt_ids, body.ids, run.candidates)

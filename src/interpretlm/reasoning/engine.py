@@ -91,8 +91,11 @@ def cache_of(out: Any) -> Any:
     return cache if cache is not None else out.past_key_values
 
 
-def _model_call(lm: Any, ids: torch.Tensor, cache: Any = None, mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> Any:
+def model_call(lm: Any, ids: torch.Tensor, cache: Any = None, mask: torch.Tensor | None = None,
+               positions: torch.Tensor | None = None) -> Any:
+    """One call of the Hugging Face model on ``ids [batch, new]`` with the cache kept (``use_cache``),
+    optionally on a ``cache`` of earlier positions, a ``mask [batch, cached + new]`` and ``positions
+    [batch, new]``; returns the model's output (``logits [batch, new, vocab]``, the cache)."""
     kwargs: dict[str, Any] = {"input_ids": ids.to(lm.device), "use_cache": True}
     if cache is not None:
         kwargs["cache"] = cache  # Transformers 5's name (``past_key_values`` is deprecated)
@@ -124,7 +127,7 @@ def generate(lm: Any, prompt: list[int], n: int, *, max_new_tokens: int, tempera
                                  f"of {lm.n_ctx}; shorten the question.")
     gen = torch.Generator().manual_seed(int(seed))
     stops = stop_ids(lm)
-    out = _model_call(lm, torch.tensor([prompt]))
+    out = model_call(lm, torch.tensor([prompt]))
     cache = cache_of(out)
     cache.batch_repeat_interleave(n)
     logits = out.logits[:, -1].float().expand(n, -1)
@@ -149,7 +152,7 @@ def generate(lm: Any, prompt: list[int], n: int, *, max_new_tokens: int, tempera
                 done[i] = True
         if all(done):
             break
-        out = _model_call(lm, nxt[:, None], cache)
+        out = model_call(lm, nxt[:, None], cache)
         cache = cache_of(out)
         logits = out.logits[:, -1].float()
     return rows, produced
@@ -335,7 +338,7 @@ class Forcer:
     def _prefix(self) -> Any:
         if self._cache is None:
             ids = torch.tensor([self.prompt + self.body])
-            self._cache = cache_of(_model_call(self.lm, ids))
+            self._cache = cache_of(model_call(self.lm, ids))
             self.tokens_run += ids.shape[1]
             self.forward_calls += 1
         return self._cache
@@ -363,7 +366,7 @@ class Forcer:
                 mask = torch.zeros(len(chunk), width, dtype=torch.long)
                 for b, (_, r, _, _) in enumerate(chunk):
                     ids[b, : len(r)], mask[b, : len(r)] = torch.tensor(r), 1
-                logp = torch.log_softmax(_model_call(self.lm, ids, mask=mask).logits.float(), -1).cpu()
+                logp = torch.log_softmax(model_call(self.lm, ids, mask=mask).logits.float(), -1).cpu()
                 self.tokens_run += int(mask.sum())
                 self.forward_calls += 1
                 self._read(out, chunk, logp)
@@ -379,7 +382,7 @@ class Forcer:
                 mask[b, P + C: P + C + len(r)] = 1
                 pos[b] = P + cut + torch.arange(width)
             cache = self._copy_cache(len(chunk))
-            logp = torch.log_softmax(_model_call(self.lm, ids, cache, mask, pos).logits.float(), -1).cpu()
+            logp = torch.log_softmax(model_call(self.lm, ids, cache, mask, pos).logits.float(), -1).cpu()
             self.tokens_run += int(sum(len(r[1]) for r in chunk))
             self.forward_calls += 1
             self._read(out, chunk, logp)
@@ -426,7 +429,7 @@ class Forcer:
         for k, (cut, tail) in enumerate(items):
             ctx = self.prompt + self.body[:cut] + list(tail) + self.cue
             for j, c in enumerate(self.choice_ids):
-                logits = _model_call(self.lm, torch.tensor([ctx + c])).logits[0].float()
+                logits = model_call(self.lm, torch.tensor([ctx + c])).logits[0].float()
                 logp = torch.log_softmax(logits, -1).cpu()
                 self.tokens_run += len(ctx) + len(c)
                 self.forward_calls += 1
