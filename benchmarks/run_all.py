@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[list[str], Path | None]] = {
     "attention_memory": (["attention_memory.py", "--tokens", "2048"], None),
     "estimators": (["patching.py", "--estimators", "--n", "10"], None),
     "app_latency": (["app_latency.py"], None),
+    "reasoning": (["reasoning.py"], None),
 }
 
 

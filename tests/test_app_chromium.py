@@ -16,6 +16,7 @@ import socket
 import tempfile
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -277,9 +278,14 @@ def test_default_model_in_the_page(browser, tmp_path):
 
 
 # the inputs each kind of method takes, and the few options without a usable default
-INPUTS = {"prompt": {"prompt": IOI}, "pairs": {"dataset": "ioi", "n": 4}, "dataset": {"prompts": [IOI, IOI]},
-          "task": {"task": "sentiment", "n": 24}}
-NEEDED = {"path_patch": {"senders": [[0, 1]]}, "ablate": {"heads": [[1, 2]]}}
+INPUTS = {"prompt": {"prompt": IOI}, "item": {"prompt": IOI}, "pairs": {"dataset": "ioi", "n": 4},
+          "dataset": {"prompts": [IOI, IOI]}, "task": {"task": "sentiment", "n": 24}}
+NEEDED = {"path_patch": {"senders": [[0, 1]]}, "ablate": {"heads": [[1, 2]]},
+          "chain_of_thought": {"choices": ["Mary", "John"], "samples": 2, "max_new_tokens": 6},
+          "cot_evaluate": {"choices": ["Mary", "John"], "samples": 1, "max_new_tokens": 4},
+          "cot_faithfulness": {"tests": ["early_answering", "step_necessity"]}}
+# Methods that take another method's result: the saved result they are fed.
+SAVED_FOR = {"cot_faithfulness": "for-cot.json"}
 
 
 def test_every_registered_method_has_a_view(page, served):
@@ -292,9 +298,13 @@ def test_every_registered_method_has_a_view(page, served):
     root = app.state.store.root
     saved = il.attribute(tiny_lm("llama", seed=0), IOI, il.NextToken(" Mary"), method="saliency")
     saved.save(root / "for-results.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        il.chain_of_thought(tiny_lm("llama", seed=0), IOI, choices=["Mary", "John"], samples=2,
+                            max_new_tokens=6).save(root / "for-cot.json")
     with screenshot_on_failure(page, "every-method"), httpx.Client(timeout=120) as client:
         for m in il.methods():
-            body = {"method": m.name, **INPUTS.get(m.takes, {"result": "for-results.json"}),
+            body = {"method": m.name, **INPUTS.get(m.takes, {"result": SAVED_FOR.get(m.name, "for-results.json")}),
                     "options": NEEDED.get(m.name, {})}
             if m.target == "required" and m.takes != "pairs":
                 body["target"] = {"kind": "NextToken", "token": " Mary"}

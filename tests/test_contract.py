@@ -40,7 +40,12 @@ OPTIONS = {
     "discover_circuit": {"steps": 2},
     "integrated_gradients": {"max_evals": 64},
     "exact_shap": {"granularity": "word"},
+    "chain_of_thought": {"choices": ["Mary", "John"], "samples": 2, "max_new_tokens": 6},
+    "cot_faithfulness": {"tests": ["early_answering", "step_necessity", "filler"]},
+    "cot_evaluate": {"choices": ["Mary", "John"], "samples": 1, "max_new_tokens": 4, "tests": ["early_answering"]},
 }
+# Methods that take another method's result: the method whose result they are fed.
+RESULT_OF = {"cot_faithfulness": "chain_of_thought"}
 
 
 def prompts_for(lm, script: bool = False) -> tuple[str, str]:
@@ -55,7 +60,7 @@ def call_args(m, lm, script: bool = False) -> tuple[list, dict]:
     clean, corrupted = prompts_for(lm, script)
     target = il.Contrast(5, 7)
     opts = dict(OPTIONS.get(m.name, {}))
-    if m.takes == "prompt":
+    if m.takes in ("prompt", "item"):
         args = [clean]
     elif m.takes == "dataset":
         args = [[clean, corrupted]]
@@ -66,6 +71,12 @@ def call_args(m, lm, script: bool = False) -> tuple[list, dict]:
         target = None
     elif m.takes == "task":
         args = [il.probing.tasks.sentiment(40, seed=0)]
+    elif m.takes == "result" and m.name in RESULT_OF:
+        src = il.method(RESULT_OF[m.name])
+        src_args, src_opts = call_args(src, lm, script)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            args = [registry.call(src.name, lm, *src_args, **src_opts)]
     elif m.takes == "result":
         args = [il.attribute(lm, clean, target, method="occlusion")]
     else:  # a new kind of input: the contract test must learn it
@@ -179,7 +190,7 @@ def test_bad_input_raises_an_interpretlm_error(name, lms):
     args, opts = call_args(m, lm)
     with pytest.raises(il.OptionError, match="Its options"):
         registry.call(name, lm, *args, **opts, no_such_option=1)
-    if m.takes == "prompt":
+    if m.takes in ("prompt", "item"):
         with pytest.raises(il.InterpretLMError):
             registry.call(name, lm, "", *args[1:], **opts)
     if m.target == "required":
@@ -197,7 +208,7 @@ def test_rerun_reproduces(name, results, lms):
         il.rerun(r, lms["gpt2"])
 
 
-@pytest.mark.parametrize("name", [m.name for m in il.methods() if m.takes == "prompt"])
+@pytest.mark.parametrize("name", [m.name for m in il.methods() if m.takes in ("prompt", "item")])
 def test_a_list_of_prompts_gives_one_result_per_prompt(name, results, lms):
     lm = lms["llama"]
     m = il.method(name)

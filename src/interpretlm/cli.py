@@ -168,6 +168,10 @@ def _inputs(m: Any, words: tuple[str, ...], prompts: Path | None, pairs: Path | 
         if len(words) != 1:
             raise click.UsageError(f"{m.name} takes one PROMPT (or --prompts FILE).")
         return [words[0]], None
+    if m.takes == "item":
+        if len(words) != 1:
+            raise click.UsageError(f"{m.name} takes one ITEM (e.g. a question in quotes).")
+        return [_resolve(m.cli_input)(words[0], lm) if m.cli_input else words[0]], None
     if m.takes == "dataset":
         items = _read_lines(prompts) if prompts is not None else list(words)
         if not items:
@@ -324,6 +328,10 @@ def _command(verb: str, group: list[Any]) -> click.Command:
                          + ", ".join(m.name for m in group))
 
 
+# Short command names for long verbs (the verb's own name works too).
+ALIASES = {"chain_of_thought": "cot"}
+
+
 def _add_generated() -> None:
     from .registry import methods
 
@@ -333,6 +341,8 @@ def _add_generated() -> None:
     for verb, group in by_verb.items():
         if verb not in app.commands:
             app.add_command(_command(verb, group))
+            if verb in ALIASES and ALIASES[verb] not in app.commands:
+                app.add_command(app.commands[verb], name=ALIASES[verb])
 
 
 _add_generated()

@@ -11,6 +11,9 @@ table; none of them names a family.
 * ``takes="prompt"``: one prompt, token ids or a :class:`~interpretlm.tokens.Batch` gives
   one result; a *list of prompts* (strings or token-id lists) gives a list of results, one
   per prompt, in order, with one progress bar over them.
+* ``takes="item"``: one structured input (a dataclass with ``to_dict`` / ``from_dict``, such as
+  ``il.reasoning.Question``; the method may also accept a plain string) gives one result; a
+  list of them gives a list of results. ``il.rerun`` rebuilds the item from its recorded dict.
 * ``takes="pairs"`` (clean / corrupted prompts), ``"dataset"`` (prompts), ``"task"`` (a
   labelled task) and ``"result"`` (a result to evaluate): the list *is* the data set, and
   the result aggregates it.
@@ -49,7 +52,7 @@ import torch
 from .errors import CheckWarning, InterpretLMError, InterpretLMWarning, NonFiniteWarning, OptionError
 from .results import Check, Result
 
-TAKES = ("prompt", "pairs", "dataset", "task", "result")
+TAKES = ("prompt", "item", "pairs", "dataset", "task", "result")
 # Keywords the verbs themselves take (``il.attribute(..., method=)``, ``target=``, ``progress=``):
 # an option of the same name would collide with them in the verb's call.
 RESERVED_OPTIONS = ("method", "target", "progress")
@@ -313,6 +316,8 @@ def call(name: str, lm: Any, *args: Any, **options: Any) -> Any:
     with progress_policy(policy):
         if m.takes == "prompt" and is_prompt_list(inputs[0]):
             return [_call_one(m, lm, [one] + inputs[1:], target, options) for one in track(inputs[0], m.name)]
+        if m.takes == "item" and isinstance(inputs[0], (list, tuple)):
+            return [_call_one(m, lm, [one] + inputs[1:], target, options) for one in track(list(inputs[0]), m.name)]
         return _call_one(m, lm, inputs, target, options)
 
 

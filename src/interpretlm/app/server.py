@@ -347,7 +347,7 @@ def create_app(models: dict[str, Any], data_dir: str | Path, limits: Limits | No
                 raise ValueError(f"{what}: give 1 to {limits.max_prompts} prompts")
             return [text(v, what) for v in items]
 
-        if m.takes == "prompt":
+        if m.takes in ("prompt", "item"):  # an item (a question...) is given by its text, like a prompt
             given = body.get("prompt")
             ps = prompts(given, "prompt")
             make_inputs: Callable[[Any], tuple[list[Any], Any]] = \

@@ -79,7 +79,7 @@
     var body = {method: m.name, model: $("model").value, options: {}};
     var prompt = $("prompt").value;
     var lines = prompt.split("\n").filter(function (l) { return l.trim(); });
-    if (m.takes === "prompt") body.prompt = $("many").checked ? lines : prompt;
+    if (m.takes === "prompt" || m.takes === "item") body.prompt = $("many").checked ? lines : prompt;
     if (m.takes === "dataset") body.prompts = lines;
     if (m.takes === "pairs") {
       if ($("dataset").value) { body.dataset = $("dataset").value; body.n = +$("n").value; }

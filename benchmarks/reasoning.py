@@ -1,0 +1,133 @@
+"""Chain-of-thought analysis (issue 15): cost of answer forcing, and the tests' metrics on a model.
+
+* cost: early answering over a CoT of S sentences with the shared key/value cache (the prefix
+  pass included) against one forward pass over the full CoT, and against the naive S + 1 full
+  passes per choice; medians of ``--rounds``, ratios measured within this process (absolute
+  times are noisy on a shared machine). Also the generated and scored tokens of every test.
+* metrics: accuracy with and without CoT on the built-in sets (``--n`` questions each), and
+  each test's metric with its standard error over questions (``--n-tests`` arithmetic questions).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/reasoning.py [--model smollm2-135m] [--n 10] [--n-tests 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import record  # noqa: E402
+
+import interpretlm as il  # noqa: E402
+from interpretlm.reasoning.engine import Body, Forcer, model_call  # noqa: E402
+
+COT = ("Tom starts with 3 apples. He buys 4 more apples at the store. Now we add the two numbers. "
+       "3 plus 4 is 7. So Tom has 7 apples in total. We check the sum again. 7 is one of the choices. "
+       "The answer is 7.")
+
+
+def median_seconds(fn, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def cost(lm, rounds: int) -> None:
+    q = il.reasoning.Question("Tom has 3 apples and buys 4 more. How many apples does he have?",
+                              choices=["6", "7", "8", "9"], answer="7")
+    run = il.reasoning.from_texts(lm, q, [COT + "\nAnswer: 7"])
+    body = Body.of(lm, run.reasoning[0])
+    S = len(body.sentences)
+    full_ids = torch.tensor([run.prompt_ids + body.ids])
+    with torch.no_grad():
+        t_full = median_seconds(lambda: model_call(lm, full_ids), rounds)
+
+    def early():
+        f = Forcer(lm, run.prompt_ids, body.ids, run.candidates)
+        f.score([(c, []) for c in body.cuts])
+        return f
+    t_early = median_seconds(early, rounds)
+    f = early()
+    naive = Forcer(lm, run.prompt_ids, body.ids, run.candidates)
+    t_naive = median_seconds(lambda: naive.score_naive([(c, []) for c in body.cuts]), 1)
+    naive_tokens = naive.tokens_run
+    print(f"early answering over S={S} sentences ({full_ids.shape[1]} tokens with the prompt): "
+          f"{t_early / t_full:.2f}x one full pass (cached, prefix included), naive {t_naive / t_full:.1f}x; "
+          f"tokens run {f.tokens_run} vs naive {naive_tokens}")
+    record("reasoning", "early_answering_vs_one_pass", t_early / t_full)
+    record("reasoning", "naive_early_answering_vs_one_pass", t_naive / t_full)
+    record("reasoning", "early_answering_sentences", S)
+    record("reasoning", "early_answering_tokens_run", f.tokens_run)
+    record("reasoning", "full_pass_tokens", int(full_ids.shape[1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = il.reasoning.faithfulness(lm, run, progress=False)
+    toks = {k: v for k, v in t.diagnostics.items() if k.endswith("_tokens")}
+    print("tokens per test:", toks)
+    for k, v in toks.items():
+        record("reasoning", f"tokens.{k}", v)
+    print(f"KV reuse error (relative, forced answers vs full passes): {t.diagnostics['kv_reuse_error']:.1e}")
+    record("reasoning", "kv_reuse_error", t.diagnostics["kv_reuse_error"])
+
+
+def accuracy(lm, n: int, samples: int, max_new_tokens: int) -> None:
+    for name in il.reasoning.SETS:
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ev = il.reasoning.evaluate(lm, il.reasoning.builtin(name, n=n), tests=[], samples=samples,
+                                       max_new_tokens=max_new_tokens, progress=False)
+        m, se = ev.mean, ev.stderr
+        chance = 1 / len(il.reasoning.builtin(name)[0].choices)
+        print(f"{name:<12} n={n}: accuracy with CoT {m['accuracy']:.2f} ± {se['accuracy']:.2f}, without "
+              f"{m['accuracy_no_cot']:.2f} ± {se['accuracy_no_cot']:.2f} (chance {chance:.2f}); answers read "
+              f"{m['extracted']:.0%} ({time.perf_counter() - t:.0f} s)")
+        for k in ("accuracy", "accuracy_no_cot", "extracted"):
+            record("reasoning", f"{name}.{k}", m[k])
+            record("reasoning", f"{name}.{k}_se", se[k])
+
+
+def tests(lm, n: int, samples: int, max_new_tokens: int) -> None:
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ev = il.reasoning.evaluate(lm, il.reasoning.builtin("arithmetic", n=n), tests=list(il.reasoning.TESTS),
+                                   samples=samples, max_new_tokens=max_new_tokens, progress=False)
+    print(f"tests on {n} arithmetic questions x {samples} samples ({time.perf_counter() - t:.0f} s):")
+    for k, v in ev.mean.items():
+        print(f"  {k:<36} {v:+.3f} ± {ev.stderr[k]:.3f} (n={ev.n_per_metric[k]})")
+        record("reasoning", f"tests.{k}", v)
+        record("reasoning", f"tests.{k}_se", ev.stderr[k])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--n", type=int, default=10, help="questions per built-in set for accuracy")
+    ap.add_argument("--n-tests", type=int, default=4, help="arithmetic questions for the tests' metrics")
+    ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--only", nargs="+", choices=["cost", "accuracy", "tests"], default=["cost", "accuracy", "tests"])
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    lm = il.load(args.model)
+    if "cost" in args.only:
+        cost(lm, args.rounds)
+    if "accuracy" in args.only:
+        accuracy(lm, args.n, args.samples, args.max_new_tokens)
+    if "tests" in args.only:
+        tests(lm, args.n_tests, args.samples, args.max_new_tokens)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,437 @@
+"""The mechanics every chain-of-thought test shares: the prompt, seeded sampling, sentences,
+answer extraction, and answer forcing that reuses the key/value cache of the shared prefix.
+
+Answer forcing: a context (the prompt, then a reasoning ``body`` cut after ``cut`` tokens and
+followed by other tokens ``tail``) is closed with the cue ``"\\nAnswer:"`` and each choice's
+log-probability is read. The prompt and the full body run once (one forward pass with the
+cache kept); every forced answer is then a short row run on that cache, the body positions at
+and after ``cut`` hidden by the attention mask and the row placed at position ``P + cut`` by
+its position ids. A truncation costs the cue and the choice; a changed sentence costs the
+tokens after it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import ContextLengthError, InterpretLMError
+from .question import NUMBER, Question
+
+INSTRUCTION = ("Think step by step, one short sentence per step. Then write the final answer on its own line "
+               "as 'Answer: <answer>'.")
+CUE = "\nAnswer:"
+ANSWER_LINE = re.compile(r"(?im)^[ \t>*#]*(?:final\s+)?answer\s*(?:is)?\s*[:：]\s*(.+?)\s*$")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|\n+")
+
+
+class GenerationError(InterpretLMError, RuntimeError):
+    """The model cannot generate a chain of thought (too long a prompt for its context...)."""
+
+
+def user_message(q: Question, hint: str | None = None) -> str:
+    """The user turn: the question, its choices, an optional hint, the CoT instruction."""
+    parts = [q.text]
+    if q.choices:
+        parts.append("Choices: " + ", ".join(q.choices))
+    if hint:
+        parts.append(hint)
+    parts.append(INSTRUCTION)
+    return "\n".join(parts)
+
+
+def encode(lm: Any, text: str) -> list[int]:
+    """Token ids of ``text`` with no special tokens (a continuation of a context)."""
+    return list(lm.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+
+def prompt_ids(lm: Any, message: str, chat: bool) -> tuple[list[int], str, bool]:
+    """The prompt's ids, its text and whether the chat template formatted it.
+
+    A tokenizer without a chat template falls back to a plain ``Question: ... Reasoning:`` prompt
+    (the caller warns).
+    """
+    if chat and getattr(lm.tokenizer, "chat_template", None):
+        batch = lm.tokenize(message, chat=True)
+        return batch.input_ids[0].tolist(), batch.texts[0] if batch.texts else message, True
+    text = f"Question: {message}\nReasoning:"
+    batch = lm.tokenize(text)
+    ids = batch.input_ids[0].tolist()
+    eos = lm.tokenizer.eos_token_id
+    if lm.is_causal and ids and eos is not None and ids[-1] == eos and len(ids) > 1:
+        ids = ids[:-1]  # a tokenizer that appends EOS would end the prompt before the reasoning starts
+    return ids, text, False
+
+
+def stop_ids(lm: Any) -> set[int]:
+    """Tokens that end a turn: EOS and the chat template's end-of-turn markers."""
+    tok = lm.tokenizer
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    for marker in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>"):
+        i = tok.convert_tokens_to_ids(marker) if marker in tok.get_vocab() else None
+        if isinstance(i, int) and i >= 0:
+            ids.add(i)
+    return ids
+
+
+def room(lm: Any, prompt: list[int], choices: list[str]) -> int | None:
+    """Tokens left for the reasoning after the prompt, the cue and the longest choice (``None``: no limit)."""
+    if not lm.n_ctx:
+        return None
+    longest = max((len(encode(lm, " " + c)) for c in choices), default=4)
+    return lm.n_ctx - len(prompt) - len(encode(lm, CUE)) - longest - 1
+
+
+def cache_of(out: Any) -> Any:
+    """The key/value cache a forward call returned."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def model_call(lm: Any, ids: torch.Tensor, cache: Any = None, mask: torch.Tensor | None = None,
+               positions: torch.Tensor | None = None) -> Any:
+    """One call of the Hugging Face model on ``ids [batch, new]`` with the cache kept (``use_cache``),
+    optionally on a ``cache`` of earlier positions, a ``mask [batch, cached + new]`` and ``positions
+    [batch, new]``; returns the model's output (``logits [batch, new, vocab]``, the cache)."""
+    kwargs: dict[str, Any] = {"input_ids": ids.to(lm.device), "use_cache": True}
+    if cache is not None:
+        kwargs["cache"] = cache  # Transformers 5's name (``past_key_values`` is deprecated)
+    if mask is not None:
+        kwargs["attention_mask"] = mask.to(lm.device)
+    if positions is not None:
+        kwargs["position_ids"] = positions.to(lm.device)
+    with lm.running():
+        return lm.model(**kwargs)
+
+
+@torch.no_grad()
+def generate(lm: Any, prompt: list[int], n: int, *, max_new_tokens: int, temperature: float,
+             seed: int) -> tuple[list[list[int]], int]:
+    """``n`` sampled continuations of ``prompt`` (seeded; ``temperature=0`` is greedy).
+
+    The prompt runs once; its keys/values are shared by the ``n`` rows. Each row ends at its
+    first stop token or once its answer line is complete.
+
+    Returns:
+        the rows' generated ids (stop token excluded) and the number of generated tokens.
+    """
+    if not lm.is_causal or not lm.has_head:
+        raise GenerationError(f"{lm.name} is not a causal language model with a head; it cannot generate.")
+    room = (lm.n_ctx or 10**9) - len(prompt) - len(encode(lm, CUE)) - 8
+    max_new = min(max_new_tokens, room)
+    if max_new <= 0:
+        raise ContextLengthError(f"The prompt ({len(prompt)} tokens) leaves no room to reason in the context window "
+                                 f"of {lm.n_ctx}; shorten the question.")
+    gen = torch.Generator().manual_seed(int(seed))
+    stops = stop_ids(lm)
+    out = model_call(lm, torch.tensor([prompt]))
+    cache = cache_of(out)
+    cache.batch_repeat_interleave(n)
+    logits = out.logits[:, -1].float().expand(n, -1)
+    rows: list[list[int]] = [[] for _ in range(n)]
+    done = [False] * n
+    produced = 0
+    for step in range(max_new):
+        if temperature > 0:
+            probs = torch.softmax(logits.cpu() / temperature, dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=gen)[:, 0]
+        else:
+            nxt = logits.argmax(-1).cpu()
+        for i, t in enumerate(nxt.tolist()):
+            if done[i]:
+                continue
+            if t in stops:
+                done[i] = True
+                continue
+            rows[i].append(t)
+            produced += 1
+            if t in newline_ids(lm) and _answered(lm, rows[i]):
+                done[i] = True
+        if all(done):
+            break
+        out = model_call(lm, nxt[:, None], cache)
+        cache = cache_of(out)
+        logits = out.logits[:, -1].float()
+    return rows, produced
+
+
+_NEWLINES: dict[int, set[int]] = {}
+
+
+def newline_ids(lm: Any) -> set[int]:
+    """Ids of the tokens that hold a newline (an answer line ends at one)."""
+    key = id(lm.tokenizer)
+    if key not in _NEWLINES:
+        _NEWLINES[key] = {i for t, i in lm.tokenizer.get_vocab().items()
+                          if "\n" in lm.tokenizer.convert_tokens_to_string([t])}
+    return _NEWLINES[key]
+
+
+def _answered(lm: Any, row: list[int]) -> bool:
+    text = lm.tokenizer.decode(row, skip_special_tokens=True)
+    return bool(ANSWER_LINE.search(text.rsplit("\n", 2)[-2] if text.count("\n") >= 1 else ""))
+
+
+def split_answer(text: str) -> tuple[str, str | None]:
+    """The reasoning (text before the last answer line) and the answer line's value (``None``: no line)."""
+    found = list(ANSWER_LINE.finditer(text))
+    if not found:
+        return text.strip(), None
+    last = found[-1]
+    return text[: last.start()].strip(), last.group(1).strip()
+
+
+def sentence_spans(reasoning: str) -> list[tuple[int, int]]:
+    """Character spans of the reasoning's sentences (split after ``.!?`` and at line breaks)."""
+    spans, start = [], 0
+    for m in list(SENTENCE_END.finditer(reasoning)) + [None]:
+        end = m.start() if m is not None else len(reasoning)
+        piece = reasoning[start:end]
+        if piece.strip():
+            lead = len(piece) - len(piece.lstrip())
+            spans.append((start + lead, start + len(piece.rstrip())))
+        start = m.end() if m is not None else end
+    return spans
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[\s.,;:!?'\"()\[\]*]+", " ", s.lower()).strip()
+
+
+def _match_choice(q: Question, value: str) -> str | None:
+    """The choice ``value`` names: equal after normalising, else the only choice it contains as a word."""
+    v = _norm(value)
+    for c in q.choices:
+        if _norm(c) == v:
+            return c
+    if not q.choices:
+        nums = NUMBER.findall(value)
+        return nums[-1] if nums else None
+    inside = [c for c in q.choices if re.search(rf"(?<!\w){re.escape(_norm(c))}(?!\w)", v)]
+    if len(inside) == 1:
+        return inside[0]
+    letters = "abcdefghij"
+    if len(v) == 1 and v in letters[: len(q.choices)]:
+        return q.choices[letters.index(v)]
+    return None
+
+
+def extract(q: Question, text: str) -> tuple[str | None, str]:
+    """The answer a generated text gives, and the path that found it.
+
+    Paths: ``"answer_line"`` (an ``Answer: ...`` line naming a choice), ``"regex"`` (the last
+    choice, or for open questions the last number, named in the reasoning), ``"none"`` (the
+    caller then forces the answer by scoring each choice after ``"Answer:"``: path ``"scored"``).
+
+    Example:
+        >>> q = Question("2 + 2?", choices=["3", "4"])
+        >>> extract(q, "Two plus two is 4.\\nAnswer: 4"), extract(q, "So we get 4 apples."), extract(q, "hmm")
+        (('4', 'answer_line'), ('4', 'regex'), (None, 'none'))
+    """
+    reasoning, line = split_answer(text)
+    if line is not None:
+        got = _match_choice(q, line)
+        if got is not None:
+            return got, "answer_line"
+    v = _norm(text)
+    if q.choices:
+        last, where = None, -1
+        for c in q.choices:
+            for m in re.finditer(rf"(?<!\w){re.escape(_norm(c))}(?!\w)", v):
+                if m.start() > where:
+                    last, where = c, m.start()
+        if last is not None:
+            return last, "regex"
+        return None, "none"
+    nums = NUMBER.findall(text)
+    return (nums[-1], "regex") if nums else (None, "none")
+
+
+@dataclass
+class Body:
+    """A reasoning text tokenized as the continuation of the prompt, with its sentences' token cuts.
+
+    Attributes:
+        ids: ``[C]`` token ids of the reasoning.
+        sentences: the sentences' texts ``[S]``.
+        cuts: ``[S + 1]`` token counts before each sentence (``cuts[S] = C``): truncating after
+            ``k`` sentences keeps ``ids[:cuts[k]]``; sentence ``i`` is ``ids[cuts[i]:cuts[i+1]]``.
+    """
+
+    text: str
+    ids: list[int]
+    sentences: list[str]
+    cuts: list[int]
+
+    @classmethod
+    def of(cls, lm: Any, reasoning: str, room: int | None = None) -> "Body":
+        """The body of ``reasoning``; with ``room``, the reasoning is cut to at most that many tokens
+        (re-tokenizing a decoded generation can lengthen it past the context window)."""
+        for _ in range(4):
+            body = cls._of(lm, reasoning)
+            if room is None or len(body.ids) <= room:
+                return body
+            reasoning = lm.tokenizer.decode(body.ids[: max(0, room - (len(body.ids) - room))],
+                                            skip_special_tokens=True).strip()
+        return cls._of(lm, "")
+
+    @classmethod
+    def _of(cls, lm: Any, reasoning: str) -> "Body":
+        spans = sentence_spans(reasoning)
+        if not reasoning:
+            return cls("", [], [], [0])
+        enc = lm.tokenizer(reasoning, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+        # a token belongs to the sentence its first character is in (spaces before a sentence
+        # stay with the one before), so the cuts are token boundaries
+        cuts = [sum(1 for o in offsets if o[0] < s) for s, _ in spans] + [len(ids)]
+        cuts[0] = 0
+        return cls(reasoning, ids, [reasoning[s:e] for s, e in spans], cuts)
+
+
+@dataclass
+class Forcer:
+    """Forced answers on one prompt and reasoning body, reusing their keys/values.
+
+    ``score(items)`` takes ``(cut, tail_ids)`` pairs: the context is ``prompt + body[:cut] +
+    tail`` closed by the cue; returns ``[len(items), n_choices]`` log-probabilities of each
+    choice's tokens. Counts the tokens it runs (``tokens_run``) and the forward calls.
+    """
+
+    lm: Any
+    prompt: list[int]
+    body: list[int]
+    choices: list[str]
+    batch_size: int = 16
+    tokens_run: int = 0
+    forward_calls: int = 0
+    _cache: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.cue = encode(self.lm, CUE)
+        self.choice_ids = [encode(self.lm, " " + c) for c in self.choices]
+        if any(not c for c in self.choice_ids):
+            raise InterpretLMError(f"A choice encodes to no tokens: {self.choices}.")
+        # Choices that share a token prefix and then differ in one last token each (" 6" / " 7" as
+        # " " + digit): one row per context (cue + shared prefix) reads them all.
+        common = []
+        for toks in zip(*self.choice_ids):
+            if len(set(toks)) > 1:
+                break
+            common.append(toks[0])
+        common = common[: min(len(c) for c in self.choice_ids) - 1]
+        lasts = [c[len(common):] for c in self.choice_ids]
+        self.shared = common
+        # Sliding-window attention (Gemma 3): its cache keeps only the window, so contexts are full passes.
+        cfg = self.lm.model.config
+        self.windowed = bool(getattr(cfg, "sliding_window", None)) and "sliding_attention" in (
+            getattr(cfg, "layer_types", None) or ["sliding_attention"]) and self.lm.is_causal
+        self.single = all(len(x) == 1 for x in lasts) and len({x[0] for x in lasts}) == len(lasts)
+        total = len(self.prompt) + len(self.body) + len(self.cue) + max(len(c) for c in self.choice_ids)
+        if self.lm.n_ctx and total > self.lm.n_ctx:
+            raise ContextLengthError(f"The prompt and reasoning ({total} tokens) exceed the context window "
+                                     f"({self.lm.n_ctx}).")
+
+    def _prefix(self) -> Any:
+        if self._cache is None:
+            ids = torch.tensor([self.prompt + self.body])
+            self._cache = cache_of(model_call(self.lm, ids))
+            self.tokens_run += ids.shape[1]
+            self.forward_calls += 1
+        return self._cache
+
+    @torch.no_grad()
+    def score(self, items: list[tuple[int, list[int]]]) -> torch.Tensor:
+        if not self.lm.is_causal:
+            return self._score_encoder(items)
+        rows: list[tuple[int, list[int], int, int]] = []  # (item, ids, choice or -1, read from)
+        for k, (cut, tail) in enumerate(items):
+            if self.single:
+                rows.append((k, list(tail) + self.cue + self.shared, -1, len(tail) + len(self.cue) - 1))
+            else:
+                for j, c in enumerate(self.choice_ids):
+                    rows.append((k, list(tail) + self.cue + c, j, len(tail) + len(self.cue) - 1))
+        out = torch.zeros(len(items), len(self.choices))
+        P, C = len(self.prompt), len(self.body)
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start: start + self.batch_size]
+            if self.windowed:  # full passes: a sliding-window cache keeps only the window, not the prefix
+                chunk = [(k, self.prompt + self.body[: items[k][0]] + r, j, at + P + items[k][0])
+                         for k, r, j, at in chunk]
+                width = max(len(r[1]) for r in chunk)
+                ids = torch.zeros(len(chunk), width, dtype=torch.long)
+                mask = torch.zeros(len(chunk), width, dtype=torch.long)
+                for b, (_, r, _, _) in enumerate(chunk):
+                    ids[b, : len(r)], mask[b, : len(r)] = torch.tensor(r), 1
+                logp = torch.log_softmax(model_call(self.lm, ids, mask=mask).logits.float(), -1).cpu()
+                self.tokens_run += int(mask.sum())
+                self.forward_calls += 1
+                self._read(out, chunk, logp)
+                continue
+            width = max(len(r[1]) for r in chunk)
+            ids = torch.zeros(len(chunk), width, dtype=torch.long)
+            mask = torch.zeros(len(chunk), P + C + width, dtype=torch.long)
+            pos = torch.zeros(len(chunk), width, dtype=torch.long)
+            for b, (k, r, _, _) in enumerate(chunk):
+                cut = items[k][0]
+                ids[b, : len(r)] = torch.tensor(r)
+                mask[b, : P + cut] = 1
+                mask[b, P + C: P + C + len(r)] = 1
+                pos[b] = P + cut + torch.arange(width)
+            cache = self._copy_cache(len(chunk))
+            logp = torch.log_softmax(model_call(self.lm, ids, cache, mask, pos).logits.float(), -1).cpu()
+            self.tokens_run += int(sum(len(r[1]) for r in chunk))
+            self.forward_calls += 1
+            self._read(out, chunk, logp)
+        return out
+
+    def _read(self, out: torch.Tensor, chunk: list[tuple[int, list[int], int, int]], logp: torch.Tensor) -> None:
+        """Each row's choice log-probabilities into ``out`` (``at``: the position predicting the first one)."""
+        for b, (k, r, j, at) in enumerate(chunk):
+            if j < 0:  # the shared prefix's log-probability, then each choice's last token
+                n = len(self.shared)
+                pre = logp[b, torch.arange(at, at + n), torch.tensor(self.shared, dtype=torch.long)].sum() \
+                    if n else 0.0
+                out[k] = pre + logp[b, at + n, [c[-1] for c in self.choice_ids]]
+            else:
+                c = self.choice_ids[j]
+                out[k, j] = logp[b, torch.arange(at, at + len(c)), torch.tensor(c)].sum()
+
+    def _copy_cache(self, n: int) -> Any:
+        import copy
+
+        cache = copy.deepcopy(self._prefix())
+        cache.batch_repeat_interleave(n)
+        return cache
+
+    def _score_encoder(self, items: list[tuple[int, list[int]]]) -> torch.Tensor:
+        # An encoder cannot continue a context: each choice's first token is read at a [MASK] after the cue.
+        tok = self.lm.tokenizer
+        if tok.mask_token is None:
+            raise GenerationError(f"{self.lm.name} neither generates nor has a mask token to score answers with.")
+        texts = [tok.decode(self.prompt + self.body[:cut] + list(tail) + self.cue, skip_special_tokens=True)
+                 + " " + tok.mask_token for cut, tail in items]
+        out = self.lm.forward(texts, grad=False)
+        self.tokens_run += int(out.batch.attention_mask.sum())
+        self.forward_calls += 1
+        at = (out.batch.input_ids == tok.mask_token_id).float().argmax(1)
+        logp = torch.log_softmax(out.logits.float(), -1)[torch.arange(len(items)), at].cpu()
+        firsts = [encode(self.lm, c)[0] for c in self.choices]
+        return logp[:, firsts]
+
+    @torch.no_grad()
+    def score_naive(self, items: list[tuple[int, list[int]]]) -> torch.Tensor:
+        """The same log-probabilities from full forward passes, one per context and choice (the reference)."""
+        out = torch.zeros(len(items), len(self.choices))
+        for k, (cut, tail) in enumerate(items):
+            ctx = self.prompt + self.body[:cut] + list(tail) + self.cue
+            for j, c in enumerate(self.choice_ids):
+                logits = model_call(self.lm, torch.tensor([ctx + c])).logits[0].float()
+                logp = torch.log_softmax(logits, -1).cpu()
+                self.tokens_run += len(ctx) + len(c)
+                self.forward_calls += 1
+                out[k, j] = logp[torch.arange(len(ctx) - 1, len(ctx) - 1 + len(c)), torch.tensor(c)].sum()
+        return out
