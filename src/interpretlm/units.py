@@ -278,6 +278,21 @@ def bind_units(lm: Any, units: "Unit | Units | Sequence[Unit | Units] | BoundUni
     return BoundUnits.build(lm, flat)
 
 
+def head_writes(lm: Any, layer: int, heads: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``[n, batch, pos, d_model]``: what heads ``index`` write through the output projection (bias removed).
+
+    Differentiable (unlike ``lm.head_writes``), so optimized inputs can follow a head's output norm.
+    ``heads`` is ``[batch, pos, head, d_head]``.
+    """
+    o_proj = lm.site(f"blocks.{layer}.attn").module   # the output projection
+    b, p, H, dh = heads.shape
+    mask = torch.zeros(len(index), 1, 1, H, 1, dtype=heads.dtype, device=heads.device)
+    mask[torch.arange(len(index)), 0, 0, index.to(heads.device)] = 1
+    x = (heads.unsqueeze(0) * mask).reshape(len(index), b, p, H * dh).to(lm.dtype)
+    zero = torch.zeros(1, 1, 1, H * dh, dtype=lm.dtype, device=heads.device)
+    return (o_proj(x) - o_proj(zero)).float()
+
+
 def unit_values(lm: Any, bound: BoundUnits, cache: Any) -> torch.Tensor:
     """``[batch, pos, n_units]`` the units' values from captured components.
 
@@ -310,8 +325,7 @@ def unit_values(lm: Any, bound: BoundUnits, cache: Any) -> torch.Tensor:
             if g.how == "head_dir" and g.directions.shape[1] == x.shape[-1]:   # per-head value directions
                 vals = (x[:, :, g.index.to(x.device)] * g.directions.to(x.device)).sum(-1)
             else:
-                writes = lm.head_writes(layer_of(g.component), x.to(lm.dtype)).float()  # [head, b, pos, d_model]
-                w = writes[g.index.to(writes.device)]                                 # [n, b, pos, d_model]
+                w = head_writes(lm, layer_of(g.component), x, g.index)                 # [n, b, pos, d_model]
                 if g.how == "norm":
                     vals = w.norm(dim=-1).permute(1, 2, 0)
                 else:
@@ -326,4 +340,4 @@ def unit_values(lm: Any, bound: BoundUnits, cache: Any) -> torch.Tensor:
     return out
 
 
-__all__ = ["BoundUnits", "Unit", "Units", "bind_units", "component_size", "kind_of", "unit_values"]
+__all__ = ["BoundUnits", "Unit", "Units", "bind_units", "component_size", "head_writes", "kind_of", "unit_values"]
