@@ -49,7 +49,7 @@ import torch
 from .errors import CheckWarning, InterpretLMError, InterpretLMWarning, NonFiniteWarning, OptionError
 from .results import Check, Result
 
-TAKES = ("prompt", "pairs", "dataset", "task", "result")
+TAKES = ("prompt", "pairs", "dataset", "task", "result", "unit")
 # Keywords the verbs themselves take (``il.attribute(..., method=)``, ``target=``, ``progress=``):
 # an option of the same name would collide with them in the verb's call.
 RESERVED_OPTIONS = ("method", "target", "progress")

@@ -209,6 +209,18 @@ class BoundUnits:
     def names(self) -> list[str]:
         return [u.name for u in self.units]
 
+    def subset(self, component: str) -> tuple["BoundUnits", torch.Tensor]:
+        """The units of one component as their own :class:`BoundUnits` (columns ``0..n-1``) and
+        ``[n]`` their columns here (a pass reads each component in its own hook)."""
+        cols: list[int] = []
+        groups = []
+        for g in self.groups:
+            if g.component == component:
+                local = list(range(len(cols), len(cols) + len(g.columns)))
+                cols += g.columns
+                groups.append(_Group(g.component, g.how, local, g.index, g.directions))
+        return BoundUnits([self.units[j] for j in cols], groups), torch.tensor(cols, dtype=torch.long)
+
     @classmethod
     def build(cls, lm: Any, units: Sequence[Unit]) -> "BoundUnits":
         if not units:
@@ -284,13 +296,13 @@ def head_writes(lm: Any, layer: int, heads: torch.Tensor, index: torch.Tensor) -
     Differentiable (unlike ``lm.head_writes``), so optimized inputs can follow a head's output norm.
     ``heads`` is ``[batch, pos, head, d_head]``.
     """
-    o_proj = lm.site(f"blocks.{layer}.attn").module   # the output projection
+    # The projection's weight, not a call of the module: a head hook is a pre-hook of that very module.
+    proj = lm.site(f"blocks.{layer}.attn").module
     b, p, H, dh = heads.shape
-    mask = torch.zeros(len(index), 1, 1, H, 1, dtype=heads.dtype, device=heads.device)
-    mask[torch.arange(len(index)), 0, 0, index.to(heads.device)] = 1
-    x = (heads.unsqueeze(0) * mask).reshape(len(index), b, p, H * dh).to(lm.dtype)
-    zero = torch.zeros(1, 1, 1, H * dh, dtype=lm.dtype, device=heads.device)
-    return (o_proj(x) - o_proj(zero)).float()
+    # nn.Linear stores [d_model, H*dh]; GPT-2's Conv1D stores [H*dh, d_model] (the same shape when square)
+    w = proj.weight if type(proj).__name__ == "Conv1D" else proj.weight.T
+    w_h = w.reshape(H, dh, -1)[index.to(w.device)].to(heads.dtype)  # [n, d_head, d_model]
+    return torch.einsum("bpnd,ndm->nbpm", heads[:, :, index.to(heads.device)], w_h).float()
 
 
 def unit_values(lm: Any, bound: BoundUnits, cache: Any) -> torch.Tensor:
