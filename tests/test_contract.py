@@ -40,6 +40,10 @@ OPTIONS = {
     "discover_circuit": {"steps": 2},
     "integrated_gradients": {"max_evals": 64},
     "exact_shap": {"granularity": "word"},
+    "mine": {"k": 3, "window": 4},
+    "epo": {"length": 4, "population": 3, "swaps": 4, "top_k": 16, "steps": 2},
+    "gcg": {"length": 4, "swaps": 4, "top_k": 16, "steps": 2},
+    "continuous": {"length": 4, "steps": 2},
 }
 
 
@@ -68,6 +72,10 @@ def call_args(m, lm, script: bool = False) -> tuple[list, dict]:
         args = [il.probing.tasks.sentiment(40, seed=0)]
     elif m.takes == "result":
         args = [il.attribute(lm, clean, target, method="occlusion")]
+    elif m.takes == "unit":
+        args = [il.Unit("blocks.1.mlp.neurons", 0)]
+        if "corpus" in m.options:   # a small corpus of the prompts (the script one included)
+            opts["corpus"] = [clean, corrupted, "Then John and Mary went home"] * 3
     else:  # a new kind of input: the contract test must learn it
         raise AssertionError(f"the contract test does not know how to feed takes={m.takes!r}")
     if m.target != "none" and target is not None:

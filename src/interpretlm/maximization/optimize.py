@@ -212,8 +212,8 @@ def discrete_search(lm: Any, bound: BoundUnits, *, length: int, population: int,
         ids, act, ce = all_ids[best], all_act[best], all_ce[best]
         history.append(act.clone())
     seconds = time.perf_counter() - start
-    costs = {"evaluations": evaluations, "seconds": seconds, "seconds_per_iteration": seconds / max(steps, 1),
-             "backward_passes": steps}
+    costs = {"evaluations": evaluations, "seconds": seconds,
+             "backward_passes": steps, "iterations": steps}
     return ids, act, ce, front, torch.stack(history) if history else torch.zeros(0, population), costs
 
 
@@ -398,7 +398,7 @@ def continuous(lm: Any, units: Any, *, length: int = 12, steps: int = 200, lr: f
     p_act, p_ce = score(lm, bound, proj, 1)
     seconds = time.perf_counter() - start
     r = _finish(lm, bound, proj, p_act, p_ce, front, torch.stack(history) if history else torch.zeros(0, 1),
-                [0.0], {"seconds": seconds, "seconds_per_iteration": seconds / steps, "backward_passes": steps,
+                [0.0], {"seconds": seconds, "backward_passes": steps, "iterations": steps,
                         "evaluations": steps})
     r.projected = {"soft_activation": soft_act, "projected_activation": float(p_act[0])}
     return r
