@@ -330,7 +330,8 @@ def unit_values(lm: Any, bound: BoundUnits, cache: Any) -> torch.Tensor:
     for g in bound.groups:
         x = cache[g.component].float()
         if g.how == "index":
-            vals = x[..., g.index.to(x.device)]
+            full = len(g.index) == x.shape[-1] and bool((g.index == torch.arange(x.shape[-1])).all())
+            vals = x if full else x[..., g.index.to(x.device)]   # every unit of the component: no copy
         elif g.how == "dir":
             vals = x @ g.directions.to(x.device).T
         else:  # heads

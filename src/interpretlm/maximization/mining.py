@@ -123,12 +123,12 @@ class MiningState:
             rng = torch.where(unset, first, rng)
             t["hist_range"][cols] = rng
         bins = t["hist"].shape[1]
-        idx = ((flat + rng) / (2 * rng) * bins).floor().clamp(0, bins - 1).long()
-        idx = idx + torch.arange(n).unsqueeze(0) * bins
+        idx = ((flat + rng) * (bins / (2 * rng))).floor_().clamp_(0, bins - 1).long()
+        idx += torch.arange(n).unsqueeze(0) * bins
         t["hist"][cols] += torch.bincount(idx.flatten(), minlength=n * bins).view(n, bins)
         t["n_fire"][cols] += (flat > fire_threshold).sum(0)
         t["s1"][cols] += flat.sum(0, dtype=torch.float64)
-        t["s2"][cols] += (flat.double() ** 2).sum(0)
+        t["s2"][cols] += (flat * flat).sum(0, dtype=torch.float64)
 
     def update_glu(self, gcols: torch.Tensor, v: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
                    window0: int) -> None:
@@ -243,6 +243,8 @@ def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int,
     glu_cols = {c: (torch.tensor([j for j, col in enumerate(subs[c][1].tolist()) if col in glu_pos], dtype=torch.long),
                     torch.tensor([glu_pos[col] for col in subs[c][1].tolist() if col in glu_pos], dtype=torch.long))
                 for c in comps}
+    full_glu = {c: len(glu_cols[c][0]) == lm.d_mlp == subs[c][0].size
+                and [u.index for u in subs[c][0].units] == list(range(lm.d_mlp)) for c in comps}
     until = max(layer_of(c) for c in comps)
     until = max(until, 0)
     current: dict[str, Any] = {"window0": 0, "gen": None}
@@ -260,8 +262,11 @@ def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int,
                 parts = gate_up[layer_of(component)]
                 gu = parts[0] if len(parts) == 1 else torch.cat(parts, -1)
                 gate, up = gu.float().cpu().chunk(2, dim=-1)
-                idx = torch.tensor([sub.units[j].index for j in local.tolist()], dtype=torch.long)
-                state.update_glu(gcols, v[..., local], gate[..., idx], up[..., idx], current["window0"])
+                if full_glu[component]:      # every neuron of the layer: no gathers
+                    state.update_glu(gcols, v, gate, up, current["window0"])
+                else:
+                    idx = torch.tensor([sub.units[j].index for j in local.tolist()], dtype=torch.long)
+                    state.update_glu(gcols, v[..., local], gate[..., idx], up[..., idx], current["window0"])
         return read
 
     from contextlib import ExitStack
