@@ -226,9 +226,11 @@ class BoundUnits:
         if not units:
             raise ComponentError("No units were given: pass il.Unit(...) or il.Unit.all(...).")
         keyed: dict[tuple[str, str, int], _Group] = {}
+        kinds: dict[str, tuple[str, int]] = {}   # per component, once (Unit.all gives thousands of units)
         for j, u in enumerate(units):
-            kind = kind_of(lm, u.component)
-            size = component_size(lm, u.component)
+            if u.component not in kinds:
+                kinds[u.component] = (kind_of(lm, u.component), component_size(lm, u.component))
+            kind, size = kinds[u.component]
             if u.index is not None and not 0 <= u.index < size:
                 what = {"mlp.neurons": "neurons", "attn.heads": "heads"}.get(kind, "dimensions")
                 raise ComponentError(f"{u.name}: index {u.index} is out of range; {u.component} has {size} {what} "

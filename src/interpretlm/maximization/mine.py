@@ -27,7 +27,7 @@ def _gather(idx: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]
           summary="top-activating corpus windows, quantile samples, histograms (all units, one streaming pass)",
           check=_CHECK, demo="interpretlm.maximization.demo:section", demo_order=70)
 def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: int = 64, batch_size: int = 16,
-         bands: int = 6, samples: int = 4, bins: int = 48, fire_threshold: float = 0.0,
+         bands: int = 6, samples: int = 4, bins: int = 48, hist_every: int = 4, fire_threshold: float = 0.0,
          rare_frequency: float = 1e-4, glu_split: bool = True, detail: int = 8, path: str | None = None,
          checkpoint_every: int = 2048, max_windows: int | None = None, seed: int = 0) -> MinedExamples:
     """Mine a corpus for the windows where units are largest, in one streaming pass for all units.
@@ -41,7 +41,8 @@ def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: i
         k: top windows kept per unit (and per gate × up sign combination of gated neurons).
         window: tokens per window; batch_size: windows per forward pass.
         bands, samples: quantile sampling: bands of each unit's range, windows kept per band.
-        bins: histogram bins per unit.
+        bins: histogram bins per unit; hist_every: the histogram counts every ``hist_every``-th
+            token of a window (1: all; mean, sd and frequency always count all).
         fire_threshold: a unit fires on a token whose value exceeds this.
         rare_frequency: units firing on fewer tokens than this share are reported rare.
         glu_split: split gated-MLP neurons by the signs of gate and up.
@@ -66,7 +67,7 @@ def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: i
         (torch.Size([1, 3]), True)
     """
     _check_positive(k=k, window=window, batch_size=batch_size, bands=bands, samples=samples, bins=bins,
-                    checkpoint_every=checkpoint_every)
+                    hist_every=hist_every, checkpoint_every=checkpoint_every)
     if detail < 0:
         raise MiningError(f"detail must be >= 0; got {detail}.")
     if max_windows is not None:
@@ -74,7 +75,7 @@ def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: i
     bound = bind_units(lm, units)
     c = as_corpus(corpus)
     state, facts = run_pass(lm, bound, c, k=k, window=window, batch_size=batch_size, bands=bands, samples=samples,
-                            bins=bins, fire_threshold=float(fire_threshold), glu_split=glu_split, path=path,
+                            bins=bins, hist_every=hist_every, fire_threshold=float(fire_threshold), glu_split=glu_split, path=path,
                             checkpoint_every=checkpoint_every, seed=seed, max_windows=max_windows)
     t = state.t
     n_tok = max(state.n_tokens, 1)
@@ -88,7 +89,7 @@ def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: i
     glu_units = facts["glu_units"]
     g_ok = torch.isfinite(t["glu_key"])
     g_v = torch.where(g_ok, t["glu_v"], torch.nan).permute(2, 0, 1)     # [g, 4, k]
-    g_w, g_p = _gather(torch.where(g_ok, t["glu_i"], -1).permute(2, 0, 1), window)
+    g_w = torch.where(g_ok, t["glu_i"], -1).permute(2, 0, 1)           # windows; positions found below
     g_tokens = t["glu_n"].sum(0, keepdim=True).clamp_min(1)
     names = bound.names
     result = MinedExamples(
@@ -98,7 +99,7 @@ def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: i
         quantile_values=q_v, quantile_windows=q_w, quantile_positions=q_p, hist_counts=t["hist"],
         hist_range=t["hist_range"], mean=mean.float(), std=std.float(), frequency=freq.float(),
         glu_names=[names[j] for j in glu_units], glu_frequency=(t["glu_n"].double() / g_tokens).T.float(),
-        glu_values=g_v, glu_windows=g_w, glu_positions=g_p,
+        glu_values=g_v, glu_windows=g_w,
         dead=[names[j] for j in range(len(names)) if t["n_fire"][j] == 0],
         rare=[names[j] for j in range(len(names)) if 0 < freq[j] < rare_frequency])
 
@@ -131,8 +132,10 @@ def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: i
             entry: dict[str, Any] = {"top": top, "quantiles": quant}
             if names[j] in result.glu_names:
                 g = result.glu_names.index(names[j])
-                entry["glu"] = {combo: [example(int(w), int(p), d) for w, p in zip(g_w[g, ci, :5], g_p[g, ci, :5])
-                                        if int(w) >= 0] for ci, combo in enumerate(GLU_COMBOS)}
+                # the token of each window is the one whose recomputed value is the streamed one
+                entry["glu"] = {combo: [example(int(w), int((vals[row[int(w)], :, d] - float(x)).abs().argmin()), d)
+                                        for w, x in zip(g_w[g, ci, :5], g_v[g, ci, :5]) if int(w) >= 0]
+                                for ci, combo in enumerate(GLU_COMBOS)}
             result.examples[names[j]] = entry
             direction = output_direction(lm, bound.units[j])
             eff = logit_effects(lm, direction) if direction is not None else None

@@ -11,8 +11,10 @@ state, on the tensor side (no Python loop over units):
   ``fire_threshold`` fall in one of ``bands`` bands of the running maximum and get a random
   priority; each band keeps its ``samples`` highest priorities (again ``topk``);
 * **histogram** of the per-token values over ``bins`` bins per unit (range: twice the first
-  batch's largest magnitude; the end bins also count values beyond it), with counts, mean,
-  standard deviation and firing frequency (tokens with a value above ``fire_threshold``);
+  batch's largest magnitude; the end bins also count values beyond it) over every
+  ``hist_every``-th token of each window (a systematic sample that keeps the pass cheap), and
+  over every token the mean, standard deviation and firing frequency (tokens with a value
+  above ``fire_threshold``);
 * **gated MLPs**: for neurons of a gated MLP (``down(act(gate(x)) * up(x))``), the four
   gate × up sign combinations (GLUScope) are kept apart: per combination the frequency and
   the top-k windows by magnitude, since a neuron reached through ``gate<0, up<0`` and one
@@ -59,12 +61,13 @@ class MiningState:
         q_key / q_v / q_i: ``[bands, samples, n]`` reservoir priorities, values and token indices.
         hist: ``[n, bins]`` counts; hist_range: ``[n]`` half-width of the histogram's range.
         n_fire: ``[n]`` tokens above the firing threshold; s1 / s2: ``[n]`` sums of values and squares.
-        glu_key / glu_v / glu_i: ``[4, k, g]`` per sign combination, top windows by magnitude.
+        glu_key / glu_v / glu_i: ``[4, k, g]`` per sign combination, top windows by magnitude (glu_i: the window).
         glu_n: ``[4, g]`` tokens per sign combination.
     """
 
-    def __init__(self, n: int, g: int, k: int, bands: int, samples: int, bins: int) -> None:
+    def __init__(self, n: int, g: int, k: int, bands: int, samples: int, bins: int, hist_every: int = 4) -> None:
         ninf = float("-inf")
+        self.hist_every = hist_every
         self.t: dict[str, torch.Tensor] = {
             "top_v": torch.full((k, n), ninf), "top_i": torch.full((k, n), -1, dtype=torch.long),
             "q_key": torch.full((bands, samples, n), ninf), "q_v": torch.zeros(bands, samples, n),
@@ -113,7 +116,8 @@ class MiningState:
             t["q_key"][j][:, cols] = kk
             t["q_v"][j][:, cols] = torch.cat([t["q_v"][j][:, cols], wmax]).gather(0, order)
             t["q_i"][j][:, cols] = torch.cat([t["q_i"][j][:, cols], widx]).gather(0, order)
-        # histogram with a per-unit range fixed by the first batch
+        # histogram with a per-unit range fixed by the first batch, over every `hist_every`-th token of a
+        # window (a systematic sample: one bincount over [b * W / hist_every, n] instead of [b * W, n])
         flat = v.reshape(b * W, n)
         rng = t["hist_range"][cols]
         unset = rng == 0
@@ -123,36 +127,45 @@ class MiningState:
             rng = torch.where(unset, first, rng)
             t["hist_range"][cols] = rng
         bins = t["hist"].shape[1]
-        idx = ((flat + rng) * (bins / (2 * rng))).floor_().clamp_(0, bins - 1).long()
+        sample = v[:, ::self.hist_every].reshape(-1, n)
+        q = torch.addcmul(rng * (bins / (2 * rng)), sample, bins / (2 * rng))   # (x + r) * bins / 2r
+        idx = q.clamp_(0, bins - 0.5).long()
         idx += torch.arange(n).unsqueeze(0) * bins
         t["hist"][cols] += torch.bincount(idx.flatten(), minlength=n * bins).view(n, bins)
-        t["n_fire"][cols] += (flat > fire_threshold).sum(0)
-        t["s1"][cols] += flat.sum(0, dtype=torch.float64)
-        t["s2"][cols] += (flat * flat).sum(0, dtype=torch.float64)
+        t["n_fire"][cols] += torch.count_nonzero(flat > fire_threshold, dim=0)
+        t["s1"][cols] += flat.sum(0).double()
+        t["s2"][cols] += torch.linalg.vector_norm(flat, dim=0).double() ** 2
 
     def update_glu(self, gcols: torch.Tensor, v: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
                    window0: int) -> None:
         """Per gate × up sign combination: token counts and the top windows by ``|value|``.
 
         ``v``, ``gate``, ``up``: ``[batch, W, g_c]`` for the gated-neuron units at GLU columns ``gcols``.
+        The windows are kept with their largest ``|value|`` in the combination (signed: act(gate) has
+        the sign of gate); the token is found again when the examples are recomputed.
         """
         t = self.t
         b, W, n = v.shape
         k = t["glu_key"].shape[1]
-        combo = (gate < 0).long() * 2 + (up < 0).long()
-        mag = v.abs()
+        gneg, uneg = torch.signbit(gate), torch.signbit(up)
+        n_g, n_u = torch.count_nonzero(gneg, dim=(0, 1)), torch.count_nonzero(uneg, dim=(0, 1))
+        n_gu = torch.count_nonzero(gneg & uneg, dim=(0, 1))
+        total = b * W
+        counts = torch.stack([total - n_g - n_u + n_gu, n_u - n_gu, n_g - n_gu, n_gu])   # GLU_COMBOS order
+        t["glu_n"][:, gcols] += counts
+        combo = (gneg.to(torch.uint8) * 2 + uneg).long()
+        # one pass: the largest |value| of each window per combination ([b, 4, n]; -1 where none)
+        wkey = torch.full((b, 4, n), -1.0).scatter_reduce_(1, combo, v.abs(), reduce="amax")
+        wkey = torch.where(wkey < 0, float("-inf"), wkey)
+        sign = torch.tensor([1.0, -1.0, -1.0, 1.0]).view(1, 4, 1)
+        wval = wkey.clamp_min(0) * sign
+        widx = torch.arange(window0, window0 + b).view(b, 1, 1).expand(b, 4, n)
         for c in range(4):   # the four sign combinations
-            inside = combo == c
-            t["glu_n"][c][gcols] += inside.sum((0, 1))
-            a = torch.where(inside, mag, torch.full_like(mag, float("-inf")))
-            wkey, wpos = a.max(1)                                            # [b, g_c]
-            wval = v.gather(1, wpos.unsqueeze(1)).squeeze(1)
-            widx = torch.arange(window0, window0 + b).unsqueeze(1) * W + wpos
-            ck = torch.cat([t["glu_key"][c][:, gcols], wkey])
+            ck = torch.cat([t["glu_key"][c][:, gcols], wkey[:, c]])
             kk, order = ck.topk(k, dim=0)
             t["glu_key"][c][:, gcols] = kk
-            t["glu_v"][c][:, gcols] = torch.cat([t["glu_v"][c][:, gcols], wval]).gather(0, order)
-            t["glu_i"][c][:, gcols] = torch.cat([t["glu_i"][c][:, gcols], widx]).gather(0, order)
+            t["glu_v"][c][:, gcols] = torch.cat([t["glu_v"][c][:, gcols], wval[:, c]]).gather(0, order)
+            t["glu_i"][c][:, gcols] = torch.cat([t["glu_i"][c][:, gcols], widx[:, c]]).gather(0, order)
 
     # ------------------------------------------------------------------ disk
     def save(self, folder: Path, manifest: dict[str, Any]) -> None:
@@ -199,7 +212,7 @@ def count_windows(corpus: Corpus, tokenizer: Any, window: int, limit: int | None
 
 
 def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int, batch_size: int, bands: int,
-             samples: int, bins: int, fire_threshold: float, glu_split: bool, path: str | None,
+             samples: int, bins: int, hist_every: int, fire_threshold: float, glu_split: bool, path: str | None,
              checkpoint_every: int, seed: int, max_windows: int | None) -> tuple[MiningState, dict[str, Any]]:
     """Stream the corpus once through the model and fold every unit into a :class:`MiningState`.
 
@@ -220,9 +233,9 @@ def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int,
         if gated and g.how == "index" and kind_of(lm, g.component) == "mlp.neurons":
             glu_units += g.columns
     glu_pos = {c: i for i, c in enumerate(glu_units)}
-    state = MiningState(bound.size, len(glu_units), k, bands, samples, bins)
+    state = MiningState(bound.size, len(glu_units), k, bands, samples, bins, hist_every)
     config = {"format": STATE_FORMAT, "k": k, "window": window, "batch_size": batch_size, "bands": bands,
-              "samples": samples, "bins": bins, "fire_threshold": fire_threshold, "glu_split": gated,
+              "samples": samples, "bins": bins, "hist_every": hist_every, "fire_threshold": fire_threshold, "glu_split": gated,
               "seed": seed, "n_windows": n_windows, "units": bound.size}
     fingerprint = _fingerprint(lm, bound, corpus, config)
     folder = Path(path) if path is not None else None

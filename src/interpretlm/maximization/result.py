@@ -33,12 +33,13 @@ class MinedExamples(Result):
         top_windows, top_positions: ``[n, k]`` which window and which token in it.
         quantile_values: ``[n, bands, samples]`` window maxima sampled per band of the unit's range
             (NaN: the band has fewer windows); quantile_windows / quantile_positions likewise (-1).
-        hist_counts: ``[n, bins]`` per-token values counted over ``[-hist_range, hist_range]``.
+        hist_counts: ``[n, bins]`` per-token values counted over ``[-hist_range, hist_range]`` (every
+            ``hist_every``-th token of each window).
         hist_range: ``[n]``. mean, std, frequency: ``[n]`` per-token mean, standard deviation and
             share of tokens above the firing threshold.
         glu_names: the gated-MLP neurons split by sign; glu_frequency: ``[g, 4]`` share of tokens per
-            gate × up sign combination (``GLU_COMBOS`` order); glu_values / glu_windows /
-            glu_positions: ``[g, 4, k]`` per combination the top windows by magnitude (signed value).
+            gate × up sign combination (``GLU_COMBOS`` order); glu_values / glu_windows:
+            ``[g, 4, k]`` per combination the top windows by magnitude (signed value; -1: none).
         dead, rare: units that never fire / fire on fewer than ``rare_frequency`` of the tokens.
         examples: per detailed unit, ``{"top": [...], "quantiles": [...], "glu": {combo: [...]}}``
             with each example's ``window``, ``tokens``, per-token ``values``, ``pos`` and ``max``.
@@ -66,7 +67,6 @@ class MinedExamples(Result):
     glu_frequency: torch.Tensor | None = None
     glu_values: torch.Tensor | None = None
     glu_windows: torch.Tensor | None = None
-    glu_positions: torch.Tensor | None = None
     dead: list[str] = field(default_factory=list)
     rare: list[str] = field(default_factory=list)
     examples: dict[str, Any] = field(default_factory=dict)
