@@ -306,3 +306,26 @@ def test_builtin_corpus_is_a_million_tokens_of_prose():
         pytest.skip("the default model is not installed")
     n = sum(len(x) for x in default.tokenizer(docs, add_special_tokens=False)["input_ids"])
     assert n >= 1_000_000
+
+
+def test_command_line(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from interpretlm import cli
+
+    lm = tiny_lm("llama")
+    monkeypatch.setattr(il, "load", lambda name="smollm2-135m", **kw: lm)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(_corpus(n=20)))
+    out, js = tmp_path / "u.html", tmp_path / "u.json"
+    res = CliRunner().invoke(cli.app, ["maximize", "blocks.1.mlp.neurons", "3", "--corpus", str(corpus), "--k", "3",
+                                       "--window", "8", "--out", str(out), "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    r = il.Result.load(js)
+    assert r.method == "mine" and r.unit_names == ["blocks.1.mlp.neurons[3]"] and r.top_values.shape == (1, 3)
+    assert "Top-activating windows" in out.read_text()
+    res = CliRunner().invoke(cli.app, ["maximize", "blocks.1.mlp.neurons", "3", "--method", "epo", "--steps", "2",
+                                       "--length", "4", "--population", "3", "--swaps", "4"])
+    assert res.exit_code == 0 and "best activation" in res.output, res.output
+    res = CliRunner().invoke(cli.app, ["maximize", "blocks.1.mlp.neurons"])
+    assert res.exit_code == 2 and "COMPONENT INDEX" in res.output
