@@ -7,7 +7,7 @@ from typing import Any
 
 
 def section(lm: Any, prompts: list[str]) -> Any:
-    """A neuron of the model: its top windows over the first 1,000 windows of the built-in corpus
+    """A neuron of the model: its top windows over the first 300 windows of the built-in corpus
     (the KJV), its dashboard figures, then a short EPO run against the corpus maximum.
 
     The demo's prompts are too short to mine, so the section reads the built-in corpus (a
@@ -28,7 +28,7 @@ def section(lm: Any, prompts: list[str]) -> Any:
         lines.append(f"(built-in corpus missing: {exc}; mining the demo prompts instead)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        top = maximize(lm, unit, corpus=corpus, k=8, window=32, max_windows=1000, detail=1, progress=False)
+        top = maximize(lm, unit, corpus=corpus, k=8, window=32, max_windows=300, detail=1, progress=False)
         opt = maximize(lm, unit, method="epo", length=8, population=4, swaps=16, top_k=128, steps=6, seed=0,
                        progress=False)
     lines.append(f"{unit.name}: {top.summary()}")
