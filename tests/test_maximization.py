@@ -150,6 +150,10 @@ def test_epo_beats_every_corpus_example(planted):
     again = il.maximize(lm, unit, method="epo", length=4, population=4, swaps=16, top_k=32, steps=25, seed=0,
                         progress=False)
     assert again.pareto == opt.pareto
+    # the dashboard shows the front next to the corpus examples, marking what beats the corpus
+    mined.add_optimized(opt)
+    table = mined.figures()["optimized"]
+    assert any(row[2] == "yes" for row in table.rows) and "Pareto front" in mined.to_html()
 
 
 def test_gcg_and_continuous_on_the_planted_unit(planted):

@@ -71,6 +71,7 @@ class MinedExamples(Result):
     rare: list[str] = field(default_factory=list)
     examples: dict[str, Any] = field(default_factory=dict)
     logit_effects: dict[str, Any] = field(default_factory=dict)
+    optimized: dict[str, Any] = field(default_factory=dict)
 
     nan_marks: ClassVar[tuple[str, ...]] = ("quantile_values", "glu_values", "examples")
 
@@ -90,6 +91,18 @@ class MinedExamples(Result):
             p = int(e["pos"])
             rows.append(("".join(e["tokens"][max(0, p - 8):p + 1]), float(e["max"])))
         return rows
+
+    def add_optimized(self, opt: "OptimizedInputs") -> "MinedExamples":
+        """Put an optimization's front on this unit's dashboard, next to the corpus examples.
+
+        Example:
+            >>> top.add_optimized(il.maximize(lm, unit, method="epo")).save_html("unit.html")  # doctest: +SKIP
+        """
+        self.index(opt.unit)   # an unknown unit raises
+        self.optimized[opt.unit] = {"method": opt.method, "front": [
+            {"activation": r["activation"], "cross_entropy": r["cross_entropy"], "prompt": r["prompt"]}
+            for r in opt.front]}
+        return self
 
     def index(self, unit: Any) -> int:
         """The column of a unit (a :class:`~interpretlm.units.Unit` or its name)."""
@@ -149,6 +162,15 @@ class MinedExamples(Result):
                                                   title=prefix + "Tokens the unit promotes and suppresses",
                                                   caption="its output direction through the final norm and the "
                                                           "unembedding (direct effect, per unit of activation)")
+        opt = self.optimized.get(name)
+        if opt:
+            corpus_max = float(self.top_values[j, 0])
+            figs[prefix + "optimized"] = Table(
+                ["activation", "cross-entropy", "above the corpus maximum", "prompt"],
+                [[r["activation"], r["cross_entropy"], "yes" if r["activation"] > corpus_max else "no", r["prompt"]]
+                 for r in opt["front"]],
+                title=prefix + f"Optimized prompts ({opt['method']}): the Pareto front",
+                caption=f"activation against cross-entropy (nats/token); the corpus maximum is {corpus_max:.4g}")
         if name in self.glu_names:
             g = self.glu_names.index(name)
             from .mining import GLU_COMBOS
