@@ -59,7 +59,14 @@ def main() -> None:
     ap.add_argument("--epo-neurons", type=int, default=10)
     ap.add_argument("--epo-steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: the cores not busy, as the CLI)")
     args = ap.parse_args()
+    from interpretlm.runtime import use_free_cores
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    else:
+        use_free_cores()
+    print(f"threads: {torch.get_num_threads()}")
 
     lm = il.load(args.model)
     corpus = il.corpus("builtin")
