@@ -82,23 +82,23 @@ def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: i
     freq = t["n_fire"].double() / n_tok
     mean = t["s1"] / n_tok
     std = (t["s2"] / n_tok - mean ** 2).clamp_min(0).sqrt()
-    top_w, top_p = _gather(t["top_i"].T, window)                          # [n, k]
+    top_w, top_p = _gather(t["top_i"], window)                           # [n, k]
     q_ok = torch.isfinite(t["q_key"])
-    q_v = torch.where(q_ok, t["q_v"], torch.nan).permute(2, 0, 1)       # [n, bands, samples]
-    q_w, q_p = _gather(torch.where(q_ok, t["q_i"], -1).permute(2, 0, 1), window)
+    q_v = torch.where(q_ok, t["q_v"], torch.nan)                          # [n, bands, samples]
+    q_w, q_p = _gather(torch.where(q_ok, t["q_i"], -1), window)
     glu_units = facts["glu_units"]
     g_ok = torch.isfinite(t["glu_key"])
-    g_v = torch.where(g_ok, t["glu_v"], torch.nan).permute(2, 0, 1)     # [g, 4, k]
-    g_w = torch.where(g_ok, t["glu_i"], -1).permute(2, 0, 1)           # windows; positions found below
-    g_tokens = t["glu_n"].sum(0, keepdim=True).clamp_min(1)
+    g_v = torch.where(g_ok, t["glu_v"], torch.nan)                        # [g, 4, k]
+    g_w = torch.where(g_ok, t["glu_i"], -1)                               # windows; positions found below
+    g_tokens = t["glu_n"].sum(1, keepdim=True).clamp_min(1)
     names = bound.names
     result = MinedExamples(
         unit_names=names, units=[u.to_dict() for u in bound.units], corpus=c.to_dict() if c.kind != "texts"
         else {"kind": "texts", "n_texts": len(c.texts or ())}, window=window, n_windows=state.windows_done,
-        n_tokens=state.n_tokens, top_values=t["top_v"].T.contiguous(), top_windows=top_w, top_positions=top_p,
+        n_tokens=state.n_tokens, top_values=t["top_v"].clone(), top_windows=top_w, top_positions=top_p,
         quantile_values=q_v, quantile_windows=q_w, quantile_positions=q_p, hist_counts=t["hist"],
         hist_range=t["hist_range"], mean=mean.float(), std=std.float(), frequency=freq.float(),
-        glu_names=[names[j] for j in glu_units], glu_frequency=(t["glu_n"].double() / g_tokens).T.float(),
+        glu_names=[names[j] for j in glu_units], glu_frequency=(t["glu_n"].double() / g_tokens).float(),
         glu_values=g_v, glu_windows=g_w,
         dead=[names[j] for j in range(len(names)) if t["n_fire"][j] == 0],
         rare=[names[j] for j in range(len(names)) if 0 < freq[j] < rare_frequency])
@@ -125,8 +125,8 @@ def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: i
 
         for d, j in enumerate(det):
             top = [example(int(w), int(p), d) for w, p in zip(top_w[j], top_p[j])]
-            scale = max(abs(float(t["top_v"][0, j])), 1e-6)
-            recompute = max(recompute, max(abs(e["max"] - float(v)) / scale for e, v in zip(top, t["top_v"][:, j])))
+            scale = max(abs(float(t["top_v"][j, 0])), 1e-6)
+            recompute = max(recompute, max(abs(e["max"] - float(v)) / scale for e, v in zip(top, t["top_v"][j])))
             quant = [[b + 1, example(int(w), int(p), d)] for b in range(bands)
                      for w, p in zip(q_w[j, b], q_p[j, b]) if int(w) >= 0][::-1]
             entry: dict[str, Any] = {"top": top, "quantiles": quant}

@@ -56,27 +56,28 @@ class MiningError(InterpretLMError, ValueError):
 class MiningState:
     """The fixed-size running state of a mining pass (see the module docstring).
 
-    Tensors (``n`` units, ``g`` gated-neuron units):
-        top_v / top_i: ``[k, n]`` window maxima and their global token index (window * W + pos), best first.
-        q_key / q_v / q_i: ``[bands, samples, n]`` reservoir priorities, values and token indices.
+    Tensors (``n`` units, ``g`` gated-neuron units), units first so each unit's entries are contiguous
+    and a component's units (a range of columns) are a view:
+        top_v / top_i: ``[n, k]`` window maxima and their global token index (window * W + pos), best first.
+        q_key / q_v / q_i: ``[n, bands, samples]`` reservoir priorities, values and token indices.
         hist: ``[n, bins]`` counts; hist_range: ``[n]`` half-width of the histogram's range.
         n_fire: ``[n]`` tokens above the firing threshold; s1 / s2: ``[n]`` sums of values and squares.
-        glu_key / glu_v / glu_i: ``[4, k, g]`` per sign combination, top windows by magnitude (glu_i: the window).
-        glu_n: ``[4, g]`` tokens per sign combination.
+        glu_key / glu_v / glu_i: ``[g, 4, k]`` per sign combination, top windows by magnitude (glu_i: the window).
+        glu_n: ``[g, 4]`` tokens per sign combination.
     """
 
     def __init__(self, n: int, g: int, k: int, bands: int, samples: int, bins: int, hist_every: int = 4) -> None:
         ninf = float("-inf")
         self.hist_every = hist_every
         self.t: dict[str, torch.Tensor] = {
-            "top_v": torch.full((k, n), ninf), "top_i": torch.full((k, n), -1, dtype=torch.long),
-            "q_key": torch.full((bands, samples, n), ninf), "q_v": torch.zeros(bands, samples, n),
-            "q_i": torch.full((bands, samples, n), -1, dtype=torch.long),
+            "top_v": torch.full((n, k), ninf), "top_i": torch.full((n, k), -1, dtype=torch.long),
+            "q_key": torch.full((n, bands, samples), ninf), "q_v": torch.zeros(n, bands, samples),
+            "q_i": torch.full((n, bands, samples), -1, dtype=torch.long),
             "hist": torch.zeros(n, bins, dtype=torch.long), "hist_range": torch.zeros(n),
             "n_fire": torch.zeros(n, dtype=torch.long), "s1": torch.zeros(n, dtype=torch.float64),
             "s2": torch.zeros(n, dtype=torch.float64),
-            "glu_key": torch.full((4, k, g), ninf), "glu_v": torch.zeros(4, k, g),
-            "glu_i": torch.full((4, k, g), -1, dtype=torch.long), "glu_n": torch.zeros(4, g, dtype=torch.long),
+            "glu_key": torch.full((g, 4, k), ninf), "glu_v": torch.zeros(g, 4, k),
+            "glu_i": torch.full((g, 4, k), -1, dtype=torch.long), "glu_n": torch.zeros(g, 4, dtype=torch.long),
             "counters": torch.zeros(2, dtype=torch.long),   # windows done, tokens seen
         }
 
@@ -89,33 +90,46 @@ class MiningState:
         return int(self.t["counters"][1])
 
     # ------------------------------------------------------------------ updates
-    def update(self, cols: torch.Tensor, v: torch.Tensor, window0: int, fire_threshold: float,
+    @staticmethod
+    def _token_index(v: torch.Tensor, order: torch.Tensor, base: int, window0: int) -> torch.Tensor:
+        """``[n, m]`` the global token index of the entries ``order`` took from this batch (``order >= base``;
+        -1 elsewhere): the position of the window's maximum is found only for them (few after the first
+        batches), since an argmax over every window costs more than the max itself."""
+        b, W, n = v.shape
+        out = torch.full_like(order, -1)
+        new = order >= base
+        if new.any():
+            u, j = new.nonzero(as_tuple=True)
+            w = order[u, j] - base
+            pos = v[w, :, u].argmax(-1)                  # [n_new, W] rows: one window of one unit each
+            out[u, j] = (window0 + w) * W + pos
+        return out
+
+    def update(self, cols: "slice | torch.Tensor", v: torch.Tensor, window0: int, fire_threshold: float,
                gen: torch.Generator) -> None:
-        """Fold ``v [batch, W, n_c]`` (the units at columns ``cols``) of windows ``window0...`` into the state."""
+        """Fold ``v [batch, W, n_c]`` (the units at rows ``cols`` of the state) of windows ``window0...`` in."""
         t = self.t
         b, W, n = v.shape
-        k = t["top_v"].shape[0]
-        wmax, wpos = v.max(1)                                                   # [b, n]
-        widx = (torch.arange(window0, window0 + b).unsqueeze(1) * W + wpos)     # global token index
+        k = t["top_v"].shape[1]
+        wmax = v.amax(1).T                                                      # [n, b]
         # top-k windows: one topk over the current k and this batch's windows
-        cv = torch.cat([t["top_v"][:, cols], wmax])
-        ci = torch.cat([t["top_i"][:, cols], widx])
-        tv, order = cv.topk(k, dim=0)
-        t["top_v"][:, cols] = tv
-        t["top_i"][:, cols] = ci.gather(0, order)
+        tv, order = torch.cat([t["top_v"][cols], wmax], 1).topk(k, dim=1)
+        old = t["top_i"][cols].gather(1, order.clamp(max=k - 1))
+        t["top_v"][cols] = tv
+        t["top_i"][cols] = torch.where(order >= k, self._token_index(v, order, k, window0), old)
         # stratified reservoir of windows, by band of the running maximum
-        bands, samples = t["q_key"].shape[:2]
-        top = tv[0].clamp_min(fire_threshold + 1e-12)
+        bands, samples = t["q_key"].shape[1:]
+        top = tv[:, :1].clamp_min(fire_threshold + 1e-12)
         fires = wmax > fire_threshold
         band = ((wmax - fire_threshold) / (top - fire_threshold) * bands).floor().clamp(0, bands - 1).long()
-        key = torch.rand(b, n, generator=gen)
+        key = torch.rand(b, n, generator=gen).T
         for j in range(bands):   # a loop over the few bands; the units stay one tensor
-            kj = torch.where(fires & (band == j), key, torch.full_like(key, float("-inf")))
-            ck = torch.cat([t["q_key"][j][:, cols], kj])
-            kk, order = ck.topk(samples, dim=0)
-            t["q_key"][j][:, cols] = kk
-            t["q_v"][j][:, cols] = torch.cat([t["q_v"][j][:, cols], wmax]).gather(0, order)
-            t["q_i"][j][:, cols] = torch.cat([t["q_i"][j][:, cols], widx]).gather(0, order)
+            kj = torch.where(fires & (band == j), key, float("-inf"))
+            kk, order = torch.cat([t["q_key"][cols, j], kj], 1).topk(samples, dim=1)
+            old = t["q_i"][cols, j].gather(1, order.clamp(max=samples - 1))
+            t["q_key"][cols, j] = kk
+            t["q_v"][cols, j] = torch.cat([t["q_v"][cols, j], wmax], 1).gather(1, order)
+            t["q_i"][cols, j] = torch.where(order >= samples, self._token_index(v, order, samples, window0), old)
         # histogram with a per-unit range fixed by the first batch, over every `hist_every`-th token of a
         # window (a systematic sample: one bincount over [b * W / hist_every, n] instead of [b * W, n])
         flat = v.reshape(b * W, n)
@@ -132,40 +146,41 @@ class MiningState:
         idx = q.clamp_(0, bins - 0.5).long()
         idx += torch.arange(n).unsqueeze(0) * bins
         t["hist"][cols] += torch.bincount(idx.flatten(), minlength=n * bins).view(n, bins)
+        # counts through count_nonzero: a bool tensor's sum converts it to int64 first
         t["n_fire"][cols] += torch.count_nonzero(flat > fire_threshold, dim=0)
         t["s1"][cols] += flat.sum(0).double()
-        t["s2"][cols] += torch.linalg.vector_norm(flat, dim=0).double() ** 2
+        t["s2"][cols] += (flat * flat).sum(0).double()
 
-    def update_glu(self, gcols: torch.Tensor, v: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
+    def update_glu(self, gcols: "slice | torch.Tensor", v: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
                    window0: int) -> None:
         """Per gate × up sign combination: token counts and the top windows by ``|value|``.
 
-        ``v``, ``gate``, ``up``: ``[batch, W, g_c]`` for the gated-neuron units at GLU columns ``gcols``.
-        The windows are kept with their largest ``|value|`` in the combination (signed: act(gate) has
-        the sign of gate); the token is found again when the examples are recomputed.
+        ``v``, ``gate``, ``up``: ``[batch, W, g_c]`` for the gated-neuron units at GLU rows ``gcols``.
+        The counts read the signs of gate and up. The windows' maxima read the value's sign within
+        each gate sign (``act(gate)`` has the sign of gate for SiLU and GELU, so a positive value under
+        gate < 0 is ``up < 0``): four max/min reductions instead of a scatter; the token is found again
+        when the examples are recomputed.
         """
         t = self.t
         b, W, n = v.shape
-        k = t["glu_key"].shape[1]
-        gneg, uneg = torch.signbit(gate), torch.signbit(up)
-        n_g, n_u = torch.count_nonzero(gneg, dim=(0, 1)), torch.count_nonzero(uneg, dim=(0, 1))
-        n_gu = torch.count_nonzero(gneg & uneg, dim=(0, 1))
-        total = b * W
-        counts = torch.stack([total - n_g - n_u + n_gu, n_u - n_gu, n_g - n_gu, n_gu])   # GLU_COMBOS order
-        t["glu_n"][:, gcols] += counts
-        combo = (gneg.to(torch.uint8) * 2 + uneg).long()
-        # one pass: the largest |value| of each window per combination ([b, 4, n]; -1 where none)
-        wkey = torch.full((b, 4, n), -1.0).scatter_reduce_(1, combo, v.abs(), reduce="amax")
-        wkey = torch.where(wkey < 0, float("-inf"), wkey)
+        k = t["glu_key"].shape[2]
+        g_neg = torch.signbit(gate).to(v.dtype)   # 1.0 where gate < 0: counts and masks as plain arithmetic
+        u_neg = torch.signbit(up).to(v.dtype)
+        n_g, n_u, n_gu = g_neg.sum((0, 1)), u_neg.sum((0, 1)), (g_neg * u_neg).sum((0, 1))
+        total = float(b * W)
+        counts = torch.stack([total - n_g - n_u + n_gu, n_u - n_gu, n_g - n_gu, n_gu], 1)   # GLU_COMBOS order
+        t["glu_n"][gcols] += counts.round().long()
+        under_neg = v * g_neg                     # the values under gate < 0 (0 elsewhere)
+        under_pos = v - under_neg
+        wval = torch.stack([under_pos.amax(1), under_pos.amin(1), under_neg.amin(1), under_neg.amax(1)], 2)  # [b,n,4]
+        wval = wval.permute(1, 2, 0)                                             # [n, 4, b]
         sign = torch.tensor([1.0, -1.0, -1.0, 1.0]).view(1, 4, 1)
-        wval = wkey.clamp_min(0) * sign
-        widx = torch.arange(window0, window0 + b).view(b, 1, 1).expand(b, 4, n)
-        for c in range(4):   # the four sign combinations
-            ck = torch.cat([t["glu_key"][c][:, gcols], wkey[:, c]])
-            kk, order = ck.topk(k, dim=0)
-            t["glu_key"][c][:, gcols] = kk
-            t["glu_v"][c][:, gcols] = torch.cat([t["glu_v"][c][:, gcols], wval[:, c]]).gather(0, order)
-            t["glu_i"][c][:, gcols] = torch.cat([t["glu_i"][c][:, gcols], widx[:, c]]).gather(0, order)
+        wkey = torch.where(wval * sign > 0, wval.abs(), float("-inf"))          # -inf: no such token
+        widx = torch.arange(window0, window0 + b).expand(n, 4, b)
+        kk, order = torch.cat([t["glu_key"][gcols], wkey], 2).topk(k, dim=2)    # all four combinations at once
+        t["glu_key"][gcols] = kk
+        t["glu_v"][gcols] = torch.cat([t["glu_v"][gcols], wval], 2).gather(2, order)
+        t["glu_i"][gcols] = torch.cat([t["glu_i"][gcols], widx], 2).gather(2, order)
 
     # ------------------------------------------------------------------ disk
     def save(self, folder: Path, manifest: dict[str, Any]) -> None:
@@ -253,6 +268,12 @@ def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int,
             raise MiningError(f"{folder} exists and holds other files; give an empty or new folder.")
 
     subs = {c: bound.subset(c) for c in comps}
+
+    def as_index(cols: torch.Tensor) -> "slice | torch.Tensor":
+        # a component's units are usually a range of rows: index by a slice (views, no copies)
+        if len(cols) and bool((cols == torch.arange(int(cols[0]), int(cols[0]) + len(cols))).all()):
+            return slice(int(cols[0]), int(cols[0]) + len(cols))
+        return cols
     glu_cols = {c: (torch.tensor([j for j, col in enumerate(subs[c][1].tolist()) if col in glu_pos], dtype=torch.long),
                     torch.tensor([glu_pos[col] for col in subs[c][1].tolist() if col in glu_pos], dtype=torch.long))
                 for c in comps}
@@ -265,8 +286,8 @@ def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int,
     start = time.perf_counter()
 
     def reader(component: str):
-        sub, cols = subs[component]
-        local, gcols = glu_cols[component]
+        sub, cols = subs[component][0], as_index(subs[component][1])
+        local, gcols = glu_cols[component][0], as_index(glu_cols[component][1])
 
         def read(value: torch.Tensor) -> None:
             v = unit_values(lm, sub, {component: value}).float().cpu()
