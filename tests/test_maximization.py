@@ -197,6 +197,22 @@ def test_streaming_topk_equals_a_full_sort():
     torch.testing.assert_close(r.mean, vals.mean((0, 1)), rtol=1e-4, atol=1e-6)
 
 
+def test_glu_shortcut_keeps_the_exact_window_maxima():
+    """The gated path shares the windows' maxima with the GLU split; negative-only windows included."""
+    from interpretlm.maximization.mining import MiningState
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(6, 5, 7, generator=g)
+    v[:, :, 3] = -v[:, :, 3].abs() - 0.1            # a unit whose every value is negative
+    gate, up = torch.randn(6, 5, 7, generator=g), torch.randn(6, 5, 7, generator=g)
+    a, b = MiningState(7, 7, 3, 2, 2, 8), MiningState(7, 7, 3, 2, 2, 8)
+    wmax = a.update_glu(slice(0, 7), v, gate, up, 0)
+    torch.testing.assert_close(wmax, v.amax(1), rtol=0, atol=0)
+    a.update(slice(0, 7), v, 0, 0.0, torch.Generator().manual_seed(1), wmax)
+    b.update(slice(0, 7), v, 0, 0.0, torch.Generator().manual_seed(1))
+    assert all(torch.equal(a.t[k], b.t[k]) for k in ("top_v", "top_i", "q_i", "hist", "n_fire"))
+
+
 def test_resumed_pass_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     lm = tiny_lm("llama", seed=3)
     corpus = _shuffled(seed=2)

@@ -106,12 +106,15 @@ class MiningState:
         return out
 
     def update(self, cols: "slice | torch.Tensor", v: torch.Tensor, window0: int, fire_threshold: float,
-               gen: torch.Generator) -> None:
-        """Fold ``v [batch, W, n_c]`` (the units at rows ``cols`` of the state) of windows ``window0...`` in."""
+               gen: torch.Generator, wmax: torch.Tensor | None = None) -> None:
+        """Fold ``v [batch, W, n_c]`` (the units at rows ``cols`` of the state) of windows ``window0...`` in.
+
+        ``wmax``: ``[batch, n_c]`` the windows' maxima when already known (:meth:`update_glu` returns them).
+        """
         t = self.t
         b, W, n = v.shape
         k = t["top_v"].shape[1]
-        wmax = v.amax(1).T                                                      # [n, b]
+        wmax = (v.amax(1) if wmax is None else wmax).T                          # [n, b]
         # top-k windows: one topk over the current k and this batch's windows
         tv, order = torch.cat([t["top_v"][cols], wmax], 1).topk(k, dim=1)
         old = t["top_i"][cols].gather(1, order.clamp(max=k - 1))
@@ -152,27 +155,27 @@ class MiningState:
         t["s2"][cols] += (flat * flat).sum(0).double()
 
     def update_glu(self, gcols: "slice | torch.Tensor", v: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
-                   window0: int) -> None:
+                   window0: int) -> torch.Tensor:
         """Per gate × up sign combination: token counts and the top windows by ``|value|``.
 
         ``v``, ``gate``, ``up``: ``[batch, W, g_c]`` for the gated-neuron units at GLU rows ``gcols``.
         The counts read the signs of gate and up. The windows' maxima read the value's sign within
         each gate sign (``act(gate)`` has the sign of gate for SiLU and GELU, so a positive value under
         gate < 0 is ``up < 0``): four max/min reductions instead of a scatter; the token is found again
-        when the examples are recomputed.
+        when the examples are recomputed. Returns ``[batch, g_c]`` the windows' maxima of ``v``.
         """
         t = self.t
         b, W, n = v.shape
         k = t["glu_key"].shape[2]
-        g_neg = torch.signbit(gate).to(v.dtype)   # 1.0 where gate < 0: counts and masks as plain arithmetic
-        u_neg = torch.signbit(up).to(v.dtype)
-        n_g, n_u, n_gu = g_neg.sum((0, 1)), u_neg.sum((0, 1)), (g_neg * u_neg).sum((0, 1))
-        total = float(b * W)
-        counts = torch.stack([total - n_g - n_u + n_gu, n_u - n_gu, n_g - n_gu, n_gu], 1)   # GLU_COMBOS order
-        t["glu_n"][gcols] += counts.round().long()
+        g_neg, u_neg = gate < 0, up < 0             # bool: one byte a token for the counts below
+        n_g, n_u = torch.count_nonzero(g_neg, dim=(0, 1)), torch.count_nonzero(u_neg, dim=(0, 1))
+        n_gu = torch.count_nonzero(g_neg & u_neg, dim=(0, 1))
+        total = b * W
+        t["glu_n"][gcols] += torch.stack([total - n_g - n_u + n_gu, n_u - n_gu, n_g - n_gu, n_gu], 1)   # GLU_COMBOS
         under_neg = v * g_neg                     # the values under gate < 0 (0 elsewhere)
         under_pos = v - under_neg
-        wval = torch.stack([under_pos.amax(1), under_pos.amin(1), under_neg.amin(1), under_neg.amax(1)], 2)  # [b,n,4]
+        pos_max, neg_max = under_pos.amax(1), under_neg.amax(1)
+        wval = torch.stack([pos_max, under_pos.amin(1), under_neg.amin(1), neg_max], 2)   # [b, n, 4]
         wval = wval.permute(1, 2, 0)                                             # [n, 4, b]
         sign = torch.tensor([1.0, -1.0, -1.0, 1.0]).view(1, 4, 1)
         wkey = torch.where(wval * sign > 0, wval.abs(), float("-inf"))          # -inf: no such token
@@ -181,6 +184,13 @@ class MiningState:
         t["glu_key"][gcols] = kk
         t["glu_v"][gcols] = torch.cat([t["glu_v"][gcols], wval], 2).gather(2, order)
         t["glu_i"][gcols] = torch.cat([t["glu_i"][gcols], widx], 2).gather(2, order)
+        # the windows' maxima, which update() needs too: the larger of the two when positive; a window whose
+        # values are all <= 0 needs its own max (the zero fill hides it), read only for the units concerned
+        wmax = torch.maximum(pos_max, neg_max)
+        bad = (wmax <= 0).any(0).nonzero().flatten()
+        if len(bad):
+            wmax[:, bad] = v[:, :, bad].amax(1)
+        return wmax
 
     # ------------------------------------------------------------------ disk
     def save(self, folder: Path, manifest: dict[str, Any]) -> None:
@@ -291,16 +301,16 @@ def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int,
 
         def read(value: torch.Tensor) -> None:
             v = unit_values(lm, sub, {component: value}).float().cpu()
-            state.update(cols, v, current["window0"], fire_threshold, current["gen"])
+            wmax = None
             if len(local):
-                parts = gate_up[layer_of(component)]
-                gu = parts[0] if len(parts) == 1 else torch.cat(parts, -1)
-                gate, up = gu.float().cpu().chunk(2, dim=-1)
-                if full_glu[component]:      # every neuron of the layer: no gathers
-                    state.update_glu(gcols, v, gate, up, current["window0"])
+                parts = [p.float().cpu() for p in gate_up[layer_of(component)]]
+                gate, up = parts if len(parts) == 2 else parts[0].chunk(2, dim=-1)   # fused gate_up: halves
+                if full_glu[component]:      # every neuron of the layer: no gathers, and the maxima are shared
+                    wmax = state.update_glu(gcols, v, gate, up, current["window0"])
                 else:
                     idx = torch.tensor([sub.units[j].index for j in local.tolist()], dtype=torch.long)
                     state.update_glu(gcols, v[..., local], gate[..., idx], up[..., idx], current["window0"])
+            state.update(cols, v, current["window0"], fire_threshold, current["gen"], wmax)
         return read
 
     from contextlib import ExitStack
