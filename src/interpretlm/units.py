@@ -150,13 +150,26 @@ class Units:
 
 
 def component_size(lm: Any, component: str) -> int:
-    """How many index units ``component`` has: ``d_mlp`` neurons, ``n_heads`` heads, ``d_model`` dims."""
+    """How many index units ``component`` has: ``d_mlp`` neurons, ``n_heads`` heads, ``d_model`` dims.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama")
+        >>> component_size(lm, "blocks.0.attn.heads") == lm.n_heads
+        True
+    """
     kind = kind_of(lm, component)
     return {"mlp.neurons": lm.d_mlp, "attn.heads": lm.n_heads}.get(kind, lm.d_model)
 
 
 def kind_of(lm: Any, component: str) -> str:
-    """The block kind of a canonical name (``"mlp.neurons"``), ``"embed"``, or an error for others."""
+    """The block kind of a canonical name (``"mlp.neurons"``), ``"embed"``, or an error for others.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> kind_of(tiny_lm("llama"), "blocks.1.mlp.neurons")
+        'mlp.neurons'
+    """
     if component not in lm.component_names():
         raise ComponentError(f"Unknown component {component!r}; see lm.component_names() "
                              "(e.g. 'blocks.0.mlp.neurons', 'blocks.0.attn.heads', 'blocks.0.resid_post').")
@@ -169,7 +182,12 @@ def kind_of(lm: Any, component: str) -> str:
 
 
 def layer_of(component: str) -> int:
-    """The block index of a canonical name (``-1`` for ``embed``)."""
+    """The block index of a canonical name (``-1`` for ``embed``).
+
+    Example:
+        >>> layer_of("blocks.12.mlp.neurons"), layer_of("embed")
+        (12, -1)
+    """
     m = _BLOCK.match(component)
     return int(m.group(1)) if m else -1
 
@@ -296,7 +314,15 @@ def head_writes(lm: Any, layer: int, heads: torch.Tensor, index: torch.Tensor) -
     """``[n, batch, pos, d_model]``: what heads ``index`` write through the output projection (bias removed).
 
     Differentiable (unlike ``lm.head_writes``), so optimized inputs can follow a head's output norm.
-    ``heads`` is ``[batch, pos, head, d_head]``.
+    ``heads`` is ``[batch, pos, head, d_head]``; ``index`` ``[n]`` the heads.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama")
+        >>> z = torch.randn(1, 3, lm.n_heads, lm.d_head)
+        >>> w = head_writes(lm, 0, z, torch.tensor([1]))
+        >>> w.shape == (1, 1, 3, lm.d_model), torch.allclose(w[0], lm.head_writes(0, z)[1], atol=1e-6)
+        (True, True)
     """
     # The projection's weight, not a call of the module: a head hook is a pre-hook of that very module.
     proj = lm.site(f"blocks.{layer}.attn").module

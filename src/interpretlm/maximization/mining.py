@@ -227,7 +227,14 @@ def _glu_modules(lm: Any, layer: int) -> list[Any]:
 
 
 def count_windows(corpus: Corpus, tokenizer: Any, window: int, limit: int | None = None) -> int:
-    """How many windows of ``window`` tokens the corpus packs into (a tokenization pass, no model)."""
+    """How many windows of ``window`` tokens the corpus packs into (a tokenization pass, no model).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.maximization import corpus
+        >>> count_windows(corpus(["the cat sat on the mat"] * 4), tiny_lm().tokenizer, 4) > 0
+        True
+    """
     n = 0
     for _ in corpus.windows(tokenizer, window):
         n += 1
@@ -242,6 +249,18 @@ def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int,
     """Stream the corpus once through the model and fold every unit into a :class:`MiningState`.
 
     Returns the state and facts of the pass (windows, GLU columns, seconds, forward passes).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.units import Unit, bind_units
+        >>> from interpretlm.maximization import corpus
+        >>> lm = tiny_lm("llama")
+        >>> state, facts = run_pass(lm, bind_units(lm, Unit("blocks.1.mlp.neurons", 3)),
+        ...     corpus(["the cat sat on the mat"] * 8), k=2, window=4, batch_size=4, bands=2, samples=2, bins=8,
+        ...     hist_every=1, fire_threshold=0.0, glu_split=True, path=None, checkpoint_every=64, seed=0,
+        ...     max_windows=None)
+        >>> state.t["top_v"].shape, state.n_tokens == 4 * facts["n_windows"]
+        (torch.Size([1, 2]), True)
     """
     tok = lm.tokenizer
     n_windows = count_windows(corpus, tok, window, max_windows)
@@ -367,7 +386,15 @@ def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int,
 
 
 def fetch_windows(corpus: Corpus, tokenizer: Any, window: int, wanted: set[int]) -> dict[int, list[int]]:
-    """The token ids of windows ``wanted`` (streamed again; stops after the last one)."""
+    """The token ids of windows ``wanted`` (streamed again; stops after the last one).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.maximization import corpus
+        >>> got = fetch_windows(corpus(["the cat sat on the mat"] * 4), tiny_lm().tokenizer, 4, {0, 2})
+        >>> sorted(got), len(got[2])
+        ([0, 2], 4)
+    """
     out: dict[int, list[int]] = {}
     last = max(wanted) if wanted else -1
     for i, ids in enumerate(corpus.windows(tokenizer, window)):
@@ -379,7 +406,15 @@ def fetch_windows(corpus: Corpus, tokenizer: Any, window: int, wanted: set[int])
 
 
 def window_values(lm: Any, bound: BoundUnits, windows: list[list[int]], batch_size: int) -> torch.Tensor:
-    """``[n_windows, W, n_units]`` the units' per-token values on the given windows."""
+    """``[n_windows, W, n_units]`` the units' per-token values on the given windows.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.units import Unit, bind_units
+        >>> lm = tiny_lm("llama")
+        >>> window_values(lm, bind_units(lm, Unit("blocks.1.mlp.neurons", 3)), [[5, 6, 7], [8, 9, 10]], 2).shape
+        torch.Size([2, 3, 1])
+    """
     comps = bound.components
     until = max(0, max(layer_of(c) for c in comps))
     outs = []
@@ -391,7 +426,15 @@ def window_values(lm: Any, bound: BoundUnits, windows: list[list[int]], batch_si
 
 
 def output_direction(lm: Any, unit: Any) -> torch.Tensor | None:
-    """``[d_model]`` what a unit writes to the residual stream per unit of activation (``None`` for head norms)."""
+    """``[d_model]`` what a unit writes to the residual stream per unit of activation (``None`` for head norms).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.units import Unit
+        >>> lm = tiny_lm("llama")
+        >>> output_direction(lm, Unit("blocks.1.mlp.neurons", 3)).shape == (lm.d_model,)
+        True
+    """
     kind = kind_of(lm, unit.component)
     if kind == "mlp.neurons":
         proj = lm.site(f"blocks.{layer_of(unit.component)}.mlp").module
@@ -410,7 +453,14 @@ def output_direction(lm: Any, unit: Any) -> torch.Tensor | None:
 
 
 def logit_effects(lm: Any, direction: torch.Tensor) -> torch.Tensor | None:
-    """``[vocab]`` how adding ``direction`` to the last residual stream moves each logit (final norm and unembedding)."""
+    """``[vocab]`` how adding ``direction`` to the last residual stream moves each logit (final norm and unembedding).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama")
+        >>> logit_effects(lm, torch.ones(lm.d_model)).shape[0] == lm.vocab_size
+        True
+    """
     if not lm.has_head:
         return None
     d = direction.to(lm.dtype).view(1, 1, -1)

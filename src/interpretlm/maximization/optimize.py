@@ -85,7 +85,16 @@ def _ce(lm: Any, logits: torch.Tensor, ids: torch.Tensor, n_prefix: int) -> torc
 
 
 def score(lm: Any, bound: BoundUnits, ids: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """``([m], [m])``: activation at the last token and cross-entropy of prompts ``ids [m, pos]`` (no gradient)."""
+    """``([m], [m])``: activation at the last token and cross-entropy of prompts ``ids [m, pos]`` (no gradient).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.units import Unit, bind_units
+        >>> lm = tiny_lm("llama")
+        >>> act, ce = score(lm, bind_units(lm, Unit("blocks.1.mlp.neurons", 3)), torch.tensor([[5, 6, 7], [8, 9, 10]]))
+        >>> act.shape, bool((ce > 0).all())
+        (torch.Size([2]), True)
+    """
     acts, ces = [], []
     n_prefix = len(_prefix(lm))
     with lm.capture(bound.components) as cache, torch.inference_mode():
@@ -122,7 +131,14 @@ def _gradients(lm: Any, bound: BoundUnits, ids: torch.Tensor, lambdas: torch.Ten
 
 
 class Front:
-    """The non-dominated set of (activation, cross-entropy) over everything evaluated."""
+    """The non-dominated set of (activation, cross-entropy) over everything evaluated.
+
+    Example:
+        >>> f = Front()
+        >>> f.add(torch.tensor([1.0, 2.0, 1.5]), torch.tensor([1.0, 3.0, 4.0]), torch.tensor([[1], [2], [3]]))
+        >>> f.act.tolist(), f.ce.tolist()     # (1.5, 4.0) is dominated by (2.0, 3.0)
+        ([1.0, 2.0], [1.0, 3.0])
+    """
 
     def __init__(self, limit: int = 64) -> None:
         self.act = torch.zeros(0)
@@ -173,6 +189,16 @@ def discrete_search(lm: Any, bound: BoundUnits, *, length: int, population: int,
 
     Returns the final ids ``[m, pos]``, activations ``[m]``, cross-entropies ``[m]``, the front,
     the history ``[steps, m]`` and costs.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.units import Unit, bind_units
+        >>> lm = tiny_lm("llama")
+        >>> ids, act, ce, front, hist, costs = discrete_search(
+        ...     lm, bind_units(lm, Unit("blocks.1.mlp.neurons", 3)), length=3, population=2, swaps=4, top_k=8,
+        ...     steps=2, lambdas=torch.tensor([0.0, 1.0]), seed=0, batch_size=8, desc="doc")
+        >>> ids.shape, hist.shape, costs["evaluations"]
+        (torch.Size([2, 3]), torch.Size([2, 2]), 16)
     """
     gen = torch.Generator().manual_seed(seed)
     allowed = _allowed(lm)
