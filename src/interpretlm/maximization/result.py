@@ -75,6 +75,12 @@ class MinedExamples(Result):
 
     nan_marks: ClassVar[tuple[str, ...]] = ("quantile_values", "glu_values", "examples")
 
+    @property
+    def prompt(self) -> str:
+        """What the page header shows as the input: the units."""
+        more = f" and {len(self.unit_names) - 3} more" if len(self.unit_names) > 3 else ""
+        return "units " + ", ".join(self.unit_names[:3]) + more
+
     def title(self) -> str:
         return "Top activations — " + (self.unit_names[0] if len(self.unit_names) == 1
                                        else f"{len(self.unit_names)} units")
@@ -222,6 +228,11 @@ class OptimizedInputs(Result):
     def best(self) -> tuple[float, float, str]:
         """The front's highest activation ``(activation, cross-entropy, prompt)``."""
         return max(self.pareto, key=lambda r: r[0])
+
+    @property
+    def prompt(self) -> str:
+        """What the page header shows as the input: the unit."""
+        return f"unit {self.unit}"
 
     def title(self) -> str:
         return f"Optimized inputs ({self.method}) — {self.unit}"
