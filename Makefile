@@ -8,9 +8,9 @@ DEPS := pyproject.toml Makefile constraints.txt
 PIN := -c constraints.txt
 LOCK_VENV := .venv-lock
 
-.PHONY: demo test fuzz setup browser clean lock bench
+.PHONY: demo test fuzz setup browser corpus clean lock bench
 
-setup: $(STAMP)
+setup: $(STAMP) corpus
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -45,6 +45,11 @@ bench: setup
 # Headless Chromium for the browser tests of the HTML views (Debian package; we run as root in CI).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# The built-in corpus of il.corpus("builtin"): the King James Bible (public domain) from Debian main, pinned.
+corpus:
+	@{ command -v bible >/dev/null 2>&1 && test -f /usr/lib/bible.data; } || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bible-kjv=4.38 bible-kjv-text=4.38 >/dev/null; }
 
 # Regenerate constraints.txt: resolve every dependency afresh (no constraints) in a throwaway venv, with the
 # same steps as $(STAMP), and freeze it (without torch, which is installed first from local disk, and without

@@ -43,6 +43,10 @@ OPTIONS = {
     "chain_of_thought": {"choices": ["Mary", "John"], "samples": 2, "max_new_tokens": 6},
     "cot_faithfulness": {"tests": ["early_answering", "step_necessity", "filler"]},
     "cot_evaluate": {"choices": ["Mary", "John"], "samples": 1, "max_new_tokens": 4, "tests": ["early_answering"]},
+    "mine": {"k": 3, "window": 4},
+    "epo": {"length": 4, "population": 3, "swaps": 4, "top_k": 16, "steps": 2},
+    "gcg": {"length": 4, "swaps": 4, "top_k": 16, "steps": 2},
+    "continuous": {"length": 4, "steps": 2},
 }
 # Methods that take another method's result: the method whose result they are fed.
 RESULT_OF = {"cot_faithfulness": "chain_of_thought"}
@@ -79,6 +83,10 @@ def call_args(m, lm, script: bool = False) -> tuple[list, dict]:
             args = [registry.call(src.name, lm, *src_args, **src_opts)]
     elif m.takes == "result":
         args = [il.attribute(lm, clean, target, method="occlusion")]
+    elif m.takes == "unit":
+        args = [il.Unit("blocks.1.mlp.neurons", 0)]
+        if "corpus" in m.options:   # a small corpus of the prompts (the script one included)
+            opts["corpus"] = [clean, corrupted, "Then John and Mary went home"] * 3
     else:  # a new kind of input: the contract test must learn it
         raise AssertionError(f"the contract test does not know how to feed takes={m.takes!r}")
     if m.target != "none" and target is not None:

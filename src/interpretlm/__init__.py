@@ -41,6 +41,7 @@ from .targets import (
     as_target,
 )
 from .tokens import Batch
+from .units import Unit, Units
 
 __version__ = "0.1.0"
 
@@ -95,5 +96,5 @@ __all__ = [
     "Continuation", "EmptyInputError", "FunctionTarget", "InterpretLMError", "Label", "MaskedToken",
     "ModelInfo", "ModelLoadError", "NextToken", "NonFiniteWarning", "Output", "PooledEmbedding", "Result", "ResultFormatError",
     "Target", "TargetError", "TokenIdError", "UnsupportedModelError", "ablate", "architectures", "as_target", "cache_dir",
-    "interventions", "load", "viz",
+    "interventions", "load", "viz", "Unit", "Units",
 ]

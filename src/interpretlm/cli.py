@@ -6,7 +6,7 @@ Besides ``info``, ``methods`` and ``demo``, every registered verb is a command
 * its inputs, by what the method takes: ``PROMPT`` (or ``--prompts FILE``, one prompt a
   line: a list, following the calling convention), ``CLEAN CORRUPTED`` (or ``--pairs FILE``
   / ``--dataset NAME``), ``TASK`` (a built-in task or a ``.jsonl`` file), ``RESULT`` (a
-  saved result);
+  saved result), ``COMPONENT INDEX`` (a unit: ``blocks.12.mlp.neurons 417``, or ``all``);
 * the target: ``--target TOKEN``, ``--contrast TOKEN`` (with ``--target``: a logit
   difference), ``--continuation TEXT``;
 * every option of the method as ``--name VALUE`` (Python literals, or comma lists), and
@@ -181,6 +181,12 @@ def _inputs(m: Any, words: tuple[str, ...], prompts: Path | None, pairs: Path | 
         if len(words) != 1:
             raise click.UsageError(f"{m.name} takes the path of a saved result (RESULT.json).")
         return [Result.load(words[0])], None
+    if m.takes == "unit":   # COMPONENT INDEX (or COMPONENT all): one unit, or every unit of the component
+        from .units import Unit
+        if len(words) != 2 or not (words[1].isdigit() or words[1] == "all"):
+            raise click.UsageError(f"{m.name} takes a unit: COMPONENT INDEX (e.g. blocks.12.mlp.neurons 417) "
+                                   "or COMPONENT all.")
+        return [Unit.all(words[0]) if words[1] == "all" else Unit(words[0], int(words[1]))], None
     spec = dataset or (str(pairs) if pairs is not None else None)
     if m.takes == "pairs" and spec is None:
         if m.inputs == ("clean", "corrupted") and len(words) == 2:

@@ -17,6 +17,8 @@ table; none of them names a family.
 * ``takes="pairs"`` (clean / corrupted prompts), ``"dataset"`` (prompts), ``"task"`` (a
   labelled task) and ``"result"`` (a result to evaluate): the list *is* the data set, and
   the result aggregates it.
+* ``takes="unit"``: an :class:`~interpretlm.units.Unit`, ``Unit.all(...)`` or a list of them
+  (activation maximization); the result covers them all.
 * Options are keyword arguments; an unknown name raises :class:`~interpretlm.errors.OptionError`
   listing the valid ones.
 * Every warning is an :class:`~interpretlm.errors.InterpretLMWarning` and is recorded in
@@ -52,7 +54,7 @@ import torch
 from .errors import CheckWarning, InterpretLMError, InterpretLMWarning, NonFiniteWarning, OptionError
 from .results import Check, Result
 
-TAKES = ("prompt", "item", "pairs", "dataset", "task", "result")
+TAKES = ("prompt", "item", "pairs", "dataset", "task", "result", "unit")
 # Keywords the verbs themselves take (``il.attribute(..., method=)``, ``target=``, ``progress=``):
 # an option of the same name would collide with them in the verb's call.
 RESERVED_OPTIONS = ("method", "target", "progress")

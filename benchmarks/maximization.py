@@ -1,0 +1,188 @@
+"""Activation maximization on the default model: mining throughput and memory, and EPO against the corpus.
+
+Run by hand (not a test):
+
+    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py                 # the full run (hours on 2 cores)
+    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --windows 64 --epo-neurons 2 --epo-steps 5   # short
+
+Mining: every neuron of every layer (30 × 1,536 = 46,080 units) over the first ``--windows``
+windows of 64 tokens of the built-in corpus (all 15,984 by default: 1.02M tokens), against
+plain forward passes of the base model over the same batches (timed before and after the
+mining pass, averaged; the ratio is plain time / mining time, goal >= 0.8). Memory: the
+mining state's bytes (fixed by the units and k, independent of the corpus length) and the
+process's peak RSS.
+
+EPO: ``--epo-neurons`` random neurons (seeded); for each, the corpus maximum and the median
+cross-entropy of its top corpus examples (the window up to the maximum), then EPO (defaults:
+12 tokens, population 8, 32 swaps, top-k 512, ``--epo-steps`` iterations): does the front
+reach above the corpus maximum at a cross-entropy no worse than that median? And seconds per
+iteration. Absolute times are noisy on a shared machine; the ratio is measured in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import interpretlm as il
+from interpretlm.maximization.mining import MiningState, fetch_windows
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import record  # noqa: E402  (figures for run_all.py / results.json)
+
+
+def plain(lm, windows, batch_size: int) -> float:
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for s in range(0, len(windows), batch_size):
+            ids = torch.tensor(windows[s:s + batch_size])
+            lm.model.base_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+    return time.perf_counter() - t
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--windows", type=int, default=None, help="windows of the corpus to mine (default: all)")
+    ap.add_argument("--window", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--epo-neurons", type=int, default=10)
+    ap.add_argument("--epo-steps", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: the cores not busy, as the CLI)")
+    args = ap.parse_args()
+    from interpretlm.runtime import use_free_cores
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    else:
+        use_free_cores()
+    print(f"threads: {torch.get_num_threads()}")
+
+    lm = il.load(args.model)
+    corpus = il.corpus("builtin")
+    units = il.Unit.all("mlp.neurons")
+    n_units = lm.n_layers * lm.d_mlp
+    # the windows the mining pass reads, for the plain reference (same batches)
+    limit = args.windows
+    windows = []
+    for i, w in enumerate(corpus.windows(lm.tokenizer, args.window)):
+        if limit is not None and i >= limit:
+            break
+        windows.append(w)
+    n_tok = len(windows) * args.window
+    print(f"{lm.name}: {n_units} neurons, {len(windows)} windows x {args.window} = {n_tok:,} tokens", flush=True)
+
+    # time spent folding values into the state, measured inside the same run as the forward passes
+    inside = {"s": 0.0}
+    import interpretlm.maximization.mining as mining_mod
+
+    def timed(fn):
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                inside["s"] += time.perf_counter() - t0
+        return wrapper
+    # per batch: the whole lm.run (forward + hooks) and the fold inside it, to see the steady state
+    per_batch: list[tuple[float, float]] = []
+    real_run = type(lm).run
+
+    def run_timed(self, *a, **kw):
+        t0, f0 = time.perf_counter(), inside["s"]
+        try:
+            return real_run(self, *a, **kw)
+        finally:
+            per_batch.append((time.perf_counter() - t0, inside["s"] - f0))
+    MiningState.update = timed(MiningState.update)
+    MiningState.update_glu = timed(MiningState.update_glu)
+    mining_mod.unit_values = timed(mining_mod.unit_values)
+
+    t_plain_1 = plain(lm, windows, args.batch_size)
+    type(lm).run = run_timed
+    rss_before = rss_mb()
+    t = time.perf_counter()
+    mined = il.maximize(lm, units, corpus=corpus, k=args.k, window=args.window, batch_size=args.batch_size,
+                        max_windows=len(windows), detail=0, progress=False)
+    t_mine = time.perf_counter() - t
+    rss_after = rss_mb()
+    type(lm).run = real_run
+    t_plain_2 = plain(lm, windows, args.batch_size)
+    t_plain = (t_plain_1 + t_plain_2) / 2
+    g = n_units if lm.family.gated_mlp else 0
+    state = MiningState(n_units, g, args.k, 6, 4, 48)
+    state_mb = sum(v.numel() * v.element_size() for v in state.t.values()) / 2**20
+    ratio = t_plain / t_mine
+    print(f"plain forward: {n_tok / t_plain:,.0f} tokens/s ({t_plain_1:.1f} s, {t_plain_2:.1f} s)")
+    print(f"mining all neurons: {n_tok / t_mine:,.0f} tokens/s ({t_mine:.1f} s, counting pass and "
+          f"tokenization included); throughput ratio {ratio:.2f}x of plain (goal >= 0.8)")
+    loop = mined.diagnostics["seconds"]
+    share = (loop - inside["s"]) / loop
+    print(f"inside the mining loop ({loop:.1f} s): {inside['s']:.1f} s reading units and folding them into the state, "
+          f"the rest in the forward passes: throughput {share:.2f}x of the same forward passes without mining "
+          "(measured in one run, so the machine's load is the same for both)")
+    record("maximization", "mining_ratio_in_run", share)
+    # the first batches fill the state (every window enters the top-k); later ones rarely change it
+    late = per_batch[len(per_batch) // 2:]
+    if late:
+        late_share = 1 - sum(f for _, f in late) / sum(t for t, _ in late)
+        print(f"second half of the batches ({len(late)}): {late_share:.2f}x of the forward passes alone")
+        record("maximization", "mining_ratio_in_run_second_half", late_share)
+    print(f"mining state: {state_mb:.1f} MB (independent of the corpus length); peak RSS {rss_after:.0f} MB "
+          f"(before mining {rss_before:.0f} MB)")
+    print(f"dead neurons: {len(mined.dead)}, rare (< 1e-4 of tokens): {len(mined.rare)}")
+    record("maximization", "mining_tokens", n_tok)
+    record("maximization", "mining_ratio_vs_forward", ratio)
+    record("maximization", "mining_state_mb", state_mb)
+    record("maximization", "peak_rss_mb", rss_after)
+
+    # ---- EPO on random neurons
+    gen = torch.Generator().manual_seed(args.seed)
+    picks = torch.randperm(n_units, generator=gen)[: args.epo_neurons].tolist()
+    wins = 0
+    per_iter = []
+    for col in picks:
+        layer, idx = divmod(col, lm.d_mlp)
+        unit = il.Unit(f"blocks.{layer}.mlp.neurons", idx)
+        j = mined.index(unit)
+        corpus_max = float(mined.top_values[j, 0])
+        # cross-entropy of the top corpus examples: each window up to its maximum
+        got = fetch_windows(corpus, lm.tokenizer, args.window, set(mined.top_windows[j].tolist()))
+        ces = []
+        with torch.inference_mode():
+            for w, p in zip(mined.top_windows[j].tolist(), mined.top_positions[j].tolist()):
+                ids = torch.tensor([got[w][: p + 1]])
+                if ids.shape[1] < 2:
+                    continue
+                logp = lm.model(input_ids=ids, use_cache=False).logits.float().log_softmax(-1)
+                ces.append(float(-logp[0, :-1].gather(-1, ids[0, 1:].unsqueeze(-1)).mean()))
+        median_ce = float(torch.tensor(ces).median()) if ces else float("inf")
+        opt = il.maximize(lm, unit, method="epo", steps=args.epo_steps, seed=args.seed, progress=False)
+        s_iter = opt.diagnostics["seconds"] / opt.diagnostics["iterations"]
+        per_iter.append(s_iter)
+        ok = any(a > corpus_max and ce <= median_ce for a, ce, _ in opt.pareto)
+        wins += ok
+        a, ce, p = opt.best
+        print(f"{unit.name}: corpus max {corpus_max:.3f} (median CE of its examples {median_ce:.2f}); EPO best "
+              f"{a:.3f} at CE {ce:.2f} {p!r}; front above the corpus max at CE <= median: {ok}; "
+              f"{s_iter:.2f} s/iteration", flush=True)
+    if picks:
+        print(f"EPO: front above the corpus maximum at CE <= the examples' median on {wins}/{len(picks)} neurons; "
+              f"{sum(per_iter) / len(per_iter):.2f} s per iteration ({args.epo_steps} iterations)")
+        record("maximization", "epo_wins", wins)
+        record("maximization", "epo_neurons", len(picks))
+        record("maximization", "epo_seconds_per_iteration", sum(per_iter) / len(per_iter))
+
+
+if __name__ == "__main__":
+    main()

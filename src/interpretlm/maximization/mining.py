@@ -1,0 +1,485 @@
+"""Top-activating corpus windows for many units in one streaming pass (``il.maximize(..., method="mine")``).
+
+The corpus is streamed as windows of ``window`` tokens (:meth:`Corpus.windows`); each batch
+runs the model once (stopped after the last block a unit reads) and every component's hook
+turns its activation into unit values ``[batch, pos, n]`` and folds them into a fixed-size
+state, on the tensor side (no Python loop over units):
+
+* **top-k windows**: each window's maximum per unit, merged with the current top-k by one
+  ``torch.topk`` over ``[k + batch, n]``;
+* **quantile samples**: a stratified reservoir: windows whose maximum exceeds
+  ``fire_threshold`` fall in one of ``bands`` bands of the running maximum and get a random
+  priority; each band keeps its ``samples`` highest priorities (again ``topk``);
+* **histogram** of the per-token values over ``bins`` bins per unit (range: twice the first
+  batch's largest magnitude; the end bins also count values beyond it) over every
+  ``hist_every``-th token of each window (a systematic sample that keeps the pass cheap), and
+  over every token the mean, standard deviation and firing frequency (tokens with a value
+  above ``fire_threshold``);
+* **gated MLPs**: for neurons of a gated MLP (``down(act(gate(x)) * up(x))``), the four
+  gate × up sign combinations (GLUScope) are kept apart: per combination the frequency and
+  the top-k windows by magnitude, since a neuron reached through ``gate<0, up<0`` and one
+  through ``gate>0, up>0`` are two mechanisms.
+
+The state's size depends on the units and ``k``, never on the corpus length. With
+``path=`` it is checkpointed (atomically, like the probing family's activation store) every
+``checkpoint_every`` windows next to a manifest; running the same call again resumes after
+the last checkpoint and ends with the state an uninterrupted run ends with (batches and
+random priorities are the same). After the pass, the examples of the first ``detail``
+units (top, quantile and sign-combination windows) are recomputed token by token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InterpretLMError
+from ..progress import bar as progress_bar
+from ..results import atomic_write
+from ..units import BoundUnits, kind_of, layer_of, unit_values
+from .corpus import Corpus, CorpusError
+
+GLU_COMBOS = ("gate+ up+", "gate+ up-", "gate- up+", "gate- up-")
+STATE_FORMAT = 1
+
+
+class MiningError(InterpretLMError, ValueError):
+    """A mining request that cannot run (k larger than the corpus, a resumed folder of another request...)."""
+
+
+class MiningState:
+    """The fixed-size running state of a mining pass (see the module docstring).
+
+    Tensors (``n`` units, ``g`` gated-neuron units), units first so each unit's entries are contiguous
+    and a component's units (a range of columns) are a view:
+        top_v / top_i: ``[n, k]`` window maxima and their global token index (window * W + pos), best first.
+        q_key / q_v / q_i: ``[n, bands, samples]`` reservoir priorities, values and token indices.
+        hist: ``[n, bins]`` counts; hist_range: ``[n]`` half-width of the histogram's range.
+        n_fire: ``[n]`` tokens above the firing threshold; s1 / s2: ``[n]`` sums of values and squares.
+        glu_key / glu_v / glu_i: ``[g, 4, k]`` per sign combination, top windows by magnitude (glu_i: the window).
+        glu_n: ``[g, 4]`` tokens per sign combination.
+    """
+
+    def __init__(self, n: int, g: int, k: int, bands: int, samples: int, bins: int, hist_every: int = 4) -> None:
+        ninf = float("-inf")
+        self.hist_every = hist_every
+        self.t: dict[str, torch.Tensor] = {
+            "top_v": torch.full((n, k), ninf), "top_i": torch.full((n, k), -1, dtype=torch.long),
+            "q_key": torch.full((n, bands, samples), ninf), "q_v": torch.zeros(n, bands, samples),
+            "q_i": torch.full((n, bands, samples), -1, dtype=torch.long),
+            "hist": torch.zeros(n, bins, dtype=torch.long), "hist_range": torch.zeros(n),
+            "n_fire": torch.zeros(n, dtype=torch.long), "s1": torch.zeros(n, dtype=torch.float64),
+            "s2": torch.zeros(n, dtype=torch.float64),
+            "glu_key": torch.full((g, 4, k), ninf), "glu_v": torch.zeros(g, 4, k),
+            "glu_i": torch.full((g, 4, k), -1, dtype=torch.long), "glu_n": torch.zeros(g, 4, dtype=torch.long),
+            "counters": torch.zeros(2, dtype=torch.long),   # windows done, tokens seen
+        }
+
+    @property
+    def windows_done(self) -> int:
+        return int(self.t["counters"][0])
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.t["counters"][1])
+
+    # ------------------------------------------------------------------ updates
+    @staticmethod
+    def _token_index(v: torch.Tensor, order: torch.Tensor, base: int, window0: int) -> torch.Tensor:
+        """``[n, m]`` the global token index of the entries ``order`` took from this batch (``order >= base``;
+        -1 elsewhere): the position of the window's maximum is found only for them (few after the first
+        batches), since an argmax over every window costs more than the max itself."""
+        b, W, n = v.shape
+        out = torch.full_like(order, -1)
+        new = order >= base
+        if new.any():
+            u, j = new.nonzero(as_tuple=True)
+            w = order[u, j] - base
+            pos = v[w, :, u].argmax(-1)                  # [n_new, W] rows: one window of one unit each
+            out[u, j] = (window0 + w) * W + pos
+        return out
+
+    def update(self, cols: "slice | torch.Tensor", v: torch.Tensor, window0: int, fire_threshold: float,
+               gen: torch.Generator, wmax: torch.Tensor | None = None) -> None:
+        """Fold ``v [batch, W, n_c]`` (the units at rows ``cols`` of the state) of windows ``window0...`` in.
+
+        ``wmax``: ``[batch, n_c]`` the windows' maxima when already known (:meth:`update_glu` returns them).
+        """
+        t = self.t
+        b, W, n = v.shape
+        k = t["top_v"].shape[1]
+        wmax = (v.amax(1) if wmax is None else wmax).T                          # [n, b]
+        # top-k windows: one topk over the current k and this batch's windows
+        tv, order = torch.cat([t["top_v"][cols], wmax], 1).topk(k, dim=1)
+        old = t["top_i"][cols].gather(1, order.clamp(max=k - 1))
+        t["top_v"][cols] = tv
+        t["top_i"][cols] = torch.where(order >= k, self._token_index(v, order, k, window0), old)
+        # stratified reservoir of windows, by band of the running maximum
+        bands, samples = t["q_key"].shape[1:]
+        top = tv[:, :1].clamp_min(fire_threshold + 1e-12)
+        fires = wmax > fire_threshold
+        band = ((wmax - fire_threshold) / (top - fire_threshold) * bands).floor().clamp(0, bands - 1).long()
+        key = torch.rand(b, n, generator=gen).T
+        for j in range(bands):   # a loop over the few bands; the units stay one tensor
+            kj = torch.where(fires & (band == j), key, float("-inf"))
+            kk, order = torch.cat([t["q_key"][cols, j], kj], 1).topk(samples, dim=1)
+            old = t["q_i"][cols, j].gather(1, order.clamp(max=samples - 1))
+            t["q_key"][cols, j] = kk
+            t["q_v"][cols, j] = torch.cat([t["q_v"][cols, j], wmax], 1).gather(1, order)
+            t["q_i"][cols, j] = torch.where(order >= samples, self._token_index(v, order, samples, window0), old)
+        # histogram with a per-unit range fixed by the first batch, over every `hist_every`-th token of a
+        # window (a systematic sample: one bincount over [b * W / hist_every, n] instead of [b * W, n])
+        flat = v.reshape(b * W, n)
+        rng = t["hist_range"][cols]
+        unset = rng == 0
+        if unset.any():
+            mag = flat.abs().amax(0)
+            first = torch.maximum(2 * mag, 0.25 * mag.max().expand_as(mag)).clamp_min(1e-6)
+            rng = torch.where(unset, first, rng)
+            t["hist_range"][cols] = rng
+        bins = t["hist"].shape[1]
+        sample = v[:, ::self.hist_every].reshape(-1, n)
+        q = torch.addcmul(rng * (bins / (2 * rng)), sample, bins / (2 * rng))   # (x + r) * bins / 2r
+        idx = q.clamp_(0, bins - 0.5).long()
+        idx += torch.arange(n).unsqueeze(0) * bins
+        t["hist"][cols] += torch.bincount(idx.flatten(), minlength=n * bins).view(n, bins)
+        # counts through count_nonzero: a bool tensor's sum converts it to int64 first
+        t["n_fire"][cols] += torch.count_nonzero(flat > fire_threshold, dim=0)
+        t["s1"][cols] += flat.sum(0).double()
+        t["s2"][cols] += (flat * flat).sum(0).double()
+
+    def update_glu(self, gcols: "slice | torch.Tensor", v: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
+                   window0: int) -> torch.Tensor:
+        """Per gate × up sign combination: token counts and the top windows by ``|value|``.
+
+        ``v``, ``gate``, ``up``: ``[batch, W, g_c]`` for the gated-neuron units at GLU rows ``gcols``.
+        The counts read the signs of gate and up. The windows' maxima read the value's sign within
+        each gate sign (``act(gate)`` has the sign of gate for SiLU and GELU, so a positive value under
+        gate < 0 is ``up < 0``): four max/min reductions instead of a scatter; the token is found again
+        when the examples are recomputed. Returns ``[batch, g_c]`` the windows' maxima of ``v``.
+        """
+        t = self.t
+        b, W, n = v.shape
+        k = t["glu_key"].shape[2]
+        g_neg, u_neg = gate < 0, up < 0             # bool: one byte a token for the counts below
+        n_g, n_u = torch.count_nonzero(g_neg, dim=(0, 1)), torch.count_nonzero(u_neg, dim=(0, 1))
+        n_gu = torch.count_nonzero(g_neg & u_neg, dim=(0, 1))
+        total = b * W
+        t["glu_n"][gcols] += torch.stack([total - n_g - n_u + n_gu, n_u - n_gu, n_g - n_gu, n_gu], 1)   # GLU_COMBOS
+        under_neg = v * g_neg                     # the values under gate < 0 (0 elsewhere)
+        under_pos = v - under_neg
+        pos_max, neg_max = under_pos.amax(1), under_neg.amax(1)
+        wval = torch.stack([pos_max, under_pos.amin(1), under_neg.amin(1), neg_max], 2)   # [b, n, 4]
+        wval = wval.permute(1, 2, 0)                                             # [n, 4, b]
+        sign = torch.tensor([1.0, -1.0, -1.0, 1.0]).view(1, 4, 1)
+        wkey = torch.where(wval * sign > 0, wval.abs(), float("-inf"))          # -inf: no such token
+        widx = torch.arange(window0, window0 + b).expand(n, 4, b)
+        kk, order = torch.cat([t["glu_key"][gcols], wkey], 2).topk(k, dim=2)    # all four combinations at once
+        t["glu_key"][gcols] = kk
+        t["glu_v"][gcols] = torch.cat([t["glu_v"][gcols], wval], 2).gather(2, order)
+        t["glu_i"][gcols] = torch.cat([t["glu_i"][gcols], widx], 2).gather(2, order)
+        # the windows' maxima, which update() needs too: the larger of the two when positive; a window whose
+        # values are all <= 0 needs its own max (the zero fill hides it), read only for the units concerned
+        wmax = torch.maximum(pos_max, neg_max)
+        bad = (wmax <= 0).any(0).nonzero().flatten()
+        if len(bad):
+            wmax[:, bad] = v[:, :, bad].amax(1)
+        return wmax
+
+    # ------------------------------------------------------------------ disk
+    def save(self, folder: Path, manifest: dict[str, Any]) -> None:
+        from safetensors.torch import save_file
+
+        atomic_write(folder / "state.safetensors",
+                     lambda tmp: save_file({k: v.contiguous() for k, v in self.t.items()}, tmp))
+        # the manifest names what the state holds; it is written only after the state is on disk
+        atomic_write(folder / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(
+            dict(manifest, windows_done=self.windows_done), indent=1)))
+
+    def load(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        loaded = load_file(str(folder / "state.safetensors"))
+        for k, v in loaded.items():
+            if k not in self.t or self.t[k].shape != v.shape:
+                raise MiningError(f"{folder}/state.safetensors does not fit this request; delete it to start over.")
+            self.t[k] = v
+
+
+def _fingerprint(lm: Any, bound: BoundUnits, corpus: Corpus, config: dict[str, Any]) -> str:
+    h = hashlib.sha256(json.dumps({"config": config, "corpus": corpus.identity(), "model": lm.fingerprint},
+                                  sort_keys=True, default=str).encode())
+    for u in bound.units:
+        h.update(u.name.encode())
+        if u.direction is not None:
+            h.update(u.direction.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _glu_modules(lm: Any, layer: int) -> list[Any]:
+    return lm.modules(f"blocks.{layer}.mlp_in")
+
+
+def count_windows(corpus: Corpus, tokenizer: Any, window: int, limit: int | None = None) -> int:
+    """How many windows of ``window`` tokens the corpus packs into (a tokenization pass, no model).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.maximization import corpus
+        >>> count_windows(corpus(["the cat sat on the mat"] * 4), tiny_lm().tokenizer, 4) > 0
+        True
+    """
+    n = 0
+    for _ in corpus.windows(tokenizer, window):
+        n += 1
+        if limit is not None and n >= limit:
+            break
+    return n
+
+
+def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int, batch_size: int, bands: int,
+             samples: int, bins: int, hist_every: int, fire_threshold: float, glu_split: bool, path: str | None,
+             checkpoint_every: int, seed: int, max_windows: int | None) -> tuple[MiningState, dict[str, Any]]:
+    """Stream the corpus once through the model and fold every unit into a :class:`MiningState`.
+
+    Returns the state and facts of the pass (windows, GLU columns, seconds, forward passes).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.units import Unit, bind_units
+        >>> from interpretlm.maximization import corpus
+        >>> lm = tiny_lm("llama")
+        >>> state, facts = run_pass(lm, bind_units(lm, Unit("blocks.1.mlp.neurons", 3)),
+        ...     corpus(["the cat sat on the mat"] * 8), k=2, window=4, batch_size=4, bands=2, samples=2, bins=8,
+        ...     hist_every=1, fire_threshold=0.0, glu_split=True, path=None, checkpoint_every=64, seed=0,
+        ...     max_windows=None)
+        >>> state.t["top_v"].shape, state.n_tokens == 4 * facts["n_windows"]
+        (torch.Size([1, 2]), True)
+    """
+    tok = lm.tokenizer
+    n_windows = count_windows(corpus, tok, window, max_windows)
+    if n_windows == 0:
+        raise CorpusError(f"The corpus is shorter than one window of {window} tokens; give more text or a smaller "
+                          "window=.")
+    if k > n_windows:
+        raise MiningError(f"k={k} is larger than the corpus: it has {n_windows} windows of {window} tokens; "
+                          "ask for fewer examples or give a longer corpus.")
+    comps = bound.components
+    gated = bool(lm.family.gated_mlp) and glu_split
+    glu_units: list[int] = []           # global columns of gated-neuron index units
+    for g in bound.groups:
+        if gated and g.how == "index" and kind_of(lm, g.component) == "mlp.neurons":
+            glu_units += g.columns
+    glu_pos = {c: i for i, c in enumerate(glu_units)}
+    state = MiningState(bound.size, len(glu_units), k, bands, samples, bins, hist_every)
+    config = {"format": STATE_FORMAT, "k": k, "window": window, "batch_size": batch_size, "bands": bands,
+              "samples": samples, "bins": bins, "hist_every": hist_every, "fire_threshold": fire_threshold, "glu_split": gated,
+              "seed": seed, "n_windows": n_windows, "units": bound.size}
+    fingerprint = _fingerprint(lm, bound, corpus, config)
+    folder = Path(path) if path is not None else None
+    manifest = dict(config, fingerprint=fingerprint, model=lm.name, units_names=bound.names[:50])
+    if folder is not None:
+        mf = folder / "manifest.json"
+        if mf.exists():
+            old = json.loads(mf.read_text())
+            if old.get("fingerprint") != fingerprint:
+                raise MiningError(f"{folder} holds a mining pass of another request (other units, corpus, model or "
+                                  "options); use another path or delete it.")
+            if (folder / "state.safetensors").exists():
+                state.load(folder)
+        elif folder.exists() and any(folder.iterdir()):
+            raise MiningError(f"{folder} exists and holds other files; give an empty or new folder.")
+
+    subs = {c: bound.subset(c) for c in comps}
+
+    def as_index(cols: torch.Tensor) -> "slice | torch.Tensor":
+        # a component's units are usually a range of rows: index by a slice (views, no copies)
+        if len(cols) and bool((cols == torch.arange(int(cols[0]), int(cols[0]) + len(cols))).all()):
+            return slice(int(cols[0]), int(cols[0]) + len(cols))
+        return cols
+    glu_cols = {c: (torch.tensor([j for j, col in enumerate(subs[c][1].tolist()) if col in glu_pos], dtype=torch.long),
+                    torch.tensor([glu_pos[col] for col in subs[c][1].tolist() if col in glu_pos], dtype=torch.long))
+                for c in comps}
+    full_glu = {c: len(glu_cols[c][0]) == lm.d_mlp == subs[c][0].size
+                and [u.index for u in subs[c][0].units] == list(range(lm.d_mlp)) for c in comps}
+    until = max(layer_of(c) for c in comps)
+    until = max(until, 0)
+    current: dict[str, Any] = {"window0": 0, "gen": None}
+    gate_up: dict[int, list[torch.Tensor]] = {}
+    start = time.perf_counter()
+
+    def reader(component: str):
+        sub, cols = subs[component][0], as_index(subs[component][1])
+        local, gcols = glu_cols[component][0], as_index(glu_cols[component][1])
+
+        def read(value: torch.Tensor) -> None:
+            v = unit_values(lm, sub, {component: value}).float().cpu()
+            wmax = None
+            if len(local):
+                parts = [p.float().cpu() for p in gate_up[layer_of(component)]]
+                gate, up = parts if len(parts) == 2 else parts[0].chunk(2, dim=-1)   # fused gate_up: halves
+                if full_glu[component]:      # every neuron of the layer: no gathers, and the maxima are shared
+                    wmax = state.update_glu(gcols, v, gate, up, current["window0"])
+                else:
+                    idx = torch.tensor([sub.units[j].index for j in local.tolist()], dtype=torch.long)
+                    state.update_glu(gcols, v[..., local], gate[..., idx], up[..., idx], current["window0"])
+            state.update(cols, v, current["window0"], fire_threshold, current["gen"], wmax)
+        return read
+
+    from contextlib import ExitStack
+
+    handles = []
+    forward_passes = 0
+    bar = progress_bar(n_windows, "mining", initial=state.windows_done)
+    try:
+        with ExitStack() as stack:
+            if glu_units:
+                for c in comps:
+                    if len(glu_cols[c][0]):
+                        layer = layer_of(c)
+                        mods = _glu_modules(lm, layer)
+                        for i, mod in enumerate(mods):
+                            # gate then up (or one fused gate_up): read as the MLP computes them
+                            def hook_fn(module, args, output, _layer=layer, _i=i):
+                                if _i == 0:
+                                    gate_up[_layer] = []
+                                gate_up[_layer].append(output.detach())
+                            handles.append(mod.register_forward_hook(hook_fn))
+            for c in comps:
+                stack.enter_context(lm.hook(c, read=reader(c)))
+            batch: list[list[int]] = []
+            w_i = 0
+            for ids in corpus.windows(tok, window):
+                if w_i >= n_windows:
+                    break
+                if w_i < state.windows_done:      # finished before an interruption
+                    w_i += 1
+                    continue
+                batch.append(ids)
+                w_i += 1
+                if len(batch) == batch_size or w_i == n_windows:
+                    window0 = w_i - len(batch)
+                    current["window0"] = window0
+                    current["gen"] = torch.Generator().manual_seed(seed * 1_000_003 + window0)
+                    with torch.inference_mode():
+                        lm.run(batch, until=until, head=False)
+                    forward_passes += 1
+                    state.t["counters"] += torch.tensor([len(batch), len(batch) * window])
+                    bar.update(len(batch))
+                    batch = []
+                    if folder is not None and (state.windows_done % checkpoint_every < batch_size
+                                               or state.windows_done == n_windows):
+                        state.save(folder, manifest)
+    finally:
+        for h in handles:
+            h.remove()
+        bar.close()
+    facts = {"n_windows": n_windows, "glu_units": glu_units, "seconds": time.perf_counter() - start,
+             "forward_passes": forward_passes}
+    return state, facts
+
+
+def fetch_windows(corpus: Corpus, tokenizer: Any, window: int, wanted: set[int]) -> dict[int, list[int]]:
+    """The token ids of windows ``wanted`` (streamed again; stops after the last one).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.maximization import corpus
+        >>> got = fetch_windows(corpus(["the cat sat on the mat"] * 4), tiny_lm().tokenizer, 4, {0, 2})
+        >>> sorted(got), len(got[2])
+        ([0, 2], 4)
+    """
+    out: dict[int, list[int]] = {}
+    last = max(wanted) if wanted else -1
+    for i, ids in enumerate(corpus.windows(tokenizer, window)):
+        if i in wanted:
+            out[i] = ids
+        if i >= last:
+            break
+    return out
+
+
+def window_values(lm: Any, bound: BoundUnits, windows: list[list[int]], batch_size: int) -> torch.Tensor:
+    """``[n_windows, W, n_units]`` the units' per-token values on the given windows.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.units import Unit, bind_units
+        >>> lm = tiny_lm("llama")
+        >>> window_values(lm, bind_units(lm, Unit("blocks.1.mlp.neurons", 3)), [[5, 6, 7], [8, 9, 10]], 2).shape
+        torch.Size([2, 3, 1])
+    """
+    comps = bound.components
+    until = max(0, max(layer_of(c) for c in comps))
+    outs = []
+    with lm.capture(comps) as cache, torch.inference_mode():
+        for s in range(0, len(windows), batch_size):
+            lm.run(windows[s:s + batch_size], until=until, head=False)
+            outs.append(unit_values(lm, bound, cache).float().cpu())
+    return torch.cat(outs) if outs else torch.zeros(0, 0, bound.size)
+
+
+def output_direction(lm: Any, unit: Any) -> torch.Tensor | None:
+    """``[d_model]`` what a unit writes to the residual stream per unit of activation (``None`` for head norms).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.units import Unit
+        >>> lm = tiny_lm("llama")
+        >>> output_direction(lm, Unit("blocks.1.mlp.neurons", 3)).shape == (lm.d_model,)
+        True
+    """
+    kind = kind_of(lm, unit.component)
+    if kind == "mlp.neurons":
+        proj = lm.site(f"blocks.{layer_of(unit.component)}.mlp").module
+        w = proj.weight.detach().float()
+        w = w.T if type(proj).__name__ == "Conv1D" else w            # GPT-2's Conv1D stores [d_mlp, d_model]
+        return w[:, unit.index] if unit.direction is None else w @ unit.direction
+    if kind == "attn.heads":
+        if unit.direction is not None and unit.direction.numel() == lm.d_model:
+            return unit.direction
+        return None
+    if unit.direction is not None:
+        return unit.direction
+    e = torch.zeros(lm.d_model)
+    e[unit.index] = 1.0
+    return e
+
+
+def logit_effects(lm: Any, direction: torch.Tensor) -> torch.Tensor | None:
+    """``[vocab]`` how adding ``direction`` to the last residual stream moves each logit (final norm and unembedding).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama")
+        >>> logit_effects(lm, torch.ones(lm.d_model)).shape[0] == lm.vocab_size
+        True
+    """
+    if not lm.has_head:
+        return None
+    d = direction.to(lm.dtype).view(1, 1, -1)
+    with torch.no_grad():
+        a = lm.logits_at(d.to(lm.device))[0, 0]
+        b = lm.logits_at(torch.zeros_like(d).to(lm.device))[0, 0]
+    return (a - b).float().cpu()
+
+
+__all__ = ["GLU_COMBOS", "MiningError", "MiningState", "count_windows", "fetch_windows", "logit_effects",
+           "output_direction", "run_pass", "window_values"]
+
+
+# ---------------------------------------------------------------------- the registered method
+def _plain_ex(tokens: list[str], values: torch.Tensor, pos: int) -> dict[str, Any]:
+    return {"tokens": tokens, "values": [float(x) for x in values], "pos": int(pos), "max": float(values[pos])}
+
+
+def _check_positive(**values: int) -> None:
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise MiningError(f"{name} must be a positive int; got {v!r}.")

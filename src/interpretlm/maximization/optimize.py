@@ -1,0 +1,433 @@
+"""Inputs optimized to make a unit fire: EPO, GCG and a continuous (embedding-space) baseline.
+
+The activation of a prompt is the unit's value at its **last token**; its cross-entropy is the
+mean next-token loss of the prompt under the model (nats per token; for encoders, the loss of
+each token at its own position), the fluency the objective trades against.
+
+* ``"epo"`` — evolutionary prompt optimization ("fluent dreaming", Thompson et al. 2024): a
+  population of prompts, member ``i`` maximizing ``activation - λ_i · cross-entropy`` with its
+  own ``λ_i`` (log-spaced over ``fluency``). Each iteration takes the gradient of every
+  member's objective with respect to its one-hot tokens, draws ``swaps`` candidates per member
+  (one position, a token among the ``top_k`` of the gradient there), scores all of them in
+  batches, and gives each member the best candidate of the pooled set for its own ``λ``.
+  Every evaluated prompt enters the Pareto front of activation against cross-entropy.
+* ``"gcg"`` — greedy coordinate gradient (Zou et al. 2023) on the activation alone: one
+  prompt, ``swaps`` candidates per iteration from the gradient's top-k, the best kept.
+* ``"continuous"`` — the prompt's embeddings optimized directly (Adam), then each position
+  projected to its nearest token embedding (cosine): the soft activation is typically far
+  above what the projected tokens reach, the gap that motivates discrete search.
+
+All three are reproducible with ``seed``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import ExitStack
+from typing import Any
+
+import torch
+
+from ..errors import InterpretLMError
+from ..progress import track
+from ..registry import CheckSpec, register
+from ..units import BoundUnits, bind_units, layer_of, unit_values
+from .result import OptimizedInputs
+
+
+class OptimizationError(InterpretLMError, ValueError):
+    """An optimization request that cannot run (several units, a length of 0, no usable tokens...)."""
+
+
+_CHECK = CheckSpec("rescore_error", 1e-3, advice="the batched scores differ from a fresh forward pass of the best "
+                   "prompt: the model is not deterministic in batches, or an intervention is active.")
+
+
+# ---------------------------------------------------------------------- scoring
+def _one_unit(lm: Any, units: Any) -> BoundUnits:
+    bound = bind_units(lm, units)
+    if bound.size != 1:
+        raise OptimizationError(f"Optimization takes one unit; got {bound.size}. Mine many units with method='mine', "
+                                "or optimize them one by one.")
+    return bound
+
+
+def _prefix(lm: Any) -> list[int]:
+    """The BOS token the tokenizer puts before a text (kept fixed, never optimized)."""
+    bos = getattr(lm.tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    return [int(bos)] if lm.tokenize("a").policy.get("bos_added") else []
+
+
+def _allowed(lm: Any) -> torch.Tensor:
+    """``[vocab]`` True for tokens a prompt may use (not special tokens, inside the embedding matrix)."""
+    v = lm.model.get_input_embeddings().weight.shape[0]
+    ok = torch.zeros(v, dtype=torch.bool)
+    ok[: min(v, len(lm.tokenizer))] = True
+    for t in getattr(lm.tokenizer, "all_special_ids", []) or []:
+        if 0 <= t < v:
+            ok[t] = False
+    return ok
+
+
+def _ce(lm: Any, logits: torch.Tensor, ids: torch.Tensor, n_prefix: int) -> torch.Tensor:
+    """``[m]`` mean next-token loss of the optimized tokens ``ids [m, n_prefix + L]``."""
+    logp = logits.float().log_softmax(-1)
+    if lm.is_causal:
+        start = max(n_prefix, 1)
+        pred = logp[:, start - 1:-1]
+        tok = ids[:, start:]
+    else:
+        pred, tok = logp[:, n_prefix:], ids[:, n_prefix:]
+    return -pred.gather(-1, tok.unsqueeze(-1)).squeeze(-1).mean(1)
+
+
+def score(lm: Any, bound: BoundUnits, ids: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([m], [m])``: activation at the last token and cross-entropy of prompts ``ids [m, pos]`` (no gradient).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.units import Unit, bind_units
+        >>> lm = tiny_lm("llama")
+        >>> act, ce = score(lm, bind_units(lm, Unit("blocks.1.mlp.neurons", 3)), torch.tensor([[5, 6, 7], [8, 9, 10]]))
+        >>> act.shape, bool((ce > 0).all())
+        (torch.Size([2]), True)
+    """
+    acts, ces = [], []
+    n_prefix = len(_prefix(lm))
+    with lm.capture(bound.components) as cache, torch.inference_mode():
+        for s in range(0, len(ids), batch_size):
+            chunk = ids[s:s + batch_size]
+            out = lm.forward(chunk.tolist())
+            acts.append(unit_values(lm, bound, cache)[:, -1, 0].float().cpu())
+            ces.append(_ce(lm, out.logits, chunk.to(out.logits.device), n_prefix).cpu())
+    return torch.cat(acts), torch.cat(ces)
+
+
+def _gradients(lm: Any, bound: BoundUnits, ids: torch.Tensor, lambdas: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Activation ``[m]``, cross-entropy ``[m]`` and ``[m, pos, vocab]`` gradient of ``act - λ·ce`` in the one-hot tokens."""
+    emb = lm.model.get_input_embeddings().weight
+    onehot = torch.nn.functional.one_hot(ids.to(emb.device), emb.shape[0]).to(emb.dtype).requires_grad_(True)
+
+    def edit(value: torch.Tensor) -> torch.Tensor:
+        # value + (onehot @ E) - its detached copy: the same numbers (Gemma's scale included), and the
+        # gradient in the one-hot tokens (up to a constant scale that does not change the ranking)
+        e = onehot @ emb
+        return value + (e - e.detach()).to(value.dtype)
+
+    n_prefix = len(_prefix(lm))
+    with ExitStack() as stack, torch.enable_grad():
+        stack.enter_context(lm.hook("embed", edit=edit))
+        cache = stack.enter_context(lm.capture(bound.components, grad=True))
+        out = lm.forward(ids.tolist(), grad=True)
+        act = unit_values(lm, bound, cache)[:, -1, 0].float()
+        ce = _ce(lm, out.logits, ids.to(out.logits.device), n_prefix)
+        obj = (act - lambdas.to(act.device) * ce).sum()
+        (grad,) = torch.autograd.grad(obj, onehot)
+    return act.detach().cpu(), ce.detach().cpu(), grad.float().cpu()
+
+
+class Front:
+    """The non-dominated set of (activation, cross-entropy) over everything evaluated.
+
+    Example:
+        >>> f = Front()
+        >>> f.add(torch.tensor([1.0, 2.0, 1.5]), torch.tensor([1.0, 3.0, 4.0]), torch.tensor([[1], [2], [3]]))
+        >>> f.act.tolist(), f.ce.tolist()     # (1.5, 4.0) is dominated by (2.0, 3.0)
+        ([1.0, 2.0], [1.0, 3.0])
+    """
+
+    def __init__(self, limit: int = 64) -> None:
+        self.act = torch.zeros(0)
+        self.ce = torch.zeros(0)
+        self.ids = torch.zeros(0, 0, dtype=torch.long)
+        self.limit = limit
+
+    def add(self, act: torch.Tensor, ce: torch.Tensor, ids: torch.Tensor) -> None:
+        a = torch.cat([self.act, act]) if self.act.numel() else act.clone()
+        c = torch.cat([self.ce, ce]) if self.ce.numel() else ce.clone()
+        x = torch.cat([self.ids, ids]) if self.ids.numel() else ids.clone()
+        x, first = _unique_rows(x)
+        a, c = a[first], c[first]
+        # i is dominated when some j has act >= and ce <= with one strict (a [n, n] comparison)
+        ge = (a.unsqueeze(0) >= a.unsqueeze(1)) & (c.unsqueeze(0) <= c.unsqueeze(1))
+        gt = (a.unsqueeze(0) > a.unsqueeze(1)) | (c.unsqueeze(0) < c.unsqueeze(1))
+        keep = ~(ge & gt).any(1)
+        order = torch.argsort(c[keep])
+        self.act, self.ce, self.ids = a[keep][order], c[keep][order], x[keep][order]
+        if len(self.act) > self.limit:   # thin evenly along the front, keeping both ends
+            pick = torch.linspace(0, len(self.act) - 1, self.limit).round().long().unique()
+            self.act, self.ce, self.ids = self.act[pick], self.ce[pick], self.ids[pick]
+
+    def rows(self, lm: Any, n_prefix: int) -> list[dict[str, Any]]:
+        return [{"activation": float(a), "cross_entropy": float(c),
+                 "prompt": lm.tokenizer.decode(i[n_prefix:].tolist()), "ids": i[n_prefix:].tolist()}
+                for a, c, i in zip(self.act, self.ce, self.ids)]
+
+
+def _unique_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    uniq, inverse = torch.unique(x, dim=0, return_inverse=True)
+    first = torch.full((len(uniq),), len(x), dtype=torch.long).scatter_reduce(
+        0, inverse, torch.arange(len(x)), reduce="amin")
+    first = first.sort().values
+    return x[first], first
+
+
+def _check_options(**values: Any) -> None:
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise OptimizationError(f"{name} must be a positive int; got {v!r}.")
+
+
+def discrete_search(lm: Any, bound: BoundUnits, *, length: int, population: int, swaps: int, top_k: int,
+                    steps: int, lambdas: torch.Tensor, seed: int, batch_size: int, desc: str
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Front, torch.Tensor, dict[str, Any]]:
+    """The shared loop of EPO (a population, one λ each) and GCG (one member, λ = 0).
+
+    Returns the final ids ``[m, pos]``, activations ``[m]``, cross-entropies ``[m]``, the front,
+    the history ``[steps, m]`` and costs.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.units import Unit, bind_units
+        >>> lm = tiny_lm("llama")
+        >>> ids, act, ce, front, hist, costs = discrete_search(
+        ...     lm, bind_units(lm, Unit("blocks.1.mlp.neurons", 3)), length=3, population=2, swaps=4, top_k=8,
+        ...     steps=2, lambdas=torch.tensor([0.0, 1.0]), seed=0, batch_size=8, desc="doc")
+        >>> ids.shape, hist.shape, costs["evaluations"]
+        (torch.Size([2, 3]), torch.Size([2, 2]), 16)
+    """
+    gen = torch.Generator().manual_seed(seed)
+    allowed = _allowed(lm)
+    pool = torch.nonzero(allowed).flatten()
+    if len(pool) == 0:
+        raise OptimizationError("The tokenizer has no ordinary tokens to build a prompt from.")
+    prefix = torch.tensor(_prefix(lm), dtype=torch.long)
+    n_prefix = len(prefix)
+    body = pool[torch.randint(len(pool), (population, length), generator=gen)]
+    ids = torch.cat([prefix.expand(population, n_prefix), body], 1)
+    front = Front()
+    history = []
+    evaluations = 0
+    start = time.perf_counter()
+    act = ce = None
+    for _ in track(range(steps), desc):
+        act, ce, grad = _gradients(lm, bound, ids, lambdas)
+        if _ == 0:
+            front.add(act, ce, ids)
+        grad = grad[:, n_prefix:]                                           # [m, L, V]
+        grad[..., ~allowed[: grad.shape[-1]]] = float("-inf")
+        k = min(top_k, int(allowed.sum()))
+        cand_tok = grad.topk(k, dim=-1).indices                             # [m, L, k]
+        pos = torch.randint(length, (population, swaps), generator=gen)
+        pick = torch.randint(k, (population, swaps), generator=gen)
+        new_tok = cand_tok[torch.arange(population).unsqueeze(1), pos, pick]  # [m, swaps]
+        cands = ids.unsqueeze(1).repeat(1, swaps, 1)
+        cands[torch.arange(population).unsqueeze(1), torch.arange(swaps).unsqueeze(0), n_prefix + pos] = new_tok
+        cands = cands.reshape(population * swaps, -1)
+        c_act, c_ce = score(lm, bound, cands, batch_size)
+        evaluations += len(cands)
+        front.add(c_act, c_ce, cands)
+        all_ids = torch.cat([ids, cands])
+        all_act, all_ce = torch.cat([act, c_act]), torch.cat([ce, c_ce])
+        # each member takes the best of the pooled set for its own λ ([m, pool] objective matrix)
+        best = (all_act.unsqueeze(0) - lambdas.unsqueeze(1) * all_ce.unsqueeze(0)).argmax(1)
+        ids, act, ce = all_ids[best], all_act[best], all_ce[best]
+        history.append(act.clone())
+    seconds = time.perf_counter() - start
+    costs = {"evaluations": evaluations, "seconds": seconds,
+             "backward_passes": steps, "iterations": steps}
+    return ids, act, ce, front, torch.stack(history) if history else torch.zeros(0, population), costs
+
+
+def _finish(lm: Any, bound: BoundUnits, ids: torch.Tensor, act: torch.Tensor, ce: torch.Tensor, front: Front,
+            history: torch.Tensor, lambdas: list[float], costs: dict[str, Any]) -> OptimizedInputs:
+    n_prefix = len(_prefix(lm))
+    rows = front.rows(lm, n_prefix)
+    best = max(range(len(front.act)), key=lambda i: float(front.act[i]))
+    again, _ = score(lm, bound, front.ids[best:best + 1], 1)
+    scale = max(abs(float(front.act[best])), 1e-6)
+    unit = bound.units[0]
+    r = OptimizedInputs(unit=unit.name, unit_spec=unit.to_dict(),
+                        prompts=[lm.tokenizer.decode(i[n_prefix:].tolist()) for i in ids],
+                        token_ids=ids[:, n_prefix:].clone(), activations=act.float(), cross_entropies=ce.float(),
+                        lambdas=[float(x) for x in lambdas], front=rows, history=history.float())
+    r.diagnostics = dict(costs, rescore_error=abs(float(again[0]) - float(front.act[best])) / scale,
+                         best_activation=float(front.act[best]), best_cross_entropy=float(front.ce[best]),
+                         front_size=len(rows))
+    return r
+
+
+# ---------------------------------------------------------------------- registered methods
+@register("epo", verb="maximize", family="maximization", takes="unit", result=OptimizedInputs, target="none",
+          summary="EPO: a population with per-member fluency penalties; Pareto front of activation vs cross-entropy",
+          check=_CHECK, seeded=True)
+def epo(lm: Any, units: Any, *, length: int = 12, population: int = 8, swaps: int = 32, top_k: int = 512,
+        steps: int = 300, fluency: tuple[float, float] = (0.01, 10.0), seed: int = 0,
+        batch_size: int = 64) -> OptimizedInputs:
+    """Evolutionary prompt optimization (Thompson et al. 2024) of one unit's activation at the last token.
+
+    Args:
+        lm: the model handle.
+        units: one ``il.Unit``.
+        length: optimized tokens per prompt (after the BOS the tokenizer adds, if any).
+        population: members, each with its own fluency penalty ``λ``.
+        swaps: candidates per member per iteration (one token changed each).
+        top_k: tokens considered per position (largest gradient of the member's objective).
+        steps: iterations.
+        fluency: ``(λ_min, λ_max)``; members get ``λ`` log-spaced between them (the first 0
+            when the population has more than two members: the pure-activation end of the front).
+        seed: the random initial prompts and draws.
+        batch_size: candidates scored per forward pass.
+
+    Returns:
+        :class:`OptimizedInputs`: ``pareto`` ``[(activation, cross-entropy, prompt), ...]``,
+        the final population and each member's activation per iteration.
+
+    Example:
+        >>> import interpretlm as il
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama")
+        >>> r = il.maximize(lm, il.Unit("blocks.1.mlp.neurons", 3), method="epo", length=4, population=3,
+        ...                 swaps=4, steps=3, seed=0)
+        >>> len(r.prompts), r.check.passed
+        (3, True)
+    """
+    _check_options(length=length, population=population, swaps=swaps, top_k=top_k, steps=steps,
+                   batch_size=batch_size)
+    lo, hi = (float(x) for x in fluency)
+    if not (0 < lo <= hi) or not math.isfinite(hi):
+        raise OptimizationError(f"fluency=(λ_min, λ_max) needs 0 < λ_min <= λ_max; got {fluency!r}.")
+    bound = _one_unit(lm, units)
+    lams = torch.logspace(math.log10(lo), math.log10(hi), population - 1 if population > 2 else population)
+    if population > 2:
+        lams = torch.cat([torch.zeros(1), lams])
+    ids, act, ce, front, history, costs = discrete_search(
+        lm, bound, length=length, population=population, swaps=swaps, top_k=top_k, steps=steps, lambdas=lams,
+        seed=seed, batch_size=batch_size, desc="epo")
+    return _finish(lm, bound, ids, act, ce, front, history, lams.tolist(), costs)
+
+
+@register("gcg", verb="maximize", family="maximization", takes="unit", result=OptimizedInputs, target="none",
+          summary="GCG: greedy coordinate gradient token swaps on the activation alone", check=_CHECK, seeded=True)
+def gcg(lm: Any, units: Any, *, length: int = 12, swaps: int = 128, top_k: int = 256, steps: int = 100,
+        seed: int = 0, batch_size: int = 64) -> OptimizedInputs:
+    """Greedy coordinate gradient (Zou et al. 2023) on one unit's activation at the last token.
+
+    Args:
+        lm: the model handle.
+        units: one ``il.Unit``.
+        length: optimized tokens; swaps: candidates per iteration; top_k: tokens per position.
+        steps: iterations; seed: the initial prompt and draws; batch_size: candidates per pass.
+
+    Returns:
+        :class:`OptimizedInputs` (one member; the front still holds every trade-off met on the way).
+
+    Example:
+        >>> import interpretlm as il
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama")
+        >>> r = il.maximize(lm, il.Unit("blocks.1.mlp.neurons", 3), method="gcg", length=4, swaps=8, steps=3)
+        >>> r.best[0] >= float(r.history[0, 0])
+        True
+    """
+    _check_options(length=length, swaps=swaps, top_k=top_k, steps=steps, batch_size=batch_size)
+    bound = _one_unit(lm, units)
+    lams = torch.zeros(1)
+    ids, act, ce, front, history, costs = discrete_search(
+        lm, bound, length=length, population=1, swaps=swaps, top_k=top_k, steps=steps, lambdas=lams, seed=seed,
+        batch_size=batch_size, desc="gcg")
+    return _finish(lm, bound, ids, act, ce, front, history, [0.0], costs)
+
+
+@register("continuous", verb="maximize", family="maximization", takes="unit", result=OptimizedInputs,
+          target="none", summary="soft prompt: embeddings optimized by Adam, then projected to the nearest tokens",
+          check=_CHECK, seeded=True)
+def continuous(lm: Any, units: Any, *, length: int = 12, steps: int = 200, lr: float = 0.05,
+               seed: int = 0) -> OptimizedInputs:
+    """Optimize the prompt's embeddings directly, then project each position to its nearest token.
+
+    Args:
+        lm: the model handle.
+        units: one ``il.Unit``.
+        length: soft positions; steps: Adam steps; lr: its learning rate; seed: the initial tokens.
+
+    Returns:
+        :class:`OptimizedInputs` whose ``projected`` holds the soft prompt's activation and the
+        projected tokens' (``soft_activation``, ``projected_activation``); the front holds the
+        projected prompt of every step.
+
+    Example:
+        >>> import interpretlm as il
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama")
+        >>> r = il.maximize(lm, il.Unit("blocks.1.mlp.neurons", 3), method="continuous", length=4, steps=5)
+        >>> sorted(r.projected)
+        ['projected_activation', 'soft_activation']
+    """
+    _check_options(length=length, steps=steps)
+    if not (lr > 0 and math.isfinite(lr)):
+        raise OptimizationError(f"lr must be a positive number; got {lr!r}.")
+    bound = _one_unit(lm, units)
+    gen = torch.Generator().manual_seed(seed)
+    allowed = _allowed(lm)
+    pool = torch.nonzero(allowed).flatten()
+    prefix = torch.tensor(_prefix(lm), dtype=torch.long)
+    n_prefix = len(prefix)
+    ids = torch.cat([prefix, pool[torch.randint(len(pool), (length,), generator=gen)]]).unsqueeze(0)
+    seen: dict[str, torch.Tensor] = {}
+    with lm.hook("embed", read=lambda v: seen.__setitem__("e", v.detach().clone())), torch.no_grad():
+        lm.forward(ids.tolist())
+    base = seen["e"][0].float()                                       # [pos, d] what the embedding layer gives
+    soft = base[n_prefix:].clone().requires_grad_(True)
+    # the token embeddings in the same space (Gemma scales them): the ratio of the layer's output to the table
+    table = lm.model.get_input_embeddings().weight.detach().float()
+    scale = (base[n_prefix:].norm(dim=-1) / table[ids[0, n_prefix:]].norm(dim=-1).clamp_min(1e-12)).mean()
+    keys = torch.nn.functional.normalize(table * scale, dim=-1)
+    opt = torch.optim.Adam([soft], lr=lr)
+    front = Front()
+    history = []
+    start = time.perf_counter()
+
+    def edit(value: torch.Tensor) -> torch.Tensor:
+        return torch.cat([value[:, :n_prefix], soft.to(value.dtype).unsqueeze(0)], 1)
+
+    def project() -> torch.Tensor:
+        sims = torch.nn.functional.normalize(soft.detach(), dim=-1) @ keys.T
+        sims[:, ~allowed[: sims.shape[1]]] = float("-inf")
+        return torch.cat([prefix, sims.argmax(-1)]).unsqueeze(0)
+
+    soft_act = float("nan")
+    for _ in track(range(steps), "continuous"):
+        with ExitStack() as stack, torch.enable_grad():
+            stack.enter_context(lm.hook("embed", edit=edit))
+            cache = stack.enter_context(lm.capture(bound.components, grad=True))
+            lm.forward(ids.tolist(), grad=True)
+            act = unit_values(lm, bound, cache)[0, -1, 0]
+            opt.zero_grad()
+            (-act).backward()
+            opt.step()
+        soft_act = float(act.detach())
+        proj = project()
+        p_act, p_ce = score(lm, bound, proj, 1)
+        front.add(p_act, p_ce, proj)
+        history.append(p_act.clone())
+    with ExitStack() as stack, torch.no_grad():
+        stack.enter_context(lm.hook("embed", edit=edit))
+        cache = stack.enter_context(lm.capture(bound.components))
+        lm.forward(ids.tolist())
+        soft_act = float(unit_values(lm, bound, cache)[0, -1, 0])
+    proj = project()
+    p_act, p_ce = score(lm, bound, proj, 1)
+    seconds = time.perf_counter() - start
+    r = _finish(lm, bound, proj, p_act, p_ce, front, torch.stack(history) if history else torch.zeros(0, 1),
+                [0.0], {"seconds": seconds, "backward_passes": steps, "iterations": steps,
+                        "evaluations": steps})
+    r.projected = {"soft_activation": soft_act, "projected_activation": float(p_act[0])}
+    return r
+
+
+__all__ = ["Front", "OptimizationError", "continuous", "discrete_search", "epo", "gcg", "score"]
