@@ -279,11 +279,15 @@ def test_default_model_in_the_page(browser, tmp_path):
 
 # the inputs each kind of method takes, and the few options without a usable default
 INPUTS = {"prompt": {"prompt": IOI}, "item": {"prompt": IOI}, "pairs": {"dataset": "ioi", "n": 4},
-          "dataset": {"prompts": [IOI, IOI]}, "task": {"task": "sentiment", "n": 24}}
+          "dataset": {"prompts": [IOI, IOI]}, "task": {"task": "sentiment", "n": 24},
+          "unit": {"unit": "blocks.1.mlp.neurons 0"}}
 NEEDED = {"path_patch": {"senders": [[0, 1]]}, "ablate": {"heads": [[1, 2]]},
           "chain_of_thought": {"choices": ["Mary", "John"], "samples": 2, "max_new_tokens": 6},
           "cot_evaluate": {"choices": ["Mary", "John"], "samples": 1, "max_new_tokens": 4},
-          "cot_faithfulness": {"tests": ["early_answering", "step_necessity"]}}
+          "cot_faithfulness": {"tests": ["early_answering", "step_necessity"]},
+          "mine": {"corpus": [IOI, "Then John and Mary went home"] * 3, "k": 3, "window": 4},
+          "epo": {"length": 4, "population": 3, "swaps": 4, "top_k": 16, "steps": 2},
+          "gcg": {"length": 4, "swaps": 4, "top_k": 16, "steps": 2}, "continuous": {"length": 4, "steps": 2}}
 # Methods that take another method's result: the saved result they are fed.
 SAVED_FOR = {"cot_faithfulness": "for-cot.json"}
 

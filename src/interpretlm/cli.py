@@ -182,11 +182,11 @@ def _inputs(m: Any, words: tuple[str, ...], prompts: Path | None, pairs: Path | 
             raise click.UsageError(f"{m.name} takes the path of a saved result (RESULT.json).")
         return [Result.load(words[0])], None
     if m.takes == "unit":   # COMPONENT INDEX (or COMPONENT all): one unit, or every unit of the component
-        from .units import Unit
-        if len(words) != 2 or not (words[1].isdigit() or words[1] == "all"):
-            raise click.UsageError(f"{m.name} takes a unit: COMPONENT INDEX (e.g. blocks.12.mlp.neurons 417) "
-                                   "or COMPONENT all.")
-        return [Unit.all(words[0]) if words[1] == "all" else Unit(words[0], int(words[1]))], None
+        from .units import parse_unit
+        try:
+            return [parse_unit(" ".join(words))], None
+        except InterpretLMError as e:
+            raise click.UsageError(f"{m.name} takes a unit: {e}") from None
     spec = dataset or (str(pairs) if pairs is not None else None)
     if m.takes == "pairs" and spec is None:
         if m.inputs == ("clean", "corrupted") and len(words) == 2:

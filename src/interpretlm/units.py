@@ -116,6 +116,24 @@ class Unit:
         return cls(d["component"], d.get("index"), d.get("direction"))
 
 
+def parse_unit(text: str) -> "Unit | Units":
+    """A unit from its text form, as the command line and the app take it.
+
+    ``"COMPONENT INDEX"`` is one unit, ``"COMPONENT all"`` every unit of the component.
+
+    Example:
+        >>> parse_unit("blocks.12.mlp.neurons 417")
+        Unit('blocks.12.mlp.neurons', 417)
+        >>> parse_unit("mlp.neurons all").name
+        'all mlp.neurons'
+    """
+    words = str(text).split()
+    if len(words) != 2 or not (words[1].isdigit() or words[1] == "all"):
+        raise ComponentError(f"A unit is COMPONENT INDEX (e.g. 'blocks.12.mlp.neurons 417') or COMPONENT all; "
+                             f"got {text!r}.")
+    return Unit.all(words[0]) if words[1] == "all" else Unit(words[0], int(words[1]))
+
+
 @dataclass(frozen=True)
 class Units:
     """Every unit of a component (or of a block kind over layers), resolved against a model by :meth:`bind`."""

@@ -37,6 +37,7 @@ from ..errors import InterpretLMError
 from ..registry import UnknownMethodError, call, check_options, method, methods
 from ..results import Result
 from ..targets import Target
+from ..units import parse_unit
 from ..viz import Table, render
 from ..viz.html import CSS, subject
 from . import schema
@@ -379,6 +380,12 @@ def create_app(models: dict[str, Any], data_dir: str | Path, limits: Limits | No
                     if m.inputs == ("clean", "corrupted"):
                         return [obj.clean, obj.corrupted], getattr(obj, "target", None)
                     return [obj], None
+        elif m.takes == "unit":  # COMPONENT INDEX (or COMPONENT all), as on the command line
+            try:
+                unit = parse_unit(text(body.get("unit", body.get("prompt")), "unit"))
+            except InterpretLMError as exc:  # a malformed unit is a bad request, not a missing resource
+                raise ValueError(str(exc).strip("'\"")) from None
+            make_inputs = lambda lm: ([unit], None)  # noqa: E731
         else:
             raise ValueError(f"{m.name} takes {m.takes}, which the app cannot build")
 

@@ -58,7 +58,8 @@
     document.querySelectorAll("#inputs [data-takes]").forEach(function (d) {
       d.hidden = d.dataset.takes.split(" ").indexOf(m.takes) < 0;
     });
-    $("prompt-hint").textContent = m.takes === "dataset" ? "(one a line)" : "";
+    $("prompt-hint").textContent = m.takes === "dataset" ? "(one a line)" :
+      m.takes === "unit" ? "(a unit: COMPONENT INDEX, e.g. blocks.12.mlp.neurons 417)" : "";
     $("target-box").hidden = m.target === "none";
     var kind = $("target-kind");
     if (m.target === "none") kind.value = "";
@@ -81,6 +82,7 @@
     var lines = prompt.split("\n").filter(function (l) { return l.trim(); });
     if (m.takes === "prompt" || m.takes === "item") body.prompt = $("many").checked ? lines : prompt;
     if (m.takes === "dataset") body.prompts = lines;
+    if (m.takes === "unit") body.unit = lines.length ? lines[0] : "";
     if (m.takes === "pairs") {
       if ($("dataset").value) { body.dataset = $("dataset").value; body.n = +$("n").value; }
       else { body.clean = $("clean").value; body.corrupted = $("corrupted").value; }
