@@ -208,7 +208,20 @@ def kinds() -> dict[str, JobKind]:
 
 
 def kind(name: str) -> JobKind:
-    """The job kind called ``name``."""
+    """The job kind called ``name``: a registered one, or ``"module:attribute"`` (a kind defined
+    outside interpretlm, whose ``name`` is that path, so that workers import it by name)."""
+    if name not in _KINDS and ":" in name:
+        import importlib
+
+        module, _, attr = name.partition(":")
+        try:
+            found = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise EngineError(f"Job kind {name!r} cannot be imported here ({exc}); it must be importable in every "
+                              "worker (install its package there, or add it to the runtime environment).") from exc
+        if not isinstance(found, JobKind) or found.name != name:
+            raise EngineError(f"{name!r} is not a JobKind whose name is {name!r}.")
+        register_kind(found)
     if name not in _KINDS:
         from .registry import load_all
 

@@ -131,10 +131,10 @@ class RayEngine:
     def connect(self) -> Any:
         """Connect to (or start) the cluster; raises :class:`EngineError` if it cannot be reached."""
         ray = _import_ray()
-        if ray.is_initialized():
-            return ray
         if self.address is not None:
             _check_reachable(self.address)
+        if ray.is_initialized():
+            return ray
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, **self.init_options}
         if self.address is not None:
             kwargs["address"] = self.address
@@ -153,6 +153,8 @@ class RayEngine:
                           max_task_retries=self.max_restarts)(Worker)
 
     def _start(self, ray: Any, cls: Any, spec: LoadSpec, path: str, n: int) -> list[Any]:
+        if self.runtime_env is not None:   # also when connected to a cluster started elsewhere
+            cls = cls.options(runtime_env=self.runtime_env)
         actors = [cls.remote(spec.to_dict(), path) for _ in range(n)]
         states = ray.get([a.ready.remote() for a in actors])
         bad = [s for s in states if "error" in s]
