@@ -35,6 +35,14 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
+def engine(cluster):
+    """One engine for the module whose 2 workers keep their model between jobs (starting one costs seconds)."""
+    eng = RayEngine(num_workers=2, keep_workers=True)
+    yield eng
+    eng.release()
+
+
+@pytest.fixture(scope="module")
 def model(tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("tiny-llama"), "llama", seed=4)
 
@@ -67,19 +75,19 @@ def test_load_records_its_spec_and_the_local_engine_loads_a_spec(model, tmp_path
 
 
 @pytest.mark.parametrize("pooling", ["none", "mean"])
-def test_ray_store_is_the_local_store_byte_for_byte(cluster, model, tmp_path, pooling):
+def test_ray_store_is_the_local_store_byte_for_byte(engine, model, tmp_path, pooling):
     kw = dict(components="resid_post", pooling=pooling, shard_size=3, batch_size=2)
     local = il.activations(model, texts(10), path=tmp_path / "local", **kw)
-    eng = RayEngine(num_workers=2)
-    far = il.activations(model, texts(10), path=tmp_path / "ray", engine=eng, **kw)
-    assert len({w["pid"] for w in eng.workers}) == 2 and os.getpid() not in {w["pid"] for w in eng.workers}
+    far = il.activations(model, texts(10), path=tmp_path / "ray", engine=engine, **kw)
+    pids = {w["pid"] for w in engine.workers}
+    assert len(pids) == 2 and os.getpid() not in pids
     assert far.computed_shards == [0, 1, 2, 3] == local.computed_shards
     _same_store(tmp_path / "local", tmp_path / "ray")
     for c in local.components:
         assert torch.equal(far[c], local[c])
 
 
-def test_either_engine_resumes_the_other(cluster, model, tmp_path):
+def test_either_engine_resumes_the_other(engine, model, tmp_path):
     kw = dict(components="mlp", layers=[0, 1], shard_size=2, batch_size=2)
     il.activations(model, texts(8), path=tmp_path / "ref", **kw)
     # a local run stopped after two of its four shards (its manifest then lists only those)
@@ -88,7 +96,7 @@ def test_either_engine_resumes_the_other(cluster, model, tmp_path):
     for k in ("2", "3"):
         (tmp_path / "s" / manifest["shards"].pop(k)["file"]).unlink()
     (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    resumed = il.activations(model, texts(8), path=tmp_path / "s", engine=RayEngine(num_workers=2), **kw)
+    resumed = il.activations(model, texts(8), path=tmp_path / "s", engine=engine, **kw)
     assert resumed.computed_shards == [2, 3]
     _same_store(tmp_path / "ref", tmp_path / "s")
     again = il.activations(model, texts(8), path=tmp_path / "s", **kw)   # and the local engine finds it finished
@@ -106,7 +114,7 @@ def _watch(markers: Path, shard: int, seen: dict, stop: threading.Event) -> None
         time.sleep(0.02)
 
 
-def test_a_worker_killed_mid_shard_is_retried_and_the_store_is_unchanged(cluster, model, tmp_path):
+def test_a_worker_killed_mid_shard_is_retried_and_the_store_is_unchanged(engine, model, tmp_path):
     n = 8
     il.activations(model, texts(n), "resid_post", path=tmp_path / "ref", shard_size=2, batch_size=2)
     markers = tmp_path / "markers"
@@ -115,7 +123,7 @@ def test_a_worker_killed_mid_shard_is_retried_and_the_store_is_unchanged(cluster
     watcher = threading.Thread(target=_watch, args=(markers, 1, seen, stop))
     watcher.start()
     try:
-        store = RayEngine(num_workers=2).run(SLOW, model, dict(
+        store = engine.run(SLOW, model, dict(
             texts=texts(n), components="resid_post", shard_size=2, batch_size=2, path=tmp_path / "ray",
             markers=str(markers), delay=1.0))
     finally:
@@ -128,7 +136,34 @@ def test_a_worker_killed_mid_shard_is_retried_and_the_store_is_unchanged(cluster
     _same_store(tmp_path / "ref", tmp_path / "ray")
 
 
-def test_a_driver_killed_mid_job_resumes_from_the_store(cluster, model, tmp_path):
+def test_bad_input_fails_before_any_work(engine, model, tmp_path):
+    # an address nothing listens on: refused at once, not after a minute of retries
+    t = time.time()
+    with pytest.raises(EngineError, match="No Ray cluster answers"):
+        RayEngine(address="127.0.0.1:9").connect()
+    assert time.time() - t < 10
+    # a store path no worker can write (its parent is a file)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(EngineError, match="cannot write the store"):
+        il.activations(model, texts(4), path=tmp_path / "file" / "acts", engine=engine)
+    # a model the workers cannot load
+    with pytest.raises(EngineError, match="cannot load the model"):
+        il.activations(str(tmp_path / "no-such-model"), texts(4), path=tmp_path / "a", engine=engine)
+    assert not (tmp_path / "a").exists()
+    # a bad request is the family's own error, raised before anything is written
+    with pytest.raises(il.ComponentError, match="Unknown component"):
+        il.activations(model, texts(4), "resid_mid", path=tmp_path / "b", engine=engine)
+    assert not (tmp_path / "b" / "manifest.json").exists()
+    with pytest.raises(EngineError, match="give path="):
+        il.activations(model, texts(4), engine=engine)
+    with pytest.raises(EngineError, match="built in memory"):
+        il.activations(tiny_lm("llama"), texts(4), path=tmp_path / "c", engine=engine)
+    with pytest.raises(EngineError, match="engine='spark'"):
+        il.activations(model, texts(4), engine="spark")
+
+
+def test_a_driver_killed_mid_job_resumes_from_the_store(cluster, engine, model, tmp_path):
+    engine.release()   # the driver below needs the cluster's 2 CPUs for its own workers
     n = 16   # 8 shards of 1 s each on 2 workers
     il.activations(model, texts(n), "resid_post", path=tmp_path / "ref", shard_size=2, batch_size=2)
     markers, store = tmp_path / "markers", tmp_path / "store"
@@ -159,29 +194,3 @@ def test_a_driver_killed_mid_job_resumes_from_the_store(cluster, model, tmp_path
     resumed = il.activations(model, texts(n), "resid_post", path=store, shard_size=2, batch_size=2)  # local
     assert sorted(resumed.computed_shards) == sorted(set(range(8)) - {int(k) for k in recorded})
     _same_store(tmp_path / "ref", store)
-
-
-def test_bad_input_fails_before_any_work(cluster, model, tmp_path):
-    # an address nothing listens on: refused at once, not after a minute of retries
-    t = time.time()
-    with pytest.raises(EngineError, match="No Ray cluster answers"):
-        RayEngine(address="127.0.0.1:9").connect()
-    assert time.time() - t < 10
-    # a store path no worker can write (its parent is a file)
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(EngineError, match="cannot write the store"):
-        il.activations(model, texts(4), path=tmp_path / "file" / "acts", engine=RayEngine(num_workers=1))
-    # a model the workers cannot load
-    with pytest.raises(EngineError, match="cannot load the model"):
-        il.activations(str(tmp_path / "no-such-model"), texts(4), path=tmp_path / "a", engine=RayEngine())
-    assert not (tmp_path / "a").exists()
-    # a bad request is the family's own error, raised before anything is written
-    with pytest.raises(il.ComponentError, match="Unknown component"):
-        il.activations(model, texts(4), "resid_mid", path=tmp_path / "b", engine=RayEngine())
-    assert not (tmp_path / "b" / "manifest.json").exists()
-    with pytest.raises(EngineError, match="give path="):
-        il.activations(model, texts(4), engine=RayEngine())
-    with pytest.raises(EngineError, match="built in memory"):
-        il.activations(tiny_lm("llama"), texts(4), path=tmp_path / "c", engine=RayEngine())
-    with pytest.raises(EngineError, match="engine='spark'"):
-        il.activations(model, texts(4), engine="spark")

@@ -21,6 +21,7 @@ driver killed mid-job leaves a manifest of the finished shards: running the same
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tempfile
@@ -69,8 +70,8 @@ def _probe_folder(path: str) -> None:
 class Worker:
     """One Ray actor: loads the model once (on first use) and computes the jobs it is sent."""
 
-    def __init__(self, spec: dict[str, Any], path: str) -> None:
-        self.spec, self.path, self.lm = spec, path, None
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec, self.lm = spec, None
 
     def _model(self) -> Any:
         if self.lm is None:
@@ -80,14 +81,14 @@ class Worker:
             self.lm = LoadSpec.from_dict(self.spec).load()
         return self.lm
 
-    def ready(self) -> dict[str, Any]:
+    def ready(self, path: str) -> dict[str, Any]:
         """Load the model and check the store folder; what went wrong, as data, instead of a dead actor."""
         try:
             self._model()
         except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises a clear error
             return {"error": "load", "message": f"{type(exc).__name__}: {exc}"}
         try:
-            _probe_folder(self.path)
+            _probe_folder(path)
         except OSError as exc:
             return {"error": "write", "message": f"{type(exc).__name__}: {exc}"}
         return {"pid": os.getpid(), "host": socket.gethostname()}
@@ -112,6 +113,10 @@ class RayEngine:
         address, num_cpus, runtime_env, init_options: how to reach (or start) the cluster.
         num_workers: actors per job (default: the cluster's CPUs).
         max_restarts: how often a dead worker is restarted (and its shard retried).
+        keep_workers: keep the actors (and their loaded models) after a job for the next job
+            on the same model, until :meth:`release`; otherwise they end with the job and free
+            their CPUs for others.
+        start_timeout: seconds to wait for the workers to start and load the model.
         workers: ``[{"pid", "host"}]`` of the last job's actors.
     """
 
@@ -119,11 +124,13 @@ class RayEngine:
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, num_workers: int | None = None,
                  runtime_env: dict[str, Any] | None = None, init_options: dict[str, Any] | None = None,
-                 max_restarts: int = 3) -> None:
+                 max_restarts: int = 3, keep_workers: bool = False, start_timeout: float = 600.0) -> None:
         self.address, self.num_cpus, self.num_workers = address, num_cpus, num_workers
         self.runtime_env, self.init_options = runtime_env, dict(init_options or {})
-        self.max_restarts = max_restarts
+        self.max_restarts, self.keep_workers, self.start_timeout = max_restarts, keep_workers, start_timeout
         self.workers: list[dict[str, Any]] = []
+        self._pool: dict[str, list[Any]] = {}   # load spec (JSON) -> idle actors holding that model
+        self._session: str | None = None
 
     def __repr__(self) -> str:
         return f"RayEngine(address={self.address!r}, num_cpus={self.num_cpus!r})"
@@ -153,14 +160,27 @@ class RayEngine:
                           max_task_retries=self.max_restarts)(Worker)
 
     def _start(self, ray: Any, cls: Any, spec: LoadSpec, path: str, n: int) -> list[Any]:
+        session = ray.get_runtime_context().get_job_id()
+        if session != self._session:   # a new ray.init: the old actors are gone
+            self._pool, self._session = {}, session
+        key = json.dumps(spec.to_dict(), sort_keys=True)
+        for other in [k for k in self._pool if k != key]:   # idle workers of another model free their CPUs
+            self._end(ray, self._pool.pop(other), None)
+        actors = self._pool.pop(key, [])[:n]
         if self.runtime_env is not None:   # also when connected to a cluster started elsewhere
             cls = cls.options(runtime_env=self.runtime_env)
-        actors = [cls.remote(spec.to_dict(), path) for _ in range(n)]
-        states = ray.get([a.ready.remote() for a in actors])
+        actors += [cls.remote(spec.to_dict()) for _ in range(n - len(actors))]
+        try:
+            states = ray.get([a.ready.remote(path) for a in actors], timeout=self.start_timeout)
+        except ray.exceptions.GetTimeoutError:
+            self._end(ray, actors, None)
+            free = ray.available_resources().get("CPU", 0)
+            raise EngineError(f"{n} Ray worker(s) did not start within {self.start_timeout:g} s (the cluster has "
+                              f"{free:g} CPUs free; each worker takes 1). Ask for fewer (num_workers=) or free "
+                              "the cluster.") from None
         bad = [s for s in states if "error" in s]
         if bad:
-            for a in actors:
-                ray.kill(a)
+            self._end(ray, actors, key if bad[0]["error"] == "write" else None)
             s = bad[0]
             if s["error"] == "load":
                 raise EngineError(f"Ray workers cannot load the model {spec.name!r} ({s['message']}). The load spec "
@@ -183,7 +203,10 @@ class RayEngine:
         ray = self.connect()
         cls = self._actor_class(ray)
         self.workers = []
-        actors = self._start(ray, cls, spec, path, 1)
+        key = json.dumps(spec.to_dict(), sort_keys=True)
+        # All workers start (import torch, load the model) at once; the first one also plans the job.
+        n_workers = self.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        actors = self._start(ray, cls, spec, path, n_workers)
         try:
             try:
                 plan = ray.get(actors[0].plan.remote(kind.name, values))
@@ -191,10 +214,8 @@ class RayEngine:
                 raise _unwrap(ray, exc) from None
             todo = kind.prepare(path, plan, bool(run_args.get("overwrite")))
             rows = kind.shard_rows(plan)
-            n_workers = self.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-            n_workers = max(1, min(n_workers, len(todo)))
-            if n_workers > 1:
-                actors += self._start(ray, cls, spec, path, n_workers - 1)
+            self._end(ray, actors[max(1, len(todo)):], key)   # fewer shards to do than workers
+            actors = actors[:max(1, len(todo))]
             # Workers get the plan without the whole data set; each job carries its own shard's data.
             shared = {k: v for k, v in plan.items() if k != "args"}
             queue, running, computed = deque(todo), {}, []
@@ -227,12 +248,29 @@ class RayEngine:
             finally:
                 bar.close()
         finally:
-            for a in actors:
-                ray.kill(a)
+            self._end(ray, actors, key)
         return kind.finish(path, plan, sorted(computed))
+
+    def _end(self, ray: Any, actors: list[Any], key: str | None) -> None:
+        """Keep ``actors`` for the next job on the same model (``keep_workers``), or end them."""
+        if self.keep_workers and key is not None:
+            self._pool.setdefault(key, []).extend(actors)
+            return
+        for a in actors:
+            ray.kill(a)
+
+    def release(self) -> None:
+        """End the actors kept for later jobs (``keep_workers=True``), freeing their CPUs."""
+        ray = _import_ray()
+        pool, self._pool = self._pool, {}
+        if ray.is_initialized():
+            for actors in pool.values():
+                for a in actors:
+                    ray.kill(a)
 
     def shutdown(self) -> None:
         """Disconnect from (or stop the local) cluster."""
+        self.release()
         ray = _import_ray()
         if ray.is_initialized():
             ray.shutdown()
