@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,8 @@ class RayEngine:
             their CPUs for others.
         start_timeout: seconds to wait for the workers to start and load the model.
         workers: ``[{"pid", "host"}]`` of the last job's actors.
+        timings: seconds the last job spent starting workers (import, model load, folder check),
+            planning, computing and writing shards, and opening the store.
     """
 
     name = "ray"
@@ -129,6 +132,7 @@ class RayEngine:
         self.runtime_env, self.init_options = runtime_env, dict(init_options or {})
         self.max_restarts, self.keep_workers, self.start_timeout = max_restarts, keep_workers, start_timeout
         self.workers: list[dict[str, Any]] = []
+        self.timings: dict[str, float] = {}
         self._pool: dict[str, list[Any]] = {}   # load spec (JSON) -> idle actors holding that model
         self._session: str | None = None
 
@@ -202,17 +206,19 @@ class RayEngine:
         path = os.path.abspath(os.fspath(run_args["path"]))
         ray = self.connect()
         cls = self._actor_class(ray)
-        self.workers = []
+        self.workers, t0 = [], time.perf_counter()
         key = json.dumps(spec.to_dict(), sort_keys=True)
         # All workers start (import torch, load the model) at once; the first one also plans the job.
         n_workers = self.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         actors = self._start(ray, cls, spec, path, n_workers)
+        t1 = time.perf_counter()
         try:
             try:
                 plan = ray.get(actors[0].plan.remote(kind.name, values))
             except Exception as exc:  # noqa: BLE001 - the family's own error, raised here as it is
                 raise _unwrap(ray, exc) from None
             todo = kind.prepare(path, plan, bool(run_args.get("overwrite")))
+            t2 = time.perf_counter()
             rows = kind.shard_rows(plan)
             self._end(ray, actors[max(1, len(todo)):], key)   # fewer shards to do than workers
             actors = actors[:max(1, len(todo))]
@@ -249,7 +255,11 @@ class RayEngine:
                 bar.close()
         finally:
             self._end(ray, actors, key)
-        return kind.finish(path, plan, sorted(computed))
+        t3 = time.perf_counter()
+        store = kind.finish(path, plan, sorted(computed))
+        self.timings = {"start_workers": t1 - t0, "plan": t2 - t1, "shards": t3 - t2,
+                        "finish": time.perf_counter() - t3}
+        return store
 
     def _end(self, ray: Any, actors: list[Any], key: str | None) -> None:
         """Keep ``actors`` for the next job on the same model (``keep_workers``), or end them."""
