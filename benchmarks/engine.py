@@ -50,7 +50,16 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--shard-size", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads of the local engine (0: the free cores, as the CLI and tests use)")
     args = ap.parse_args()
+    import torch
+
+    from interpretlm.runtime import use_free_cores
+
+    # On a busy machine a 2-thread forward waits for its slower thread (see interpretlm.runtime);
+    # the Ray workers run 1 thread each. --threads 2 measures torch's default instead.
+    torch.set_num_threads(args.threads) if args.threads else use_free_cores()
     import ray
 
     from interpretlm.probing.store import ActivationStore  # noqa: F401 (the family is imported once, untimed)
