@@ -140,7 +140,7 @@ def test_bad_input_fails_before_any_work(engine, model, tmp_path):
     # an address nothing listens on: refused at once, not after a minute of retries
     t = time.time()
     with pytest.raises(EngineError, match="No Ray cluster answers"):
-        RayEngine(address="127.0.0.1:9").connect()
+        il.engine.ray(address="127.0.0.1:9")
     assert time.time() - t < 10
     # a store path no worker can write (its parent is a file)
     (tmp_path / "file").write_text("x")

@@ -153,7 +153,8 @@ def verbs() -> dict[str, Callable[..., Any]]:
     return {k.verb: verb(k.name) for k in jobs.kinds().values()}
 
 
-__all__ = ["EngineError", "LocalEngine", "LoadSpec", "get", "local", "ray", "run", "verb", "verbs"]
+# What ``il.<name>`` finds here (the package's functions are reached as ``il.engine.ray`` ..., not as ``il.ray``).
+__all__ = ["EngineError", "LoadSpec"]
 
 
 def __getattr__(name: str) -> Any:

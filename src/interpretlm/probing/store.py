@@ -280,7 +280,8 @@ def activations(lm: Any, texts: str | Sequence[str], components: str | Sequence[
     """Extract activations of canonical components over texts, in memory or into a resumable store.
 
     Args:
-        lm: the model handle.
+        lm: the model handle (``il.activations`` also takes a load spec: a name, a folder or
+            ``{"name": ..., **il.load options}``, loaded by the engine's workers).
         texts: the texts (one forward pass per ``batch_size`` of them).
         components: a block kind (``"resid_post"``, ``"attn"``, ``"mlp"``, ``"attn.heads"``,
             ``"mlp.neurons"``, ``"resid_pre"``) expanded over ``layers``, or canonical names.
