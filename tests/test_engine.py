@@ -162,7 +162,6 @@ def test_bad_input_fails_before_any_work(engine, model, tmp_path):
         il.activations(model, texts(4), engine="spark")
 
 
-@pytest.mark.slow   # a second driver process and 4 s of planted shard time: 25 s under load
 def test_a_driver_killed_mid_job_resumes_from_the_store(cluster, engine, model, tmp_path):
     engine.release()   # the driver below needs the cluster's 2 CPUs for its own workers
     n = 16   # 8 shards of 1 s each on 2 workers
