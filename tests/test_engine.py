@@ -194,3 +194,13 @@ def test_a_driver_killed_mid_job_resumes_from_the_store(cluster, engine, model, 
     resumed = il.activations(model, texts(n), "resid_post", path=store, shard_size=2, batch_size=2)  # local
     assert sorted(resumed.computed_shards) == sorted(set(range(8)) - {int(k) for k in recorded})
     _same_store(tmp_path / "ref", store)
+
+
+def test_the_configured_engine_is_the_one_engine_ray_names(cluster, engine, model, tmp_path):
+    engine.release()   # its kept workers would hold the CPUs the configured engine's workers need
+    configured = il.engine.ray(num_cpus=2, num_workers=2)   # the cluster is up: it joins it
+    assert il.engine.get("ray") is configured and ray.is_initialized()
+    store = il.activations(model, texts(6), "attn", pooling="last", shard_size=2, path=tmp_path / "r", engine="ray")
+    il.activations(model, texts(6), "attn", pooling="last", shard_size=2, path=tmp_path / "l")
+    assert store.computed_shards == [0, 1, 2] and len(configured.workers) == 2
+    _same_store(tmp_path / "l", tmp_path / "r")
