@@ -82,7 +82,7 @@ def __getattr__(name: str):
 
     if any(k.verb == name for k in jobs.kinds().values()):  # il.activations: a job kind, run by an engine
         return importlib.import_module("interpretlm.engine").verbs()[name]
-    for pkg in registry.family_packages():  # names a family exports (il.activations...)
+    for pkg in registry.family_packages():  # names a package exports (il.serve, il.EngineError...)
         module = importlib.import_module(f"interpretlm.{pkg}")
         if name in getattr(module, "__all__", ()):
             return getattr(module, name)

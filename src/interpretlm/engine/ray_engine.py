@@ -222,8 +222,11 @@ class RayEngine:
             rows = kind.shard_rows(plan)
             self._end(ray, actors[max(1, len(todo)):], key)   # fewer shards to do than workers
             actors = actors[:max(1, len(todo))]
-            # Workers get the plan without the whole data set; each job carries its own shard's data.
+            # Workers get the plan without the whole data set (each job carries its own shard's data) and
+            # without the list of finished shards (the driver's business), so a job's size does not grow.
             shared = {k: v for k, v in plan.items() if k != "args"}
+            if isinstance(shared.get("manifest"), dict):
+                shared["manifest"] = {k: v for k, v in shared["manifest"].items() if k != "shards"}
             queue, running, computed = deque(todo), {}, []
             n = rows[-1][1] if rows else 0
             bar = progress_bar(n, f"{kind.name} (ray)", run_args.get("progress"),
