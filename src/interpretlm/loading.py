@@ -190,7 +190,8 @@ def _auto_class(config: Any):
 
 
 def _from_pretrained(source: str, *, dtype: Any, device: str, trust_remote_code: bool, allow_pickle: bool,
-                     name: str, model_class: Any = None, attn_implementation: str | None = None) -> LM:
+                     name: str, model_class: Any = None, attn_implementation: str | None = None,
+                     placement: dict[str, Any] | None = None) -> LM:
     from transformers import AutoConfig, AutoTokenizer
 
     try:
@@ -217,6 +218,8 @@ def _from_pretrained(source: str, *, dtype: Any, device: str, trust_remote_code:
         kwargs["use_safetensors"] = True
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if placement:
+        kwargs.update(placement)   # device_map / max_memory / offload_folder, placed by accelerate
     from safetensors import SafetensorError
 
     try:
@@ -230,7 +233,8 @@ def _from_pretrained(source: str, *, dtype: Any, device: str, trust_remote_code:
     except OSError as exc:
         hint = (" If it has only pickle weights, opt in with allow_pickle=True." if not allow_pickle else "")
         raise ModelLoadError(f"Cannot load {source!r}: {exc}.{hint}") from exc
-    model.to(device)
+    if not placement:
+        model.to(device)
     model.requires_grad_(False)  # methods take gradients w.r.t. inputs and activations, not weights
     return LM(model, tokenizer, name=name, source=source)
 
@@ -269,7 +273,8 @@ def builtin_folder(name: str = DEFAULT_MODEL) -> Path:
 
 def load(name: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "float32", device: str = "cpu",
          trust_remote_code: bool = False, allow_pickle: bool = False, model_class: Any = None,
-         attn_implementation: str | None = None) -> LM:
+         attn_implementation: str | None = None, device_map: str | dict[str, Any] | None = None,
+         max_memory: dict[Any, Any] | None = None, offload_folder: str | os.PathLike | None = None) -> LM:
     """Load a model to explain.
 
     Args:
@@ -282,6 +287,16 @@ def load(name: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "f
         trust_remote_code: run custom model code from the repository (off unless you opt in).
         allow_pickle: allow pickle (``.bin``) checkpoints (off: they can run arbitrary code).
         model_class: a transformers ``Auto*`` class to force (default: from the config).
+        device_map: split the modules across devices with accelerate: ``"auto"``,
+            ``"balanced"``, ``"sequential"`` or ``{module path: device}`` (a device is
+            ``"cpu"``, ``0``/``"cuda:0"``..., or ``"disk"`` for weights offloaded to
+            ``offload_folder`` and brought in per forward). ``device`` is then ignored. Hooks,
+            capture, intervene, replay and every method work across the split.
+        max_memory: with ``device_map``, the most each device may hold (``{0: "20GiB", "cpu": "60GiB"}``).
+        offload_folder: where ``"disk"`` modules' weights go.
+
+    The model records how it was loaded as ``lm.load_spec`` (plain data), which is how an
+    engine's workers load it again (:mod:`interpretlm.engine`).
 
     Returns:
         an :class:`~interpretlm.model.LM`.
@@ -296,8 +311,50 @@ def load(name: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "f
         raise ModelLoadError(f"il.load takes a model name, folder or .gguf path; got {type(name).__name__} {name!r}.")
     device = _device(device)
     torch_dtype = _dtype(dtype)
+    placement = _placement(device_map, max_memory, offload_folder)
     common = dict(dtype=torch_dtype, device=device, trust_remote_code=trust_remote_code,
-                  allow_pickle=allow_pickle, model_class=model_class, attn_implementation=attn_implementation)
+                  allow_pickle=allow_pickle, model_class=model_class, attn_implementation=attn_implementation,
+                  placement=placement)
+    lm = _load(name, common)
+    # Plain data a worker process can load the same model from (None when a class object was passed).
+    options: dict[str, Any] = {"dtype": dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch."),
+                               "device": device}
+    for key, value in (("trust_remote_code", trust_remote_code), ("allow_pickle", allow_pickle),
+                       ("attn_implementation", attn_implementation), ("device_map", device_map),
+                       ("max_memory", max_memory),
+                       ("offload_folder", None if offload_folder is None else os.fspath(offload_folder))):
+        if value:
+            options[key] = value
+    lm.load_spec = None if model_class is not None else {"name": os.fspath(name), **options}
+    return lm
+
+
+def _placement(device_map: Any, max_memory: Any, offload_folder: Any) -> dict[str, Any]:
+    """``from_pretrained``'s placement keywords, checked before any weights are read."""
+    if device_map is None:
+        if max_memory is not None or offload_folder is not None:
+            raise ModelLoadError("max_memory= and offload_folder= place modules of a device_map; give "
+                                 "device_map='auto' (or a {module: device} dict) too.")
+        return {}
+    if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential") \
+            and not device_map.startswith(("cpu", "cuda", "mps")):
+        raise ModelLoadError(f"device_map={device_map!r}: give 'auto', 'balanced', 'sequential', a device, or a "
+                             "{module path: device} dict.")
+    if isinstance(device_map, dict):
+        devices = {str(d) for d in device_map.values()}
+        if "disk" in devices and offload_folder is None:
+            raise ModelLoadError("device_map puts modules on 'disk'; give offload_folder= for their weights.")
+        for d in devices - {"disk", "cpu", "meta"}:
+            _device(f"cuda:{d}" if d.isdigit() else d)
+    out: dict[str, Any] = {"device_map": device_map}
+    if max_memory is not None:
+        out["max_memory"] = max_memory
+    if offload_folder is not None:
+        out["offload_folder"] = os.fspath(offload_folder)
+    return out
+
+
+def _load(name: str | os.PathLike, common: dict[str, Any]) -> LM:
     sname = str(name)
     if sname in BUILTIN:
         return _from_pretrained(str(builtin_folder(sname)), name=sname, **common)

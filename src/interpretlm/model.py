@@ -512,9 +512,10 @@ class LM:
         if cached is not None and cached[0] == versions:
             return cached[1]
         h = hashlib.sha256()
+        offloaded = _offloaded_weights(self.model) if any(p.device.type == "meta" for _, p in params) else {}
         with torch.no_grad():
             for name, p in params:
-                t = p.detach()
+                t = offloaded.get(name, p).detach()
                 h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
                 if t.is_floating_point() and t.numel():
                     flat = t.reshape(-1).double()
@@ -523,6 +524,25 @@ class LM:
         digest = h.hexdigest()[:16]
         self._fingerprint_cache = (versions, digest)
         return digest
+
+
+def _offloaded_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The real values of weights a device map offloaded (to CPU RAM or disk): accelerate leaves
+    them on the ``meta`` device and keeps them in each module's hook (``weights_map``)."""
+    found: dict[str, torch.Tensor] = {}
+    for mod_name, module in model.named_modules():
+        hook = getattr(module, "_hf_hook", None)
+        for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+            weights = getattr(h, "weights_map", None)
+            if weights is None:
+                continue
+            for local, value in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+                if value.device.type == "meta":
+                    try:
+                        found[f"{mod_name}.{local}" if mod_name else local] = weights[local]
+                    except KeyError:
+                        continue
+    return found
 
 
 def resolve_blocks(model: nn.Module, family: Family) -> nn.ModuleList:

@@ -157,3 +157,31 @@ def tiny_lm(family: str = "llama", *, seed: int = 0, head: bool = True, dtype: t
     model = model.to(dtype).eval()
     model.requires_grad_(False)
     return LM(model, tok, name=f"tiny-{family}")
+
+
+def save_tiny(folder: str | Any, family: str = "llama", *, seed: int = 0, **overrides: Any) -> str:
+    """Write :func:`tiny_lm` (weights as safetensors, config, tokenizer) to ``folder``; return its path.
+
+    ``il.load(folder)`` gives the same model (same fingerprint, same logits), so a tiny model
+    can be loaded by path in other processes (an engine's workers).
+
+    Example:
+        >>> import tempfile, interpretlm as il
+        >>> folder = save_tiny(tempfile.mkdtemp(), "gpt2", seed=1)
+        >>> il.load(folder).fingerprint == tiny_lm("gpt2", seed=1).fingerprint
+        True
+    """
+    import os
+
+    from transformers.utils import logging as hf_logging
+
+    lm = tiny_lm(family, seed=seed, **overrides)
+    folder = os.fspath(folder)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()   # no "Writing model shards" bar for a 100 kB model
+    try:
+        lm.model.save_pretrained(folder, safe_serialization=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    lm.tokenizer.save_pretrained(folder)
+    return folder

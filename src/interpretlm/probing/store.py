@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from ..errors import ComponentError, InterpretLMError
+from ..jobs import JobKind, register_kind
 from ..progress import bar as progress_bar
 from ..results import atomic_write
 from .errors import ProbingError, StoreError
@@ -279,7 +280,8 @@ def activations(lm: Any, texts: str | Sequence[str], components: str | Sequence[
     """Extract activations of canonical components over texts, in memory or into a resumable store.
 
     Args:
-        lm: the model handle.
+        lm: the model handle (``il.activations`` also takes a load spec: a name, a folder or
+            ``{"name": ..., **il.load options}``, loaded by the engine's workers).
         texts: the texts (one forward pass per ``batch_size`` of them).
         components: a block kind (``"resid_post"``, ``"attn"``, ``"mlp"``, ``"attn.heads"``,
             ``"mlp.neurons"``, ``"resid_pre"``) expanded over ``layers``, or canonical names.
@@ -300,6 +302,9 @@ def activations(lm: Any, texts: str | Sequence[str], components: str | Sequence[
         an :class:`ActivationStore`; ``store["blocks.3.resid_post"]`` is ``[n_tokens, d_model]``
         (token level, ``store.row_ptr`` maps texts to rows) or ``[n_texts, d_model]`` (pooled).
 
+    ``il.activations`` is this function run by an engine (``engine="local"`` or ``"ray"``,
+    see :mod:`interpretlm.engine`); both write the same store, so either resumes the other's.
+
     Example:
         >>> import interpretlm as il  # doctest: +SKIP
         >>> lm = il.load()  # doctest: +SKIP
@@ -307,85 +312,147 @@ def activations(lm: Any, texts: str | Sequence[str], components: str | Sequence[
         >>> store["blocks.5.resid_post"].shape  # doctest: +SKIP
         torch.Size([7, 576])
     """
-    # Everything is checked before anything is written: a bad call leaves no folder behind.
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    if not texts:
-        raise ProbingError("No texts were given: pass a non-empty list of texts.")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str) or not t.strip():
-            raise ProbingError(f"Text {i} is {'empty' if isinstance(t, str) else type(t).__name__}: "
-                               "every text must be a non-empty string.")
-    if pooling not in POOLINGS:
-        raise ProbingError(f"pooling={pooling!r} is not one of {POOLINGS}.")
-    if positions is not None:
-        if pooling != "none":
-            raise ProbingError("positions= selects tokens, so it needs pooling='none'.")
-        if len(positions) != len(texts):
-            raise ProbingError(f"positions has {len(positions)} entries for {len(texts)} texts; give one list per text.")
-    if dtype not in _DTYPES:
-        raise ProbingError(f"dtype={dtype!r} is not one of {sorted(_DTYPES)}.")
-    if batch_size < 1 or shard_size < 1:
-        raise ProbingError("batch_size and shard_size must be at least 1.")
-    names = expand_components(lm, components, layers)
-    for n in names:
-        lm.site(n)   # unknown names raise here
-    lm.tokenize(texts[: min(len(texts), 4)])   # an unusable text (too long...) fails before writing
-    needs_top = any(layer_of(n) >= 10**6 for n in names)
-    stop_layer = None if needs_top else max(layer_of(n) for n in names)
-    if stop_layer is not None and (stop_layer < 0 or stop_layer == lm.n_layers - 1):
-        stop_layer = 0 if stop_layer < 0 else None
+    kind = ACTIVATIONS
+    args = dict(texts=texts, components=components, layers=layers, pooling=pooling, positions=positions,
+                shard_size=shard_size, batch_size=batch_size, dtype=dtype)
+    plan = kind.plan(lm, args)   # everything is checked before anything is written
+    texts = plan["args"]["texts"]
+    todo = kind.prepare(path, plan, overwrite) if path is not None else list(range(plan["manifest"]["n_shards"]))
+    rows = kind.shard_rows(plan)
+    computed: list[int] = []
+    kept: dict[int, dict[str, torch.Tensor]] = {}
+    n = len(texts)
+    bar = progress_bar(n, "activations", progress, initial=n - sum(rows[k][1] - rows[k][0] for k in todo))
+    try:
+        for k in todo:
+            lo, hi = rows[k]
+            shard = kind.compute(lm, plan, kind.shard_args(plan["args"], lo, hi))
+            computed.append(k)
+            if path is None:
+                kept[k] = shard
+            else:
+                kind.record(path, plan, k, kind.write(path, plan, k, shard))
+            bar.update(hi - lo)
+    finally:
+        bar.close()
+    if path is None:
+        return _assemble(None, plan["manifest"], computed, kept)
+    return kind.finish(path, plan, computed)
 
-    config = {"format": STORE_FORMAT, "model": lm.name, "n_params": sum(p.numel() for p in lm.model.parameters()),
-              "components": names, "pooling": pooling, "dtype": dtype, "shard_size": shard_size,
-              "batch_size": batch_size, "n_texts": len(texts)}
-    fingerprint = _fingerprint(config, texts, positions)
-    n_shards = math.ceil(len(texts) / shard_size)
-    manifest = dict(config, fingerprint=fingerprint, n_shards=n_shards, shards={})
-    folder = Path(path) if path is not None else None
-    if folder is not None:
+
+class ActivationsJob(JobKind):
+    """The activation store as a sharded job kind (see :mod:`interpretlm.jobs`): what the
+    local loop above and the Ray engine both run, step by step, on the same store."""
+
+    name = "activations"
+    verb = "activations"
+
+    local = staticmethod(activations)
+
+    def plan(self, lm: Any, args: dict[str, Any]) -> dict[str, Any]:
+        texts, pooling, positions = args["texts"], args.get("pooling", "none"), args.get("positions")
+        dtype, batch_size, shard_size = args.get("dtype", "float32"), args.get("batch_size", 16), \
+            args.get("shard_size", 256)
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ProbingError("No texts were given: pass a non-empty list of texts.")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise ProbingError(f"Text {i} is {'empty' if isinstance(t, str) else type(t).__name__}: "
+                                   "every text must be a non-empty string.")
+        if pooling not in POOLINGS:
+            raise ProbingError(f"pooling={pooling!r} is not one of {POOLINGS}.")
+        if positions is not None:
+            if pooling != "none":
+                raise ProbingError("positions= selects tokens, so it needs pooling='none'.")
+            if len(positions) != len(texts):
+                raise ProbingError(f"positions has {len(positions)} entries for {len(texts)} texts; "
+                                   "give one list per text.")
+            positions = [[int(p) for p in ps] for ps in positions]
+        if dtype not in _DTYPES:
+            raise ProbingError(f"dtype={dtype!r} is not one of {sorted(_DTYPES)}.")
+        if batch_size < 1 or shard_size < 1:
+            raise ProbingError("batch_size and shard_size must be at least 1.")
+        names = expand_components(lm, args.get("components", "resid_post"), args.get("layers", "all"))
+        for n in names:
+            lm.site(n)   # unknown names raise here
+        lm.tokenize(texts[: min(len(texts), 4)])   # an unusable text (too long...) fails before writing
+        needs_top = any(layer_of(n) >= 10**6 for n in names)
+        stop_layer = None if needs_top else max(layer_of(n) for n in names)
+        if stop_layer is not None and (stop_layer < 0 or stop_layer == lm.n_layers - 1):
+            stop_layer = 0 if stop_layer < 0 else None
+        config = {"format": STORE_FORMAT, "model": lm.name,
+                  "n_params": sum(p.numel() for p in lm.model.parameters()),
+                  "components": names, "pooling": pooling, "dtype": dtype, "shard_size": shard_size,
+                  "batch_size": batch_size, "n_texts": len(texts)}
+        manifest = dict(config, fingerprint=_fingerprint(config, texts, positions),
+                        n_shards=math.ceil(len(texts) / shard_size), shards={})
+        return {"manifest": manifest, "stop_layer": stop_layer,
+                "args": {"texts": texts, "positions": positions}}
+
+    def shard_rows(self, plan: dict[str, Any]) -> list[tuple[int, int]]:
+        m = plan["manifest"]
+        return [(k * m["shard_size"], min(m["n_texts"], (k + 1) * m["shard_size"])) for k in range(m["n_shards"])]
+
+    def shard_args(self, args: dict[str, Any], lo: int, hi: int) -> dict[str, Any]:
+        pos = args.get("positions")
+        return {"texts": list(args["texts"][lo:hi]), "positions": None if pos is None else pos[lo:hi],
+                "rows": [lo, hi]}
+
+    def prepare(self, path: str | os.PathLike, plan: dict[str, Any], overwrite: bool) -> list[int]:
+        folder = Path(path)
+        manifest = plan["manifest"]
         old = _read_manifest(folder)
-        if old is not None and old.get("fingerprint") != fingerprint:
+        if old is not None and old.get("fingerprint") != manifest["fingerprint"]:
             if not overwrite:
                 raise StoreError(
                     f"{folder} already holds activations of a different request (other texts, model or options). "
                     "Use another path, or pass overwrite=True to replace it.")
             for f in folder.glob("shard-*.safetensors"):
                 f.unlink()
+            (folder / "manifest.json").unlink()
             old = None
         if old is not None:
-            manifest = old
-        elif folder.exists() and any(folder.iterdir()) and not (folder / "manifest.json").exists() and not overwrite:
+            manifest["shards"] = old["shards"]
+        elif folder.exists() and any(folder.iterdir()) and not overwrite:
             raise StoreError(f"{folder} exists and holds other files; give an empty or new folder.")
+        return [k for k in range(manifest["n_shards"])
+                if str(k) not in manifest["shards"] or not (folder / manifest["shards"][str(k)]["file"]).exists()]
 
-    from safetensors.torch import save_file
+    def compute(self, lm: Any, plan: dict[str, Any], args: dict[str, Any]) -> dict[str, torch.Tensor]:
+        m = plan["manifest"]
+        return _run_shard(lm, args["texts"], m["components"], m["pooling"], args["positions"], m["batch_size"],
+                          _DTYPES[m["dtype"]], plan["stop_layer"])
 
-    computed: list[int] = []
-    kept: dict[int, dict[str, torch.Tensor]] = {}
-    todo = [k for k in range(n_shards)
-            if folder is None or str(k) not in manifest["shards"]
-            or not (folder / manifest["shards"][str(k)]["file"]).exists()]
-    bar = progress_bar(len(texts), "activations", progress,
-                       initial=len(texts) - sum(min(len(texts), (k + 1) * shard_size) - k * shard_size for k in todo))
-    try:
-        for k in todo:
-            lo, hi = k * shard_size, min(len(texts), (k + 1) * shard_size)
-            shard = _run_shard(lm, texts[lo:hi], names, pooling, positions[lo:hi] if positions is not None else None,
-                               batch_size, _DTYPES[dtype], stop_layer)
-            computed.append(k)
-            if folder is None:
-                kept[k] = shard
-            else:
-                fname = f"shard-{k:05d}.safetensors"
-                atomic_write(folder / fname, lambda tmp: save_file(shard, tmp, metadata={"rows": f"{lo}:{hi}"}))
-                manifest["shards"][str(k)] = {"file": fname, "rows": [lo, hi], "sha256": _sha256(folder / fname)}
-                # The manifest is rewritten only after the shard is safely on disk.
-                atomic_write(folder / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
-            bar.update(hi - lo)
-    finally:
-        bar.close()
-    if folder is not None and not todo and not (folder / "manifest.json").exists():
-        atomic_write(folder / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
-    return _assemble(folder, manifest, computed, kept if folder is None else None)
+    def write(self, path: str | os.PathLike, plan: dict[str, Any], k: int,
+              payload: dict[str, torch.Tensor]) -> dict[str, Any]:
+        from safetensors.torch import save_file
+
+        folder = Path(path)
+        lo, hi = self.shard_rows(plan)[k]
+        fname = f"shard-{k:05d}.safetensors"
+        atomic_write(folder / fname, lambda tmp: save_file(payload, tmp, metadata={"rows": f"{lo}:{hi}"}))
+        return {"file": fname, "rows": [lo, hi], "sha256": _sha256(folder / fname)}
+
+    def record(self, path: str | os.PathLike, plan: dict[str, Any], k: int, entry: dict[str, Any]) -> None:
+        manifest = plan["manifest"]
+        manifest["shards"][str(k)] = entry
+        # Shards in index order whatever order they finished in, so every engine writes the same manifest;
+        # it is rewritten only after the shard is safely on disk.
+        manifest["shards"] = dict(sorted(manifest["shards"].items(), key=lambda kv: int(kv[0])))
+        atomic_write(Path(path) / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+
+    def finish(self, path: str | os.PathLike, plan: dict[str, Any], computed: Sequence[int]) -> ActivationStore:
+        folder = Path(path)
+        for tmp in folder.glob(".shard-*.tmp"):   # halves of shards whose writer was killed (atomic_write's names)
+            tmp.unlink(missing_ok=True)
+        if not (folder / "manifest.json").exists():
+            atomic_write(folder / "manifest.json",
+                         lambda tmp: Path(tmp).write_text(json.dumps(plan["manifest"], indent=1)))
+        return _assemble(folder, plan["manifest"], list(computed))
+
+
+ACTIVATIONS = register_kind(ActivationsJob())
 
 
 __all__ = ["ActivationStore", "activations", "expand_components", "InterpretLMError"]

@@ -1,0 +1,292 @@
+"""The Ray engine: actors that each load the model once compute shards and write them to the store.
+
+The driver (the process that called ``il.activations(..., engine="ray")``):
+
+1. connects to the cluster (``il.engine.ray(address=...)``; an unreachable address fails
+   before any work);
+2. starts one actor, which loads the model from its load spec and checks that it can write
+   the store folder, and asks it for the job's plan (the family's checks of the request run
+   there, on the real model, so a bad request fails before anything is written);
+3. checks the folder (a store of another request; a half-written one resumes), starts the
+   other actors (each loads the model once and checks the folder too), and sends each a
+   :class:`~interpretlm.jobs.Job` (plain data: kind, load spec, plan, the shard's data) as
+   soon as it is free;
+4. records every finished shard in the manifest (the one writer of it), then opens the store.
+
+A worker killed mid-shard is restarted by Ray (``max_restarts``) and the shard is sent again
+(``max_task_retries``); shards are written atomically, so a half-written one never counts. A
+driver killed mid-job leaves a manifest of the finished shards: running the same call again
+(on either engine) recomputes only the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from ..errors import InterpretLMError
+from ..jobs import EngineError, Job, JobKind, LoadSpec, kind as job_kind, run_job
+from ..progress import bar as progress_bar
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise EngineError("The Ray engine needs Ray: pip install 'interpretlm[ray]' (Ray 2.60).") from exc
+    return ray
+
+
+def _check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Fail fast on an address nothing listens on (``ray.init`` would retry for a minute)."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise EngineError(f"Ray address {address!r} is not 'auto', 'host:port' or 'ray://host:port'.")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise EngineError(f"No Ray cluster answers at {address!r} ({exc}). Start one (ray start --head) or give the "
+                          "head node's address (host:6379, or ray://host:10001 for Ray Client).") from exc
+
+
+def _probe_folder(path: str) -> None:
+    """Create the store folder if needed and write (then remove) a file in it."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+    os.close(fd)
+    os.unlink(tmp)
+
+
+class Worker:
+    """One Ray actor: loads the model once (on first use) and computes the jobs it is sent."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec, self.lm = spec, None
+
+    def _model(self) -> Any:
+        if self.lm is None:
+            from ..runtime import use_free_cores
+
+            use_free_cores()   # Ray pins OMP_NUM_THREADS to the actor's CPUs, which this respects
+            self.lm = LoadSpec.from_dict(self.spec).load()
+        return self.lm
+
+    def ready(self, path: str) -> dict[str, Any]:
+        """Load the model and check the store folder; what went wrong, as data, instead of a dead actor."""
+        try:
+            self._model()
+        except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises a clear error
+            return {"error": "load", "message": f"{type(exc).__name__}: {exc}"}
+        try:
+            _probe_folder(path)
+        except OSError as exc:
+            return {"error": "write", "message": f"{type(exc).__name__}: {exc}"}
+        return {"pid": os.getpid(), "host": socket.gethostname()}
+
+    def plan(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        return job_kind(kind).plan(self._model(), args)
+
+    def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        return run_job(Job.from_dict(job), self._model())
+
+
+def _unwrap(ray: Any, exc: BaseException) -> BaseException:
+    """The interpretlm error a remote call raised, if that is what it was."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, InterpretLMError) else exc
+
+
+class RayEngine:
+    """Runs job kinds on Ray actors; see the module docstring.
+
+    Attributes:
+        address, num_cpus, runtime_env, init_options: how to reach (or start) the cluster.
+        num_workers: actors per job (default: the cluster's CPUs).
+        max_restarts: how often a dead worker is restarted (and its shard retried).
+        keep_workers: keep the actors (and their loaded models) after a job for the next job
+            on the same model, until :meth:`release`; otherwise they end with the job and free
+            their CPUs for others.
+        start_timeout: seconds to wait for the workers to start and load the model.
+        workers: ``[{"pid", "host"}]`` of the last job's actors.
+        timings: seconds the last job spent starting workers (import, model load, folder check),
+            planning, computing and writing shards, and opening the store.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, num_workers: int | None = None,
+                 runtime_env: dict[str, Any] | None = None, init_options: dict[str, Any] | None = None,
+                 max_restarts: int = 3, keep_workers: bool = False, start_timeout: float = 600.0) -> None:
+        self.address, self.num_cpus, self.num_workers = address, num_cpus, num_workers
+        self.runtime_env, self.init_options = runtime_env, dict(init_options or {})
+        self.max_restarts, self.keep_workers, self.start_timeout = max_restarts, keep_workers, start_timeout
+        self.workers: list[dict[str, Any]] = []
+        self.timings: dict[str, float] = {}
+        self._pool: dict[str, list[Any]] = {}   # load spec (JSON) -> idle actors holding that model
+        self._session: str | None = None
+
+    def __repr__(self) -> str:
+        return f"RayEngine(address={self.address!r}, num_cpus={self.num_cpus!r})"
+
+    def connect(self) -> Any:
+        """Connect to (or start) the cluster; raises :class:`EngineError` if it cannot be reached."""
+        ray = _import_ray()
+        if self.address is not None:
+            _check_reachable(self.address)
+        if ray.is_initialized():
+            return ray
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, **self.init_options}
+        if self.address is not None:
+            kwargs["address"] = self.address
+        if self.num_cpus is not None and self.address is None:
+            kwargs["num_cpus"] = self.num_cpus
+        if self.runtime_env is not None:
+            kwargs["runtime_env"] = self.runtime_env
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+            raise EngineError(f"Could not connect to the Ray cluster at {self.address!r}: {exc}") from exc
+        return ray
+
+    def _actor_class(self, ray: Any) -> Any:
+        return ray.remote(num_cpus=1, max_restarts=self.max_restarts,
+                          max_task_retries=self.max_restarts)(Worker)
+
+    def _start(self, ray: Any, cls: Any, spec: LoadSpec, path: str, n: int) -> list[Any]:
+        session = ray.get_runtime_context().get_job_id()
+        if session != self._session:   # a new ray.init: the old actors are gone
+            self._pool, self._session = {}, session
+        key = json.dumps(spec.to_dict(), sort_keys=True)
+        for other in [k for k in self._pool if k != key]:   # idle workers of another model free their CPUs
+            self._end(ray, self._pool.pop(other), None)
+        actors = self._pool.pop(key, [])[:n]
+        if self.runtime_env is not None:   # also when connected to a cluster started elsewhere
+            cls = cls.options(runtime_env=self.runtime_env)
+        actors += [cls.remote(spec.to_dict()) for _ in range(n - len(actors))]
+        try:
+            states = ray.get([a.ready.remote(path) for a in actors], timeout=self.start_timeout)
+        except ray.exceptions.GetTimeoutError:
+            self._end(ray, actors, None)
+            free = ray.available_resources().get("CPU", 0)
+            raise EngineError(f"{n} Ray worker(s) did not start within {self.start_timeout:g} s (the cluster has "
+                              f"{free:g} CPUs free; each worker takes 1). Ask for fewer (num_workers=) or free "
+                              "the cluster.") from None
+        bad = [s for s in states if "error" in s]
+        if bad:
+            self._end(ray, actors, key if bad[0]["error"] == "write" else None)
+            s = bad[0]
+            if s["error"] == "load":
+                raise EngineError(f"Ray workers cannot load the model {spec.name!r} ({s['message']}). The load spec "
+                                  "must name something every worker can reach: a built-in name, a Hugging Face id, "
+                                  "or a folder on a shared file system at the same path.")
+            raise EngineError(f"Ray workers cannot write the store at {path!r} ({s['message']}). The store must live "
+                              "where every worker can write: a shared file system mounted at the same path.")
+        self.workers += states
+        return actors
+
+    def run(self, kind: JobKind, model: Any, values: dict[str, Any]) -> Any:
+        """Run ``kind`` with the verb's arguments ``values`` on Ray actors, writing the store at ``values["path"]``."""
+        spec = LoadSpec.of(model)
+        values = dict(values)
+        run_args = {k: values.pop(k, None) for k in kind.engine_args}
+        if run_args.get("path") is None:
+            raise EngineError("The Ray engine writes its results to a store: give path= (a folder every worker can "
+                              "write, e.g. on a shared file system).")
+        path = os.path.abspath(os.fspath(run_args["path"]))
+        ray = self.connect()
+        cls = self._actor_class(ray)
+        self.workers, t0 = [], time.perf_counter()
+        key = json.dumps(spec.to_dict(), sort_keys=True)
+        # All workers start (import torch, load the model) at once; the first one also plans the job.
+        n_workers = self.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        actors = self._start(ray, cls, spec, path, n_workers)
+        t1 = time.perf_counter()
+        try:
+            try:
+                plan = ray.get(actors[0].plan.remote(kind.name, values))
+            except Exception as exc:  # noqa: BLE001 - the family's own error, raised here as it is
+                raise _unwrap(ray, exc) from None
+            todo = kind.prepare(path, plan, bool(run_args.get("overwrite")))
+            t2 = time.perf_counter()
+            rows = kind.shard_rows(plan)
+            self._end(ray, actors[max(1, len(todo)):], key)   # fewer shards to do than workers
+            actors = actors[:max(1, len(todo))]
+            # Workers get the plan without the whole data set (each job carries its own shard's data) and
+            # without the list of finished shards (the driver's business), so a job's size does not grow.
+            shared = {k: v for k, v in plan.items() if k != "args"}
+            if isinstance(shared.get("manifest"), dict):
+                shared["manifest"] = {k: v for k, v in shared["manifest"].items() if k != "shards"}
+            queue, running, computed = deque(todo), {}, []
+            n = rows[-1][1] if rows else 0
+            bar = progress_bar(n, f"{kind.name} (ray)", run_args.get("progress"),
+                               initial=n - sum(rows[k][1] - rows[k][0] for k in todo))
+
+            def submit(actor: Any) -> None:
+                k = queue.popleft()
+                lo, hi = rows[k]
+                job = Job(kind.name, spec.to_dict(), shared, k, kind.shard_args(plan["args"], lo, hi), path)
+                running[actor.run.remote(job.to_dict())] = (k, actor)
+
+            try:
+                for actor in actors:
+                    if queue:
+                        submit(actor)
+                while running:
+                    done, _ = ray.wait(list(running), num_returns=1)
+                    k, actor = running.pop(done[0])
+                    try:
+                        entry = ray.get(done[0])
+                    except Exception as exc:  # noqa: BLE001
+                        raise _unwrap(ray, exc) from None
+                    kind.record(path, plan, k, entry)
+                    computed.append(k)
+                    bar.update(rows[k][1] - rows[k][0])
+                    if queue:
+                        submit(actor)
+            finally:
+                bar.close()
+        finally:
+            self._end(ray, actors, key)
+        t3 = time.perf_counter()
+        store = kind.finish(path, plan, sorted(computed))
+        self.timings = {"start_workers": t1 - t0, "plan": t2 - t1, "shards": t3 - t2,
+                        "finish": time.perf_counter() - t3}
+        return store
+
+    def _end(self, ray: Any, actors: list[Any], key: str | None) -> None:
+        """Keep ``actors`` for the next job on the same model (``keep_workers``), or end them."""
+        if self.keep_workers and key is not None:
+            self._pool.setdefault(key, []).extend(actors)
+            return
+        for a in actors:
+            ray.kill(a)
+
+    def release(self) -> None:
+        """End the actors kept for later jobs (``keep_workers=True``), freeing their CPUs."""
+        ray = _import_ray()
+        pool, self._pool = self._pool, {}
+        if ray.is_initialized():
+            for actors in pool.values():
+                for a in actors:
+                    ray.kill(a)
+
+    def shutdown(self) -> None:
+        """Disconnect from (or stop the local) cluster."""
+        self.release()
+        ray = _import_ray()
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+__all__ = ["RayEngine", "Worker"]
