@@ -26,6 +26,7 @@ from ..registry import call, register_verb
 from .errors import DistillationError
 from .result import LocalExplanation, Student, Surrogate
 from .run import surrogate
+from .student import student
 from .surrogates import KINDS
 
 
@@ -57,4 +58,4 @@ def distill(lm: Any, data: Any, into: str = "sparse_linear", **options: Any) -> 
 
 register_verb("distill", distill)
 
-__all__ = ["DistillationError", "LocalExplanation", "Student", "Surrogate", "distill", "surrogate"]
+__all__ = ["DistillationError", "LocalExplanation", "Student", "Surrogate", "distill", "student", "surrogate"]
