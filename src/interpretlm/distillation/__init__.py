@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..registry import call, register_verb
+from .agreement import ExplanationAgreement, compare_explanations, spearman, surrogate_vs_shap
 from .errors import DistillationError
 from .result import LocalExplanation, Student, Surrogate
 from .run import surrogate
@@ -58,4 +59,4 @@ def distill(lm: Any, data: Any, into: str = "sparse_linear", **options: Any) -> 
 
 register_verb("distill", distill)
 
-__all__ = ["DistillationError", "LocalExplanation", "Student", "Surrogate", "distill", "student", "surrogate"]
+__all__ = ["DistillationError", "ExplanationAgreement", "compare_explanations", "spearman", "surrogate_vs_shap", "LocalExplanation", "Student", "Surrogate", "distill", "student", "surrogate"]
