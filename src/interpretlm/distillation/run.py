@@ -123,9 +123,9 @@ def surrogate(lm: Any, task: Any, into: str = "sparse_linear", *, max_terms: int
         raise DistillationError(f"ngram={ngram!r} must be an integer >= 1.")
     name, texts, gold, classes = _task_parts(task)
     cls_names = [str(c) for c in classes]
+    tr, te = _split(gold, test_size, seed)
     tmpl = template_for(lm, template)
     verb = verbalizers_for(lm, classes, verbalizers)
-    tr, te = _split(gold, test_size, seed)
 
     # ---------------------------------------------------------------- the LM's predictions
     lm_lp = label_logprobs(lm, [texts[i] for i in tr], verb, tmpl, batch_size=batch_size, desc="teacher (train)")

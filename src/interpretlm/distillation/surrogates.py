@@ -33,24 +33,40 @@ KINDS = ("sparse_linear", "tree", "ebm", "aug_linear")
 def fit_sparse_linear(X: np.ndarray, y: np.ndarray, n_classes: int, *, max_terms: int, seed: int,
                       n_path: int = 40) -> dict[str, Any]:
     """L1 logistic regression on counts; the largest ``C`` of a log-spaced path from ``l1_min_c``
-    whose model uses at most ``max_terms`` terms (columns with a non-zero coefficient)."""
+    whose model uses at most ``max_terms`` terms (columns with a non-zero coefficient), refined by
+    bisection between that step and the next."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.svm import l1_min_c
 
     if max_terms < 1:
         raise DistillationError(f"max_terms={max_terms} must be at least 1.")
     c0 = l1_min_c(X, y, loss="log")
-    best, path = None, []
-    for C in c0 * np.logspace(0.05, 4, n_path):
+
+    def fit(C: float) -> tuple[Any, int]:
         m = LogisticRegression(l1_ratio=1.0, solver="liblinear", C=float(C), max_iter=2000, random_state=seed)
         m.fit(X, y)
         used = int(np.any(m.coef_ != 0, axis=0).sum())
         path.append((float(C), used))
+        return m, used
+
+    best, path, over = None, [], None
+    for C in c0 * np.logspace(0.05, 4, n_path):
+        m, used = fit(C)
         if used > max_terms:
+            over = C
             break
         best = m
     if best is None:  # even the first step of the path uses too many terms: keep the sparsest one
         best = m
+    elif over is not None:  # bisect (in log C) between the last model within the bound and the first beyond it
+        lo, hi = float(best.C), float(over)
+        for _ in range(12):
+            mid = float(np.sqrt(lo * hi))
+            m, used = fit(mid)
+            if used > max_terms:
+                hi = mid
+            else:
+                lo, best = mid, m
     return {"coef": best.coef_.astype(np.float64), "intercept": best.intercept_.astype(np.float64),
             "C": float(best.C), "path_C": [c for c, _ in path], "path_terms": [u for _, u in path]}
 
