@@ -180,3 +180,17 @@ def test_compare_explanations_is_one_for_a_model_with_itself(lm):
     assert r.spearman == pytest.approx([1.0, 1.0])
     from interpretlm.distillation import spearman
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_the_command_line_distils_a_task(lm, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from interpretlm import cli
+
+    monkeypatch.setattr(il, "load", lambda name="smollm2-135m", **kw: lm)
+    res = CliRunner().invoke(cli.app, ["distill", "sentiment", "--n", "60", "--into", "tree", "--calibrate", "True",
+                                       "--json", str(tmp_path / "s.json"), "--out", str(tmp_path / "s.html")])
+    assert res.exit_code == 0, res.output
+    assert "check: fidelity" in res.output
+    back = il.Result.load(tmp_path / "s.json")
+    assert back.into == "tree" and "<svg" in (tmp_path / "s.html").read_text()

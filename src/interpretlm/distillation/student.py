@@ -243,7 +243,7 @@ def student(lm: LM, texts: Any, *, layers: int = 2, d_model: int = 128, heads: i
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % log_every == 0 or step == steps - 1:
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             logged.append(step)
         if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
             _save_checkpoint(ckpt, model, opt, {"step": step + 1, "losses": losses, "logged": logged, "spec": spec})
