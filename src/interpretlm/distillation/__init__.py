@@ -46,7 +46,7 @@ def distill(lm: Any, data: Any, into: str = "sparse_linear", **options: Any) -> 
     Example:
         >>> import interpretlm as il
         >>> from interpretlm.testing import tiny_lm
-        >>> sur = il.distill(tiny_lm("llama"), il.tasks.sentiment(40), into="tree", max_depth=2)
+        >>> sur = il.distill(tiny_lm("llama"), il.tasks.sentiment(40), into="tree", max_depth=2, calibrate=True)
         >>> sur.size["depth"] <= 2
         True
     """

@@ -28,7 +28,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation (average ranks for ties); NaN when either side is constant.
 
     Example:
-        >>> spearman([1, 2, 3, 4], [10, 20, 30, 25])
+        >>> round(spearman([1, 2, 3, 4], [10, 20, 30, 25]), 6)
         0.8
     """
     import pandas as pd

@@ -40,7 +40,7 @@ def verbalizers_for(lm: Any, classes: Sequence[Any],
     Example:
         >>> from interpretlm.testing import tiny_lm
         >>> verbalizers_for(tiny_lm("llama"), ["negative", "positive"])
-        {'negative': [' bad'], 'positive': [' good']}
+        {'negative': [' bad', ' terrible'], 'positive': [' good', ' great']}
     """
     if given:
         missing = [str(c) for c in classes if str(c) not in given]
