@@ -28,12 +28,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--kinds", default="sparse_linear,tree,ebm,aug_linear")
     ap.add_argument("--shap-texts", type=int, default=6)
+    ap.add_argument("--ig-evals", type=int, default=32)
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     lm = il.load()
     task = il.tasks.sentiment(args.texts, seed=0)
     out: dict = {"surrogates": {}}
-    for kind in args.kinds.split(","):
+    for kind in [k for k in args.kinds.split(",") if k]:   # --kinds "" runs the student only
         t = time.perf_counter()
         sur = il.distill(lm, task, into=kind, progress=False, layer=lm.n_layers // 2)
         row = {"fidelity": sur.fidelity, "fidelity_perturbed": sur.fidelity_perturbed, "accuracy": sur.accuracy,
@@ -56,7 +57,8 @@ def main() -> None:
         small = il.load(folder)
         prompts = ["The movie was really", "When Mary and John went to the store, John gave a drink to",
                    "The keys to the cabinet", "Honestly, the food was"]
-        ig = il.compare_explanations(lm, small, prompts, method="integrated_gradients", max_evals=32)
+        ig = il.compare_explanations(lm, small, prompts, method="integrated_gradients",
+                                    max_evals=args.ig_evals)
         ks = il.compare_explanations(lm, small, prompts, method="kernel_shap", n_samples=64)
     out["student"] = {"agreement": st.agreement, "kl": st.kl, "steps": args.steps, "train_seconds": round(train_s, 1),
                       "params": st.n_params, "heldout_tokens": st.diagnostics["heldout_tokens"],
