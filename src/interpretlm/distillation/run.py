@@ -183,7 +183,7 @@ def surrogate(lm: Any, task: Any, into: str = "sparse_linear", *, max_terms: int
         "fidelity": float((pred_te == y_te).mean()),
         "fidelity_perturbed": float((pred_pert == y_pert).mean()) if pert else float("nan"),
         "accuracy": float((pred_te == gold_idx).mean()), "lm_accuracy": float((y_te == gold_idx).mean()),
-        "lm_agreement_train": float((S.logits(into, params, counts(train_texts, terms, ngram), K).argmax(1)
+        "train_fidelity": float((S.logits(into, params, counts(train_texts, terms, ngram), K).argmax(1)
                                      == y_tr).mean()),
         "n_train": int(len(tr)), "n_test": int(len(te)), "n_perturbed": len(pert),
         "forward_passes": -(-len(tr) // batch_size) + -(-len(te) // batch_size) + -(-len(pert) // batch_size),
