@@ -3,6 +3,7 @@
 Run by hand (about 15 minutes on 2 shared CPU cores):
 
     PYTHONPATH=src .venv/bin/python benchmarks/distillation.py [--texts 200] [--steps 400]
+    (--steps 0: the surrogates only; --kinds "": the student only)
 
 Prints, per surrogate, fidelity (held-out and word-deleted texts), accuracy against the gold
 labels, size and the inference speed-up over the LM (both timed in this process, on the same
@@ -47,6 +48,8 @@ def main() -> None:
             row["spearman_vs_kernel_shap"] = agree.mean
         out["surrogates"][kind] = row
         print(kind, json.dumps(row, default=str), flush=True)
+    if args.steps == 0:   # surrogates only
+        return
     corpus = (il.tasks.sentiment(300, seed=1).texts + il.tasks.agreement(200, seed=1).texts
               + il.tasks.ioi(200, seed=1).texts)
     with tempfile.TemporaryDirectory() as folder:
