@@ -47,6 +47,8 @@ OPTIONS = {
     "epo": {"length": 4, "population": 3, "swaps": 4, "top_k": 16, "steps": 2},
     "gcg": {"length": 4, "swaps": 4, "top_k": 16, "steps": 2},
     "continuous": {"length": 4, "steps": 2},
+    "surrogate": {"calibrate": True},   # random tiny models lean to one verbalizer; calibration splits the classes
+    "student": {"layers": 1, "d_model": 16, "heads": 2, "steps": 4},
 }
 # Methods that take another method's result: the method whose result they are fed.
 RESULT_OF = {"cot_faithfulness": "chain_of_thought"}
