@@ -32,7 +32,7 @@ class Words:
     Example:
         >>> w = split("Great film, truly.")
         >>> w.words, w.text
-        (['Great', 'film', ',', 'truly', '.'], 'Great film, truly.')
+        (('Great', 'film', ',', 'truly', '.'), 'Great film, truly.')
     """
 
     words: tuple[str, ...]
