@@ -195,7 +195,8 @@ class Scorer:
                 cache = getattr(pre, "cache", None) or pre.past_key_values
                 cache.batch_repeat_interleave(n)
                 self.forward_passes += 1
-            kwargs = {"input_ids": ids[:, prefix:].to(dev), "attention_mask": mask.to(dev), "use_cache": cache is not None}
+            kwargs = {"input_ids": ids[:, prefix:].to(dev), "attention_mask": mask.to(dev),
+                      "use_cache": cache is not None}
             if cache is not None:
                 kwargs[self._cache_kw] = cache
             local = (last - prefix)

@@ -114,7 +114,8 @@ def _goal_of(goal: Goal, lm: LM):
 def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_edits: int = 3, beam: int = 3,
                     positions: int = 4, candidates: int = 4, insertions: int = 2, max_queries: int = 1000,
                     keep: Sequence[str] = (), threshold: float | None = None, direction: str = "auto",
-                    ranking: str = "input_x_gradient", kinds: Sequence[str] = KINDS, reuse_cache: bool = True,
+                    ranking: str = "input_x_gradient", kinds: Sequence[str] = KINDS, hotflip_pool: int = 500,
+                    reuse_cache: bool = True,
                     batch_size: int = 32, seed: int = 0) -> Counterfactuals:
     """Find up to ``n`` minimal edits of the prompt that flip ``target``.
 
@@ -137,6 +138,8 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
             below / above ``threshold``; an error if the prompt already is).
         ranking: the attribution method ranking words (any ``il.attribute`` method).
         kinds: edit kinds used, a subset of ``("delete", "substitute", "insert")``.
+        hotflip_pool: HotFlip picks among the model's ``hotflip_pool`` likeliest tokens at the
+            word's position (fluent); 0: the whole vocabulary (the original HotFlip).
         reuse_cache: score candidates from the shared prefix's key/value cache.
         batch_size: candidates per forward pass.
         seed: breaks ties between equally ranked words and candidates.
@@ -156,7 +159,8 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
     """
     start = time.perf_counter()
     for name, value, low in (("n", n, 1), ("max_edits", max_edits, 1), ("beam", beam, 1), ("positions", positions, 1),
-                             ("candidates", candidates, 0), ("insertions", insertions, 0), ("batch_size", batch_size, 1)):
+                             ("candidates", candidates, 0), ("insertions", insertions, 0),
+                             ("batch_size", batch_size, 1), ("hotflip_pool", hotflip_pool, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise OptionError(f"{name} must be an int >= {low}; got {value!r}.")
     if not isinstance(max_queries, int) or max_queries < 2:
@@ -211,7 +215,7 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
     ranked = sorted((i for i in range(len(w)) if editable[i]), key=lambda i: (-word_score[i], tie[i]))
 
     # 2. substitution / insertion candidates: the model's distribution and HotFlip, on the prompt
-    subs, ins = _candidates(lm, goal, bound, batch, w, word_tokens, ranked, candidates, insertions, kinds)
+    subs, ins = _candidates(lm, goal, bound, batch, w, word_tokens, ranked, candidates, insertions, kinds, hotflip_pool)
     passes["forward"] += 1
     passes["backward"] += 1
 
@@ -381,7 +385,8 @@ def _minimize(scorer: Scorer, lm: LM, w: Words, st: frozenset, memo: dict,
 
 
 def _candidates(lm: LM, goal: Goal, bound: Target, batch, w: Words, word_tokens: list[list[int]], ranked: list[int],
-                k_sub: int, k_ins: int, kinds: tuple[str, ...]) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+                k_sub: int, k_ins: int, kinds: tuple[str, ...], pool: int
+                ) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
     """Substitutes and insertions per editable word, from one forward and one backward pass on the prompt.
 
     The distribution source reads the logits predicting the word's first token (position
@@ -414,7 +419,13 @@ def _candidates(lm: LM, goal: Goal, bound: Target, batch, w: Words, word_tokens:
         if logits is not None and src >= 0:
             dist = _top_words(logits[src], allowed, vocab_words, own, k_sub + k_ins)
         grad_score = (table - table[ids[0, p]]) @ grad[p]  # [vocab] first-order change of g
-        flip = _top_words(-grad_score, allowed, vocab_words, own, k_sub)
+        fluent = allowed
+        if pool and logits is not None and src >= 0:
+            # HotFlip over the whole vocabulary picks rare word pieces that flip but read as noise;
+            # among the model's own likeliest tokens here it stays fluent
+            likely = logits[src].topk(min(pool, lm.vocab_size)).indices.cpu()
+            fluent = allowed & torch.zeros_like(allowed).index_fill_(0, likely, True)
+        flip = _top_words(-grad_score, fluent, vocab_words, own, k_sub)
         if "substitute" in kinds:
             merged = []
             for word in dist[:k_sub] + flip:
