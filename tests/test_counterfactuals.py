@@ -244,3 +244,21 @@ def test_the_command_line_takes_label_targets(llama, monkeypatch, tmp_path):
     assert r.options["n"] == 2 and "check: flip_rate" in res.output
     bad = CliRunner().invoke(cli.app, ["counterfactuals", "Mary and John", "--label", "nothing"])
     assert bad.exit_code != 0 and "NAME=TOKEN" in bad.output
+
+
+def test_demo_section_and_evaluation_set(llama):
+    from interpretlm.counterfactual.demo_section import counterfactuals_section
+    from interpretlm.counterfactual.evaluation import evaluation_set
+    from interpretlm.demo import default_sections
+
+    assert counterfactuals_section in default_sections()
+    sec = quiet(counterfactuals_section, llama, [])
+    assert sec.figures[0].title == "Counterfactual edits" and "predicted" in sec.text[0]
+    examples = evaluation_set()
+    assert len(examples) == 220 and len({e.text for e in examples}) == 220
+    counts = {}
+    for e in examples:
+        counts[e.task, e.label] = counts.get((e.task, e.label), 0) + 1
+        assert e.prompt.endswith(("\nSentiment:", "\nTopic:")) and e.target.label == e.label
+    assert counts == {("sentiment", "positive"): 60, ("sentiment", "negative"): 60, ("topic", "sports"): 25,
+                      ("topic", "business"): 25, ("topic", "science"): 25, ("topic", "food"): 25}
