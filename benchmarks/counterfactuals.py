@@ -97,6 +97,7 @@ def main() -> None:
         chosen = interleave([e for p, e in zip(pred, examples) if p == e.label])[:args.n]
         rows = []
         for k, ex in enumerate(chosen):
+            print(f"  [{task} {k + 1}/{len(chosen)}] {ex.text!r}", file=sys.stderr, flush=True)
             if k < args.cache_compare:  # interleaved: plain, then cached, per example
                 plain, tp = run(lm, ex, args.max_queries, reuse_cache=False)
                 cached, tc = run(lm, ex, args.max_queries)

@@ -17,6 +17,9 @@ The search (one call, one prompt):
    of a flipping set of up to ``MAX_BRUTE`` operations is scored, and the smallest flipping
    subset is returned, so no strict subset of a returned set flips (``minimal=True``).
    Larger sets are pruned greedily (``minimal=None``: not verified).
+5. **Order**: by words changed, then perplexity under the model (the most fluent of equally
+   small edits first), then how far past the goal they go. ``queries`` counts the goal's
+   evaluations; the perplexities of the (at most ``4 n``) finalists are forward passes too.
 
 The query budget counts every row the model scores (the prompt itself included). When it
 runs out, or the search space does, before anything flips, the edit with the lowest ``g``
@@ -268,9 +271,10 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
         best, minimal = _minimize(scorer, lm, w, st, memo, max_queries)
         if best not in final or (minimal and not final[best]):
             final[best] = minimal
-    flipped_edits = sorted(final, key=lambda st: (levenshtein(w.words, apply(w, st)[1]), memo[st][0]))[:n]
-    if flipped_edits:
-        chosen = [(st, final[st]) for st in flipped_edits]
+    # among the flips of the smallest distances, the most fluent first (perplexity under the model)
+    pool = sorted(final, key=lambda st: (levenshtein(w.words, apply(w, st)[1]), memo[st][0]))[:4 * n]
+    if pool:
+        chosen = [(st, final[st]) for st in pool]
     else:
         tried = [st for st in memo if st]
         if not tried:
@@ -285,6 +289,12 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
              for i in range(tb.size)]
     ppl = perplexity(lm, as_rows(tb), marks, batch_size=batch_size)
     passes["forward"] += -(-len(texts) // batch_size)
+    order = sorted(range(len(chosen)), key=lambda k: (levenshtein(w.words, apply(w, chosen[k][0])[1]),
+                                                      ppl[k + 1] if ppl[k + 1] is not None else 0.0,
+                                                      memo[chosen[k][0]][0]))[:n]
+    chosen = [chosen[k] for k in order]
+    texts = [text] + [texts[k + 1] for k in order]
+    ppl = [ppl[0]] + [ppl[k + 1] for k in order]
     labels = goal.labels
     edits = []
     for (st, minimal), new_text, p in zip(chosen, texts[1:], ppl[1:]):
