@@ -8,7 +8,8 @@ Besides ``info``, ``methods`` and ``demo``, every registered verb is a command
   / ``--dataset NAME``), ``TASK`` (a built-in task or a ``.jsonl`` file), ``RESULT`` (a
   saved result), ``COMPONENT INDEX`` (a unit: ``blocks.12.mlp.neurons 417``, or ``all``);
 * the target: ``--target TOKEN``, ``--contrast TOKEN`` (with ``--target``: a logit
-  difference), ``--continuation TEXT``;
+  difference), ``--continuation TEXT``, ``--label NAME=TOKEN`` (repeated: a label through
+  verbalizer tokens; ``--target`` then names the label explained);
 * every option of the method as ``--name VALUE`` (Python literals, or comma lists), and
   ``--method`` for verbs shared by several methods;
 * ``--model``, ``--device``, ``--dtype``, ``--chat``, ``--json PATH`` (save the result),
@@ -134,9 +135,17 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def _target(target: str | None, contrast: str | None, continuation: str | None):
-    from .targets import Continuation, Contrast, NextToken
+def _target(target: str | None, contrast: str | None, continuation: str | None, labels: tuple[str, ...] = ()):
+    from .targets import Continuation, Contrast, Label, NextToken
 
+    if labels:  # --label name=" token" (repeated; a name given twice collects several verbalizers)
+        verbalizers: dict[str, list[str]] = {}
+        for spec in labels:
+            name, eq, token = spec.partition("=")
+            if not eq or not name.strip() or not token:
+                raise click.UsageError(f"--label takes NAME=TOKEN (e.g. positive=' positive'); got {spec!r}.")
+            verbalizers.setdefault(name.strip(), []).append(token)
+        return Label(verbalizers, label=target)
     if continuation is not None:
         return Continuation(continuation)
     if target is None:
@@ -233,7 +242,7 @@ def _save(result: Any, json_out: Path | None, out: Path | None, index: int | Non
 
 
 RESERVED = {"method", "model", "device", "dtype", "chat", "target", "contrast", "continuation", "prompts", "pairs",
-            "dataset", "json", "out", "progress", "words"}
+            "dataset", "json", "out", "progress", "words", "label"}
 
 
 def _flag(name: str, shared: bool) -> str:
@@ -262,7 +271,8 @@ def _command(verb: str, group: list[Any]) -> click.Command:
     takes = {m.takes for m in group}
 
     def run(words: tuple[str, ...], model: str, device: str, dtype: str, chat: bool,
-            target: str | None, contrast: str | None, continuation: str | None, prompts: Path | None,
+            target: str | None, contrast: str | None, continuation: str | None, label: tuple[str, ...],
+            prompts: Path | None,
             pairs: Path | None, dataset: str | None, json_out: Path | None, out: Path | None,
             progress: bool | None, **given: Any) -> None:
         method = given.pop("method") if shared else None
@@ -285,7 +295,7 @@ def _command(verb: str, group: list[Any]) -> click.Command:
                 opts["progress"] = progress
             lm = _load(model, dtype, device)
             inputs, carried = _inputs(m, words, prompts, pairs, dataset, lm, n_examples)
-            tgt = _target(target, contrast, continuation) or carried
+            tgt = _target(target, contrast, continuation, label) or carried
             args = inputs + ([tgt] if tgt is not None and m.target != "none" else [])
             result = call(m.name, lm, *args, **opts)
         except InterpretLMError as exc:
@@ -310,6 +320,9 @@ def _command(verb: str, group: list[Any]) -> click.Command:
         click.Option(["--target"], default=None, help="The next token to explain, e.g. ' Mary' (mind the space)."),
         click.Option(["--contrast"], default=None, help="With --target: explain logit(target) - logit(contrast)."),
         click.Option(["--continuation"], default=None, help="Explain the log-probability of this continuation."),
+        click.Option(["--label"], multiple=True, help="NAME=TOKEN, repeated: a label target through verbalizer "
+                     "tokens, e.g. --label positive=' positive' --label negative=' negative' (--target names "
+                     "the label explained)."),
         click.Option(["--prompts"], type=click.Path(exists=True, path_type=Path), default=None,
                      help="A file of prompts, one a line (a list of inputs)."),
         click.Option(["--pairs"], type=click.Path(exists=True, path_type=Path), default=None,
@@ -346,9 +359,14 @@ def _add_generated() -> None:
         by_verb.setdefault(m.verb, []).append(m)
     for verb, group in by_verb.items():
         if verb not in app.commands:
-            app.add_command(_command(verb, group))
+            cmd = _command(verb, group)
+            app.add_command(cmd)
             if verb in ALIASES and ALIASES[verb] not in app.commands:
-                app.add_command(app.commands[verb], name=ALIASES[verb])
+                app.add_command(cmd, name=ALIASES[verb])
+            # a plural verb (``counterfactuals``) also answers to its singular, as people type it
+            if verb.endswith("s") and verb[:-1] not in app.commands:
+                app.add_command(click.Command(verb[:-1], params=cmd.params, callback=cmd.callback, help=cmd.help,
+                                              short_help=cmd.short_help, hidden=True))
 
 
 _add_generated()

@@ -1,0 +1,264 @@
+"""Counterfactual explanations (il.counterfactuals): a planted trigger is what the first edit changes,
+protected words never change, returned deletion sets are minimal (brute force), metrics equal hand
+computations, the prefix-cached scorer equals plain passes, and bad inputs fail clearly."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import warnings
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import interpretlm as il
+from interpretlm import cli
+from interpretlm.counterfactual import AlreadyFlippedError, NotFlippedWarning, NothingToEditError
+from interpretlm.counterfactual.words import apply, diff, levenshtein, split
+from interpretlm.testing import tiny_lm
+
+FILL = [" Mary", " John", " Tom", " Anna", " Alice", " Bob", " store", " drink", " Paris", " Rome"]
+TRIGGER = " France"
+LABEL = il.Label({"good": [" good"], "bad": [" bad"]})
+PROMPTS = ["Mary and John, John gave to", "The movie was good and the food was bad", "The cat sat on the mat"]
+
+
+def quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trigger_lm():
+    """A 2-layer model trained (a few seconds) to say ' bad' after six names when ' France' is
+    among them, ' good' otherwise: its label depends on one planted token."""
+    lm = tiny_lm("llama", seed=0)
+    tok = lm.tokenizer
+    one = {w: tok(w, add_special_tokens=False)["input_ids"] for w in FILL + [TRIGGER, " good", " bad", " is"]}
+    assert all(len(v) == 1 for v in one.values())
+    rng = random.Random(0)
+    torch.manual_seed(0)
+    lm.model.requires_grad_(True).train()
+    opt = torch.optim.Adam(lm.model.parameters(), lr=1e-2)
+    for _ in range(50):
+        xs, ys = [], []
+        for _ in range(32):
+            words = [rng.choice(FILL) for _ in range(6)]
+            bad = rng.random() < 0.5
+            if bad:
+                words[rng.randrange(6)] = TRIGGER
+            xs.append([one[w][0] for w in words + [" is"]])
+            ys.append(one[" bad" if bad else " good"][0])
+        logits = lm.model(input_ids=torch.tensor(xs), use_cache=False).logits[:, -1]
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor(ys))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    lm.model.eval().requires_grad_(False)
+    return lm
+
+
+def test_the_first_counterfactual_edits_the_planted_trigger(trigger_lm):
+    prompt = "Mary Tom France Anna Bob Rome is"
+    assert trigger_lm.score([prompt, prompt.replace("France", "Alice")], il.Contrast(" bad", " good")).tolist()[0] > 2
+    cf = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], seed=0)
+    assert cf.original_label == "bad" and cf.check.passed
+    first = cf.edits[0]
+    assert first["flipped"] and first["label"] == "good" and first["distance"] == 1
+    trigger = cf.words.index("France")
+    assert [op[:2] for op in first["ops"]] in ([["del", trigger]], [["sub", trigger]])
+    # every returned edit touches the trigger: no other word decides the label
+    assert all(any(op[1] == trigger and op[0] != "ins" for op in e["ops"]) for e in cf.edits)
+
+
+def test_two_triggers_need_a_two_word_deletion_that_is_minimal(trigger_lm):
+    prompt = "Mary France Tom Anna France Rome is"
+    cf = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], kinds=["delete"], n=1, seed=0)
+    e = cf.edits[0]
+    assert e["flipped"] and e["minimal"] is True
+    assert sorted(op[1] for op in e["ops"]) == [1, 4] and e["kind"] == "deletion"
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox"])
+def test_deletion_sets_returned_minimal_are_minimal_by_brute_force(family):
+    """Every strict subset of every returned deletion set, scored by lm.score (no cache): none flips."""
+    lm = tiny_lm(family, seed=0)
+    target = il.Contrast(" Mary", " John")
+    multi = 0
+    for prompt in PROMPTS:
+        cf = quiet(il.counterfactuals, lm, prompt, target, kinds=["delete"], n=3, max_edits=3, beam=4, positions=6)
+        w = split(prompt)
+        sign = 1.0 if cf.original_value > 0 else -1.0
+        for e in cf.edits:
+            if not e["flipped"]:
+                continue
+            assert e["minimal"] is True
+            ops = [tuple(op) for op in e["ops"]]
+            assert sign * float(lm.score(e["text"], target)) < 0  # it does flip
+            subsets = [c for k in range(1, len(ops)) for c in itertools.combinations(ops, k)]
+            if subsets:
+                multi += 1
+                values = lm.score([apply(w, s)[0] for s in subsets], target)
+                assert (sign * values >= 0).all(), (prompt, e["ops"])
+    assert multi >= 1  # the check saw at least one set of several deletions
+
+
+def test_protected_words_are_never_edited(llama):
+    prompt = "Mary and John, John gave to"
+    cf = quiet(il.counterfactuals, llama, prompt, il.Contrast(" Mary", " John"), keep=["John", "gave to"],
+               n=5, max_edits=3, max_queries=400)
+    w = split(prompt)
+    protected = {i for i, x in enumerate(w.words) if x in ("John", "gave", "to")}
+    assert protected == {2, 4, 5, 6} and [cf.editable[i] for i in sorted(protected)] == [False] * 4
+    for e in cf.edits:
+        assert not any(op[1] in protected and op[0] != "ins" for op in e["ops"]), e["ops"]
+        assert e["text"].count("John") >= 2 and "gave to" in e["text"]
+
+
+def test_seeded_runs_are_identical(llama):
+    a = quiet(il.counterfactuals, llama, PROMPTS[0], il.Contrast(" Mary", " John"), seed=3)
+    b = quiet(il.counterfactuals, llama, PROMPTS[0], il.Contrast(" Mary", " John"), seed=3)
+    da, db = a.to_dict(), b.to_dict()
+    for d in (da, db):
+        d["diagnostics"].pop("seconds")
+    assert json.dumps(da, sort_keys=True, default=str) == json.dumps(db, sort_keys=True, default=str)
+
+
+def _perplexity(lm, text):
+    batch = lm.tokenize(text)
+    logits = lm.forward(batch).logits[0].float()
+    ids = batch.input_ids[0]
+    logp = torch.log_softmax(logits[:-1], -1)[torch.arange(len(ids) - 1), ids[1:]]
+    return float(torch.exp(-logp.mean()))
+
+
+def test_metrics_equal_hand_computations(llama):
+    target = il.Contrast(" Mary", " John")
+    cf = quiet(il.counterfactuals, llama, PROMPTS[1], target, n=4)
+    orig = list(split(PROMPTS[1]).words)
+    assert len(cf.edits) >= 2
+    for e in cf.edits:
+        words = split(e["text"]).words
+        assert list(words) == e["words"]
+        assert e["distance"] == levenshtein(orig, words)
+        assert e["minimality"] == pytest.approx(e["distance"] / len(orig))
+        assert e["value"] == pytest.approx(float(llama.score(e["text"], target)), rel=1e-4, abs=1e-5)
+        assert e["perplexity"] == pytest.approx(_perplexity(llama, e["text"]), rel=1e-4)
+        assert e["delta_perplexity"] == pytest.approx(_perplexity(llama, e["text"]) - _perplexity(llama, PROMPTS[1]),
+                                                      rel=1e-4, abs=1e-4)
+        assert [x for op, a, b in e["diff"] for x in ([a] if op != "+" else [])] == orig  # the diff covers the original
+    flipped = [e for e in cf.edits if e["flipped"]]
+    assert cf.flip_rate == len(flipped) / len(cf.edits) == cf.diagnostics["flip_rate"]
+    assert cf.minimality == pytest.approx(sum(e["distance"] for e in flipped) / len(orig) / len(flipped))
+    pairs = list(itertools.combinations([e["words"] for e in cf.edits], 2))
+    assert cf.diversity == pytest.approx(sum(levenshtein(a, b) for a, b in pairs) / len(pairs))
+    assert cf.queries == cf.diagnostics["queries"] >= max(e["queries"] for e in cf.edits)
+    # edits come smallest first
+    assert [e["distance"] for e in cf.edits] == sorted(e["distance"] for e in cf.edits)
+
+
+def test_word_helpers_by_hand():
+    assert levenshtein("a b c".split(), "a c d".split()) == 2
+    assert diff(["x", "y"], ["y"]) == [["-", "x", ""], ["=", "y", "y"]]
+    w = split("Review: great, really.")
+    assert w.words == ("Review", ":", "great", ",", "really", ".") and w.text == "Review: great, really."
+    assert apply(w, [("del", 2), ("del", 3)])[0] == "Review: really."
+    assert apply(w, [("sub", 3, "and")])[0] == "Review: great and really."
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "phi3", "gemma3"])
+def test_the_prefix_cache_gives_the_plain_passes_scores(family):
+    lm = tiny_lm(family, seed=0)
+    for target in (il.Contrast(" Mary", " John"), il.Label({"m": [" Mary"], "j": [" John", " Tom"]})):
+        # the first word kept, so that every chunk of candidates shares a prefix to cache
+        a = quiet(il.counterfactuals, lm, PROMPTS[0], target, reuse_cache=True, n=3, keep=["Mary"])
+        b = quiet(il.counterfactuals, lm, PROMPTS[0], target, reuse_cache=False, n=3, keep=["Mary"])
+        assert [e["text"] for e in a.edits] == [e["text"] for e in b.edits]
+        for x, y in zip(a.edits, b.edits):
+            assert x["value"] == pytest.approx(y["value"], rel=1e-4, abs=1e-5)
+        assert a.diagnostics["queries"] == b.diagnostics["queries"]
+        assert a.diagnostics["tokens_run"] < b.diagnostics["tokens_run"] == b.diagnostics["tokens_full"]
+
+
+def test_threshold_targets_and_already_flipped(llama):
+    t = il.NextToken(" Mary")
+    value = float(llama.score(PROMPTS[0], t))
+    with pytest.raises(il.TargetError, match="threshold="):
+        il.counterfactuals(llama, PROMPTS[0], t)
+    with pytest.raises(AlreadyFlippedError, match="already below"):
+        il.counterfactuals(llama, PROMPTS[0], t, threshold=value + 1.0, direction="down")
+    cf = quiet(il.counterfactuals, llama, PROMPTS[0], t, threshold=value - 0.5, direction="down")
+    assert cf.goal == "threshold" and cf.direction == "down"
+    for e in cf.edits:
+        assert e["flipped"] == (e["value"] < value - 0.5)
+
+
+def test_bad_inputs_fail_clearly_or_are_flagged(llama):
+    target = il.Contrast(" Mary", " John")
+    with pytest.raises(NothingToEditError, match="No word"):
+        il.counterfactuals(llama, "Mary and John", target, keep=["Mary and John"])
+    with pytest.raises(il.OptionError, match="max_queries"):
+        il.counterfactuals(llama, PROMPTS[0], target, max_queries=1)
+    with pytest.raises(il.TargetError, match="tokens"):
+        il.counterfactuals(llama, PROMPTS[0], il.Label({"a": [" Mary went"], "b": [" John"]}))
+    with pytest.raises(il.TargetError, match="two labels"):
+        il.counterfactuals(llama, PROMPTS[0], il.Label({"a": [" Mary"]}))
+    with pytest.raises(il.InterpretLMError):
+        il.counterfactuals(llama, "   ", target)
+    one = quiet(il.counterfactuals, llama, "Mary", target)  # one word: flipped or flagged, never a crash
+    assert len(one.edits) >= 1 and all(e["text"].strip() for e in one.edits)
+    assert all(e["flipped"] for e in one.edits) or one.warnings
+
+
+def test_a_budget_too_small_returns_the_best_edit_flagged(trigger_lm):
+    # two triggers: no single deletion flips, and 3 queries leave room for two single deletions only
+    with pytest.warns(NotFlippedWarning, match="budget"):
+        cf = il.counterfactuals(trigger_lm, "Mary France Tom Anna France Rome is", LABEL, keep=["is"],
+                                kinds=["delete"], max_queries=3)
+    assert cf.edits[0]["flipped"] is False and cf.diagnostics["budget_exhausted"] and cf.check.passed is False
+    assert cf.queries == 3 and len(cf.edits[0]["ops"]) == 1 and "No edit flipped" in cf.to_html()
+    assert any(w["category"] == "NotFlippedWarning" for w in cf.warnings)
+
+
+def test_html_shows_the_diffs_escaped(llama):
+    cf = quiet(il.counterfactuals, llama, "<b>Mary</b> and John, John gave to", il.Contrast(" Mary", " John"))
+    page = cf.to_html()
+    assert "<b>Mary" not in page and "&lt;" in page and "Counterfactual edits" in page
+    figs = cf.figures()
+    shading = figs["edits"].rows[1][1]
+    ops = {op for op, *_ in cf.edits[0]["diff"]}
+    assert (1.0 in shading.values) == bool(ops & {"+", "~"}) and (-1.0 in shading.values) == bool(ops & {"-", "~"})
+
+
+def test_the_command_line_takes_label_targets(llama, monkeypatch, tmp_path):
+    monkeypatch.setattr(il, "load", lambda name="smollm2-135m", **kw: llama)
+    out = tmp_path / "cf.json"
+    res = CliRunner().invoke(cli.app, ["counterfactual", "Mary and John, John gave to", "--label", "m= Mary",
+                                       "--label", "j= John", "--n", "2", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    r = il.Result.load(out)
+    assert r.target == {"kind": "Label", "verbalizers": {"m": [" Mary"], "j": [" John"]}, "label": None}
+    assert r.options["n"] == 2 and "check: flip_rate" in res.output
+    bad = CliRunner().invoke(cli.app, ["counterfactuals", "Mary and John", "--label", "nothing"])
+    assert bad.exit_code != 0 and "NAME=TOKEN" in bad.output
+
+
+def test_demo_section_and_evaluation_set(llama):
+    from interpretlm.counterfactual.demo_section import counterfactuals_section
+    from interpretlm.counterfactual.evaluation import evaluation_set
+    from interpretlm.demo import default_sections
+
+    assert counterfactuals_section in default_sections()
+    sec = quiet(counterfactuals_section, llama, [])
+    assert sec.figures[0].title == "Counterfactual edits" and "predicted" in sec.text[0]
+    examples = evaluation_set()
+    assert len(examples) == 220 and len({e.text for e in examples}) == 220
+    counts = {}
+    for e in examples:
+        counts[e.task, e.label] = counts.get((e.task, e.label), 0) + 1
+        assert e.prompt.endswith(("\nSentiment:", "\nTopic:")) and e.target.label == e.label
+    assert counts == {("sentiment", "positive"): 60, ("sentiment", "negative"): 60, ("topic", "sports"): 25,
+                      ("topic", "business"): 25, ("topic", "science"): 25, ("topic", "food"): 25}
