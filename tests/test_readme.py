@@ -37,7 +37,7 @@ def namespace(tmp_path_factory):
     from interpretlm.datasets import base as datasets_base
 
     lm = tiny_lm("llama", seed=0, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                 hidden_size=36, intermediate_size=48, max_position_embeddings=128)
+                 hidden_size=36, intermediate_size=48, max_position_embeddings=512)
     mp = pytest.MonkeyPatch()
     mp.setattr(il, "load", lambda *a, **k: lm)
     mp.setattr(datasets_base, "default_tokenizer", lambda: lm.tokenizer)
