@@ -13,6 +13,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=2048)
     ap.add_argument("--html-tokens", type=int, default=512)
-    ap.add_argument("--html-out", default="attention-512.html")
+    ap.add_argument("--html-out", default=str(Path(tempfile.gettempdir()) / "attention-512.html"),
+                    help="where the sized page goes (default: the temp folder, not the working tree)")
     args = ap.parse_args()
     for layers in ("0", "29", "all"):
         out = subprocess.run([sys.executable, "-c", CHILD, str(args.tokens), layers], capture_output=True, text=True)

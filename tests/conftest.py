@@ -1,4 +1,5 @@
 import os
+import shutil
 import warnings
 
 import pytest
@@ -44,3 +45,19 @@ def pytest_collection_modifyitems(config, items):
 
 def prompt_for(lm):
     return "When Mary and [MASK] went to the store" if lm.family.name == "bert" else "When Mary and John went to the store"
+
+
+# Debian's chromium, driven by playwright (make test installs it; `playwright install` cannot download here)
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for the view and app tests (one per test module)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
+                                                              "--disable-background-networking"])
+        yield b
+        b.close()

@@ -11,7 +11,6 @@ Skipped only when no ``chromium`` is on PATH (``make test`` installs it).
 import math
 import os
 import re
-import shutil
 import socket
 import tempfile
 import threading
@@ -31,7 +30,7 @@ from interpretlm.testing import tiny_lm  # noqa: E402
 from interpretlm.viz.figures import Heatmap, TokenShading  # noqa: E402
 from interpretlm.viz.html import visible  # noqa: E402
 
-CHROMIUM = shutil.which("chromium")
+from conftest import CHROMIUM  # noqa: E402  (the browser fixture is conftest's)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (make test installs it)")
 # Chromium keeps a colour's alpha in 8 bits and prints it with 2 decimals when that round-trips
 ALPHA_TOL = 1 / 255 + 0.005
@@ -64,17 +63,6 @@ def served(tmp_path_factory):
     app = create_app({"tiny-llama": tiny_lm("llama", seed=0)}, data)
     with running(app) as url:
         yield url, app
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
-                                                              "--disable-background-networking"])
-        yield b
-        b.close()
 
 
 @pytest.fixture()

@@ -6,7 +6,6 @@ Skipped only when no ``chromium`` is on PATH (``make test`` installs it).
 """
 
 import math
-import shutil
 import warnings
 
 import numpy as np
@@ -18,7 +17,7 @@ from interpretlm.viz import render_all
 from interpretlm.viz.figures import AttentionView, Graph, Heatmap, Table, TokenShading
 from interpretlm.viz.html import SPACE, page, visible
 
-CHROMIUM = shutil.which("chromium")
+from conftest import CHROMIUM  # noqa: E402  (the browser fixture is conftest's)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (make test installs it)")
 
 # tokens that lie when drawn naively: a right-to-left override (the " evil" after it would read
@@ -64,17 +63,6 @@ def overlaps(boxes) -> list:
                     and min(a["y"] + a["h"], b["y"] + b["h"]) - max(a["y"], b["y"]) > 0.5):
                 bad.append((a["text"], b["text"]))
     return bad
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
-                                                              "--disable-background-networking"])
-        yield b
-        b.close()
 
 
 @pytest.fixture()

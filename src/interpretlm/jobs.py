@@ -30,6 +30,8 @@ Example:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import json
 import os
 from collections.abc import Sequence
@@ -141,7 +143,7 @@ class Job:
         return cls(d["kind"], d["model"], d["plan"], int(d["shard"]), d["args"], d["path"])
 
 
-class JobKind:
+class JobKind(ABC):
     """A sharded corpus-scale job. Subclasses implement the steps of the module docstring.
 
     Attributes:
@@ -156,32 +158,37 @@ class JobKind:
     verb: str = ""
     engine_args: tuple[str, ...] = ("path", "overwrite", "progress")
 
+    @abstractmethod
     def local(self, lm: Any, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
+        """One step of the job (module docstring)."""
 
+    @abstractmethod
     def plan(self, lm: Any, args: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        """One step of the job (module docstring)."""
 
+    @abstractmethod
     def shard_rows(self, plan: dict[str, Any]) -> list[tuple[int, int]]:
-        raise NotImplementedError
+        """One step of the job (module docstring)."""
 
+    @abstractmethod
     def shard_args(self, args: dict[str, Any], lo: int, hi: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """One step of the job (module docstring)."""
 
+    @abstractmethod
     def prepare(self, path: str | os.PathLike, plan: dict[str, Any], overwrite: bool) -> list[int]:
-        raise NotImplementedError
+        """One step of the job (module docstring)."""
 
     def compute(self, lm: Any, plan: dict[str, Any], args: dict[str, Any]) -> Any:
-        raise NotImplementedError
+        """One step of the job (module docstring)."""
 
     def write(self, path: str | os.PathLike, plan: dict[str, Any], k: int, payload: Any) -> dict[str, Any]:
-        raise NotImplementedError
+        """One step of the job (module docstring)."""
 
     def record(self, path: str | os.PathLike, plan: dict[str, Any], k: int, entry: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """One step of the job (module docstring)."""
 
     def finish(self, path: str | os.PathLike, plan: dict[str, Any], computed: Sequence[int]) -> Any:
-        raise NotImplementedError
+        """One step of the job (module docstring)."""
 
 
 _KINDS: dict[str, JobKind] = {}

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,22 +52,26 @@ def select_rows(batch: Batch, rows: torch.Tensor) -> Batch:
                  [batch.tokens[i] for i in idx], dict(batch.policy), extra)
 
 
+def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``value`` with ``fn`` applied to every tensor in it (at any depth of tuples, lists, dicts)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, tuple):
+        return tuple(map_tensors(v, fn) for v in value)
+    if isinstance(value, list):
+        return [map_tensors(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: map_tensors(v, fn) for k, v in value.items()}
+    return value
+
+
 def index_rows(value: Any, rows: torch.Tensor, n: int) -> Any:
     """Select batch rows of every tensor with a leading batch axis of size ``n`` (at any depth).
 
     Tensors of other shapes (rotary tables shared by all rows, scalars) pass through.
     """
-    if isinstance(value, torch.Tensor):
-        if value.dim() >= 2 and value.shape[0] == n:
-            return value.index_select(0, rows.to(value.device))
-        return value
-    if isinstance(value, tuple):
-        return tuple(index_rows(v, rows, n) for v in value)
-    if isinstance(value, list):
-        return [index_rows(v, rows, n) for v in value]
-    if isinstance(value, dict):
-        return {k: index_rows(v, rows, n) for k, v in value.items()}
-    return value
+    return map_tensors(value, lambda t: t.index_select(0, rows.to(t.device)) if t.dim() >= 2 and t.shape[0] == n
+                       else t)
 
 
 def head_module(lm: "LM") -> nn.Module | None:
@@ -262,21 +267,15 @@ def _suffix(value: Any, d: int, width: int) -> Any:
     """A block argument restricted to query positions ``d ..``: masks ``[.., pos, pos]`` lose their
     first ``d`` query rows (keys stay all), rotary tables and position ids ``[b, pos, ..]`` / ``[pos]``
     their first ``d`` positions."""
-    if isinstance(value, torch.Tensor):
-        if value.dim() == 4 and value.shape[-2] == value.shape[-1] == width:
-            return value[..., d:, :]
-        if value.dim() in (2, 3) and value.shape[1] == width:
-            return value[:, d:]
-        if value.dim() == 1 and value.shape[0] == width:
-            return value[d:]
-        return value
-    if isinstance(value, tuple):
-        return tuple(_suffix(v, d, width) for v in value)
-    if isinstance(value, list):
-        return [_suffix(v, d, width) for v in value]
-    if isinstance(value, dict):
-        return {k: _suffix(v, d, width) for k, v in value.items()}
-    return value
+    def cut(t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 4 and t.shape[-2] == t.shape[-1] == width:
+            return t[..., d:, :]
+        if t.dim() in (2, 3) and t.shape[1] == width:
+            return t[:, d:]
+        if t.dim() == 1 and t.shape[0] == width:
+            return t[d:]
+        return t
+    return map_tensors(value, cut)
 
 
 def record(lm: "LM", batch: Batch) -> Recording:
