@@ -344,10 +344,13 @@ def test_progress_bar_and_cancel_from_the_page(page, served):
         page.set_checked("#many", True)
         page.select_option("#target-kind", "NextToken")
         page.fill("#t-token", " Mary")
+        # 4,096 samples a prompt: the job lasts minutes, so it cannot finish before the click arrives
+        page.click("#options-box summary")
+        page.fill("#options [data-option=n_samples]", "4096")
         page.click("#run")
         # the bar follows the loop over the 60 prompts
         page.wait_for_function("() => { const p = document.getElementById('progress');"
-                               " return p.max === 60 && p.value >= 2; }", timeout=60_000)
+                               " return p.max === 60 && p.value >= 2; }", timeout=120_000)
         assert re.search(r"lime \d+/60", page.text_content("#job-status"))
         page.click("#cancel")
         page.wait_for_function("() => document.getElementById('job-status').textContent.startsWith('cancelled')",
