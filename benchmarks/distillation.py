@@ -2,8 +2,9 @@
 
 Run by hand (about 15 minutes on 2 shared CPU cores):
 
-    PYTHONPATH=src .venv/bin/python benchmarks/distillation.py [--texts 200] [--steps 400]
-    (--steps 0: the surrogates only; --kinds "": the student only)
+    PYTHONPATH=src .venv/bin/python benchmarks/distillation.py [--texts 200] [--steps 400] [--fit score]
+    (--steps 0: the surrogates only; --kinds "": the student only; --fit score: surrogates of the
+    LM's log-odds, fidelity = R²)
 
 Prints, per surrogate, fidelity (held-out and word-deleted texts), accuracy against the gold
 labels, size and the inference speed-up over the LM (both timed in this process, on the same
@@ -30,6 +31,8 @@ def main() -> None:
     ap.add_argument("--kinds", default="sparse_linear,tree,ebm,aug_linear")
     ap.add_argument("--shap-texts", type=int, default=6)
     ap.add_argument("--ig-evals", type=int, default=32)
+    ap.add_argument("--fit", default="label", choices=["label", "score"],
+                    help="score: regress the LM's log-odds (fidelity = R²) instead of its class")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     lm = il.load()
@@ -37,8 +40,8 @@ def main() -> None:
     out: dict = {"surrogates": {}}
     for kind in [k for k in args.kinds.split(",") if k]:   # --kinds "" runs the student only
         t = time.perf_counter()
-        sur = il.distill(lm, task, into=kind, progress=False, layer=lm.n_layers // 2)
-        row = {"fidelity": sur.fidelity, "fidelity_perturbed": sur.fidelity_perturbed, "accuracy": sur.accuracy,
+        sur = il.distill(lm, task, into=kind, progress=False, layer=lm.n_layers // 2, fit=args.fit)
+        row = {"fit": args.fit, "label_agreement": sur.label_agreement, "fidelity": sur.fidelity, "fidelity_perturbed": sur.fidelity_perturbed, "accuracy": sur.accuracy,
                "lm_accuracy": sur.lm_accuracy, "size": sur.size, "speedup": sur.speedup,
                "lm_ms_per_text": 1e3 * sur.diagnostics["seconds"]["lm_per_text"],
                "surrogate_ms_per_text": 1e3 * sur.diagnostics["seconds"]["surrogate_per_text"],

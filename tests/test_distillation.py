@@ -11,33 +11,81 @@ import pytest
 import torch
 
 import interpretlm as il
-from interpretlm.distillation import DistillationError, run as distill_run
+from interpretlm.distillation import DistillationError
+from interpretlm.distillation.teacher import label_logprobs
 from interpretlm.distillation.features import counts, words
 from interpretlm.testing import tiny_lm
 
-PLANTED = {"superb": 3.0, "dull": -3.0, "good": 2.0, "bad": -2.0, "fine": 1.2, "meh": -1.2}
-NEUTRAL = ["the", "movie", "food", "was", "really", "a", "show", "and"]
+# Single tokens of the tiny tokenizer, so each word is one position of the planted model below.
+PLANTED = {"great": 3.0, "terrible": -3.0, "good": 2.0, "bad": -2.0, "wonderful": 1.2, "tired": -1.2}
+NEUTRAL = ["the", "movie", "food", "was", "book", "and", "cat", "park"]
+VERBALIZERS = {"negative": [" no"], "positive": [" yes"]}
+TEMPLATE = "Review: {text} is"  # every word follows a space: one token each
+BIAS = 0.05      # the weight of the template's last word, " is": every text has it once, an intercept
+BIG = 100.0      # a constant channel that keeps every RMS norm nearly fixed, so log-odds are nearly linear
 
 
-def _linear_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+def linear_lm() -> il.LM:
+    """A one-layer Llama whose log-odds of " yes" over " no" after ``TEMPLATE`` are a weighted sum over
+    the words it read, by construction: queries and keys are zero, so attention averages the value of
+    every position; each token's embedding carries its planted weight in one channel, which the value
+    and output projections copy into the channel the unembedding reads; the MLP writes nothing.
+    Its sign is exactly the sign of ``sum_t w(token_t)`` (RMS norms scale by a positive number),
+    with ``w`` from :func:`planted_weight`; on texts of one length the log-odds are linear in the counts
+    up to the final norm's variation (below 0.1%)."""
+    lm = tiny_lm("llama", seed=0, num_hidden_layers=1)
+    m, tok = lm.model, lm.tokenizer
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+        blk = m.model.layers[0]
+        for norm in (blk.input_layernorm, blk.post_attention_layernorm, m.model.norm):
+            norm.weight.fill_(1.0)
+        E = m.model.embed_tokens.weight
+        E[:, 2] = BIG
+        # channels 3.. are random and read by nothing on the decision path: they give each token
+        # its own direction, which is what Aug-Linear's n-gram embeddings need to tell words apart
+        E[:, 3:] = torch.randn(E.shape[0], E.shape[1] - 3, generator=torch.Generator().manual_seed(0))
+        for word, w in {**PLANTED, "is": BIAS}.items():
+            (i,) = tok(" " + word, add_special_tokens=False)["input_ids"]
+            E[i, 1] = _a_for(w, E.shape[1], float(E[i, 2:].norm()))
+        blk.self_attn.v_proj.weight[0, 1] = 1.0       # kv head 0, dim 0 <- the weight channel
+        blk.self_attn.o_proj.weight[0, 0] = 1.0       # query head 0 (reads kv head 0), dim 0 -> channel 0
+        for word, sign in (("yes", 1.0), ("no", -1.0)):
+            (i,) = tok(" " + word, add_special_tokens=False)["input_ids"]
+            m.lm_head.weight[i, 0] = sign
+    return lm
+
+
+def _a_for(w: float, d: int, rest: float) -> float:
+    """The embedding value ``a`` whose RMS-normalised value ``a / rms([a, rest])`` equals ``w``
+    (``rest``: the norm of the token's other channels)."""
+    # a * sqrt(d) / sqrt(a² + rest²) = w  <=>  a = w * rest / sqrt(d - w²)
+    return w * rest / float(np.sqrt(d - w * w))
+
+
+def _linear_texts(n: int, seed: int = 0, length: tuple[int, int] = (4, 9)) -> tuple[list[str], list[str]]:
     rng = random.Random(seed)
     vocab = list(PLANTED) + NEUTRAL
-    texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(4, 9))) for _ in range(n)]
+    texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(*length))) for _ in range(n)]
     labels = ["positive" if _log_odds(t) > 0 else "negative" for t in texts]
     return texts, labels
 
 
 def _log_odds(text: str) -> float:
-    return sum(PLANTED.get(w, 0.0) for w, _, _ in words(text)) + 0.05  # ties go to "positive"
+    return sum(PLANTED.get(w, 0.0) for w, _, _ in words(text)) + BIAS
 
 
-@pytest.fixture
-def linear_teacher(monkeypatch):
-    """The LM's prediction step replaced by a model linear in word counts: log-odds = Σ w·count."""
-    def label_logprobs(lm, texts, verbalizers, template, **_):
-        z = torch.tensor([_log_odds(t) for t in texts], dtype=torch.float64)
-        return torch.log_softmax(torch.stack([torch.zeros_like(z), z], -1), -1)   # [n, 2]: negative, positive
-    monkeypatch.setattr(distill_run, "label_logprobs", label_logprobs)
+@pytest.fixture(scope="module")
+def linear_teacher():
+    return linear_lm()
+
+
+def test_the_planted_model_is_linear_in_its_words(linear_teacher):
+    texts, _ = _linear_texts(60, seed=5)
+    lp = label_logprobs(linear_teacher, texts, VERBALIZERS, TEMPLATE)
+    z = (lp[:, 1] - lp[:, 0]).double().numpy()
+    assert ((z > 0) == (np.array([_log_odds(t) for t in texts]) > 0)).all()   # the sign is the planted sum's
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +98,12 @@ def _task(n: int = 240, seed: int = 0):
     return il.tasks.Task.sentences("planted", texts, labels)
 
 
-def test_sparse_linear_recovers_a_linear_teachers_words_and_weights(lm, linear_teacher):
-    sur = il.distill(lm, _task(400), into="sparse_linear", max_terms=6, ngram=1, progress=False)
+def _distill(teacher, task, **kw):
+    return il.distill(teacher, task, template=TEMPLATE, verbalizers=VERBALIZERS, ngram=1, progress=False, **kw)
+
+
+def test_sparse_linear_recovers_a_linear_teachers_words_and_weights(linear_teacher):
+    sur = _distill(linear_teacher, _task(400), into="sparse_linear", max_terms=6)
     w = dict(sur.weights())
     assert set(w) == set(PLANTED)                                   # exactly the planted words, nothing else
     assert all(np.sign(w[k]) == np.sign(v) for k, v in PLANTED.items())
@@ -60,8 +112,8 @@ def test_sparse_linear_recovers_a_linear_teachers_words_and_weights(lm, linear_t
     assert sur.fidelity >= 0.9 and sur.accuracy >= 0.9   # the L1 shrinkage moves the boundary a little
 
 
-def test_fidelity_and_explanations_equal_a_hand_computation(lm, linear_teacher):
-    sur = il.distill(lm, _task(120, seed=1), into="sparse_linear", max_terms=4, ngram=1, progress=False)
+def test_fidelity_and_explanations_equal_a_hand_computation(linear_teacher):
+    sur = _distill(linear_teacher, _task(120, seed=1), into="sparse_linear", max_terms=4)
     coef, b = np.asarray(sur.params["coef"])[0], float(np.asarray(sur.params["intercept"])[0])
     agree = []
     for text in sur.heldout["texts"]:
@@ -78,8 +130,8 @@ def test_fidelity_and_explanations_equal_a_hand_computation(lm, linear_teacher):
 
 
 @pytest.mark.parametrize("into", ["tree", "ebm", "aug_linear"])
-def test_every_surrogate_reaches_a_linear_teacher_and_round_trips(lm, linear_teacher, into, tmp_path):
-    sur = il.distill(lm, _task(200, seed=2), into=into, max_depth=4, max_rounds=300, ngram=1, progress=False)
+def test_every_surrogate_reaches_a_linear_teacher_and_round_trips(linear_teacher, into, tmp_path):
+    sur = _distill(linear_teacher, _task(200, seed=2), into=into, max_depth=4, max_rounds=300)
     floor = {"tree": 0.8, "ebm": 0.9, "aug_linear": 0.8}[into]
     assert sur.fidelity >= floor, sur.summary()
     if into == "tree":
@@ -92,13 +144,51 @@ def test_every_surrogate_reaches_a_linear_teacher_and_round_trips(lm, linear_tea
     assert back.predict(texts) == sur.predict(texts) and back.terms == sur.terms
 
 
-def test_perturbed_fidelity_and_speed_are_measured(lm, linear_teacher):
-    sur = il.distill(lm, _task(80, seed=3), into="sparse_linear", ngram=1, perturbations=2, progress=False)
+def test_perturbed_fidelity_and_speed_are_measured(linear_teacher):
+    sur = _distill(linear_teacher, _task(80, seed=3), into="sparse_linear", perturbations=2)
     d = sur.diagnostics
     assert d["n_perturbed"] == 2 * d["n_test"] and 0 <= sur.fidelity_perturbed <= 1
-    sec = d["seconds"]   # the planted teacher costs nothing, so only the ratio's definition is checked here
+    sec = d["seconds"]
     assert sur.speedup == pytest.approx(sec["lm_per_text"] / sec["surrogate_per_text"], rel=1e-12)
     assert set(sur.figures()) >= {"metrics", "terms", "examples"}
+
+
+def _fixed_length_task(n: int, seed: int, numeric: bool = False):
+    texts, labels = _linear_texts(n, seed, length=(6, 6))  # one length: the log-odds are linear in the counts
+    gold = [_log_odds(t) for t in texts] if numeric else labels
+    return il.tasks.Task.sentences("planted-score", texts, gold)
+
+
+def test_a_score_surrogate_recovers_the_log_odds_and_its_r2_is_the_hand_computed_one(linear_teacher):
+    sur = _distill(linear_teacher, _fixed_length_task(300, seed=4), into="sparse_linear", max_terms=6, fit="score")
+    w = dict(sur.weights())
+    assert set(w) == set(PLANTED)
+    true, got = np.array(list(PLANTED.values())), np.array([w[k] for k in PLANTED])
+    assert np.corrcoef(true, got)[0, 1] > 0.999                     # a lasso on exact log-odds: proportional
+    texts = sur.heldout["texts"]
+    lp = label_logprobs(linear_teacher, texts, VERBALIZERS, TEMPLATE).double().numpy()
+    y = lp[:, 1] - lp[:, 0]                                         # the LM's log-odds, read again
+    z = np.array([sur.explain(t).base + sum(v for _, v in sur.explain(t).terms) for t in texts])
+    z = np.where([sur.explain(t).prediction == "positive" for t in texts], z, -z)   # toward "positive"
+    r2 = 1 - ((y - z) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    assert sur.fidelity == sur.r2 == pytest.approx(r2, rel=1e-6) and sur.r2 > 0.99
+    assert sur.label_agreement >= 0.95 and sur.check.passed
+
+
+@pytest.mark.parametrize("into", ["tree", "ebm", "aug_linear"])
+def test_every_surrogate_regresses_a_numeric_task(linear_teacher, into, tmp_path):
+    sur = _distill(linear_teacher, _fixed_length_task(200, seed=6, numeric=True), into=into, max_depth=4,
+                   max_rounds=300)
+    assert sur.fit == "score" and sur.task["kind"] == "numeric"
+    floor = {"tree": 0.5, "ebm": 0.9, "aug_linear": 0.8}[into]
+    assert sur.r2 >= floor and sur.gold_spearman >= 0.7, sur.summary()
+    e = sur.explain(sur.heldout["texts"][0])
+    k = sur.classes.index(e.prediction)
+    z = sur.scores([e.text])[0]
+    assert e.base + sum(v for _, v in e.terms) == pytest.approx(z[k] - z[1 - k], rel=1e-9, abs=1e-12)
+    back = il.Result.load(sur.save(tmp_path / "s.json"))
+    assert back.fit == "score" and np.allclose(back.scores(sur.heldout["texts"]), sur.scores(sur.heldout["texts"]))
+    assert "Spearman vs gold (surrogate)" in str(sur.figures()["metrics"].to_dict())
 
 
 def test_counts_match_a_hand_count():
@@ -114,6 +204,11 @@ def test_bad_tasks_raise_clear_errors(lm):
         il.distill(lm, il.tasks.Task.sentences("few", ["good", "bad", "fine"], ["pos", "neg", "pos"]))
     with pytest.raises(DistillationError, match="into="):
         il.distill(lm, il.tasks.sentiment(20), into="forest")
+    numeric = il.tasks.Task.sentences("num", ["good", "bad", "fine", "ok"] * 3, [1.0, -1.0, 0.5, 0.0] * 3)
+    with pytest.raises(DistillationError, match="verbalizers="):
+        il.distill(lm, numeric)
+    with pytest.raises(DistillationError, match="fit='score'"):
+        il.distill(lm, numeric, fit="label", verbalizers=VERBALIZERS)
     with pytest.raises(il.InterpretLMError, match="sentence-level"):
         il.distill(lm, il.tasks.Task.words_task("w", ["a b"], [["a", "b"]], [["x", "y"]]))
     with pytest.raises(DistillationError, match="vocab_size"):

@@ -78,13 +78,16 @@ class Surrogate(Result):
         size: ``terms``; trees ``depth``, ``leaves``; EBMs ``main_effects``, ``interactions``.
         heldout: the held-out texts with their gold class, the LM's and the surrogate's.
 
-    ``fidelity`` (agreement with the LM on held-out texts), ``fidelity_perturbed`` (on
-    their word-deleted versions), ``accuracy`` (against the gold labels), ``lm_accuracy``
-    and ``speedup`` (the LM's seconds per text over the surrogate's, measured in one
-    process) are in ``diagnostics`` and read as attributes.
+    ``fidelity`` (agreement with the LM on held-out texts; with ``fit="score"``, R² of the
+    LM's held-out log-odds), ``fidelity_perturbed`` (on their word-deleted versions),
+    ``accuracy`` (against the gold labels), ``lm_accuracy`` and ``speedup`` (the LM's seconds
+    per text over the surrogate's, measured in one process) are in ``diagnostics`` and read as
+    attributes; a score surrogate adds ``r2``, ``label_agreement`` and, for a numeric task,
+    ``gold_spearman`` and ``lm_gold_spearman``.
     """
 
     into: str = "sparse_linear"
+    fit: str = "label"
     task: dict[str, Any] = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
     template: str = ""
@@ -111,6 +114,18 @@ class Surrogate(Result):
     @property
     def lm_accuracy(self) -> float:
         return float(self.diagnostics.get("lm_accuracy", float("nan")))
+
+    @property
+    def r2(self) -> float:
+        return float(self.diagnostics.get("r2", float("nan")))
+
+    @property
+    def label_agreement(self) -> float:
+        return float(self.diagnostics.get("label_agreement", self.diagnostics.get("fidelity", float("nan"))))
+
+    @property
+    def gold_spearman(self) -> float:
+        return float(self.diagnostics.get("gold_spearman", float("nan")))
 
     @property
     def speedup(self) -> float:
@@ -161,7 +176,8 @@ class Surrogate(Result):
         x = counts([text], self.terms, self.ngram)[0]
         z = S.logits(self.into, self.params, x[None, :], len(self.classes))[0]
         cls = int(np.argmax(z))
-        probs = z if self.into == "tree" else np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        freq = self.into == "tree" and not self.params.get("regression")  # a classification tree's leaf frequencies
+        probs = z if freq else np.exp(z - z.max()) / np.exp(z - z.max()).sum()
         base, contrib = S.contributions(self.into, self.params, x, len(self.classes), cls)
         ws = words(text)
         share = np.zeros(len(ws))
@@ -172,7 +188,7 @@ class Surrogate(Result):
             for p in spots:
                 share[p] += v / len(spots)
         named.sort(key=lambda tv: -abs(tv[1]))
-        unit = (f"change of p({self.classes[cls]})" if self.into == "tree"
+        unit = (f"change of p({self.classes[cls]})" if freq
                 else f"log-odds of {self.classes[cls]}" if len(self.classes) == 2 else f"score of {self.classes[cls]}")
         return LocalExplanation(text, self.classes[cls], {c: float(p) for c, p in zip(self.classes, probs)},
                                 float(base), named, [(w, float(s)) for (w, _, _), s in zip(ws, share)], unit)
@@ -194,6 +210,10 @@ class Surrogate(Result):
 
     def summary(self) -> str:
         sp = self.speedup
+        if self.fit == "score":
+            return (f"model {self.model} · task {self.task.get('name', '')} · fidelity R² {self.fidelity:.3f} "
+                    f"(perturbed {self.fidelity_perturbed:.3f}) · same sign as the LM {self.label_agreement:.3f} · "
+                    f"{self.size.get('terms', 0)} terms" + (f" · {sp:,.0f}× faster than the LM" if sp == sp else ""))
         return (f"model {self.model} · task {self.task.get('name', '')} · fidelity {self.fidelity:.3f} "
                 f"(perturbed {self.fidelity_perturbed:.3f}) · accuracy {self.accuracy:.3f} · "
                 f"{self.size.get('terms', 0)} terms" + (f" · {sp:,.0f}× faster than the LM" if sp == sp else ""))
@@ -204,9 +224,20 @@ class Surrogate(Result):
         by their local explanations, with the LM's and the surrogate's classes)."""
         d = self.diagnostics
         sec = d.get("seconds", {})
-        rows = [["fidelity (held-out)", d.get("fidelity")], ["fidelity (word deletions)", d.get("fidelity_perturbed")],
-                ["accuracy vs gold (surrogate)", d.get("accuracy")], ["accuracy vs gold (LM)", d.get("lm_accuracy")],
-                ["held-out texts", d.get("n_test")], ["training texts", d.get("n_train")]]
+        if self.fit == "score":
+            rows = [["fidelity: R² of the LM's log-odds (held-out)", d.get("fidelity")],
+                    ["R² (word deletions)", d.get("fidelity_perturbed")],
+                    ["same sign as the LM (held-out)", d.get("label_agreement")]]
+            rows += ([["Spearman vs gold (surrogate)", d.get("gold_spearman")],
+                      ["Spearman vs gold (LM)", d.get("lm_gold_spearman")]] if "gold_spearman" in d else
+                     [["accuracy vs gold (surrogate)", d.get("accuracy")], ["accuracy vs gold (LM)",
+                                                                           d.get("lm_accuracy")]])
+        else:
+            rows = [["fidelity (held-out)", d.get("fidelity")], ["fidelity (word deletions)",
+                                                                 d.get("fidelity_perturbed")],
+                    ["accuracy vs gold (surrogate)", d.get("accuracy")], ["accuracy vs gold (LM)",
+                                                                         d.get("lm_accuracy")]]
+        rows += [["held-out texts", d.get("n_test")], ["training texts", d.get("n_train")]]
         rows += [[f"size: {k}", v] for k, v in self.size.items()]
         if sec:
             rows += [["LM seconds per text", sec.get("lm_per_text")],
@@ -233,6 +264,8 @@ class Surrogate(Result):
         f = int(self.params["feature"][i])
         if f < 0:
             value = np.asarray(self.params["value"])[i]
+            if self.params.get("regression"):
+                return f"#{i} leaf: log-odds {value[0]:+.2f}"
             return f"#{i} leaf: {self.classes[int(value.argmax())]} ({value.max():.2f})"
         return f"#{i} count({self.terms[f]!r}) ≤ {self.params['threshold'][i]:.1f}"
 
@@ -262,9 +295,14 @@ class Surrogate(Result):
                 op = "≤" if child == self.params["left"][parent] else ">"
                 conds.append(f"count({term!r}) {op} {self.params['threshold'][parent]:.1f}")
             value = np.asarray(self.params["value"])[path[-1]]
-            rows.append([" and ".join(conds) or "(always)", self.classes[int(value.argmax())], float(value.max()),
-                         int(self.params["n_samples"][path[-1]])])
-        return Table(["rule", "class", "purity", "training texts"], rows, title="Rules (one per leaf)")
+            if self.params.get("regression"):
+                rows.append([" and ".join(conds) or "(always)", self.classes[int(value[0] > 0)], float(value[0]),
+                             int(self.params["n_samples"][path[-1]])])
+            else:
+                rows.append([" and ".join(conds) or "(always)", self.classes[int(value.argmax())], float(value.max()),
+                             int(self.params["n_samples"][path[-1]])])
+        third = f"log-odds of {self.classes[1]}" if self.params.get("regression") else "purity"
+        return Table(["rule", "class", third, "training texts"], rows, title="Rules (one per leaf)")
 
 
 @dataclass(kw_only=True)

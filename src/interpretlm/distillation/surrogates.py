@@ -15,6 +15,12 @@ objects or the LM.
 * ``aug_linear``: Aug-Linear (Singh et al., 2023): each n-gram embedded once by the LM,
   a logistic regression on the texts' summed n-gram embeddings, collapsed exactly into one
   coefficient per n-gram.
+
+The ``fit_*_score`` forms regress a real-valued score (the LM's log-odds between two
+classes) instead: scikit-learn's lasso path, ``DecisionTreeRegressor``,
+interpret's ``ExplainableBoostingRegressor`` and ridge regression on the Aug-Linear
+embeddings. Their ``params`` carry ``regression: True`` and predict ``[0, z]`` class scores,
+``z`` the log-odds, so prediction and explanation read them like the binary classifiers.
 """
 
 from __future__ import annotations
@@ -112,6 +118,70 @@ def fit_ebm(X: np.ndarray, y: np.ndarray, n_classes: int, *, max_rounds: int, in
             "max_rounds": int(max_rounds), "n_interactions": sum(len(f) > 1 for f in feats)}
 
 
+# ---------------------------------------------------------------------------- fitting scores (R²)
+def fit_sparse_linear_score(X: np.ndarray, y: np.ndarray, *, max_terms: int, n_path: int = 200) -> dict[str, Any]:
+    """Lasso on counts for a real-valued score: the least-regularised point of scikit-learn's
+    coordinate-descent ``lasso_path`` (``n_path`` log-spaced penalties down to 1e-4 of the
+    largest) whose model uses at most ``max_terms`` terms. (Coordinate descent, not LARS: word
+    counts are collinear — words every template text has — and on the sentiment task's counts
+    LARS's active set degenerates after 7 steps.)"""
+    from sklearn.linear_model import lasso_path
+
+    if max_terms < 1:
+        raise DistillationError(f"max_terms={max_terms} must be at least 1.")
+    mx, my = X.mean(0), float(y.mean())
+    alphas, coefs, _ = lasso_path(X - mx, y - my, eps=1e-4, n_alphas=n_path, max_iter=5000)
+    used = (coefs != 0).sum(0)                                    # terms at each penalty (alphas decrease)
+    j = int(np.flatnonzero(used <= max_terms).max())
+    coef = coefs[:, j]
+    return {"coef": coef[None, :].astype(np.float64), "intercept": np.array([my - float(mx @ coef)]),
+            "alpha": float(alphas[j]), "regression": True}
+
+
+def fit_tree_score(X: np.ndarray, y: np.ndarray, *, max_depth: int, seed: int,
+                   min_samples_leaf: int = 1) -> dict[str, Any]:
+    """A ``DecisionTreeRegressor`` of depth at most ``max_depth`` (leaf value: the mean score)."""
+    from sklearn.tree import DecisionTreeRegressor
+
+    m = DecisionTreeRegressor(max_depth=max_depth, random_state=seed, min_samples_leaf=min_samples_leaf).fit(X, y)
+    t = m.tree_
+    return {"left": t.children_left.astype(np.int64), "right": t.children_right.astype(np.int64),
+            "feature": t.feature.astype(np.int64), "threshold": t.threshold.astype(np.float64),
+            "value": t.value[:, 0, :1].astype(np.float64), "n_samples": t.n_node_samples.astype(np.int64),
+            "importance": m.feature_importances_.astype(np.float64), "regression": True}
+
+
+def fit_ebm_score(X: np.ndarray, y: np.ndarray, *, max_rounds: int, interactions: int, seed: int,
+                  outer_bags: int = 4) -> dict[str, Any]:
+    """interpret's ``ExplainableBoostingRegressor`` (bounded ``max_rounds``, one job), as its bins
+    and term-score tables."""
+    from interpret.glassbox import ExplainableBoostingRegressor
+
+    m = ExplainableBoostingRegressor(feature_types=["continuous"] * X.shape[1], max_rounds=max_rounds,
+                                     interactions=interactions, outer_bags=outer_bags, n_jobs=1, random_state=seed)
+    m.fit(X, y)
+    feats = [list(map(int, f)) for f in m.term_features_]
+    cuts = [[np.asarray(m.bins_[j][min(0 if len(f) == 1 else 1, len(m.bins_[j]) - 1)], dtype=np.float64)
+             for j in f] for f in feats]
+    return {"term_features": feats, "cuts": cuts, "scores": [np.asarray(s, dtype=np.float64) for s in m.term_scores_],
+            "intercept": np.atleast_1d(np.asarray(m.intercept_, dtype=np.float64)), "max_rounds": int(max_rounds),
+            "n_interactions": sum(len(f) > 1 for f in feats), "regression": True}
+
+
+def fit_aug_linear_score(X: np.ndarray, y: np.ndarray, E: np.ndarray, *, C: float) -> dict[str, Any]:
+    """Ridge regression (``alpha = 1 / C``) on the standardised summed n-gram embeddings ``X @ E``,
+    collapsed exactly to one coefficient per n-gram, as :func:`fit_aug_linear`."""
+    from sklearn.linear_model import Ridge
+
+    Z = X @ E
+    mu, sd = Z.mean(0), Z.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    m = Ridge(alpha=1.0 / C).fit((Z - mu) / sd, y)
+    w = (m.coef_ / sd)[None, :]                                   # [1, d_model]
+    return {"coef": (w @ E.T).astype(np.float64), "intercept": np.atleast_1d(m.intercept_ - w @ mu).astype(np.float64),
+            "C": float(C), "regression": True}
+
+
 def ngram_embeddings(lm: Any, terms: Sequence[str], layer: int, *, batch_size: int = 64,
                      cache: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """``[n_terms, d_model]``: each n-gram read alone by the LM, the hidden state after block
@@ -196,7 +266,9 @@ def logits(kind: str, params: dict[str, Any], X: np.ndarray, n_classes: int) -> 
         return _as_classes(X @ np.asarray(params["coef"]).T + np.asarray(params["intercept"]), n_classes)
     if kind == "tree":
         value = np.asarray(params["value"])
-        return np.stack([value[p[-1]] for p in tree_leaves(params, X)]) if len(X) else np.zeros((0, n_classes))
+        width = value.shape[1]
+        z = np.stack([value[p[-1]] for p in tree_leaves(params, X)]) if len(X) else np.zeros((0, width))
+        return _as_classes(z, n_classes) if params.get("regression") else z
     if kind == "ebm":
         z = ebm_term_values(params, X).sum(1) + np.asarray(params["intercept"])
         return _as_classes(z, n_classes)
@@ -208,8 +280,8 @@ def contributions(kind: str, params: dict[str, Any], x: np.ndarray, n_classes: i
     """One text's explanation for class ``cls``: ``(base, {term feature indices: contribution})``.
 
     ``base + sum(contributions)`` equals the surrogate's score of ``cls`` for this text
-    (binary linear models and EBMs: the log-odds of class 1, negated for class 0; trees: the
-    probability of ``cls``).
+    (binary linear models, EBMs and every surrogate of a score: the log-odds of class 1,
+    negated for class 0; classification trees: the probability of ``cls``).
     """
     sign = -1.0 if (n_classes == 2 and cls == 0) else 1.0
     col = 0 if n_classes == 2 else cls
@@ -224,12 +296,14 @@ def contributions(kind: str, params: dict[str, Any], x: np.ndarray, n_classes: i
                 {tuple(f): sign * float(v) for f, v in zip(params["term_features"], vals) if v != 0})
     if kind == "tree":
         value = np.asarray(params["value"])
+        # a regression tree's value is the log-odds of class 1: read it as the linear models' column
+        col, sgn = (0, sign) if params.get("regression") else (cls, 1.0)
         path = tree_leaves(params, x[None, :])[0]
         out: dict[tuple[int, ...], float] = {}
         for parent, child in zip(path, path[1:]):
             f = (int(params["feature"][parent]),)
-            out[f] = out.get(f, 0.0) + float(value[child, cls] - value[parent, cls])
-        return float(value[0, cls]), out
+            out[f] = out.get(f, 0.0) + sgn * float(value[child, col] - value[parent, col])
+        return sgn * float(value[0, col]), out
     raise DistillationError(f"Unknown surrogate kind {kind!r}; one of {KINDS}.")
 
 
