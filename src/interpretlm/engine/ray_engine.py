@@ -100,6 +100,9 @@ class Worker:
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
         return run_job(Job.from_dict(job), self._model())
 
+    def finish(self, kind: str, path: str, plan: dict[str, Any], computed: list[int]) -> Any:
+        return job_kind(kind).finish(path, plan, computed, lm=self._model())
+
 
 def _unwrap(ray: Any, exc: BaseException) -> BaseException:
     """The interpretlm error a remote call raised, if that is what it was."""
@@ -199,6 +202,7 @@ class RayEngine:
         """Run ``kind`` with the verb's arguments ``values`` on Ray actors, writing the store at ``values["path"]``."""
         spec = LoadSpec.of(model)
         values = dict(values)
+        kind.validate(values)
         run_args = {k: values.pop(k, None) for k in kind.engine_args}
         if run_args.get("path") is None:
             raise EngineError("The Ray engine writes its results to a store: give path= (a folder every worker can "
@@ -256,10 +260,17 @@ class RayEngine:
                         submit(actor)
             finally:
                 bar.close()
+            t3 = time.perf_counter()
+            if kind.finish_on_worker:   # finishing needs the model (mining's detailed examples)
+                try:
+                    store = ray.get(actors[0].finish.remote(kind.name, path, plan, sorted(computed)))
+                except Exception as exc:  # noqa: BLE001
+                    raise _unwrap(ray, exc) from None
         finally:
             self._end(ray, actors, key)
-        t3 = time.perf_counter()
-        store = kind.finish(path, plan, sorted(computed))
+            kind.release(path)
+        if not kind.finish_on_worker:
+            store = kind.finish(path, plan, sorted(computed))
         self.timings = {"start_workers": t1 - t0, "plan": t2 - t1, "shards": t3 - t2,
                         "finish": time.perf_counter() - t3}
         return store

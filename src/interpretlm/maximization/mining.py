@@ -491,6 +491,8 @@ def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int,
     bar = progress_bar(n_windows, "mining", initial=state.windows_done)
     try:
         with folding(lm, bound, glu_units, fire_threshold, seed) as fold:
+            if state.windows_done >= n_windows:   # a finished folder: nothing to read again
+                return state, {"n_windows": n_windows, "glu_units": glu_units, "seconds": 0.0, "forward_passes": 0}
             batch: list[list[int]] = []
             w_i = 0
             for ids in corpus.windows(lm.tokenizer, window):
