@@ -84,6 +84,8 @@ def main() -> None:
             il.activations(args.model, texts, path=root / f"ray{r}", engine=eng, **kw)
             ray_times.append(time.perf_counter() - t)
             timings.append(dict(eng.timings))
+            print("  worker start by phase: " + "; ".join(", ".join(f"{k} {v:.2f}" for k, v in w.items())
+                                                       for w in eng.worker_timings), flush=True)
             t = time.perf_counter()
             il.activations(args.model, texts, path=root / f"warm{r}", engine=eng, **kw)
             warm = time.perf_counter() - t

@@ -35,9 +35,10 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def engine(cluster):
+def engine(cluster, model):
     """One engine for the module whose 2 workers keep their model between jobs (starting one costs seconds)."""
     eng = RayEngine(num_workers=2, keep_workers=True)
+    eng.start(model, wait=True)   # both workers ready: the tests below see both take shards
     yield eng
     eng.release()
 
