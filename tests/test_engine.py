@@ -259,10 +259,6 @@ def test_bad_input_fails_before_any_work(engine, model, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(EngineError, match="cannot write the store"):
         il.activations(model, texts(4), path=tmp_path / "file" / "acts", engine=engine)
-    # a model the workers cannot load
-    with pytest.raises(EngineError, match="cannot load the model"):
-        il.activations(str(tmp_path / "no-such-model"), texts(4), path=tmp_path / "a", engine=engine)
-    assert not (tmp_path / "a").exists()
     # a bad request is the family's own error, raised before anything is written
     with pytest.raises(il.ComponentError, match="Unknown component"):
         il.activations(model, texts(4), "resid_mid", path=tmp_path / "b", engine=engine)
@@ -273,6 +269,23 @@ def test_bad_input_fails_before_any_work(engine, model, tmp_path):
         il.activations(tiny_lm("llama"), texts(4), path=tmp_path / "c", engine=engine)
     with pytest.raises(EngineError, match="engine='spark'"):
         il.activations(model, texts(4), engine="spark")
+    # mining: a method that is not a corpus pass, and a bad request, refused before anything is written
+    with pytest.raises(EngineError, match="only 'mine'"):
+        il.maximize(model, mine_units(), method="epo", path=str(tmp_path / "m"), engine=engine)
+    with pytest.raises(il.OptionError, match="no option 'topk'"):
+        il.maximize(model, mine_units(), corpus=texts(4), topk=3, path=str(tmp_path / "m"), engine=engine)
+    with pytest.raises(il.InterpretLMError, match="larger than the corpus"):
+        il.maximize(model, mine_units(), corpus=texts(2), k=500, window=8, path=str(tmp_path / "m"), engine=engine)
+    with pytest.raises(il.InterpretLMError, match="No corpus at"):
+        il.maximize(model, mine_units(), corpus=str(tmp_path / "none.txt"), path=str(tmp_path / "m"), engine=engine)
+    assert not (tmp_path / "m" / "manifest.json").exists()
+    # a model the workers cannot load (last: its workers replace the kept ones)
+    with pytest.raises(EngineError, match="cannot load the model"):
+        il.activations(str(tmp_path / "no-such-model"), texts(4), path=tmp_path / "a", engine=engine)
+    with pytest.raises(EngineError, match="cannot load the model"):
+        il.maximize(str(tmp_path / "no-such-model"), mine_units(), corpus=texts(4), path=str(tmp_path / "m2"),
+                    engine=engine)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "m2").exists()
 
 
 @pytest.mark.parametrize("kind", ["activations", pytest.param("mine", marks=pytest.mark.slow)])
