@@ -6,10 +6,14 @@ turns its activation into unit values ``[batch, pos, n]`` and folds them into a 
 state, on the tensor side (no Python loop over units):
 
 * **top-k windows**: each window's maximum per unit, merged with the current top-k by one
-  ``torch.topk`` over ``[k + batch, n]``;
+  stable sort over ``[k + batch, n]`` (ties go to the earlier window);
 * **quantile samples**: a stratified reservoir: windows whose maximum exceeds
-  ``fire_threshold`` fall in one of ``bands`` bands of the running maximum and get a random
-  priority; each band keeps its ``samples`` highest priorities (again ``topk``);
+  ``fire_threshold`` fall in one of ``bands`` equal bands between the threshold and the
+  top of the unit's histogram range (windows above it in the top band) and get a random
+  priority; each band keeps its ``samples`` highest priorities. A window's band depends on
+  its own maximum only, not on the windows before it, so every part of the state merges
+  (:meth:`MiningState.merge`): an engine mines shards of the corpus apart and folds them
+  into the state one pass gives;
 * **histogram** of the per-token values over ``bins`` bins per unit (range: twice the first
   batch's largest magnitude; the end bins also count values beyond it) over every
   ``hist_every``-th token of each window (a systematic sample that keeps the pass cheap), and
@@ -24,7 +28,9 @@ The state's size depends on the units and ``k``, never on the corpus length. Wit
 ``path=`` it is checkpointed (atomically, like the probing family's activation store) every
 ``checkpoint_every`` windows next to a manifest; running the same call again resumes after
 the last checkpoint and ends with the state an uninterrupted run ends with (batches and
-random priorities are the same). After the pass, the examples of the first ``detail``
+random priorities are the same). Shards of later windows another engine finished
+(``il.maximize(..., engine="ray")``, listed in the manifest) are folded in when the pass
+reaches them. After the pass, the examples of the first ``detail``
 units (top, quantile and sign-combination windows) are recomputed token by token.
 """
 
