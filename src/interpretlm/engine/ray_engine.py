@@ -140,7 +140,7 @@ def _kind(name: str, module: str) -> JobKind:
 
 def _phases(clock: dict[str, float], asked: float) -> dict[str, float]:
     """Seconds of a worker's start, by phase, from its clock (a kept worker's phases are all before ``asked``)."""
-    if clock["ready"] < asked or "loaded" not in clock:
+    if clock.get("loaded", asked) < asked or "loaded" not in clock:   # loaded before this job asked for it
         return {"kept": 0.0}
     return {"process": max(0.0, clock["process_start"] - asked),          # Ray starts a Python process
             "import": clock["imported"] - max(clock["process_start"], asked),  # ray, interpretlm, torch
