@@ -351,5 +351,7 @@ def test_the_configured_engine_is_the_one_engine_ray_names(cluster, engine, mode
     assert il.engine.get("ray") is configured and ray.is_initialized()
     store = il.activations(model, texts(6), "attn", pooling="last", shard_size=2, path=tmp_path / "r", engine="ray")
     il.activations(model, texts(6), "attn", pooling="last", shard_size=2, path=tmp_path / "l")
-    assert store.computed_shards == [0, 1, 2] and len(configured.workers) == 2
+    # every worker starts at once and takes shards as soon as it is ready: a fast one may do all three
+    pids = {w["pid"] for w in configured.workers}
+    assert store.computed_shards == [0, 1, 2] and 1 <= len(pids) <= 2 and os.getpid() not in pids
     _same_store(tmp_path / "l", tmp_path / "r")
