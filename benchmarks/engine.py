@@ -4,6 +4,17 @@ Run by hand (not a test); it starts a local Ray cluster of ``--cpus`` CPUs:
 
     PYTHONPATH=src .venv/bin/python benchmarks/engine.py [--model smollm2-135m] [--texts 192] [--cpus 2]
 
+Two comparisons, both on the same job (same texts, same store, compared byte for byte):
+
+* **same process**: this process runs the local engine (the model loaded here; torch and
+  transformers already imported, as in a notebook that has used interpretlm before), then the Ray
+  engine, whose fresh workers import torch and transformers and load the model ("cold"), then
+  the Ray engine again on the workers kept from that job ("kept");
+* **whole process** (``--whole-process``, default on): a fresh ``python`` per job, timed from its
+  start to its exit, as a user's script pays it: the local engine (imports, load, job), and the
+  Ray engine connecting to the cluster already running (``ray start`` on a real cluster; here the
+  one this process started), whose workers import and load in parallel with each other.
+
 Both engines get the model as a load spec and write a store of every layer's ``resid_post``
 (token level) to disk: the local engine loads the model in this process and runs the shards
 one after the other with torch's threads; the Ray engine starts one actor per CPU, each loads
@@ -20,7 +31,10 @@ Ray runs alternating.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +64,7 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--shard-size", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--whole-process", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads of the local engine (0: the free cores, as the CLI and tests use)")
     args = ap.parse_args()
@@ -73,7 +88,9 @@ def main() -> None:
     t = time.perf_counter()
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     cluster_start = time.perf_counter() - t
-    local_times, ray_times, timings = [], [], []
+    local_times, ray_times, timings, phases = [], [], [], []
+    whole: dict[str, list[float]] = {"local": [], "ray": []}
+    whole_facts: dict[str, dict] = {}
     try:
         for r in range(args.rounds):
             t = time.perf_counter()
@@ -84,12 +101,25 @@ def main() -> None:
             il.activations(args.model, texts, path=root / f"ray{r}", engine=eng, **kw)
             ray_times.append(time.perf_counter() - t)
             timings.append(dict(eng.timings))
+            phases.append(list(eng.worker_timings))
             t = time.perf_counter()
             il.activations(args.model, texts, path=root / f"warm{r}", engine=eng, **kw)
             warm = time.perf_counter() - t
             warm_timings = dict(eng.timings)
             eng.release()
             assert same(root / f"local{r}", root / f"ray{r}") and same(root / f"local{r}", root / f"warm{r}")
+        if args.whole_process:
+            address = ray.get_runtime_context().gcs_address
+            for r in range(args.rounds):
+                for mode in ("local", "ray"):
+                    cmd = [sys.executable, str(Path(__file__).parent / "_engine_job.py"), mode, args.model,
+                           str(args.texts), str(args.shard_size), str(root / f"whole-{mode}{r}"), address]
+                    t = time.perf_counter()
+                    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                    whole[mode].append(time.perf_counter() - t)
+                    whole_facts[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+                assert same(root / f"local{r}", root / f"whole-local{r}") and same(root / f"local{r}",
+                                                                                    root / f"whole-ray{r}")
     finally:
         ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
@@ -105,7 +135,20 @@ def main() -> None:
     print("  where the time went: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings[-1].items()))
     print(f"ray engine, workers kept from the job before: {warm:.2f} s   ratio {warm / loc:.2f}; "
           + ", ".join(f"{k} {v:.2f} s" for k, v in warm_timings.items()))
+    print("  worker start by phase (s): " + "; ".join(", ".join(f"{k} {v:.2f}" for k, v in w.items())
+                                                      for w in phases[-1]))
     print(f"cluster start (once per session, not in the figures above): {cluster_start:.2f} s")
+    if args.whole_process:
+        wl, wr = min(whole["local"]), min(whole["ray"])
+        fl, fr = whole_facts["local"], whole_facts["ray"]
+        print(f"whole process, local engine: {wl:.2f} s (import interpretlm {fl['import']:.2f} s, job {fl['job']:.2f} s)")
+        print(f"whole process, ray engine (cluster running): {wr:.2f} s   ratio {wr / wl:.2f}  (import interpretlm "
+              f"{fr['import']:.2f} s, connect {fr['connect']:.2f} s, job {fr['job']:.2f} s of which workers' start "
+              f"{fr['start_workers']:.2f} s: " + "; ".join(", ".join(f"{k} {v:.2f}" for k, v in w.items())
+                                                         for w in fr["worker_phases"]) + ")")
+        record("engine", "whole_local_s", wl)
+        record("engine", "whole_ray_s", wr)
+        record("engine", "whole_ray_over_local", wr / wl)
     print(f"model load {load:.2f} s; forward + store cost {per_token * 1e3:.3f} ms/token on this machine "
           "(shared: absolute times are noisy)")
     record("engine", "local_s", loc)
@@ -114,6 +157,11 @@ def main() -> None:
     record("engine", "ray_warm_s", warm)
     record("engine", "ray_over_local_warm", warm / loc)
     record("engine", "ms_per_token_135m_cpu", per_token * 1e3)
+    record("engine", "texts", args.texts)
+    record("engine", "tokens", n_tokens)
+    record("engine", "load_average", os.getloadavg()[0])
+    for phase in ("import", "load"):
+        record("engine", f"worker_{phase}_s", max(w.get(phase, 0.0) for w in phases[-1]))
 
 
 def torch_threads() -> int:

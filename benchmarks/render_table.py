@@ -109,6 +109,15 @@ def attention_memory(d: dict[str, Any]) -> str:
     return f"{one:,.0f} MB for 1 layer, {every:,.0f} MB for all 30"
 
 
+def engine(d: dict[str, Any]) -> str:
+    s = d["engine"]
+    return (f"cold {s['ray_over_local_cold']:.2f}× (a worker imports interpretlm and torch in "
+            f"{s['worker_import_s']:.1f} s, then `il.load` imports transformers and loads in {s['worker_load_s']:.1f} s), "
+            "workers kept "
+            f"{s['ray_over_local_warm']:.2f}×, whole process {s['whole_ray_over_local']:.2f}× "
+            f"({s['tokens']:,.0f} tokens, 2 CPUs, load average {s['load_average']:.0f})")
+
+
 ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("Integrated Gradients, completeness on the IOI prompt", ig, "attribution.py --only ig"),
     ("Shapley estimates, evaluations to Spearman 0.95 vs exact", shapley, "attribution.py --only shapley"),
@@ -123,6 +132,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("activation extraction vs a plain forward pass", probing, "probing_activations.py"),
     ("attention patterns, peak memory at 2,048 tokens", attention_memory, "attention_memory.py --tokens 2048"),
     ("web app latency on the default model", app_latency, "app_latency.py"),
+    ("Ray engine over the local engine, same activation job (goal ≤ 1.25×)", engine, "engine.py --texts 192"),
 ]
 
 

@@ -21,7 +21,7 @@ ray = pytest.importorskip("ray")
 from interpretlm.engine.ray_engine import RayEngine  # noqa: E402
 
 TESTS = Path(__file__).parent
-from _engine_jobs import SLOW, texts  # noqa: E402
+from _engine_jobs import MINE_OPTIONS, SLOW, SLOW_MINE, mine_units, texts  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,10 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def engine(cluster):
+def engine(cluster, model):
     """One engine for the module whose 2 workers keep their model between jobs (starting one costs seconds)."""
     eng = RayEngine(num_workers=2, keep_workers=True)
+    eng.start(model, wait=True)   # both workers ready: the tests below see both take shards
     yield eng
     eng.release()
 
@@ -53,6 +54,25 @@ def _same_store(a: Path, b: Path) -> None:
     assert "manifest.json" in names and len(names) > 2
     for n in names:
         assert (a / n).read_bytes() == (b / n).read_bytes(), n
+
+
+def _same_mining_folder(a: Path, b: Path) -> None:
+    """Two finished mining folders: the same manifest byte for byte, and the same state tensor for tensor;
+    the state file's bytes too unless the float64 sums (s1, s2) were added in another order (then 1e-12)."""
+    from safetensors.torch import load_file
+
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir()) == ["manifest.json",
+                                                                                         "state.safetensors"]
+    assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
+    x, y = load_file(a / "state.safetensors"), load_file(b / "state.safetensors")
+    assert sorted(x) == sorted(y)
+    for k in x:
+        if k in ("s1", "s2"):
+            torch.testing.assert_close(x[k], y[k], rtol=1e-12, atol=0)
+        else:
+            assert torch.equal(x[k], y[k]), k
+    if all(torch.equal(x[k], y[k]) for k in ("s1", "s2")):
+        assert (a / "state.safetensors").read_bytes() == (b / "state.safetensors").read_bytes()
 
 
 def test_a_job_is_plain_data():
@@ -103,6 +123,85 @@ def test_either_engine_resumes_the_other(engine, model, tmp_path):
     assert again.computed_shards == []
 
 
+MINED = ("top_values", "top_windows", "top_positions", "quantile_values", "quantile_windows", "quantile_positions",
+         "hist_counts", "hist_range", "mean", "std", "frequency", "glu_values", "glu_windows", "glu_frequency")
+
+
+def _same_mining(a, b) -> None:
+    """Two mining results hold the same numbers (the state's sums are float64, added in another order by
+    the Ray engine: 1e-6 there; everything else exactly)."""
+    for f in MINED:
+        x, y = getattr(a, f), getattr(b, f)
+        if f in ("mean", "std"):
+            torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-9)
+        else:
+            assert torch.equal(torch.nan_to_num(x, nan=-7.0), torch.nan_to_num(y, nan=-7.0)), f
+    assert a.examples == b.examples and a.logit_effects == b.logit_effects and a.dead == b.dead
+    assert a.n_windows == b.n_windows and a.diagnostics["forward_passes"] == b.diagnostics["forward_passes"]
+
+
+def test_ray_mining_is_the_local_mining(engine, model, tmp_path):
+    """il.maximize(spec, Unit.all(...), corpus=, path=, engine="ray"): shards of the corpus mined on two
+    workers merge into the local pass's folder, byte for byte, and the same result."""
+    kw = dict(corpus=texts(30), **MINE_OPTIONS)
+    local = il.maximize(model, mine_units(), path=str(tmp_path / "local"), **kw)
+    far = il.maximize(model, mine_units(), path=str(tmp_path / "ray"), engine=engine, **kw)
+    assert len({w["pid"] for w in engine.workers}) == 2
+    assert local.n_windows >= 4 * MINE_OPTIONS["checkpoint_every"] and far.check.passed
+    _same_mining(local, far)
+    _same_mining_folder(tmp_path / "local", tmp_path / "ray")
+    assert (far.top_values[:, 0] >= far.top_values[:, -1]).all() and far.units == local.units
+
+
+def _recorded(model, path: Path, kw: dict, shards: tuple[int, ...]) -> None:
+    """What a Ray driver leaves when shards ``shards`` finished and nothing else did: the job kind's steps,
+    run here (plan, prepare, then compute, write and record of those shards)."""
+    from interpretlm.maximization import MINE
+
+    lm = il.load(model)
+    plan = MINE.plan(lm, dict(units=mine_units(), method="mine", **kw))
+    MINE.prepare(path, plan, False)
+    rows = MINE.shard_rows(plan)
+    for k in shards:
+        payload = MINE.compute(lm, plan, MINE.shard_args(plan["args"], *rows[k]))
+        MINE.record(path, plan, k, MINE.write(path, plan, k, payload))
+    MINE.release(path)
+
+
+def test_either_engine_resumes_the_others_mining(engine, model, tmp_path, monkeypatch):
+    kw = dict(corpus=texts(30), **MINE_OPTIONS)
+    ref = il.maximize(model, mine_units(), path=str(tmp_path / "ref"), **kw)
+    batches = ref.diagnostics["forward_passes"]
+    per = MINE_OPTIONS["checkpoint_every"] // MINE_OPTIONS["batch_size"]   # batches a shard
+    lm = il.load(model)
+    # a local pass interrupted in its 6th batch (its last checkpoint: after the 4th, window 16)
+    calls, real_run = {"n": 0}, type(lm).run
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real_run(self, *a, **k)
+    monkeypatch.setattr(type(lm), "run", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        il.maximize(lm, mine_units(), path=str(tmp_path / "s"), **kw)
+    monkeypatch.setattr(type(lm), "run", real_run)
+    assert json.loads((tmp_path / "s" / "manifest.json").read_text())["windows_done"] == 16
+    resumed = il.maximize(model, mine_units(), path=str(tmp_path / "s"), engine=engine, **kw)   # Ray resumes it
+    assert resumed.diagnostics["forward_passes"] == batches - 4
+    _same_mining_folder(tmp_path / "ref", tmp_path / "s")
+    # a Ray job stopped with shards 1 and 3 recorded (not yet folded in: shard 0 never finished): the local
+    # pass folds them in when it reaches them and runs only the other shards' batches
+    _recorded(model, tmp_path / "t", kw, (1, 3))
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["manifest.json", "shard-00001.safetensors",
+                                                                 "shard-00003.safetensors"]
+    again = il.maximize(model, mine_units(), path=str(tmp_path / "t"), **kw)
+    assert again.diagnostics["forward_passes"] == batches - 2 * per
+    _same_mining_folder(tmp_path / "ref", tmp_path / "t")
+    for f in MINED:
+        assert torch.equal(torch.nan_to_num(getattr(ref, f), nan=-7.0), torch.nan_to_num(getattr(again, f), nan=-7.0)), f
+
+
 def _watch(markers: Path, shard: int, seen: dict, stop: threading.Event) -> None:
     """Kill the first process that starts ``shard`` while it is in the middle of it."""
     while not stop.is_set():
@@ -114,26 +213,40 @@ def _watch(markers: Path, shard: int, seen: dict, stop: threading.Event) -> None
         time.sleep(0.02)
 
 
-def test_a_worker_killed_mid_shard_is_retried_and_the_store_is_unchanged(engine, model, tmp_path):
-    n = 8
-    il.activations(model, texts(n), "resid_post", path=tmp_path / "ref", shard_size=2, batch_size=2)
+def _slow_job(kind: str, model: str, n: int, path: Path, markers: Path) -> tuple:
+    """The slow job of ``kind`` and a reference folder of the same request written by the local engine."""
+    if kind == "activations":
+        il.activations(model, texts(n), "resid_post", path=path / "ref", shard_size=2, batch_size=2)
+        return SLOW, dict(texts=texts(n), components="resid_post", shard_size=2, batch_size=2, path=path / "ray",
+                          markers=str(markers), delay=1.0)
+    il.maximize(model, mine_units(), corpus=texts(n), path=str(path / "ref"), **MINE_OPTIONS)
+    return SLOW_MINE, dict(units=mine_units(), corpus=texts(n), path=str(path / "ray"), markers=str(markers),
+                           delay=1.0, **MINE_OPTIONS)
+
+
+@pytest.mark.parametrize("kind", ["activations", "mine"])
+def test_a_worker_killed_mid_shard_is_retried_and_the_store_is_unchanged(engine, model, tmp_path, kind):
     markers = tmp_path / "markers"
     markers.mkdir()
+    job, values = _slow_job(kind, model, 8, tmp_path, markers)
     seen, stop = {}, threading.Event()
     watcher = threading.Thread(target=_watch, args=(markers, 1, seen, stop))
     watcher.start()
     try:
-        store = engine.run(SLOW, model, dict(
-            texts=texts(n), components="resid_post", shard_size=2, batch_size=2, path=tmp_path / "ray",
-            markers=str(markers), delay=1.0))
+        store = engine.run(job, model, values)
     finally:
         stop.set()
         watcher.join()
     starts = sorted(f.name for f in markers.iterdir())
     owners = {f.split("-")[2] for f in starts if f.startswith("start-1-")}
     assert str(seen["killed"]) in owners and len(owners) == 2   # shard 1 was started again by a new process
-    assert sorted(store.computed_shards) == [0, 1, 2, 3]
-    _same_store(tmp_path / "ref", tmp_path / "ray")
+    shards = {int(f.split("-")[1]) for f in starts}
+    assert shards == set(range(4 if kind == "activations" else len(shards))) and len(shards) >= 3
+    if kind == "activations":
+        assert sorted(store.computed_shards) == [0, 1, 2, 3]
+        _same_store(tmp_path / "ref", tmp_path / "ray")
+    else:
+        _same_mining_folder(tmp_path / "ref", tmp_path / "ray")
 
 
 def test_bad_input_fails_before_any_work(engine, model, tmp_path):
@@ -146,10 +259,6 @@ def test_bad_input_fails_before_any_work(engine, model, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(EngineError, match="cannot write the store"):
         il.activations(model, texts(4), path=tmp_path / "file" / "acts", engine=engine)
-    # a model the workers cannot load
-    with pytest.raises(EngineError, match="cannot load the model"):
-        il.activations(str(tmp_path / "no-such-model"), texts(4), path=tmp_path / "a", engine=engine)
-    assert not (tmp_path / "a").exists()
     # a bad request is the family's own error, raised before anything is written
     with pytest.raises(il.ComponentError, match="Unknown component"):
         il.activations(model, texts(4), "resid_mid", path=tmp_path / "b", engine=engine)
@@ -160,40 +269,80 @@ def test_bad_input_fails_before_any_work(engine, model, tmp_path):
         il.activations(tiny_lm("llama"), texts(4), path=tmp_path / "c", engine=engine)
     with pytest.raises(EngineError, match="engine='spark'"):
         il.activations(model, texts(4), engine="spark")
+    # mining: a method that is not a corpus pass, and a bad request, refused before anything is written
+    with pytest.raises(EngineError, match="only 'mine'"):
+        il.maximize(model, mine_units(), method="epo", path=str(tmp_path / "m"), engine=engine)
+    with pytest.raises(il.OptionError, match="no option 'topk'"):
+        il.maximize(model, mine_units(), corpus=texts(4), topk=3, path=str(tmp_path / "m"), engine=engine)
+    with pytest.raises(il.InterpretLMError, match="larger than the corpus"):
+        il.maximize(model, mine_units(), corpus=texts(2), k=500, window=8, path=str(tmp_path / "m"), engine=engine)
+    with pytest.raises(il.InterpretLMError, match="No corpus at"):
+        il.maximize(model, mine_units(), corpus=str(tmp_path / "none.txt"), path=str(tmp_path / "m"), engine=engine)
+    assert not (tmp_path / "m" / "manifest.json").exists()
+    # a model the workers cannot load (last: its workers replace the kept ones)
+    with pytest.raises(EngineError, match="cannot load the model"):
+        il.activations(str(tmp_path / "no-such-model"), texts(4), path=tmp_path / "a", engine=engine)
+    with pytest.raises(EngineError, match="cannot load the model"):
+        il.maximize(str(tmp_path / "no-such-model"), mine_units(), corpus=texts(4), path=str(tmp_path / "m2"),
+                    engine=engine)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "m2").exists()
 
 
-def test_a_driver_killed_mid_job_resumes_from_the_store(cluster, engine, model, tmp_path):
+@pytest.mark.parametrize("kind", ["activations", pytest.param("mine", marks=pytest.mark.slow)])
+def test_a_driver_killed_mid_job_resumes_from_the_store(cluster, engine, model, tmp_path, kind):
     engine.release()   # the driver below needs the cluster's 2 CPUs for its own workers
-    n = 16   # 8 shards of 1 s each on 2 workers
-    il.activations(model, texts(n), "resid_post", path=tmp_path / "ref", shard_size=2, batch_size=2)
+    n = 16   # activations: 8 shards of 1 s each on 2 workers; mining: 8+ shards of 8 windows
     markers, store = tmp_path / "markers", tmp_path / "store"
     markers.mkdir()
+    if kind == "activations":
+        il.activations(model, texts(n), "resid_post", path=tmp_path / "ref", shard_size=2, batch_size=2)
+    else:
+        ref = il.maximize(model, mine_units(), corpus=texts(n), path=str(tmp_path / "ref"), **MINE_OPTIONS)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent / "src"), str(TESTS)]))
     driver = subprocess.Popen([sys.executable, str(TESTS / "_engine_jobs.py"), cluster, model, str(store),
-                               str(markers), str(n)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               str(markers), str(n)] + ([] if kind == "activations" else ["mine"]), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def finished() -> set[int]:
+        """The shards the folder holds: recorded in an activation store's manifest; folded into a mining
+        state (its first windows_done windows) or recorded beside it."""
+        f = store / "manifest.json"
+        if not f.exists():
+            return set()
+        m = json.loads(f.read_text())
+        if kind == "activations":
+            return {int(k) for k in m["shards"]}
+        per = MINE_OPTIONS["checkpoint_every"]
+        return set(range(m["windows_done"] // per)) | {int(k) for k in m["shards"]}
     try:
-        deadline = time.time() + 90
-        recorded: dict = {}
+        deadline = time.time() + 120
+        recorded: set[int] = set()
         while time.time() < deadline and len(recorded) < 3:
             assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
-            f = store / "manifest.json"
-            if f.exists():
-                recorded = json.loads(f.read_text())["shards"]
+            recorded = finished()
             time.sleep(0.05)
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert 3 <= len(recorded) < 8
-    time.sleep(1.5)   # the dead driver's workers finish or are stopped by Ray; the manifest no longer changes
-    recorded = json.loads((store / "manifest.json").read_text())["shards"]
+    assert 3 <= len(recorded) and len(recorded) < 8
+    time.sleep(1.5)   # the dead driver's workers finish or are stopped by Ray; the folder no longer changes
+    recorded = finished()
     started = {int(f.name.split("-")[1]) for f in markers.iterdir()}
-    in_flight = started - {int(k) for k in recorded}
+    in_flight = started - recorded
     assert len(in_flight) <= 2   # what a kill costs: at most one shard per worker
-    resumed = il.activations(model, texts(n), "resid_post", path=store, shard_size=2, batch_size=2)  # local
-    assert sorted(resumed.computed_shards) == sorted(set(range(8)) - {int(k) for k in recorded})
-    _same_store(tmp_path / "ref", store)
+    if kind == "activations":
+        resumed = il.activations(model, texts(n), "resid_post", path=store, shard_size=2, batch_size=2)  # local
+        assert sorted(resumed.computed_shards) == sorted(set(range(8)) - recorded)
+    else:
+        resumed = il.maximize(model, mine_units(), corpus=texts(n), path=str(store), **MINE_OPTIONS)  # local
+        per, batch = MINE_OPTIONS["checkpoint_every"], MINE_OPTIONS["batch_size"]
+        shards = range(-(-ref.n_windows // per))
+        # the local pass runs exactly the batches of the shards the folder does not hold
+        assert resumed.diagnostics["forward_passes"] == sum(-(-(min(ref.n_windows, (k + 1) * per) - k * per) // batch)
+                                                            for k in shards if k not in recorded)
+    (_same_store if kind == "activations" else _same_mining_folder)(tmp_path / "ref", store)
 
 
 def test_the_configured_engine_is_the_one_engine_ray_names(cluster, engine, model, tmp_path):
@@ -202,5 +351,7 @@ def test_the_configured_engine_is_the_one_engine_ray_names(cluster, engine, mode
     assert il.engine.get("ray") is configured and ray.is_initialized()
     store = il.activations(model, texts(6), "attn", pooling="last", shard_size=2, path=tmp_path / "r", engine="ray")
     il.activations(model, texts(6), "attn", pooling="last", shard_size=2, path=tmp_path / "l")
-    assert store.computed_shards == [0, 1, 2] and len(configured.workers) == 2
+    # every worker starts at once and takes shards as soon as it is ready: a fast one may do all three
+    pids = {w["pid"] for w in configured.workers}
+    assert store.computed_shards == [0, 1, 2] and 1 <= len(pids) <= 2 and os.getpid() not in pids
     _same_store(tmp_path / "l", tmp_path / "r")

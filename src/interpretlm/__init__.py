@@ -76,13 +76,14 @@ def __getattr__(name: str):
 
     if name in registry.family_packages():
         return importlib.import_module(f"interpretlm.{name}")
-    verbs = registry.verbs()
-    if name in verbs:
-        return verbs[name]
+    verbs = registry.verbs()   # imports the families, and with them their job kinds
     from . import jobs
 
-    if any(k.verb == name for k in jobs.kinds().values()):  # il.activations: a job kind, run by an engine
+    # il.activations, il.maximize: a job kind's verb, run by an engine (engine="local" by default)
+    if any(k.verb == name for k in jobs.kinds().values()):
         return importlib.import_module("interpretlm.engine").verbs()[name]
+    if name in verbs:
+        return verbs[name]
     for pkg in registry.family_packages():  # names a package exports (il.serve, il.EngineError...)
         module = importlib.import_module(f"interpretlm.{pkg}")
         if name in getattr(module, "__all__", ()):

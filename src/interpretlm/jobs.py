@@ -13,7 +13,8 @@ the local one in this process, or Ray across a cluster) can run any kind without
   (``shard_args(args, lo, hi)``), ``write(path, plan, k, payload)`` writes it atomically and
   returns its manifest entry, ``record(path, plan, k, entry)`` adds it to the manifest
   (only the driver does this, so the manifest has one writer);
-* ``finish(path, plan, computed)`` opens the finished store.
+* ``finish(path, plan, computed)`` opens the finished store (with ``lm=`` on a worker when
+  ``finish_on_worker``: mining recomputes its detailed examples there).
 
 A :class:`Job` (one shard of one request: kind, load spec, plan, the shard's data, the
 store path) is what an engine sends to a worker; :class:`LoadSpec` is how a worker rebuilds
@@ -151,12 +152,21 @@ class JobKind(ABC):
         verb: the public function that runs it (``il.<verb>(model, data, ..., path=, engine=)``).
         local: the in-process function ``local(lm, *args, path=, overwrite=, progress=, **options)``
             whose signature the engines' verb takes.
+        method: the registered method the kind runs, when its verb is a registry verb with several
+            methods (``il.maximize``: ``"mine"``); the verb's other methods run in this process only.
         engine_args: keyword arguments of ``local`` that belong to the run, not the plan.
+        finish_on_worker: ``finish`` needs the model (``finish(path, plan, computed, lm=)``): the Ray
+            engine runs it on a worker, the local engine in this process.
     """
 
     name: str = ""
     verb: str = ""
+    method: str = ""
     engine_args: tuple[str, ...] = ("path", "overwrite", "progress")
+    finish_on_worker: bool = False
+
+    def validate(self, values: dict[str, Any]) -> None:
+        """Refuse, before any worker starts, a request no engine can run (the verb's arguments ``values``)."""
 
     @abstractmethod
     def local(self, lm: Any, *args: Any, **kwargs: Any) -> Any:
@@ -187,8 +197,11 @@ class JobKind(ABC):
     def record(self, path: str | os.PathLike, plan: dict[str, Any], k: int, entry: dict[str, Any]) -> None:
         """One step of the job (module docstring)."""
 
-    def finish(self, path: str | os.PathLike, plan: dict[str, Any], computed: Sequence[int]) -> Any:
+    def finish(self, path: str | os.PathLike, plan: dict[str, Any], computed: Sequence[int], lm: Any = None) -> Any:
         """One step of the job (module docstring)."""
+
+    def release(self, path: str | os.PathLike) -> None:
+        """Forget what the driver kept of the job at ``path`` (called when a job ends, finished or not)."""
 
 
 _KINDS: dict[str, JobKind] = {}

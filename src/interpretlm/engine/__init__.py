@@ -1,8 +1,8 @@
 """Engines: where corpus-scale jobs run, in this process or across a Ray cluster, on the same stores.
 
 An upper layer like the command line and the app: it runs the job kinds the method families
-declare (:mod:`interpretlm.jobs`; today ``activations``) and names no family. Every job
-kind's verb takes ``engine=``:
+declare (:mod:`interpretlm.jobs`; today ``activations`` and ``mine``, the corpus pass of
+``il.maximize``) and names no family. Every job kind's verb takes ``engine=``:
 
 * ``engine="local"`` (default): this process, shard after shard (the family's own loop);
 * ``engine="ray"``: Ray actors, each loading the model once from its load spec
@@ -137,10 +137,18 @@ def verb(name: str) -> Callable[..., Any]:
         bound.apply_defaults()
         values = dict(bound.arguments)
         values.pop(first)
-        return get(engine).run(kind, model, values)
+        for name in [p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]:
+            values.update(values.pop(name, {}))   # the method's options, as the keywords they were given as
+        eng = get(engine)
+        if eng is not _DEFAULT["local"]:   # the local engine runs every method of a shared verb (il.maximize)
+            kind.validate(values)
+        return eng.run(kind, model, values)
 
     params = list(sig.parameters.values())
+    var = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
+    params = [p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
     params.append(inspect.Parameter("engine", inspect.Parameter.KEYWORD_ONLY, default="local"))
+    params += var
     public.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     return public
 

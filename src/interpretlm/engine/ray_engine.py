@@ -68,37 +68,85 @@ def _probe_folder(path: str) -> None:
     os.unlink(tmp)
 
 
+_IMPORTED = time.time()   # when this worker process had imported interpretlm (torch included)
+
+
+def _process_start() -> float:
+    """When this process started (wall clock), from /proc; the import time where there is no /proc."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, StopIteration, IndexError):
+        return _IMPORTED
+
+
 class Worker:
     """One Ray actor: loads the model once (on first use) and computes the jobs it is sent."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec, self.lm = spec, None
+        self.clock = {"process_start": _process_start(), "imported": _IMPORTED, "created": time.time()}
 
     def _model(self) -> Any:
         if self.lm is None:
             from ..runtime import use_free_cores
 
             use_free_cores()   # Ray pins OMP_NUM_THREADS to the actor's CPUs, which this respects
+            self.clock["load_start"] = time.time()
             self.lm = LoadSpec.from_dict(self.spec).load()
+            self.clock["loaded"] = time.time()
         return self.lm
 
-    def ready(self, path: str) -> dict[str, Any]:
-        """Load the model and check the store folder; what went wrong, as data, instead of a dead actor."""
+    def ready(self, path: str | None) -> dict[str, Any]:
+        """Load the model and check the store folder; what went wrong, as data, instead of a dead actor.
+
+        Also returns the wall-clock times of the worker's start (``clock``: process start, interpretlm
+        imported, actor created, model load started and done), for the engine's timing breakdown."""
         try:
             self._model()
         except Exception as exc:  # noqa: BLE001 - reported to the driver, which raises a clear error
             return {"error": "load", "message": f"{type(exc).__name__}: {exc}"}
         try:
-            _probe_folder(path)
+            if path is not None:
+                _probe_folder(path)
         except OSError as exc:
             return {"error": "write", "message": f"{type(exc).__name__}: {exc}"}
-        return {"pid": os.getpid(), "host": socket.gethostname()}
+        return {"pid": os.getpid(), "host": socket.gethostname(), "clock": dict(self.clock, ready=time.time())}
 
-    def plan(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
-        return job_kind(kind).plan(self._model(), args)
+    def plan(self, kind: str, module: str, args: dict[str, Any]) -> dict[str, Any]:
+        return _kind(kind, module).plan(self._model(), args)
 
-    def run(self, job: dict[str, Any]) -> dict[str, Any]:
+    def run(self, job: dict[str, Any], module: str) -> dict[str, Any]:
+        _kind(job["kind"], module)
         return run_job(Job.from_dict(job), self._model())
+
+    def finish(self, kind: str, module: str, path: str, plan: dict[str, Any], computed: list[int]) -> Any:
+        return _kind(kind, module).finish(path, plan, computed, lm=self._model())
+
+
+def _kind(name: str, module: str) -> JobKind:
+    """The job kind ``name``, defined in ``module``: that module is imported (its family registers the kind),
+    not every family, which would cost a worker's start a second for nothing."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        pass   # a kind defined elsewhere: jobs.kind finds it by its name or says what is missing
+    return job_kind(name)
+
+
+def _phases(clock: dict[str, float], asked: float) -> dict[str, float]:
+    """Seconds of a worker's start, by phase, from its clock (a kept worker's phases are all before ``asked``)."""
+    if clock.get("loaded", asked) < asked or "loaded" not in clock:   # loaded before this job asked for it
+        return {"kept": 0.0}
+    return {"process": max(0.0, clock["process_start"] - asked),          # Ray starts a Python process
+            "import": clock["imported"] - max(clock["process_start"], asked),  # ray, interpretlm, torch
+            "actor": clock["load_start"] - clock["imported"],               # the actor made, the first call
+            "load": clock["loaded"] - clock["load_start"],                  # il.load (transformers, weights)
+            "ready": clock["ready"] - clock["loaded"]}                      # the store folder checked
 
 
 def _unwrap(ray: Any, exc: BaseException) -> BaseException:
@@ -116,11 +164,15 @@ class RayEngine:
         max_restarts: how often a dead worker is restarted (and its shard retried).
         keep_workers: keep the actors (and their loaded models) after a job for the next job
             on the same model, until :meth:`release`; otherwise they end with the job and free
-            their CPUs for others.
+            their CPUs for others. :meth:`start` starts them before the job.
         start_timeout: seconds to wait for the workers to start and load the model.
         workers: ``[{"pid", "host"}]`` of the last job's actors.
         timings: seconds the last job spent starting workers (import, model load, folder check),
             planning, computing and writing shards, and opening the store.
+        worker_timings: per worker of the last job, its start by phase (``process``: Ray starting a
+            Python process; ``import``: importing Ray's worker, interpretlm and torch; ``actor``: the
+            actor created until its first call; ``load``: ``il.load``; ``ready``: the folder check), or
+            ``{"kept": 0}`` for a worker kept from the job before.
     """
 
     name = "ray"
@@ -132,7 +184,9 @@ class RayEngine:
         self.runtime_env, self.init_options = runtime_env, dict(init_options or {})
         self.max_restarts, self.keep_workers, self.start_timeout = max_restarts, keep_workers, start_timeout
         self.workers: list[dict[str, Any]] = []
+        self._asked, self._discard = 0.0, False
         self.timings: dict[str, float] = {}
+        self.worker_timings: list[dict[str, float]] = []
         self._pool: dict[str, list[Any]] = {}   # load spec (JSON) -> idle actors holding that model
         self._session: str | None = None
 
@@ -163,7 +217,31 @@ class RayEngine:
         return ray.remote(num_cpus=1, max_restarts=self.max_restarts,
                           max_task_retries=self.max_restarts)(Worker)
 
-    def _start(self, ray: Any, cls: Any, spec: LoadSpec, path: str, n: int) -> list[Any]:
+    def start(self, model: Any, *, wait: bool = False) -> None:
+        """Start the workers of ``model`` now (a load spec or a model ``il.load`` loaded), so they import
+        and load it while this process prepares the data; the next job on that model uses them.
+
+        ``wait=True`` returns once they are ready (raising :class:`EngineError` if they cannot load it).
+
+        Example:
+            >>> eng = il.engine.ray(num_cpus=2)  # doctest: +SKIP
+            >>> eng.start("smollm2-135m")  # doctest: +SKIP
+            >>> texts = [line for line in open("corpus.txt")]  # doctest: +SKIP
+            >>> il.activations("smollm2-135m", texts, path="/shared/acts", engine=eng)  # doctest: +SKIP
+        """
+        spec = LoadSpec.of(model)
+        ray = self.connect()
+        n = self.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        actors, pending = self._launch(ray, self._actor_class(ray), spec, None, n)
+        self._pool[json.dumps(spec.to_dict(), sort_keys=True)] = actors
+        if wait:
+            self.workers, self.worker_timings, deadline = [], [], time.time() + self.start_timeout
+            while pending:
+                self._ready(ray, pending, spec, "", deadline, actors)
+
+    def _launch(self, ray: Any, cls: Any, spec: LoadSpec, path: str | None, n: int) -> tuple[list[Any], dict[Any, Any]]:
+        """``n`` actors for ``spec``: kept ones first, then new ones; returns them and ``{ready ref: actor}``
+        of every actor (a kept one answers at once), without waiting: they import and load in parallel."""
         session = ray.get_runtime_context().get_job_id()
         if session != self._session:   # a new ray.init: the old actors are gone
             self._pool, self._session = {}, session
@@ -173,32 +251,47 @@ class RayEngine:
         actors = self._pool.pop(key, [])[:n]
         if self.runtime_env is not None:   # also when connected to a cluster started elsewhere
             cls = cls.options(runtime_env=self.runtime_env)
+        self._asked = time.time()
         actors += [cls.remote(spec.to_dict()) for _ in range(n - len(actors))]
-        try:
-            states = ray.get([a.ready.remote(path) for a in actors], timeout=self.start_timeout)
-        except ray.exceptions.GetTimeoutError:
-            self._end(ray, actors, None)
+        return actors, {a.ready.remote(path): a for a in actors}
+
+    def _ready(self, ray: Any, pending: dict[Any, Any], spec: LoadSpec, path: str, deadline: float,
+               actors: list[Any]) -> list[Any]:
+        """Wait for at least one pending actor to be ready; return those that are (removed from ``pending``).
+
+        Raises :class:`EngineError` when one cannot load the model or write the store, or none is ready by
+        ``deadline`` (the job then ends its actors, and keeps none that could not load the model)."""
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.time()))
+        if not done:
+            n = len(actors)
+            self._discard = True
             free = ray.available_resources().get("CPU", 0)
             raise EngineError(f"{n} Ray worker(s) did not start within {self.start_timeout:g} s (the cluster has "
                               f"{free:g} CPUs free; each worker takes 1). Ask for fewer (num_workers=) or free "
-                              "the cluster.") from None
-        bad = [s for s in states if "error" in s]
-        if bad:
-            self._end(ray, actors, key if bad[0]["error"] == "write" else None)
-            s = bad[0]
-            if s["error"] == "load":
-                raise EngineError(f"Ray workers cannot load the model {spec.name!r} ({s['message']}). The load spec "
-                                  "must name something every worker can reach: a built-in name, a Hugging Face id, "
-                                  "or a folder on a shared file system at the same path.")
-            raise EngineError(f"Ray workers cannot write the store at {path!r} ({s['message']}). The store must live "
-                              "where every worker can write: a shared file system mounted at the same path.")
-        self.workers += states
-        return actors
+                              "the cluster.")
+        done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)   # every one ready by now
+        ready = []
+        for ref in done:
+            actor, state = pending.pop(ref), ray.get(ref)
+            if "error" in state:
+                self._discard = state["error"] == "load"   # workers that cannot load the model are not kept
+                if state["error"] == "load":
+                    raise EngineError(f"Ray workers cannot load the model {spec.name!r} ({state['message']}). The "
+                                      "load spec must name something every worker can reach: a built-in name, a "
+                                      "Hugging Face id, or a folder on a shared file system at the same path.")
+                raise EngineError(f"Ray workers cannot write the store at {path!r} ({state['message']}). The store "
+                                  "must live where every worker can write: a shared file system mounted at the "
+                                  "same path.")
+            self.workers.append(state)
+            self.worker_timings.append(_phases(state["clock"], self._asked))
+            ready.append(actor)
+        return ready
 
     def run(self, kind: JobKind, model: Any, values: dict[str, Any]) -> Any:
         """Run ``kind`` with the verb's arguments ``values`` on Ray actors, writing the store at ``values["path"]``."""
         spec = LoadSpec.of(model)
         values = dict(values)
+        kind.validate(values)
         run_args = {k: values.pop(k, None) for k in kind.engine_args}
         if run_args.get("path") is None:
             raise EngineError("The Ray engine writes its results to a store: give path= (a folder every worker can "
@@ -206,22 +299,33 @@ class RayEngine:
         path = os.path.abspath(os.fspath(run_args["path"]))
         ray = self.connect()
         cls = self._actor_class(ray)
-        self.workers, t0 = [], time.perf_counter()
+        self.workers, self.worker_timings, self._discard, t0 = [], [], False, time.perf_counter()
         key = json.dumps(spec.to_dict(), sort_keys=True)
-        # All workers start (import torch, load the model) at once; the first one also plans the job.
+        where = (kind.name, type(kind).__module__)   # workers import the kind's module, not every family
+        # Every worker starts (imports torch and transformers, loads the model) at once; the first one ready
+        # plans the job (the family's checks, on the real model) while the others are still loading, and each
+        # gets a shard as soon as it is ready, so no worker waits for the slowest to start.
         n_workers = self.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        actors = self._start(ray, cls, spec, path, n_workers)
-        t1 = time.perf_counter()
+        actors, pending = self._launch(ray, cls, spec, path, n_workers)
+        deadline = time.time() + self.start_timeout
         try:
+            idle = self._ready(ray, pending, spec, path, deadline, actors)
+            t1 = time.perf_counter()
             try:
-                plan = ray.get(actors[0].plan.remote(kind.name, values))
+                plan = ray.get(idle[0].plan.remote(*where, values))
             except Exception as exc:  # noqa: BLE001 - the family's own error, raised here as it is
                 raise _unwrap(ray, exc) from None
             todo = kind.prepare(path, plan, bool(run_args.get("overwrite")))
             t2 = time.perf_counter()
             rows = kind.shard_rows(plan)
-            self._end(ray, actors[max(1, len(todo)):], key)   # fewer shards to do than workers
-            actors = actors[:max(1, len(todo))]
+            spare = len(actors) - max(1, len(todo))   # fewer shards to do than workers: end the spare ones,
+            if spare > 0:                              # those still loading first
+                ends = [a for a in actors if a not in idle][:spare]
+                ends += [a for a in idle[::-1] if a not in ends][:spare - len(ends)]
+                self._end(ray, ends, key)
+                actors = [a for a in actors if a not in ends]
+                idle = [a for a in idle if a not in ends]
+                pending = {r: a for r, a in pending.items() if a not in ends}
             # Workers get the plan without the whole data set (each job carries its own shard's data) and
             # without the list of finished shards (the driver's business), so a job's size does not grow.
             shared = {k: v for k, v in plan.items() if k != "args"}
@@ -236,14 +340,19 @@ class RayEngine:
                 k = queue.popleft()
                 lo, hi = rows[k]
                 job = Job(kind.name, spec.to_dict(), shared, k, kind.shard_args(plan["args"], lo, hi), path)
-                running[actor.run.remote(job.to_dict())] = (k, actor)
+                running[actor.run.remote(job.to_dict(), where[1])] = (k, actor)
 
             try:
-                for actor in actors:
+                for actor in idle:
                     if queue:
                         submit(actor)
-                while running:
-                    done, _ = ray.wait(list(running), num_returns=1)
+                while running or (queue and pending):
+                    done, _ = ray.wait(list(running) + list(pending), num_returns=1)
+                    if done[0] in pending:   # a worker finished loading: it takes the next shard
+                        for actor in self._ready(ray, pending, spec, path, deadline, actors):
+                            if queue:
+                                submit(actor)
+                        continue
                     k, actor = running.pop(done[0])
                     try:
                         entry = ray.get(done[0])
@@ -256,10 +365,17 @@ class RayEngine:
                         submit(actor)
             finally:
                 bar.close()
+            t3 = time.perf_counter()
+            if kind.finish_on_worker:   # finishing needs the model (mining's detailed examples)
+                try:
+                    store = ray.get(idle[0].finish.remote(*where, path, plan, sorted(computed)))
+                except Exception as exc:  # noqa: BLE001
+                    raise _unwrap(ray, exc) from None
         finally:
-            self._end(ray, actors, key)
-        t3 = time.perf_counter()
-        store = kind.finish(path, plan, sorted(computed))
+            self._end(ray, actors, None if self._discard else key)
+            kind.release(path)
+        if not kind.finish_on_worker:
+            store = kind.finish(path, plan, sorted(computed))
         self.timings = {"start_workers": t1 - t0, "plan": t2 - t1, "shards": t3 - t2,
                         "finish": time.perf_counter() - t3}
         return store

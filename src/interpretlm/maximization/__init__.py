@@ -17,13 +17,16 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from ..jobs import register_kind
 from ..registry import call, method as get_method, register_verb
 from .corpus import Corpus, CorpusError, corpus
 from .mine import mine
 from .mining import GLU_COMBOS, MiningError
 from .result import MinedExamples, OptimizedInputs
+from .sharded import MineJob
 from . import optimize  # noqa: F401  (registers epo, gcg, continuous)
 
 
@@ -54,6 +57,9 @@ def maximize(lm: Any, units: Any, method: str = "mine", **options: Any) -> Any:
 
 
 register_verb("maximize", maximize)
+# il.maximize(..., engine=) runs method="mine" as a sharded job kind (sharded.py) on the local engine or Ray
+functools.update_wrapper(MineJob.local, maximize)
+MINE = register_kind(MineJob())
 
 __all__ = ["Corpus", "CorpusError", "GLU_COMBOS", "MinedExamples", "MiningError", "OptimizedInputs", "corpus",
            "maximize", "mine"]

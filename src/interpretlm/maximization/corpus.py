@@ -80,8 +80,12 @@ class Corpus:
         else:
             raise CorpusError(f"Unknown corpus kind {self.kind!r}.")
 
-    def windows(self, tokenizer: Any, window: int, *, docs_per_call: int = 64) -> Iterator[list[int]]:
+    def windows(self, tokenizer: Any, window: int, *, docs_per_call: int = 64,
+                start: Sequence[int] | None = None) -> Iterator[list[int]]:
         """Token windows of exactly ``window`` ids, packed from the documents in order.
+
+        ``start``: a cursor ``(document, offset)`` of :meth:`cursors`: the windows from there on (the
+        documents before it are skipped unread by the tokenizer), the same as those of the whole stream.
 
         Example:
             >>> from interpretlm.testing import tiny_lm
@@ -93,24 +97,71 @@ class Corpus:
         sep = tokenizer("\n\n", add_special_tokens=False)["input_ids"]
         buf: list[int] = []
         docs: list[str] = []
+        first, skip = (int(start[0]), int(start[1])) if start is not None else (0, 0)
 
         def flush() -> Iterator[list[int]]:
-            nonlocal buf
+            nonlocal buf, skip
             for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
                 buf += list(ids) + list(sep)
             docs.clear()
+            if skip:   # the start cursor's offset into its (first) document
+                buf, skip = buf[skip:], 0
             n = len(buf) // window
             for i in range(n):
                 yield buf[i * window:(i + 1) * window]
             buf = buf[n * window:]
 
-        for doc in self.documents():
+        for i, doc in enumerate(self.documents()):
+            if i < first:
+                continue
             if doc and doc.strip():
                 docs.append(doc)
             if len(docs) >= docs_per_call:
                 yield from flush()
         if docs:
             yield from flush()
+
+    def cursors(self, tokenizer: Any, window: int, every: int, n_windows: int,
+                docs_per_call: int = 64) -> list[list[int]]:
+        """Where windows ``0, every, 2 * every, ... < n_windows`` start: ``[document, token offset]`` each,
+        for :meth:`windows`' ``start`` (so a worker mines its shard of the corpus without tokenizing
+        what comes before it).
+
+        Example:
+            >>> from interpretlm.testing import tiny_lm
+            >>> tok = tiny_lm().tokenizer
+            >>> c = corpus(["one two three four five six", "seven eight nine ten"])
+            >>> every = list(c.windows(tok, 2))
+            >>> cur = c.cursors(tok, 2, 3, len(every))
+            >>> all(next(c.windows(tok, 2, start=s)) == every[3 * i] for i, s in enumerate(cur))
+            True
+        """
+        sep = tokenizer("\n\n", add_special_tokens=False)["input_ids"]
+        out: list[list[int]] = []
+        pos = 0                     # the stream's tokens before the current document
+        target = 0                  # the next window whose start is wanted
+        docs: list[tuple[int, str]] = []
+
+        def flush() -> None:
+            nonlocal pos, target
+            for (i, _), ids in zip(docs, tokenizer([d for _, d in docs], add_special_tokens=False)["input_ids"]):
+                n = len(ids) + len(sep)
+                while target < n_windows and target * window < pos + n:
+                    out.append([i, target * window - pos])
+                    target += every
+                pos += n
+            docs.clear()
+
+        for i, doc in enumerate(self.documents()):
+            if target >= n_windows:
+                break
+            if doc and doc.strip():
+                docs.append((i, doc))
+            if len(docs) >= docs_per_call:
+                flush()
+        if docs:
+            flush()
+        return out
 
     def identity(self) -> dict[str, Any]:
         """What identifies the corpus's content (a resumed pass must see the same one)."""

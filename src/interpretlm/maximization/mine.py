@@ -19,6 +19,17 @@ _CHECK = CheckSpec(
            "mining (a resumed folder over an edited file?) or the model is not deterministic.")
 
 
+def check_options(*, k: int, window: int, batch_size: int, bands: int, samples: int, bins: int, hist_every: int,
+                  checkpoint_every: int, detail: int, max_windows: int | None, **_: Any) -> None:
+    """Refuse option values mining cannot use (:class:`MiningError`), before any work."""
+    _check_positive(k=k, window=window, batch_size=batch_size, bands=bands, samples=samples, bins=bins,
+                    hist_every=hist_every, checkpoint_every=checkpoint_every)
+    if detail < 0:
+        raise MiningError(f"detail must be >= 0; got {detail}.")
+    if max_windows is not None:
+        _check_positive(max_windows=max_windows)
+
+
 def _gather(idx: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(idx >= 0, idx // window, -1), torch.where(idx >= 0, idx % window, -1)
 
@@ -66,12 +77,8 @@ def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: i
         >>> r.top_values.shape, r.check.passed
         (torch.Size([1, 3]), True)
     """
-    _check_positive(k=k, window=window, batch_size=batch_size, bands=bands, samples=samples, bins=bins,
-                    hist_every=hist_every, checkpoint_every=checkpoint_every)
-    if detail < 0:
-        raise MiningError(f"detail must be >= 0; got {detail}.")
-    if max_windows is not None:
-        _check_positive(max_windows=max_windows)
+    check_options(k=k, window=window, batch_size=batch_size, bands=bands, samples=samples, bins=bins,
+                  hist_every=hist_every, checkpoint_every=checkpoint_every, detail=detail, max_windows=max_windows)
     bound = bind_units(lm, units)
     c = as_corpus(corpus)
     state, facts = run_pass(lm, bound, c, k=k, window=window, batch_size=batch_size, bands=bands, samples=samples,

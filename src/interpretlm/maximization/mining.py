@@ -6,10 +6,14 @@ turns its activation into unit values ``[batch, pos, n]`` and folds them into a 
 state, on the tensor side (no Python loop over units):
 
 * **top-k windows**: each window's maximum per unit, merged with the current top-k by one
-  ``torch.topk`` over ``[k + batch, n]``;
+  stable sort over ``[k + batch, n]`` (ties go to the earlier window);
 * **quantile samples**: a stratified reservoir: windows whose maximum exceeds
-  ``fire_threshold`` fall in one of ``bands`` bands of the running maximum and get a random
-  priority; each band keeps its ``samples`` highest priorities (again ``topk``);
+  ``fire_threshold`` fall in one of ``bands`` equal bands between the threshold and the
+  top of the unit's histogram range (windows above it in the top band) and get a random
+  priority; each band keeps its ``samples`` highest priorities. A window's band depends on
+  its own maximum only, not on the windows before it, so every part of the state merges
+  (:meth:`MiningState.merge`): an engine mines shards of the corpus apart and folds them
+  into the state one pass gives;
 * **histogram** of the per-token values over ``bins`` bins per unit (range: twice the first
   batch's largest magnitude; the end bins also count values beyond it) over every
   ``hist_every``-th token of each window (a systematic sample that keeps the pass cheap), and
@@ -24,7 +28,9 @@ The state's size depends on the units and ``k``, never on the corpus length. Wit
 ``path=`` it is checkpointed (atomically, like the probing family's activation store) every
 ``checkpoint_every`` windows next to a manifest; running the same call again resumes after
 the last checkpoint and ends with the state an uninterrupted run ends with (batches and
-random priorities are the same). After the pass, the examples of the first ``detail``
+random priorities are the same). Shards of later windows another engine finished
+(``il.maximize(..., engine="ray")``, listed in the manifest) are folded in when the pass
+reaches them. After the pass, the examples of the first ``detail``
 units (top, quantile and sign-combination windows) are recomputed token by token.
 """
 
@@ -34,6 +40,7 @@ import hashlib
 import json
 import math
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,26 +122,7 @@ class MiningState:
         b, W, n = v.shape
         k = t["top_v"].shape[1]
         wmax = (v.amax(1) if wmax is None else wmax).T                          # [n, b]
-        # top-k windows: one topk over the current k and this batch's windows
-        tv, order = torch.cat([t["top_v"][cols], wmax], 1).topk(k, dim=1)
-        old = t["top_i"][cols].gather(1, order.clamp(max=k - 1))
-        t["top_v"][cols] = tv
-        t["top_i"][cols] = torch.where(order >= k, self._token_index(v, order, k, window0), old)
-        # stratified reservoir of windows, by band of the running maximum
-        bands, samples = t["q_key"].shape[1:]
-        top = tv[:, :1].clamp_min(fire_threshold + 1e-12)
-        fires = wmax > fire_threshold
-        band = ((wmax - fire_threshold) / (top - fire_threshold) * bands).floor().clamp(0, bands - 1).long()
-        key = torch.rand(b, n, generator=gen).T
-        for j in range(bands):   # a loop over the few bands; the units stay one tensor
-            kj = torch.where(fires & (band == j), key, float("-inf"))
-            kk, order = torch.cat([t["q_key"][cols, j], kj], 1).topk(samples, dim=1)
-            old = t["q_i"][cols, j].gather(1, order.clamp(max=samples - 1))
-            t["q_key"][cols, j] = kk
-            t["q_v"][cols, j] = torch.cat([t["q_v"][cols, j], wmax], 1).gather(1, order)
-            t["q_i"][cols, j] = torch.where(order >= samples, self._token_index(v, order, samples, window0), old)
-        # histogram with a per-unit range fixed by the first batch, over every `hist_every`-th token of a
-        # window (a systematic sample: one bincount over [b * W / hist_every, n] instead of [b * W, n])
+        # the histogram's per-unit range, fixed by the first batch (the reservoir's bands divide it too)
         flat = v.reshape(b * W, n)
         rng = t["hist_range"][cols]
         unset = rng == 0
@@ -143,6 +131,28 @@ class MiningState:
             first = torch.maximum(2 * mag, 0.25 * mag.max().expand_as(mag)).clamp_min(1e-6)
             rng = torch.where(unset, first, rng)
             t["hist_range"][cols] = rng
+        # top-k windows: the k best of the current k and this batch's windows, ties to the earliest window
+        tv, order = _top(torch.cat([t["top_v"][cols], wmax], 1), k)
+        old = t["top_i"][cols].gather(1, order.clamp(max=k - 1))
+        t["top_v"][cols] = tv
+        t["top_i"][cols] = torch.where(order >= k, self._token_index(v, order, k, window0), old)
+        # stratified reservoir of windows, by band of the unit's range above the threshold: a window's band
+        # depends on its own maximum only (not on the windows seen before it), so the reservoirs of two
+        # parts of the corpus merge into the reservoir of the whole (engines mine shards in parallel)
+        bands, samples = t["q_key"].shape[1:]
+        span = (rng - fire_threshold).clamp_min(1e-12).unsqueeze(1)            # [n, 1]
+        fires = wmax > fire_threshold
+        band = ((wmax - fire_threshold) / span * bands).floor().clamp(0, bands - 1).long()
+        key = torch.rand(b, n, generator=gen).T
+        for j in range(bands):   # a loop over the few bands; the units stay one tensor
+            kj = torch.where(fires & (band == j), key, float("-inf"))
+            kk, order = _top(torch.cat([t["q_key"][cols, j], kj], 1), samples)
+            old = t["q_i"][cols, j].gather(1, order.clamp(max=samples - 1))
+            t["q_key"][cols, j] = kk
+            t["q_v"][cols, j] = torch.cat([t["q_v"][cols, j], wmax], 1).gather(1, order)
+            t["q_i"][cols, j] = torch.where(order >= samples, self._token_index(v, order, samples, window0), old)
+        # histogram over every `hist_every`-th token of a window (a systematic sample: one bincount over
+        # [b * W / hist_every, n] instead of [b * W, n])
         bins = t["hist"].shape[1]
         sample = v[:, ::self.hist_every].reshape(-1, n)
         q = torch.addcmul(rng * (bins / (2 * rng)), sample, bins / (2 * rng))   # (x + r) * bins / 2r
@@ -180,7 +190,7 @@ class MiningState:
         sign = torch.tensor([1.0, -1.0, -1.0, 1.0]).view(1, 4, 1)
         wkey = torch.where(wval * sign > 0, wval.abs(), float("-inf"))          # -inf: no such token
         widx = torch.arange(window0, window0 + b).expand(n, 4, b)
-        kk, order = torch.cat([t["glu_key"][gcols], wkey], 2).topk(k, dim=2)    # all four combinations at once
+        kk, order = _top(torch.cat([t["glu_key"][gcols], wkey], 2), k)          # all four combinations at once
         t["glu_key"][gcols] = kk
         t["glu_v"][gcols] = torch.cat([t["glu_v"][gcols], wval], 2).gather(2, order)
         t["glu_i"][gcols] = torch.cat([t["glu_i"][gcols], widx], 2).gather(2, order)
@@ -192,24 +202,82 @@ class MiningState:
             wmax[:, bad] = v[:, :, bad].amax(1)
         return wmax
 
+    # ------------------------------------------------------------------ merging
+    def merge(self, other: "MiningState") -> None:
+        """Fold in ``other``, the state of windows that all come after this state's: the state one pass over
+        both gives (top-k windows and reservoirs: the best of both, ties to the earlier window; counts and
+        sums: added; both must share the histogram range, which the first batch fixes).
+
+        Example:
+            >>> a, b = MiningState(2, 0, 1, 1, 1, 4), MiningState(2, 0, 1, 1, 1, 4)
+            >>> a.t["top_v"][:, 0], b.t["top_v"][:, 0] = torch.tensor([1.0, 5.0]), torch.tensor([3.0, 2.0])
+            >>> a.merge(b); a.t["top_v"].flatten().tolist()
+            [3.0, 5.0]
+        """
+        t, o = self.t, other.t
+        if bool((t["hist_range"] != 0).all()) and bool((o["hist_range"] != 0).all()) \
+                and not torch.equal(t["hist_range"], o["hist_range"]):
+            raise MiningError("Two mining states with different histogram ranges cannot be merged.")
+        for name, value, index, dim in (("top_v", "top_v", ("top_i",), 1), ("q_key", "q_key", ("q_v", "q_i"), 2),
+                                        ("glu_key", "glu_key", ("glu_v", "glu_i"), 2)):
+            kk, order = _top(torch.cat([t[value], o[value]], dim), t[value].shape[dim])
+            for f in index:
+                t[f] = torch.cat([t[f], o[f]], dim).gather(dim, order)
+            t[name] = kk
+        for name in ("hist", "n_fire", "s1", "s2", "glu_n", "counters"):
+            t[name] = t[name] + o[name]
+        if not bool((t["hist_range"] != 0).all()):
+            t["hist_range"] = torch.where(t["hist_range"] == 0, o["hist_range"], t["hist_range"])
+
+    def canonical(self) -> "MiningState":
+        """Clear the slots no window filled (their key is -inf; what they hold depends on the order the windows
+        came in), so that states of the same windows are equal tensor for tensor however they were mined."""
+        t = self.t
+        for key, value, index in (("top_v", None, "top_i"), ("q_key", "q_v", "q_i"), ("glu_key", "glu_v", "glu_i")):
+            empty = torch.isneginf(t[key])
+            if value is not None:
+                t[value] = t[value].masked_fill(empty, 0.0)
+            t[index] = t[index].masked_fill(empty, -1)
+        return self
+
     # ------------------------------------------------------------------ disk
-    def save(self, folder: Path, manifest: dict[str, Any]) -> None:
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The state as contiguous tensors (what :meth:`save` writes)."""
+        self.canonical()
+        return {k: v.contiguous() for k, v in self.t.items()}
+
+    def save(self, folder: Path, manifest: dict[str, Any], shards: dict[str, Any] | None = None) -> None:
         from safetensors.torch import save_file
 
-        atomic_write(folder / "state.safetensors",
-                     lambda tmp: save_file({k: v.contiguous() for k, v in self.t.items()}, tmp))
+        tensors = self.tensors()
+        atomic_write(folder / "state.safetensors", lambda tmp: save_file(tensors, tmp))
         # the manifest names what the state holds; it is written only after the state is on disk
-        atomic_write(folder / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(
-            dict(manifest, windows_done=self.windows_done), indent=1)))
+        write_manifest(folder, manifest, self.windows_done, shards or {})
 
-    def load(self, folder: Path) -> None:
+    def load(self, folder: Path, name: str = "state.safetensors") -> "MiningState":
         from safetensors.torch import load_file
 
-        loaded = load_file(str(folder / "state.safetensors"))
+        loaded = load_file(str(folder / name))
         for k, v in loaded.items():
             if k not in self.t or self.t[k].shape != v.shape:
-                raise MiningError(f"{folder}/state.safetensors does not fit this request; delete it to start over.")
+                raise MiningError(f"{folder}/{name} does not fit this request; delete it to start over.")
             self.t[k] = v
+        return self
+
+
+def _top(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest along the last dimension and where they were, ties to the earliest position (a stable
+    sort, where ``topk`` leaves ties unspecified): so the same windows win however the corpus was split."""
+    v, order = values.sort(dim=-1, descending=True, stable=True)
+    return v[..., :k], order[..., :k]
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any], windows_done: int, shards: dict[str, Any]) -> None:
+    """The mining folder's manifest: the request, the windows folded into ``state.safetensors`` (the first
+    ``windows_done``) and the shards of later windows another engine finished (``{index: entry}``)."""
+    shards = dict(sorted(shards.items(), key=lambda kv: int(kv[0])))
+    atomic_write(folder / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(
+        dict(manifest, windows_done=windows_done, shards=shards), indent=1)))
 
 
 def _fingerprint(lm: Any, bound: BoundUnits, corpus: Corpus, config: dict[str, Any]) -> str:
@@ -243,11 +311,165 @@ def count_windows(corpus: Corpus, tokenizer: Any, window: int, limit: int | None
     return n
 
 
+def pass_request(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int, batch_size: int, bands: int,
+                 samples: int, bins: int, hist_every: int, fire_threshold: float, glu_split: bool, seed: int,
+                 max_windows: int | None) -> dict[str, Any]:
+    """Check a mining request and describe it as plain data: the windows, the gated-neuron columns, the
+    manifest of its folder (config and fingerprint). What the local pass and the engines' plan share.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.units import Unit, bind_units
+        >>> from interpretlm.maximization import corpus
+        >>> lm = tiny_lm("llama")
+        >>> req = pass_request(lm, bind_units(lm, Unit("blocks.1.mlp.neurons", 3)), corpus(["the cat sat"] * 8),
+        ...     k=2, window=4, batch_size=4, bands=2, samples=2, bins=8, hist_every=1, fire_threshold=0.0,
+        ...     glu_split=True, seed=0, max_windows=None)
+        >>> req["n_windows"] > 2, req["glu_units"]
+        (True, [0])
+    """
+    tok = lm.tokenizer
+    n_windows = count_windows(corpus, tok, window, max_windows)
+    if n_windows == 0:
+        raise CorpusError(f"The corpus is shorter than one window of {window} tokens; give more text or a smaller "
+                          "window=.")
+    if k > n_windows:
+        raise MiningError(f"k={k} is larger than the corpus: it has {n_windows} windows of {window} tokens; "
+                          "ask for fewer examples or give a longer corpus.")
+    gated = bool(lm.family.gated_mlp) and glu_split
+    glu_units: list[int] = []           # global columns of gated-neuron index units
+    for g in bound.groups:
+        if gated and g.how == "index" and kind_of(lm, g.component) == "mlp.neurons":
+            glu_units += g.columns
+    config = {"format": STATE_FORMAT, "k": k, "window": window, "batch_size": batch_size, "bands": bands,
+              "samples": samples, "bins": bins, "hist_every": hist_every, "fire_threshold": fire_threshold,
+              "glu_split": gated, "seed": seed, "n_windows": n_windows, "units": bound.size}
+    fingerprint = _fingerprint(lm, bound, corpus, config)
+    manifest = dict(config, fingerprint=fingerprint, model=lm.name, units_names=bound.names[:50])
+    return {"n_windows": n_windows, "glu_units": glu_units, "manifest": manifest}
+
+
+def new_state(bound: BoundUnits, request: dict[str, Any]) -> MiningState:
+    """An empty :class:`MiningState` for a request of :func:`pass_request`."""
+    m = request["manifest"]
+    return MiningState(bound.size, len(request["glu_units"]), m["k"], m["bands"], m["samples"], m["bins"],
+                       m["hist_every"])
+
+
+@contextmanager
+def folding(lm: Any, bound: BoundUnits, glu_units: list[int], fire_threshold: float, seed: int):
+    """Hooks that fold the units of each forward pass into a state; yields ``fold(state, batch, window0)``,
+    which runs the model on ``batch`` (token windows numbered from ``window0``) and updates ``state``.
+
+    The random priorities of a batch come from a generator seeded by ``seed`` and ``window0``, so a batch
+    folds the same way whichever process runs it.
+    """
+    comps = bound.components
+    glu_pos = {c: i for i, c in enumerate(glu_units)}
+    subs = {c: bound.subset(c) for c in comps}
+
+    def as_index(cols: torch.Tensor) -> "slice | torch.Tensor":
+        # a component's units are usually a range of rows: index by a slice (views, no copies)
+        if len(cols) and bool((cols == torch.arange(int(cols[0]), int(cols[0]) + len(cols))).all()):
+            return slice(int(cols[0]), int(cols[0]) + len(cols))
+        return cols
+    glu_cols = {c: (torch.tensor([j for j, col in enumerate(subs[c][1].tolist()) if col in glu_pos], dtype=torch.long),
+                    torch.tensor([glu_pos[col] for col in subs[c][1].tolist() if col in glu_pos], dtype=torch.long))
+                for c in comps}
+    full_glu = {c: len(glu_cols[c][0]) == lm.d_mlp == subs[c][0].size
+                and [u.index for u in subs[c][0].units] == list(range(lm.d_mlp)) for c in comps}
+    until = max(0, max(layer_of(c) for c in comps))
+    current: dict[str, Any] = {"state": None, "window0": 0, "gen": None}
+    gate_up: dict[int, list[torch.Tensor]] = {}
+
+    def reader(component: str):
+        sub, cols = subs[component][0], as_index(subs[component][1])
+        local, gcols = glu_cols[component][0], as_index(glu_cols[component][1])
+
+        def read(value: torch.Tensor) -> None:
+            state = current["state"]
+            v = unit_values(lm, sub, {component: value}).float().cpu()
+            wmax = None
+            if len(local):
+                parts = [p.float().cpu() for p in gate_up[layer_of(component)]]
+                gate, up = parts if len(parts) == 2 else parts[0].chunk(2, dim=-1)   # fused gate_up: halves
+                if full_glu[component]:      # every neuron of the layer: no gathers, and the maxima are shared
+                    wmax = state.update_glu(gcols, v, gate, up, current["window0"])
+                else:
+                    idx = torch.tensor([sub.units[j].index for j in local.tolist()], dtype=torch.long)
+                    state.update_glu(gcols, v[..., local], gate[..., idx], up[..., idx], current["window0"])
+            state.update(cols, v, current["window0"], fire_threshold, current["gen"], wmax)
+        return read
+
+    def fold(state: MiningState, batch: list[list[int]], window0: int) -> None:
+        current.update(state=state, window0=window0, gen=torch.Generator().manual_seed(seed * 1_000_003 + window0))
+        with torch.inference_mode():
+            lm.run(batch, until=until, head=False)
+        state.t["counters"] += torch.tensor([len(batch), len(batch) * len(batch[0])])
+
+    handles = []
+    try:
+        with ExitStack() as stack:
+            if glu_units:
+                for c in comps:
+                    if len(glu_cols[c][0]):
+                        layer = layer_of(c)
+                        for i, mod in enumerate(_glu_modules(lm, layer)):
+                            # gate then up (or one fused gate_up): read as the MLP computes them
+                            def hook_fn(module, args, output, _layer=layer, _i=i):
+                                if _i == 0:
+                                    gate_up[_layer] = []
+                                gate_up[_layer].append(output.detach())
+                            handles.append(mod.register_forward_hook(hook_fn))
+            for c in comps:
+                stack.enter_context(lm.hook(c, read=reader(c)))
+            yield fold
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """A mining folder's manifest, or ``None`` when there is none yet."""
+    mf = folder / "manifest.json"
+    return json.loads(mf.read_text()) if mf.exists() else None
+
+
+def open_folder(folder: Path, request: dict[str, Any], state: MiningState) -> dict[str, Any]:
+    """Check a mining folder against the request, load its state into ``state`` and return the shards of
+    later windows an engine finished (``{index: entry}``, entries ``{"file", "windows": [lo, hi]}``);
+    shards already folded into the state are deleted."""
+    old = read_manifest(folder)
+    if old is None:
+        if folder.exists() and any(folder.iterdir()):
+            raise MiningError(f"{folder} exists and holds other files; give an empty or new folder.")
+        return {}
+    if old.get("fingerprint") != request["manifest"]["fingerprint"]:
+        raise MiningError(f"{folder} holds a mining pass of another request (other units, corpus, model or "
+                          "options); use another path or delete it.")
+    if (folder / "state.safetensors").exists():
+        state.load(folder)
+    shards = {}
+    for key, entry in (old.get("shards") or {}).items():
+        # a shard the state already holds (its merge was saved, the manifest not yet rewritten) is stale
+        if entry["windows"][0] < state.windows_done or not (folder / entry["file"]).exists():
+            (folder / entry["file"]).unlink(missing_ok=True)
+        else:
+            shards[key] = entry
+    listed = {entry["file"] for entry in shards.values()}
+    for f in list(folder.glob("shard-*.safetensors")) + list(folder.glob(".shard-*.tmp")):
+        if f.name not in listed:   # merged before a kill let the manifest say so, or half-written
+            f.unlink(missing_ok=True)
+    return shards
+
+
 def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int, batch_size: int, bands: int,
              samples: int, bins: int, hist_every: int, fire_threshold: float, glu_split: bool, path: str | None,
              checkpoint_every: int, seed: int, max_windows: int | None) -> tuple[MiningState, dict[str, Any]]:
     """Stream the corpus once through the model and fold every unit into a :class:`MiningState`.
 
+    With ``path=``, a folder an interrupted pass left resumes after its state; shards of later windows
+    another engine finished (``il.maximize(..., engine="ray")``) are folded in when the pass reaches them.
     Returns the state and facts of the pass (windows, GLU columns, seconds, forward passes).
 
     Example:
@@ -262,123 +484,48 @@ def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int,
         >>> state.t["top_v"].shape, state.n_tokens == 4 * facts["n_windows"]
         (torch.Size([1, 2]), True)
     """
-    tok = lm.tokenizer
-    n_windows = count_windows(corpus, tok, window, max_windows)
-    if n_windows == 0:
-        raise CorpusError(f"The corpus is shorter than one window of {window} tokens; give more text or a smaller "
-                          "window=.")
-    if k > n_windows:
-        raise MiningError(f"k={k} is larger than the corpus: it has {n_windows} windows of {window} tokens; "
-                          "ask for fewer examples or give a longer corpus.")
-    comps = bound.components
-    gated = bool(lm.family.gated_mlp) and glu_split
-    glu_units: list[int] = []           # global columns of gated-neuron index units
-    for g in bound.groups:
-        if gated and g.how == "index" and kind_of(lm, g.component) == "mlp.neurons":
-            glu_units += g.columns
-    glu_pos = {c: i for i, c in enumerate(glu_units)}
-    state = MiningState(bound.size, len(glu_units), k, bands, samples, bins, hist_every)
-    config = {"format": STATE_FORMAT, "k": k, "window": window, "batch_size": batch_size, "bands": bands,
-              "samples": samples, "bins": bins, "hist_every": hist_every, "fire_threshold": fire_threshold, "glu_split": gated,
-              "seed": seed, "n_windows": n_windows, "units": bound.size}
-    fingerprint = _fingerprint(lm, bound, corpus, config)
+    request = pass_request(lm, bound, corpus, k=k, window=window, batch_size=batch_size, bands=bands,
+                           samples=samples, bins=bins, hist_every=hist_every, fire_threshold=fire_threshold,
+                           glu_split=glu_split, seed=seed, max_windows=max_windows)
+    n_windows, glu_units, manifest = request["n_windows"], request["glu_units"], request["manifest"]
+    state = new_state(bound, request)
     folder = Path(path) if path is not None else None
-    manifest = dict(config, fingerprint=fingerprint, model=lm.name, units_names=bound.names[:50])
-    if folder is not None:
-        mf = folder / "manifest.json"
-        if mf.exists():
-            old = json.loads(mf.read_text())
-            if old.get("fingerprint") != fingerprint:
-                raise MiningError(f"{folder} holds a mining pass of another request (other units, corpus, model or "
-                                  "options); use another path or delete it.")
-            if (folder / "state.safetensors").exists():
-                state.load(folder)
-        elif folder.exists() and any(folder.iterdir()):
-            raise MiningError(f"{folder} exists and holds other files; give an empty or new folder.")
-
-    subs = {c: bound.subset(c) for c in comps}
-
-    def as_index(cols: torch.Tensor) -> "slice | torch.Tensor":
-        # a component's units are usually a range of rows: index by a slice (views, no copies)
-        if len(cols) and bool((cols == torch.arange(int(cols[0]), int(cols[0]) + len(cols))).all()):
-            return slice(int(cols[0]), int(cols[0]) + len(cols))
-        return cols
-    glu_cols = {c: (torch.tensor([j for j, col in enumerate(subs[c][1].tolist()) if col in glu_pos], dtype=torch.long),
-                    torch.tensor([glu_pos[col] for col in subs[c][1].tolist() if col in glu_pos], dtype=torch.long))
-                for c in comps}
-    full_glu = {c: len(glu_cols[c][0]) == lm.d_mlp == subs[c][0].size
-                and [u.index for u in subs[c][0].units] == list(range(lm.d_mlp)) for c in comps}
-    until = max(layer_of(c) for c in comps)
-    until = max(until, 0)
-    current: dict[str, Any] = {"window0": 0, "gen": None}
-    gate_up: dict[int, list[torch.Tensor]] = {}
+    shards = open_folder(folder, request, state) if folder is not None else {}
+    starts = {entry["windows"][0]: key for key, entry in shards.items()}
     start = time.perf_counter()
-
-    def reader(component: str):
-        sub, cols = subs[component][0], as_index(subs[component][1])
-        local, gcols = glu_cols[component][0], as_index(glu_cols[component][1])
-
-        def read(value: torch.Tensor) -> None:
-            v = unit_values(lm, sub, {component: value}).float().cpu()
-            wmax = None
-            if len(local):
-                parts = [p.float().cpu() for p in gate_up[layer_of(component)]]
-                gate, up = parts if len(parts) == 2 else parts[0].chunk(2, dim=-1)   # fused gate_up: halves
-                if full_glu[component]:      # every neuron of the layer: no gathers, and the maxima are shared
-                    wmax = state.update_glu(gcols, v, gate, up, current["window0"])
-                else:
-                    idx = torch.tensor([sub.units[j].index for j in local.tolist()], dtype=torch.long)
-                    state.update_glu(gcols, v[..., local], gate[..., idx], up[..., idx], current["window0"])
-            state.update(cols, v, current["window0"], fire_threshold, current["gen"], wmax)
-        return read
-
-    from contextlib import ExitStack
-
-    handles = []
     forward_passes = 0
     bar = progress_bar(n_windows, "mining", initial=state.windows_done)
     try:
-        with ExitStack() as stack:
-            if glu_units:
-                for c in comps:
-                    if len(glu_cols[c][0]):
-                        layer = layer_of(c)
-                        mods = _glu_modules(lm, layer)
-                        for i, mod in enumerate(mods):
-                            # gate then up (or one fused gate_up): read as the MLP computes them
-                            def hook_fn(module, args, output, _layer=layer, _i=i):
-                                if _i == 0:
-                                    gate_up[_layer] = []
-                                gate_up[_layer].append(output.detach())
-                            handles.append(mod.register_forward_hook(hook_fn))
-            for c in comps:
-                stack.enter_context(lm.hook(c, read=reader(c)))
+        with folding(lm, bound, glu_units, fire_threshold, seed) as fold:
+            if state.windows_done >= n_windows:   # a finished folder: nothing to read again
+                return state, {"n_windows": n_windows, "glu_units": glu_units, "seconds": 0.0, "forward_passes": 0}
             batch: list[list[int]] = []
             w_i = 0
-            for ids in corpus.windows(tok, window):
+            for ids in corpus.windows(lm.tokenizer, window):
                 if w_i >= n_windows:
                     break
-                if w_i < state.windows_done:      # finished before an interruption
+                if w_i < state.windows_done:      # finished before an interruption (or in a merged shard)
+                    w_i += 1
+                    continue
+                if not batch and w_i in starts:   # a shard another engine finished: fold it in, skip its windows
+                    entry = shards.pop(starts.pop(w_i))
+                    state.merge(new_state(bound, request).load(folder, entry["file"]))
+                    state.save(folder, manifest, shards)
+                    (folder / entry["file"]).unlink(missing_ok=True)
+                    bar.update(entry["windows"][1] - entry["windows"][0])
                     w_i += 1
                     continue
                 batch.append(ids)
                 w_i += 1
                 if len(batch) == batch_size or w_i == n_windows:
-                    window0 = w_i - len(batch)
-                    current["window0"] = window0
-                    current["gen"] = torch.Generator().manual_seed(seed * 1_000_003 + window0)
-                    with torch.inference_mode():
-                        lm.run(batch, until=until, head=False)
+                    fold(state, batch, w_i - len(batch))
                     forward_passes += 1
-                    state.t["counters"] += torch.tensor([len(batch), len(batch) * window])
                     bar.update(len(batch))
                     batch = []
                     if folder is not None and (state.windows_done % checkpoint_every < batch_size
                                                or state.windows_done == n_windows):
-                        state.save(folder, manifest)
+                        state.save(folder, manifest, shards)
     finally:
-        for h in handles:
-            h.remove()
         bar.close()
     facts = {"n_windows": n_windows, "glu_units": glu_units, "seconds": time.perf_counter() - start,
              "forward_passes": forward_passes}
@@ -470,8 +617,9 @@ def logit_effects(lm: Any, direction: torch.Tensor) -> torch.Tensor | None:
     return (a - b).float().cpu()
 
 
-__all__ = ["GLU_COMBOS", "MiningError", "MiningState", "count_windows", "fetch_windows", "logit_effects",
-           "output_direction", "run_pass", "window_values"]
+__all__ = ["GLU_COMBOS", "MiningError", "MiningState", "count_windows", "fetch_windows", "folding", "logit_effects",
+           "new_state", "open_folder", "output_direction", "pass_request", "read_manifest", "run_pass",
+           "window_values", "write_manifest"]
 
 
 # ---------------------------------------------------------------------- the registered method
