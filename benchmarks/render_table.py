@@ -109,6 +109,40 @@ def attention_memory(d: dict[str, Any]) -> str:
     return f"{one:,.0f} MB for 1 layer, {every:,.0f} MB for all 30"
 
 
+def cf_peer(d: dict[str, Any]) -> str:
+    s = d["counterfactuals"]
+    parts = []
+    for task in ("sentiment", "topic"):
+        k = f"peer_{task}_interpretlm_"
+        if k + "examples" not in s:
+            continue
+        ta = f"peer_{task}_textattack-embedding_"
+        parts.append(
+            f"{task} ({s[k + 'examples']:.0f} examples): flip rate {s[k + 'flip_rate']:.2f} vs {s[ta + 'flip_rate']:.2f}, "
+            f"minimality {s[k + 'minimality']:.3f} vs {s[ta + 'minimality']:.3f}, queries {s[k + 'queries']:.0f} vs "
+            f"{s[ta + 'queries']:.0f} ({s[ta + 'query_ratio']:.2f}×), seconds per example {s[ta + 'time_ratio']:.2f}× "
+            "TextAttack's / ours")
+    if not parts:
+        raise KeyError("no peer run")
+    return "; ".join(parts) + " (one process, shared machine)"
+
+
+def cf_fluency(d: dict[str, Any]) -> str:
+    s = d["counterfactuals"]
+    return (f"{s['sentiment_examples']:.0f} sentiment examples, fluency 0 → 1: flip rate {s['sentiment_fluency0_flip_rate']:.2f}"
+            f" → {s['sentiment_flip_rate']:.2f}, minimality {s['sentiment_fluency0_minimality']:.3f} → "
+            f"{s['sentiment_minimality']:.3f}, mean Δ perplexity {s['sentiment_fluency0_delta_ppl']:+.0f} → "
+            f"{s['sentiment_delta_ppl']:+.0f} (median {s['sentiment_fluency0_median_delta_ppl']:+.0f} → "
+            f"{s['sentiment_median_delta_ppl']:+.0f}), queries {s['sentiment_fluency0_queries']:.0f} → "
+            f"{s['sentiment_queries']:.0f}")
+
+
+def cf_cache(d: dict[str, Any]) -> str:
+    s = d["counterfactuals"]
+    return (f"{1 - s['cache_token_ratio']:.0%} fewer token positions, wall time × {s['cache_time_ratio']:.2f} "
+            f"({s['cache_examples']:.0f} examples, interleaved)")
+
+
 ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("Integrated Gradients, completeness on the IOI prompt", ig, "attribution.py --only ig"),
     ("Shapley estimates, evaluations to Spearman 0.95 vs exact", shapley, "attribution.py --only shapley"),
@@ -123,6 +157,12 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("activation extraction vs a plain forward pass", probing, "probing_activations.py"),
     ("attention patterns, peak memory at 2,048 tokens", attention_memory, "attention_memory.py --tokens 2048"),
     ("web app latency on the default model", app_latency, "app_latency.py"),
+    ("counterfactuals vs TextAttack 0.3.11 (greedy word-importance search, model-embedding swaps), same examples",
+     cf_peer, "counterfactuals.py --peer textattack --tasks sentiment,topic"),
+    ("counterfactual fluency ranking, before → after", cf_fluency,
+     "counterfactuals.py --tasks sentiment --n 6 --fluency 0 1"),
+    ("counterfactual search, prefix key/value cache vs plain passes", cf_cache,
+     "counterfactuals.py --tasks sentiment --n 3 --cache-compare 3"),
 ]
 
 
@@ -136,6 +176,8 @@ def render(data: dict[str, Any]) -> str:
             name = {"probing_activations": "probing", "patching": "estimators" if "--estimators" in cmd else name}.get(
                 name, name)
             fig = f"not measured (`python benchmarks/run_all.py --only {name}`)"
+            if name == "counterfactuals":
+                fig = f"not measured (`python benchmarks/{cmd}`)"
         lines.append(f"| {what} | {fig} | `benchmarks/{cmd}` |")
     return "\n".join(lines)
 

@@ -307,7 +307,7 @@ def test_fluency_keeps_words_of_their_kind_and_ranks_by_perplexity(llama):
                     assert a["perplexity"] <= b["perplexity"] + 1e-9
     with pytest.raises(il.OptionError, match="fluency"):
         il.counterfactuals(llama, prompt, target, fluency=-1.0)
-    assert search._beam_key((0.5, 0, None, 1, 3.0), 2.0, 2.0) == pytest.approx(2.5)
+    assert search._beam_key((0.5, 0, None, 1, 3.0), 2.0, 2.0) == pytest.approx(0.5 + search.BEAM_FLUENCY * 2.0)
     assert search._beam_key((0.5, 0, None, 1, 1.0), 2.0, 2.0) == pytest.approx(0.5)  # reading better earns nothing
 
 

@@ -12,12 +12,12 @@ The search (one call, one prompt):
    (``mlm=``: its fill-ins for the word masked); deletions need none. With ``fluency > 0`` a
    word is only replaced by one of its own kind (letters/digits by letters/digits,
    punctuation by punctuation), and HotFlip's first-order drop is traded against the
-   candidate's log-probability under the model (``fluency`` nats of drop per nat).
+   candidate's log-probability under the model (``0.1 fluency`` nats of drop per nat).
 3. **Beam search** over edit sets (each a set of operations on original words), one word
    more per depth, candidates scored in batched forward passes that reuse the key/value
    cache of their shared prefix (:class:`.scoring.Scorer`), which with ``fluency > 0`` also
    returns each candidate's perplexity under the model (no extra query). Edit sets that flip
-   are kept; the ``beam`` others of lowest ``g + fluency · Δlog perplexity`` are expanded.
+   are kept; the ``beam`` others of lowest ``g + 0.25 fluency · Δlog perplexity`` are expanded.
 4. **Minimality** (Ablation Flip's guarantee, for every kind of edit): every strict subset
    of a flipping set of up to ``MAX_BRUTE`` operations is scored, and the smallest flipping
    subset is returned, so no strict subset of a returned set flips (``minimal=True``).
@@ -56,6 +56,9 @@ from .result import Counterfactuals
 from .scoring import LAST_POSITION_KINDS, Goal, Scorer, as_rows, make_goal, orient, perplexity
 from .words import WORD, Words, apply, diff, levenshtein, split
 
+HOTFLIP_FLOOR = 5.0  # HotFlip keeps tokens at most this many nats (over fluency) less likely than the original
+HOTFLIP_FLUENCY = 0.1  # nats of first-order goal drop one nat of log-probability is worth, per unit of fluency
+BEAM_FLUENCY = 0.25  # goal margin one nat of log-perplexity rise costs in the beam, per unit of fluency
 MAX_BRUTE = 4  # edit sets up to this size are checked minimal by scoring all 2^k - 2 strict subsets
 KINDS = ("delete", "substitute", "insert")
 
@@ -157,8 +160,10 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
         fluency: weight of fluency against the goal (causal models): 0 ranks candidates by
             the goal alone (the search of interpretlm 0.x before fluency); above 0, words are
             replaced only by words of their own kind, HotFlip trades first-order goal drop
-            against the candidate's log-probability, the beam keeps the lowest
-            ``g + fluency · Δlog perplexity`` and equally small flips are ranked by perplexity.
+            against the candidate's log-probability (``0.1 fluency`` per nat) among tokens at
+            most ``5 / fluency`` nats less likely than the original, the beam keeps
+            the lowest ``g + 0.25 fluency · Δlog perplexity`` and equally small flips are ranked
+            by perplexity.
         mlm: a masked language model (an encoder ``LM`` with a mask token, or a name / folder
             for ``il.load``): a third source of substitutions, its ``candidates`` likeliest
             whole words for each word masked.
@@ -411,12 +416,12 @@ def _nan_last(x: float) -> float:
 
 
 def _beam_key(entry: tuple, lp0: float, fluency: float) -> float:
-    """Beam order: ``g`` plus ``fluency`` times the rise of log-perplexity over the prompt's (falls do not count:
+    """Beam order: ``g`` plus ``BEAM_FLUENCY · fluency`` times the rise of log-perplexity over the prompt's (falls do not count:
     a candidate that reads better than the prompt earns nothing over one that reads as well)."""
     g, lp = entry[0], entry[4]
     if fluency <= 0 or lp != lp or lp0 != lp0:
         return g
-    return g + fluency * max(0.0, lp - lp0)
+    return g + BEAM_FLUENCY * fluency * max(0.0, lp - lp0)
 
 
 def _label(s, i: int) -> int | None:
@@ -484,7 +489,9 @@ def _candidates(lm: LM, goal: Goal, bound: Target, batch, w: Words, word_tokens:
     The distribution source reads the logits predicting the word's first token (position
     ``p - 1`` on causal models, ``p`` on masked ones); HotFlip scores every token ``v`` by
     ``(E[v] - E[x_p]) · ∂g/∂E[x_p]`` and keeps the lowest (the largest first-order drop of ``g``);
-    with ``fluency > 0`` it keeps the highest ``-score + fluency · log p(v)`` instead, and every
+    with ``fluency > 0`` it keeps the highest ``-score + 0.1 fluency · log p(v)`` instead (words the
+    distribution source already gave excepted) among tokens at most ``5 / fluency`` nats less
+    likely than the original token, and every
     source keeps only words of the original's kind (letters/digits or punctuation): a word
     replaced by a stray bracket or quote flips cheaply but reads as noise.
     """
@@ -525,10 +532,18 @@ def _candidates(lm: LM, goal: Goal, bound: Target, batch, w: Words, word_tokens:
             # among the model's own likeliest tokens here it stays fluent
             likely = logits[src].topk(min(pool, lm.vocab_size)).indices.cpu()
             fluent = allowed & torch.zeros_like(allowed).index_fill_(0, likely, True)
-        key = -grad_score
+        key, taken = -grad_score, own
         if fluency > 0 and logits is not None and src >= 0:
-            key = key + fluency * torch.log_softmax(logits[src], -1)
-        flip = _top_words(key, fluent, vocab_words, own, k_sub)
+            # a floor under the candidates' log-probability, below the original token's: the cheapest flips
+            # are tokens that break the text ("moving." -> "moving["), which no fluency ranking recovers
+            logp = torch.log_softmax(logits[src], -1)
+            floor = float(logp[ids[0, p]]) - HOTFLIP_FLOOR / fluency
+            fluent = fluent & (logp >= floor).cpu()
+            # first-order drops of g are ~1 here while log-probabilities spread over ~10 nats: an
+            # unscaled sum would turn HotFlip into the distribution source, so log p counts a tenth
+            key = key + HOTFLIP_FLUENCY * fluency * torch.log_softmax(logits[src], -1)
+            taken = own | {x.lower() for x in dist[:k_sub]}  # new words, not the distribution's again
+        flip = _top_words(key, fluent, vocab_words, taken, k_sub)
         if "substitute" in kinds:
             merged = []
             for word in dist[:k_sub] + flip:
