@@ -22,7 +22,10 @@ The search (one call, one prompt):
    of a flipping set of up to ``MAX_BRUTE`` operations is scored, and the smallest flipping
    subset is returned, so no strict subset of a returned set flips (``minimal=True``).
    Larger sets are pruned greedily (``minimal=None``: not verified).
-5. **Order**: by words changed, then perplexity under the model (the most fluent of equally
+5. **Order**: with ``fluency > 0``, edits that read well (mean log-perplexity at most
+   ``0.3 / fluency`` nats above the prompt's, i.e. perplexity × 1.35 at ``fluency=1``) come
+   first, and only such a flip ends the search early: the smallest *fluent* edit, a larger
+   one if the smallest flips all break the text (those stay as fallbacks). Then by words changed, then perplexity under the model (the most fluent of equally
    small edits first: with ``fluency > 0`` every flipping set found is ranked by the
    perplexity its scoring pass measured, so the finalists are the most fluent of all the
    smallest flips, not the ones that go furthest past the goal), then how far past the goal
@@ -59,6 +62,7 @@ from .words import WORD, Words, apply, diff, levenshtein, split
 HOTFLIP_FLOOR = 5.0  # HotFlip keeps tokens at most this many nats (over fluency) less likely than the original
 HOTFLIP_FLUENCY = 0.1  # nats of first-order goal drop one nat of log-probability is worth, per unit of fluency
 BEAM_FLUENCY = 0.25  # goal margin one nat of log-perplexity rise costs in the beam, per unit of fluency
+FLUENT_RISE = 0.3  # nats of mean log-perplexity an edit may add (over fluency) and still read well
 MAX_BRUTE = 4  # edit sets up to this size are checked minimal by scoring all 2^k - 2 strict subsets
 KINDS = ("delete", "substitute", "insert")
 
@@ -162,7 +166,9 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
             replaced only by words of their own kind, HotFlip trades first-order goal drop
             against the candidate's log-probability (``0.1 fluency`` per nat) among tokens at
             most ``5 / fluency`` nats less likely than the original, the beam keeps
-            the lowest ``g + 0.25 fluency · Δlog perplexity`` and equally small flips are ranked
+            the lowest ``g + 0.25 fluency · Δlog perplexity``, flips that raise the mean
+            log-perplexity by more than ``0.3 / fluency`` nats rank after those that do not (the
+            search goes one word deeper for a fluent flip) and equally small flips are ranked
             by perplexity.
         mlm: a masked language model (an encoder ``LM`` with a mask token, or a name / folder
             for ``il.load``): a third source of substitutions, its ``candidates`` likeliest
@@ -303,18 +309,20 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
         flips += new_flips
         rest = sorted((st for st in cands if memo[st][0] >= 0), key=lambda st: _beam_key(memo[st], lp0, fluency))
         frontier = rest[:beam]
-        if len(flips) >= n or exhausted:
+        # with fluency, only fluent flips end the search: one more word may buy a flip that reads well
+        if sum(_reads_well(memo[st], lp0, fluency) for st in flips) >= n or exhausted:
             break
 
     # 4. minimality: the smallest flipping subset of each flipping set
     final: dict[frozenset, bool | None] = {}
     for st in sorted(flips, key=lambda st: (len(st), memo[st][0])):
-        best, minimal = _minimize(scorer, lm, w, st, memo, max_queries)
+        best, minimal = _minimize(scorer, lm, w, st, memo, max_queries, lp0, fluency)
         if best not in final or (minimal and not final[best]):
             final[best] = minimal
     # among the flips of the smallest distances, the most fluent first (perplexity under the model)
     fluent = fluency > 0 and lp0 == lp0
-    pool = sorted(final, key=lambda st: (levenshtein(w.words, apply(w, st)[1]),
+    pool = sorted(final, key=lambda st: (not _reads_well(memo[st], lp0, fluency),
+                                         levenshtein(w.words, apply(w, st)[1]),
                                          _nan_last(memo[st][4]) if fluent else 0.0, memo[st][0]))[:4 * n]
     if pool:
         chosen = [(st, final[st]) for st in pool]
@@ -332,7 +340,8 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
              for i in range(tb.size)]
     ppl = perplexity(lm, as_rows(tb), marks, batch_size=batch_size)
     passes["forward"] += -(-len(texts) // batch_size)
-    order = sorted(range(len(chosen)), key=lambda k: (levenshtein(w.words, apply(w, chosen[k][0])[1]),
+    order = sorted(range(len(chosen)), key=lambda k: (not _reads_well(memo[chosen[k][0]], lp0, fluency),
+                                                      levenshtein(w.words, apply(w, chosen[k][0])[1]),
                                                       ppl[k + 1] if ppl[k + 1] is not None else 0.0,
                                                       memo[chosen[k][0]][0]))[:n]
     chosen = [chosen[k] for k in order]
@@ -424,6 +433,15 @@ def _beam_key(entry: tuple, lp0: float, fluency: float) -> float:
     return g + BEAM_FLUENCY * fluency * max(0.0, lp - lp0)
 
 
+def _reads_well(entry: tuple, lp0: float, fluency: float) -> bool:
+    """Whether an edit's log-perplexity rose at most ``FLUENT_RISE / fluency`` over the prompt's (always true
+    with ``fluency=0`` or without perplexities: every flip then counts)."""
+    lp = entry[4]
+    if fluency <= 0 or lp != lp or lp0 != lp0:
+        return True
+    return lp - lp0 <= FLUENT_RISE / fluency
+
+
 def _label(s, i: int) -> int | None:
     return None if s.per_label is None else int(s.per_label[i].argmax())
 
@@ -453,9 +471,12 @@ def _score(scorer: Scorer, lm: LM, w: Words, states: list[frozenset], memo: dict
         memo[st] = (float(s.goal[k]), float(s.value[k]), _label(s, k), base + k + 1, _log_ppl(s, k))
 
 
-def _minimize(scorer: Scorer, lm: LM, w: Words, st: frozenset, memo: dict,
-              max_queries: int) -> tuple[frozenset, bool | None]:
-    """The smallest flipping subset of ``st`` and whether it is verified minimal."""
+def _minimize(scorer: Scorer, lm: LM, w: Words, st: frozenset, memo: dict, max_queries: int,
+              lp0: float = float("nan"), fluency: float = 0.0) -> tuple[frozenset, bool | None]:
+    """A minimal flipping subset of ``st`` (no strict subset of it flips) and whether that is verified.
+
+    The smallest such subset; with ``fluency > 0`` the one that reads well first (a larger
+    minimal subset that reads well beats a smaller one that breaks the text)."""
     ops = sorted(st, key=lambda op: (op[1], op[0]))
     if len(ops) == 1:
         return st, True  # its only strict subset is the prompt, which does not flip
@@ -468,7 +489,9 @@ def _minimize(scorer: Scorer, lm: LM, w: Words, st: frozenset, memo: dict,
         flipping = [s for s in subsets if memo[s][0] < 0]
         if not flipping:
             return st, True
-        return min(flipping, key=lambda s: (len(s), memo[s][0])), True
+        minimal = [s for s in flipping if not any(t < s for t in flipping)]
+        return min(minimal, key=lambda s: (not _reads_well(memo[s], lp0, fluency), len(s),
+                                           _nan_last(memo[s][4]) if fluency > 0 else 0.0, memo[s][0])), True
     cur = st
     for op in ops:  # greedy pruning of large sets: drop each operation the flip does not need
         smaller = cur - {op}
