@@ -9,14 +9,17 @@ The search (one call, one prompt):
    model's own next-token distribution at the word's position (fluent substitutions and
    insertions), the embedding gradient (HotFlip: the tokens whose embedding change
    lowers ``g`` most to first order) and, when the user gives one, a masked language model
-   (``mlm=``: its fill-ins for the word masked); deletions need none. With ``fluency > 0`` a
+   (``mlm=``: its fill-ins for the word masked); deletions need none. With ``fluency > 0`` the
+   word's nearest tokens in the model's input embedding are a fourth source, and a
    word is only replaced by one of its own kind (letters/digits by letters/digits,
    punctuation by punctuation), and HotFlip's first-order drop is traded against the
    candidate's log-probability under the model (``0.1 fluency`` nats of drop per nat).
 3. **Beam search** over edit sets (each a set of operations on original words), one word
    more per depth, candidates scored in batched forward passes that reuse the key/value
    cache of their shared prefix (:class:`.scoring.Scorer`), which with ``fluency > 0`` also
-   returns each candidate's perplexity under the model (no extra query). Edit sets that flip
+   returns each candidate's perplexity under the model (no extra query); with ``fluency > 0``
+   the candidates of the highest-ranked words are scored first, a batch at a time, and a
+   depth stops at the batch that brings ``n`` flips that read well. Edit sets that flip
    are kept; the ``beam`` others of lowest ``g + 0.25 fluency · Δlog perplexity`` are expanded.
 4. **Minimality** (Ablation Flip's guarantee, for every kind of edit): every strict subset
    of a flipping set of up to ``MAX_BRUTE`` operations is scored, and the smallest flipping
@@ -168,8 +171,10 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
             most ``5 / fluency`` nats less likely than the original, the beam keeps
             the lowest ``g + 0.25 fluency · Δlog perplexity``, flips that raise the mean
             log-perplexity by more than ``0.3 / fluency`` nats rank after those that do not (the
-            search goes one word deeper for a fluent flip) and equally small flips are ranked
-            by perplexity.
+            search goes one word deeper for a fluent flip), equally small flips are ranked
+            by perplexity, the word's nearest tokens in the input embedding are a further
+            source of substitutes, and candidates are scored highest-ranked words first, a
+            batch at a time, until ``n`` flips read well.
         mlm: a masked language model (an encoder ``LM`` with a mask token, or a name / folder
             for ``il.load``): a third source of substitutions, its ``candidates`` likeliest
             whole words for each word masked.
@@ -275,9 +280,12 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
     flips: list[frozenset] = []
     frontier: list[frozenset] = [frozenset()]
     exhausted = False
+    rank_of = {i: r for r, i in enumerate(ranked)}
+    first_flip: int | None = None  # the depth of the first flip
     for depth in range(max_edits):
         cands: list[frozenset] = []
-        for state in frontier:
+        priority: dict[frozenset, tuple[int, int]] = {}  # (word rank, beam place) of the operation added here
+        for place, state in enumerate(frontier):
             touched = {op[1] for op in state if op[0] != "ins"}
             inserted = {op[1] for op in state if op[0] == "ins"}
             free = [i for i in ranked if i not in touched and i not in inserted][:positions]
@@ -290,9 +298,10 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
                     ops += [("ins", i, s) for s in ins.get(i, [])]
                 for op in ops:
                     new = state | {op}
-                    if new in memo or new in cands or any(f <= new for f in flips):
+                    if new in memo or new in priority or any(f <= new for f in flips):
                         continue
                     cands.append(new)
+                    priority[new] = (rank_of[i], place)
         if not cands:
             break
         order = torch.randperm(len(cands), generator=gen).tolist()  # seeded order of equals
@@ -304,13 +313,30 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
             break
         if len(cands) > budget:
             cands, exhausted = cands[:budget], True
-        _score(scorer, lm, w, cands, memo)
+        if fluency > 0:
+            # the highest-ranked words' candidates first, one batch at a time, stopping at the batch that
+            # brings enough fluent flips: the rest of the depth would only cost queries
+            by_rank = sorted(cands, key=lambda st: priority[st])
+            scored: list[frozenset] = []
+            for c in range(0, len(by_rank), batch_size):
+                chunk = sorted(by_rank[c:c + batch_size], key=lambda st: -min(op[1] for op in st))
+                _score(scorer, lm, w, chunk, memo)
+                scored += chunk
+                if sum(_reads_well(memo[st], lp0, fluency) for st in flips + scored if memo[st][0] < 0) >= n:
+                    break
+            cands = scored
+        else:
+            _score(scorer, lm, w, cands, memo)
         new_flips = [st for st in cands if memo[st][0] < 0]
         flips += new_flips
         rest = sorted((st for st in cands if memo[st][0] >= 0), key=lambda st: _beam_key(memo[st], lp0, fluency))
         frontier = rest[:beam]
-        # with fluency, only fluent flips end the search: one more word may buy a flip that reads well
-        if sum(_reads_well(memo[st], lp0, fluency) for st in flips) >= n or exhausted:
+        # with fluency, only fluent flips end the search early: one more word (no more) may buy a flip that
+        # reads well, so the edits stay at most one word larger than the smallest flip
+        if first_flip is None and flips:
+            first_flip = depth
+        if sum(_reads_well(memo[st], lp0, fluency) for st in flips) >= n or exhausted or \
+                (fluency > 0 and first_flip is not None and depth >= first_flip + 1):
             break
 
     # 4. minimality: the smallest flipping subset of each flipping set
@@ -536,6 +562,7 @@ def _candidates(lm: LM, goal: Goal, bound: Target, batch, w: Words, word_tokens:
     subs: dict[int, list[str]] = {}
     ins: dict[int, list[str]] = {}
     alnum = _alnum_of(tuple(spaced_words)), _alnum_of(tuple(bare_words))
+    unit = torch.nn.functional.normalize(table, dim=-1) if fluency > 0 else None  # [vocab, d_model]
     gdot = table @ grad.T  # [vocab, pos]: E[v] · ∂g/∂E at every position, one product for all words
     for i in ranked:
         p = word_tokens[i][0]
@@ -567,9 +594,15 @@ def _candidates(lm: LM, goal: Goal, bound: Target, batch, w: Words, word_tokens:
             key = key + HOTFLIP_FLUENCY * fluency * torch.log_softmax(logits[src], -1)
             taken = own | {x.lower() for x in dist[:k_sub]}  # new words, not the distribution's again
         flip = _top_words(key, fluent, vocab_words, taken, k_sub)
+        near: list[str] = []
+        if unit is not None:
+            # the word's nearest tokens in the model's input embedding (cosine): same kind of word, often the
+            # same part of speech, and fluent where the distribution source only repeats the context's guess
+            near = _top_words(unit @ unit[ids[0, p]], allowed, vocab_words, own | {x.lower() for x in dist[:k_sub]},
+                              k_sub)
         if "substitute" in kinds:
             merged = []
-            for word in dist[:k_sub] + flip:
+            for word in dist[:k_sub] + near + flip:
                 if word not in merged:
                     merged.append(word)
             subs[i] = merged
