@@ -632,10 +632,13 @@ def _mlm_candidates(mlm: LM, w: Words, ranked: list[int], k: int, same_kind: boo
     out: dict[int, list[str]] = {}
     with torch.no_grad():
         o = mlm.forward(texts)
+    if o.logits is None:
+        raise OptionError(f"mlm={mlm.name!r} has no masked-language-model head (it returns no logits, like a "
+                          "sentence-embedding encoder): give an encoder with one, e.g. a BERT folder.")
     ids = o.batch.input_ids
     for row, i in enumerate(ranked):
         where = (ids[row] == tok.mask_token_id).nonzero()
-        if len(where) != 1 or o.logits is None:
+        if len(where) != 1:
             continue  # the mask was cut or merged by the tokenizer: this word gets no fill-ins
         allowed = good
         if same_kind:
