@@ -141,6 +141,9 @@ def peer(lm, args) -> None:
             if line.startswith("{"):
                 r = json.loads(line)
                 rows.append(r)
+                if args.rows:
+                    with open(args.rows, "a") as out:
+                        out.write(line)
                 print(f"  {r['task']} {r['method']:<24} flipped={r['flipped']!s:<5} q={r['queries']:<5} "
                       f"{r['seconds']:6.1f} s  {r['new_text'].splitlines()[0]!r}", file=sys.stderr, flush=True)
     print(f"model {lm.name}, {args.threads} thread(s), max_queries={args.max_queries}, TextAttack 0.3.11 recipes "
@@ -159,6 +162,10 @@ def peer(lm, args) -> None:
                 "minimality": statistics.mean(r["minimality"] for r in flipped) if flipped else float("nan"),
                 "queries": statistics.mean(r["queries"] for r in rs),
                 "seconds_per_example": statistics.mean(r["seconds"] for r in rs)}
+            dp = [r["delta_perplexity"] for r in flipped if r.get("delta_perplexity") is not None]
+            if dp:
+                figs[method]["delta_ppl"] = statistics.mean(dp)
+                figs[method]["median_delta_ppl"] = statistics.median(dp)
             m = figs[method]
             print(f"{task:<10} {method:<24} {m['examples']:>3} {m['flip_rate']:>9.3f} {m['minimality']:>10.3f} "
                   f"{m['queries']:>8.1f} {m['seconds_per_example']:>6.2f}")
@@ -183,6 +190,7 @@ def main() -> None:
     ap.add_argument("--fluency", type=float, nargs="+", default=[1.0],
                     help="fluency weights to run (e.g. 0 1: before/after on the same examples, interleaved)")
     ap.add_argument("--peer", choices=["textattack"], help="also run TextAttack 0.3 in its venv on the same examples")
+    ap.add_argument("--rows", help="--peer: also append each example's JSON line to this file")
     ap.add_argument("--recipes", default="embedding", help="TextAttack recipes: embedding, deepwordbug (comma-separated)")
     ap.add_argument("--json", help="merge the figures into this JSON file (see run_all.py)")
     args = ap.parse_args()

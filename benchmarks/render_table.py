@@ -120,21 +120,21 @@ def cf_peer(d: dict[str, Any]) -> str:
         parts.append(
             f"{task} ({s[k + 'examples']:.0f} examples): flip rate {s[k + 'flip_rate']:.2f} vs {s[ta + 'flip_rate']:.2f}, "
             f"minimality {s[k + 'minimality']:.3f} vs {s[ta + 'minimality']:.3f}, queries {s[k + 'queries']:.0f} vs "
-            f"{s[ta + 'queries']:.0f} ({s[ta + 'query_ratio']:.2f}×), seconds per example {s[ta + 'time_ratio']:.2f}× "
-            "TextAttack's / ours")
+            f"{s[ta + 'queries']:.0f} (TextAttack {s[ta + 'query_ratio']:.2f}× ours), seconds per example TextAttack "
+            f"{s[ta + 'time_ratio']:.2f}× ours")
     if not parts:
         raise KeyError("no peer run")
-    return "; ".join(parts) + " (one process, shared machine)"
+    return "; ".join(parts) + " (ours vs TextAttack; one process, a machine loaded ~10× over its 2 cores)"
 
 
 def cf_fluency(d: dict[str, Any]) -> str:
     s = d["counterfactuals"]
-    return (f"{s['sentiment_examples']:.0f} sentiment examples, fluency 0 → 1: flip rate {s['sentiment_fluency0_flip_rate']:.2f}"
-            f" → {s['sentiment_flip_rate']:.2f}, minimality {s['sentiment_fluency0_minimality']:.3f} → "
-            f"{s['sentiment_minimality']:.3f}, mean Δ perplexity {s['sentiment_fluency0_delta_ppl']:+.0f} → "
-            f"{s['sentiment_delta_ppl']:+.0f} (median {s['sentiment_fluency0_median_delta_ppl']:+.0f} → "
-            f"{s['sentiment_median_delta_ppl']:+.0f}), queries {s['sentiment_fluency0_queries']:.0f} → "
-            f"{s['sentiment_queries']:.0f}")
+    a, b = "sentiment_fluency0_", "peer_sentiment_interpretlm_"
+    return (f"first {s[a + 'examples']:.0f} / {s[b + 'examples']:.0f} sentiment examples, fluency 0 → 1: flip rate "
+            f"{s[a + 'flip_rate']:.2f} → {s[b + 'flip_rate']:.2f}, minimality {s[a + 'minimality']:.3f} → "
+            f"{s[b + 'minimality']:.3f}, Δ perplexity mean {s[a + 'delta_ppl']:+.0f} → {s[b + 'delta_ppl']:+.0f}, "
+            f"median {s[a + 'median_delta_ppl']:+.0f} → {s[b + 'median_delta_ppl']:+.0f}, queries "
+            f"{s[a + 'queries']:.0f} → {s[b + 'queries']:.0f}")
 
 
 def cf_cache(d: dict[str, Any]) -> str:
@@ -159,10 +159,10 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("web app latency on the default model", app_latency, "app_latency.py"),
     ("counterfactuals vs TextAttack 0.3.11 (greedy word-importance search, model-embedding swaps), same examples",
      cf_peer, "counterfactuals.py --peer textattack --tasks sentiment,topic"),
-    ("counterfactual fluency ranking, before → after", cf_fluency,
-     "counterfactuals.py --tasks sentiment --n 6 --fluency 0 1"),
-    ("counterfactual search, prefix key/value cache vs plain passes", cf_cache,
-     "counterfactuals.py --tasks sentiment --n 3 --cache-compare 3"),
+    ("counterfactual fluency ranking, before → after (after: the TextAttack run's interpretlm rows)", cf_fluency,
+     "counterfactuals.py --tasks sentiment --n 6 --fluency 0 --cache-compare 2"),
+    ("counterfactual search (fluency 0), prefix key/value cache vs plain passes", cf_cache,
+     "counterfactuals.py --tasks sentiment --n 6 --fluency 0 --cache-compare 2"),
 ]
 
 
