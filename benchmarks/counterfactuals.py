@@ -14,7 +14,15 @@ With ``--cache-compare K`` it runs the first K examples again without the prefix
 computed and the wall-time ratio, measured in this process (absolute times are noisy on a
 shared machine; the ratio of interleaved runs is the figure to quote).
 
+With ``--fluency 0 1`` it runs the search without and with fluency ranking on the same
+examples, interleaved (the before/after of fluency). With ``--peer textattack`` it runs
+``_textattack_runner.py`` in the TextAttack venv instead: interpretlm and TextAttack 0.3.11
+(``--recipes embedding,deepwordbug``) on the same correctly classified examples, the same
+model and goal, interleaved in one process, and prints flip rate, minimality, queries and
+seconds per example of each, and TextAttack's ratios over interpretlm.
+
 Run:  PYTHONPATH=src python benchmarks/counterfactuals.py [--n 20] [--cache-compare 10] [--threads 2]
+      PYTHONPATH=src python benchmarks/counterfactuals.py --peer textattack --n 100 --tasks sentiment,topic
 """
 
 from __future__ import annotations
@@ -64,13 +72,112 @@ def interleave(examples):
     return out
 
 
-def run(lm, ex, max_queries: int, reuse_cache: bool = True):
+def run(lm, ex, max_queries: int, reuse_cache: bool = True, fluency: float = 1.0):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
         cf = il.counterfactuals(lm, ex.prompt, ex.target, keep=list(ex.keep), n=1, seed=0, max_queries=max_queries,
-                                reuse_cache=reuse_cache, progress=False)
+                                reuse_cache=reuse_cache, fluency=fluency, progress=False)
         return cf, time.perf_counter() - t
+
+
+def edit_text(ex, e) -> str:
+    """The edited text without the template around it."""
+    head = ex.prompt.split(ex.text)[0]
+    return e["text"].splitlines()[0][len(head):] if e["text"].startswith(head) else e["text"]
+
+
+def summarize(rows) -> tuple[dict[str, float], list[str]]:
+    """Flip rate, minimality, Δ perplexity (flipped examples), queries, seconds per example; three example edits."""
+    flipped = [(ex, cf, t) for ex, cf, t in rows if cf.edits[0]["flipped"]]
+    nan = float("nan")
+    figures = {
+        "flip_rate": len(flipped) / len(rows),
+        "minimality": statistics.mean(cf.edits[0]["minimality"] for _, cf, _ in flipped) if flipped else nan,
+        "delta_ppl": statistics.mean(cf.edits[0]["delta_perplexity"] for _, cf, _ in flipped) if flipped else nan,
+        "median_delta_ppl": statistics.median(cf.edits[0]["delta_perplexity"] for _, cf, _ in flipped) if flipped
+        else nan,
+        "queries": statistics.mean(cf.queries for _, cf, _ in rows),
+        "queries_to_flip": statistics.mean(cf.edits[0]["queries"] for _, cf, _ in flipped) if flipped else nan,
+        "seconds_per_example": statistics.mean(t for *_, t in rows),
+    }
+    shown = []
+    for ex, cf, _ in sorted(flipped, key=lambda r: (r[1].edits[0]["distance"], r[1].edits[0]["delta_perplexity"]))[:3]:
+        e = cf.edits[0]
+        shown.append(f"{ex.text!r} ({ex.label}) -> {edit_text(ex, e)!r} ({e['label']}, {e['kind']}, "
+                     f"{e['distance']} word(s), Δppl {e['delta_perplexity']:+.1f}, {e['queries']} queries)")
+    return figures, shown
+
+
+VENV = Path("/work/main/.bench-venvs/textattack/bin/python")
+
+
+def peer(lm, args) -> None:
+    """interpretlm and TextAttack on the same correctly classified examples, interleaved in one process of the
+    TextAttack venv (``_textattack_runner.py``): flip rate, minimality, queries and seconds per example, ratios."""
+    import json
+    import os
+    import subprocess
+    import tempfile
+
+    if not VENV.exists():
+        print(f"TextAttack venv {VENV.parent.parent} missing: see benchmarks/README.md; skipped")
+        return
+    chosen = []
+    for task in args.tasks.split(","):
+        examples = evaluation_set(task)
+        pred = predictions(lm, examples)
+        chosen += [(task, e.text) for e in interleave([e for p, e in zip(pred, examples) if p == e.label])[:args.n]]
+    recipes = args.recipes.split(",")
+    job = {"threads": args.threads, "max_queries": args.max_queries, "fluency": args.fluency[-1], "recipes": recipes,
+           "examples": chosen}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(job, f)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent / "src"))
+    rows = []
+    with subprocess.Popen([str(VENV), str(Path(__file__).parent / "_textattack_runner.py"), f.name], env=env,
+                          stdout=subprocess.PIPE, text=True) as proc:
+        for line in proc.stdout:
+            if line.startswith("{"):
+                r = json.loads(line)
+                rows.append(r)
+                if args.rows:
+                    with open(args.rows, "a") as out:
+                        out.write(line)
+                print(f"  {r['task']} {r['method']:<24} flipped={r['flipped']!s:<5} q={r['queries']:<5} "
+                      f"{r['seconds']:6.1f} s  {r['new_text'].splitlines()[0]!r}", file=sys.stderr, flush=True)
+    print(f"model {lm.name}, {args.threads} thread(s), max_queries={args.max_queries}, TextAttack 0.3.11 recipes "
+          f"{recipes}; both in one process, interleaved per example")
+    print(f"{'task':<10} {'method':<24} {'n':>3} {'flip rate':>9} {'minimality':>10} {'queries':>8} {'s/ex':>6}")
+    for task in args.tasks.split(","):
+        done = {r["text"] for r in rows if r["task"] == task and r["method"] == f"textattack-{recipes[-1]}"}
+        if not done:
+            continue
+        figs = {}
+        for method in ["interpretlm"] + [f"textattack-{r}" for r in recipes]:
+            rs = [r for r in rows if r["task"] == task and r["method"] == method and r["text"] in done]
+            flipped = [r for r in rs if r["flipped"]]
+            figs[method] = {
+                "examples": len(rs), "flip_rate": len(flipped) / len(rs),
+                "minimality": statistics.mean(r["minimality"] for r in flipped) if flipped else float("nan"),
+                "queries": statistics.mean(r["queries"] for r in rs),
+                "seconds_per_example": statistics.mean(r["seconds"] for r in rs)}
+            dp = [r["delta_perplexity"] for r in flipped if r.get("delta_perplexity") is not None]
+            if dp:
+                figs[method]["delta_ppl"] = statistics.mean(dp)
+                figs[method]["median_delta_ppl"] = statistics.median(dp)
+            m = figs[method]
+            print(f"{task:<10} {method:<24} {m['examples']:>3} {m['flip_rate']:>9.3f} {m['minimality']:>10.3f} "
+                  f"{m['queries']:>8.1f} {m['seconds_per_example']:>6.2f}")
+            for key, value in m.items():
+                record("counterfactuals", f"peer_{task}_{method}_{key}", value)
+        ours = figs["interpretlm"]
+        for method in [f"textattack-{r}" for r in recipes]:
+            q = figs[method]["queries"] / ours["queries"]
+            t = figs[method]["seconds_per_example"] / ours["seconds_per_example"]
+            print(f"{task:<10} {method} / interpretlm: {q:.2f}× the queries, {t:.2f}× the seconds per example")
+            record("counterfactuals", f"peer_{task}_{method}_query_ratio", q)
+            record("counterfactuals", f"peer_{task}_{method}_time_ratio", t)
 
 
 def main() -> None:
@@ -79,6 +186,12 @@ def main() -> None:
     ap.add_argument("--max-queries", type=int, default=1000)
     ap.add_argument("--cache-compare", type=int, default=0, help="examples also run without the prefix cache")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (sentiment, topic)")
+    ap.add_argument("--fluency", type=float, nargs="+", default=[1.0],
+                    help="fluency weights to run (e.g. 0 1: before/after on the same examples, interleaved)")
+    ap.add_argument("--peer", choices=["textattack"], help="also run TextAttack 0.3 in its venv on the same examples")
+    ap.add_argument("--rows", help="--peer: also append each example's JSON line to this file")
+    ap.add_argument("--recipes", default="embedding", help="TextAttack recipes: embedding, deepwordbug (comma-separated)")
     ap.add_argument("--json", help="merge the figures into this JSON file (see run_all.py)")
     args = ap.parse_args()
     if args.json:
@@ -86,42 +199,50 @@ def main() -> None:
         os.environ["INTERPRETLM_BENCH_JSON"] = args.json
     torch.set_num_threads(args.threads)
     lm = il.load()
+    if args.peer:
+        return peer(lm, args)
     print(f"model {lm.name}, {args.threads} thread(s); counterfactuals with n=1, max_queries={args.max_queries}")
     print(f"{'task':<10} {'acc':>6} {'n':>3} {'flip rate':>9} {'minimality':>10} {'Δppl':>7} {'queries':>8} "
           f"{'q→flip':>7} {'s/ex':>6}")
     cache_runs = []
-    for task in TASKS:
+    examples_out = []
+    for task in args.tasks.split(","):
         examples = evaluation_set(task)
         pred = predictions(lm, examples)
         acc = sum(p == e.label for p, e in zip(pred, examples)) / len(examples)
         chosen = interleave([e for p, e in zip(pred, examples) if p == e.label])[:args.n]
-        rows = []
+        rows: dict[float, list] = {f: [] for f in args.fluency}
         for k, ex in enumerate(chosen):
             print(f"  [{task} {k + 1}/{len(chosen)}] {ex.text!r}", file=sys.stderr, flush=True)
-            if k < args.cache_compare:  # interleaved: plain, then cached, per example
-                plain, tp = run(lm, ex, args.max_queries, reuse_cache=False)
-                cached, tc = run(lm, ex, args.max_queries)
-                cache_runs.append((tp, tc, plain.diagnostics["tokens_run"], cached.diagnostics["tokens_run"]))
-                rows.append((ex, cached, tc))
-            else:
-                cf, t = run(lm, ex, args.max_queries)
-                rows.append((ex, cf, t))
-        flipped = [(ex, cf, t) for ex, cf, t in rows if cf.edits[0]["flipped"]]
-        flip_rate = len(flipped) / len(rows)
-        mini = statistics.mean(cf.edits[0]["minimality"] for _, cf, _ in flipped) if flipped else float("nan")
-        dppl = statistics.mean(cf.edits[0]["delta_perplexity"] for _, cf, _ in flipped) if flipped else float("nan")
-        queries = statistics.mean(cf.queries for _, cf, _ in rows)
-        to_flip = statistics.mean(cf.edits[0]["queries"] for _, cf, _ in flipped) if flipped else float("nan")
-        secs = statistics.mean(t for *_, t in rows)
-        print(f"{task:<10} {acc:>6.3f} {len(rows):>3} {flip_rate:>9.3f} {mini:>10.3f} {dppl:>+7.2f} {queries:>8.1f} "
-              f"{to_flip:>7.1f} {secs:>6.2f}")
-        for key, value in (("accuracy", acc), ("flip_rate", flip_rate), ("minimality", mini), ("delta_ppl", dppl),
-                           ("queries", queries), ("queries_to_flip", to_flip), ("seconds_per_example", secs)):
-            record("counterfactuals", f"{task}_{key}", value)
-        for ex, cf, _ in sorted(flipped, key=lambda r: r[1].edits[0]["distance"])[:3]:
-            e = cf.edits[0]
-            print(f"    {ex.text!r} ({ex.label}) -> {e['text'].splitlines()[0][len(ex.prompt.split(ex.text)[0]):]!r} "
-                  f"({e['label']}, {e['kind']}, {e['distance']} word(s), {e['queries']} queries)")
+            for f in args.fluency:  # interleaved per example: every setting sees the same load
+                if k < args.cache_compare and f == args.fluency[-1]:  # plain, then cached
+                    plain, tp = run(lm, ex, args.max_queries, reuse_cache=False, fluency=f)
+                    cached, tc = run(lm, ex, args.max_queries, fluency=f)
+                    cache_runs.append((tp, tc, plain.diagnostics["tokens_run"], cached.diagnostics["tokens_run"]))
+                    rows[f].append((ex, cached, tc))
+                else:
+                    cf, t = run(lm, ex, args.max_queries, fluency=f)
+                    rows[f].append((ex, cf, t))
+                e = rows[f][-1][1].edits[0]
+                print(f"    fluency {f:g}: {edit_text(ex, e)!r} flipped={e['flipped']} "
+                      f"Δppl={e['delta_perplexity']:+.1f} q={rows[f][-1][1].queries}", file=sys.stderr, flush=True)
+        for f in args.fluency:
+            figures, shown = summarize(rows[f])
+            name = task if f == 1.0 else f"{task} (fluency {f:g})"
+            print(f"{name:<10} {acc:>6.3f} {len(rows[f]):>3} {figures['flip_rate']:>9.3f} {figures['minimality']:>10.3f} "
+                  f"{figures['delta_ppl']:>+7.2f} {figures['queries']:>8.1f} {figures['queries_to_flip']:>7.1f} "
+                  f"{figures['seconds_per_example']:>6.2f}")
+            prefix = task if f == 1.0 else f"{task}_fluency{f:g}"
+            record("counterfactuals", f"{prefix}_accuracy", acc)
+            record("counterfactuals", f"{prefix}_examples", len(rows[f]))
+            for key, value in figures.items():
+                record("counterfactuals", f"{prefix}_{key}", value)
+            for line in shown:
+                print("    " + line)
+            if f == 1.0:
+                examples_out += shown
+    if examples_out:
+        record("counterfactuals", "example_edits", examples_out[:3])
     if cache_runs:
         tp, tc = sum(r[0] for r in cache_runs), sum(r[1] for r in cache_runs)
         kp, kc = sum(r[2] for r in cache_runs), sum(r[3] for r in cache_runs)
@@ -129,6 +250,7 @@ def main() -> None:
               f"wall time {tc:.1f}/{tp:.1f} s = {tc / tp:.3f} (interleaved runs, same process)")
         record("counterfactuals", "cache_token_ratio", kc / kp)
         record("counterfactuals", "cache_time_ratio", tc / tp)
+        record("counterfactuals", "cache_examples", len(cache_runs))
 
 
 if __name__ == "__main__":

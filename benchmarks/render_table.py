@@ -116,6 +116,38 @@ def engine(d: dict[str, Any]) -> str:
             "workers kept "
             f"{s['ray_over_local_warm']:.2f}×, whole process {s['whole_ray_over_local']:.2f}× "
             f"({s['tokens']:,.0f} tokens, 2 CPUs, load average {s['load_average']:.0f})")
+def cf_peer(d: dict[str, Any]) -> str:
+    s = d["counterfactuals"]
+    parts = []
+    for task in ("sentiment", "topic"):
+        k = f"peer_{task}_interpretlm_"
+        if k + "examples" not in s:
+            continue
+        ta = f"peer_{task}_textattack-embedding_"
+        parts.append(
+            f"{task} ({s[k + 'examples']:.0f} examples): flip rate {s[k + 'flip_rate']:.2f} vs {s[ta + 'flip_rate']:.2f}, "
+            f"minimality {s[k + 'minimality']:.3f} vs {s[ta + 'minimality']:.3f}, queries {s[k + 'queries']:.0f} vs "
+            f"{s[ta + 'queries']:.0f} (TextAttack {s[ta + 'query_ratio']:.2f}× ours), seconds per example TextAttack "
+            f"{s[ta + 'time_ratio']:.2f}× ours")
+    if not parts:
+        raise KeyError("no peer run")
+    return "; ".join(parts) + " (ours vs TextAttack; one process, a machine loaded ~10× over its 2 cores)"
+
+
+def cf_fluency(d: dict[str, Any]) -> str:
+    s = d["counterfactuals"]
+    a, b = "sentiment_fluency0_", "peer_sentiment_interpretlm_"
+    return (f"first {s[a + 'examples']:.0f} / {s[b + 'examples']:.0f} sentiment examples, fluency 0 → 1: flip rate "
+            f"{s[a + 'flip_rate']:.2f} → {s[b + 'flip_rate']:.2f}, minimality {s[a + 'minimality']:.3f} → "
+            f"{s[b + 'minimality']:.3f}, Δ perplexity mean {s[a + 'delta_ppl']:+.0f} → {s[b + 'delta_ppl']:+.0f}, "
+            f"median {s[a + 'median_delta_ppl']:+.0f} → {s[b + 'median_delta_ppl']:+.0f}, queries "
+            f"{s[a + 'queries']:.0f} → {s[b + 'queries']:.0f}")
+
+
+def cf_cache(d: dict[str, Any]) -> str:
+    s = d["counterfactuals"]
+    return (f"{1 - s['cache_token_ratio']:.0%} fewer token positions, wall time × {s['cache_time_ratio']:.2f} "
+            f"({s['cache_examples']:.0f} examples, interleaved)")
 
 
 ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
@@ -133,6 +165,12 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("attention patterns, peak memory at 2,048 tokens", attention_memory, "attention_memory.py --tokens 2048"),
     ("web app latency on the default model", app_latency, "app_latency.py"),
     ("Ray engine over the local engine, same activation job (goal ≤ 1.25×)", engine, "engine.py --texts 192"),
+    ("counterfactuals vs TextAttack 0.3.11 (greedy word-importance search, model-embedding swaps), same examples",
+     cf_peer, "counterfactuals.py --peer textattack --tasks sentiment,topic"),
+    ("counterfactual fluency ranking, before → after (after: the TextAttack run's interpretlm rows)", cf_fluency,
+     "counterfactuals.py --tasks sentiment --n 6 --fluency 0 --cache-compare 2"),
+    ("counterfactual search (fluency 0), prefix key/value cache vs plain passes", cf_cache,
+     "counterfactuals.py --tasks sentiment --n 6 --fluency 0 --cache-compare 2"),
 ]
 
 
@@ -146,6 +184,8 @@ def render(data: dict[str, Any]) -> str:
             name = {"probing_activations": "probing", "patching": "estimators" if "--estimators" in cmd else name}.get(
                 name, name)
             fig = f"not measured (`python benchmarks/run_all.py --only {name}`)"
+            if name == "counterfactuals":
+                fig = f"not measured (`python benchmarks/{cmd}`)"
         lines.append(f"| {what} | {fig} | `benchmarks/{cmd}` |")
     return "\n".join(lines)
 

@@ -36,6 +36,10 @@ BENCHMARKS: dict[str, tuple[list[str], Path | None]] = {
     "app_latency": (["app_latency.py"], None),
     "reasoning": (["reasoning.py"], None),
     "engine": (["engine.py", "--texts", "192"], None),
+    "counterfactuals": (["counterfactuals.py", "--tasks", "sentiment", "--n", "6", "--fluency", "0", "1",
+                         "--cache-compare", "3", "--threads", "1"], None),
+    "counterfactuals_peer": (["counterfactuals.py", "--peer", "textattack", "--tasks", "sentiment,topic", "--n", "100",
+                              "--recipes", "embedding,deepwordbug", "--threads", "1"], None),
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
 import warnings
 
@@ -76,10 +77,18 @@ def test_the_first_counterfactual_edits_the_planted_trigger(trigger_lm):
 
 def test_two_triggers_need_a_two_word_deletion_that_is_minimal(trigger_lm):
     prompt = "Mary France Tom Anna France Rome is"
-    cf = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], kinds=["delete"], n=1, seed=0)
+    # fluency=0 ranks equally small flips by how far past the goal they go: the two triggers
+    cf = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], kinds=["delete"], n=1, seed=0, fluency=0.0)
     e = cf.edits[0]
     assert e["flipped"] and e["minimal"] is True
     assert sorted(op[1] for op in e["ops"]) == [1, 4] and e["kind"] == "deletion"
+    # ranked by fluency, the returned set may be another 2-word set, but it is still verified minimal
+    f = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], kinds=["delete"], n=1, seed=0).edits[0]
+    assert f["flipped"] and f["minimal"] is True and len(f["ops"]) == 2
+    w = split(prompt)
+    ops = [tuple(op) for op in f["ops"]]
+    c = il.Contrast(" bad", " good")
+    assert (trigger_lm.score([apply(w, [op])[0] for op in ops], c) > 0).all()  # neither deletion alone flips
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox"])
@@ -156,8 +165,11 @@ def test_metrics_equal_hand_computations(llama):
     pairs = list(itertools.combinations([e["words"] for e in cf.edits], 2))
     assert cf.diversity == pytest.approx(sum(levenshtein(a, b) for a, b in pairs) / len(pairs))
     assert cf.queries == cf.diagnostics["queries"] >= max(e["queries"] for e in cf.edits)
-    # edits come smallest first
-    assert [e["distance"] for e in cf.edits] == sorted(e["distance"] for e in cf.edits)
+    # edits come smallest first, after those that read well (perplexity at most e^FLUENT_RISE times the prompt's)
+    from interpretlm.counterfactual.search import FLUENT_RISE
+
+    key = [(math.log(e["perplexity"] / cf.original_perplexity) > FLUENT_RISE + 1e-6, e["distance"]) for e in cf.edits]
+    assert key == sorted(key)
 
 
 def test_word_helpers_by_hand():
@@ -262,3 +274,84 @@ def test_demo_section_and_evaluation_set(llama):
         assert e.prompt.endswith(("\nSentiment:", "\nTopic:")) and e.target.label == e.label
     assert counts == {("sentiment", "positive"): 60, ("sentiment", "negative"): 60, ("topic", "sports"): 25,
                       ("topic", "business"): 25, ("topic", "science"): 25, ("topic", "food"): 25}
+
+
+def test_the_scorer_perplexity_equals_a_plain_pass_cached_or_not(llama):
+    from interpretlm.counterfactual.scoring import Scorer, as_rows, make_goal, orient
+
+    texts = ["Mary and John, John gave to", "Mary and Tom, John gave a", "Mary and John, Anna"]
+    rows = as_rows(llama.tokenize(texts))
+    for cached in (True, False):
+        goal = make_goal(il.Contrast(" Mary", " John").bind(llama), None, "auto")
+        goal = orient(goal, 1.0, None, "auto")
+        got = Scorer(llama, goal, reuse_cache=cached, fluency=True).rows(rows)
+        for t, lp in zip(texts, got.log_ppl.tolist()):
+            assert math.exp(lp) == pytest.approx(_perplexity(llama, t), rel=1e-4)
+    off = Scorer(llama, goal, fluency=False).rows(rows)
+    assert off.log_ppl is None and torch.allclose(off.goal, got.goal, rtol=1e-4, atol=1e-5)
+
+
+def test_fluency_keeps_words_of_their_kind_and_ranks_by_perplexity(llama):
+    from interpretlm.counterfactual import search
+
+    prompt = "The movie was good , and the food was bad ."
+    target = il.Contrast(" good", " bad")
+    w = split(prompt)
+    for fluency in (0.0, 1.0):
+        cf = quiet(il.counterfactuals, llama, prompt, target, n=6, max_edits=2, fluency=fluency)
+        for e in cf.edits:
+            for op in e["ops"]:
+                if op[0] == "sub" and fluency > 0:  # letters for letters, punctuation for punctuation
+                    assert op[2][:1].isalnum() == w.words[op[1]][:1].isalnum(), op
+        if fluency > 0:
+            # equally small flips come most fluent first
+            for a, b in zip(cf.edits, cf.edits[1:]):
+                if a["distance"] == b["distance"] and a["flipped"] and b["flipped"]:
+                    assert a["perplexity"] <= b["perplexity"] + 1e-9
+    with pytest.raises(il.OptionError, match="fluency"):
+        il.counterfactuals(llama, prompt, target, fluency=-1.0)
+    assert search._beam_key((0.5, 0, None, 1, 3.0), 2.0, 2.0) == pytest.approx(0.5 + search.BEAM_FLUENCY * 2.0)
+    assert search._beam_key((0.5, 0, None, 1, 1.0), 2.0, 2.0) == pytest.approx(0.5)  # reading better earns nothing
+
+
+def test_a_masked_lm_proposes_its_fill_ins(llama):
+    from interpretlm.counterfactual.search import _mlm_candidates, _word_like
+
+    bert = tiny_lm("bert", seed=0)
+    prompt = "the cat sat on the mat"
+    w = split(prompt)
+    got = _mlm_candidates(bert, w, [1, 2], 3, True)
+    words, good = _word_like(bert.tokenizer, bert.vocab_size, False)
+    for i in (1, 2):  # by hand: mask the word, read the logits at the mask, keep whole words
+        masked = " ".join("[MASK]" if j == i else x for j, x in enumerate(w.words))
+        o = bert.forward(masked)
+        at = int((o.batch.input_ids[0] == bert.tokenizer.mask_token_id).nonzero()[0, 0])
+        order = o.logits[0, at].float().argsort(descending=True).tolist()
+        want = []
+        for v in order:
+            if good[v] and words[v][:1].isalnum() and words[v].lower() != w.words[i] and words[v] not in want:
+                want.append(words[v])
+            if len(want) == 3:
+                break
+        assert got[i] == want
+    cf = quiet(il.counterfactuals, llama, prompt, il.Contrast(" Mary", " John"), mlm=bert, kinds=["substitute"])
+    assert cf.diagnostics["mlm_forward_passes"] == 1 and cf.options["mlm"]
+    with pytest.raises(il.OptionError, match="masked language model"):
+        il.counterfactuals(llama, prompt, il.Contrast(" Mary", " John"), mlm=llama)
+
+
+def test_fluency_under_a_second_model_equals_its_perplexity(llama):
+    second = tiny_lm("gpt2", seed=1)
+    prompt = PROMPTS[1]
+    cf = quiet(il.counterfactuals, llama, prompt, il.Contrast(" Mary", " John"), n=3, fluency_model=second)
+    assert cf.fluency_model == second.name
+    assert cf.original_perplexity_second == pytest.approx(_perplexity(second, prompt), rel=1e-4)
+    for e in cf.edits:
+        assert e["perplexity_second"] == pytest.approx(_perplexity(second, e["text"]), rel=1e-4)
+        assert e["delta_perplexity_second"] == pytest.approx(e["perplexity_second"] - cf.original_perplexity_second,
+                                                             rel=1e-4, abs=1e-4)
+    flipped = [e["delta_perplexity_second"] for e in cf.edits if e["flipped"]]
+    assert flipped and cf.fluency_second == pytest.approx(sum(flipped) / len(flipped))
+    assert cf.diagnostics["fluency_second"] == pytest.approx(cf.fluency_second)
+    with pytest.raises(il.OptionError, match="causal"):
+        il.counterfactuals(llama, prompt, il.Contrast(" Mary", " John"), fluency_model=tiny_lm("bert"))

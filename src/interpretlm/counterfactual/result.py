@@ -30,12 +30,16 @@ class Counterfactuals(Result):
         goal: ``"label"``, ``"sign"`` or ``"threshold"`` (what flipping means).
         threshold / direction: the value crossed and the way (``"down"``: from above).
         original_perplexity: the prompt's perplexity under the model (``None`` for masked models).
+        fluency_model / original_perplexity_second: the second model's name and the prompt's
+            perplexity under it (``None`` without ``fluency_model=``).
         edits: one dict per edit: ``text``, ``words``, ``diff`` (``[[op, old, new]]`` with op
             ``=``/``-``/``+``/``~``), ``ops`` (operations on original words), ``kind``,
             ``value`` (new target value), ``goal``, ``label`` (new predicted label), ``flipped``,
             ``distance`` (word Levenshtein), ``minimality`` (distance / words), ``minimal``
             (verified: no strict subset flips; ``None``: not verified), ``perplexity``,
-            ``delta_perplexity``, ``queries`` (model evaluations spent when it was found).
+            ``delta_perplexity``, ``perplexity_second`` / ``delta_perplexity_second`` (under
+            the second model; ``None`` without one), ``queries`` (model evaluations spent
+            when it was found).
         tokens / special: the prompt's tokens and special marks.
     """
 
@@ -51,6 +55,8 @@ class Counterfactuals(Result):
     threshold: float | None = None
     direction: str = "down"
     original_perplexity: float | None = None
+    fluency_model: str | None = None
+    original_perplexity_second: float | None = None
     edits: list[dict[str, Any]] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
     special: list[bool] = field(default_factory=list)
@@ -70,6 +76,13 @@ class Counterfactuals(Result):
     def fluency(self) -> float | None:
         """Mean change in perplexity under the model over flipped edits (lower: more fluent)."""
         vals = [e["delta_perplexity"] for e in self.edits if e["flipped"] and e["delta_perplexity"] is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    @property
+    def fluency_second(self) -> float | None:
+        """Mean change in perplexity under the second model (``fluency_model=``) over flipped edits."""
+        vals = [e.get("delta_perplexity_second") for e in self.edits if e["flipped"]]
+        vals = [v for v in vals if v is not None]
         return sum(vals) / len(vals) if vals else None
 
     @property

@@ -7,18 +7,33 @@ The search (one call, one prompt):
    prediction hardest toward its current side are edited first.
 2. **Candidates** for each word, from one forward and one backward pass on the prompt: the
    model's own next-token distribution at the word's position (fluent substitutions and
-   insertions) and the embedding gradient (HotFlip: the tokens whose embedding change
-   lowers ``g`` most to first order); deletions need none.
+   insertions), the embedding gradient (HotFlip: the tokens whose embedding change
+   lowers ``g`` most to first order) and, when the user gives one, a masked language model
+   (``mlm=``: its fill-ins for the word masked); deletions need none. With ``fluency > 0`` the
+   word's nearest tokens in the model's input embedding are a fourth source, and a
+   word is only replaced by one of its own kind (letters/digits by letters/digits,
+   punctuation by punctuation), and HotFlip's first-order drop is traded against the
+   candidate's log-probability under the model (``0.1 fluency`` nats of drop per nat).
 3. **Beam search** over edit sets (each a set of operations on original words), one word
    more per depth, candidates scored in batched forward passes that reuse the key/value
-   cache of their shared prefix (:class:`.scoring.Scorer`). Edit sets that flip are kept;
-   the ``beam`` lowest-``g`` others are expanded.
+   cache of their shared prefix (:class:`.scoring.Scorer`), which with ``fluency > 0`` also
+   returns each candidate's perplexity under the model (no extra query); with ``fluency > 0``
+   the candidates of the highest-ranked words are scored first, a batch at a time, and a
+   depth stops at the batch that brings ``n`` flips that read well. Edit sets that flip
+   are kept; the ``beam`` others of lowest ``g + 0.25 fluency · Δlog perplexity`` are expanded.
 4. **Minimality** (Ablation Flip's guarantee, for every kind of edit): every strict subset
    of a flipping set of up to ``MAX_BRUTE`` operations is scored, and the smallest flipping
    subset is returned, so no strict subset of a returned set flips (``minimal=True``).
    Larger sets are pruned greedily (``minimal=None``: not verified).
-5. **Order**: by words changed, then perplexity under the model (the most fluent of equally
-   small edits first), then how far past the goal they go. ``queries`` counts the goal's
+5. **Order**: with ``fluency > 0``, edits that read well (mean log-perplexity at most
+   ``0.3 / fluency`` nats above the prompt's, i.e. perplexity × 1.35 at ``fluency=1``) come
+   first, and only such a flip ends the search early: the smallest *fluent* edit, a larger
+   one if the smallest flips all break the text (those stay as fallbacks). Then by words changed, then perplexity under the model (the most fluent of equally
+   small edits first: with ``fluency > 0`` every flipping set found is ranked by the
+   perplexity its scoring pass measured, so the finalists are the most fluent of all the
+   smallest flips, not the ones that go furthest past the goal), then how far past the goal
+   they go. With ``fluency_model=`` each returned edit's perplexity is also measured under
+   that second model. ``queries`` counts the goal's
    evaluations; the perplexities of the (at most ``4 n``) finalists are forward passes too.
 
 The query budget counts every row the model scores (the prompt itself included). When it
@@ -47,6 +62,10 @@ from .result import Counterfactuals
 from .scoring import LAST_POSITION_KINDS, Goal, Scorer, as_rows, make_goal, orient, perplexity
 from .words import WORD, Words, apply, diff, levenshtein, split
 
+HOTFLIP_FLOOR = 5.0  # HotFlip keeps tokens at most this many nats (over fluency) less likely than the original
+HOTFLIP_FLUENCY = 0.1  # nats of first-order goal drop one nat of log-probability is worth, per unit of fluency
+BEAM_FLUENCY = 0.25  # goal margin one nat of log-perplexity rise costs in the beam, per unit of fluency
+FLUENT_RISE = 0.3  # nats of mean log-perplexity an edit may add (over fluency) and still read well
 MAX_BRUTE = 4  # edit sets up to this size are checked minimal by scoring all 2^k - 2 strict subsets
 KINDS = ("delete", "substitute", "insert")
 
@@ -118,7 +137,8 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
                     positions: int = 4, candidates: int = 4, insertions: int = 2, max_queries: int = 1000,
                     keep: Sequence[str] = (), threshold: float | None = None, direction: str = "auto",
                     ranking: str = "input_x_gradient", kinds: Sequence[str] = KINDS, hotflip_pool: int = 500,
-                    reuse_cache: bool = True,
+                    reuse_cache: bool = True, fluency: float = 1.0, mlm: LM | str | None = None,
+                    fluency_model: LM | str | None = None,
                     batch_size: int = 32, seed: int = 0) -> Counterfactuals:
     """Find up to ``n`` minimal edits of the prompt that flip ``target``.
 
@@ -144,6 +164,23 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
         hotflip_pool: HotFlip picks among the model's ``hotflip_pool`` likeliest tokens at the
             word's position (fluent); 0: the whole vocabulary (the original HotFlip).
         reuse_cache: score candidates from the shared prefix's key/value cache.
+        fluency: weight of fluency against the goal (causal models): 0 ranks candidates by
+            the goal alone (the search of interpretlm 0.x before fluency); above 0, words are
+            replaced only by words of their own kind, HotFlip trades first-order goal drop
+            against the candidate's log-probability (``0.1 fluency`` per nat) among tokens at
+            most ``5 / fluency`` nats less likely than the original, the beam keeps
+            the lowest ``g + 0.25 fluency · Δlog perplexity``, flips that raise the mean
+            log-perplexity by more than ``0.3 / fluency`` nats rank after those that do not (the
+            search goes one word deeper for a fluent flip), equally small flips are ranked
+            by perplexity, the word's nearest tokens in the input embedding are a further
+            source of substitutes, and candidates are scored highest-ranked words first, a
+            batch at a time, until ``n`` flips read well.
+        mlm: a masked language model (an encoder ``LM`` with a mask token, or a name / folder
+            for ``il.load``): a third source of substitutions, its ``candidates`` likeliest
+            whole words for each word masked.
+        fluency_model: a second causal ``LM`` (or a name / folder): each edit's perplexity and
+            Δ perplexity under it too (``perplexity_second``, ``delta_perplexity_second``;
+            the set's mean as ``fluency_second``).
         batch_size: candidates per forward pass.
         seed: breaks ties between equally ranked words and candidates.
 
@@ -174,6 +211,15 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
         raise OptionError(f"kinds must be a non-empty subset of {KINDS}; got {kinds!r}.")
     if isinstance(keep, str):
         keep = [keep]
+    if not isinstance(fluency, (int, float)) or isinstance(fluency, bool) or not fluency >= 0:
+        raise OptionError(f"fluency must be a number >= 0; got {fluency!r}.")
+    mlm_lm = _model_option("mlm", mlm)
+    if mlm_lm is not None and (mlm_lm.is_causal or getattr(mlm_lm.tokenizer, "mask_token_id", None) is None):
+        raise OptionError(f"mlm={mlm_lm.name!r} is not a masked language model with a mask token: give an encoder "
+                          "such as BERT (or leave mlm=None).")
+    second = _model_option("fluency_model", fluency_model)
+    if second is not None and not second.is_causal:
+        raise OptionError(f"fluency_model={second.name!r} is a masked model: perplexity needs a causal model.")
     text = inputs if isinstance(inputs, str) else lm.tokenizer.decode(as_rows(lm.tokenize(inputs))[0])
     if not text.strip():
         from ..errors import EmptyInputError
@@ -190,7 +236,7 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
         raise NothingToEditError(
             f"No word of the prompt may be edited ({len(w)} words; protected by keep={list(keep)!r}, or special "
             "tokens). Protect fewer words.")
-    scorer = Scorer(lm, goal, batch_size=batch_size, reuse_cache=reuse_cache)
+    scorer = Scorer(lm, goal, batch_size=batch_size, reuse_cache=reuse_cache, fluency=fluency > 0)
     original = as_rows(batch)[0]
     s0 = scorer.rows([original])
     goal = orient(goal, float(s0.value[0]), None if s0.per_label is None else s0.per_label[0], direction)
@@ -218,19 +264,28 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
     ranked = sorted((i for i in range(len(w)) if editable[i]), key=lambda i: (-word_score[i], tie[i]))
 
     # 2. substitution / insertion candidates: the model's distribution and HotFlip, on the prompt
-    subs, ins = _candidates(lm, goal, bound, batch, w, word_tokens, ranked, candidates, insertions, kinds, hotflip_pool)
+    subs, ins = _candidates(lm, goal, bound, batch, w, word_tokens, ranked, candidates, insertions, kinds, hotflip_pool,
+                            fluency)
     passes["forward"] += 1
     passes["backward"] += 1
+    if mlm_lm is not None and "substitute" in kinds and candidates:
+        for i, extra in _mlm_candidates(mlm_lm, w, ranked, candidates, fluency > 0).items():
+            subs[i] = subs.get(i, []) + [x for x in extra if x not in subs.get(i, [])]
+        passes["mlm_forward"] = 1
 
     # 3. beam search
-    memo: dict[frozenset, tuple[float, float, int | None, int]] = {frozenset(): (g0, float(s0.value[0]),
-                                                                                  _label(s0, 0), 1)}
+    lp0 = _log_ppl(s0, 0)
+    memo: dict[frozenset, tuple[float, float, int | None, int, float]] = {
+        frozenset(): (g0, float(s0.value[0]), _label(s0, 0), 1, lp0)}
     flips: list[frozenset] = []
     frontier: list[frozenset] = [frozenset()]
     exhausted = False
+    rank_of = {i: r for r, i in enumerate(ranked)}
+    first_flip: int | None = None  # the depth of the first flip
     for depth in range(max_edits):
         cands: list[frozenset] = []
-        for state in frontier:
+        priority: dict[frozenset, tuple[int, int]] = {}  # (word rank, beam place) of the operation added here
+        for place, state in enumerate(frontier):
             touched = {op[1] for op in state if op[0] != "ins"}
             inserted = {op[1] for op in state if op[0] == "ins"}
             free = [i for i in ranked if i not in touched and i not in inserted][:positions]
@@ -243,9 +298,10 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
                     ops += [("ins", i, s) for s in ins.get(i, [])]
                 for op in ops:
                     new = state | {op}
-                    if new in memo or new in cands or any(f <= new for f in flips):
+                    if new in memo or new in priority or any(f <= new for f in flips):
                         continue
                     cands.append(new)
+                    priority[new] = (rank_of[i], place)
         if not cands:
             break
         order = torch.randperm(len(cands), generator=gen).tolist()  # seeded order of equals
@@ -257,22 +313,43 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
             break
         if len(cands) > budget:
             cands, exhausted = cands[:budget], True
-        _score(scorer, lm, w, cands, memo)
+        if fluency > 0:
+            # the highest-ranked words' candidates first, one batch at a time, stopping at the batch that
+            # brings enough fluent flips: the rest of the depth would only cost queries
+            by_rank = sorted(cands, key=lambda st: priority[st])
+            scored: list[frozenset] = []
+            for c in range(0, len(by_rank), batch_size):
+                chunk = sorted(by_rank[c:c + batch_size], key=lambda st: -min(op[1] for op in st))
+                _score(scorer, lm, w, chunk, memo)
+                scored += chunk
+                if sum(_reads_well(memo[st], lp0, fluency) for st in flips + scored if memo[st][0] < 0) >= n:
+                    break
+            cands = scored
+        else:
+            _score(scorer, lm, w, cands, memo)
         new_flips = [st for st in cands if memo[st][0] < 0]
         flips += new_flips
-        rest = sorted((st for st in cands if memo[st][0] >= 0), key=lambda st: memo[st][0])
+        rest = sorted((st for st in cands if memo[st][0] >= 0), key=lambda st: _beam_key(memo[st], lp0, fluency))
         frontier = rest[:beam]
-        if len(flips) >= n or exhausted:
+        # with fluency, only fluent flips end the search early: one more word (no more) may buy a flip that
+        # reads well, so the edits stay at most one word larger than the smallest flip
+        if first_flip is None and flips:
+            first_flip = depth
+        if sum(_reads_well(memo[st], lp0, fluency) for st in flips) >= n or exhausted or \
+                (fluency > 0 and first_flip is not None and depth >= first_flip + 1):
             break
 
     # 4. minimality: the smallest flipping subset of each flipping set
     final: dict[frozenset, bool | None] = {}
     for st in sorted(flips, key=lambda st: (len(st), memo[st][0])):
-        best, minimal = _minimize(scorer, lm, w, st, memo, max_queries)
+        best, minimal = _minimize(scorer, lm, w, st, memo, max_queries, lp0, fluency)
         if best not in final or (minimal and not final[best]):
             final[best] = minimal
     # among the flips of the smallest distances, the most fluent first (perplexity under the model)
-    pool = sorted(final, key=lambda st: (levenshtein(w.words, apply(w, st)[1]), memo[st][0]))[:4 * n]
+    fluent = fluency > 0 and lp0 == lp0
+    pool = sorted(final, key=lambda st: (not _reads_well(memo[st], lp0, fluency),
+                                         levenshtein(w.words, apply(w, st)[1]),
+                                         _nan_last(memo[st][4]) if fluent else 0.0, memo[st][0]))[:4 * n]
     if pool:
         chosen = [(st, final[st]) for st in pool]
     else:
@@ -289,16 +366,24 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
              for i in range(tb.size)]
     ppl = perplexity(lm, as_rows(tb), marks, batch_size=batch_size)
     passes["forward"] += -(-len(texts) // batch_size)
-    order = sorted(range(len(chosen)), key=lambda k: (levenshtein(w.words, apply(w, chosen[k][0])[1]),
+    order = sorted(range(len(chosen)), key=lambda k: (not _reads_well(memo[chosen[k][0]], lp0, fluency),
+                                                      levenshtein(w.words, apply(w, chosen[k][0])[1]),
                                                       ppl[k + 1] if ppl[k + 1] is not None else 0.0,
                                                       memo[chosen[k][0]][0]))[:n]
     chosen = [chosen[k] for k in order]
     texts = [text] + [texts[k + 1] for k in order]
     ppl = [ppl[0]] + [ppl[k + 1] for k in order]
+    ppl2: list[float | None] = [None] * len(texts)
+    if second is not None:  # the same texts' perplexity under the second model, its own tokens
+        sb = second.tokenize(texts)
+        marks2 = [[bool(sb.in_prompt[i, j]) and not bool(sb.special[i, j]) for j in range(int(sb.lengths[i]))]
+                  for i in range(sb.size)]
+        ppl2 = perplexity(second, as_rows(sb), marks2, batch_size=batch_size)
+        passes["fluency_model_forward"] = -(-len(texts) // batch_size)
     labels = goal.labels
     edits = []
-    for (st, minimal), new_text, p in zip(chosen, texts[1:], ppl[1:]):
-        g, value, label, queries = memo[st]
+    for (st, minimal), new_text, p, p2 in zip(chosen, texts[1:], ppl[1:], ppl2[1:]):
+        g, value, label, queries, _ = memo[st]
         new_words = apply(w, st)[1]
         dist = levenshtein(w.words, new_words)
         edits.append({
@@ -307,6 +392,8 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
             "kind": _kind(st), "value": value, "goal": g, "label": labels[label] if label is not None else None,
             "flipped": g < 0, "distance": dist, "minimality": dist / len(w), "minimal": minimal,
             "perplexity": p, "delta_perplexity": None if p is None or ppl[0] is None else p - ppl[0],
+            "perplexity_second": p2,
+            "delta_perplexity_second": None if p2 is None or ppl2[0] is None else p2 - ppl2[0],
             "queries": queries})
     flipped = [e for e in edits if e["flipped"]]
     result = Counterfactuals(
@@ -314,16 +401,23 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
         original_value=float(s0.value[0]), original_goal=g0,
         original_label=labels[goal.label_index] if goal.label_index is not None else None, labels=labels,
         goal=goal.mode, threshold=goal.threshold, direction="down" if goal.sign > 0 else "up",
-        original_perplexity=ppl[0], edits=edits, tokens=list(batch.tokens[0]), special=batch.special[0].tolist())
+        original_perplexity=ppl[0], fluency_model=second.name if second is not None else None,
+        original_perplexity_second=ppl2[0], edits=edits, tokens=list(batch.tokens[0]),
+        special=batch.special[0].tolist())
     d = result.diagnostics
     d["flip_rate"] = len(flipped) / len(edits)
     d["minimality"] = float(np.mean([e["minimality"] for e in flipped])) if flipped else None
     dp = [e["delta_perplexity"] for e in flipped if e["delta_perplexity"] is not None]
     d["fluency"] = float(np.mean(dp)) if dp else None
+    if second is not None:
+        d["fluency_second"] = result.fluency_second
     d["diversity"] = result.diversity
     d["queries"] = scorer.queries
     d["forward_passes"] = scorer.forward_passes + passes["forward"]
     d["backward_passes"] = passes["backward"]
+    for k in ("mlm_forward", "fluency_model_forward"):
+        if k in passes:
+            d[k + "_passes"] = passes[k]
     d["tokens_run"] = scorer.tokens_run
     d["tokens_full"] = scorer.tokens_full
     d["cache_saving"] = 1 - scorer.tokens_run / scorer.tokens_full if scorer.tokens_full else 0.0
@@ -335,6 +429,43 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
                     f"that came closest (g {edits[0]['goal']:+.4g}, from {g0:+.4g}) is returned with flipped=False. "
                     "Raise max_queries, max_edits, beam or positions.", NotFlippedWarning)
     return result
+
+
+def _model_option(name: str, value: LM | str | None) -> LM | None:
+    """An ``LM`` option given as a loaded model or as something ``il.load`` opens (a name or folder)."""
+    if value is None or isinstance(value, LM):
+        return value
+    if isinstance(value, str):
+        from ..loading import load
+        return load(value)
+    raise OptionError(f"{name} must be a loaded model (il.load(...)) or a name / folder il.load opens; "
+                      f"got {type(value).__name__}.")
+
+
+def _log_ppl(s, i: int) -> float:
+    return float("nan") if s.log_ppl is None else float(s.log_ppl[i])
+
+
+def _nan_last(x: float) -> float:
+    return x if x == x else float("inf")
+
+
+def _beam_key(entry: tuple, lp0: float, fluency: float) -> float:
+    """Beam order: ``g`` plus ``BEAM_FLUENCY · fluency`` times the rise of log-perplexity over the prompt's (falls do not count:
+    a candidate that reads better than the prompt earns nothing over one that reads as well)."""
+    g, lp = entry[0], entry[4]
+    if fluency <= 0 or lp != lp or lp0 != lp0:
+        return g
+    return g + BEAM_FLUENCY * fluency * max(0.0, lp - lp0)
+
+
+def _reads_well(entry: tuple, lp0: float, fluency: float) -> bool:
+    """Whether an edit's log-perplexity rose at most ``FLUENT_RISE / fluency`` over the prompt's (always true
+    with ``fluency=0`` or without perplexities: every flip then counts)."""
+    lp = entry[4]
+    if fluency <= 0 or lp != lp or lp0 != lp0:
+        return True
+    return lp - lp0 <= FLUENT_RISE / fluency
 
 
 def _label(s, i: int) -> int | None:
@@ -356,19 +487,22 @@ def _score(scorer: Scorer, lm: LM, w: Words, states: list[frozenset], memo: dict
     keep = [st for st, e in zip(states, empty) if not e]
     for st, e in zip(states, empty):
         if e:  # an edit that deletes everything is no prompt: never a counterfactual
-            memo[st] = (float("inf"), float("nan"), None, scorer.queries)
+            memo[st] = (float("inf"), float("nan"), None, scorer.queries, float("nan"))
     if not keep:
         return
     rows = as_rows(lm.tokenize([apply(w, st)[0] for st in keep]))
     base = scorer.queries
     s = scorer.rows(rows)
     for k, st in enumerate(keep):
-        memo[st] = (float(s.goal[k]), float(s.value[k]), _label(s, k), base + k + 1)
+        memo[st] = (float(s.goal[k]), float(s.value[k]), _label(s, k), base + k + 1, _log_ppl(s, k))
 
 
-def _minimize(scorer: Scorer, lm: LM, w: Words, st: frozenset, memo: dict,
-              max_queries: int) -> tuple[frozenset, bool | None]:
-    """The smallest flipping subset of ``st`` and whether it is verified minimal."""
+def _minimize(scorer: Scorer, lm: LM, w: Words, st: frozenset, memo: dict, max_queries: int,
+              lp0: float = float("nan"), fluency: float = 0.0) -> tuple[frozenset, bool | None]:
+    """A minimal flipping subset of ``st`` (no strict subset of it flips) and whether that is verified.
+
+    The smallest such subset; with ``fluency > 0`` the one that reads well first (a larger
+    minimal subset that reads well beats a smaller one that breaks the text)."""
     ops = sorted(st, key=lambda op: (op[1], op[0]))
     if len(ops) == 1:
         return st, True  # its only strict subset is the prompt, which does not flip
@@ -381,7 +515,9 @@ def _minimize(scorer: Scorer, lm: LM, w: Words, st: frozenset, memo: dict,
         flipping = [s for s in subsets if memo[s][0] < 0]
         if not flipping:
             return st, True
-        return min(flipping, key=lambda s: (len(s), memo[s][0])), True
+        minimal = [s for s in flipping if not any(t < s for t in flipping)]
+        return min(minimal, key=lambda s: (not _reads_well(memo[s], lp0, fluency), len(s),
+                                           _nan_last(memo[s][4]) if fluency > 0 else 0.0, memo[s][0])), True
     cur = st
     for op in ops:  # greedy pruning of large sets: drop each operation the flip does not need
         smaller = cur - {op}
@@ -395,13 +531,18 @@ def _minimize(scorer: Scorer, lm: LM, w: Words, st: frozenset, memo: dict,
 
 
 def _candidates(lm: LM, goal: Goal, bound: Target, batch, w: Words, word_tokens: list[list[int]], ranked: list[int],
-                k_sub: int, k_ins: int, kinds: tuple[str, ...], pool: int
+                k_sub: int, k_ins: int, kinds: tuple[str, ...], pool: int, fluency: float = 0.0
                 ) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
     """Substitutes and insertions per editable word, from one forward and one backward pass on the prompt.
 
     The distribution source reads the logits predicting the word's first token (position
     ``p - 1`` on causal models, ``p`` on masked ones); HotFlip scores every token ``v`` by
-    ``(E[v] - E[x_p]) · ∂g/∂E[x_p]`` and keeps the lowest (the largest first-order drop of ``g``).
+    ``(E[v] - E[x_p]) · ∂g/∂E[x_p]`` and keeps the lowest (the largest first-order drop of ``g``);
+    with ``fluency > 0`` it keeps the highest ``-score + 0.1 fluency · log p(v)`` instead (words the
+    distribution source already gave excepted) among tokens at most ``5 / fluency`` nats less
+    likely than the original token, and every
+    source keeps only words of the original's kind (letters/digits or punctuation): a word
+    replaced by a stray bracket or quote flips cheaply but reads as noise.
     """
     embed = lm.model.get_input_embeddings()
     ids = batch.input_ids.to(lm.device)
@@ -420,31 +561,90 @@ def _candidates(lm: LM, goal: Goal, bound: Target, batch, w: Words, word_tokens:
     bare_words, bare = _word_like(lm.tokenizer, lm.vocab_size, False)
     subs: dict[int, list[str]] = {}
     ins: dict[int, list[str]] = {}
+    alnum = _alnum_of(tuple(spaced_words)), _alnum_of(tuple(bare_words))
+    unit = torch.nn.functional.normalize(table, dim=-1) if fluency > 0 else None  # [vocab, d_model]
+    gdot = table @ grad.T  # [vocab, pos]: E[v] · ∂g/∂E at every position, one product for all words
     for i in ranked:
         p = word_tokens[i][0]
         vocab_words, allowed = (spaced_words, spaced) if w.spaces[i] else (bare_words, bare)
+        if fluency > 0:  # words of the original's kind only (letters/digits, or punctuation)
+            kind = alnum[0] if w.spaces[i] else alnum[1]
+            allowed = allowed & (kind if w.words[i][:1].isalnum() else ~kind)
         own = {w.words[i].lower()}
         dist: list[str] = []
         src = p - 1 if lm.is_causal else p
         if logits is not None and src >= 0:
             dist = _top_words(logits[src], allowed, vocab_words, own, k_sub + k_ins)
-        grad_score = (table - table[ids[0, p]]) @ grad[p]  # [vocab] first-order change of g
+        grad_score = gdot[:, p] - gdot[ids[0, p], p]  # [vocab] first-order change of g
         fluent = allowed
         if pool and logits is not None and src >= 0:
             # HotFlip over the whole vocabulary picks rare word pieces that flip but read as noise;
             # among the model's own likeliest tokens here it stays fluent
             likely = logits[src].topk(min(pool, lm.vocab_size)).indices.cpu()
             fluent = allowed & torch.zeros_like(allowed).index_fill_(0, likely, True)
-        flip = _top_words(-grad_score, fluent, vocab_words, own, k_sub)
+        key, taken = -grad_score, own
+        if fluency > 0 and logits is not None and src >= 0:
+            # a floor under the candidates' log-probability, below the original token's: the cheapest flips
+            # are tokens that break the text ("moving." -> "moving["), which no fluency ranking recovers
+            logp = torch.log_softmax(logits[src], -1)
+            floor = float(logp[ids[0, p]]) - HOTFLIP_FLOOR / fluency
+            fluent = fluent & (logp >= floor).cpu()
+            # first-order drops of g are ~1 here while log-probabilities spread over ~10 nats: an
+            # unscaled sum would turn HotFlip into the distribution source, so log p counts a tenth
+            key = key + HOTFLIP_FLUENCY * fluency * torch.log_softmax(logits[src], -1)
+            taken = own | {x.lower() for x in dist[:k_sub]}  # new words, not the distribution's again
+        flip = _top_words(key, fluent, vocab_words, taken, k_sub)
+        near: list[str] = []
+        if unit is not None:
+            # the word's nearest tokens in the model's input embedding (cosine): same kind of word, often the
+            # same part of speech, and fluent where the distribution source only repeats the context's guess
+            near = _top_words(unit @ unit[ids[0, p]], allowed, vocab_words, own | {x.lower() for x in dist[:k_sub]},
+                              k_sub)
         if "substitute" in kinds:
             merged = []
-            for word in dist[:k_sub] + flip:
+            for word in dist[:k_sub] + near + flip:
                 if word not in merged:
                     merged.append(word)
             subs[i] = merged
         if "insert" in kinds and k_ins and w.words[i][:1].isalnum():
-            ins[i] = dist[:k_ins]
+            ins[i] = dist[:k_ins]  # before a word of letters/digits, so with fluency > 0 words of that kind
     return subs, ins
+
+
+@functools.lru_cache(maxsize=8)
+def _alnum_of(words: tuple[str, ...]) -> torch.Tensor:
+    """``[vocab]`` whether each vocabulary word starts with a letter or digit (cached with the vocabulary)."""
+    return torch.tensor([x[:1].isalnum() for x in words], dtype=torch.bool)
+
+
+def _mlm_candidates(mlm: LM, w: Words, ranked: list[int], k: int, same_kind: bool) -> dict[int, list[str]]:
+    """The masked model's ``k`` likeliest whole words for each ranked word, masked alone (one batched pass).
+
+    Each row is the prompt with one word replaced by the mask token, tokenized by the masked
+    model itself, so its vocabulary need not match the explained model's.
+    """
+    tok = mlm.tokenizer
+    mask = tok.mask_token
+    texts = ["".join(s + (mask if j == i else x) for j, (s, x) in enumerate(zip(w.spaces, w.words))) + w.tail
+             for i in ranked]
+    words, good = _word_like(tok, mlm.vocab_size, False)
+    kind = _alnum_of(tuple(words))
+    out: dict[int, list[str]] = {}
+    with torch.no_grad():
+        o = mlm.forward(texts)
+    if o.logits is None:
+        raise OptionError(f"mlm={mlm.name!r} has no masked-language-model head (it returns no logits, like a "
+                          "sentence-embedding encoder): give an encoder with one, e.g. a BERT folder.")
+    ids = o.batch.input_ids
+    for row, i in enumerate(ranked):
+        where = (ids[row] == tok.mask_token_id).nonzero()
+        if len(where) != 1:
+            continue  # the mask was cut or merged by the tokenizer: this word gets no fill-ins
+        allowed = good
+        if same_kind:
+            allowed = allowed & (kind if w.words[i][:1].isalnum() else ~kind)
+        out[i] = _top_words(o.logits[row, int(where[0, 0])].float(), allowed, words, {w.words[i].lower()}, k)
+    return out
 
 
 def _top_words(score: torch.Tensor, allowed: torch.Tensor, words: list[str], exclude: set[str], k: int) -> list[str]:
