@@ -1,0 +1,23 @@
+"""Feature dictionaries: sparse autoencoders and transcoders over a model's components.
+
+* :func:`load` — a dictionary in SAELens (``cfg.json`` + ``sae_weights.safetensors``) or EleutherAI
+  sparsify (``cfg.json`` + ``sae.safetensors``) format;
+* :class:`Dictionary` — ``encode`` / ``decode`` at its component; ``steer({i: s})``, ``ablate([...])``
+  and ``splice()`` as edits for ``lm.intervene`` (the reconstruction error is added back, so the
+  output is the model's own unless features are edited); ``il.Unit(sae, i)`` is a unit.
+
+Example:
+    >>> import interpretlm as il  # doctest: +SKIP
+    >>> lm = il.load()  # doctest: +SKIP
+    >>> sae = il.features.load("sae/")  # doctest: +SKIP
+    >>> with lm.intervene({sae.component: sae.steer({12: 8.0})}):  # doctest: +SKIP
+    ...     print(il.features.generate(lm, "I think that", max_new_tokens=20))
+"""
+
+from __future__ import annotations
+
+from .dictionary import Dictionary, canonical_component, component_width, load
+from .errors import DictionaryFormatError, DictionaryMismatchError, FeatureError, FeatureIndexError
+
+__all__ = ["Dictionary", "DictionaryFormatError", "DictionaryMismatchError", "FeatureError", "FeatureIndexError",
+           "canonical_component", "component_width", "load"]

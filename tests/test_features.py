@@ -1,0 +1,174 @@
+"""Feature dictionaries: formats, splicing, steering, units, training on planted directions, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import interpretlm as il
+from interpretlm.features import (Dictionary, DictionaryFormatError, DictionaryMismatchError, FeatureError,
+                                  FeatureIndexError)
+from interpretlm.testing import tiny_lm
+
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+
+
+def _sparsify_folder(root, name, d_in, n, k, transcode=False, seed=0):
+    """A dictionary written the way EleutherAI sparsify's ``save_to_disk`` writes one."""
+    g = torch.Generator().manual_seed(seed)
+    folder = root / name
+    folder.mkdir(parents=True)
+    save_file({"encoder.weight": torch.randn(n, d_in, generator=g), "encoder.bias": torch.randn(n, generator=g) * 0.1,
+               "W_dec": torch.randn(n, d_in, generator=g) / d_in ** 0.5, "b_dec": torch.randn(d_in, generator=g) * 0.1},
+              str(folder / "sae.safetensors"))
+    (folder / "cfg.json").write_text(json.dumps({"expansion_factor": 4, "normalize_decoder": True, "num_latents": n,
+                                                 "k": k, "multi_topk": False, "skip_connection": False,
+                                                 "transcode": transcode, "d_in": d_in}))
+    return folder
+
+
+def _saelens_jumprelu(root, d_in, n, hook, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = {"W_enc": torch.randn(d_in, n, generator=g), "b_enc": torch.randn(n, generator=g) * 0.1,
+         "W_dec": torch.randn(n, d_in, generator=g) / d_in ** 0.5, "b_dec": torch.randn(d_in, generator=g) * 0.1,
+         "threshold": torch.rand(n, generator=g)}
+    root.mkdir(parents=True, exist_ok=True)
+    save_file(t, str(root / "sae_weights.safetensors"))
+    (root / "cfg.json").write_text(json.dumps({"architecture": "jumprelu", "d_in": d_in, "d_sae": n,
+                                               "apply_b_dec_to_input": False, "normalize_activations": "none",
+                                               "metadata": {"hook_name": hook}}))
+    return root, t
+
+
+def test_saelens_jumprelu_encode_is_the_published_formula(tmp_path):
+    folder, t = _saelens_jumprelu(tmp_path / "jr", 64, 96, "blocks.1.hook_resid_post")
+    sae = il.features.load(folder)
+    assert (sae.activation, sae.component, sae.source) == ("jumprelu", "blocks.1.resid_post", "saelens")
+    x = torch.randn(5, 7, 64)
+    pre = x @ t["W_enc"] + t["b_enc"]                              # apply_b_dec_to_input=False
+    ref = pre.relu() * (pre > t["threshold"])
+    assert torch.allclose(sae.encode(x), ref, atol=1e-6)
+    assert torch.allclose(sae.decode(ref), ref @ t["W_dec"] + t["b_dec"], atol=1e-6)
+
+
+def test_sparsify_topk_and_saelens_round_trip(tmp_path):
+    folder = _sparsify_folder(tmp_path, "layers.1", 64, 128, 8)
+    sae = il.features.load(folder)
+    assert (sae.component, sae.activation, sae.k, sae.subtract_b_dec) == ("blocks.1.resid_post", "topk", 8, True)
+    from safetensors.torch import load_file
+    w = load_file(str(folder / "sae.safetensors"))
+    x = torch.randn(10, 64)
+    pre = ((x - w["b_dec"]) @ w["encoder.weight"].T + w["encoder.bias"]).relu()   # sparsify: relu, then top-k
+    top = pre.topk(8, dim=-1)
+    ref = torch.zeros_like(pre).scatter_(-1, top.indices, top.values)
+    assert torch.allclose(sae.encode(x), ref, atol=1e-5)
+    again = il.features.load(sae.save(tmp_path / "saved"))       # our SAELens writer, read back
+    assert torch.equal(again.encode(x), sae.encode(x)) and again.component == sae.component
+    tc = il.features.load(_sparsify_folder(tmp_path, "layers.0.mlp", 64, 96, 4, transcode=True))
+    assert (tc.component, tc.output, tc.subtract_b_dec) == ("blocks.0.mlp.input", "blocks.0.mlp", False)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3"])
+@pytest.mark.parametrize("component", ["blocks.1.resid_post", "blocks.0.mlp", "blocks.1.mlp.neurons",
+                                       "blocks.0.attn.heads"])
+def test_splicing_leaves_the_logits_unchanged(family, component):
+    lm = tiny_lm(family)
+    width = il.features.component_width(lm, component)
+    sae = Dictionary.random(width, 3 * width, component=component, k=8, seed=1)
+    sae.b_dec = torch.randn(width) * 0.3
+    ref = lm.forward(PROMPT).logits.float()
+    with lm.intervene({component: sae.splice()}):
+        spliced = lm.forward(PROMPT).logits.float()
+    assert (spliced - ref).abs().max() <= 1e-5 * max(1.0, ref.abs().max())
+    with sae.intervene(lm, replace=True):                          # the reconstruction alone does change them
+        replaced = lm.forward(PROMPT).logits.float()
+    assert (replaced - ref).abs().max() > 1e-3
+
+
+def test_transcoder_splice_and_steer_at_the_mlp_output():
+    lm = tiny_lm("llama")
+    tc = Dictionary.random(lm.d_model, 96, component="blocks.0.mlp.input", output="blocks.0.mlp", k=6, seed=2)
+    ref = lm.forward(PROMPT).logits
+    with tc.intervene(lm):
+        assert torch.allclose(lm.forward(PROMPT).logits, ref, atol=1e-5)
+    # steering feature i by s adds s * W_dec[i] to the MLP's output at every token: the same as adding it by hand
+    with tc.intervene(lm, steer={5: 3.0}):
+        steered = lm.forward(PROMPT).logits
+    with lm.intervene({"blocks.0.mlp": lambda v: v + 3.0 * tc.direction(5)}):
+        by_hand = lm.forward(PROMPT).logits
+    assert torch.allclose(steered, by_hand, atol=1e-4)
+
+
+def test_steering_and_ablation_do_what_they_say():
+    lm = tiny_lm("llama")
+    comp = "blocks.1.resid_post"
+    sae = Dictionary.random(lm.d_model, 128, component=comp, k=8, seed=3)
+    seen = {}
+    with lm.capture([comp]) as cache:
+        lm.forward(PROMPT)
+    x = cache[comp]
+    f = sae.encode(x)
+    i = int(f[0, -1].argmax())                  # a feature active at the last token
+    with lm.intervene({comp: sae.steer({i: 5.0})}), lm.capture([comp]) as c2:
+        lm.forward(PROMPT)
+    # the component moved by exactly 5 W_dec[i] (steering adds to the activation, the error stays)
+    assert torch.allclose(c2[comp] - x, 5.0 * sae.direction(i).expand_as(x), atol=1e-4)
+    with lm.intervene({comp: sae.ablate([i])}), lm.capture([comp]) as c3:
+        lm.forward(PROMPT)
+    assert torch.allclose(c3[comp] - x, -f[..., i:i + 1] * sae.direction(i), atol=1e-4)
+    seen["ok"] = True
+    assert seen
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    lm = tiny_lm("llama")
+    with pytest.raises(DictionaryFormatError, match="not a folder"):
+        il.features.load(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DictionaryFormatError, match="no cfg.json"):
+        il.features.load(tmp_path / "empty")
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "cfg.json").write_text("{}")
+    (tmp_path / "odd" / "weights.pt").write_bytes(b"x")
+    with pytest.raises(DictionaryFormatError, match="not a format we recognise"):
+        il.features.load(tmp_path / "odd")
+    wide = Dictionary.random(lm.d_model + 1, 16, component="blocks.1.resid_post", k=2)
+    with pytest.raises(DictionaryMismatchError, match="another model or component"):
+        il.maximize(lm, il.Unit(wide, 0), corpus=["a b c d e f"] * 4, k=1, window=4)
+    far = Dictionary.random(lm.d_model, 16, component="blocks.9.resid_post", k=2)
+    with pytest.raises(DictionaryMismatchError, match="does not have"):
+        far.check_model(lm)
+    ok = Dictionary.random(lm.d_model, 16, component="blocks.1.resid_post", k=2)
+    with pytest.raises(FeatureIndexError, match="out of range"):
+        ok.steer({16: 1.0})
+    with pytest.raises(FeatureIndexError):
+        il.Unit(ok, 99).bind(lm)
+    with pytest.raises(FeatureError):
+        ok.steer([1, 2])
+    assert issubclass(DictionaryMismatchError, il.InterpretLMError)
+
+
+def test_features_are_units_for_mining_and_rerun(tmp_path):
+    lm = tiny_lm("llama")
+    comp = "blocks.1.resid_post"
+    sae = Dictionary.random(lm.d_model, 64, component=comp, k=4, seed=4)
+    sae.save(tmp_path / "sae")
+    texts = ["the cat sat on the mat and the dog ran off to the park"] * 6
+    units = [il.Unit(sae, 3), il.Unit(sae, 10), il.Unit("blocks.1.mlp.neurons", 2)]
+    r = il.maximize(lm, units, corpus=texts, k=2, window=8, detail=2)
+    assert r.check.passed and r.unit_names[0] == f"{comp}:{sae.name}[3]"
+    # the streamed maxima are the features' activations over the same windows, computed by hand
+    windows = list(il.corpus(texts).windows(lm.tokenizer, 8))
+    with lm.capture([comp]) as cache:
+        lm.run(windows, head=False)
+    f = sae.encode(cache[comp])                                     # [n_windows, 8, n_features]
+    for col, i in ((0, 3), (1, 10)):
+        best = f[..., i].amax(1).sort(descending=True).values[:2]
+        assert torch.allclose(r.top_values[col], best, atol=1e-5)
+    # the unit (its dictionary by folder) is plain data: the result reruns
+    again = il.rerun(r, lm)
+    assert torch.allclose(again.top_values, r.top_values)
+    assert il.Unit.from_dict(il.Unit(sae, 3).to_dict()) == il.Unit(sae, 3)
