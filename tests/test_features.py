@@ -16,6 +16,16 @@ from interpretlm.testing import tiny_lm
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Training steps are small matrix products: on the shared 2-core machine two threads spin-wait on each
+    other (30x slower under load), so these tests run on one and restore the setting."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _sparsify_folder(root, name, d_in, n, k, transcode=False, seed=0):
     """A dictionary written the way EleutherAI sparsify's ``save_to_disk`` writes one."""
     g = torch.Generator().manual_seed(seed)
@@ -172,3 +182,71 @@ def test_features_are_units_for_mining_and_rerun(tmp_path):
     again = il.rerun(r, lm)
     assert torch.allclose(again.top_values, r.top_values)
     assert il.Unit.from_dict(il.Unit(sae, 3).to_dict()) == il.Unit(sae, 3)
+
+
+def test_training_recovers_planted_sparse_directions():
+    g = torch.Generator().manual_seed(0)
+    d, m, n = 32, 64, 8000
+    planted = torch.randn(m, d, generator=g)
+    planted /= planted.norm(dim=1, keepdim=True)
+    codes = torch.zeros(n, m)
+    active = torch.rand(n, m, generator=g) < 2.5 / m              # ~2.5 directions a token
+    codes[active] = 1 + torch.rand(int(active.sum()), generator=g)
+    x = codes @ planted + 0.01 * torch.randn(n, d, generator=g)
+    sae = il.features.fit(x, n_features=96, k=4, steps=200, batch_tokens=512, lr=3e-3, dead_after=4000)
+    best = (planted @ sae.W_dec.T).max(1).values                   # each planted direction's closest feature
+    assert best.min() >= 0.9, best.sort().values[:5]
+    assert sae.metrics["l0"] <= 4 and sae.metrics["fvu"] < 0.2
+
+
+def test_steering_a_planted_feature_moves_the_output_as_constructed():
+    lm = tiny_lm("llama")
+    comp = f"blocks.{lm.n_layers - 1}.resid_post"
+    sae = Dictionary.random(lm.d_model, 64, component=comp, k=4, seed=5)
+    token = 123
+    v = lm.model.get_output_embeddings().weight[token].detach().float()
+    sae.W_dec[7] = v / v.norm()                                    # feature 7 writes the token's unembedding row
+    with lm.capture([comp]) as cache:
+        ref = lm.forward(PROMPT).logits.float()
+    last = []
+    for s in (0.0, 5.0, 20.0):
+        with lm.intervene({comp: sae.steer({7: s})}):
+            logits = lm.forward(PROMPT).logits.float()
+        # the exact reference: the final norm and unembedding applied to the residual moved by s * v/|v|
+        by_hand = lm.logits_at(cache[comp] + s * sae.direction(7)).float()
+        assert torch.allclose(logits, by_hand, atol=1e-4)
+        last.append(float(logits[0, -1, token] - ref[0, -1, token]))
+    assert abs(last[0]) < 1e-5 and 0 < last[1] < last[2]
+    with lm.intervene({comp: sae.steer({7: 200.0})}):
+        assert int(lm.forward(PROMPT).logits[0, -1].argmax()) == token
+
+
+def test_train_on_a_model_resumes_to_the_same_dictionary(tmp_path):
+    lm = tiny_lm("llama")
+    texts = [f"the cat number {i} sat on the mat and the dog ran off to the park" for i in range(60)]
+    opts = dict(corpus=texts, n_features=64, k=4, tokens=1500, window=16, batch_size=4, eval_windows=4,
+                checkpoint_every=8, progress=False)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = il.features.train(lm, "blocks.1.resid_post", path=tmp_path / "a", **opts)
+
+        def stop(done, total, desc):
+            if done >= 40:
+                raise KeyboardInterrupt
+        with pytest.raises(KeyboardInterrupt):
+            il.features.train(lm, "blocks.1.resid_post", path=tmp_path / "b", **dict(opts, progress=stop))
+        assert (tmp_path / "b" / "checkpoint" / "state.safetensors").exists()
+        resumed = il.features.train(lm, "blocks.1.resid_post", path=tmp_path / "b", **opts)
+    assert torch.allclose(resumed.W_dec, full.W_dec, atol=1e-6) and resumed.metrics["steps"] == full.metrics["steps"]
+    m = full.metrics
+    assert m["l0"] <= 4 and 0 <= m["dead_fraction"] <= 1
+    # CE recovered is what its definition says, from the three losses
+    assert m["ce_loss_recovered"] == pytest.approx((m["ce_zero_ablated"] - m["ce_spliced"])
+                                                   / (m["ce_zero_ablated"] - m["ce_clean"]), rel=1e-6)
+    again = il.features.load(tmp_path / "a")                       # saved in SAELens format with its metrics
+    assert torch.equal(again.W_dec, full.W_dec) and again.metrics["fvu"] == pytest.approx(m["fvu"])
+    tc = il.features.train(lm, "blocks.0.mlp", kind="transcoder", **dict(opts, tokens=600))
+    assert tc.is_transcoder and tc.metrics["fvu"] < 1.0
+    with pytest.raises(FeatureError, match="transcoder"):
+        il.features.train(lm, "blocks.0.resid_post", kind="transcoder", **opts)

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from .dictionary import Dictionary, canonical_component, component_width, load
 from .errors import DictionaryFormatError, DictionaryMismatchError, FeatureError, FeatureIndexError
+from .metrics import evaluate
+from .train import Trainer, fit, reconstruction_metrics, train
 
 __all__ = ["Dictionary", "DictionaryFormatError", "DictionaryMismatchError", "FeatureError", "FeatureIndexError",
-           "canonical_component", "component_width", "load"]
+           "Trainer",
+           "canonical_component", "component_width", "evaluate", "fit", "load", "reconstruction_metrics", "train"]
