@@ -19,8 +19,10 @@ from __future__ import annotations
 from .dictionary import Dictionary, canonical_component, component_width, load
 from .errors import DictionaryFormatError, DictionaryMismatchError, FeatureError, FeatureIndexError
 from .metrics import evaluate
+from .steering import DEFAULT_PROMPTS, SteeringSweep, concept_tokens, generate, steer, steering_edit
 from .train import Trainer, fit, reconstruction_metrics, train
 
 __all__ = ["Dictionary", "DictionaryFormatError", "DictionaryMismatchError", "FeatureError", "FeatureIndexError",
-           "Trainer",
+           "SteeringSweep", "Trainer",
+           "concept_tokens", "generate", "steer", "steering_edit",
            "canonical_component", "component_width", "evaluate", "fit", "load", "reconstruction_metrics", "train"]
