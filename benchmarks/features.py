@@ -52,10 +52,11 @@ def main() -> None:
     m = sae.metrics
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}, indent=1))
     print(f"{args.component}: {args.n_features} features, k={args.k}, {m['tokens']} tokens in {m['seconds']:.0f} s "
-          f"of training ({m['tokens'] / m['seconds']:.0f} tokens/s), {wall:.0f} s with the evaluation")
+          f"of training ({m['cpu_seconds']:.0f} s of CPU; {m['tokens'] / m['seconds']:.0f} tokens/s), {wall:.0f} s with "
+          "the evaluation")
     sec = f"features.{args.model}"
     for key in ("fvu", "l0", "dead_fraction", "ce_loss_recovered", "ce_clean", "ce_spliced", "ce_zero_ablated",
-                "tokens", "seconds"):
+                "tokens", "seconds", "cpu_seconds"):
         record(sec, key, round(float(m[key]), 4))
     record(sec, "n_features", args.n_features)
     record(sec, "k", args.k)

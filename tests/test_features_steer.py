@@ -48,3 +48,22 @@ def test_generation_follows_an_intervention():
     with lm.intervene({comp: lambda x: x + 500 * v / v.norm()}):
         text = il.features.generate(lm, "a b", max_new_tokens=3)
     assert text == lm.tokenizer.decode([77] * 3)
+
+
+def test_features_beside_difference_in_means_and_probes():
+    lm = tiny_lm("llama")
+    comp = "embed"     # a token's own vector, so a planted detector reads exactly the concept's token
+    pos = [f"the {w} saw a cat near the house" for w in ("old", "young", "tall", "small", "red", "blue", "green", "big")]
+    neg = [t.replace("cat", "dog") for t in pos]
+    sae = Dictionary.random(lm.d_model, 64, component=comp, k=4, seed=0)
+    cat = lm.tokenizer(" cat", add_special_tokens=False)["input_ids"][-1]
+    v = lm.model.get_input_embeddings().weight[cat].detach().float()
+    sae.W_enc[:, 5] = v / v.norm()            # feature 5 reads the " cat" embedding...
+    sae.b_enc[5] = 100.0                      # ...and is always among the top k, so its value is that projection
+    r = il.features.compare_to_baselines(lm, sae, pos, neg, strengths=[0.0, 30.0], prompts=["a b"],
+                                         max_new_tokens=3)
+    assert r.best_feature == 5 and r.detection["sae_feature"] == 1.0
+    assert r.detection["diff_in_means"] >= 0.9 and r.detection["linear_probe"] >= 0.9
+    assert r.concept[0].strip() == "cat" and set(r.steering) == {"sae_feature", "diff_in_means", "linear_probe"}
+    for curve in r.steering.values():   # strength 0 is the same unedited generation for every method
+        assert curve["concept_rate"][0] == r.steering["sae_feature"]["concept_rate"][0]

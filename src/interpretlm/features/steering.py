@@ -138,6 +138,28 @@ def steering_edit(lm: Any, unit: Unit, strength: float) -> dict[str, Callable[[t
     return {unit.component: edit}
 
 
+def unit_from_text(text: str, lm: Any = None) -> Unit:
+    """A unit from the command line: ``"FOLDER INDEX"`` (a dictionary's folder and a feature) or
+    ``"COMPONENT INDEX"`` (a neuron, a basis direction).
+
+    Example:
+        >>> unit_from_text("blocks.1.mlp.neurons 3")
+        Unit('blocks.1.mlp.neurons', 3)
+    """
+    from pathlib import Path
+
+    from ..units import parse_unit
+    from .dictionary import load
+
+    words = str(text).split()
+    if len(words) == 2 and words[1].isdigit() and (Path(words[0]) / "cfg.json").exists():
+        return Unit(load(words[0]), int(words[1]))
+    unit = parse_unit(text)
+    if not isinstance(unit, Unit):
+        raise FeatureError("steer takes one unit (COMPONENT INDEX or DICTIONARY_FOLDER INDEX), not 'all'.")
+    return unit
+
+
 @dataclass(kw_only=True)
 class SteeringSweep(Result):
     """A unit steered at several strengths: the concept's rate against perplexity (``il.steer``).
@@ -227,7 +249,8 @@ _CHECK = CheckSpec("identity_error", 1e-4,
 
 @register("steer", verb="steer", family="features", takes="unit", result=SteeringSweep, target="none",
           summary="steer a dictionary feature, neuron or direction: concept rate against perplexity over strengths",
-          check=_CHECK, demo="interpretlm.features.demo:section", demo_order=75)
+          check=_CHECK, demo="interpretlm.features.demo:section", demo_order=75,
+          cli_input="interpretlm.features.steering:unit_from_text")
 def steer(lm: Any, units: Any, *, strengths: list[float] = (0.0, 4.0, 8.0, 16.0), prompts: list[str] = DEFAULT_PROMPTS,
           concept: list[str] | None = None, max_new_tokens: int = 16, temperature: float = 0.0,
           seed: int = 0) -> SteeringSweep:

@@ -368,7 +368,7 @@ def train(lm: Any, component: str, *, corpus: Any = "builtin", kind: str = "topk
         atomic_write(ckpt / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(
             dict(config, fingerprint=fingerprint, model=lm.name, windows_done=int(t.counters[2])), indent=1)))
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     done = int(t.counters[2])
     with policy(progress):
         bar = progress_bar(train_windows, f"training {kind} dictionary", initial=done)
@@ -400,12 +400,12 @@ def train(lm: Any, component: str, *, corpus: Any = "builtin", kind: str = "topk
                            "more text, fewer eval_windows or a smaller window.")
     if ckpt is not None:
         save_checkpoint()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     sae = t.dictionary(component=component, output=output)
     eval_ids = [ids for _, ids in _windows(c, lm.tokenizer, window, 0, eval_windows)]
     from .metrics import evaluate
     sae.metrics = dict(evaluate(lm, sae, eval_ids, batch_size=batch_size), dead_fraction=t.dead_fraction(),
-                       tokens=int(t.counters[1]), steps=t.steps, seconds=seconds, eval_windows=len(eval_ids),
+                       tokens=int(t.counters[1]), steps=t.steps, seconds=seconds, cpu_seconds=cpu_seconds, eval_windows=len(eval_ids),
                        window=window)
     if folder is not None:
         sae.save(folder)
