@@ -471,16 +471,23 @@ class Dictionary:
 
     # ------------------------------------------------------------------ plain data (units in results)
     def to_dict(self) -> dict[str, Any]:
-        """The dictionary as plain data: its folder when it has one, else its weights inline (small ones)."""
-        if self.path is not None and (Path(self.path) / "cfg.json").exists():
-            return {"path": self.path, "name": self.name}
-        return {"config": self.config(), "tensors": {k: v.tolist() for k, v in self.tensors().items()}}
+        """The dictionary as plain data: its folder. A dictionary that has none (trained or built in memory)
+        is saved once under ``il.cache_dir() / "dictionaries" / <hash of its weights>`` (results hold many
+        units of one dictionary; weights inline would be copied into every one)."""
+        if self.path is None or not (Path(self.path) / "cfg.json").exists():
+            import hashlib
+
+            from ..loading import cache_dir
+
+            h = hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=str).encode())
+            for v in self.tensors().values():
+                h.update(v.contiguous().numpy().tobytes())
+            self.save(cache_dir() / "dictionaries" / h.hexdigest()[:24])
+        return {"path": self.path, "name": self.name}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Dictionary":
-        if "path" in d:
-            return load(d["path"])
-        return _from_saelens(d["config"], {k: torch.tensor(v) for k, v in d["tensors"].items()}, None)
+        return load(d["path"])
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Dictionary):
