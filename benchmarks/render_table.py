@@ -109,6 +109,13 @@ def attention_memory(d: dict[str, Any]) -> str:
     return f"{one:,.0f} MB for 1 layer, {every:,.0f} MB for all 30"
 
 
+def features(d: dict[str, Any]) -> str:
+    s = {k.split(".", 1)[1]: v for k, v in d["features"].items()}
+    return (f"{s['n_features']:,.0f} features (k = {s['k']:.0f}) at {s['component']} on {s['tokens']:,.0f} tokens in "
+            f"{s['cpu_seconds']:.0f} s of CPU: FVU {s['fvu']:.3f}, CE loss recovered {s['ce_loss_recovered']:.3f}, "
+            f"dead {s['dead_fraction']:.1%}")
+
+
 ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("Integrated Gradients, completeness on the IOI prompt", ig, "attribution.py --only ig"),
     ("Shapley estimates, evaluations to Spearman 0.95 vs exact", shapley, "attribution.py --only shapley"),
@@ -123,6 +130,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("activation extraction vs a plain forward pass", probing, "probing_activations.py"),
     ("attention patterns, peak memory at 2,048 tokens", attention_memory, "attention_memory.py --tokens 2048"),
     ("web app latency on the default model", app_latency, "app_latency.py"),
+    ("TopK SAE trained on the built-in corpus (default model)", features, "features.py --tokens 100000 --threads 1"),
 ]
 
 

@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[list[str], Path | None]] = {
     "estimators": (["patching.py", "--estimators", "--n", "10"], None),
     "app_latency": (["app_latency.py"], None),
     "reasoning": (["reasoning.py"], None),
+    "features": (["features.py", "--tokens", "100000", "--threads", "1"], None),
 }
 
 

@@ -17,9 +17,11 @@ PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def one_thread(tmp_path, monkeypatch):
     """Training steps are small matrix products: on the shared 2-core machine two threads spin-wait on each
-    other (30x slower under load), so these tests run on one and restore the setting."""
+    other (30x slower under load), so these tests run on one and restore the setting. Dictionaries saved as
+    plain data (units in results) go to a temporary cache."""
+    monkeypatch.setenv("INTERPRETLM_CACHE", str(tmp_path / "cache"))
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

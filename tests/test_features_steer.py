@@ -11,7 +11,9 @@ from interpretlm.testing import tiny_lm
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def one_thread(tmp_path, monkeypatch):
+    """One thread (see test_features.py); dictionaries saved as plain data go to a temporary cache."""
+    monkeypatch.setenv("INTERPRETLM_CACHE", str(tmp_path / "cache"))
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
