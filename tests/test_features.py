@@ -252,3 +252,24 @@ def test_train_on_a_model_resumes_to_the_same_dictionary(tmp_path):
     assert tc.is_transcoder and tc.metrics["fvu"] < 1.0
     with pytest.raises(FeatureError, match="transcoder"):
         il.features.train(lm, "blocks.0.resid_post", kind="transcoder", **opts)
+
+
+def test_patching_a_feature_from_another_run():
+    lm = tiny_lm("llama")
+    comp = "blocks.0.resid_post"
+    sae = Dictionary.random(lm.d_model, 64, component=comp, k=6, seed=7)
+    clean, corrupt = "Mary and John, John gave to", "Mary and John, Mary gave to"
+    with lm.capture([comp]) as c:
+        lm.forward(clean)
+    x_clean = c[comp]
+    with lm.capture([comp]) as c:
+        lm.forward(corrupt)
+    f_clean, f_corr = sae.encode(x_clean), sae.encode(c[comp])
+    i = int((f_corr - f_clean).abs().sum((0, 1)).argmax())        # the feature that differs most
+    with lm.intervene({comp: sae.patch([i], f_corr)}), lm.capture([comp]) as c2:
+        lm.forward(clean)
+    moved = c2[comp] - x_clean
+    assert torch.allclose(moved, (f_corr - f_clean)[..., i:i + 1] * sae.direction(i), atol=1e-5)
+    with pytest.raises(FeatureError, match="positions"):
+        with lm.intervene({comp: sae.patch([i], f_corr[:, :3])}):
+            lm.forward(clean)

@@ -341,6 +341,37 @@ class Dictionary:
             return f
         return self._edit(change)
 
+    def patch(self, features: Iterable[int], source: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """An edit that sets features to their activations in another run (activation patching of features).
+
+        ``source``: ``[batch, pos, n_features]`` (or ``[pos, n_features]``, broadcast over the batch) the
+        features' activations there (``sae.encode`` of a captured component); the error term of the
+        patched run is kept.
+
+        Example:
+            >>> from interpretlm.testing import tiny_lm
+            >>> lm = tiny_lm("llama")
+            >>> sae = Dictionary.random(lm.d_model, 32, component="blocks.1.resid_post", k=4)
+            >>> with lm.capture([sae.component]) as c:
+            ...     _ = lm.forward("a b c")
+            >>> with lm.intervene({sae.component: sae.patch(range(32), sae.encode(c[sae.component]))}):
+            ...     same = lm.forward("a b c").logits
+            >>> bool(torch.allclose(same, lm.forward("a b c").logits, atol=1e-5))
+            True
+        """
+        idx = torch.tensor([self.feature_index(i) for i in features], dtype=torch.long)
+        src = torch.as_tensor(source).float()
+        if src.shape[-1] != self.n_features:
+            raise FeatureError(f"source must end in n_features={self.n_features}; got shape {tuple(src.shape)}.")
+
+        def change(f: torch.Tensor) -> torch.Tensor:
+            if src.shape[-2] != f.shape[-2]:
+                raise FeatureError(f"The patched run has {src.shape[-2]} positions; this one has {f.shape[-2]}.")
+            f = f.clone()
+            f[..., idx] = src.to(f.device)[..., idx].expand_as(f[..., idx])
+            return f
+        return self._edit(change)
+
     def _strengths(self, strengths: Mapping[int, float]) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(strengths, Mapping):
             raise FeatureError(f"Steering takes {{feature: strength}}; got {type(strengths).__name__}.")
