@@ -31,6 +31,7 @@ def test_steering_a_planted_feature_raises_its_concept_rate():
     r = il.steer(lm, il.Unit(sae, 7), strengths=[0.0, 400.0], prompts=["a b", "c d e"], concept=[word],
                  max_new_tokens=5)
     assert r.check.passed and r.diagnostics["identity_error"] < 1e-5
+    assert r.dictionary["features"] == 64 and "dictionary" in r.figures() and "Check" in r.to_html()
     assert r.concept_rate[1] == 1.0 and r.concept_rate[0] < 1.0       # the planted token everywhere at 400
     # the unsteered samples are the model's own greedy generations
     with lm.intervene({}):

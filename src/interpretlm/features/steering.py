@@ -171,6 +171,8 @@ class SteeringSweep(Result):
         concept_rate: ``[s]`` share of generated tokens that are concept tokens.
         perplexity: ``[s]`` perplexity of the generated tokens under the unedited model.
         samples: ``[s][p]`` the generated continuations.
+        dictionary: for a dictionary's feature, the dictionary's facts and metrics (FVU, L0, dead
+            fraction, cross-entropy loss recovered) and the feature's promoted tokens.
     """
 
     nan_marks: ClassVar[tuple[str, ...]] = ("perplexity",)   # NaN: nothing generated (an end token at once)
@@ -183,6 +185,7 @@ class SteeringSweep(Result):
     concept_rate: list[float] = field(default_factory=list)
     perplexity: list[float] = field(default_factory=list)
     samples: list[list[str]] = field(default_factory=list)
+    dictionary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def prompt(self) -> str:
@@ -199,7 +202,11 @@ class SteeringSweep(Result):
 
     def figures(self) -> dict[str, Figure]:
         xs = [f"{s:g}" for s in self.strengths]
-        return {
+        extra: dict[str, Figure] = {}
+        if self.dictionary:
+            extra["dictionary"] = Table(["dictionary", "value"], [[k, v if isinstance(v, (int, float)) else str(v)]
+                                                                  for k, v in self.dictionary.items()])
+        return {**extra,
             "sweep": LineChart(x=xs, series={"concept rate": list(self.concept_rate)}, x_label="strength",
                                y_label="concept rate", y_min=0.0, title=f"Concept rate ({', '.join(self.concept[:6])}…)"),
             "fluency": LineChart(x=xs, series={"perplexity": list(self.perplexity)}, x_label="strength",
@@ -317,6 +324,12 @@ def steer(lm: Any, units: Any, *, strengths: list[float] = (0.0, 4.0, 8.0, 16.0)
     comp = unit.dictionary.output if unit.dictionary is not None else unit.component
     result = SteeringSweep(unit=unit.name, component=comp, strengths=strengths, prompts=prompts, concept=words,
                            concept_rate=rates, perplexity=ppls, samples=samples)
+    if unit.dictionary is not None:
+        d = unit.dictionary
+        keep = ("fvu", "l0", "dead_fraction", "ce_loss_recovered", "tokens")
+        result.dictionary = {"name": d.name, "features": d.n_features, "component": comp,
+                             **{k: d.metrics[k] for k in keep if isinstance(d.metrics.get(k), (int, float))},
+                             "concept": ", ".join(w.strip() for w in words[:10])}
     result.diagnostics = {"identity_error": identity, "max_new_tokens": max_new_tokens}
     return result
 
