@@ -5,7 +5,8 @@
 Writes a TopK, a JumpReLU and a standard (ReLU) SAE in SAELens format with ``Dictionary.save``,
 loads each with ``sae_lens.SAE.load_from_disk`` in its own venv (``.bench-venvs/saelens``: sae-lens
 pins transformers < 5 and transformer-lens < 4, so it cannot live in ours), encodes and decodes the
-same inputs there and here, and prints the largest differences (goal: 1e-5).
+same inputs there and here, and prints the largest differences (goal: 1e-5); then the other way:
+SAELens writes a TopK and a JumpReLU SAE with its own ``save_model`` and ``il.features.load`` reads them.
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ def main() -> None:
         if done.returncode:
             sys.exit(done.stderr[-3000:])
         theirs = load_file(f"{tmp}/out.safetensors")
+    # the other way: dictionaries written by SAELens itself, read by il.features.load
+    import interpretlm as il
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([str(VENV), str(Path(__file__).parent / "_saelens_writer.py"), tmp],
+                              capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(done.stderr[-3000:])
+        for name in ("topk", "jumprelu"):
+            ref = load_file(f"{tmp}/{name}/ref.safetensors")
+            diff = float((il.features.load(f"{tmp}/{name}").encode(ref["x"]) - ref["f"]).abs().max())
+            print(f"SAELens-written {name}: il.features.load encodes with max |diff| {diff:.2e}")
+            record("features", f"saelens.written_{name}.encode_max_diff", diff)
     for i, (name, s) in enumerate(saes.items()):
         f = s.encode(x)
         enc = float((f - theirs[f"enc.{i}"]).abs().max())

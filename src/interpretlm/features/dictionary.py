@@ -598,6 +598,9 @@ def _from_saelens(cfg: dict[str, Any], t: dict[str, torch.Tensor], component: st
         raise DictionaryFormatError(f"normalize_activations={norm!r} needs a dataset-dependent scaling factor that "
                                     "cfg.json does not hold; fold it into the weights (SAELens "
                                     "`fold_activation_norm_scaling_factor`) and save again.")
+    if cfg.get("rescale_acts_by_decoder_norm"):
+        raise DictionaryFormatError("rescale_acts_by_decoder_norm=true is not supported; fold the decoder norms into "
+                                    "the encoder (SAELens `fold_W_dec_norm`) and save again.")
     if "topk" in arch or act_str == "topk":
         activation = "topk"
         k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
