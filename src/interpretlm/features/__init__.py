@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from .baselines import ConceptComparison, compare_to_baselines, concept_words
 from .dictionary import Dictionary, canonical_component, component_width, load
+from .graph import AttributionGraph, attribution_graph
 from .errors import DictionaryFormatError, DictionaryMismatchError, FeatureError, FeatureIndexError
 from .metrics import evaluate
 from .steering import DEFAULT_PROMPTS, SteeringSweep, concept_tokens, generate, steer, steering_edit
 from .train import Trainer, fit, reconstruction_metrics, train
 
-__all__ = ["ConceptComparison", "Dictionary", "DictionaryFormatError", "DictionaryMismatchError", "FeatureError", "FeatureIndexError",
+__all__ = ["AttributionGraph", "ConceptComparison", "attribution_graph", "Dictionary", "DictionaryFormatError", "DictionaryMismatchError", "FeatureError", "FeatureIndexError",
            "SteeringSweep", "Trainer",
            "concept_tokens", "generate", "steer", "steering_edit",
            "canonical_component", "compare_to_baselines", "component_width", "concept_words", "evaluate", "fit", "load", "reconstruction_metrics", "train"]
