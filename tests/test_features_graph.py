@@ -61,6 +61,6 @@ def test_a_planted_path_is_found():
     assert len(graph.ablations) == 2 and graph.faithfulness > 0.99
     for name, predicted, measured in graph.ablations:
         assert predicted == pytest.approx(measured, rel=0.05), name
-    assert "graph" in graph.figures()
+    assert "graph" in graph.figures() and "L1F5@" in graph.to_html()     # drawn by the shared graph renderer
     with pytest.raises(FeatureError, match="transcoder"):
         il.features.attribution_graph(lm, prompt, target, [tcs[1], tcs[0]])
