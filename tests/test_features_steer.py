@@ -70,3 +70,21 @@ def test_features_beside_difference_in_means_and_probes():
     assert r.concept[0].strip() == "cat" and set(r.steering) == {"sae_feature", "diff_in_means", "linear_probe"}
     for curve in r.steering.values():   # strength 0 is the same unedited generation for every method
         assert curve["concept_rate"][0] == r.steering["sae_feature"]["concept_rate"][0]
+
+
+def test_the_command_line_steers_a_feature_of_a_saved_dictionary(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from interpretlm import cli
+
+    lm = tiny_lm("llama")
+    monkeypatch.setattr(il, "load", lambda name="smollm2-135m", **kw: lm)
+    sae = Dictionary.random(lm.d_model, 32, component="blocks.1.resid_post", k=4, seed=1)
+    folder = sae.save(tmp_path / "sae")
+    js = tmp_path / "s.json"
+    res = CliRunner().invoke(cli.app, ["steer", str(folder), "3", "--max-new-tokens", "3", "--strengths", "[0, 8]",
+                                       "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    r = il.Result.load(js)
+    assert r.unit == f"blocks.1.resid_post:{sae.name}[3]" and r.check.passed and len(r.concept_rate) == 2
+    assert il.rerun(r, lm).samples == r.samples          # the unit (its dictionary's folder) reruns
