@@ -1,6 +1,7 @@
 """Parity with sae-lens: the same dictionaries encoded by SAELens's own code and by ours.
 
     PYTHONPATH=src .venv/bin/python benchmarks/features_saelens.py
+    PYTHONPATH=src .venv/bin/python benchmarks/features_saelens.py --train ACTS.safetensors   # training, both
 
 Writes a TopK, a JumpReLU and a standard (ReLU) SAE in SAELens format with ``Dictionary.save``,
 loads each with ``sae_lens.SAE.load_from_disk`` in its own venv (``.bench-venvs/saelens``: sae-lens
@@ -69,5 +70,57 @@ def main() -> None:
         record("features", f"saelens.{name}.decode_max_diff", dec)
 
 
+def train_compare(acts: str, n: int = 2048, k: int = 32, steps: int = 120, batch: int = 512, lr: float = 4e-4) -> None:
+    """Both trainers on the same activations (``acts``: ``train`` / ``eval`` rows of the default model's
+    blocks.9.resid_post, windows of 64 with the first token left out, as ``il.features.train`` reads them),
+    the same steps, batch and learning rate; metrics on the held-out rows and CE loss recovered on the
+    held-out windows."""
+    import time
+
+    import interpretlm as il
+    from interpretlm.features.train import Trainer, _windows, reconstruction_metrics
+
+    torch.set_num_threads(1)
+    data = load_file(acts)
+    x, xe = data["train"], data["eval"]
+    g = torch.Generator().manual_seed(1)
+    t = Trainer(x.shape[1], n, k, lr=lr, dead_after=10 ** 9)
+    start, cpu = time.perf_counter(), time.process_time()
+    order, pos = torch.randperm(x.shape[0], generator=g), 0
+    for _ in range(steps):
+        if pos + batch > len(order):
+            order, pos = torch.randperm(x.shape[0], generator=g), 0
+        t.step(x[order[pos:pos + batch]])
+        pos += batch
+    ours_s, ours_cpu = time.perf_counter() - start, time.process_time() - cpu
+    ours = t.dictionary(component="blocks.9.resid_post")
+    runs = [("interpretlm", ours, ours_s, ours_cpu)]
+    # sae-lens with its defaults (raw activations) and with its activation normalisation (folded in after training)
+    for label, norm in (("sae-lens", "none"), ("sae-lens-normalized", "expected_average_only_in")):
+        with tempfile.TemporaryDirectory() as tmp:
+            done = subprocess.run([str(VENV), str(Path(__file__).parent / "_saelens_trainer.py"), acts, f"{tmp}/sl",
+                                   str(n), str(k), str(steps), str(batch), str(lr), "blocks.9.hook_resid_post", norm],
+                                  capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(done.stderr[-3000:])
+            words = done.stdout.split()
+            runs.append((label, il.features.load(f"{tmp}/sl"), float(words[words.index("seconds") + 1]),
+                         float(words[words.index("cpu") + 1])))
+    lm = il.load()
+    windows = [ids for _, ids in _windows(il.corpus("builtin"), lm.tokenizer, 64, 0, 32)]
+    for name, sae, secs, cpus in runs:
+        m = reconstruction_metrics(sae, xe)
+        dead = float((sae.encode(xe) == 0).all(0).float().mean())
+        ce = il.features.evaluate(lm, sae, windows)
+        print(f"{name:12s} {steps} steps x {batch}: {secs:.1f} s wall, {cpus:.1f} s CPU; held-out FVU {m['fvu']:.3f}, "
+              f"L0 {m['l0']:.1f}, never active on held-out {dead:.1%}, CE loss recovered {ce['ce_loss_recovered']:.3f}")
+        for key, v in (("seconds", secs), ("cpu_seconds", cpus), ("fvu", m["fvu"]), ("l0", m["l0"]),
+                       ("never_active", dead), ("ce_loss_recovered", ce["ce_loss_recovered"])):
+            record("features", f"train_vs.{name}.{key}", round(float(v), 4))
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 2 and sys.argv[1] == "--train":
+        train_compare(sys.argv[2])
+    else:
+        main()

@@ -273,3 +273,22 @@ def test_patching_a_feature_from_another_run():
     with pytest.raises(FeatureError, match="positions"):
         with lm.intervene({comp: sae.patch([i], f_corr[:, :3])}):
             lm.forward(clean)
+
+
+def test_saelens_topk_with_decoder_norm_rescaling_folds_exactly(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    t = {"W_enc": torch.randn(16, 40, generator=g), "b_enc": torch.randn(40, generator=g),
+         "W_dec": torch.randn(40, 16, generator=g), "b_dec": torch.randn(16, generator=g)}
+    save_file(t, str(tmp_path / "sae_weights.safetensors"))
+    (tmp_path / "cfg.json").write_text(json.dumps({"architecture": "topk", "d_in": 16, "d_sae": 40, "k": 5,
+                                                   "apply_b_dec_to_input": True, "normalize_activations": "none",
+                                                   "rescale_acts_by_decoder_norm": True,
+                                                   "metadata": {"hook_name": "blocks.0.hook_resid_post"}}))
+    sae = il.features.load(tmp_path)
+    x = torch.randn(9, 16, generator=g)
+    norms = t["W_dec"].norm(dim=1)
+    pre = ((x - t["b_dec"]) @ t["W_enc"] + t["b_enc"]) * norms      # SAELens: pre-activations times decoder norms
+    top = pre.topk(5, dim=-1)
+    f = torch.zeros_like(pre).scatter_(-1, top.indices, top.values.relu())
+    assert torch.allclose(sae.encode(x), f, atol=1e-5)
+    assert torch.allclose(sae.decode(f), (f / norms) @ t["W_dec"] + t["b_dec"], atol=1e-5)

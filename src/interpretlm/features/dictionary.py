@@ -599,8 +599,10 @@ def _from_saelens(cfg: dict[str, Any], t: dict[str, torch.Tensor], component: st
                                     "cfg.json does not hold; fold it into the weights (SAELens "
                                     "`fold_activation_norm_scaling_factor`) and save again.")
     if cfg.get("rescale_acts_by_decoder_norm"):
-        raise DictionaryFormatError("rescale_acts_by_decoder_norm=true is not supported; fold the decoder norms into "
-                                    "the encoder (SAELens `fold_W_dec_norm`) and save again.")
+        # SAELens multiplies pre-activations by the decoder rows' norms and divides activations by them before
+        # decoding: folded into the weights, the activations and the reconstruction are SAELens's own
+        norms = W_dec.float().norm(dim=1)
+        W_enc, b_enc, W_dec = W_enc.float() * norms, b_enc.float() * norms, W_dec.float() / norms.unsqueeze(1)
     if "topk" in arch or act_str == "topk":
         activation = "topk"
         k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
