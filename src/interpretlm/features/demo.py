@@ -9,7 +9,8 @@ from typing import Any
 # The demo's budget: 512 features (k = 16) at the residual stream after block 9 (or the middle block),
 # trained on DEMO_TOKENS tokens of the built-in corpus. Measured on the default model with 12,000 tokens:
 # 106 s of CPU for the whole section (257 s wall on a loaded shared machine), FVU 0.57, CE loss recovered
-# 0.79; 6,000 tokens halve the training part (benchmarks/features.py trains the README's larger dictionary).
+# 0.79; with 6,000: 94 s of CPU (166 s wall), FVU 0.71, CE recovered 0.73
+# (benchmarks/features.py trains the README's larger dictionary).
 DEMO_TOKENS = 6_000
 DEMO_FEATURES = 512
 DEMO_K = 16
