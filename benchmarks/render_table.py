@@ -116,6 +116,8 @@ def engine(d: dict[str, Any]) -> str:
             "workers kept "
             f"{s['ray_over_local_warm']:.2f}×, whole process {s['whole_ray_over_local']:.2f}× "
             f"({s['tokens']:,.0f} tokens, 2 CPUs, load average {s['load_average']:.0f})")
+
+
 def cf_peer(d: dict[str, Any]) -> str:
     s = d["counterfactuals"]
     parts = []
@@ -150,6 +152,13 @@ def cf_cache(d: dict[str, Any]) -> str:
             f"({s['cache_examples']:.0f} examples, interleaved)")
 
 
+def features(d: dict[str, Any]) -> str:
+    s = {k.split(".", 1)[1]: v for k, v in d["features"].items()}
+    return (f"{s['n_features']:,.0f} features (k = {s['k']:.0f}) at {s['component']} on {s['tokens']:,.0f} tokens in "
+            f"{s['cpu_seconds']:.0f} s of CPU: FVU {s['fvu']:.3f}, CE loss recovered {s['ce_loss_recovered']:.3f}, "
+            f"dead {s['dead_fraction']:.1%}")
+
+
 ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("Integrated Gradients, completeness on the IOI prompt", ig, "attribution.py --only ig"),
     ("Shapley estimates, evaluations to Spearman 0.95 vs exact", shapley, "attribution.py --only shapley"),
@@ -171,6 +180,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
      "counterfactuals.py --tasks sentiment --n 6 --fluency 0 --cache-compare 2"),
     ("counterfactual search (fluency 0), prefix key/value cache vs plain passes", cf_cache,
      "counterfactuals.py --tasks sentiment --n 6 --fluency 0 --cache-compare 2"),
+    ("TopK SAE trained on the built-in corpus (default model)", features, "features.py --tokens 100000 --threads 1"),
 ]
 
 

@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, tuple[list[str], Path | None]] = {
                          "--cache-compare", "3", "--threads", "1"], None),
     "counterfactuals_peer": (["counterfactuals.py", "--peer", "textattack", "--tasks", "sentiment,topic", "--n", "100",
                               "--recipes", "embedding,deepwordbug", "--threads", "1"], None),
+    "features": (["features.py", "--tokens", "100000", "--threads", "1"], None),
 }
 
 

@@ -193,6 +193,8 @@ def _inputs(m: Any, words: tuple[str, ...], prompts: Path | None, pairs: Path | 
     if m.takes == "unit":   # COMPONENT INDEX (or COMPONENT all): one unit, or every unit of the component
         from .units import parse_unit
         try:
+            if m.cli_input:     # the method reads more kinds of unit (a dictionary's folder and a feature)
+                return [_resolve(m.cli_input)(" ".join(words), lm)], None
             return [parse_unit(" ".join(words))], None
         except InterpretLMError as e:
             raise click.UsageError(f"{m.name} takes a unit: {e}") from None

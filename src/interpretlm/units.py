@@ -10,7 +10,10 @@ A :class:`Unit` names what activation maximization (and later dictionary feature
   component (a probe's weight vector, any vector); ``Unit("blocks.5.resid_post", 7)`` its
   7th basis direction;
 * ``Unit.all("blocks.12.mlp.neurons")`` / ``Unit.all("mlp.neurons")``: every unit of a component
-  (of every layer), read in one pass by :func:`unit_values`.
+  (of every layer), read in one pass by :func:`unit_values`;
+* ``Unit(sae, 1234)``: feature 1234 of a sparse dictionary (``il.features``): any object with
+  ``component``, ``n_features``, ``encode([..., d] -> [..., n_features])``, ``check_model(lm)``,
+  ``direction(i)`` and ``to_dict`` / ``from_dict``; its value is the feature's activation.
 
 Units are plain data (``to_dict`` / ``from_dict``), so results that hold them rerun.
 
@@ -58,13 +61,22 @@ class Unit:
             ``"blocks.5.resid_post"``, ``"embed"``).
         index: the neuron / head / basis index (``None`` with a bare direction).
         direction: ``[d]`` a vector to project on (``None`` for an index unit).
+        dictionary: the sparse dictionary of a feature unit (``Unit(sae, i)``; ``component`` is then
+            the component the dictionary reads), ``None`` otherwise.
     """
 
     component: str
     index: int | None = None
     direction: torch.Tensor | None = field(default=None, repr=False)
+    dictionary: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.component, str) and _is_dictionary(self.component):
+            object.__setattr__(self, "dictionary", self.component)
+            object.__setattr__(self, "component", self.component.component)
+        if self.dictionary is not None:
+            if self.direction is not None or self.index is None:
+                raise ComponentError("A feature unit is Unit(dictionary, index): one feature's index, no direction.")
         if not isinstance(self.component, str) or not self.component:
             raise ComponentError(f"A unit's component is a canonical name such as 'blocks.12.mlp.neurons'; "
                                  f"got {self.component!r}.")
@@ -80,10 +92,14 @@ class Unit:
     def name(self) -> str:
         """``"blocks.12.mlp.neurons[417]"``, ``"blocks.3.attn.heads[2]"``, ``"blocks.5.resid_post·dir"``."""
         tail = f"[{self.index}]" if self.index is not None else ""
+        if self.dictionary is not None:
+            return f"{self.component}:{self.dictionary.name}{tail}"
         return self.component + tail + ("·dir" if self.direction is not None else "")
 
     def __repr__(self) -> str:
         d = f", direction=[{self.direction.numel()}]" if self.direction is not None else ""
+        if self.dictionary is not None:
+            return f"Unit({self.dictionary!r}, {self.index!r})"
         return f"Unit({self.component!r}, {self.index!r}{d})"
 
     def __eq__(self, other: object) -> bool:
@@ -92,7 +108,9 @@ class Unit:
         same_dir = (self.direction is None and other.direction is None) or (
             self.direction is not None and other.direction is not None
             and self.direction.shape == other.direction.shape and bool((self.direction == other.direction).all()))
-        return self.component == other.component and self.index == other.index and same_dir
+        same_dict = (self.dictionary is None) == (other.dictionary is None) and (
+            self.dictionary is None or self.dictionary is other.dictionary or self.dictionary == other.dictionary)
+        return self.component == other.component and self.index == other.index and same_dir and same_dict
 
     def __hash__(self) -> int:
         return hash((self.component, self.index))
@@ -108,12 +126,27 @@ class Unit:
         return BoundUnits.build(lm, [self])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"component": self.component, "index": self.index,
-                "direction": None if self.direction is None else self.direction.tolist()}
+        out = {"component": self.component, "index": self.index,
+               "direction": None if self.direction is None else self.direction.tolist()}
+        if self.dictionary is not None:
+            cls = type(self.dictionary)
+            out["dictionary"] = {"__class__": f"{cls.__module__}.{cls.__qualname__}", **self.dictionary.to_dict()}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Unit":
+        if d.get("dictionary"):
+            import importlib
+
+            # the dictionary's class is recorded by name (the core names no method package)
+            spec = dict(d["dictionary"])
+            module, _, qual = spec.pop("__class__").rpartition(".")
+            return cls(getattr(importlib.import_module(module), qual).from_dict(spec), d.get("index"))
         return cls(d["component"], d.get("index"), d.get("direction"))
+
+
+def _is_dictionary(obj: Any) -> bool:
+    return all(hasattr(obj, a) for a in ("component", "n_features", "encode", "check_model", "direction"))
 
 
 def parse_unit(text: str) -> "Unit | Units":
@@ -217,8 +250,9 @@ class _Group:
     component: str
     how: str                     # "index", "norm" (heads), "dir" (directions), "head_dir" (per-head values)
     columns: list[int]           # positions of these units in the BoundUnits order
-    index: torch.Tensor          # [n] neuron / head / basis indices (heads of head directions)
+    index: torch.Tensor          # [n] neuron / head / basis indices (heads of head directions); features
     directions: torch.Tensor | None = None   # [n, d]
+    dictionary: Any = None       # the dictionary of "feature" groups
 
 
 @dataclass
@@ -254,7 +288,7 @@ class BoundUnits:
             if g.component == component:
                 local = list(range(len(cols), len(cols) + len(g.columns)))
                 cols += g.columns
-                groups.append(_Group(g.component, g.how, local, g.index, g.directions))
+                groups.append(_Group(g.component, g.how, local, g.index, g.directions, g.dictionary))
         return BoundUnits([self.units[j] for j in cols], groups), torch.tensor(cols, dtype=torch.long)
 
     @classmethod
@@ -263,7 +297,22 @@ class BoundUnits:
             raise ComponentError("No units were given: pass il.Unit(...) or il.Unit.all(...).")
         keyed: dict[tuple[str, str, int], _Group] = {}
         kinds: dict[str, tuple[str, int]] = {}   # per component, once (Unit.all gives thousands of units)
+        checked: set[int] = set()
         for j, u in enumerate(units):
+            if u.dictionary is not None:
+                if id(u.dictionary) not in checked:
+                    if u.dictionary.component not in lm.component_names():
+                        raise ComponentError(f"{u.name}: the dictionary reads {u.dictionary.component!r}, not a "
+                                             "canonical component, so its features are not units (transcoder "
+                                             "features are read at the MLP's input).")
+                    u.dictionary.check_model(lm)   # width and component against the model: its own clear error
+                    checked.add(id(u.dictionary))
+                u.dictionary.feature_index(u.index)
+                g = keyed.setdefault((u.component, "feature", id(u.dictionary)),
+                                     _Group(u.component, "feature", [], torch.zeros(0, dtype=torch.long),
+                                            dictionary=u.dictionary))
+                g.columns.append(j)
+                continue
             if u.component not in kinds:
                 kinds[u.component] = (kind_of(lm, u.component), component_size(lm, u.component))
             kind, size = kinds[u.component]
@@ -380,6 +429,9 @@ def unit_values(lm: Any, bound: BoundUnits, cache: Any) -> torch.Tensor:
             vals = x if full else x[..., g.index.to(x.device)]   # every unit of the component: no copy
         elif g.how == "dir":
             vals = x @ g.directions.to(x.device).T
+        elif g.how == "feature":
+            flat = x.reshape(*x.shape[:2], -1) if x.ndim == 4 else x     # attn.heads: [b, pos, head * d_head]
+            vals = g.dictionary.encode(flat)[..., g.index.to(x.device)]
         else:  # heads
             if g.how == "head_dir" and g.directions.shape[1] == x.shape[-1]:   # per-head value directions
                 vals = (x[:, :, g.index.to(x.device)] * g.directions.to(x.device)).sum(-1)

@@ -381,11 +381,18 @@ def create_app(models: dict[str, Any], data_dir: str | Path, limits: Limits | No
                         return [obj.clean, obj.corrupted], getattr(obj, "target", None)
                     return [obj], None
         elif m.takes == "unit":  # COMPONENT INDEX (or COMPONENT all), as on the command line
-            try:
-                unit = parse_unit(text(body.get("unit", body.get("prompt")), "unit"))
-            except InterpretLMError as exc:  # a malformed unit is a bad request, not a missing resource
-                raise ValueError(str(exc).strip("'\"")) from None
-            make_inputs = lambda lm: ([unit], None)  # noqa: E731
+            word = text(body.get("unit", body.get("prompt")), "unit")
+            if m.cli_input:   # the method reads more kinds of unit (a dictionary's folder and a feature)
+                module, _, fn = m.cli_input.partition(":")
+
+                def make_inputs(lm: Any, word: str = word) -> tuple[list[Any], Any]:
+                    return [getattr(importlib.import_module(module), fn)(word, lm)], None
+            else:
+                try:
+                    unit = parse_unit(word)
+                except InterpretLMError as exc:  # a malformed unit is a bad request, not a missing resource
+                    raise ValueError(str(exc).strip("'\"")) from None
+                make_inputs = lambda lm: ([unit], None)  # noqa: E731
         else:
             raise ValueError(f"{m.name} takes {m.takes}, which the app cannot build")
 

@@ -583,6 +583,10 @@ def output_direction(lm: Any, unit: Any) -> torch.Tensor | None:
         True
     """
     kind = kind_of(lm, unit.component)
+    if getattr(unit, "dictionary", None) is not None:     # a dictionary's feature: its decoder row, as a direction
+        if kind == "attn.heads":
+            return None
+        unit = type(unit)(unit.component, direction=unit.dictionary.direction(unit.index))
     if kind == "mlp.neurons":
         proj = lm.site(f"blocks.{layer_of(unit.component)}.mlp").module
         w = proj.weight.detach().float()
