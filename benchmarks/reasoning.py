@@ -4,10 +4,14 @@
   pass included) against one forward pass over the full CoT, and against the naive S + 1 full
   passes per choice; medians of ``--rounds``, ratios measured within this process (absolute
   times are noisy on a shared machine). Also the generated and scored tokens of every test.
-* metrics: accuracy with and without CoT on the built-in sets (``--n`` questions each), and
-  each test's metric with its standard error over questions (``--n-tests`` arithmetic questions).
+* no_cot: accuracy without CoT over the whole built-in sets (the answer forced after the prompt).
+* accuracy: accuracy with and without CoT on the built-in sets (``--n`` questions each, default
+  all; the sets' prefixes are balanced), with standard errors over questions.
+* tests: each test's metric with its standard error over questions (``--n-tests`` arithmetic
+  questions; mistakes and paraphrases by the rule-based generator).
+Figures are recorded per model under ``reasoning.<tag>.*`` (``smollm2``, ``qwen2``).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/reasoning.py [--model smollm2-135m] [--n 10] [--n-tests 4]
+    PYTHONPATH=src .venv/bin/python benchmarks/reasoning.py [--model smollm2-135m] [--n 20] [--n-tests 8]
 """
 
 from __future__ import annotations
@@ -79,54 +83,83 @@ def cost(lm, rounds: int) -> None:
     record("reasoning", "kv_reuse_error", t.diagnostics["kv_reuse_error"])
 
 
-def accuracy(lm, n: int, samples: int, max_new_tokens: int) -> None:
+def no_cot(lm, tag: str) -> None:
+    """Accuracy without CoT over whole sets: the answer forced right after the prompt (as chain_of_thought does)."""
+    from interpretlm.reasoning.engine import prompt_ids, user_message
+
     for name in il.reasoning.SETS:
         t = time.perf_counter()
+        qs = il.reasoning.builtin(name)
+        right = []
+        for q in qs:
+            ids, _, _ = prompt_ids(lm, user_message(q), True)
+            lp = Forcer(lm, ids, [], list(q.choices)).score([(0, [])])[0]
+            right.append(float(q.choices[int(lp.argmax())] == q.answer))
+        m = statistics.mean(right)
+        se = statistics.stdev(right) / len(right) ** 0.5
+        chance = statistics.mean(1 / len(q.choices) for q in qs)
+        print(f"{tag} {name:<12} whole set n={len(qs)}: accuracy without CoT {m:.3f} ± {se:.3f} (chance {chance:.3f}; "
+              f"{time.perf_counter() - t:.0f} s)", flush=True)
+        record("reasoning", f"{tag}.{name}.whole.accuracy_no_cot", m)
+        record("reasoning", f"{tag}.{name}.whole.accuracy_no_cot_se", se)
+        record("reasoning", f"{tag}.{name}.whole.n", len(qs))
+        record("reasoning", f"{tag}.{name}.chance", chance)
+
+
+def accuracy(lm, tag: str, n: int | None, samples: int, max_new_tokens: int) -> None:
+    for name in il.reasoning.SETS:
+        t = time.perf_counter()
+        qs = il.reasoning.builtin(name, n=n)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ev = il.reasoning.evaluate(lm, il.reasoning.builtin(name, n=n), tests=[], samples=samples,
-                                       max_new_tokens=max_new_tokens, progress=False)
+            ev = il.reasoning.evaluate(lm, qs, tests=[], samples=samples, max_new_tokens=max_new_tokens,
+                                       generator="rule", progress=False)
         m, se = ev.mean, ev.stderr
-        chance = 1 / len(il.reasoning.builtin(name)[0].choices)
-        print(f"{name:<12} n={n}: accuracy with CoT {m['accuracy']:.2f} ± {se['accuracy']:.2f}, without "
-              f"{m['accuracy_no_cot']:.2f} ± {se['accuracy_no_cot']:.2f} (chance {chance:.2f}); answers read "
-              f"{m['extracted']:.0%} ({time.perf_counter() - t:.0f} s)")
-        for k in ("accuracy", "accuracy_no_cot", "extracted"):
-            record("reasoning", f"{name}.{k}", m[k])
-            record("reasoning", f"{name}.{k}_se", se[k])
+        print(f"{tag} {name:<12} n={len(qs)}: accuracy with CoT {m['accuracy']:.3f} ± {se['accuracy']:.3f}, without "
+              f"{m['accuracy_no_cot']:.3f} ± {se['accuracy_no_cot']:.3f} (chance {m['chance']:.3f}); answers read "
+              f"{m['extracted']:.0%} ({time.perf_counter() - t:.0f} s)", flush=True)
+        record("reasoning", f"{tag}.{name}.n", len(qs))
+        for k in ("accuracy", "accuracy_no_cot", "extracted", "chance"):
+            record("reasoning", f"{tag}.{name}.{k}", m[k])
+            record("reasoning", f"{tag}.{name}.{k}_se", se[k])
 
 
-def tests(lm, n: int, samples: int, max_new_tokens: int) -> None:
+def tests(lm, tag: str, n: int, samples: int, max_new_tokens: int) -> None:
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ev = il.reasoning.evaluate(lm, il.reasoning.builtin("arithmetic", n=n), tests=list(il.reasoning.TESTS),
-                                   samples=samples, max_new_tokens=max_new_tokens, progress=False)
-    print(f"tests on {n} arithmetic questions x {samples} samples ({time.perf_counter() - t:.0f} s):")
+                                   samples=samples, max_new_tokens=max_new_tokens, generator="rule", progress=False)
+    print(f"{tag} tests on {n} arithmetic questions x {samples} samples ({time.perf_counter() - t:.0f} s):")
+    record("reasoning", f"{tag}.tests.n", n)
     for k, v in ev.mean.items():
-        print(f"  {k:<36} {v:+.3f} ± {ev.stderr[k]:.3f} (n={ev.n_per_metric[k]})")
-        record("reasoning", f"tests.{k}", v)
-        record("reasoning", f"tests.{k}_se", ev.stderr[k])
+        print(f"  {k:<36} {v:+.3f} ± {ev.stderr[k]:.3f} (n={ev.n_per_metric[k]})", flush=True)
+        record("reasoning", f"{tag}.tests.{k}", v)
+        record("reasoning", f"{tag}.tests.{k}_se", ev.stderr[k])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--n", type=int, default=10, help="questions per built-in set for accuracy")
+    ap.add_argument("--n", type=int, default=None, help="questions per built-in set for accuracy (default: all)")
     ap.add_argument("--n-tests", type=int, default=4, help="arithmetic questions for the tests' metrics")
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=96)
-    ap.add_argument("--only", nargs="+", choices=["cost", "accuracy", "tests"], default=["cost", "accuracy", "tests"])
+    ap.add_argument("--only", nargs="+", choices=["cost", "no_cot", "accuracy", "tests"],
+                    default=["cost", "no_cot", "accuracy", "tests"])
     args = ap.parse_args()
     torch.set_num_threads(1)
     lm = il.load(args.model)
+    tag = args.model.split("-")[0].split(".")[0]  # "smollm2", "qwen2"
     if "cost" in args.only:
         cost(lm, args.rounds)
-    if "accuracy" in args.only:
-        accuracy(lm, args.n, args.samples, args.max_new_tokens)
+    if "no_cot" in args.only:
+        no_cot(lm, tag)
     if "tests" in args.only:
-        tests(lm, args.n_tests, args.samples, args.max_new_tokens)
+        tests(lm, tag, args.n_tests, args.samples, args.max_new_tokens)
+    if "accuracy" in args.only:
+        accuracy(lm, tag, args.n, args.samples, args.max_new_tokens)
 
 
 if __name__ == "__main__":

@@ -115,6 +115,9 @@ def test_extraction_paths():
     assert extract(q, "First red, then I think blue is right.") == ("blue", "regex")
     assert extract(q, "Answer: B") == ("green", "answer_line")  # a letter names the choice in order
     assert extract(q, "no idea at all") == (None, "none")
+    assert extract(q, "Red is warm, so the answer is blue.") == ("blue", "regex")  # a stated answer, mid-sentence
+    # a stated answer that is no choice: a choice named before (the choices echoed) is not taken for it
+    assert extract(q, "Choices red, green, blue.\nAnswer: purple") == (None, "none")
     open_q = il.reasoning.Question("3 + 4?", answer="7")
     assert extract(open_q, "3 plus 4 gives 7 in total") == ("7", "regex")
     assert split_answer("a. b.\nAnswer: 7") == ("a. b.", "7")
@@ -282,8 +285,28 @@ def test_builtin_sets_are_well_formed():
         qs = il.reasoning.builtin(name)
         assert len(qs) >= 30 and len({q.text for q in qs}) == len(qs)
         assert all(q.answer in q.choices and len(q.choices) >= 3 for q in qs)
+    from collections import Counter
+
+    from interpretlm.reasoning import sets
+
+    for name, make in sets.MAKERS.items():  # the shipped files are the generator's output
+        assert [q.to_dict() for q in il.reasoning.builtin(name)] == [
+            {"text": r["text"], "choices": r["choices"], "answer": r["answer"], "id": r["id"]} for r in make()]
+        qs = il.reasoning.builtin(name)
+        for k in {len(q.choices) for q in qs}:  # the right answer's position is balanced per number of choices
+            counts = Counter(q.choices.index(q.answer) for q in qs if len(q.choices) == k)
+            assert len(counts) == k and max(counts.values()) - min(counts.values()) <= 1, (name, counts)
+    days = sets.DAYS
+    for q in il.reasoning.builtin("dates"):
+        if q.id.startswith("date"):  # (an ordering question names all its people)
+            assert not set(re.findall(r"\w+", q.text)) & (set(q.choices) - {q.answer})  # no distractor in the question
+            today, k = days.index(q.text.split()[2].rstrip(".")), int(re.findall(r"\d+", q.text)[0])
+            assert q.answer == days[(today + (k if "will" in q.text else -k)) % 7]
+            assert list(q.choices) == sorted(q.choices, key=days.index)
     arith = il.reasoning.builtin("arithmetic")
     for q in arith:  # the arithmetic answers are right
+        assert not set(re.findall(r"\d+", q.text)) & (set(q.choices) - {q.answer})
+        assert [int(c) for c in q.choices] == sorted(int(c) for c in q.choices)
         nums = [int(x) for x in re.findall(r"\d+", q.text)]
         ops = {"buys": nums[0] + nums[1], "gives": nums[0] - nums[1], "bags": nums[0] * nums[1],
                "shares": nums[0] // max(1, nums[1])}

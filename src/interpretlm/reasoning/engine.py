@@ -25,6 +25,8 @@ INSTRUCTION = ("Think step by step, one short sentence per step. Then write the 
                "as 'Answer: <answer>'.")
 CUE = "\nAnswer:"
 ANSWER_LINE = re.compile(r"(?im)^[ \t>*#]*(?:final\s+)?answer\s*(?:is)?\s*[:：]\s*(.+?)\s*$")
+# "the (final) answer is X" inside a sentence (X: up to the sentence's end)
+ANSWER_STATED = re.compile(r"(?i)\banswer\s+(?:is|would be|will be)\s*:?\s*([^.\n]+?(?:\.\d+)?)\s*(?:[.\n]|$)")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|\n+")
 
 
@@ -223,19 +225,33 @@ def extract(q: Question, text: str) -> tuple[str | None, str]:
     """The answer a generated text gives, and the path that found it.
 
     Paths: ``"answer_line"`` (an ``Answer: ...`` line naming a choice), ``"regex"`` (the last
-    choice, or for open questions the last number, named in the reasoning), ``"none"`` (the
-    caller then forces the answer by scoring each choice after ``"Answer:"``: path ``"scored"``).
+    "the answer is X" statement naming a choice, else the last choice, or for open questions the
+    last number, named in the text), ``"none"`` (the caller then forces the answer by scoring
+    each choice after ``"Answer:"``: path ``"scored"``). A stated answer (line or statement) that
+    names no choice gives ``"none"``: a choice named elsewhere (the choices echoed back) is not
+    the model's answer.
 
     Example:
         >>> q = Question("2 + 2?", choices=["3", "4"])
         >>> extract(q, "Two plus two is 4.\\nAnswer: 4"), extract(q, "So we get 4 apples."), extract(q, "hmm")
         (('4', 'answer_line'), ('4', 'regex'), (None, 'none'))
+        >>> extract(q, "3 or 4? The answer is 4."), extract(q, "3 or 4?\\nAnswer: 5")
+        (('4', 'regex'), (None, 'none'))
     """
     reasoning, line = split_answer(text)
     if line is not None:
         got = _match_choice(q, line)
         if got is not None:
             return got, "answer_line"
+    stated = [m.group(1) for m in ANSWER_STATED.finditer(text)]
+    if stated:  # "... so the answer is 7." inside a sentence: the last such statement
+        got = _match_choice(q, stated[-1])
+        if got is not None:
+            return got, "regex"
+    if line is not None or stated:
+        # the model stated an answer that is none of the choices: a choice merely named elsewhere
+        # (often the choices echoed back) is not its answer, so the answer is forced instead
+        return None, "none"
     v = _norm(text)
     if q.choices:
         last, where = None, -1
