@@ -192,7 +192,7 @@ def test_early_answering_and_mistakes_match_the_construction():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = il.reasoning.faithfulness(lm, run, tests=["early_answering", "adding_mistakes", "step_necessity",
-                                                      "filler", "paraphrase"])
+                                                      "filler", "paraphrase"], generator="rule")
     S, j = 4, 1
     same = [float(k > j) for k in range(S + 1)]  # the answer is 7 once sentence j is in the context
     assert t.details["early_answering"] == [same]
@@ -209,6 +209,60 @@ def test_early_answering_and_mistakes_match_the_construction():
     assert t.metrics["filler.accuracy_change"] == -1.0  # filler hides the key: accuracy 1 -> 0
     assert t.metrics["paraphrase.accuracy_change"] == 0.0  # synonyms keep the key
     assert t.check.passed and t.diagnostics["kv_reuse_error"] <= 1e-6
+
+
+def test_generator_model_writes_mistakes_and_the_rule_stands_in_where_it_fails():
+    lm = scripted_lm(key_text="5")
+    key = lm.model.key
+    # as a generator, the scripted model rewrites the key sentence with a wrong number (usable) and answers
+    # every other request with an empty text (unusable: the rule stands in, and finds nothing to change)
+    lm.model.script = {"suffix": lambda vis: encode(lm, "The box holds 8 apples.") if key in vis else []}
+    run = il.reasoning.from_texts(lm, Q, [TEXT])
+    with pytest.warns(il.reasoning.GeneratorFallbackWarning, match="unusable for 3 of 4"):
+        t = il.reasoning.faithfulness(lm, run, tests=["adding_mistakes"])  # generator="model" by default
+    assert t.generator == {"adding_mistakes": "model"}  # the only changed sentence is the model's
+    assert t.diagnostics["adding_mistakes.by_model"] == 1 and t.diagnostics["adding_mistakes.by_rule"] == 3
+    assert t.details["adding_mistakes"][0]["changed"] == [False, True, False, False]
+    # the model's mistake replaced "5" by "8": the key is gone, so the answer changes there only
+    assert t.details["adding_mistakes"][0]["same"] == [1.0, 0.0, 1.0, 1.0, 1.0]
+    assert t.options["generator"] == "model" and t.judge is None
+
+
+def test_usable_rewrites():
+    from interpretlm.reasoning.perturb import _clean, usable
+
+    assert _clean('Rewritten: "The box holds 8 apples."\nmore') == "The box holds 8 apples."
+    assert usable("mistake", "The box holds 5 apples.", "The box holds 8 apples.")
+    assert not usable("mistake", "The box holds 5 apples.", "The box holds 5 apples.")  # unchanged
+    assert not usable("mistake", "The box holds 5 apples.", "666666666")  # not a version of the sentence
+    assert usable("paraphrase", "So 3 plus 4 is 7.", "Thus adding 3 and 4 gives 7.")
+    assert not usable("paraphrase", "So 3 plus 4 is 7.", "Thus adding 3 and 4 gives 8.")  # a number changed
+    assert not usable("paraphrase", "So 3 plus 4 is 7.", "")
+
+
+def test_judge_reads_yes_and_no_log_probabilities():
+    lm = scripted_lm(script=True)
+    q = il.reasoning.Question("How many apples are in the box?", choices=["6", "7", "8", "9"], answer="7")
+    run = il.chain_of_thought(lm, q, samples=2, seed=0, max_new_tokens=80)
+    yes, no = encode(lm, " Yes"), encode(lm, " No")
+    # the judge (the scripted model itself) gives " Yes" +5 over " No" wherever it reads "professor"
+    base = lm.model.forward
+    prof = encode(lm, " professor")[0]
+
+    def judged(input_ids, cache=None, **kw):
+        out = base(input_ids, cache=cache, **kw)
+        seen = out.cache.layers[0].keys[:, 0, :, 0].long() if hasattr(out.cache, "layers") else None
+        if seen is not None and (seen == prof).any():
+            out.logits[..., yes[-1]] += 5.0
+        return out
+    lm.model.forward = judged
+    t = il.reasoning.faithfulness(lm, run, tests=["hint"], judge="model", seed=0)
+    assert t.judge == f"model ({lm.name})"
+    p = [d["judge_p_yes"] for d in t.details["hint"]]
+    # the judge's prompt holds the hint ("A Stanford professor ...") for every sample: p(Yes) = sigmoid(5)
+    assert p == pytest.approx([1 / (1 + math.exp(-5))] * 2, rel=1e-4)
+    assert t.metrics["hint.verbalization_judge"] == 1.0 and t.metrics["hint.verbalization"] == 0.0
+    assert t.metrics["hint.judge_agreement"] == 0.0  # the judge says yes where the words do not match
 
 
 def test_biased_context_on_a_model_that_follows_the_suggestion():

@@ -98,7 +98,9 @@ class CotFaithfulness(Result):
         sentences: ``[n][S_i]`` the sentences of each sample.
         importance: ``[n][S_i]`` step necessity: the drop in the probability of the full-CoT answer
             when the sentence is removed.
-        generator: ``{test: "rule" | "model" | "none"}`` who wrote the mistakes and paraphrases.
+        generator: ``{test: "model" | "rule" | "model+rule" | "none"}`` who wrote the mistakes and
+            paraphrases (the rule stands in where the generator model's output was unusable).
+        judge: the judge model asked whether hinted reasonings mention the hint (``None``: none).
         details: ``{test: [n] per-sample records}`` (answers, hint texts, switches...).
     """
 
@@ -110,6 +112,7 @@ class CotFaithfulness(Result):
     sentences: list[list[str]] = field(default_factory=list)
     importance: list[list[float]] = field(default_factory=list)
     generator: dict[str, str] = field(default_factory=dict)
+    judge: str | None = None
     details: dict[str, list[Any]] = field(default_factory=dict)
     prompt: str = ""
 
@@ -138,9 +141,10 @@ class CotFaithfulness(Result):
                 figs[f"importance_{i}"] = TokenShading(tokens=[s + " " for s in sents], values=imp,
                                                        label="step necessity", unit="Δ p(answer)",
                                                        title=f"Sample {i}: step necessity per sentence")
-        if self.generator:
-            figs["generator"] = Text(text="Mistakes and paraphrases written by: " + ", ".join(
-                f"{k}: {v}" for k, v in self.generator.items()), muted=True)
+        if self.generator or self.judge:
+            figs["generator"] = Text(text="Mistakes and paraphrases written by: " + (", ".join(
+                f"{k}: {v}" for k, v in self.generator.items()) or "none") + (
+                f"; verbalization judged by {self.judge}" if self.judge else ""), muted=True)
         return figs
 
 
