@@ -235,6 +235,9 @@ def test_usable_rewrites():
     assert usable("mistake", "The box holds 5 apples.", "The box holds 8 apples.")
     assert not usable("mistake", "The box holds 5 apples.", "The box holds 5 apples.")  # unchanged
     assert not usable("mistake", "The box holds 5 apples.", "666666666")  # not a version of the sentence
+    assert not usable("mistake", "He buys 2 more.", "He buys 2 more apples.")  # words added: no number changed
+    assert usable("mistake", "He buys 2 more.", "He sells 2 more.")  # an operation changed
+    assert usable("mistake", "We look at the box.", "We look at the bag.")  # no number to change: any change
     assert usable("paraphrase", "So 3 plus 4 is 7.", "Thus adding 3 and 4 gives 7.")
     assert not usable("paraphrase", "So 3 plus 4 is 7.", "Thus adding 3 and 4 gives 8.")  # a number changed
     assert not usable("paraphrase", "So 3 plus 4 is 7.", "")

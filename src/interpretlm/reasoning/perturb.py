@@ -87,12 +87,15 @@ def usable(kind: str, original: str, new: str | None) -> bool:
     """Whether a generator's rewrite can stand for a mistake / paraphrase of ``original``.
 
     A mistake keeps most of the sentence (character similarity at least 0.5: one thing
-    changed, not a new sentence) and differs from it; a paraphrase differs, keeps every number
+    changed, not a new sentence) and, when the sentence has numbers or operations, changes
+    one of them; a paraphrase differs, keeps every number
     of the original (the reasoning's content) and is 0.5-2 times as long.
 
     Example:
         >>> usable("mistake", "3 plus 4 is 7.", "3 plus 4 is 8."), usable("mistake", "3 plus 4 is 7.", "Hello!")
         (True, False)
+        >>> usable("mistake", "He buys 2 more.", "He buys 2 more apples.")  # no number or operation changed
+        False
         >>> usable("paraphrase", "So 3 plus 4 is 7.", "Thus 3 and 4 make 7."), usable("paraphrase", "So 7.", "So 8.")
         (True, False)
     """
@@ -101,7 +104,12 @@ def usable(kind: str, original: str, new: str | None) -> bool:
     if not new or new.strip() == original.strip():
         return False
     if kind == "mistake":
-        return difflib.SequenceMatcher(None, original.lower(), new.lower()).ratio() >= 0.5
+        if difflib.SequenceMatcher(None, original.lower(), new.lower()).ratio() < 0.5:
+            return False
+        # a sentence with numbers or operation words must have one of them changed (added words are no mistake)
+        facts = [sorted(re.findall(r"\d+(?:\.\d+)?|[+\-*/×÷=]", x)) + sorted(
+            w for w in re.findall(r"[a-z]+", x.lower()) if w in OPERATORS) for x in (original, new)]
+        return facts[0] != facts[1] if facts[0] else True
     numbers = sorted(re.findall(r"\d+(?:\.\d+)?", original)) == sorted(re.findall(r"\d+(?:\.\d+)?", new))
     return numbers and 0.5 <= len(new) / max(1, len(original)) <= 2.0
 
