@@ -156,10 +156,10 @@ def main() -> None:
         cost(lm, args.rounds)
     if "no_cot" in args.only:
         no_cot(lm, tag)
-    if "tests" in args.only:
-        tests(lm, tag, args.n_tests, args.samples, args.max_new_tokens)
     if "accuracy" in args.only:
         accuracy(lm, tag, args.n, args.samples, args.max_new_tokens)
+    if "tests" in args.only:
+        tests(lm, tag, args.n_tests, args.samples, args.max_new_tokens)
 
 
 if __name__ == "__main__":
