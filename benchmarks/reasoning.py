@@ -4,7 +4,8 @@
   pass included) against one forward pass over the full CoT, and against the naive S + 1 full
   passes per choice; medians of ``--rounds``, ratios measured within this process (absolute
   times are noisy on a shared machine). Also the generated and scored tokens of every test.
-* no_cot: accuracy without CoT over the whole built-in sets (the answer forced after the prompt).
+* no_cot: accuracy without CoT over the whole built-in sets, cloze-style (the question alone, then
+  "Answer:") and forced after the CoT prompt's listed choices, with the share of first choices.
 * accuracy: accuracy with and without CoT on the built-in sets (``--n`` questions each, default
   all; the sets' prefixes are balanced), with standard errors over questions.
 * tests: each test's metric with its standard error over questions (``--n-tests`` arithmetic
@@ -84,26 +85,31 @@ def cost(lm, rounds: int) -> None:
 
 
 def no_cot(lm, tag: str) -> None:
-    """Accuracy without CoT over whole sets: the answer forced right after the prompt (as chain_of_thought does)."""
+    """Accuracy without CoT over whole sets: cloze-style (the question alone) and after the CoT prompt's listed
+    choices, with how often the listed prompt's answer is the first choice (as chain_of_thought computes them)."""
+    from interpretlm.reasoning.cot import no_cot_logprobs
     from interpretlm.reasoning.engine import prompt_ids, user_message
 
     for name in il.reasoning.SETS:
         t = time.perf_counter()
         qs = il.reasoning.builtin(name)
-        right = []
+        cloze, listed, first = [], [], []
         for q in qs:
             ids, _, _ = prompt_ids(lm, user_message(q), True)
             lp = Forcer(lm, ids, [], list(q.choices)).score([(0, [])])[0]
-            right.append(float(q.choices[int(lp.argmax())] == q.answer))
-        m = statistics.mean(right)
-        se = statistics.stdev(right) / len(right) ** 0.5
+            listed.append(float(q.choices[int(lp.argmax())] == q.answer))
+            first.append(float(int(lp.argmax()) == 0))
+            cloze.append(float(q.choices[int(no_cot_logprobs(lm, q, list(q.choices), True).argmax())] == q.answer))
         chance = statistics.mean(1 / len(q.choices) for q in qs)
-        print(f"{tag} {name:<12} whole set n={len(qs)}: accuracy without CoT {m:.3f} ± {se:.3f} (chance {chance:.3f}; "
-              f"{time.perf_counter() - t:.0f} s)", flush=True)
-        record("reasoning", f"{tag}.{name}.whole.accuracy_no_cot", m)
-        record("reasoning", f"{tag}.{name}.whole.accuracy_no_cot_se", se)
+        for key, vals in (("accuracy_no_cot", cloze), ("accuracy_no_cot_listed", listed),
+                          ("first_choice_no_cot_listed", first)):
+            m, se = statistics.mean(vals), statistics.stdev(vals) / len(vals) ** 0.5
+            print(f"{tag} {name:<12} whole set n={len(qs)}: {key} {m:.3f} ± {se:.3f} (chance {chance:.3f})", flush=True)
+            record("reasoning", f"{tag}.{name}.whole.{key}", m)
+            record("reasoning", f"{tag}.{name}.whole.{key}_se", se)
         record("reasoning", f"{tag}.{name}.whole.n", len(qs))
         record("reasoning", f"{tag}.{name}.chance", chance)
+        print(f"  ({time.perf_counter() - t:.0f} s)", flush=True)
 
 
 def accuracy(lm, tag: str, n: int | None, samples: int, max_new_tokens: int) -> None:
@@ -119,7 +125,8 @@ def accuracy(lm, tag: str, n: int | None, samples: int, max_new_tokens: int) -> 
               f"{m['accuracy_no_cot']:.3f} ± {se['accuracy_no_cot']:.3f} (chance {m['chance']:.3f}); answers read "
               f"{m['extracted']:.0%} ({time.perf_counter() - t:.0f} s)", flush=True)
         record("reasoning", f"{tag}.{name}.n", len(qs))
-        for k in ("accuracy", "accuracy_no_cot", "extracted", "chance"):
+        for k in ("accuracy", "accuracy_no_cot", "accuracy_no_cot_listed", "first_choice_no_cot_listed", "extracted",
+                  "chance"):
             record("reasoning", f"{tag}.{name}.{k}", m[k])
             record("reasoning", f"{tag}.{name}.{k}_se", se[k])
 
@@ -152,14 +159,11 @@ def main() -> None:
     torch.set_num_threads(1)
     lm = il.load(args.model)
     tag = args.model.split("-")[0].split(".")[0]  # "smollm2", "qwen2"
-    if "cost" in args.only:
-        cost(lm, args.rounds)
-    if "no_cot" in args.only:
-        no_cot(lm, tag)
-    if "accuracy" in args.only:
-        accuracy(lm, tag, args.n, args.samples, args.max_new_tokens)
-    if "tests" in args.only:
-        tests(lm, tag, args.n_tests, args.samples, args.max_new_tokens)
+    steps = {"cost": lambda: cost(lm, args.rounds), "no_cot": lambda: no_cot(lm, tag),
+             "accuracy": lambda: accuracy(lm, tag, args.n, args.samples, args.max_new_tokens),
+             "tests": lambda: tests(lm, tag, args.n_tests, args.samples, args.max_new_tokens)}
+    for step in dict.fromkeys(args.only):  # in the order given
+        steps[step]()
 
 
 if __name__ == "__main__":
