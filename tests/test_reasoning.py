@@ -124,6 +124,23 @@ def test_extraction_paths():
     assert il.reasoning.sentence_spans("One. Two!\nThree") == [(0, 4), (5, 9), (10, 15)]
 
 
+def test_no_cot_is_asked_cloze_style_and_the_listed_variant_is_kept():
+    from interpretlm.reasoning.engine import prompt_ids, user_message
+
+    lm = tiny_lm("llama", seed=0)
+    q = il.reasoning.Question("How many legs has a cat?", choices=["2", "4", "6"], answer="4")
+    run = il.chain_of_thought(lm, q, samples=1, max_new_tokens=4)
+    cloze, _, _ = prompt_ids(lm, q.text, True)  # the question alone: no choices listed, no CoT instruction
+    listed, _, _ = prompt_ids(lm, user_message(q), True)
+    ref = Forcer(lm, cloze, [], list(q.choices)).score_naive([(0, [])])[0]
+    assert run.no_cot_logprobs == pytest.approx(ref.tolist(), rel=1e-4)
+    ref_listed = Forcer(lm, listed, [], list(q.choices)).score_naive([(0, [])])[0]
+    d = run.diagnostics
+    assert d["accuracy_no_cot"] == float(q.choices[int(ref.argmax())] == "4")
+    assert d["accuracy_no_cot_listed"] == float(q.choices[int(ref_listed.argmax())] == "4")
+    assert d["first_choice_no_cot_listed"] == float(int(ref_listed.argmax()) == 0)
+
+
 def test_unextractable_answers_are_forced_and_flagged():
     lm = tiny_lm("llama", seed=0)
     with pytest.warns(il.reasoning.UnextractedWarning):
