@@ -167,10 +167,12 @@ def test_sampling_is_seeded():
 
 # ------------------------------------------------------------------ KV-cache reuse
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3"])  # gemma3: sliding windows take full passes
+# gemma3: contexts longer than its window of 4 take full passes; gemma3-wide (window 128): the whole
+# context fits in the window, so the sliding layers' cache holds every position and is reused
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3", "gemma3-wide"])
 @pytest.mark.parametrize("choices", [["6", "7"], ["six apples", "seven apples", "eight"]])
 def test_cache_reuse_matches_full_forward_passes(choices, family):
-    lm = tiny_lm(family, seed=3)
+    lm = tiny_lm("gemma3", seed=3, sliding_window=128) if family == "gemma3-wide" else tiny_lm(family, seed=3)
     body = Body.of(lm, "We look at the box. The box holds 5 apples. We count them again. Then we stop.")
     prompt = lm.tokenize("How many apples?", chat=True).input_ids[0].tolist()
     f = Forcer(lm, prompt, body.ids, choices, batch_size=5)
@@ -179,9 +181,13 @@ def test_cache_reuse_matches_full_forward_passes(choices, family):
     items += [(body.cuts[1], encode(lm, " The box holds 9 apples.") + body.ids[body.cuts[2]:])]  # a mistake
     items += [(0, encode(lm, " ...") * 5)]  # filler
     cached = f.score(items)
+    calls = f.forward_calls
     naive = f.score_naive(items)
     rel = ((cached - naive).abs() / naive.abs()).max()
     assert float(rel) <= 1e-4
+    rows = len(items) * (1 if f.single else len(choices))
+    # one prefix pass, then batches of 5 rows on its cache (the narrow window: full passes, no prefix pass)
+    assert calls == (-(-rows // 5) if family == "gemma3" else 1 + -(-rows // 5))
 
 
 def test_early_answering_costs_little_more_than_one_pass():

@@ -341,10 +341,13 @@ class Forcer:
         common = common[: min(len(c) for c in self.choice_ids) - 1]
         lasts = [c[len(common):] for c in self.choice_ids]
         self.shared = common
-        # Sliding-window attention (Gemma 3): its cache keeps only the window, so contexts are full passes.
+        # Sliding-window attention (Gemma 3): its cache keeps only the last window of keys/values, so a
+        # context longer than the window is a full pass; one that fits (the prefix, the body and the row
+        # within the window) reuses the cache, which then still holds every position.
         cfg = self.lm.model.config
         self.windowed = bool(getattr(cfg, "sliding_window", None)) and "sliding_attention" in (
             getattr(cfg, "layer_types", None) or ["sliding_attention"]) and self.lm.is_causal
+        self.window = int(getattr(cfg, "sliding_window", 0) or 0)
         self.single = all(len(x) == 1 for x in lasts) and len({x[0] for x in lasts}) == len(lasts)
         total = len(self.prompt) + len(self.body) + len(self.cue) + max(len(c) for c in self.choice_ids)
         if self.lm.n_ctx and total > self.lm.n_ctx:
@@ -374,7 +377,8 @@ class Forcer:
         P, C = len(self.prompt), len(self.body)
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start: start + self.batch_size]
-            if self.windowed:  # full passes: a sliding-window cache keeps only the window, not the prefix
+            width = max(len(r[1]) for r in chunk)
+            if self.windowed and P + C + width > self.window - 1:  # full passes: the window drops the prefix
                 chunk = [(k, self.prompt + self.body[: items[k][0]] + r, j, at + P + items[k][0])
                          for k, r, j, at in chunk]
                 width = max(len(r[1]) for r in chunk)
@@ -387,7 +391,6 @@ class Forcer:
                 self.forward_calls += 1
                 self._read(out, chunk, logp)
                 continue
-            width = max(len(r[1]) for r in chunk)
             ids = torch.zeros(len(chunk), width, dtype=torch.long)
             mask = torch.zeros(len(chunk), P + C + width, dtype=torch.long)
             pos = torch.zeros(len(chunk), width, dtype=torch.long)
