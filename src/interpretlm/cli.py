@@ -30,7 +30,8 @@ import click
 from .errors import InterpretLMError
 from .registry import REQUIRED
 
-MODEL_HELP = "Model: 'smollm2-135m' (default), 'minilm-l6', a Hugging Face id or folder, or a .gguf file."
+MODEL_HELP = ("Model: 'smollm2-135m' (default), 'minilm-l6', 'gemma3-270m', 'qwen2.5-coder-0.5b' (after `make qwen`), "
+              "a Hugging Face id or folder, or a .gguf file.")
 
 
 def _version() -> str:

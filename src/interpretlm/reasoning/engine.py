@@ -25,6 +25,8 @@ INSTRUCTION = ("Think step by step, one short sentence per step. Then write the 
                "as 'Answer: <answer>'.")
 CUE = "\nAnswer:"
 ANSWER_LINE = re.compile(r"(?im)^[ \t>*#]*(?:final\s+)?answer\s*(?:is)?\s*[:：]\s*(.+?)\s*$")
+# "the (final) answer is X" inside a sentence (X: up to the sentence's end)
+ANSWER_STATED = re.compile(r"(?i)\banswer\s+(?:is|would be|will be)\s*:?\s*([^.\n]+?(?:\.\d+)?)\s*(?:[.\n]|$)")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|\n+")
 
 
@@ -223,19 +225,33 @@ def extract(q: Question, text: str) -> tuple[str | None, str]:
     """The answer a generated text gives, and the path that found it.
 
     Paths: ``"answer_line"`` (an ``Answer: ...`` line naming a choice), ``"regex"`` (the last
-    choice, or for open questions the last number, named in the reasoning), ``"none"`` (the
-    caller then forces the answer by scoring each choice after ``"Answer:"``: path ``"scored"``).
+    "the answer is X" statement naming a choice, else the last choice, or for open questions the
+    last number, named in the text), ``"none"`` (the caller then forces the answer by scoring
+    each choice after ``"Answer:"``: path ``"scored"``). A stated answer (line or statement) that
+    names no choice gives ``"none"``: a choice named elsewhere (the choices echoed back) is not
+    the model's answer.
 
     Example:
         >>> q = Question("2 + 2?", choices=["3", "4"])
         >>> extract(q, "Two plus two is 4.\\nAnswer: 4"), extract(q, "So we get 4 apples."), extract(q, "hmm")
         (('4', 'answer_line'), ('4', 'regex'), (None, 'none'))
+        >>> extract(q, "3 or 4? The answer is 4."), extract(q, "3 or 4?\\nAnswer: 5")
+        (('4', 'regex'), (None, 'none'))
     """
     reasoning, line = split_answer(text)
     if line is not None:
         got = _match_choice(q, line)
         if got is not None:
             return got, "answer_line"
+    stated = [m.group(1) for m in ANSWER_STATED.finditer(text)]
+    if stated:  # "... so the answer is 7." inside a sentence: the last such statement
+        got = _match_choice(q, stated[-1])
+        if got is not None:
+            return got, "regex"
+    if line is not None or stated:
+        # the model stated an answer that is none of the choices: a choice merely named elsewhere
+        # (often the choices echoed back) is not its answer, so the answer is forced instead
+        return None, "none"
     v = _norm(text)
     if q.choices:
         last, where = None, -1
@@ -325,10 +341,13 @@ class Forcer:
         common = common[: min(len(c) for c in self.choice_ids) - 1]
         lasts = [c[len(common):] for c in self.choice_ids]
         self.shared = common
-        # Sliding-window attention (Gemma 3): its cache keeps only the window, so contexts are full passes.
+        # Sliding-window attention (Gemma 3): its cache keeps only the last window of keys/values, so a
+        # context longer than the window is a full pass; one that fits (the prefix, the body and the row
+        # within the window) reuses the cache, which then still holds every position.
         cfg = self.lm.model.config
         self.windowed = bool(getattr(cfg, "sliding_window", None)) and "sliding_attention" in (
             getattr(cfg, "layer_types", None) or ["sliding_attention"]) and self.lm.is_causal
+        self.window = int(getattr(cfg, "sliding_window", 0) or 0)
         self.single = all(len(x) == 1 for x in lasts) and len({x[0] for x in lasts}) == len(lasts)
         total = len(self.prompt) + len(self.body) + len(self.cue) + max(len(c) for c in self.choice_ids)
         if self.lm.n_ctx and total > self.lm.n_ctx:
@@ -358,7 +377,8 @@ class Forcer:
         P, C = len(self.prompt), len(self.body)
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start: start + self.batch_size]
-            if self.windowed:  # full passes: a sliding-window cache keeps only the window, not the prefix
+            width = max(len(r[1]) for r in chunk)
+            if self.windowed and P + C + width > self.window - 1:  # full passes: the window drops the prefix
                 chunk = [(k, self.prompt + self.body[: items[k][0]] + r, j, at + P + items[k][0])
                          for k, r, j, at in chunk]
                 width = max(len(r[1]) for r in chunk)
@@ -371,7 +391,6 @@ class Forcer:
                 self.forward_calls += 1
                 self._read(out, chunk, logp)
                 continue
-            width = max(len(r[1]) for r in chunk)
             ids = torch.zeros(len(chunk), width, dtype=torch.long)
             mask = torch.zeros(len(chunk), P + C + width, dtype=torch.long)
             pos = torch.zeros(len(chunk), width, dtype=torch.long)

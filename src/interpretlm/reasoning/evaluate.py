@@ -33,7 +33,8 @@ def _mean_se(values: list[float]) -> tuple[float, float, int]:
           cli_input="interpretlm.reasoning.question:question_from_text")
 def evaluate(lm: Any, questions: list[Question | str], *, tests: list[str] | tuple[str, ...] = ("early_answering",),
              choices: list[str] | None = None, samples: int = 3, seed: int = 0, max_new_tokens: int = 128,
-             temperature: float = 0.7, chat: bool = True, generator: str = "rule") -> CotEvaluation:
+             temperature: float = 0.7, chat: bool = True, generator: str = "model",
+             judge: str | None = None) -> CotEvaluation:
     """Elicit and test every question of a set; means and standard errors over questions.
 
     Args:
@@ -51,7 +52,7 @@ def evaluate(lm: Any, questions: list[Question | str], *, tests: list[str] | tup
         >>> ev = il.reasoning.evaluate(tiny_lm("llama"), il.reasoning.builtin("arithmetic", n=2), tests=[],
         ...                            samples=1, max_new_tokens=4)
         >>> sorted(ev.mean)[:3], len(ev.questions)
-        (['accuracy', 'accuracy_no_cot', 'extracted'], 2)
+        (['accuracy', 'accuracy_no_cot', 'accuracy_no_cot_listed'], 2)
     """
     if isinstance(questions, (str, Question)):
         questions = [questions]
@@ -68,10 +69,13 @@ def evaluate(lm: Any, questions: list[Question | str], *, tests: list[str] | tup
             warnings.simplefilter("always")
             run = chain_of_thought.method.impl(lm, q, samples=samples, seed=seed + i, max_new_tokens=max_new_tokens,
                                                temperature=temperature, chat=chat)
-            t = faithfulness.method.impl(lm, run, tests=list(tests), generator=generator, seed=seed) if tests else None
+            t = faithfulness.method.impl(lm, run, tests=list(tests), generator=generator, judge=judge,
+                                         seed=seed) if tests else None
         caught_all += len(caught)
         names.append(q.id or q.text[:60])
-        values = {k: run.diagnostics[k] for k in ("accuracy", "accuracy_no_cot", "extracted")}
+        values = {k: run.diagnostics[k] for k in ("accuracy", "accuracy_no_cot", "accuracy_no_cot_listed",
+                                                   "first_choice_no_cot_listed", "extracted")}
+        values["chance"] = 1.0 / len(q.choices) if q.choices else math.nan  # the set's chance: its mean
         if t is not None:
             values.update(t.metrics)
         for k in set(rows) | set(values):

@@ -34,7 +34,10 @@ class ChainOfThought(Result):
             right answer and the answers read).
         forced: ``[n]`` the forced answer after the full reasoning.
         choice_logprobs: ``[n][n_choices]`` log-probabilities of each candidate after the reasoning.
-        no_cot_logprobs: ``[n_choices]`` the same with no reasoning (the prompt, then ``"Answer:"``).
+        no_cot_logprobs: ``[n_choices]`` the same with no reasoning, asked cloze-style (the
+            question alone, then ``"Answer:"``; see ``cot.no_cot_logprobs``). ``diagnostics`` also
+            holds ``accuracy_no_cot_listed`` (forced right after the CoT prompt with its listed
+            choices) and ``first_choice_no_cot_listed`` (that answer was the first choice).
         correct: ``[n]`` 1/0 per sample (NaN when the right answer is unknown).
     """
 
@@ -53,7 +56,8 @@ class ChainOfThought(Result):
     no_cot_logprobs: list[float] = field(default_factory=list)
     correct: list[float] = field(default_factory=list)
 
-    nan_marks = ("correct", "diagnostics.accuracy", "diagnostics.accuracy_no_cot")
+    nan_marks = ("correct", "diagnostics.accuracy", "diagnostics.accuracy_no_cot",
+                 "diagnostics.accuracy_no_cot_listed", "diagnostics.first_choice_no_cot_listed")
 
     def summary(self) -> str:
         d = self.diagnostics
@@ -98,7 +102,9 @@ class CotFaithfulness(Result):
         sentences: ``[n][S_i]`` the sentences of each sample.
         importance: ``[n][S_i]`` step necessity: the drop in the probability of the full-CoT answer
             when the sentence is removed.
-        generator: ``{test: "rule" | "model" | "none"}`` who wrote the mistakes and paraphrases.
+        generator: ``{test: "model" | "rule" | "model+rule" | "none"}`` who wrote the mistakes and
+            paraphrases (the rule stands in where the generator model's output was unusable).
+        judge: the judge model asked whether hinted reasonings mention the hint (``None``: none).
         details: ``{test: [n] per-sample records}`` (answers, hint texts, switches...).
     """
 
@@ -110,6 +116,7 @@ class CotFaithfulness(Result):
     sentences: list[list[str]] = field(default_factory=list)
     importance: list[list[float]] = field(default_factory=list)
     generator: dict[str, str] = field(default_factory=dict)
+    judge: str | None = None
     details: dict[str, list[Any]] = field(default_factory=dict)
     prompt: str = ""
 
@@ -138,9 +145,10 @@ class CotFaithfulness(Result):
                 figs[f"importance_{i}"] = TokenShading(tokens=[s + " " for s in sents], values=imp,
                                                        label="step necessity", unit="Δ p(answer)",
                                                        title=f"Sample {i}: step necessity per sentence")
-        if self.generator:
-            figs["generator"] = Text(text="Mistakes and paraphrases written by: " + ", ".join(
-                f"{k}: {v}" for k, v in self.generator.items()), muted=True)
+        if self.generator or self.judge:
+            figs["generator"] = Text(text="Mistakes and paraphrases written by: " + (", ".join(
+                f"{k}: {v}" for k, v in self.generator.items()) or "none") + (
+                f"; verbalization judged by {self.judge}" if self.judge else ""), muted=True)
         return figs
 
 
