@@ -11,8 +11,8 @@ approximated as
   refitted to the per-example gradients, ``Λ[i, j] = E_n[(Q_S^T G_n Q_A)[i, j]^2]``.
 
 The damped inverse-Hessian-vector product of ``V: [k_out, k_in]`` is then
-``Q_S ((Q_S^T V Q_A) / (Λ + λ)) Q_A^T`` with ``λ = damping × mean(Λ)`` per layer (the relative
-damping of Kronfluence's heuristic): two small matrix products per side, never a
+``Q_S ((Q_S^T V Q_A) / (Λ + λ)) Q_A^T`` with ``λ = damping × mean(Λ) + absolute_damping`` per layer (the relative
+damping of Kronfluence's heuristic, plus e.g. the L2 coefficient the model was trained with): two small matrix products per side, never a
 ``k_out k_in × k_out k_in`` matrix.
 """
 
@@ -36,9 +36,9 @@ def rotate(v: torch.Tensor, q_s: torch.Tensor, q_a: torch.Tensor) -> torch.Tenso
 
 
 def inverse_hvp(v: torch.Tensor, q_s: torch.Tensor, q_a: torch.Tensor, lam: torch.Tensor,
-                damping: float) -> torch.Tensor:
+                damping: float, absolute: float = 0.0) -> torch.Tensor:
     """``(F + λ I)^{-1} vec(V)`` for ``V: [..., k_out, k_in]`` with ``F = (Q_A ⊗ Q_S) diag(Λ) (Q_A ⊗ Q_S)^T``
-    and ``λ = damping × mean(Λ)`` (float64 in, float64 out).
+    and ``λ = damping × mean(Λ) + absolute`` (float64 in, float64 out).
 
     Example:
         >>> import torch
@@ -49,6 +49,6 @@ def inverse_hvp(v: torch.Tensor, q_s: torch.Tensor, q_a: torch.Tensor, lam: torc
                 [0.2000, 0.1429]], dtype=torch.float64)
     """
     v = v.double()
-    lam_abs = damping * float(lam.mean())
+    lam_abs = damping * float(lam.mean()) + absolute
     rot = rotate(v, q_s.double(), q_a.double()) / (lam.double() + lam_abs)
     return q_s.double() @ rot @ q_a.double().T

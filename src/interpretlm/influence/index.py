@@ -123,9 +123,10 @@ class Index:
     """
 
     def __init__(self, lm: Any, path: Path, manifest: dict[str, Any], texts: list[str], *, method: str,
-                 damping: float, batch_size: int, checkpoints: Sequence[Any] = ()) -> None:
+                 damping: float, batch_size: int, checkpoints: Sequence[Any] = (), absolute_damping: float = 0.0) -> None:
         self.lm, self.path, self.manifest, self.texts = lm, Path(path), manifest, texts
         self.method, self.damping, self.batch_size = method, float(damping), int(batch_size)
+        self.absolute_damping = float(absolute_damping)
         self.specs = [ModuleSpec(**s) for s in manifest["modules"]]
         self.projector = Projector(self.specs, int(manifest["seed"]))
         self.checkpoints = list(checkpoints)
@@ -410,7 +411,7 @@ class Index:
     def _precondition(self, method: str, name: str, v: torch.Tensor, st: dict[str, torch.Tensor]) -> torch.Tensor:
         if method in ("kfac", "ekfac"):
             lam = st[f"{method.upper()}::{name}"]
-            return inverse_hvp(v, st[f"QS::{name}"], st[f"QA::{name}"], lam, self.damping)
+            return inverse_hvp(v, st[f"QS::{name}"], st[f"QA::{name}"], lam, self.damping, self.absolute_damping)
         if method == "trackstar":
             return v / st[f"R::{name}"]  # <q/√R, G/√R> = <q/R, G>
         return v
@@ -496,7 +497,8 @@ def _sha(texts: list[str]) -> str:
 
 def index(lm: Any, train: Any, *, method: str = "ekfac", modules: str | Sequence[str] = "mlp",
           path: str | Path | None = None, projection: int | None = 32, batch_size: int = 8, shard_size: int = 64,
-          seed: int = 0, fisher: str = "empirical", damping: float = 0.1, checkpoints: Sequence[Any] | None = None,
+          seed: int = 0, fisher: str = "empirical", damping: float = 0.1, absolute_damping: float = 0.0,
+          checkpoints: Sequence[Any] | None = None,
           learning_rates: Sequence[float] | None = None, progress: Any = None) -> Index:
     """Fit an influence index once: per-example projected gradients of ``train`` (and the Hessian
     factors ``method`` needs), stored in ``path`` so scoring a query never recomputes them.
@@ -517,6 +519,8 @@ def index(lm: Any, train: Any, *, method: str = "ekfac", modules: str | Sequence
         fisher: ``"empirical"`` (covariances from the training tokens' own labels: one pass) or
             ``"sampled"`` (labels drawn from the model, the true Fisher: two more passes).
         damping: K-FAC / EK-FAC damping relative to each layer's mean eigenvalue.
+        absolute_damping: added to it (e.g. the L2 coefficient the model was trained with, so that
+            ``H + λI`` is the Hessian of the regularised training loss).
         checkpoints: models saved along training, for ``"tracin"``; ``learning_rates`` their
             learning rates (default 1 each).
         progress: progress bars (see :mod:`interpretlm.progress`).
@@ -574,14 +578,15 @@ def index(lm: Any, train: Any, *, method: str = "ekfac", modules: str | Sequence
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
         atomic_json(manifest, mfile)
-    idx = Index(lm, folder, manifest, texts, method=method, damping=damping, batch_size=batch_size, checkpoints=ckpts)
+    idx = Index(lm, folder, manifest, texts, method=method, damping=damping, batch_size=batch_size, checkpoints=ckpts,
+                absolute_damping=absolute_damping)
     with policy(progress):
         idx.build(method)
     return idx
 
 
-def load(path: str | Path, lm: Any, *, method: str | None = None, damping: float = 0.1, batch_size: int = 8,
-         checkpoints: Sequence[Any] | None = None) -> Index:
+def load(path: str | Path, lm: Any, *, method: str | None = None, damping: float = 0.1, absolute_damping: float = 0.0,
+         batch_size: int = 8, checkpoints: Sequence[Any] | None = None) -> Index:
     """Reopen the index in ``path`` for ``lm`` (which must have the weights it was built on).
 
     Raises:
@@ -613,4 +618,5 @@ def load(path: str | Path, lm: Any, *, method: str | None = None, damping: float
         raise FingerprintMismatchError("The checkpoints given are not those the index was built on.")
     texts = [json.loads(ln)["text"] for ln in (folder / "texts.jsonl").read_text(encoding="utf-8").splitlines() if ln]
     default = method or ("tracin" if want else "ekfac")
-    return Index(lm, folder, manifest, texts, method=default, damping=damping, batch_size=batch_size, checkpoints=ckpts)
+    return Index(lm, folder, manifest, texts, method=default, damping=damping, batch_size=batch_size, checkpoints=ckpts,
+                 absolute_damping=absolute_damping)

@@ -42,7 +42,10 @@ def train_lm(lm: Any, texts: Sequence[str], *, steps: int, lr: float, checkpoint
         True
     """
     batch = lm.tokenize(list(texts))
-    params = [p for p in lm.model.parameters() if p.requires_grad]
+    params = list(lm.model.parameters())
+    frozen = [p.requires_grad for p in params]  # loaded models come frozen; train every weight, then restore
+    for p in params:
+        p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=lr)
     loss_rows = lm_loss_rows(lm)
     every = max(1, steps // checkpoints) if checkpoints else 0
@@ -55,8 +58,9 @@ def train_lm(lm: Any, texts: Sequence[str], *, steps: int, lr: float, checkpoint
         opt.step()
         if every and (step % every == 0) and len(saved) < checkpoints:
             saved.append(LM(copy.deepcopy(lm.model), lm.tokenizer, name=f"{lm.name}@{step}"))
-    for p in params:
+    for p, f in zip(params, frozen):
         p.grad = None
+        p.requires_grad_(f)
     return saved
 
 
