@@ -49,6 +49,8 @@ OPTIONS = {
     "continuous": {"length": 4, "steps": 2},
     "surrogate": {"calibrate": True},   # random tiny models lean to one verbalizer; calibration splits the classes
     "student": {"layers": 1, "d_model": 16, "heads": 2, "steps": 4},
+    "influences": {"train": ["Then John and Mary went home", f"{SCRIPT} The cat sat", "John gave a drink to Mary"],
+                   "projection": 8, "k": 2},
 }
 # Methods that take another method's result: the method whose result they are fed.
 RESULT_OF = {"cot_faithfulness": "chain_of_thought"}

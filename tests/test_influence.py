@@ -262,3 +262,19 @@ def test_registered_method_and_training_file(tmp_path):
     assert r.n_train == 3 and len(r.scores) == 3 and r.check.passed
     assert {p["index"] for p in r.proponents} | {o["index"] for o in r.opponents} <= {0, 1, 2}
     assert "proponent" in r.to_html()
+
+
+def test_command_line_takes_the_training_file_then_the_query(tmp_path):
+    from click.testing import CliRunner
+
+    from interpretlm.cli import app
+    from interpretlm.testing import save_tiny
+
+    folder = save_tiny(tmp_path / "model", "llama")
+    f = tmp_path / "train.jsonl"
+    f.write_text('{"text": "Mary went home"}\n{"text": "John ate bread"}\n{"text": "The cat sat on the mat"}\n')
+    out = CliRunner().invoke(app, ["influence", str(f), "Mary went", "--continuation", " home", "--model", folder,
+                                   "--estimator", "dot", "--k", "2", "--no-progress", "--json", str(tmp_path / "r.json")])
+    assert out.exit_code == 0, out.output
+    assert "'Mary went home'" in out.output and "top proponent #0" in out.output
+    assert il.Result.load(tmp_path / "r.json").proponents[0]["text"] == "Mary went home"
