@@ -3,6 +3,12 @@
 Run by hand (a few minutes on 2 shared CPU cores):
 
     PYTHONPATH=src .venv/bin/python benchmarks/influence.py [--train 64] [--queries 8] [--subsets 50]
+    PYTHONPATH=src .venv/bin/python benchmarks/influence.py --workload default-model
+
+``--workload default-model`` is issue 16's side-by-side workload, our side: EK-FAC on the default
+model's 90 MLP linear layers, 32 training strings × 4 queries of 16 tokens (projection 32): wall
+time, peak resident memory of the process and disk of the index. (Kronfluence on the same
+workload, measured in the issue: 134 s and 8.2 GB peak.)
 
 The workload (issue 16, point 3): a tiny Llama-like model (2 layers, d_model 64, grouped-query
 attention, the test tokenizer) trained from a fixed initialisation on ``--train`` verses of the
@@ -47,8 +53,38 @@ def verses(n: int, skip: int = 0) -> list[str]:
     return out[skip:skip + n]
 
 
+def default_model_workload(projection: int) -> None:
+    """EK-FAC on the default model: 90 MLP layers, 32 training strings, 4 queries of 16 tokens."""
+    import resource
+    import tempfile
+
+    lm = il.load()
+    pool = verses(40)
+    train = pool[:32]
+    ids = [lm.tokenize(t).input_ids[0][:16].tolist() for t in pool[32:36]]   # 4 queries of 16 tokens
+    queries = [lm.tokenizer.decode(q, skip_special_tokens=True) for q in ids]
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        idx = il.influence.index(lm, train, method="ekfac", modules="mlp", path=tmp, projection=projection,
+                                 progress=False)
+        fit = time.perf_counter() - t0
+        s = idx.scores(queries)
+        total = time.perf_counter() - t0
+        disk = idx.disk_bytes()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"default model, {len(idx.specs)} MLP layers, 32 training strings x 4 queries of 16 tokens, "
+          f"projection {projection}: fit {fit:.1f} s, total {total:.1f} s; peak RSS {peak:.0f} MB "
+          f"(after loading the model: {base:.0f} MB); index {disk / 1e6:.1f} MB on disk; scores {tuple(s.shape)}")
+    record("influence", "default_model.seconds", round(total, 1))
+    record("influence", "default_model.peak_rss_mb", round(peak))
+    record("influence", "default_model.disk_mb", round(disk / 1e6, 1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--workload", choices=["lds", "default-model"], default="lds")
+    ap.add_argument("--projection", type=int, default=32, help="projection of the default-model workload")
     ap.add_argument("--train", type=int, default=64)
     ap.add_argument("--queries", type=int, default=8)
     ap.add_argument("--subsets", type=int, default=50)
@@ -57,6 +93,9 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the report as JSON here")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    if args.workload == "default-model":
+        default_model_workload(args.projection)
+        return
     torch.set_num_threads(1)  # tiny models: one thread is fastest under shared load
     pool = verses(args.train + args.queries)
     train, queries = pool[:args.train], pool[args.train:]

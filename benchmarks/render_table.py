@@ -109,6 +109,19 @@ def attention_memory(d: dict[str, Any]) -> str:
     return f"{one:,.0f} MB for 1 layer, {every:,.0f} MB for all 30"
 
 
+def influence_lds(d: dict[str, Any]) -> str:
+    s = d["influence"]
+    names = sorted({k.split(".", 1)[1] for k in s if k.startswith("lds.")}, key=lambda m: -s[f"lds.{m}"])
+    return ", ".join(f"{m.replace('_proj16', ' (proj. 16)')} {s[f'lds.{m}']:.2f} ± {s[f'lds_se.{m}']:.2f}"
+                     for m in names)
+
+
+def influence_default(d: dict[str, Any]) -> str:
+    s = d["influence"]
+    return (f"{s['default_model.seconds']:.0f} s, {s['default_model.peak_rss_mb']:,.0f} MB peak RSS, "
+            f"{s['default_model.disk_mb']:.1f} MB on disk (Kronfluence in the issue: 134 s, 8.2 GB; not rerun here)")
+
+
 ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("Integrated Gradients, completeness on the IOI prompt", ig, "attribution.py --only ig"),
     ("Shapley estimates, evaluations to Spearman 0.95 vs exact", shapley, "attribution.py --only shapley"),
@@ -123,6 +136,10 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("activation extraction vs a plain forward pass", probing, "probing_activations.py"),
     ("attention patterns, peak memory at 2,048 tokens", attention_memory, "attention_memory.py --tokens 2048"),
     ("web app latency on the default model", app_latency, "app_latency.py"),
+    ("influence functions, LDS on a tiny model (50 retrained half-subsets of 64 KJV verses, 8 queries)",
+     influence_lds, "influence.py"),
+    ("influence (EK-FAC) on the default model: 90 MLP layers, 32 texts × 4 queries of 16 tokens", influence_default,
+     "influence.py --workload default-model"),
 ]
 
 
@@ -133,8 +150,8 @@ def render(data: dict[str, Any]) -> str:
             fig = fn(data)
         except (KeyError, TypeError, ValueError):
             name = cmd.split(".py")[0]
-            name = {"probing_activations": "probing", "patching": "estimators" if "--estimators" in cmd else name}.get(
-                name, name)
+            name = {"probing_activations": "probing", "patching": "estimators" if "--estimators" in cmd else name,
+                    "influence": "influence_default" if "default-model" in cmd else name}.get(name, name)
             fig = f"not measured (`python benchmarks/run_all.py --only {name}`)"
         lines.append(f"| {what} | {fig} | `benchmarks/{cmd}` |")
     return "\n".join(lines)

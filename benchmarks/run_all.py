@@ -35,6 +35,8 @@ BENCHMARKS: dict[str, tuple[list[str], Path | None]] = {
     "estimators": (["patching.py", "--estimators", "--n", "10"], None),
     "app_latency": (["app_latency.py"], None),
     "reasoning": (["reasoning.py"], None),
+    "influence": (["influence.py"], None),
+    "influence_default": (["influence.py", "--workload", "default-model"], None),
 }
 
 
