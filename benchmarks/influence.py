@@ -53,16 +53,20 @@ def verses(n: int, skip: int = 0) -> list[str]:
     return out[skip:skip + n]
 
 
+def default_model_texts(lm) -> tuple[list[str], list[str]]:
+    """32 training verses and 4 queries of 16 tokens (the next verses, cut) for the default-model workload."""
+    pool = verses(40)
+    ids = [lm.tokenize(t).input_ids[0][:16].tolist() for t in pool[32:36]]
+    return pool[:32], [lm.tokenizer.decode(q, skip_special_tokens=True) for q in ids]
+
+
 def default_model_workload(projection: int) -> None:
     """EK-FAC on the default model: 90 MLP layers, 32 training strings, 4 queries of 16 tokens."""
     import resource
     import tempfile
 
     lm = il.load()
-    pool = verses(40)
-    train = pool[:32]
-    ids = [lm.tokenize(t).input_ids[0][:16].tolist() for t in pool[32:36]]   # 4 queries of 16 tokens
-    queries = [lm.tokenizer.decode(q, skip_special_tokens=True) for q in ids]
+    train, queries = default_model_texts(lm)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -105,11 +109,9 @@ def main() -> None:
 
     t0 = time.perf_counter()
     rep = il.influence.validate(model_fn, train, queries, subsets=args.subsets, steps=args.steps, lr=args.lr,
-                                modules="all", projection=None, progress=False)
+                                modules="all", projection=None, progress=False,
+                                variants={"ekfac (projection 16)": ("ekfac", {"projection": 16})})
     total = time.perf_counter() - t0
-    proj = il.influence.validate(model_fn, train, queries, subsets=args.subsets, steps=args.steps, lr=args.lr,
-                                 modules="all", projection=16, methods=["ekfac"], progress=False)
-    rep.methods["ekfac (projection 16)"] = proj.methods["ekfac"]
     print(f"{args.train} training verses, {len(queries)} held-out queries, {args.subsets} half-subsets "
           f"({rep.subset_size} texts each), {args.steps} full-batch Adam steps, lr {args.lr}")
     print(f"training {rep.train_seconds:.1f} s; retraining {args.subsets} subsets {rep.retrain_seconds:.1f} s; "

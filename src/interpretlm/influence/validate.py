@@ -124,7 +124,7 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
              subsets: int = 50, fraction: float = 0.5, steps: int = 100, lr: float = 3e-3, seed: int = 0,
              methods: Sequence[str] = METHODS, modules: str | Sequence[str] = "all", projection: int | None = None,
              damping: float = 0.1, fisher: str = "empirical", tracin_checkpoints: int = 4,
-             progress: Any = None) -> LDSReport:
+             variants: dict[str, tuple[str, dict[str, Any]]] | None = None, progress: Any = None) -> LDSReport:
     """Linear datamodeling score of each influence method against real retraining (small models only).
 
     Args:
@@ -138,6 +138,8 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
         methods: the influence methods compared (``index``'s methods; ``tracin`` uses
             ``tracin_checkpoints`` copies taken along the full training run).
         modules, projection, damping, fisher: the index settings (see :func:`index`).
+        variants: more rows, ``{label: (method, index options)}`` (e.g. ``{"ekfac, projection 16":
+            ("ekfac", {"projection": 16})}``), judged on the same retrained subsets.
 
     Returns:
         an :class:`LDSReport`.
@@ -194,6 +196,12 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
                 s = shared.scores(queries, target, method=m)  # type: ignore[union-attr]
             seconds[m] = time.perf_counter() - t0 + (grad_time if m in grad_methods else 0.0)
             predicted[m] = s.double()
+        for label, (m, opts) in (variants or {}).items():
+            t0 = time.perf_counter()
+            settings = {"modules": modules, "projection": projection, "damping": damping, "fisher": fisher,
+                        "seed": seed, **opts}
+            predicted[label] = index(full, texts, method=m, **settings).scores(queries, target).double()
+            seconds[label] = time.perf_counter() - t0
         seeds = [seed * 1000 + j + 1 for j in range(subsets)]
         actual = torch.zeros(subsets, len(queries), dtype=torch.float64)
         masks = torch.zeros(subsets, n, dtype=torch.float64)
