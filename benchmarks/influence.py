@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import interpretlm as il  # noqa: E402
 from interpretlm.testing import tiny_lm  # noqa: E402
 from _results import record  # noqa: E402
+from interpretlm.influence.validate import spearman  # noqa: E402
 
 
 def verses(n: int, skip: int = 0) -> list[str]:
@@ -60,7 +61,7 @@ def default_model_texts(lm) -> tuple[list[str], list[str]]:
     return pool[:32], [lm.tokenizer.decode(q, skip_special_tokens=True) for q in ids]
 
 
-def default_model_workload(projection: int) -> None:
+def default_model_workload(projection: int, out: str | None, peer: str | None) -> None:
     """EK-FAC on the default model: 90 MLP layers, 32 training strings, 4 queries of 16 tokens."""
     import resource
     import tempfile
@@ -80,9 +81,32 @@ def default_model_workload(projection: int) -> None:
     print(f"default model, {len(idx.specs)} MLP layers, 32 training strings x 4 queries of 16 tokens, "
           f"projection {projection}: fit {fit:.1f} s, total {total:.1f} s; peak RSS {peak:.0f} MB "
           f"(after loading the model: {base:.0f} MB); index {disk / 1e6:.1f} MB on disk; scores {tuple(s.shape)}")
+    if out:
+        Path(out).write_text(json.dumps({"scores": s.tolist(), "seconds": total, "peak_rss_mb": peak, "disk_bytes": disk}))
+    if peer:
+        compare_with_peer(s, json.loads(Path(peer).read_text()), total, peak, disk)
     record("influence", "default_model.seconds", round(total, 1))
     record("influence", "default_model.peak_rss_mb", round(peak))
     record("influence", "default_model.disk_mb", round(disk / 1e6, 1))
+
+
+def compare_with_peer(ours: torch.Tensor, peer: dict, seconds: float, peak: float, disk: int) -> None:
+    """Kronfluence's run (``_kronfluence_runner.py``'s JSON) against ours: cost ratios and top-10 agreement."""
+    theirs = torch.tensor(peer["scores"])
+    overlap, rho = [], []
+    for q in range(ours.shape[0]):
+        a = set(ours[q].argsort(descending=True)[:10].tolist())
+        b = set(theirs[q].argsort(descending=True)[:10].tolist())
+        overlap.append(len(a & b) / 10)
+        rho.append(spearman(ours[q].tolist(), theirs[q].tolist()))
+    print(f"Kronfluence: {peer['seconds']:.1f} s, peak RSS {peer['peak_rss_mb']:.0f} MB, {peer['disk_bytes'] / 1e6:.1f} MB "
+          f"on disk; ours / theirs: time {seconds / peer['seconds']:.2f}x, peak memory {peak / peer['peak_rss_mb']:.2f}x; "
+          f"top-10 proponent overlap per query {overlap} (mean {sum(overlap) / len(overlap):.2f}); "
+          f"Spearman of all 32 scores per query {[round(r, 2) for r in rho]}")
+    record("influence", "kronfluence.seconds", round(peer["seconds"], 1))
+    record("influence", "kronfluence.peak_rss_mb", round(peer["peak_rss_mb"]))
+    record("influence", "kronfluence.top10_overlap", round(sum(overlap) / len(overlap), 2))
+    record("influence", "kronfluence.spearman", round(sum(rho) / len(rho), 2))
 
 
 def main() -> None:
@@ -94,11 +118,12 @@ def main() -> None:
     ap.add_argument("--subsets", type=int, default=50)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--out", default=None, help="write the report as JSON here")
+    ap.add_argument("--out", default=None, help="write the report (or the default-model scores) as JSON here")
+    ap.add_argument("--peer", default=None, help="default-model workload: Kronfluence's JSON from _kronfluence_runner.py")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     if args.workload == "default-model":
-        default_model_workload(args.projection)
+        default_model_workload(args.projection, args.out, args.peer)
         return
     torch.set_num_threads(1)  # tiny models: one thread is fastest under shared load
     pool = verses(args.train + args.queries)
