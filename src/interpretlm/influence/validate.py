@@ -51,7 +51,7 @@ def train_lm(lm: Any, texts: Sequence[str], *, steps: int, lr: float, checkpoint
     every = max(1, steps // checkpoints) if checkpoints else 0
     saved = []
     lm.model.train(False)  # no dropout: retraining is deterministic given the data
-    for step in range(1, steps + 1):
+    for step in track(range(1, steps + 1), "influence: training"):
         opt.zero_grad()
         loss = loss_rows(lm.forward(batch, grad=True)).mean()
         loss.backward()
