@@ -196,6 +196,19 @@ def test_identities_between_methods():
     assert torch.allclose(tracin.scores(texts[:2], il.Continuation(" home")), dot, rtol=1e-5, atol=1e-7)
 
 
+def test_sampled_fisher_is_seeded_and_reaches_the_same_top_proponent(tmp_path):
+    lm = tiny_lm("llama")
+    texts = template_texts(6, seed=6)
+    target = il.Continuation(" home")
+    runs = [il.influence.index(lm, texts, method="ekfac", modules="mlp", fisher="sampled", seed=3,
+                               path=tmp_path / f"s{i}", progress=False) for i in range(2)]
+    a, b = (r.scores(["Mary went"], target) for r in runs)
+    assert torch.equal(a, b) and torch.isfinite(a).all()
+    assert runs[0].computed == {"grads": 1, "fisher": 1, "lambda": 1}
+    emp = il.influence.index(lm, texts, method="ekfac", modules="mlp", progress=False).scores(["Mary went"], target)
+    assert int(a.argmax()) == int(emp.argmax())
+
+
 def test_an_interrupted_index_recomputes_at_most_one_shard(tmp_path, monkeypatch):
     lm = tiny_lm("llama")
     texts = template_texts(8, seed=5)
