@@ -2,7 +2,7 @@
 
 Run by hand (a few minutes on 2 shared CPU cores):
 
-    PYTHONPATH=src .venv/bin/python benchmarks/influence.py [--train 64] [--queries 8] [--subsets 50]
+    PYTHONPATH=src .venv/bin/python benchmarks/influence.py [--train 32] [--queries 8] [--subsets 50]
     PYTHONPATH=src .venv/bin/python benchmarks/influence.py --workload default-model
 
 ``--workload default-model`` is issue 16's side-by-side workload, our side: EK-FAC on the default
@@ -113,7 +113,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workload", choices=["lds", "default-model"], default="lds")
     ap.add_argument("--projection", type=int, default=32, help="projection of the default-model workload")
-    ap.add_argument("--train", type=int, default=64)
+    ap.add_argument("--train", type=int, default=32)
     ap.add_argument("--queries", type=int, default=8)
     ap.add_argument("--subsets", type=int, default=50)
     ap.add_argument("--steps", type=int, default=40)

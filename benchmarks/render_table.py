@@ -136,7 +136,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("activation extraction vs a plain forward pass", probing, "probing_activations.py"),
     ("attention patterns, peak memory at 2,048 tokens", attention_memory, "attention_memory.py --tokens 2048"),
     ("web app latency on the default model", app_latency, "app_latency.py"),
-    ("influence functions, LDS on a tiny model (50 retrained half-subsets of 64 KJV verses, 8 queries)",
+    ("influence functions, LDS on a tiny model (50 retrained half-subsets of 32 KJV verses, 8 queries)",
      influence_lds, "influence.py"),
     ("influence (EK-FAC) on the default model: 90 MLP layers, 32 texts × 4 queries of 16 tokens", influence_default,
      "influence.py --workload default-model"),
