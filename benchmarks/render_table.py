@@ -118,8 +118,14 @@ def influence_lds(d: dict[str, Any]) -> str:
 
 def influence_default(d: dict[str, Any]) -> str:
     s = d["influence"]
-    return (f"{s['default_model.seconds']:.0f} s, {s['default_model.peak_rss_mb']:,.0f} MB peak RSS, "
-            f"{s['default_model.disk_mb']:.1f} MB on disk (Kronfluence in the issue: 134 s, 8.2 GB; not rerun here)")
+    ours = (f"{s['default_model.seconds']:.0f} s, {s['default_model.peak_rss_mb']:,.0f} MB peak RSS, "
+            f"{s['default_model.disk_mb']:.1f} MB on disk")
+    if "kronfluence.seconds" not in s:
+        return ours + " (Kronfluence not run)"
+    return (ours + f"; Kronfluence 1.0.1 {s['kronfluence.seconds']:.0f} s, {s['kronfluence.peak_rss_mb']:,.0f} MB, "
+            f"{s['kronfluence.disk_mb']:,.0f} MB (time {s['default_model.seconds'] / s['kronfluence.seconds']:.2f}×, "
+            f"memory {s['default_model.peak_rss_mb'] / s['kronfluence.peak_rss_mb']:.2f}×); top-10 proponents shared "
+            f"{s['kronfluence.top10_overlap']:.2f}, Spearman {s['kronfluence.spearman']:.2f} (shared, loaded machine)")
 
 
 ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
