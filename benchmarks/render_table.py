@@ -168,6 +168,25 @@ def features(d: dict[str, Any]) -> str:
             f"dead {s['dead_fraction']:.1%}")
 
 
+def influence_lds(d: dict[str, Any]) -> str:
+    s = d["influence"]
+    names = sorted({k.split(".", 1)[1] for k in s if k.startswith("lds.")}, key=lambda m: -s[f"lds.{m}"])
+    return ", ".join(f"{m.replace('_proj16', ' (proj. 16)')} {s[f'lds.{m}']:.2f} ± {s[f'lds_se.{m}']:.2f}"
+                     for m in names)
+
+
+def influence_default(d: dict[str, Any]) -> str:
+    s = d["influence"]
+    ours = (f"{s['default_model.seconds']:.0f} s, {s['default_model.peak_rss_mb']:,.0f} MB peak RSS, "
+            f"{s['default_model.disk_mb']:.1f} MB on disk")
+    if "kronfluence.seconds" not in s:
+        return ours + " (Kronfluence not run)"
+    return (ours + f"; Kronfluence 1.0.1 {s['kronfluence.seconds']:.0f} s, {s['kronfluence.peak_rss_mb']:,.0f} MB, "
+            f"{s['kronfluence.disk_mb']:,.0f} MB (time {s['default_model.seconds'] / s['kronfluence.seconds']:.2f}×, "
+            f"memory {s['default_model.peak_rss_mb'] / s['kronfluence.peak_rss_mb']:.2f}×); top-10 proponents shared "
+            f"{s['kronfluence.top10_overlap']:.2f}, Spearman {s['kronfluence.spearman']:.2f} (shared, loaded machine)")
+
+
 ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("Integrated Gradients, completeness on the IOI prompt", ig, "attribution.py --only ig"),
     ("Shapley estimates, evaluations to Spearman 0.95 vs exact", shapley, "attribution.py --only shapley"),
@@ -190,6 +209,10 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("counterfactual search (fluency 0), prefix key/value cache vs plain passes", cf_cache,
      "counterfactuals.py --tasks sentiment --n 6 --fluency 0 --cache-compare 2"),
     ("TopK SAE trained on the built-in corpus (default model)", features, "features.py --tokens 100000 --threads 1"),
+    ("influence functions, LDS on a tiny model (50 retrained half-subsets of 32 KJV verses, 8 queries)",
+     influence_lds, "influence.py"),
+    ("influence (EK-FAC) on the default model: 90 MLP layers, 32 texts × 4 queries of 16 tokens", influence_default,
+     "influence.py --workload default-model"),
 ]
 
 
@@ -200,8 +223,8 @@ def render(data: dict[str, Any]) -> str:
             fig = fn(data)
         except (KeyError, TypeError, ValueError):
             name = cmd.split(".py")[0]
-            name = {"probing_activations": "probing", "patching": "estimators" if "--estimators" in cmd else name}.get(
-                name, name)
+            name = {"probing_activations": "probing", "patching": "estimators" if "--estimators" in cmd else name,
+                    "influence": "influence_default" if "default-model" in cmd else name}.get(name, name)
             fig = f"not measured (`python benchmarks/run_all.py --only {name}`)"
             if name == "counterfactuals":
                 fig = f"not measured (`python benchmarks/{cmd}`)"

@@ -278,7 +278,8 @@ NEEDED = {"path_patch": {"senders": [[0, 1]]}, "ablate": {"heads": [[1, 2]]},
           "gcg": {"length": 4, "swaps": 4, "top_k": 16, "steps": 2}, "continuous": {"length": 4, "steps": 2},
           "counterfactuals": {"threshold": 0.0, "max_queries": 48, "n": 1},   # log p never reaches 0: flagged, shown
           "surrogate": {"calibrate": True}, "student": {"layers": 1, "d_model": 16, "heads": 2, "steps": 4},
-          "steer": {"strengths": [0.0, 8.0], "prompts": ["Mary and John"], "max_new_tokens": 4}}
+          "steer": {"strengths": [0.0, 8.0], "prompts": ["Mary and John"], "max_new_tokens": 4},
+          "influences": {"train": [IOI, "Then John and Mary went home", "The cat sat on the mat"], "projection": 8}}
 # Methods that take another method's result: the saved result they are fed.
 SAVED_FOR = {"cot_faithfulness": "for-cot.json"}
 

@@ -50,6 +50,8 @@ OPTIONS = {
     "surrogate": {"calibrate": True},   # random tiny models lean to one verbalizer; calibration splits the classes
     "student": {"layers": 1, "d_model": 16, "heads": 2, "steps": 4},
     "steer": {"strengths": [0.0, 8.0], "prompts": ["Mary and John"], "max_new_tokens": 4},
+    "influences": {"train": ["Then John and Mary went home", f"{SCRIPT} The cat sat", "John gave a drink to Mary"],
+                   "projection": 8, "k": 2},
 }
 # Methods that take another method's result: the method whose result they are fed.
 RESULT_OF = {"cot_faithfulness": "chain_of_thought"}

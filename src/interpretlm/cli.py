@@ -4,7 +4,8 @@ Besides ``info``, ``methods`` and ``demo``, every registered verb is a command
 (``interpretlm attribute``, ``interpretlm patch``...) with the same shape:
 
 * its inputs, by what the method takes: ``PROMPT`` (or ``--prompts FILE``, one prompt a
-  line: a list, following the calling convention), ``CLEAN CORRUPTED`` (or ``--pairs FILE``
+  line: a list, following the calling convention; ``WORD PROMPT`` for a prompt method whose
+  ``cli_input`` turns the word into options, e.g. ``interpretlm influence train.jsonl "query"``), ``CLEAN CORRUPTED`` (or ``--pairs FILE``
   / ``--dataset NAME``), ``TASK`` (a built-in task or a ``.jsonl`` file), ``RESULT`` (a
   saved result), ``COMPONENT INDEX`` (a unit: ``blocks.12.mlp.neurons 417``, or ``all``);
 * the target: ``--target TOKEN``, ``--contrast TOKEN`` (with ``--target``: a logit
@@ -297,6 +298,11 @@ def _command(verb: str, group: list[Any]) -> click.Command:
             if progress is not None:
                 opts["progress"] = progress
             lm = _load(model, dtype, device)
+            if m.takes == "prompt" and m.cli_input and len(words) == 2:
+                # a prompt method with a ``cli_input`` takes a leading word it turns into options
+                # (``interpretlm influence train.jsonl "query"``: the training file)
+                opts = {**_resolve(m.cli_input)(words[0], lm), **opts}
+                words = words[1:]
             inputs, carried = _inputs(m, words, prompts, pairs, dataset, lm, n_examples)
             tgt = _target(target, contrast, continuation, label) or carried
             args = inputs + ([tgt] if tgt is not None and m.target != "none" else [])

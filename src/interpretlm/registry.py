@@ -190,7 +190,9 @@ def register(name: str, *, verb: str | None = None, family: str, takes: str, res
     default, ``target`` excepted); ``demo`` is a section function or its
     ``"module:function"`` path, imported only when the demo runs; ``cli_input`` is the
     ``"module:function"`` path of ``fn(word, lm) -> input`` that the command line uses to
-    build the input from a word (a built-in task or data set name, a file).
+    build the input from a word (a built-in task or data set name, a file); for a
+    ``takes="prompt"`` method it is ``fn(word, lm) -> {option: value}``, the options a leading
+    word before the prompt stands for (``interpretlm influence train.jsonl "query"``).
     """
     if takes not in TAKES:
         raise ValueError(f"takes must be one of {TAKES}; got {takes!r}")
