@@ -23,6 +23,7 @@ from __future__ import annotations
 from .engine import ExplanationError, ExplanationFlagWarning, PlainPromptWarning
 from .result import SelfExplanation, UnitExplanation
 from .unit import SCORERS, explain_unit
+from .words import explain_in_words
 
 __all__ = ["ExplanationError", "ExplanationFlagWarning", "PlainPromptWarning", "SCORERS", "SelfExplanation",
-           "UnitExplanation", "explain_unit"]
+           "UnitExplanation", "explain_in_words", "explain_unit"]

@@ -36,12 +36,12 @@ from .engine import HOLE, PrefixScorer, answer_ids, chat_text, encode, split_pro
 DETECTION_SHOTS = [
     ("names of colours", "She painted the old door red and the fence green.", "yes"),
     ("names of colours", "He walked slowly to the station in the morning.", "no"),
-    ("numbers written as digits", "The train leaves at 7 and arrives at 9.", "yes"),
+    ("words for animals", "The old dog chased a cat across the yard.", "yes"),
 ]
 FUZZING_SHOTS = [
     ("names of colours", "She painted the old door <<red>> and the fence <<green>>.", "yes"),
     ("names of colours", "She <<painted>> the old door red and the <<fence>> green.", "no"),
-    ("numbers written as digits", "The <<train>> leaves at 7 and arrives at 9.", "no"),
+    ("words for animals", "The old <<dog>> chased a <<cat>> across the yard.", "yes"),
 ]
 SIMULATION_SHOT = ("names of colours", ["The", " red", " car", " was", " green"], [0, 10, 0, 0, 9])
 
