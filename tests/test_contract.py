@@ -49,6 +49,8 @@ OPTIONS = {
     "continuous": {"length": 4, "steps": 2},
     "surrogate": {"calibrate": True},   # random tiny models lean to one verbalizer; calibration splits the classes
     "student": {"layers": 1, "d_model": 16, "heads": 2, "steps": 4},
+    "explain_unit": {"k": 3, "window": 4, "n_explain": 2, "n_windows": 2, "embedder": None, "max_new_tokens": 4},
+    "explain_in_words": {"samples": 3, "edits": 1, "max_new_tokens": 4},
 }
 # Methods that take another method's result: the method whose result they are fed.
 RESULT_OF = {"cot_faithfulness": "chain_of_thought"}
