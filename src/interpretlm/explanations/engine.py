@@ -54,8 +54,8 @@ def chat_text(lm: Any, turns: list[tuple[str, str]], *, system: str | None = Non
     lines (the caller warns with :class:`PlainPromptWarning`).
 
     Example:
-        >>> from interpretlm.testing import tiny_lm
-        >>> chat_text(tiny_lm("llama"), [("user", "Hi?")])
+        >>> from types import SimpleNamespace
+        >>> chat_text(SimpleNamespace(tokenizer=SimpleNamespace(chat_template=None)), [("user", "Hi?")])
         'User: Hi?\\nAssistant:'
     """
     if has_chat(lm):

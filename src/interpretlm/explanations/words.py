@@ -152,7 +152,8 @@ _CHECK = CheckSpec(
           summary="the model's own explanation of its prediction; cited words scored by ERASER against random words, "
                   "attribution, self-consistency, simulatability",
           check=_CHECK, demo="interpretlm.explanations.demo:words_section", demo_order=131)
-def explain_in_words(lm: Any, inputs: Any, target: Any, *, simulator: Any = None, reference: str = "lrp",
+def explain_in_words(lm: Any, inputs: Any, target: Any, *, explanation: str | None = None, simulator: Any = None,
+                     reference: str = "lrp",
                      samples: int = 20, edits: int = 4, max_new_tokens: int = 60, self_consistency: bool = True,
                      simulatability: bool = True, batch_size: int = 16, seed: int = 0) -> SelfExplanation:
     """Ask the model why it predicts ``target`` on ``inputs``, and score the answer's faithfulness.
@@ -162,6 +163,7 @@ def explain_in_words(lm: Any, inputs: Any, target: Any, *, simulator: Any = None
         inputs: the prompt (token ids are decoded to text: the explanation cites words).
         target: what is explained: an :class:`~interpretlm.targets.Label` (the predicted label when its
             ``label`` is None), or any target (self-consistency and simulatability then do not apply).
+        explanation: score this explanation (e.g. ``'"terrible"'``) instead of asking the model.
         simulator: the model guessing answers for simulatability (``None``: ``lm``; a model or a name).
         reference: the attribution method the cited words are compared with (``il.attribute``'s ``method``).
         samples: random word draws the cited words are compared with (ERASER).
@@ -227,7 +229,12 @@ def explain_in_words(lm: Any, inputs: Any, target: Any, *, simulator: Any = None
              f"You answered \"{answer}\". Which words of the text made you answer that? Quote the most important "
              "words in double quotes, then explain in one sentence.")
     result.asked = asked
-    if not can_generate(lm):
+    if explanation is not None:
+        if not str(explanation).strip():
+            raise InterpretLMError("explanation= is empty; give a text or leave it None to ask the model.")
+        result.text = str(explanation)
+        flags.append("given_explanation")
+    elif not can_generate(lm):
         flags.append("cannot_generate")
         result.warn(f"{lm.name} cannot generate text: it cannot explain itself in words.", ExplanationFlagWarning)
     else:
