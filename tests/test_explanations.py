@@ -182,3 +182,23 @@ def test_word_helpers():
     assert "cold" not in gone and "rude" not in gone and gone.endswith("\nSentiment:")
     only = delete_words(text, spans, set(cited), keep_only=True, frame_start=frame)
     assert only == "cold rude\nSentiment:"
+
+
+def test_eraser_citing_the_deciding_word_beats_a_random_word(default_lm):
+    """On a review whose sentiment one word decides, citing that word beats citing another word."""
+    prompt = "Review: the soup was terrible.\nSentiment:"
+    label = il.Label({"positive": [" positive"], "negative": [" negative"]})
+    right = _quiet(il.explain_in_words, default_lm, prompt, label, explanation='"terrible"', samples=20,
+                   self_consistency=False, simulatability=False, progress=False)
+    wrong = _quiet(il.explain_in_words, default_lm, prompt, label, explanation='"soup"', samples=20,
+                   self_consistency=False, simulatability=False, progress=False)
+    assert right.answer == "negative" and right.cited == ["terrible"] and wrong.cited == ["soup"]
+    s, w = right.scores, wrong.scores
+    # deleting "terrible" lowers p(negative) more than deleting a random word, by more than 2 standard errors
+    assert s["comprehensiveness_gain"] > 2 * s["comprehensiveness_gain_se"] > 0
+    assert s["comprehensiveness"] > w["comprehensiveness"]
+    # keeping only "terrible" keeps p(negative) better than keeping only "soup"
+    assert s["sufficiency"] < w["sufficiency"]
+    assert right.check.passed
+    # the attribution family's best ranker puts "terrible" above the other content words
+    assert s["rank_auc"] > 0.5
