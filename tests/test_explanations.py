@@ -31,6 +31,11 @@ def _token(lm, s: str) -> int:
 
 @pytest.fixture(scope="module")
 def planted():
+    return build_planted()
+
+
+def build_planted():
+    """The tiny Llama with neuron 5 of block 0 firing on digits only (and neuron 7 never)."""
     lm = tiny_lm("llama", seed=0)
     with torch.no_grad():
         emb = lm.model.get_input_embeddings().weight
