@@ -207,3 +207,27 @@ def test_eraser_citing_the_deciding_word_beats_a_random_word(default_lm):
     assert right.check.passed
     # the attribution family's best ranker puts "terrible" above the other content words
     assert s["rank_auc"] > 0.5
+
+
+def test_command_line(planted, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from interpretlm import cli
+
+    monkeypatch.setattr(il, "load", lambda name="smollm2-135m", **kw: planted)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(digit_corpus(40)))
+    out, js = tmp_path / "u.html", tmp_path / "u.json"
+    res = CliRunner().invoke(cli.app, ["explain", "unit", "blocks.0.mlp.neurons", str(NEURON), "--corpus", str(corpus),
+                                       "--k", "4", "--window", "8", "--n-explain", "2", "--n-windows", "2",
+                                       "--explanation", "digits", "--embedder", "None", "--scorers", "detection",
+                                       "--out", str(out), "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    r = il.Result.load(js)
+    assert r.method == "explain_unit" and r.text == "digits" and 0.0 <= r.scores["detection"] <= 1.0
+    page = out.read_text()
+    assert "Evidence the explainer read" in page and "detection: balanced accuracy" in page
+    res = CliRunner().invoke(cli.app, ["explain", "in-words", "the food was bad", "--label", "a= good",
+                                       "--label", "b= bad", "--explanation", '"bad"', "--samples", "3",
+                                       "--self-consistency", "False", "--simulatability", "False"])
+    assert res.exit_code == 0 and "cites 'bad'" in res.output, res.output

@@ -177,6 +177,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
     """
     if calibration not in ("median", "zero"):
         raise ExplanationError(f"calibration must be 'median' or 'zero'; got {calibration!r}.")
+    scorers = (scorers,) if isinstance(scorers, str) else tuple(scorers)
     bad = [s for s in scorers if s not in SCORERS]
     if bad:
         raise ExplanationError(f"Unknown scorer(s) {bad}; choose from {SCORERS}.")
