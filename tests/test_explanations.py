@@ -231,3 +231,14 @@ def test_command_line(planted, monkeypatch, tmp_path):
                                        "--label", "b= bad", "--explanation", '"bad"', "--samples", "3",
                                        "--self-consistency", "False", "--simulatability", "False"])
     assert res.exit_code == 0 and "cites 'bad'" in res.output, res.output
+
+
+def test_demo_sections(llama):
+    from interpretlm.demo import default_sections
+    from interpretlm.explanations.demo import section, words_section
+
+    assert section in default_sections() and words_section in default_sections()
+    sec = _quiet(section, llama, ["The cat sat on the mat."])
+    assert sec.title.startswith("Unit explanation in words") and sec.figures and sec.text
+    sec = _quiet(words_section, llama, [])
+    assert sec.title == "Self-explanation in words" and sec.text[0].startswith("answer ")

@@ -44,9 +44,12 @@ def words_section(lm: Any, prompts: list[str]) -> Any:
     from .words import explain_in_words
 
     prompt = "Review: the food was cold and the waiter rude.\nSentiment:"
+    words = [" positive", " negative"]
+    if any(len(lm.tokenizer(w, add_special_tokens=False)["input_ids"]) != 1 for w in words):
+        words = [" good", " bad"]   # a small vocabulary (the tiny test models)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = explain_in_words(lm, prompt, Label({"positive": [" positive"], "negative": [" negative"]}), samples=10,
+        r = explain_in_words(lm, prompt, Label({"positive": [words[0]], "negative": [words[1]]}), samples=10,
                              edits=2, max_new_tokens=40, progress=False)
     lines = [f"answer {r.answer!r}; the model says: {r.text!r}", r.summary()]
     if r.flags:

@@ -285,7 +285,12 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
                     result.warn(f"The explainer {expl_lm.name} has no chat template; it is asked with a plain "
                                 "'User: ... Assistant:' prompt.", PlainPromptWarning)
                     warned_plain = True
-            raw, _ = generate(expl_lm, chat_text(expl_lm, [("user", message)]), max_new_tokens=max_new_tokens)
+            try:
+                raw, _ = generate(expl_lm, chat_text(expl_lm, [("user", message)]), max_new_tokens=max_new_tokens)
+            except PromptTooLongError as exc:
+                rec["flags"].append("explainer_prompt_too_long")
+                result.warn(f"No explanation of {unit.name}: {exc}", ExplanationFlagWarning)
+                continue
             rec["raw"] = raw
             rec["text"] = clean_explanation(raw)
             if not rec["text"]:
