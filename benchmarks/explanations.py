@@ -109,17 +109,18 @@ def distribution(lm, per_layer: int, windows: int, max_windows: int) -> None:
     record("explanations", "units", len(rows))
 
 
-def ground_truth(lm, windows: int) -> None:
+def ground_truth(lm, windows: int, scorers: tuple[str, ...]) -> None:
     import test_explanations as T
 
     planted = T.build_planted()
     unit = il.Unit("blocks.0.mlp.neurons", T.NEURON)
     for rule in ["digits (numbers such as 3 or 7)", "names of people", "words about food"]:
         r = _run(planted, unit, corpus=T.digit_corpus(), k=windows + 5, window=16, n_explain=5, n_windows=windows,
-                 scorer=lm, explanation=rule)
+                 scorer=lm, explanation=rule, scorers=scorers)
         e = r.explained[0]
         s = r.scores
-        extra = {k: (e["scores"][k]["balanced_accuracy_raw"], e["scores"][k]["auroc"]) for k in ("detection", "fuzzing")}
+        extra = {k: (e["scores"][k]["balanced_accuracy_raw"], e["scores"][k]["auroc"]) if k in e["scores"]
+                 else (math.nan, math.nan) for k in ("detection", "fuzzing")}
         print(f"  {rule!r:36s} detection {s['detection']:.3f} (raw {extra['detection'][0]:.3f}, AUROC "
               f"{extra['detection'][1]:.3f}), fuzzing {s['fuzzing']:.3f} (raw {extra['fuzzing'][0]:.3f}, AUROC "
               f"{extra['fuzzing'][1]:.3f}), simulation {s['simulation']:+.3f}, embedding AUROC {s['embedding']:.3f}",
@@ -137,6 +138,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=20, help="activating windows scored (and as many others)")
     ap.add_argument("--max-windows", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--gt-scorers", default="detection,fuzzing,simulation,embedding",
+                    help="scorers of the ground-truth part (comma list)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -146,7 +149,7 @@ def main() -> None:
     if a.units:
         distribution(lm, a.units, a.windows, a.max_windows)
     if a.ground_truth:
-        ground_truth(lm, a.windows)
+        ground_truth(lm, a.windows, tuple(a.gt_scorers.split(",")))
 
 
 if __name__ == "__main__":

@@ -242,3 +242,16 @@ def test_demo_sections(llama):
     assert sec.title.startswith("Unit explanation in words") and sec.figures and sec.text
     sec = _quiet(words_section, llama, [])
     assert sec.title == "Self-explanation in words" and sec.text[0].startswith("answer ")
+
+
+@pytest.mark.slow
+def test_planted_unit_embedding_score_separates_the_true_rule(planted):
+    """The bundled encoder ranks the digit windows by similarity to the true rule, not to wrong ones."""
+    kw = dict(corpus=digit_corpus(), k=25, window=16, n_explain=5, n_windows=20, scorers=("embedding",),
+              progress=False)
+    unit = il.Unit("blocks.0.mlp.neurons", NEURON)
+    true = _quiet(il.explain_unit, planted, unit, explanation="digits (numbers such as 3 or 7)", **kw)
+    wrong = [_quiet(il.explain_unit, planted, unit, explanation=e, **kw).scores["embedding"]
+             for e in ("names of people", "words about food")]
+    assert true.scores["embedding"] >= 0.75 and max(wrong) <= 0.6, (true.scores, wrong)
+    assert true.models["embedder"] == "minilm-l6"
