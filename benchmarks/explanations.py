@@ -12,7 +12,10 @@ planted ground truth.
 3. **Ground truth** (``--ground-truth``): the planted digit neuron of ``tests/test_explanations.py``; the
    true rule and two wrong ones scored by the default model.
 
-Run:  PYTHONPATH=src python benchmarks/explanations.py [--cost] [--units 2] [--ground-truth] [--windows 20]
+With ``--planted`` the cost is measured on the planted digit neuron as the subject (mining is instant),
+the default model scoring.
+
+Run:  PYTHONPATH=src python benchmarks/explanations.py [--cost [--planted]] [--units 2] [--ground-truth] [--windows 20]
 """
 
 from __future__ import annotations
@@ -41,11 +44,18 @@ def _run(lm, unit, **kw):
         return il.explain_unit(lm, unit, progress=False, **kw)
 
 
-def cost(lm, windows: int, max_windows: int) -> None:
-    unit = il.Unit("blocks.12.mlp.neurons", 417)
+def cost(lm, windows: int, max_windows: int, planted: bool = False) -> None:
     t0 = time.perf_counter()
-    r = _run(lm, unit, corpus=il.corpus("builtin"), k=windows + 10, n_explain=10, n_windows=windows,
-             max_windows=max_windows)
+    if planted:   # the planted digit neuron as the subject (mining is instant), the default model scoring
+        import test_explanations as T
+
+        unit = il.Unit("blocks.0.mlp.neurons", T.NEURON)
+        r = _run(T.build_planted(), unit, corpus=T.digit_corpus(), k=windows + 5, window=16, n_explain=5,
+                 n_windows=windows, scorer=lm, explanation="digits (numbers such as 3 or 7)")
+    else:
+        unit = il.Unit("blocks.12.mlp.neurons", 417)
+        r = _run(lm, unit, corpus=il.corpus("builtin"), k=windows + 10, n_explain=10, n_windows=windows,
+                 max_windows=max_windows)
     total = time.perf_counter() - t0
     e = r.explained[0]
     n_act = sum(w["label"] for w in e["windows"])
@@ -133,6 +143,7 @@ def ground_truth(lm, windows: int, scorers: tuple[str, ...]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cost", action="store_true")
+    ap.add_argument("--planted", action="store_true", help="cost on the planted digit neuron (default model scoring)")
     ap.add_argument("--units", type=int, default=0, help="neurons per layer for the distribution (0: skip)")
     ap.add_argument("--ground-truth", action="store_true")
     ap.add_argument("--windows", type=int, default=20, help="activating windows scored (and as many others)")
@@ -145,7 +156,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     lm = il.load()
     if a.cost:
-        cost(lm, a.windows, a.max_windows)
+        cost(lm, a.windows, a.max_windows, a.planted)
     if a.units:
         distribution(lm, a.units, a.windows, a.max_windows)
     if a.ground_truth:

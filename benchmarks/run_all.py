@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[list[str], Path | None]] = {
     "estimators": (["patching.py", "--estimators", "--n", "10"], None),
     "app_latency": (["app_latency.py"], None),
     "reasoning": (["reasoning.py"], None),
+    "explanations": (["explanations.py", "--cost", "--planted", "--ground-truth", "--units", "2"], None),
 }
 
 
