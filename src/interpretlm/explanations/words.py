@@ -264,9 +264,13 @@ def explain_in_words(lm: Any, inputs: Any, target: Any, *, explanation: str | No
         result.warn("The explanation cites no word of the prompt: nothing to score by erasure.", ExplanationFlagWarning)
     # ---- ERASER against random words
     if cited:
-        pool = [i for i in removable if i not in set(cited) and words[i].lower() not in STOP] or \
-               [i for i in removable if i not in set(cited)]
         n = len(cited)
+        # as many random words: content words first; stop words, then cited ones join a pool too small to draw from
+        pool = [i for i in removable if i not in set(cited) and words[i].lower() not in STOP]
+        if len(pool) < n:
+            pool = [i for i in removable if i not in set(cited)]
+        if len(pool) < n:
+            pool = list(removable)
         draws = [sorted(rng.choice(pool, size=min(n, len(pool)), replace=False).tolist()) for _ in range(samples)] \
             if pool else []
         texts = [prompt, delete_words(prompt, spans, set(cited), frame_start=frame_start),
