@@ -71,6 +71,7 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False) -> None:
         record("explanations", f"cost_{name}_seconds", d["seconds"])
         if "forward_passes" in d:
             record("explanations", f"cost_{name}_passes", d["forward_passes"])
+            record("explanations", f"cost_{name}_tokens", d["tokens_run"])
     if "simulation" in rows:
         for name in ("detection", "fuzzing"):
             if name in rows:
