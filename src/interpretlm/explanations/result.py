@@ -133,7 +133,8 @@ class SelfExplanation(Result):
     """A model's explanation in words of its own prediction, and how faithful it is (``il.explain_in_words``).
 
     Attributes:
-        prompt: the explained text; answer: what the model predicts (a label or a token).
+        prompt: the explained text; answer: what the model predicts (a label or a token); value: the
+            explained target's value on the prompt (a label's log-probability).
         text: the model's explanation (``""`` when it could not write one); asked: the question it read.
         cited: the words of the prompt it says mattered (in prompt order); cited_index: their word indices.
         cited_tokens: the token positions of the cited words (into ``tokens``).
@@ -152,6 +153,7 @@ class SelfExplanation(Result):
 
     prompt: str = ""
     answer: str = ""
+    value: float = 0.0
     text: str = ""
     asked: str = ""
     cited: list[str] = field(default_factory=list)

@@ -221,7 +221,9 @@ def explain_in_words(lm: Any, inputs: Any, target: Any, *, explanation: str | No
     removable = [i for i, (s, e) in enumerate(spans) if frame_start is None or e <= frame_start]
     batch = lm.tokenize(prompt)
     offsets = batch.offsets[0]
-    result = SelfExplanation(prompt=prompt, answer=str(answer), words=words, tokens=batch.tokens[0],
+    # the prediction's own value: never a "does not apply" NaN, so a broken model shows here
+    f0 = float(lm.score(prompt, explained, batch_size=batch_size).detach()[0])
+    result = SelfExplanation(prompt=prompt, answer=str(answer), value=f0, words=words, tokens=batch.tokens[0],
                              models={"subject": lm.name, "reference": reference})
     scores: dict[str, float] = {}
     # ---- the model's explanation
