@@ -43,6 +43,7 @@ BENCHMARKS: dict[str, tuple[list[str], Path | None]] = {
     "features": (["features.py", "--tokens", "100000", "--threads", "1"], None),
     "influence": (["influence.py"], None),
     "influence_default": (["influence.py", "--workload", "default-model"], None),
+    "explanations": (["explanations.py", "--cost", "--planted", "--ground-truth", "--units", "2"], None),
 }
 
 

@@ -279,7 +279,10 @@ NEEDED = {"path_patch": {"senders": [[0, 1]]}, "ablate": {"heads": [[1, 2]]},
           "counterfactuals": {"threshold": 0.0, "max_queries": 48, "n": 1},   # log p never reaches 0: flagged, shown
           "surrogate": {"calibrate": True}, "student": {"layers": 1, "d_model": 16, "heads": 2, "steps": 4},
           "steer": {"strengths": [0.0, 8.0], "prompts": ["Mary and John"], "max_new_tokens": 4},
-          "influences": {"train": [IOI, "Then John and Mary went home", "The cat sat on the mat"], "projection": 8}}
+          "influences": {"train": [IOI, "Then John and Mary went home", "The cat sat on the mat"], "projection": 8},
+          "explain_unit": {"corpus": [IOI, "Then John and Mary went home"] * 3, "k": 3, "window": 4, "n_explain": 2,
+                           "n_windows": 2, "embedder": None, "max_new_tokens": 4},
+          "explain_in_words": {"samples": 3, "edits": 1, "max_new_tokens": 4}}
 # Methods that take another method's result: the saved result they are fed.
 SAVED_FOR = {"cot_faithfulness": "for-cot.json"}
 

@@ -52,6 +52,8 @@ OPTIONS = {
     "steer": {"strengths": [0.0, 8.0], "prompts": ["Mary and John"], "max_new_tokens": 4},
     "influences": {"train": ["Then John and Mary went home", f"{SCRIPT} The cat sat", "John gave a drink to Mary"],
                    "projection": 8, "k": 2},
+    "explain_unit": {"k": 3, "window": 4, "n_explain": 2, "n_windows": 2, "embedder": None, "max_new_tokens": 4},
+    "explain_in_words": {"samples": 3, "edits": 1, "max_new_tokens": 4},
 }
 # Methods that take another method's result: the method whose result they are fed.
 RESULT_OF = {"cot_faithfulness": "chain_of_thought"}

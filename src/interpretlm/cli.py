@@ -376,6 +376,23 @@ def _add_generated() -> None:
             if verb.endswith("s") and verb[:-1] not in app.commands:
                 app.add_command(click.Command(verb[:-1], params=cmd.params, callback=cmd.callback, help=cmd.help,
                                               short_help=cmd.short_help, hidden=True))
+    # verbs sharing a first word (``explain_unit``, ``explain_in_words``) are also the subcommands of a group
+    # of that word (``interpretlm explain unit ...``, ``interpretlm explain in-words ...``)
+    heads: dict[str, list[str]] = {}
+    for verb in by_verb:
+        head, _, rest = verb.partition("_")
+        if rest:
+            heads.setdefault(head, []).append(verb)
+    for head, verbs_ in heads.items():
+        if len(verbs_) < 2 or head in app.commands:
+            continue
+        group = click.Group(head, help=f"{head}: " + ", ".join(verbs_) + " (the same commands, grouped).")
+        for verb in verbs_:
+            cmd = app.commands[verb]
+            sub = verb.partition("_")[2].replace("_", "-")
+            group.add_command(click.Command(sub, params=cmd.params, callback=cmd.callback, help=cmd.help,
+                                            short_help=cmd.short_help))
+        app.add_command(group)
 
 
 _add_generated()

@@ -1,0 +1,257 @@
+"""Natural-language explanations against planted ground truth, exact references and bad input.
+
+The planted model is a tiny Llama whose block-0 MLP neuron 5 is built by hand (as in
+test_maximization.py): through dimension 0 of the embeddings its gate and up projections read the
+digit tokens 0-9 only (``silu(x)·x`` with x = 1 after the norm's scaling on digits, 0 elsewhere), and
+the attention writes nothing into that dimension, so the neuron fires on digits and nowhere else.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import interpretlm as il
+from interpretlm.explanations import scorers as S
+from interpretlm.explanations.engine import PrefixScorer, chat_text, encode
+from interpretlm.explanations.words import cited_words, delete_words, prompt_words
+from interpretlm.testing import CORPUS, tiny_lm
+
+NEURON, DEAD = 5, 7
+
+
+def _token(lm, s: str) -> int:
+    ids = lm.tokenizer(s, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 1, (s, ids)
+    return ids[0]
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return build_planted()
+
+
+def build_planted():
+    """The tiny Llama with neuron 5 of block 0 firing on digits only (and neuron 7 never)."""
+    lm = tiny_lm("llama", seed=0)
+    with torch.no_grad():
+        emb = lm.model.get_input_embeddings().weight
+        emb[:, :2] = 0.0
+        for d in range(10):
+            emb[_token(lm, str(d)), 0] = 1.0
+        block = lm.model.model.layers[0]
+        block.self_attn.o_proj.weight[:2] = 0.0     # attention writes nothing into dims 0, 1
+        block.post_attention_layernorm.weight.fill_(1.0)
+        mlp = block.mlp
+        for w in (mlp.gate_proj.weight, mlp.up_proj.weight):
+            w[NEURON] = 0.0
+            w[DEAD] = 0.0                           # gate = up = 0: never fires
+        mlp.gate_proj.weight[NEURON, 0] = 1.0
+        mlp.up_proj.weight[NEURON, 0] = 1.0
+    return lm
+
+
+def digit_corpus(n: int = 120, seed: int = 0) -> list[str]:
+    """The tiny corpus with a digit inserted in every other text."""
+    g = torch.Generator().manual_seed(seed)
+    texts = []
+    for i in range(n):
+        words = CORPUS[i % len(CORPUS)].split(" ")
+        if i % 2 == 0:
+            at = int(torch.randint(len(words), (1,), generator=g))
+            words.insert(at, str(int(torch.randint(10, (1,), generator=g))))
+        texts.append(" ".join(words))
+    return texts
+
+
+def _quiet(fn, *a, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*a, **kw)
+
+
+def test_balanced_accuracy_and_auroc_against_hand_counts():
+    scores = np.array([2.0, 0.5, 1.0, -1.0, 0.7, -3.0])
+    labels = np.array([1, 1, 1, 0, 0, 0], bool)
+    # the 3 lowest are called negative: positive 0.5 is missed, negative 0.7 called positive
+    acc, thr = S.balanced_accuracy(scores, labels)
+    assert thr == pytest.approx(0.6) and acc == pytest.approx(2 / 3)
+    assert S.balanced_accuracy(scores, labels, "zero")[0] == pytest.approx((1.0 + 2 / 3) / 2)
+    # AUROC: 8 of the 9 (positive, negative) pairs are ordered right
+    assert S.auroc(scores, labels) == pytest.approx(8 / 9)
+    # unbalanced classes: the threshold splits at the negatives' share
+    acc, _ = S.balanced_accuracy(np.array([5.0, 1.0, 2.0, 3.0]), np.array([1, 0, 0, 0], bool))
+    assert acc == 1.0
+
+
+def test_prefix_cache_rows_equal_plain_passes(planted):
+    lm = planted
+    prefix = encode(lm, chat_text(lm, [("user", "the cat sat on the mat")]))
+    ps = PrefixScorer(lm, prefix, batch_size=2)
+    rows = [encode(lm, t) for t in ["a b", "the dog ran off today", "7", "John gave a drink"]]
+    got = ps.next_logprobs(rows)
+    for i, r in enumerate(rows):
+        torch.testing.assert_close(got[i], ps.full_pass(r), rtol=1e-4, atol=1e-4)
+    assert ps.forward_calls == 1 + 2          # the prefix once, then two batches of two rows
+
+
+def test_simulation_reads_the_number_distribution(planted):
+    lm = planted
+    vals, ids = S.number_ids(lm)
+    assert vals and len(vals) == len(ids)
+    out = S.simulation(lm, "digits", [["a", " 5"], [" the", " cat"]], [[0.0, 10.0], [0.0, 0.0]], batch_size=4)
+    sims = out["simulated"]
+    assert [len(s) for s in sims] == [2, 2]
+    assert all(min(vals) - 1e-5 <= x <= max(vals) + 1e-5 for s in sims for x in s)
+    assert out["forward_passes"] == 2         # the prefix, then both windows in one batch
+
+
+def test_planted_unit_windows_and_evidence(planted):
+    r = _quiet(il.explain_unit, planted, il.Unit("blocks.0.mlp.neurons", NEURON), corpus=digit_corpus(), k=12,
+               window=16, n_explain=4, n_windows=8, explanation="digits", scorers=("detection",), embedder=None,
+               progress=False)
+    e = r.explained[0]
+    digits = {str(d) for d in range(10)}
+    # the explainer's evidence marks exactly the digit tokens
+    for w in e["evidence"]:
+        fired = {t.strip() for t, v in zip(w["tokens"], w["values"]) if v > e["threshold"]}
+        assert fired and fired <= digits
+    acts = [w for w in e["windows"] if w["label"]]
+    negs = [w for w in e["windows"] if not w["label"]]
+    assert acts and negs and len(acts) >= len(negs)
+    assert all(any(t.strip() in digits for t in w["tokens"]) for w in acts)
+    assert not any(t.strip() in digits for w in negs for t in w["tokens"])
+    assert r.models["scorer"] == planted.name and r.check.passed
+
+
+def test_never_firing_unit_is_flagged_not_a_crash(planted):
+    r = _quiet(il.explain_unit, planted, il.Unit("blocks.0.mlp.neurons", DEAD), corpus=digit_corpus(40), k=4,
+               window=8, embedder=None, progress=False)
+    assert r.text == "" and r.flags == ["never_fires"] and r.explained[0]["scores"] == {}
+    assert "never fires" in r.summary() or "never_fires" in r.summary()
+
+
+def test_explainer_without_chat_template_is_told(planted):
+    import copy
+
+    plain = copy.copy(planted)
+    plain.tokenizer = copy.copy(planted.tokenizer)
+    plain.tokenizer.chat_template = None
+    with pytest.warns(il.explanations.PlainPromptWarning):
+        r = il.explain_unit(planted, il.Unit("blocks.0.mlp.neurons", NEURON), explainer=plain, corpus=digit_corpus(40), k=4,
+                            window=8, n_explain=2, n_windows=2, scorers=("detection",), embedder=None,
+                            max_new_tokens=6, progress=False)
+    assert "plain_prompt" in r.flags and r.models["explainer_chat"] is False
+
+
+def test_encoder_explainer_is_flagged():
+    bert = tiny_lm("bert", seed=0)
+    r = _quiet(il.explain_unit, bert, il.Unit("blocks.1.mlp.neurons", 0), corpus=CORPUS * 3, k=3, window=4,
+               embedder=None, progress=False)
+    assert "cannot_generate" in r.flags and r.text == ""
+
+
+def test_no_cited_words_is_flagged(planted):
+    r = _quiet(il.explain_in_words, planted, "the food was bad", il.Label({"a": " good", "b": " bad"}),
+               explanation="Because of the general mood.", self_consistency=False, simulatability=False,
+               progress=False)
+    assert r.cited == [] and "no_cited_words" in r.flags and np.isnan(r.scores["comprehensiveness"])
+    assert r.check.value is None
+
+
+def test_bad_options_raise():
+    lm = tiny_lm("llama")
+    u = il.Unit("blocks.0.mlp.neurons", 1)
+    for bad in ({"calibration": "mean"}, {"scorers": ("detect",)}, {"act_fraction": 1.5}, {"explanation": " "},
+                {"n_windows": 0}):
+        with pytest.raises(il.InterpretLMError):
+            il.explain_unit(lm, u, corpus=CORPUS * 3, k=3, window=4, **bad)
+    with pytest.raises(il.InterpretLMError):
+        il.explain_in_words(lm, "", il.Label({"a": " good", "b": " bad"}))
+
+
+def test_word_helpers():
+    text = "Review: the food was cold and the waiter rude.\nSentiment:"
+    ws = prompt_words(text)
+    words = [w for w, _, _ in ws]
+    spans = [(s, e) for _, s, e in ws]
+    frame = text.rfind("\n") + 1
+    removable = [i for i, (s, e) in enumerate(spans) if e <= frame]
+    cited, quoted = cited_words('I said negative because of "cold" and "rude".', words, removable)
+    assert quoted and [words[i] for i in cited] == ["cold", "rude"]
+    assert "Sentiment" not in [words[i] for i in cited_words("Sentiment matters", words, removable)[0]]
+    gone = delete_words(text, spans, set(cited), frame_start=frame)
+    assert "cold" not in gone and "rude" not in gone and gone.endswith("\nSentiment:")
+    only = delete_words(text, spans, set(cited), keep_only=True, frame_start=frame)
+    assert only == "cold rude\nSentiment:"
+
+
+def test_eraser_citing_the_deciding_word_beats_a_random_word(default_lm):
+    """On a review whose sentiment one word decides, citing that word beats citing another word."""
+    prompt = "Review: the soup was terrible.\nSentiment:"
+    label = il.Label({"positive": [" positive"], "negative": [" negative"]})
+    right = _quiet(il.explain_in_words, default_lm, prompt, label, explanation='"terrible"', samples=20,
+                   self_consistency=False, simulatability=False, progress=False)
+    wrong = _quiet(il.explain_in_words, default_lm, prompt, label, explanation='"soup"', samples=20,
+                   self_consistency=False, simulatability=False, progress=False)
+    assert right.answer == "negative" and right.cited == ["terrible"] and wrong.cited == ["soup"]
+    s, w = right.scores, wrong.scores
+    # deleting "terrible" lowers p(negative) more than deleting a random word, by more than 2 standard errors
+    assert s["comprehensiveness_gain"] > 2 * s["comprehensiveness_gain_se"] > 0
+    assert s["comprehensiveness"] > w["comprehensiveness"]
+    # keeping only "terrible" keeps p(negative) better than keeping only "soup"
+    assert s["sufficiency"] < w["sufficiency"]
+    assert right.check.passed
+    # the attribution family's best ranker puts "terrible" above the other content words
+    assert s["rank_auc"] > 0.5
+
+
+def test_command_line(planted, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from interpretlm import cli
+
+    monkeypatch.setattr(il, "load", lambda name="smollm2-135m", **kw: planted)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(digit_corpus(40)))
+    out, js = tmp_path / "u.html", tmp_path / "u.json"
+    res = CliRunner().invoke(cli.app, ["explain", "unit", "blocks.0.mlp.neurons", str(NEURON), "--corpus", str(corpus),
+                                       "--k", "4", "--window", "8", "--n-explain", "2", "--n-windows", "2",
+                                       "--explanation", "digits", "--embedder", "None", "--scorers", "detection",
+                                       "--out", str(out), "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    r = il.Result.load(js)
+    assert r.method == "explain_unit" and r.text == "digits" and 0.0 <= r.scores["detection"] <= 1.0
+    page = out.read_text()
+    assert "Evidence the explainer read" in page and "detection: balanced accuracy" in page
+    res = CliRunner().invoke(cli.app, ["explain", "in-words", "the food was bad", "--label", "a= good",
+                                       "--label", "b= bad", "--explanation", '"bad"', "--samples", "3",
+                                       "--self-consistency", "False", "--simulatability", "False"])
+    assert res.exit_code == 0 and "cites 'bad'" in res.output, res.output
+
+
+def test_demo_sections(llama):
+    from interpretlm.demo import default_sections
+    from interpretlm.explanations.demo import section, words_section
+
+    assert section in default_sections() and words_section in default_sections()
+    sec = _quiet(section, llama, ["The cat sat on the mat."])
+    assert sec.title.startswith("Unit explanation in words") and sec.figures and sec.text
+    sec = _quiet(words_section, llama, [])
+    assert sec.title == "Self-explanation in words" and sec.text[0].startswith("answer ")
+
+
+@pytest.mark.slow
+def test_planted_unit_embedding_score_separates_the_true_rule(planted):
+    """The bundled encoder ranks the digit windows by similarity to the true rule, not to wrong ones."""
+    kw = dict(corpus=digit_corpus(), k=25, window=16, n_explain=5, n_windows=20, scorers=("embedding",),
+              progress=False)
+    unit = il.Unit("blocks.0.mlp.neurons", NEURON)
+    true = _quiet(il.explain_unit, planted, unit, explanation="digits (numbers such as 3 or 7)", **kw)
+    wrong = [_quiet(il.explain_unit, planted, unit, explanation=e, **kw).scores["embedding"]
+             for e in ("names of people", "words about food")]
+    assert true.scores["embedding"] >= 0.75 and max(wrong) <= 0.6, (true.scores, wrong)
+    assert true.models["embedder"] == "minilm-l6"
