@@ -11,18 +11,14 @@ def section(lm: Any, prompts: list[str]) -> Any:
     """A neuron of the model explained from 160 windows of the built-in corpus and scored by detection and
     fuzzing on 8 + 8 windows (simulation and the encoder are left to ``interpretlm explain unit``)."""
     from ..demo import Section
-    from ..maximization.corpus import CorpusError, corpus as make_corpus
+    from ..maximization.corpus import builtin_or
     from ..units import Unit
     from .unit import explain_unit
 
     layer = min(12, lm.n_layers - 1)
     unit = Unit(f"blocks.{layer}.mlp.neurons", 417 % lm.d_mlp)
-    lines = []
-    try:
-        corpus: Any = make_corpus("builtin")
-    except CorpusError as exc:
-        corpus = [p for p in prompts if p.strip()] * 8
-        lines.append(f"(built-in corpus missing: {exc}; the demo prompts stand in)")
+    corpus, note = builtin_or(prompts, 8)
+    lines = [note] if note else []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = explain_unit(lm, unit, corpus=corpus, k=12, window=24, n_explain=6, n_windows=8, max_windows=160,

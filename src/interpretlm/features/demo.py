@@ -21,18 +21,14 @@ def section(lm: Any, prompts: list[str]) -> Any:
     top windows and a steering sweep of that feature."""
     from ..demo import Section
     from ..maximization import maximize
-    from ..maximization.corpus import CorpusError, corpus as make_corpus
+    from ..maximization.corpus import builtin_or
     from ..units import Unit
     from .steering import steer
     from .train import train
 
     layer = min(9, lm.n_layers // 2)
-    lines = []
-    try:
-        corpus: Any = make_corpus("builtin")
-    except CorpusError as exc:
-        corpus = [p for p in prompts if p.strip()] * 40
-        lines.append(f"(built-in corpus missing: {exc}; training on the demo prompts instead)")
+    corpus, note = builtin_or(prompts, 40)
+    lines = [note] if note else []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sae = train(lm, f"blocks.{layer}.resid_post", corpus=corpus, n_features=DEMO_FEATURES, k=DEMO_K,

@@ -254,6 +254,21 @@ def corpus(source: "str | os.PathLike | Sequence[str] | Corpus" = "builtin", *, 
 
 
 # -------------------------------------------------------------------- readers
+def builtin_or(prompts: Sequence[str], repeat: int) -> tuple["Corpus | list[str]", str | None]:
+    """The built-in corpus, or (when it is not installed) the non-empty ``prompts`` repeated
+    ``repeat`` times, with a line saying so; for demo sections that must run anywhere.
+
+    Example:
+        >>> c, note = builtin_or(["a b"], 2)
+        >>> note is None or c == ["a b", "a b"]
+        True
+    """
+    try:
+        return corpus("builtin"), None
+    except CorpusError as exc:
+        return [p for p in prompts if p.strip()] * repeat, f"(built-in corpus missing: {exc}; the demo prompts stand in)"
+
+
 def _kjv_chapters() -> Iterator[str]:
     """The KJV, one chapter per document, one verse a line, streamed from ``bible -f`` (references removed)."""
     proc = subprocess.Popen(["bible", "-f", "gen1:1-rev22:21"], stdout=subprocess.PIPE, text=True,

@@ -16,16 +16,12 @@ def section(lm: Any, prompts: list[str]) -> Any:
     from ..demo import Section
     from ..units import Unit
     from . import maximize
-    from .corpus import CorpusError, corpus as make_corpus
+    from .corpus import builtin_or
 
     layer = min(12, lm.n_layers - 1)
     unit = Unit(f"blocks.{layer}.mlp.neurons", 417 % lm.d_mlp)
-    lines = []
-    try:
-        corpus: Any = make_corpus("builtin")
-    except CorpusError as exc:
-        corpus = [p for p in prompts if p.strip()] * 8
-        lines.append(f"(built-in corpus missing: {exc}; mining the demo prompts instead)")
+    corpus, note = builtin_or(prompts, 8)
+    lines = [note] if note else []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         top = maximize(lm, unit, corpus=corpus, k=8, window=32, max_windows=120, detail=1, progress=False)
