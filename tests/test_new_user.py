@@ -134,7 +134,8 @@ def test_every_method_fails_its_check_and_says_where_on_nan(llama, name):
     m = il.method(name)
     opts = {"kernel_shap": {"n_samples": 32}, "lime": {"n_samples": 32}, "integrated_gradients": {"max_evals": 64},
             "compare": {"methods": ["saliency", "occlusion"], "with_faithfulness": False},
-            "ablate": {"heads": [(0, 0)]}, "probe": {"layers": [0, 1], "mdl": False}}.get(name, {})
+            "ablate": {"heads": [(0, 0)]}, "probe": {"layers": [0, 1], "mdl": False},
+            "influences": {"train": [CORRUPT, "The cat sat on the mat"], "projection": 8, "k": 1}}.get(name, {})
     if name == "faithfulness":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

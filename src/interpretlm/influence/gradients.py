@@ -202,7 +202,13 @@ def run_pass(lm: Any, modules: Sequence[tuple[str, nn.Module]], projector: Proje
             if missing:
                 raise UnknownModuleError(f"{missing[0]!r} did not run in the forward pass; pick modules the model uses.")
             outs = [captured[n][1] for n in names]
-            gs = torch.autograd.grad(losses.sum(), outs, allow_unused=True)
+            # an intervention can cut a layer out of the graph (its output replaced by a constant): no gradient
+            live = [i for i, o in enumerate(outs) if o.requires_grad]
+            got = (torch.autograd.grad(losses.sum(), [outs[i] for i in live], allow_unused=True)
+                   if live and losses.requires_grad else [None] * len(live))
+            gs: list[torch.Tensor | None] = [None] * len(outs)
+            for i, g in zip(live, got):
+                gs[i] = g
     finally:
         for h in handles:
             h.remove()

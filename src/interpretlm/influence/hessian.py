@@ -25,8 +25,15 @@ def eigenbasis(a_sum: torch.Tensor, g_sum: torch.Tensor, tokens: float, n: int
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(Q_A [k_in, k_in], λ_A [k_in], Q_S [k_out, k_out], λ_S [k_out])`` of the covariances
     ``A = a_sum / tokens`` and ``S = g_sum / n`` (float64, eigenvalues clipped at 0)."""
-    lam_a, q_a = torch.linalg.eigh(a_sum.double() / max(tokens, 1.0))
-    lam_s, q_s = torch.linalg.eigh(g_sum.double() / max(n, 1))
+    A, S = a_sum.double() / max(tokens, 1.0), g_sum.double() / max(n, 1)
+    if not (torch.isfinite(A).all() and torch.isfinite(S).all()):
+        # NaN/inf activations (an intervention, an overflow): let NaN reach the scores, where the
+        # result's check fails and names the field, instead of eigh failing to converge
+        nan = float("nan")
+        return (torch.full_like(A, nan), torch.full(A.shape[:1], nan, dtype=A.dtype),
+                torch.full_like(S, nan), torch.full(S.shape[:1], nan, dtype=S.dtype))
+    lam_a, q_a = torch.linalg.eigh(A)
+    lam_s, q_s = torch.linalg.eigh(S)
     return q_a, lam_a.clamp_min(0), q_s, lam_s.clamp_min(0)
 
 
