@@ -583,6 +583,10 @@ def create_app(models: dict[str, Any], data_dir: str | Path, limits: Limits | No
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Seconds an idle keep-alive connection stays open. uvicorn's default of 5 s races with clients that
+# reuse a pooled connection just as the server closes it (the request then fails with a reset);
+# 75 s is nginx's default, longer than a page's pauses between requests.
+KEEP_ALIVE_S = 75
 
 
 def serve(model: str | list[str] | None = None, data_dir: str | Path = "interpretlm-runs", host: str = "127.0.0.1",
@@ -604,4 +608,4 @@ def serve(model: str | list[str] | None = None, data_dir: str | Path = "interpre
     app = create_app({n: n for n in names}, data_dir, limits)
     print(f"interpretlm app on http://{host}:{port} (models: {', '.join(names)}; results in {Path(data_dir).resolve()})",
           flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_S)
