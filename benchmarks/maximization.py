@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 import interpretlm as il
-from interpretlm.maximization.mining import MiningState, fetch_windows
+from interpretlm.maximization.mining import MiningState
+from interpretlm.unit_reads import fetch_windows
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402  (figures for run_all.py / results.json)

@@ -28,7 +28,7 @@ IOI = "When Mary and John went to the store, John gave a drink to"
 SERVER = """
 import sys, uvicorn
 from interpretlm.app import Limits, create_app
-from interpretlm.app.server import KEEP_ALIVE_S
+from interpretlm.app.serving import KEEP_ALIVE_S
 from interpretlm.testing import tiny_lm
 app = create_app({"tiny": tiny_lm("llama")}, sys.argv[1], Limits(max_queued=8))
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", timeout_keep_alive=KEEP_ALIVE_S)

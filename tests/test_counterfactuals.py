@@ -315,13 +315,13 @@ def test_fluency_keeps_words_of_their_kind_and_ranks_by_perplexity(llama):
 
 
 def test_a_masked_lm_proposes_its_fill_ins(llama):
-    from interpretlm.counterfactual.search import _mlm_candidates, _word_like
+    from interpretlm.counterfactual.candidates import mlm_candidates, word_like
 
     bert = tiny_lm("bert", seed=0)
     prompt = "the cat sat on the mat"
     w = split(prompt)
-    got = _mlm_candidates(bert, w, [1, 2], 3, True)
-    words, good = _word_like(bert.tokenizer, bert.vocab_size, False)
+    got = mlm_candidates(bert, w, [1, 2], 3, True)
+    words, good = word_like(bert.tokenizer, bert.vocab_size, False)
     for i in (1, 2):  # by hand: mask the word, read the logits at the mask, keep whole words
         masked = " ".join("[MASK]" if j == i else x for j, x in enumerate(w.words))
         o = bert.forward(masked)

@@ -23,7 +23,8 @@ import torch
 
 import interpretlm as il
 from interpretlm.influence.gradients import lm_loss_rows
-from interpretlm.influence.validate import spearman, train_lm
+from interpretlm.influence.validate import train_lm
+from interpretlm.stats import spearman
 from interpretlm.testing import tiny_lm
 
 index_module = importlib.import_module("interpretlm.influence.index")

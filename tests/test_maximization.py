@@ -20,7 +20,7 @@ import torch
 import interpretlm as il
 from interpretlm.maximization import MiningError
 from interpretlm.maximization.corpus import CorpusError
-from interpretlm.maximization.mining import fetch_windows, window_values
+from interpretlm.unit_reads import fetch_windows, window_values
 from interpretlm.testing import CORPUS, tiny_lm
 from interpretlm.units import bind_units
 

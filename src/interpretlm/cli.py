@@ -107,7 +107,7 @@ def demo(model: str | None, out: Path) -> None:
 def serve(models: tuple[str, ...], data_dir: Path, host: str, port: int, allow_remote: bool) -> None:
     """The local web app: every method in one page at http://127.0.0.1:8000."""
     try:
-        from .app.server import serve as run_server
+        from .app.serving import serve as run_server
     except ImportError as exc:
         _fail(InterpretLMError(f"the app needs its extra: pip install 'interpretlm[app]' ({exc})"))
         return

@@ -14,6 +14,9 @@ __all__ = ["Limits", "create_app", "serve"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "serve":
+        from .serving import serve
+        return serve
     if name in __all__:
         from . import server
         return getattr(server, name)

@@ -17,26 +17,12 @@ import numpy as np
 from ..progress import track
 from ..registry import call
 from ..results import Result
+from ..stats import spearman
 from ..targets import Label, NextToken
 from ..viz.figures import Figure, Table, TokenShading
 from .errors import DistillationError
 from .features import words
 from .teacher import fill
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN when either side is constant.
-
-    Example:
-        >>> round(spearman([1, 2, 3, 4], [10, 20, 30, 25]), 6)
-        0.8
-    """
-    from scipy.stats import spearmanr
-
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:  # scipy would warn and give NaN
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
 
 
 @dataclass(kw_only=True)

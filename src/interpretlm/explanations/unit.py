@@ -190,7 +190,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
             raise ExplanationError(f"{name} must be a positive int; got {v!r}.")
     from ..maximization import maximize
     from ..maximization.corpus import corpus as as_corpus
-    from ..maximization.mining import fetch_windows, window_values
+    from ..unit_reads import fetch_windows, window_values
 
     t_start = time.perf_counter()
     bound = bind_units(lm, units)

@@ -17,7 +17,8 @@ Example:
 from __future__ import annotations
 
 from .baselines import ConceptComparison, compare_to_baselines, concept_words
-from .dictionary import Dictionary, canonical_component, component_width, load
+from .dictionary import Dictionary, canonical_component, component_width
+from .formats import load
 from .graph import AttributionGraph, attribution_graph
 from .errors import DictionaryFormatError, DictionaryMismatchError, FeatureError, FeatureIndexError
 from .metrics import evaluate

@@ -149,7 +149,7 @@ def unit_from_text(text: str, lm: Any = None) -> Unit:
     from pathlib import Path
 
     from ..units import parse_unit
-    from .dictionary import load
+    from .formats import load
 
     words = str(text).split()
     if len(words) == 2 and words[1].isdigit() and (Path(words[0]) / "cfg.json").exists():
@@ -240,7 +240,7 @@ def concept_tokens(lm: Any, unit: Unit, n: int = 10) -> list[str]:
         >>> len(concept_tokens(tiny_lm("llama"), Unit("blocks.1.resid_post", 0), 5))
         5
     """
-    from ..maximization.mining import logit_effects, output_direction
+    from ..unit_reads import logit_effects, output_direction
 
     direction = output_direction(lm, unit)
     eff = logit_effects(lm, direction) if direction is not None else None

@@ -51,61 +51,15 @@ import torch
 from ..errors import ContextLengthError
 from ..progress import bar, track
 from ..targets import as_target
-from .errors import EmptyTrainingSetError, FingerprintMismatchError, InfluenceError, QueryTooLongError
+from .errors import FingerprintMismatchError, InfluenceError, QueryTooLongError
 from .gradients import ModuleSpec, Projector, lm_loss_rows, module_specs, resolve_modules, run_pass
 from .hessian import eigenbasis, inverse_hvp, rotate
 from .store import atomic_json, atomic_save, disk_bytes, load as load_tensors, shard_path
+from .texts import read_train, tokenize_texts
 
 METHODS = ("ekfac", "kfac", "dot", "cosine", "trackstar", "tracin", "bm25")
 FORMAT = "interpretlm-influence/1"
 _TRACKSTAR_EPS = 1e-3  # relative to the mean second moment of the layer
-
-
-def read_train(train: Any) -> list[str]:
-    """Training texts from a list of strings, a ``.jsonl`` file (a ``"text"`` field, or a string per
-    line) or a ``.txt`` file (one text a line).
-
-    Raises:
-        EmptyTrainingSetError: no texts, or only blank ones.
-
-    Example:
-        >>> read_train(["In the beginning", "God created"])
-        ['In the beginning', 'God created']
-    """
-    if isinstance(train, (str, Path)) and str(train).endswith((".jsonl", ".txt")):
-        p = Path(train)
-        if not p.exists():
-            raise InfluenceError(f"Training file {str(p)!r} does not exist.")
-        lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        if p.suffix == ".jsonl":
-            texts = []
-            for i, ln in enumerate(lines):
-                rec = json.loads(ln)
-                if isinstance(rec, dict) and "text" not in rec:
-                    raise InfluenceError(f"{p.name} line {i + 1} has no 'text' field.")
-                texts.append(rec["text"] if isinstance(rec, dict) else str(rec))
-        else:
-            texts = lines
-    elif isinstance(train, str):
-        raise InfluenceError("train is one string: give a list of training texts or a .jsonl / .txt file.")
-    else:
-        texts = list(train) if train is not None else []
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise InfluenceError(f"Training text {bad[0]} is a {type(texts[bad[0]]).__name__}, not a string.")
-    if not texts or not any(t.strip() for t in texts):
-        raise EmptyTrainingSetError("The training set is empty: give at least one non-blank training text.")
-    blank = [i for i, t in enumerate(texts) if not t.strip()]
-    if blank:
-        raise EmptyTrainingSetError(f"Training text {blank[0]} is blank; remove blank texts.")
-    return texts
-
-
-def _tokenize(lm: Any, texts: list[str], what: str) -> Any:
-    try:
-        return lm.tokenize(texts)
-    except ContextLengthError as exc:
-        raise QueryTooLongError(f"A {what} is longer than the model's context ({lm.n_ctx} tokens): {exc}") from exc
 
 
 class Index:
@@ -193,7 +147,7 @@ class Index:
                 losses, tokens = [], 0
                 rows = self._rows(i)
                 for start in range(0, len(rows), self.batch_size):
-                    batch = _tokenize(model, rows[start:start + self.batch_size], "training text")
+                    batch = tokenize_texts(model, rows[start:start + self.batch_size], "training text")
                     po = run_pass(model, mods, self.projector, batch, lm_loss_rows(model), covariances=True)
                     for name, g in po.grads.items():
                         grads[name].append(g)
@@ -223,7 +177,7 @@ class Index:
                     gen = torch.Generator().manual_seed(int(self.manifest["seed"]) * 7919 + i)
                     rows = self._rows(i)
                     for start in range(0, len(rows), self.batch_size):
-                        batch = _tokenize(model, rows[start:start + self.batch_size], "training text")
+                        batch = tokenize_texts(model, rows[start:start + self.batch_size], "training text")
                         po = run_pass(model, mods, self.projector, batch, lm_loss_rows(model, sampled=True, generator=gen),
                                       covariances=True, grads=False)
                         for name in po.a_cov:
@@ -302,7 +256,7 @@ class Index:
                 gen = torch.Generator().manual_seed(int(self.manifest["seed"]) * 7919 + 104729 + i)
                 rows = self._rows(i)
                 for start in range(0, len(rows), self.batch_size):
-                    batch = _tokenize(model, rows[start:start + self.batch_size], "training text")
+                    batch = tokenize_texts(model, rows[start:start + self.batch_size], "training text")
                     po = run_pass(model, mods, self.projector, batch, lm_loss_rows(model, sampled=True, generator=gen))
                     for s in self.specs:
                         r = rotate(po.grads[s.name].double(), st[f"QS::{s.name}"], st[f"QA::{s.name}"]).pow(2).sum(0)
@@ -327,7 +281,7 @@ class Index:
         if not queries:
             raise InfluenceError("No queries were given: pass a query string or a list of them.")
         tgt = as_target(target, model) if target is not None else None
-        batch = _tokenize(model, queries, "query")
+        batch = tokenize_texts(model, queries, "query")
         if tgt is not None:
             try:
                 batch = tgt.prepare(model, batch)
@@ -551,7 +505,7 @@ def index(lm: Any, train: Any, *, method: str = "ekfac", modules: str | Sequence
     texts = read_train(train)
     specs = module_specs(lm, modules, projection)
     for start in range(0, len(texts), 256):  # every text must fit the context before anything is written
-        _tokenize(lm, texts[start:start + 256], "training text")
+        tokenize_texts(lm, texts[start:start + 256], "training text")
     ckpts = list(checkpoints or [])
     lrs = list(learning_rates) if learning_rates is not None else [1.0] * len(ckpts)
     if len(lrs) != len(ckpts):

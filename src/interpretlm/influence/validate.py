@@ -22,6 +22,7 @@ import torch
 
 from ..model import LM
 from ..progress import track
+from ..stats import spearman
 from ..targets import as_target
 from .errors import InfluenceError
 from .gradients import lm_loss_rows
@@ -102,21 +103,6 @@ class LDSReport:
         for m, v in sorted(self.methods.items(), key=lambda kv: -kv[1]["lds"]):
             rows.append(f"| {m} | {v['lds']:.3f} ± {v['se']:.3f} | {v['seconds']:.2f} |")
         return "\n".join(rows)
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties); 0 when either side is constant.
-
-    Example:
-        >>> round(spearman([1, 2, 3, 4], [10, 20, 30, 25]), 6)
-        0.8
-    """
-    from scipy.stats import spearmanr
-
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:  # scipy would warn and give NaN
-        return 0.0
-    return float(spearmanr(a, b).statistic)
 
 
 def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str], *, target: Any = None,
@@ -215,7 +201,7 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
         report.subset_seeds = seeds
         for m, s in predicted.items():
             pred = -(masks @ s.T)  # [subsets, n_query]: predicted loss (up to a constant) of each subset
-            per_query = [spearman(pred[:, q].numpy(), actual[:, q].numpy()) for q in range(len(queries))]
+            per_query = [spearman(pred[:, q].numpy(), actual[:, q].numpy(), constant=0.0) for q in range(len(queries))]
             mean = float(np.mean(per_query))
             se = float(np.std(per_query, ddof=1) / math.sqrt(len(per_query))) if len(per_query) > 1 else float("nan")
             report.methods[m] = {"lds": mean, "se": se, "per_query": per_query, "seconds": seconds[m]}

@@ -9,8 +9,8 @@ import torch
 from ..registry import CheckSpec, register
 from ..units import BoundUnits, bind_units
 from .corpus import corpus as as_corpus
-from .mining import (GLU_COMBOS, MiningError, _check_positive, _plain_ex, fetch_windows, logit_effects,
-                     output_direction, run_pass, window_values)
+from ..unit_reads import fetch_windows, logit_effects, output_direction, window_values
+from .mining import GLU_COMBOS, MiningError, _check_positive, _plain_ex, run_pass
 from .result import MinedExamples
 
 _CHECK = CheckSpec(
