@@ -125,28 +125,30 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def detection(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str,
-              batch_size: int, shots: int) -> dict[str, Any]:
-    """Detection scores of ``explanation`` over window texts with boolean ``labels`` (activating)."""
+def _yes_no_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *,
+                 calibration: str, batch_size: int, shots: int) -> dict[str, Any]:
+    """Balanced accuracy (calibrated and raw), AUROC and cost of one yes/no ``task`` over ``texts``."""
     t0 = time.perf_counter()
-    odds, ps, err = yes_no_scores(scorer_lm, explanation, "detection", texts, batch_size=batch_size, shots=shots)
+    odds, ps, err = yes_no_scores(scorer_lm, explanation, task, texts, batch_size=batch_size, shots=shots)
     acc, thr = balanced_accuracy(odds, labels, calibration)
     raw, _ = balanced_accuracy(odds, labels, "zero")
     return {"balanced_accuracy": acc, "balanced_accuracy_raw": raw, "auroc": auroc(odds, labels), "threshold": thr,
             "log_odds": odds.tolist(), "forward_passes": ps.forward_calls, "tokens_run": ps.tokens_run,
             "seconds": time.perf_counter() - t0, "cache_error": err, "shots": ps.shots}
+
+
+def detection(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str,
+              batch_size: int, shots: int) -> dict[str, Any]:
+    """Detection scores of ``explanation`` over window texts with boolean ``labels`` (activating)."""
+    return _yes_no_task("detection", scorer_lm, explanation, texts, labels, calibration=calibration,
+                        batch_size=batch_size, shots=shots)
 
 
 def fuzzing(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str,
             batch_size: int, shots: int) -> dict[str, Any]:
     """Fuzzing scores: ``texts`` are marked windows; ``labels`` say which are marked where the unit fires."""
-    t0 = time.perf_counter()
-    odds, ps, err = yes_no_scores(scorer_lm, explanation, "fuzzing", texts, batch_size=batch_size, shots=shots)
-    acc, thr = balanced_accuracy(odds, labels, calibration)
-    raw, _ = balanced_accuracy(odds, labels, "zero")
-    return {"balanced_accuracy": acc, "balanced_accuracy_raw": raw, "auroc": auroc(odds, labels), "threshold": thr,
-            "log_odds": odds.tolist(), "forward_passes": ps.forward_calls, "tokens_run": ps.tokens_run,
-            "seconds": time.perf_counter() - t0, "cache_error": err, "shots": ps.shots}
+    return _yes_no_task("fuzzing", scorer_lm, explanation, texts, labels, calibration=calibration,
+                        batch_size=batch_size, shots=shots)
 
 
 def _visible(tok: str) -> str:
