@@ -2,30 +2,28 @@
 
 Run by hand (not a test); it starts a local Ray cluster of ``--cpus`` CPUs:
 
-    PYTHONPATH=src .venv/bin/python benchmarks/engine.py [--model smollm2-135m] [--texts 192] [--cpus 2]
+    PYTHONPATH=src .venv/bin/python benchmarks/engine.py [--texts 48,192] [--pairs 3] [--same-process]
 
-Two comparisons, both on the same job (same texts, same store, compared byte for byte):
+**Whole process** (the figure that counts): for each job size, ``--pairs`` pairs of fresh
+``python`` processes, one per engine, each timed from its start to its exit, as a user's script
+pays it: the local engine imports interpretlm, loads the model and runs the job; the Ray driver
+imports interpretlm, connects to the cluster already running (``ray start`` on a real cluster;
+here the one this process started) and runs the job on fresh workers, which import interpretlm
+and torch and load the model. The two runs of a pair alternate their order (local first, then
+Ray first), so a drift of the machine's speed hits both; the ratio is taken pair by pair and
+printed as median and range. Each process reports its stages (Python's start, imports, Ray's
+connection, the workers' start by phase, shards, opening the store, exit), so the difference is
+accounted for. From two job sizes the script fits ``wall = fixed + tokens x per-token`` for each
+engine and prints the Ray engine's fixed overhead and the job size above which its wall time is
+at most 1.25x the local engine's.
 
-* **same process**: this process runs the local engine (the model loaded here; torch and
-  transformers already imported, as in a notebook that has used interpretlm before), then the Ray
-  engine, whose fresh workers import torch and transformers and load the model ("cold"), then
-  the Ray engine again on the workers kept from that job ("kept");
-* **whole process** (``--whole-process``, default on): a fresh ``python`` per job, timed from its
-  start to its exit, as a user's script pays it: the local engine (imports, load, job), and the
-  Ray engine connecting to the cluster already running (``ray start`` on a real cluster; here the
-  one this process started), whose workers import and load in parallel with each other.
+**Same process** (``--same-process``): this process runs the local engine (torch and
+transformers already imported, as in a notebook), the Ray engine on fresh workers ("cold"), and
+the Ray engine again on the workers kept from that job ("kept").
 
-Both engines get the model as a load spec and write a store of every layer's ``resid_post``
-(token level) to disk: the local engine loads the model in this process and runs the shards
-one after the other with torch's threads; the Ray engine starts one actor per CPU, each loads
-the model and runs shards with one thread. Printed: wall times, the ratio (goal <= 1.25), where
-the Ray engine's time went (starting workers, planning, shards, opening the store), the
-cluster's start (paid once per session, not per job), a second Ray job on the kept workers, and
-the measured cost per token of the forward pass (for the README's paper estimate). Both stores
-are compared byte for byte.
-
-On a shared machine absolute times are noisy; the ratio is measured in one process, local and
-Ray runs alternating.
+Both engines write a store of every layer's ``resid_post`` (token level); every store is compared
+byte for byte with the first local one. On a shared machine absolute times are noisy; ratios
+from alternating pairs are what to quote.
 """
 
 from __future__ import annotations
@@ -34,17 +32,21 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import interpretlm as il
 from interpretlm.engine.ray_engine import RayEngine
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import record  # noqa: E402
+from _results import record, target  # noqa: E402
+
+GOAL = 1.25
 
 
 def corpus(n: int) -> list[str]:
@@ -57,117 +59,186 @@ def same(a: Path, b: Path) -> bool:
     return all((a / f.name).read_bytes() == f.read_bytes() for f in b.iterdir() if not f.name.startswith("."))
 
 
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def spread(xs: list[float]) -> str:
+    return f"{med(xs):.2f} ({min(xs):.2f}–{max(xs):.2f})"
+
+
+def one_process(mode: str, args: argparse.Namespace, n: int, path: Path, address: str) -> dict[str, Any]:
+    """Run one job in a fresh process; its facts plus ``wall`` (start to exit) and ``exit`` (after its last line)."""
+    cmd = [sys.executable, str(Path(__file__).parent / "_engine_job.py"), mode, args.model, str(n),
+           str(args.shard_size), str(path), address]
+    t0 = time.time()
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    t1 = time.time()
+    if out.returncode:
+        raise RuntimeError(f"{mode} job failed:\n{out.stderr[-3000:]}")
+    facts = json.loads(out.stdout.strip().splitlines()[-1])
+    facts["wall"], facts["exit"] = t1 - t0, t1 - facts["end"]
+    facts["spawn"] = facts["process_start"] - t0   # fork and exec (/proc's start is in clock ticks: ±0.01 s)
+    return facts
+
+
+def stages(f: dict[str, Any]) -> dict[str, float]:
+    """One process's wall time by stage (seconds; they add up to its wall time)."""
+    t = f["timings"]
+    s = {"python start": f["spawn"] + f["python"], "import interpretlm": f["import"]}
+    if "connect" in f:
+        w = max(f["worker_phases"], key=lambda p: sum(p.values()))   # the slower worker
+        s |= {"import ray + connect": f["connect"],
+              "workers start (first ready)": t["start_workers"],
+              "  of which worker import": w.get("import", 0.0), "  of which worker il.load": w.get("load", 0.0),
+              "plan": t["plan"], "shards": t["shards"], "open the store": t["finish"]}
+    else:
+        s |= {"il.load": t["load"], "shards + open the store": t["job"]}
+    # The rest of the script: building the texts, the verb's checks, Ray's bookkeeping between the stages.
+    s["other"] = f["end"] - f["process_start"] - f["python"] - f["import"] - f.get("connect", 0.0) - sum(t.values())
+    s["exit"] = f["exit"]
+    return s
+
+
+def whole_process(args: argparse.Namespace, n: int, root: Path, address: str, ref: Path) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {"local": [], "ray": []}
+    ratios = []
+    for i in range(args.pairs):
+        pair = {}
+        for mode in (("local", "ray") if i % 2 == 0 else ("ray", "local")):
+            path = root / f"whole-{n}-{mode}{i}"
+            pair[mode] = one_process(mode, args, n, path, address)
+            assert same(ref, path), f"{mode} store differs"
+            shutil.rmtree(path)
+            runs[mode].append(pair[mode])
+        ratios.append(pair["ray"]["wall"] / pair["local"]["wall"])
+        print(f"  pair {i + 1}: local {pair['local']['wall']:.1f} s, ray {pair['ray']['wall']:.1f} s "
+              f"({len(pair['ray']['worker_phases'])} worker(s)), ratio {ratios[-1]:.2f}, "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    return {"runs": runs, "ratios": ratios}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--texts", type=int, default=192)
+    ap.add_argument("--texts", default="48,192", help="job sizes (texts), comma-separated; two or more fit the overhead")
+    ap.add_argument("--pairs", type=int, default=3, help="whole-process pairs per size")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--shard-size", type=int, default=16)
-    ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--whole-process", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads of the local engine (0: the free cores, as the CLI and tests use)")
+    ap.add_argument("--same-process", action=argparse.BooleanOptionalAction, default=False)
     args = ap.parse_args()
-    import torch
+    sizes = [int(x) for x in args.texts.split(",")]
+    import ray
 
     from interpretlm.runtime import use_free_cores
 
-    # On a busy machine a 2-thread forward waits for its slower thread (see interpretlm.runtime);
-    # the Ray workers run 1 thread each. --threads 2 measures torch's default instead.
-    torch.set_num_threads(args.threads) if args.threads else use_free_cores()
-    import ray
+    # The same-process local runs use the free cores, as the command line and the whole-process jobs do
+    # (on a busy machine a 2-thread forward waits for its slower thread; see interpretlm.runtime).
+    use_free_cores()
 
     from interpretlm.probing.store import ActivationStore  # noqa: F401 (the family is imported once, untimed)
 
-    texts = corpus(args.texts)
-    kw = dict(components="resid_post", shard_size=args.shard_size, batch_size=8)
+    if (path := target()) is not None and path.exists() and path.stat().st_size:   # this run's figures replace the last
+        data = json.loads(path.read_text())
+        data.pop("engine", None)
+        path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     lm = il.load(args.model)
-    n_tokens = int(lm.tokenize(texts).attention_mask.sum())
+    tokens = {n: int(lm.tokenize(corpus(n)).attention_mask.sum()) for n in sizes}
     del lm
     root = Path(tempfile.mkdtemp(prefix="engine-bench-"))
     t = time.perf_counter()
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     cluster_start = time.perf_counter() - t
-    local_times, ray_times, timings, phases = [], [], [], []
-    whole: dict[str, list[float]] = {"local": [], "ray": []}
-    whole_facts: dict[str, dict] = {}
+    address = ray.get_runtime_context().gcs_address
+    results: dict[int, dict[str, Any]] = {}
     try:
-        for r in range(args.rounds):
-            t = time.perf_counter()
-            il.activations(args.model, texts, path=root / f"local{r}", engine="local", **kw)
-            local_times.append(time.perf_counter() - t)
-            eng = RayEngine(num_workers=args.cpus, keep_workers=True)
-            t = time.perf_counter()
-            il.activations(args.model, texts, path=root / f"ray{r}", engine=eng, **kw)
-            ray_times.append(time.perf_counter() - t)
-            timings.append(dict(eng.timings))
-            phases.append(list(eng.worker_timings))
-            t = time.perf_counter()
-            il.activations(args.model, texts, path=root / f"warm{r}", engine=eng, **kw)
-            warm = time.perf_counter() - t
-            warm_timings = dict(eng.timings)
-            eng.release()
-            assert same(root / f"local{r}", root / f"ray{r}") and same(root / f"local{r}", root / f"warm{r}")
-        if args.whole_process:
-            address = ray.get_runtime_context().gcs_address
-            for r in range(args.rounds):
-                for mode in ("local", "ray"):
-                    cmd = [sys.executable, str(Path(__file__).parent / "_engine_job.py"), mode, args.model,
-                           str(args.texts), str(args.shard_size), str(root / f"whole-{mode}{r}"), address]
-                    t = time.perf_counter()
-                    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                    whole[mode].append(time.perf_counter() - t)
-                    whole_facts[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-                assert same(root / f"local{r}", root / f"whole-local{r}") and same(root / f"local{r}",
-                                                                                    root / f"whole-ray{r}")
+        for n in sizes:
+            ref = root / f"ref-{n}"
+            il.activations(args.model, corpus(n), path=ref, shard_size=args.shard_size, batch_size=8)
+            print(f"{n} texts ({tokens[n]:,} tokens), whole process, {args.pairs} alternating pairs:", flush=True)
+            results[n] = whole_process(args, n, root, address, ref)
+            if args.same_process:
+                results[n]["same"] = same_process(args, n, root, ref)
+            shutil.rmtree(ref)
     finally:
         ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
-    loc, far = min(local_times), min(ray_times)
-    # The local engine's own time minus loading the model is the forward + write cost of the job.
-    lm_t = time.perf_counter()
-    il.load(args.model)
-    load = time.perf_counter() - lm_t
-    per_token = (loc - load) / n_tokens
-    print(f"{args.texts} texts, {n_tokens} tokens, {args.model}, shards of {args.shard_size}, {args.cpus} CPUs")
-    print(f"local engine (load + {torch_threads()} torch threads): {loc:.2f} s")
-    print(f"ray engine ({args.cpus} actors x 1 thread), cold: {far:.2f} s   ratio {far / loc:.2f}  (goal <= 1.25)")
-    print("  where the time went: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings[-1].items()))
-    print(f"ray engine, workers kept from the job before: {warm:.2f} s   ratio {warm / loc:.2f}; "
-          + ", ".join(f"{k} {v:.2f} s" for k, v in warm_timings.items()))
-    print("  worker start by phase (s): " + "; ".join(", ".join(f"{k} {v:.2f}" for k, v in w.items())
-                                                      for w in phases[-1]))
-    print(f"cluster start (once per session, not in the figures above): {cluster_start:.2f} s")
-    if args.whole_process:
-        wl, wr = min(whole["local"]), min(whole["ray"])
-        fl, fr = whole_facts["local"], whole_facts["ray"]
-        print(f"whole process, local engine: {wl:.2f} s (import interpretlm {fl['import']:.2f} s, job {fl['job']:.2f} s)")
-        print(f"whole process, ray engine (cluster running): {wr:.2f} s   ratio {wr / wl:.2f}  (import interpretlm "
-              f"{fr['import']:.2f} s, connect {fr['connect']:.2f} s, job {fr['job']:.2f} s of which workers' start "
-              f"{fr['start_workers']:.2f} s: " + "; ".join(", ".join(f"{k} {v:.2f}" for k, v in w.items())
-                                                         for w in fr["worker_phases"]) + ")")
-        record("engine", "whole_local_s", wl)
-        record("engine", "whole_ray_s", wr)
-        record("engine", "whole_ray_over_local", wr / wl)
-    print(f"model load {load:.2f} s; forward + store cost {per_token * 1e3:.3f} ms/token on this machine "
-          "(shared: absolute times are noisy)")
-    record("engine", "local_s", loc)
-    record("engine", "ray_cold_s", far)
-    record("engine", "ray_over_local_cold", far / loc)
-    record("engine", "ray_warm_s", warm)
-    record("engine", "ray_over_local_warm", warm / loc)
-    record("engine", "ms_per_token_135m_cpu", per_token * 1e3)
-    record("engine", "texts", args.texts)
-    record("engine", "tokens", n_tokens)
+
+    print(f"\n{args.model}, every layer's resid_post, shards of {args.shard_size}, a local cluster of {args.cpus} "
+          f"CPUs (started in {cluster_start:.1f} s, once per session: not in the figures)")
+    fits = {}
+    for n in sizes:
+        r = results[n]
+        wl, wr = [f["wall"] for f in r["runs"]["local"]], [f["wall"] for f in r["runs"]["ray"]]
+        print(f"\n{n} texts, {tokens[n]:,} tokens: local {spread(wl)} s, ray {spread(wr)} s, "
+              f"ratio ray/local {spread(r['ratios'])} (goal <= {GOAL})")
+        workers = sorted({len(f["worker_phases"]) for f in r["runs"]["ray"]})
+        threads = sorted({f["threads"] for f in r["runs"]["local"]})
+        print(f"  local torch threads {threads}, ray workers {workers} (1 thread each)")
+        sl = [stages(f) for f in r["runs"]["local"]]
+        sr = [stages(f) for f in r["runs"]["ray"]]
+        print("  where the time goes (median s):")
+        for name, st in (("local", sl), ("ray", sr)):
+            print(f"    {name}: " + ", ".join(f"{k.strip()} {med([s[k] for s in st]):.2f}" for k in st[0]))
+        fits[n] = (tokens[n], med(wl), med(wr))
+        record("engine", f"t{n}_tokens", tokens[n])
+        record("engine", f"t{n}_local_s", med(wl))
+        record("engine", f"t{n}_ray_s", med(wr))
+        for k, v in (("median", med(r["ratios"])), ("min", min(r["ratios"])), ("max", max(r["ratios"]))):
+            record("engine", f"t{n}_ratio_{k}", v)
+        record("engine", f"t{n}_ray_workers", max(workers))
+        for name, st in (("local", sl), ("ray", sr)):
+            for k in st[0]:
+                record("engine", f"t{n}_{name}_stage_{k.strip().replace(' ', '_')}", med([s[k] for s in st]))
+        if "same" in r:
+            s = r["same"]
+            print(f"  same process: local {s['local']:.2f} s, ray cold {s['cold']:.2f} s ({s['cold'] / s['local']:.2f}x), "
+                  f"ray with workers kept {s['kept']:.2f} s ({s['kept'] / s['local']:.2f}x)")
+            for k in ("local", "cold", "kept"):
+                record("engine", f"t{n}_same_{k}_s", s[k])
+    if len(sizes) >= 2:
+        (t1, l1, r1), (t2, l2, r2) = fits[min(sizes)], fits[max(sizes)]
+        cl, cr = (l2 - l1) / (t2 - t1), (r2 - r1) / (t2 - t1)
+        fl, fr = l1 - cl * t1, r1 - cr * t1
+        print(f"\nfit over {min(sizes)} and {max(sizes)} texts: local {fl:.1f} s + {cl * 1e3:.2f} ms/token, "
+              f"ray {fr:.1f} s + {cr * 1e3:.2f} ms/token: the Ray engine's fixed overhead {fr - fl:.1f} s")
+        record("engine", "fixed_local_s", fl)
+        record("engine", "fixed_ray_s", fr)
+        record("engine", "fixed_overhead_s", fr - fl)
+        record("engine", "local_ms_per_token", cl * 1e3)
+        record("engine", "ray_ms_per_token", cr * 1e3)
+        if fr <= GOAL * fl:
+            print(f"ray <= {GOAL}x local at every size")
+            record("engine", "break_even_tokens", 0)
+        elif GOAL * cl > cr:
+            n_star = (fr - GOAL * fl) / (GOAL * cl - cr)
+            per_text = t2 / max(sizes)
+            print(f"ray <= {GOAL}x local above ~{n_star:,.0f} tokens (~{n_star / per_text:,.0f} texts of this corpus)")
+            record("engine", "break_even_tokens", n_star)
+            record("engine", "break_even_texts", n_star / per_text)
+        else:
+            print(f"no break-even: the Ray engine's per-token cost is over {GOAL}x the local one's")
+    record("engine", "cluster_start_s", cluster_start)
     record("engine", "load_average", os.getloadavg()[0])
-    for phase in ("import", "load"):
-        record("engine", f"worker_{phase}_s", max(w.get(phase, 0.0) for w in phases[-1]))
 
 
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
+def same_process(args: argparse.Namespace, n: int, root: Path, ref: Path) -> dict[str, float]:
+    """The local engine here, then a cold Ray job, then one on the workers kept from it; seconds each."""
+    kw = dict(components="resid_post", shard_size=args.shard_size, batch_size=8)
+    texts, out = corpus(n), {}
+    t = time.perf_counter()
+    il.activations(args.model, texts, path=root / "same-local", engine="local", **kw)
+    out["local"] = time.perf_counter() - t
+    eng = RayEngine(keep_workers=True)
+    for k in ("cold", "kept"):
+        t = time.perf_counter()
+        il.activations(args.model, texts, path=root / f"same-{k}", engine=eng, **kw)
+        out[k] = time.perf_counter() - t
+    eng.release()
+    for k in ("local", "cold", "kept"):
+        assert same(ref, root / f"same-{k}")
+        shutil.rmtree(root / f"same-{k}")
+    return out
 
 
 if __name__ == "__main__":

@@ -355,3 +355,18 @@ def test_the_configured_engine_is_the_one_engine_ray_names(cluster, engine, mode
     pids = {w["pid"] for w in configured.workers}
     assert store.computed_shards == [0, 1, 2] and 1 <= len(pids) <= 2 and os.getpid() not in pids
     _same_store(tmp_path / "l", tmp_path / "r")
+
+
+def test_workers_per_job_on_this_machine_follow_its_free_cores(cluster, monkeypatch):
+    """A fresh worker costs seconds of CPU (torch, transformers, the model): on a cluster that is this machine
+    alone, the default is one worker per free core (the local engine's torch threads follow the same rule)."""
+    import interpretlm.runtime as runtime
+    from interpretlm.engine.ray_engine import _this_machine_alone
+
+    assert _this_machine_alone(ray)   # the test's local cluster: one node, this one
+    for free, expected in ((1, 1), (2, 2), (8, 2)):   # never more than the cluster's 2 CPUs
+        monkeypatch.setattr(runtime, "free_cores", lambda free=free: free)
+        assert RayEngine().worker_count(ray) == expected
+    assert RayEngine(num_workers=3).worker_count(ray) == 3   # asked for: as asked
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "NodeID": "elsewhere"}])
+    assert not _this_machine_alone(ray) and RayEngine().worker_count(ray) == 2   # a real cluster: all its CPUs

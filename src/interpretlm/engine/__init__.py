@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,14 +39,26 @@ from ..model import LM
 
 
 class LocalEngine:
-    """Runs a job in this process: the job kind's own loop (``kind.local``), on a model loaded once."""
+    """Runs a job in this process: the job kind's own loop (``kind.local``), on a model loaded once.
+
+    Attributes:
+        timings: seconds the last job spent loading the model (``load``, 0 for a loaded model) and
+            running the job kind's loop (``job``: shards computed and written, the store opened).
+    """
 
     name = "local"
 
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
     def run(self, kind: JobKind, model: Any, values: dict[str, Any]) -> Any:
         """Run ``kind`` on ``model`` (an :class:`~interpretlm.model.LM` or a load spec) with the verb's arguments."""
+        t0 = time.perf_counter()
         lm = model if isinstance(model, LM) else LoadSpec.of(model).load()
-        return kind.local(lm, **values)
+        t1 = time.perf_counter()
+        out = kind.local(lm, **values)
+        self.timings = {"load": t1 - t0, "job": time.perf_counter() - t1}
+        return out
 
     def __repr__(self) -> str:
         return "LocalEngine()"
@@ -67,7 +80,8 @@ def ray(address: str | None = None, *, num_cpus: int | None = None, num_workers:
         address: a running cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
             ``None`` starts a local cluster in this process (``ray.init()``).
         num_cpus: CPUs of a local cluster (``None``: all).
-        num_workers: actors per job (default: the cluster's CPUs, at most the shards to do).
+        num_workers: actors per job (default: the cluster's CPUs, at most the shards to do; on a cluster
+            that is this machine alone, at most its free cores: see ``RayEngine.worker_count``).
         runtime_env: Ray's runtime environment for the workers (``{"pip": [...]}``,
             ``{"env_vars": {...}}``...): they must import the same interpretlm.
         connect: connect now (an unreachable address fails here, before any work).

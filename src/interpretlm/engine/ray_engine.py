@@ -149,6 +149,16 @@ def _phases(clock: dict[str, float], asked: float) -> dict[str, float]:
             "ready": clock["ready"] - clock["loaded"]}                      # the store folder checked
 
 
+def _this_machine_alone(ray: Any) -> bool:
+    """Whether the cluster is one node, the one this process runs on (a local cluster, or ``ray start``
+    here): then this machine's load average speaks for the cluster's cores."""
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        return len(nodes) == 1 and nodes[0]["NodeID"] == ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - Ray Client and older Rays: assume a real cluster, use all its CPUs
+        return False
+
+
 def _unwrap(ray: Any, exc: BaseException) -> BaseException:
     """The interpretlm error a remote call raised, if that is what it was."""
     cause = getattr(exc, "cause", None)
@@ -160,7 +170,8 @@ class RayEngine:
 
     Attributes:
         address, num_cpus, runtime_env, init_options: how to reach (or start) the cluster.
-        num_workers: actors per job (default: the cluster's CPUs).
+        num_workers: actors per job (default: :meth:`worker_count`, the cluster's CPUs; on a cluster
+            that is this machine alone, its free cores).
         max_restarts: how often a dead worker is restarted (and its shard retried).
         keep_workers: keep the actors (and their loaded models) after a job for the next job
             on the same model, until :meth:`release`; otherwise they end with the job and free
@@ -213,6 +224,30 @@ class RayEngine:
             raise EngineError(f"Could not connect to the Ray cluster at {self.address!r}: {exc}") from exc
         return ray
 
+    def worker_count(self, ray: Any) -> int:
+        """Actors per job: ``num_workers`` if given, else one per CPU of the cluster; on a cluster that is
+        this machine alone, at most one per free core (:func:`interpretlm.runtime.free_cores`).
+
+        Why: every fresh worker imports torch and transformers and loads the model (seconds of CPU each),
+        and on a machine whose cores other work holds, a second worker's start only takes CPU from the
+        first (2 workers on a 2-core machine at load average 13 took 53 s for a job 1 worker did in 36 s;
+        see ``benchmarks/engine.py``). It is the rule the local engine's torch threads follow, so both
+        engines compute with the same number of cores.
+
+        Example:
+            >>> eng = il.engine.ray(num_cpus=2)  # doctest: +SKIP
+            >>> eng.worker_count(ray)  # doctest: +SKIP
+            2
+        """
+        if self.num_workers:
+            return self.num_workers
+        n = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        if _this_machine_alone(ray):
+            from ..runtime import free_cores
+
+            n = min(n, free_cores())
+        return n
+
     def _actor_class(self, ray: Any) -> Any:
         return ray.remote(num_cpus=1, max_restarts=self.max_restarts,
                           max_task_retries=self.max_restarts)(Worker)
@@ -231,8 +266,7 @@ class RayEngine:
         """
         spec = LoadSpec.of(model)
         ray = self.connect()
-        n = self.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        actors, pending = self._launch(ray, self._actor_class(ray), spec, None, n)
+        actors, pending = self._launch(ray, self._actor_class(ray), spec, None, self.worker_count(ray))
         self._pool[json.dumps(spec.to_dict(), sort_keys=True)] = actors
         if wait:
             self.workers, self.worker_timings, deadline = [], [], time.time() + self.start_timeout
@@ -305,8 +339,7 @@ class RayEngine:
         # Every worker starts (imports torch and transformers, loads the model) at once; the first one ready
         # plans the job (the family's checks, on the real model) while the others are still loading, and each
         # gets a shard as soon as it is ready, so no worker waits for the slowest to start.
-        n_workers = self.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        actors, pending = self._launch(ray, cls, spec, path, n_workers)
+        actors, pending = self._launch(ray, cls, spec, path, self.worker_count(ray))
         deadline = time.time() + self.start_timeout
         try:
             idle = self._ready(ray, pending, spec, path, deadline, actors)
