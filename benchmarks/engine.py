@@ -169,38 +169,19 @@ def main() -> None:
     fits = {}
     for n in sizes:
         r = results[n]
-        wl, wr = [f["wall"] for f in r["runs"]["local"]], [f["wall"] for f in r["runs"]["ray"]]
-        print(f"\n{n} texts, {tokens[n]:,} tokens: local {spread(wl)} s, ray {spread(wr)} s, "
-              f"ratio ray/local {spread(r['ratios'])} (goal <= {GOAL})")
-        workers = sorted({len(f["worker_phases"]) for f in r["runs"]["ray"]})
-        threads = sorted({f["threads"] for f in r["runs"]["local"]})
-        print(f"  local torch threads {threads}, ray workers {workers} (1 thread each)")
-        sl = [stages(f) for f in r["runs"]["local"]]
-        sr = [stages(f) for f in r["runs"]["ray"]]
-        print("  where the time goes (median s):")
-        for name, st in (("local", sl), ("ray", sr)):
-            print(f"    {name}: " + ", ".join(f"{k.strip()} {med([s[k] for s in st]):.2f}" for k in st[0]))
-        fits[n] = (tokens[n], med(wl), med(wr))
-        record("engine", f"t{n}_tokens", tokens[n])
-        record("engine", f"t{n}_local_s", med(wl))
-        record("engine", f"t{n}_ray_s", med(wr))
-        for k, v in (("median", med(r["ratios"])), ("min", min(r["ratios"])), ("max", max(r["ratios"]))):
-            record("engine", f"t{n}_ratio_{k}", v)
-        record("engine", f"t{n}_ray_workers", max(workers))
-        for name, st in (("local", sl), ("ray", sr)):
-            for k in st[0]:
-                record("engine", f"t{n}_{name}_stage_{k.strip().replace(' ', '_')}", med([s[k] for s in st]))
+        if r["ratios"]:
+            fits[n] = report_whole(n, tokens[n], r)
         if "same" in r:
             s = r["same"]
             print(f"  same process: local {s['local']:.2f} s, ray cold {s['cold']:.2f} s ({s['cold'] / s['local']:.2f}x), "
                   f"ray with workers kept {s['kept']:.2f} s ({s['kept'] / s['local']:.2f}x)")
             for k in ("local", "cold", "kept"):
                 record("engine", f"t{n}_same_{k}_s", s[k])
-    if len(sizes) >= 2:
-        (t1, l1, r1), (t2, l2, r2) = fits[min(sizes)], fits[max(sizes)]
+    if len(fits) >= 2:
+        (t1, l1, r1), (t2, l2, r2) = fits[min(fits)], fits[max(fits)]
         cl, cr = (l2 - l1) / (t2 - t1), (r2 - r1) / (t2 - t1)
         fl, fr = l1 - cl * t1, r1 - cr * t1
-        print(f"\nfit over {min(sizes)} and {max(sizes)} texts: local {fl:.1f} s + {cl * 1e3:.2f} ms/token, "
+        print(f"\nfit over {min(fits)} and {max(fits)} texts: local {fl:.1f} s + {cl * 1e3:.2f} ms/token, "
               f"ray {fr:.1f} s + {cr * 1e3:.2f} ms/token: the Ray engine's fixed overhead {fr - fl:.1f} s")
         record("engine", "fixed_local_s", fl)
         record("engine", "fixed_ray_s", fr)
@@ -212,7 +193,7 @@ def main() -> None:
             record("engine", "break_even_tokens", 0)
         elif GOAL * cl > cr:
             n_star = (fr - GOAL * fl) / (GOAL * cl - cr)
-            per_text = t2 / max(sizes)
+            per_text = t2 / max(fits)
             print(f"ray <= {GOAL}x local above ~{n_star:,.0f} tokens (~{n_star / per_text:,.0f} texts of this corpus)")
             record("engine", "break_even_tokens", n_star)
             record("engine", "break_even_texts", n_star / per_text)
@@ -220,6 +201,31 @@ def main() -> None:
             print(f"no break-even: the Ray engine's per-token cost is over {GOAL}x the local one's")
     record("engine", "cluster_start_s", cluster_start)
     record("engine", "load_average", os.getloadavg()[0])
+
+
+def report_whole(n: int, n_tokens: int, r: dict[str, Any]) -> tuple[int, float, float]:
+    """Print and record one size's whole-process pairs; return (tokens, median local wall, median Ray wall)."""
+    wl, wr = [f["wall"] for f in r["runs"]["local"]], [f["wall"] for f in r["runs"]["ray"]]
+    print(f"\n{n} texts, {n_tokens:,} tokens: local {spread(wl)} s, ray {spread(wr)} s, "
+          f"ratio ray/local {spread(r['ratios'])} (goal <= {GOAL})")
+    workers = sorted({len(f["worker_phases"]) for f in r["runs"]["ray"]})
+    threads = sorted({f["threads"] for f in r["runs"]["local"]})
+    print(f"  local torch threads {threads}, ray workers {workers} (1 thread each)")
+    sl = [stages(f) for f in r["runs"]["local"]]
+    sr = [stages(f) for f in r["runs"]["ray"]]
+    print("  where the time goes (median s):")
+    for name, st in (("local", sl), ("ray", sr)):
+        print(f"    {name}: " + ", ".join(f"{k.strip()} {med([s[k] for s in st]):.2f}" for k in st[0]))
+    record("engine", f"t{n}_tokens", n_tokens)
+    record("engine", f"t{n}_local_s", med(wl))
+    record("engine", f"t{n}_ray_s", med(wr))
+    for k, v in (("median", med(r["ratios"])), ("min", min(r["ratios"])), ("max", max(r["ratios"]))):
+        record("engine", f"t{n}_ratio_{k}", v)
+    record("engine", f"t{n}_ray_workers", max(workers))
+    for name, st in (("local", sl), ("ray", sr)):
+        for k in st[0]:
+            record("engine", f"t{n}_{name}_stage_{k.strip().replace(' ', '_')}", med([s[k] for s in st]))
+    return n_tokens, med(wl), med(wr)
 
 
 def same_process(args: argparse.Namespace, n: int, root: Path, ref: Path) -> dict[str, float]:

@@ -35,7 +35,7 @@ BENCHMARKS: dict[str, tuple[list[str], Path | None]] = {
     "estimators": (["patching.py", "--estimators", "--n", "10"], None),
     "app_latency": (["app_latency.py"], None),
     "reasoning": (["reasoning.py"], None),
-    "engine": (["engine.py", "--texts", "192"], None),
+    "engine": (["engine.py", "--texts", "48,384", "--pairs", "4"], None),
     "counterfactuals": (["counterfactuals.py", "--tasks", "sentiment", "--n", "6", "--fluency", "0", "1",
                          "--cache-compare", "3", "--threads", "1"], None),
     "counterfactuals_peer": (["counterfactuals.py", "--peer", "textattack", "--tasks", "sentiment,topic", "--n", "100",
