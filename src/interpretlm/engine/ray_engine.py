@@ -230,9 +230,9 @@ class RayEngine:
 
         Why: every fresh worker imports torch and transformers and loads the model (seconds of CPU each),
         and on a machine whose cores other work holds, a second worker's start only takes CPU from the
-        first (2 workers on a 2-core machine at load average 13 took 53 s for a job 1 worker did in 36 s;
-        see ``benchmarks/engine.py``). It is the rule the local engine's torch threads follow, so both
-        engines compute with the same number of cores.
+        first (on a 2-core machine at load average 12-15, a cold 96-text activation job took 0.73x the
+        wall time with 1 worker as with 2, whole process; README "Beyond one machine"). It is the rule the
+        local engine's torch threads follow, so both engines compute with the same number of cores.
 
         Example:
             >>> eng = il.engine.ray(num_cpus=2)  # doctest: +SKIP
