@@ -119,6 +119,13 @@ def steering_edit(lm: Any, unit: Unit, strength: float) -> dict[str, Callable[[t
         >>> edit(torch.zeros(1, 2, lm.d_model))[0, :, 3].tolist()
         [2.0, 2.0]
     """
+    if unit.dictionary is not None and getattr(unit.dictionary, "is_transcoder", False):
+        # a transcoder's feature raised by s writes s · W_dec[i] more to the MLP's output (the error term unchanged)
+        vec = unit.dictionary.direction(unit.index)
+
+        def add(value: torch.Tensor) -> torch.Tensor:
+            return value + (float(strength) * vec).to(value.device, value.dtype)
+        return {unit.dictionary.output: add}
     if unit.dictionary is not None:
         return {unit.dictionary.output: unit.dictionary.steer({unit.index: float(strength)})}
     kind = kind_of(lm, unit.component)
