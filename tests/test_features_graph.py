@@ -12,7 +12,9 @@ from interpretlm.testing import tiny_lm
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def one_thread(tmp_path, monkeypatch):
+    """One thread; dictionaries saved as plain data (results' options) go to a temporary cache."""
+    monkeypatch.setenv("INTERPRETLM_CACHE", str(tmp_path / "cache"))
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -12,6 +12,12 @@ from interpretlm.maximization.mining import MiningState
 from interpretlm.maximization.sparse import update_sparse
 from interpretlm.testing import tiny_lm
 
+@pytest.fixture(autouse=True)
+def temporary_cache(tmp_path, monkeypatch):
+    """Dictionaries saved as plain data (units in results) go to a temporary cache."""
+    monkeypatch.setenv("INTERPRETLM_CACHE", str(tmp_path / "cache"))
+
+
 TEXTS = ["the cat sat on the mat and the dog ran off to the park", "a cat and a dog met in the park at noon",
          "the bird sang while the cat slept on the warm mat"] * 3
 
