@@ -152,3 +152,23 @@ def test_bad_transcoders_and_targets_are_clear_errors(tmp_path):
         il.attribution_graph(lm, "a b", il.Continuation(" c"), transcoders=tcs)
     with pytest.raises(il.OptionError, match="transcoders"):
         il.attribution_graph(lm, "a b", il.NextToken(9))
+
+
+def test_the_command_line_draws_a_graph_from_a_folder(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from interpretlm import cli
+
+    lm = tiny_lm("llama", seed=0)
+    monkeypatch.setattr(il, "load", lambda name="smollm2-135m", **kw: lm)
+    for tc in _transcoders(lm):
+        tc.save(tmp_path / "tcs" / f"layer_{tc.layer}")
+    js, page = tmp_path / "g.json", tmp_path / "g.html"
+    res = CliRunner().invoke(cli.app, ["attribution_graph", "a b c d", "--target", " a", "--contrast", " b",
+                                       "--transcoders", str(tmp_path / "tcs"), "--json", str(js), "--out", str(page)])
+    assert res.exit_code == 0, res.output
+    g = il.Result.load(js)
+    assert g.target_token.count("'") == 4 and g.diagnostics["linearity_error"] < 1e-5
+    html = page.read_text()
+    kept = [n for n in g.kept if n.startswith("L")]
+    assert kept and all(n in html for n in kept) and "<svg" in html      # the shared graph renderer's drawing
