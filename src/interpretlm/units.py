@@ -315,10 +315,10 @@ class BoundUnits:
         for j, u in enumerate(units):
             if u.dictionary is not None:
                 if id(u.dictionary) not in checked:
+                    u.dictionary.check_model(lm)   # width and component against the model: its own clear error
                     if u.dictionary.component not in lm.component_names():
                         raise ComponentError(f"{u.name}: the dictionary reads {u.dictionary.component!r}, which "
                                              "is not a component of this model; see lm.component_names().")
-                    u.dictionary.check_model(lm)   # width and component against the model: its own clear error
                     checked.add(id(u.dictionary))
                 u.dictionary.feature_index(u.index)
                 g = keyed.setdefault((u.component, "feature", id(u.dictionary)),
