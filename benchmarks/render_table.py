@@ -171,6 +171,20 @@ def features(d: dict[str, Any]) -> str:
             f"dead {s['dead_fraction']:.1%}")
 
 
+def feature_graph(d: dict[str, Any]) -> str:
+    s = d["features_units"]
+    return (f"{s['graph_active_features']:.0f} active features, {s['graph_cpu_seconds']:.1f} s of CPU; linearity error "
+            f"{s['graph_linearity_error']:.1e}, replacement {s['graph_replacement']:.3f}, completeness "
+            f"{s['graph_completeness']:.3f}; edge error {s['graph_edge_error']:.2f} (10 strongest edges patched; check ≤ 0.2)")
+
+
+def feature_steer(d: dict[str, Any]) -> str:
+    s = d["features_units"]
+    return (f"best concept rate: feature {s['steer_feature_best_rate']:.3f}, difference-in-means "
+            f"{s['steer_diff_in_means_best_rate']:.3f}; mining every feature, dense / sparse fold CPU "
+            f"{s['mining_cpu_ratio_dense_over_sparse']:.2f}× (identical states)")
+
+
 def influence_lds(d: dict[str, Any]) -> str:
     s = d["influence"]
     names = sorted({k.split(".", 1)[1] for k in s if k.startswith("lds.")}, key=lambda m: -s[f"lds.{m}"])
@@ -229,6 +243,10 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("counterfactual search (fluency 0), prefix key/value cache vs plain passes", cf_cache,
      "counterfactuals.py --tasks sentiment --n 6 --fluency 0 --cache-compare 2"),
     ("TopK SAE trained on the built-in corpus (default model)", features, "features.py --tokens 100000 --threads 1"),
+    ("attribution graph on the default model, transcoders at blocks 0–3 (6,000 tokens each; other MLPs error nodes)",
+     feature_graph, "features_units_graph.py"),
+    ("a 1,024-feature SAE's best sea feature steered beside difference-in-means (default model)", feature_steer,
+     "features_units_graph.py"),
     ("influence functions, LDS on a tiny model (50 retrained half-subsets of 32 KJV verses, 8 queries)",
      influence_lds, "influence.py"),
     ("influence (EK-FAC) on the default model: 90 MLP layers, 32 texts × 4 queries of 16 tokens", influence_default,
@@ -248,7 +266,8 @@ def render(data: dict[str, Any]) -> str:
         except (KeyError, TypeError, ValueError):
             name = cmd.split(".py")[0]
             name = {"probing_activations": "probing", "patching": "estimators" if "--estimators" in cmd else name,
-                    "influence": "influence_default" if "default-model" in cmd else name}.get(name, name)
+                    "influence": "influence_default" if "default-model" in cmd else name,
+                    "features_units_graph": "features_units"}.get(name, name)
             fig = f"not measured (`python benchmarks/run_all.py --only {name}`)"
             if name == "counterfactuals":
                 fig = f"not measured (`python benchmarks/{cmd}`)"

@@ -282,7 +282,8 @@ NEEDED = {"path_patch": {"senders": [[0, 1]]}, "ablate": {"heads": [[1, 2]]},
           "influences": {"train": [IOI, "Then John and Mary went home", "The cat sat on the mat"], "projection": 8},
           "explain_unit": {"corpus": [IOI, "Then John and Mary went home"] * 3, "k": 3, "window": 4, "n_explain": 2,
                            "n_windows": 2, "embedder": None, "max_new_tokens": 4},
-          "explain_in_words": {"samples": 3, "edits": 1, "max_new_tokens": 4}}
+          "explain_in_words": {"samples": 3, "edits": 1, "max_new_tokens": 4},
+          "attribution_graph": {"transcoders": "TRANSCODERS"}}   # the folder the test writes (below)
 # Methods that take another method's result: the saved result they are fed.
 SAVED_FOR = {"cot_faithfulness": "for-cot.json"}
 
@@ -301,10 +302,17 @@ def test_every_registered_method_has_a_view(page, served):
         warnings.simplefilter("ignore")
         il.chain_of_thought(tiny_lm("llama", seed=0), IOI, choices=["Mary", "John"], samples=2,
                             max_new_tokens=6).save(root / "for-cot.json")
+    from interpretlm.features import Dictionary
+
+    for l in range(tiny_lm("llama", seed=0).n_layers):   # per-layer transcoders in sub-folders, as users give them
+        Dictionary.random(tiny_lm("llama", seed=0).d_model, 16, component=f"blocks.{l}.mlp.input",
+                          output=f"blocks.{l}.mlp", k=2, seed=l).save(root / "transcoders" / f"layer_{l}")
     with screenshot_on_failure(page, "every-method"), httpx.Client(timeout=120) as client:
         for m in il.methods():
+            options = {k: str(root / "transcoders") if v == "TRANSCODERS" else v
+                       for k, v in NEEDED.get(m.name, {}).items()}
             body = {"method": m.name, **INPUTS.get(m.takes, {"result": SAVED_FOR.get(m.name, "for-results.json")}),
-                    "options": NEEDED.get(m.name, {})}
+                    "options": options}
             if m.target == "required" and m.takes != "pairs":
                 body["target"] = {"kind": "NextToken", "token": " Mary"}
             r = client.post(f"{url}/api/jobs", json=body)

@@ -59,6 +59,17 @@ OPTIONS = {
 RESULT_OF = {"cot_faithfulness": "chain_of_thought"}
 
 
+def transcoders_for(lm) -> list:
+    """Per-layer transcoders of ``lm``'s MLPs (random, writing a tenth of a unit), for ``transcoders=`` options."""
+    from interpretlm.features import Dictionary
+
+    tcs = [Dictionary.random(lm.d_model, 16, component=f"blocks.{l}.mlp.input", output=f"blocks.{l}.mlp", k=2, seed=l)
+           for l in range(lm.n_layers)]
+    for tc in tcs:
+        tc.W_dec *= 0.1
+    return tcs
+
+
 def prompts_for(lm, script: bool = False) -> tuple[str, str]:
     """A clean and a corrupted prompt of the same length (a [MASK] where encoders predict)."""
     head = f"{SCRIPT} " if script else ""
@@ -96,6 +107,8 @@ def call_args(m, lm, script: bool = False) -> tuple[list, dict]:
             opts["corpus"] = [clean, corrupted, "Then John and Mary went home"] * 3
     else:  # a new kind of input: the contract test must learn it
         raise AssertionError(f"the contract test does not know how to feed takes={m.takes!r}")
+    if "transcoders" in m.options:   # attribution graphs: per-layer transcoders of this model
+        opts["transcoders"] = transcoders_for(lm)
     if m.target != "none" and target is not None:
         args.append(target)
     return args, opts

@@ -12,7 +12,9 @@ from interpretlm.testing import tiny_lm
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def one_thread(tmp_path, monkeypatch):
+    """One thread; dictionaries saved as plain data (results' options) go to a temporary cache."""
+    monkeypatch.setenv("INTERPRETLM_CACHE", str(tmp_path / "cache"))
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -61,6 +63,112 @@ def test_a_planted_path_is_found():
     assert len(graph.ablations) == 2 and graph.faithfulness > 0.99
     for name, predicted, measured in graph.ablations:
         assert predicted == pytest.approx(measured, rel=0.05), name
+    # the edges, patched in the model with every other feature and error held: the planted edge L0F3 -> L1F5 and
+    # L1F5 -> logit move their targets as their weights say (attention and norms barely bend them here)
+    checked = {(s, t): (p, m) for s, t, p, m in graph.edges_checked}
+    for edge in ((f"L0F3@{last}", f"L1F5@{last}"), (f"L1F5@{last}", names[-1])):
+        p, m = checked[edge]
+        assert m == pytest.approx(p, rel=0.02), edge
+    assert graph.diagnostics["edge_error"] < 0.02
     assert "graph" in graph.figures() and "L1F5@" in graph.to_html()     # drawn by the shared graph renderer
     with pytest.raises(FeatureError, match="transcoder"):
         il.features.attribution_graph(lm, prompt, target, [tcs[1], tcs[0]])
+
+
+def _transcoders(lm, scale=0.1, layers=None):
+    """Random per-layer transcoders whose features write a tenth of a unit (the tiny models' residual is ~0.2)."""
+    tcs = [Dictionary.random(lm.d_model, 32, component=f"blocks.{l}.mlp.input", output=f"blocks.{l}.mlp", k=4, seed=l)
+           for l in (range(lm.n_layers) if layers is None else layers)]
+    for tc in tcs:
+        tc.W_dec *= scale
+    return tcs
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "bert", "phi3", "gemma3"])
+def test_every_family_decomposes_exactly(family, monkeypatch):
+    """Layer norms (GPT-2, GPT-NeoX, BERT's post-norms and masked-LM head), RMS norms with post-norms (Gemma 3),
+    fused projections (Phi-3), biases and position embeddings: the replacement model is affine, so every target
+    equals its row of A plus the constant the all-zero pass measures; and the edge check, run in the replacement
+    model itself (attention and norms replayed frozen), measures exactly the edges' weights — so what the check
+    reports on the real model is the bend of attention and norms, nothing of the bookkeeping."""
+    from interpretlm.features import graph as G
+    from interpretlm.features.linearize import Frozen
+
+    lm = tiny_lm(family, seed=0)
+    prompt = "Mary and John, John gave to" + (" [MASK]" if family == "bert" else "")
+    g = il.features.attribution_graph(lm, prompt, il.Contrast(5, 7), _transcoders(lm))
+    assert g.diagnostics["linearity_error"] < 1e-5
+    assert 0 < g.replacement_score < 1 and 0 < g.completeness_score < 1     # random transcoders leave errors
+    assert g.position == (len(lm.tokenize(prompt).input_ids[0]) - (2 if family == "bert" else 1))
+    real = G._patched_change
+
+    def frozen_change(lm, batch, *args):
+        fr = Frozen(lm)
+        with torch.no_grad(), fr.active(replay=False):
+            lm.forward(batch)
+        with fr.active(replay=True):
+            return real(lm, batch, *args)
+    monkeypatch.setattr(G, "_patched_change", frozen_change)
+    g = il.features.attribution_graph(lm, prompt, il.Contrast(5, 7), _transcoders(lm), max_edges=5)
+    assert len(g.edges_checked) == 5
+    for s, t, p, m in g.edges_checked:
+        assert m == pytest.approx(p, rel=1e-4, abs=1e-6), (s, t)
+
+
+def test_the_registered_verb_reads_a_folder_and_reruns(tmp_path):
+    lm = tiny_lm("llama", seed=0)
+    for tc in _transcoders(lm):
+        tc.save(tmp_path / f"layer_{tc.layer}")
+    g = il.attribution_graph(lm, "a b c d", il.NextToken(9), transcoders=str(tmp_path), max_edges=4)
+    assert g.method == "attribution_graph" and g.check.name == "edge_error" and len(g.edges_checked) == 4
+    assert g.check.value == pytest.approx(g.diagnostics["edge_error"])
+    with torch.no_grad():
+        assert g.logit == pytest.approx(float(lm.forward("a b c d").logits[0, -1, 9]), rel=1e-5)
+    again = il.rerun(g, lm)
+    assert torch.equal(again.adjacency, g.adjacency) and again.kept == g.kept
+    # a block without a transcoder runs its MLP as one error node: still exact
+    part = il.attribution_graph(lm, "a b c d", il.NextToken(9), transcoders={1: _transcoders(lm, layers=[1])[0]})
+    assert part.diagnostics["linearity_error"] < 1e-5 and part.diagnostics["layers"] == [1]
+    assert all(n["layer"] == 1 for n in part.nodes if n["kind"] == "feature")
+
+
+def test_bad_transcoders_and_targets_are_clear_errors(tmp_path):
+    lm = tiny_lm("llama", seed=0)
+    tcs = _transcoders(lm)
+    wide = Dictionary.random(lm.d_model + 4, 16, component="blocks.0.mlp.input", output="blocks.0.mlp", k=2)
+    with pytest.raises(il.features.DictionaryMismatchError, match="numbers per token"):
+        il.attribution_graph(lm, "a b", il.NextToken(9), transcoders=[wide, tcs[1]])
+    deep = Dictionary.random(lm.d_model, 16, component="blocks.7.mlp.input", output="blocks.7.mlp", k=2)
+    with pytest.raises(il.features.DictionaryMismatchError, match="out of range"):
+        il.attribution_graph(lm, "a b", il.NextToken(9), transcoders=[tcs[0], deep])
+    sae = Dictionary.random(lm.d_model, 16, component="blocks.0.resid_post", k=2)
+    with pytest.raises(FeatureError, match="not a transcoder"):
+        il.attribution_graph(lm, "a b", il.NextToken(9), transcoders=[sae])
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "weights.bin").write_bytes(b"0")
+    with pytest.raises(il.features.DictionaryFormatError, match="holds no transcoder"):
+        il.attribution_graph(lm, "a b", il.NextToken(9), transcoders=str(tmp_path / "junk"))
+    with pytest.raises(FeatureError, match="logit"):
+        il.attribution_graph(lm, "a b", il.Continuation(" c"), transcoders=tcs)
+    with pytest.raises(il.OptionError, match="transcoders"):
+        il.attribution_graph(lm, "a b", il.NextToken(9))
+
+
+def test_the_command_line_draws_a_graph_from_a_folder(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from interpretlm import cli
+
+    lm = tiny_lm("llama", seed=0)
+    monkeypatch.setattr(il, "load", lambda name="smollm2-135m", **kw: lm)
+    for tc in _transcoders(lm):
+        tc.save(tmp_path / "tcs" / f"layer_{tc.layer}")
+    js, page = tmp_path / "g.json", tmp_path / "g.html"
+    res = CliRunner().invoke(cli.app, ["attribution_graph", "a b c d", "--target", " a", "--contrast", " b",
+                                       "--transcoders", str(tmp_path / "tcs"), "--json", str(js), "--out", str(page)])
+    assert res.exit_code == 0, res.output
+    g = il.Result.load(js)
+    assert g.target_token.count("'") == 4 and g.diagnostics["linearity_error"] < 1e-5
+    html = page.read_text()
+    kept = [n for n in g.kept if n.startswith("L")]
+    assert kept and all(n in html for n in kept) and "<svg" in html      # the shared graph renderer's drawing

@@ -88,3 +88,40 @@ def test_the_command_line_steers_a_feature_of_a_saved_dictionary(tmp_path, monke
     r = il.Result.load(js)
     assert r.unit == f"blocks.1.resid_post:{sae.name}[3]" and r.check.passed and len(r.concept_rate) == 2
     assert il.rerun(r, lm).samples == r.samples          # the unit (its dictionary's folder) reruns
+
+
+def test_a_steering_sweep_carries_the_difference_in_means_baseline():
+    lm = tiny_lm("llama")
+    comp = f"blocks.{lm.n_layers - 1}.resid_post"
+    pos = [f"the {w} cat sat near the cat" for w in ("old", "young", "tall", "small")]
+    neg = [t.replace("cat", "dog") for t in pos]
+
+    def mean(texts):
+        rows = []
+        for t in texts:
+            with lm.capture([comp]) as c:
+                lm.forward(t)
+            rows.append(c[comp][0, 1:].float().mean(0))
+        return torch.stack(rows).mean(0)
+    diff = mean(pos) - mean(neg)
+    sae = Dictionary.random(lm.d_model, 32, component=comp, k=4, seed=2)
+    sae.W_dec[3] = 2.0 * diff / diff.norm()            # the feature writes the concept's direction, norm 2 per unit
+    r = il.steer(lm, il.Unit(sae, 3), strengths=[0.0, 40.0, 400.0], prompts=["a b"], max_new_tokens=4,
+                 positive=pos, negative=neg)
+    # the concept comes from the set; the baseline is the same direction with the feature's norm: the same curves
+    assert r.concept == il.features.concept_words(lm, pos, neg)
+    assert r.diagnostics["baseline_cosine"] == pytest.approx(1.0, abs=1e-5)
+    b = r.baselines["diff_in_means"]
+    assert b["concept_rate"] == r.concept_rate and b["perplexity"] == pytest.approx(r.perplexity, rel=1e-4)
+    assert "diff_in_means (baseline)" in r.figures()["sweep"].series
+    # a basis direction of the component: the baseline has its norm (1), and strength 0 is the unedited model
+    other = il.steer(lm, il.Unit(comp, 5), strengths=[0.0, 400.0], prompts=["a b"], max_new_tokens=4,
+                     positive=pos, negative=neg)
+    base = other.baselines["diff_in_means"]
+    assert base["concept_rate"][0] == other.concept_rate[0] and base["perplexity"][0] == other.perplexity[0]
+    assert other.diagnostics["baseline_cosine"] == pytest.approx(float(diff[5] / diff.norm()), abs=1e-5)
+    assert il.rerun(other, lm).baselines == other.baselines
+    with pytest.raises(FeatureError, match="both"):
+        il.steer(lm, il.Unit(comp, 5), positive=pos)
+    with pytest.raises(FeatureError, match="at least 2"):
+        il.steer(lm, il.Unit(comp, 5), positive=pos[:1], negative=neg)

@@ -136,6 +136,10 @@ def test_every_method_fails_its_check_and_says_where_on_nan(llama, name):
             "compare": {"methods": ["saliency", "occlusion"], "with_faithfulness": False},
             "ablate": {"heads": [(0, 0)]}, "probe": {"layers": [0, 1], "mdl": False},
             "influences": {"train": [CORRUPT, "The cat sat on the mat"], "projection": 8, "k": 1}}.get(name, {})
+    if "transcoders" in m.options:   # attribution graphs: per-layer transcoders of the model
+        from interpretlm.features import Dictionary
+        opts = {"transcoders": [Dictionary.random(llama.d_model, 16, component=f"blocks.{l}.mlp.input",
+                                                  output=f"blocks.{l}.mlp", k=2, seed=l) for l in range(llama.n_layers)]}
     if name == "faithfulness":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -10,6 +10,7 @@ name                      what it is (shape)
 ``blocks.{i}.attn``       attention output after the output projection ``[batch, pos, d_model]``
 ``blocks.{i}.attn.heads`` per-head outputs before the output projection ``[batch, pos, head, d_head]``
 ``blocks.{i}.attn.pattern`` attention probabilities ``[batch, head, query, key]``
+``blocks.{i}.mlp.input``  what the MLP reads, after its norm (input of the MLP module) ``[batch, pos, d_model]``
 ``blocks.{i}.mlp``        MLP output ``[batch, pos, d_model]``
 ``blocks.{i}.mlp.neurons`` MLP hidden activations (input of its output projection) ``[batch, pos, d_mlp]``
 ``blocks.{i}.resid_post`` residual stream leaving block ``i`` ``[batch, pos, d_model]``
@@ -237,6 +238,7 @@ def validate(family: Family, model: nn.Module | None = None) -> list[str]:
             expected.update({f"blocks.{i}.resid_pre": (b, p, lm.d_model), f"blocks.{i}.attn": (b, p, lm.d_model),
                              f"blocks.{i}.attn.heads": (b, p, lm.n_heads, lm.d_head),
                              f"blocks.{i}.mlp": (b, p, lm.d_model), f"blocks.{i}.mlp.neurons": (b, p, None),
+                             **({f"blocks.{i}.mlp.input": (b, p, lm.d_model)} if family.mlp_in else {}),
                              f"blocks.{i}.resid_post": (b, p, lm.d_model)})
         if family.final_norm:
             expected["final_norm"] = (b, p, lm.d_model)
@@ -299,8 +301,8 @@ def find_module(root: nn.Module, path: str) -> nn.Module | None:
 
 
 # name pattern -> (kind of hook, where). The kinds are resolved in hooks.py.
-_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(resid_pre|resid_post|attn|attn\.heads|attn\.pattern|mlp|mlp\.neurons)$")
-BLOCK_COMPONENTS = ("resid_pre", "attn", "attn.heads", "attn.pattern", "mlp", "mlp.neurons", "resid_post")
+_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(resid_pre|resid_post|attn|attn\.heads|attn\.pattern|mlp|mlp\.neurons|mlp\.input)$")
+BLOCK_COMPONENTS = ("resid_pre", "attn", "attn.heads", "attn.pattern", "mlp.input", "mlp", "mlp.neurons", "resid_post")
 
 
 @dataclass(frozen=True)
@@ -367,6 +369,13 @@ def resolve(model: nn.Module, family: Family, name: str) -> Site:
         "mlp": (get_module(block, family.mlp_out), "output"),
         "mlp.neurons": (get_module(block, family.mlp_out), "input"),
     }
+    if comp == "mlp.input":   # what the MLP reads (after its norm): the input of the module holding its projections
+        if not family.mlp_in:
+            raise ComponentError(f"The {family.name!r} family table names no MLP input projection (mlp_in), so "
+                                 f"{name!r} cannot be found.")
+        first = family.mlp_in[0]
+        return Site(name, get_module(block, first.rsplit(".", 1)[0]) if "." in first else get_module(block, first),
+                    "input", layer)
     module, kind = table[comp]
     return Site(name, module, kind, layer)
 

@@ -13,7 +13,9 @@ A :class:`Unit` names what activation maximization (and later dictionary feature
   (of every layer), read in one pass by :func:`unit_values`;
 * ``Unit(sae, 1234)``: feature 1234 of a sparse dictionary (``il.features``): any object with
   ``component``, ``n_features``, ``encode([..., d] -> [..., n_features])``, ``check_model(lm)``,
-  ``direction(i)`` and ``to_dict`` / ``from_dict``; its value is the feature's activation.
+  ``direction(i)`` and ``to_dict`` / ``from_dict``; its value is the feature's activation, read at
+  the component the dictionary reads (a transcoder's: ``blocks.{i}.mlp.input``);
+  ``Unit.all(sae)`` is every feature of it.
 
 Units are plain data (``to_dict`` / ``from_dict``), so results that hold them rerun.
 
@@ -41,7 +43,7 @@ from .errors import ComponentError
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 # components whose activation is one vector per token (a unit is an index or a direction of it)
-_VECTOR_KINDS = ("resid_pre", "resid_post", "attn", "mlp", "mlp.neurons")
+_VECTOR_KINDS = ("resid_pre", "resid_post", "attn", "mlp", "mlp.neurons", "mlp.input")
 
 
 def _as_vector(direction: Any) -> torch.Tensor:
@@ -116,9 +118,12 @@ class Unit:
         return hash((self.component, self.index))
 
     @staticmethod
-    def all(component: str, layers: Any = "all") -> "Units":
+    def all(component: Any, layers: Any = "all") -> "Units":
         """Every unit of ``component`` (``"blocks.12.mlp.neurons"``), or of a block kind
-        (``"mlp.neurons"``, ``"attn.heads"``) in every layer (or ``layers``)."""
+        (``"mlp.neurons"``, ``"attn.heads"``) in every layer (or ``layers``); or every feature of a
+        sparse dictionary (``Unit.all(sae)``)."""
+        if not isinstance(component, str) and _is_dictionary(component):
+            return Units(component.component, dictionary=component)
         return Units(component, layers=layers)
 
     def bind(self, lm: Any) -> "BoundUnits":
@@ -173,13 +178,16 @@ class Units:
 
     component: str
     layers: Any = "all"
+    dictionary: Any = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
-        return f"all {self.component}"
+        return f"all {self.component}" + (f":{self.dictionary.name}" if self.dictionary is not None else "")
 
     def bind(self, lm: Any) -> "BoundUnits":
         """Every unit as :class:`BoundUnits` for ``lm``."""
+        if self.dictionary is not None:
+            return BoundUnits.build(lm, [Unit(self.dictionary, i) for i in range(self.dictionary.n_features)])
         if self.component in lm.component_names():
             comps = [self.component]
         elif f"blocks.0.{self.component}" in lm.component_names():
@@ -193,10 +201,16 @@ class Units:
         return BoundUnits.build(lm, units)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.dictionary is not None:
+            return {"component": self.component, "layers": self.layers,
+                    "dictionary": Unit(self.dictionary, 0).to_dict()["dictionary"]}
         return {"component": self.component, "layers": self.layers}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Units":
+        if d.get("dictionary"):
+            return Unit.all(Unit.from_dict({"component": d["component"], "index": 0,
+                                             "dictionary": d["dictionary"]}).dictionary)
         return cls(d["component"], d.get("layers", "all"))
 
 
@@ -301,11 +315,10 @@ class BoundUnits:
         for j, u in enumerate(units):
             if u.dictionary is not None:
                 if id(u.dictionary) not in checked:
-                    if u.dictionary.component not in lm.component_names():
-                        raise ComponentError(f"{u.name}: the dictionary reads {u.dictionary.component!r}, not a "
-                                             "canonical component, so its features are not units (transcoder "
-                                             "features are read at the MLP's input).")
                     u.dictionary.check_model(lm)   # width and component against the model: its own clear error
+                    if u.dictionary.component not in lm.component_names():
+                        raise ComponentError(f"{u.name}: the dictionary reads {u.dictionary.component!r}, which "
+                                             "is not a component of this model; see lm.component_names().")
                     checked.add(id(u.dictionary))
                 u.dictionary.feature_index(u.index)
                 g = keyed.setdefault((u.component, "feature", id(u.dictionary)),

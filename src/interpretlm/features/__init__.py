@@ -4,7 +4,9 @@
   sparsify (``cfg.json`` + ``sae.safetensors``) format;
 * :class:`Dictionary` — ``encode`` / ``decode`` at its component; ``steer({i: s})``, ``ablate([...])``
   and ``splice()`` as edits for ``lm.intervene`` (the reconstruction error is added back, so the
-  output is the model's own unless features are edited); ``il.Unit(sae, i)`` is a unit.
+  output is the model's own unless features are edited); ``il.Unit(sae, i)`` is a unit,
+  ``il.Unit.all(sae)`` every feature;
+* :func:`attribution_graph` (``il.attribution_graph``) — a prompt's logit through per-layer transcoders.
 
 Example:
     >>> import interpretlm as il  # doctest: +SKIP
@@ -20,12 +22,13 @@ from .baselines import ConceptComparison, compare_to_baselines, concept_words
 from .dictionary import Dictionary, canonical_component, component_width
 from .formats import load
 from .graph import AttributionGraph, attribution_graph
+from .linearize import load_transcoders
 from .errors import DictionaryFormatError, DictionaryMismatchError, FeatureError, FeatureIndexError
 from .metrics import evaluate
-from .steering import DEFAULT_PROMPTS, SteeringSweep, concept_tokens, generate, steer, steering_edit
+from .steering import DEFAULT_PROMPTS, SteeringSweep, concept_baseline, concept_tokens, generate, steer, steering_edit
 from .train import Trainer, fit, reconstruction_metrics, train
 
 __all__ = ["AttributionGraph", "ConceptComparison", "attribution_graph", "Dictionary", "DictionaryFormatError", "DictionaryMismatchError", "FeatureError", "FeatureIndexError",
            "SteeringSweep", "Trainer",
-           "concept_tokens", "generate", "steer", "steering_edit",
+           "concept_baseline", "concept_tokens", "generate", "load_transcoders", "steer", "steering_edit",
            "canonical_component", "compare_to_baselines", "component_width", "concept_words", "evaluate", "fit", "load", "reconstruction_metrics", "train"]

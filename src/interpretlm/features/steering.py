@@ -119,6 +119,13 @@ def steering_edit(lm: Any, unit: Unit, strength: float) -> dict[str, Callable[[t
         >>> edit(torch.zeros(1, 2, lm.d_model))[0, :, 3].tolist()
         [2.0, 2.0]
     """
+    if unit.dictionary is not None and getattr(unit.dictionary, "is_transcoder", False):
+        # a transcoder's feature raised by s writes s · W_dec[i] more to the MLP's output (the error term unchanged)
+        vec = unit.dictionary.direction(unit.index)
+
+        def add(value: torch.Tensor) -> torch.Tensor:
+            return value + (float(strength) * vec).to(value.device, value.dtype)
+        return {unit.dictionary.output: add}
     if unit.dictionary is not None:
         return {unit.dictionary.output: unit.dictionary.steer({unit.index: float(strength)})}
     kind = kind_of(lm, unit.component)
@@ -173,9 +180,11 @@ class SteeringSweep(Result):
         samples: ``[s][p]`` the generated continuations.
         dictionary: for a dictionary's feature, the dictionary's facts and metrics (FVU, L0, dead
             fraction, cross-entropy loss recovered) and the feature's promoted tokens.
+        baselines: with a concept set (``positive=``, ``negative=``), ``{"diff_in_means": {"concept_rate": [s],
+            "perplexity": [s]}}``: the concept's difference-in-means direction steered the same way.
     """
 
-    nan_marks: ClassVar[tuple[str, ...]] = ("perplexity",)   # NaN: nothing generated (an end token at once)
+    nan_marks: ClassVar[tuple[str, ...]] = ("perplexity", "baselines")   # NaN: nothing generated (an end token at once)
 
     unit: str = ""
     component: str = ""
@@ -186,6 +195,7 @@ class SteeringSweep(Result):
     perplexity: list[float] = field(default_factory=list)
     samples: list[list[str]] = field(default_factory=list)
     dictionary: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     @property
     def prompt(self) -> str:
@@ -198,6 +208,7 @@ class SteeringSweep(Result):
         i = max(range(len(self.strengths)), key=lambda j: self.concept_rate[j]) if self.strengths else 0
         return (f"concept rate {self.concept_rate[0]:.2f} unsteered -> {self.concept_rate[i]:.2f} at strength "
                 f"{self.strengths[i]:g} (perplexity {self.perplexity[0]:.3g} -> {self.perplexity[i]:.3g})"
+                + "".join(f"; {k}: {max(v['concept_rate']):.2f} at best" for k, v in self.baselines.items())
                 if self.strengths else "no strengths")
 
     def figures(self) -> dict[str, Figure]:
@@ -207,10 +218,13 @@ class SteeringSweep(Result):
             extra["dictionary"] = Table(["dictionary", "value"], [[k, v if isinstance(v, (int, float)) else str(v)]
                                                                   for k, v in self.dictionary.items()])
         return {**extra,
-            "sweep": LineChart(x=xs, series={"concept rate": list(self.concept_rate)}, x_label="strength",
-                               y_label="concept rate", y_min=0.0, title=f"Concept rate ({', '.join(self.concept[:6])}…)"),
-            "fluency": LineChart(x=xs, series={"perplexity": list(self.perplexity)}, x_label="strength",
-                                 y_label="perplexity (unedited model)", title="Fluency"),
+            "sweep": LineChart(x=xs, series={"concept rate": list(self.concept_rate),
+                                             **{f"{k} (baseline)": v["concept_rate"] for k, v in self.baselines.items()}},
+                               x_label="strength", y_label="concept rate", y_min=0.0,
+                               title=f"Concept rate ({', '.join(self.concept[:6])}…)"),
+            "fluency": LineChart(x=xs, series={"perplexity": list(self.perplexity),
+                                               **{f"{k} (baseline)": v["perplexity"] for k, v in self.baselines.items()}},
+                                 x_label="strength", y_label="perplexity (unedited model)", title="Fluency"),
             "samples": Table(["strength", "concept rate", "perplexity", f"{self.prompts[0]!r} →" if self.prompts else ""],
                              [[s, r, p, smp[0] if smp else ""] for s, r, p, smp in
                               zip(self.strengths, self.concept_rate, self.perplexity, self.samples)]),
@@ -260,7 +274,7 @@ _CHECK = CheckSpec("identity_error", 1e-4,
           cli_input="interpretlm.features.steering:unit_from_text")
 def steer(lm: Any, units: Any, *, strengths: list[float] = (0.0, 4.0, 8.0, 16.0), prompts: list[str] = DEFAULT_PROMPTS,
           concept: list[str] | None = None, max_new_tokens: int = 16, temperature: float = 0.0,
-          seed: int = 0) -> SteeringSweep:
+          seed: int = 0, positive: list[str] | None = None, negative: list[str] | None = None) -> SteeringSweep:
     """Steer one unit at several strengths and measure the concept's rate against fluency.
 
     Args:
@@ -269,7 +283,12 @@ def steer(lm: Any, units: Any, *, strengths: list[float] = (0.0, 4.0, 8.0, 16.0)
             direction of a vector component.
         strengths: norms added along the unit's direction (0 is the unedited model).
         prompts: what to generate from; concept: concept words (default: the 10 tokens the unit's
-            direction promotes most); max_new_tokens, temperature, seed: generation.
+            direction promotes most, or with a concept set the 10 most over-represented in its positive
+            texts); max_new_tokens, temperature, seed: generation.
+        positive, negative: a concept set (texts with and without the concept). Given, the concept's
+            difference-in-means direction at the same component, with the norm of the unit's own
+            vector, is steered at the same strengths beside the unit (AxBench's baseline): its curves
+            are ``result.baselines["diff_in_means"]``.
 
     Returns:
         :class:`SteeringSweep` with ``concept_rate [s]``, ``perplexity [s]`` and the samples.
@@ -291,7 +310,18 @@ def steer(lm: Any, units: Any, *, strengths: list[float] = (0.0, 4.0, 8.0, 16.0)
     if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
         from ..errors import EmptyInputError
         raise EmptyInputError("steer needs non-empty prompts to generate from.")
-    words = list(concept) if concept else concept_tokens(lm, unit)
+    baseline = None
+    if (positive is None) != (negative is None):
+        raise FeatureError("A concept set is both positive= and negative= texts.")
+    if positive is not None:
+        baseline = concept_baseline(lm, unit, positive, negative)
+    if concept:
+        words = list(concept)
+    elif positive is not None:
+        from .baselines import concept_words
+        words = concept_words(lm, list(positive), list(negative))
+    else:
+        words = concept_tokens(lm, unit)
     targets = {w.strip().lower() for w in words if w.strip()}
     if not targets:
         raise FeatureError("The concept has no non-blank words to count.")
@@ -300,17 +330,41 @@ def steer(lm: Any, units: Any, *, strengths: list[float] = (0.0, 4.0, 8.0, 16.0)
     with lm.intervene(steering_edit(lm, unit, 0.0)):
         same = lm.forward(prompts[0]).logits.float()
     identity = float((same - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+    rates, ppls, samples = _sweep(lm, lambda s: steering_edit(lm, unit, s), strengths, prompts, targets,
+                                  max_new_tokens, temperature, seed, "steering")
+    comp = unit.dictionary.output if unit.dictionary is not None else unit.component
+    result = SteeringSweep(unit=unit.name, component=comp, strengths=strengths, prompts=prompts, concept=words,
+                           concept_rate=rates, perplexity=ppls, samples=samples)
+    if unit.dictionary is not None:
+        d = unit.dictionary
+        keep = ("fvu", "l0", "dead_fraction", "ce_loss_recovered", "tokens")
+        result.dictionary = {"name": d.name, "features": d.n_features, "component": comp,
+                             **{k: d.metrics[k] for k in keep if isinstance(d.metrics.get(k), (int, float))},
+                             "concept": ", ".join(w.strip() for w in words[:10])}
+    if baseline is not None:
+        rates_b, ppls_b, _ = _sweep(lm, lambda s: baseline.edit(s), strengths, prompts, targets, max_new_tokens,
+                                    temperature, seed, "steering: difference-in-means")
+        result.baselines = {"diff_in_means": {"concept_rate": rates_b, "perplexity": ppls_b}}
+        result.diagnostics["baseline_cosine"] = baseline.cosine
+    result.diagnostics.update({"identity_error": identity, "max_new_tokens": max_new_tokens})
+    return result
+
+
+def _sweep(lm: Any, edits: Callable[[float], dict[str, Any]], strengths: list[float], prompts: list[str],
+           targets: set[str], max_new_tokens: int, temperature: float, seed: int,
+           label: str) -> tuple[list[float], list[float], list[list[str]]]:
+    """Per strength: the concept rate and perplexity of the generations under ``edits(strength)``, and the texts."""
     from ..progress import track
 
     rates, ppls, samples = [], [], []
-    for s in track(strengths, "steering"):
+    for s in track(strengths, label):
         hits = total = 0
         nll: list[float] = []
         row: list[str] = []
         for j, p in enumerate(prompts):
             with ExitStack() as stack:
                 if s != 0.0:
-                    stack.enter_context(lm.intervene(steering_edit(lm, unit, s)))
+                    stack.enter_context(lm.intervene(edits(s)))
                 pids, text, new = _generate_ids(lm, p, max_new_tokens, temperature=temperature, seed=seed + j)
             toks = [lm.tokenizer.decode([t]).strip().lower() for t in new]
             hits += sum(t in targets for t in toks)
@@ -321,17 +375,68 @@ def steer(lm: Any, units: Any, *, strengths: list[float] = (0.0, 4.0, 8.0, 16.0)
         finite = [x for x in nll if x == x]
         ppls.append(float(torch.tensor(finite).log().mean().exp()) if finite else float("nan"))
         samples.append(row)
-    comp = unit.dictionary.output if unit.dictionary is not None else unit.component
-    result = SteeringSweep(unit=unit.name, component=comp, strengths=strengths, prompts=prompts, concept=words,
-                           concept_rate=rates, perplexity=ppls, samples=samples)
+    return rates, ppls, samples
+
+
+@dataclass
+class _Baseline:
+    """The difference-in-means direction of a concept at the component a unit writes, scaled to what one unit of
+    strength of the unit writes there (AxBench's baseline, steered beside the unit)."""
+
+    component: str
+    vector: torch.Tensor           # [d] (attn.heads: head * d_head)
+    cosine: float                  # with the unit's own steering vector
+
+    def edit(self, strength: float) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        def add(value: torch.Tensor) -> torch.Tensor:
+            shift = (float(strength) * self.vector).to(value.device, value.dtype)
+            return value + (shift.view(value.shape[-2:]) if value.ndim == 4 else shift)
+        return {self.component: add}
+
+
+def _unit_vector(lm: Any, unit: Unit) -> tuple[str, torch.Tensor]:
+    """Where ``unit`` is steered and the vector one unit of strength adds there."""
     if unit.dictionary is not None:
-        d = unit.dictionary
-        keep = ("fvu", "l0", "dead_fraction", "ce_loss_recovered", "tokens")
-        result.dictionary = {"name": d.name, "features": d.n_features, "component": comp,
-                             **{k: d.metrics[k] for k in keep if isinstance(d.metrics.get(k), (int, float))},
-                             "concept": ", ".join(w.strip() for w in words[:10])}
-    result.diagnostics = {"identity_error": identity, "max_new_tokens": max_new_tokens}
-    return result
+        return unit.dictionary.output, unit.dictionary.direction(unit.index).float()
+    kind = kind_of(lm, unit.component)
+    if unit.direction is not None:
+        return unit.component, unit.direction / unit.direction.norm().clamp_min(1e-12)
+    vec = torch.zeros(lm.d_mlp if kind == "mlp.neurons" else lm.d_model)
+    vec[unit.index] = 1.0
+    return unit.component, vec
+
+
+def concept_baseline(lm: Any, unit: Unit, positive: Sequence[str], negative: Sequence[str]) -> _Baseline:
+    """The difference-in-means direction of the concept (mean over each text's tokens, the first, an attention sink,
+    left out; positive minus negative class means) at the component ``unit`` writes, with the norm of the unit's
+    own steering vector.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama")
+        >>> b = concept_baseline(lm, Unit("blocks.1.resid_post", 3), ["the cat sat", "a cat ran"], ["the dog sat", "a dog ran"])
+        >>> b.component, round(float(b.vector.norm()), 4)
+        ('blocks.1.resid_post', 1.0)
+    """
+    positive, negative = list(positive), list(negative)
+    if min(len(positive), len(negative)) < 2 or not all(isinstance(t, str) and t.strip() for t in positive + negative):
+        raise FeatureError("The concept set needs at least 2 positive and 2 negative non-empty texts.")
+    comp, own = _unit_vector(lm, unit)
+
+    def mean_of(texts: list[str]) -> torch.Tensor:
+        rows = []
+        for t in texts:
+            with torch.inference_mode(), lm.capture([comp]) as cache:
+                lm.forward(t)
+            x = cache[comp][0]
+            x = x.reshape(x.shape[0], -1).float().cpu()
+            rows.append((x[1:] if x.shape[0] > 1 else x).mean(0))
+        return torch.stack(rows).mean(0)
+    diff = mean_of(positive) - mean_of(negative)
+    if float(diff.norm()) == 0.0:
+        raise FeatureError("The positive and negative texts give the same mean activation: no direction to steer.")
+    vec = diff / diff.norm() * own.norm()
+    return _Baseline(comp, vec, float(torch.nn.functional.cosine_similarity(vec, own.flatten(), dim=0)))
 
 
 def _one_unit(lm: Any, units: Any) -> Unit:
@@ -342,4 +447,4 @@ def _one_unit(lm: Any, units: Any) -> Unit:
     return units
 
 
-__all__ = ["DEFAULT_PROMPTS", "SteeringSweep", "concept_tokens", "generate", "steer", "steering_edit"]
+__all__ = ["DEFAULT_PROMPTS", "SteeringSweep", "concept_baseline", "concept_tokens", "generate", "steer", "steering_edit"]

@@ -49,6 +49,7 @@ from ..errors import InterpretLMError
 from ..progress import bar as progress_bar
 from ..results import atomic_write
 from ..units import BoundUnits, kind_of, layer_of, unit_values
+from .sparse import fold_sparse
 from .corpus import Corpus, CorpusError
 
 GLU_COMBOS = ("gate+ up+", "gate+ up-", "gate- up+", "gate- up-")
@@ -384,9 +385,13 @@ def folding(lm: Any, bound: BoundUnits, glu_units: list[int], fire_threshold: fl
     def reader(component: str):
         sub, cols = subs[component][0], as_index(subs[component][1])
         local, gcols = glu_cols[component][0], as_index(glu_cols[component][1])
+        # dictionary features only: folded from their non-zero activations (a TopK dictionary's k of n a token)
+        sparse = bool(sub.groups) and all(g.how == "feature" for g in sub.groups)
 
         def read(value: torch.Tensor) -> None:
             state = current["state"]
+            if sparse and fold_sparse(state, sub, cols, value, current["window0"], fire_threshold, current["gen"]):
+                return
             v = unit_values(lm, sub, {component: value}).float().cpu()
             wmax = None
             if len(local):
