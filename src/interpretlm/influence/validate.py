@@ -82,7 +82,11 @@ class LDSReport:
             "seconds": index + scoring time (the shared gradient pass counted for every gradient method)}}``.
         subset_seeds: the seed each subset was drawn with; ``subset_size``, ``n_train``, ``n_queries``.
         train_seconds / retrain_seconds: training the full model / all the subset retrainings.
-        settings: training steps, learning rate, projection, modules, damping.
+        settings: training steps, learning rate, projection, modules, damping, and the fingerprint
+            of the fully trained model the scores attribute (``"fingerprint"``).
+        masks: ``[subsets][n_train]`` which texts (1.0) each retrained subset held.
+        actual: ``[subsets][n_query]`` each query's loss after retraining on that subset; with
+            ``masks`` it judges any other scores (:meth:`lds_of`), e.g. another library's.
     """
 
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -93,6 +97,42 @@ class LDSReport:
     train_seconds: float = 0.0
     retrain_seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
+    masks: list[list[float]] = field(default_factory=list)
+    actual: list[list[float]] = field(default_factory=list)
+
+    def lds_of(self, scores: Any) -> dict[str, Any]:
+        """The LDS of any ``[n_query, n_train]`` scores (positive: a proponent) on this report's retrained
+        subsets: ``{"lds": mean over queries, "se": its standard error, "per_query": [...]}``.
+
+        Example:
+            >>> rep = LDSReport(masks=[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], actual=[[2.0], [1.0], [0.5]])
+            >>> rep.lds_of([[0.1, 0.9]])["lds"]  # the second text lowers the loss more: a perfect ranking
+            1.0
+        """
+        s = torch.as_tensor(scores, dtype=torch.float64)
+        masks = torch.as_tensor(self.masks, dtype=torch.float64)
+        actual = torch.as_tensor(self.actual, dtype=torch.float64)
+        if s.dim() != 2 or s.shape != (actual.shape[1], masks.shape[1]):
+            raise InfluenceError(f"scores must be [n_query, n_train] = [{actual.shape[1]}, {masks.shape[1]}]; "
+                                 f"got {list(s.shape)}.")
+        pred = -(masks @ s.T)  # [subsets, n_query]: predicted loss (up to a constant) of each subset
+        per_query = [spearman(pred[:, q].numpy(), actual[:, q].numpy(), constant=0.0) for q in range(s.shape[0])]
+        return {"lds": float(np.mean(per_query)), "se": _se(per_query), "per_query": per_query}
+
+    def paired(self, a: str, b: str) -> dict[str, float]:
+        """The per-query difference ``LDS(a) - LDS(b)`` of two methods judged on the same queries and
+        subsets: ``{"diff": its mean, "se": the standard error of that mean, "wins": the fraction of
+        queries where ``a`` is higher}``. Pairing removes the spread between queries (some are easy
+        for every method), so it tells whether ``a`` beats ``b`` when the two means' error bars overlap.
+
+        Example:
+            >>> rep = LDSReport(methods={"x": {"per_query": [0.5, 0.6, 0.7]}, "y": {"per_query": [0.4, 0.4, 0.6]}})
+            >>> {k: round(v, 3) for k, v in rep.paired("x", "y").items()}
+            {'diff': 0.133, 'se': 0.033, 'wins': 1.0}
+        """
+        pa, pb = np.asarray(self.methods[a]["per_query"]), np.asarray(self.methods[b]["per_query"])
+        d = pa - pb
+        return {"diff": float(d.mean()), "se": _se(d), "wins": float((d > 0).mean())}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,7 +198,8 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
         train_seconds = time.perf_counter() - t0
         report = LDSReport(subset_size=size, n_train=n, n_queries=len(queries), train_seconds=train_seconds,
                            settings={"steps": steps, "lr": lr, "projection": projection, "modules": modules,
-                                     "damping": damping, "fisher": fisher, "fraction": fraction, "seed": seed})
+                                     "damping": damping, "fisher": fisher, "fraction": fraction, "seed": seed,
+                                     "fingerprint": full.fingerprint})
         predicted: dict[str, torch.Tensor] = {}
         seconds: dict[str, float] = {}
         grad_methods = [m for m in methods if m not in ("bm25", "tracin")]
@@ -199,10 +240,13 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
             actual[j] = query_losses(model, queries, target)
         report.retrain_seconds = time.perf_counter() - t0
         report.subset_seeds = seeds
+        report.masks, report.actual = masks.tolist(), actual.tolist()
         for m, s in predicted.items():
-            pred = -(masks @ s.T)  # [subsets, n_query]: predicted loss (up to a constant) of each subset
-            per_query = [spearman(pred[:, q].numpy(), actual[:, q].numpy(), constant=0.0) for q in range(len(queries))]
-            mean = float(np.mean(per_query))
-            se = float(np.std(per_query, ddof=1) / math.sqrt(len(per_query))) if len(per_query) > 1 else float("nan")
-            report.methods[m] = {"lds": mean, "se": se, "per_query": per_query, "seconds": seconds[m]}
+            report.methods[m] = {**report.lds_of(s), "seconds": seconds[m]}
     return report
+
+
+def _se(values: Sequence[float]) -> float:
+    """The standard error of the mean of ``values`` (NaN for fewer than two)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
