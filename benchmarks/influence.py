@@ -177,6 +177,9 @@ def main() -> None:
 
 PEERS = {"kronfluence ekfac (empirical Fisher)": "kronfluence_empirical",
          "kronfluence ekfac (sampled Fisher)": "kronfluence_sampled", "bergson ekfac": "bergson"}
+# our row on the same layers as each peer: Kronfluence tracks nn.Linear only, bergson the blocks' layers
+SAME_LAYERS = {"kronfluence ekfac (empirical Fisher)": "ekfac (no embedding)",
+               "kronfluence ekfac (sampled Fisher)": "ekfac (no embedding)", "bergson ekfac": "ekfac (blocks only)"}
 VARIANTS = {"ekfac (projection 16)": "ekfac_proj16", "ekfac (no embedding)": "ekfac_no_embed",
             "ekfac (blocks only)": "ekfac_blocks"}
 
@@ -189,6 +192,11 @@ def record_report(rep) -> None:
             record("influence", f"peer_lds.{key}", round(v["lds"], 3))
             record("influence", f"peer_lds_se.{key}", round(v["se"], 3))
             record("influence", f"peer_seconds.{key}", round(v["seconds"], 1))
+            if SAME_LAYERS[m] in rep.methods:
+                d = rep.paired(SAME_LAYERS[m], m)
+                print(f"paired, {SAME_LAYERS[m]} - {m}: {d['diff']:+.3f} ± {d['se']:.3f}")
+                record("influence", f"peer_paired.{key}", round(d["diff"], 3))
+                record("influence", f"peer_paired_se.{key}", round(d["se"], 3))
             continue
         key = VARIANTS.get(m, m)
         record("influence", f"lds.{key}", round(v["lds"], 3))
