@@ -132,6 +132,8 @@ def main() -> None:
     ap.add_argument("--subsets", type=int, default=50)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
+                    help="sgd: momentum 0.9 (a diagnosis: use --lr 0.00317; figures recorded under sgd.)")
     ap.add_argument("--out", default=None, help="write the report (or the default-model scores) as JSON here")
     ap.add_argument("--peer", default=None, help="default-model workload: Kronfluence's JSON from _kronfluence_runner.py")
     ap.add_argument("--from-report", default=None, help="record the figures of an earlier run's --out JSON instead")
@@ -158,13 +160,14 @@ def main() -> None:
 
     t0 = time.perf_counter()
     rep = il.influence.validate(model_fn, train, queries, subsets=args.subsets, steps=args.steps, lr=args.lr,
-                                modules=modules, projection=None, progress=False,
+                                optimizer=args.optimizer, modules=modules, projection=None, progress=False,
                                 variants={"ekfac (projection 16)": ("ekfac", {"projection": 16}),
                                           "ekfac (no embedding)": ("ekfac", {"modules": modules[1:]}),
                                           "ekfac (blocks only)": ("ekfac", {"modules": "all"})})
     total = time.perf_counter() - t0
     print(f"{args.train} training verses, {len(queries)} held-out queries (after {args.dev} dev verses), "
-          f"{args.subsets} half-subsets ({rep.subset_size} texts each), {args.steps} full-batch Adam steps, lr {args.lr}")
+          f"{args.subsets} half-subsets ({rep.subset_size} texts each), {args.steps} full-batch {args.optimizer} steps, "
+          f"lr {args.lr}")
     print(f"training {rep.train_seconds:.1f} s; retraining {args.subsets} subsets {rep.retrain_seconds:.1f} s; "
           f"whole run {total:.1f} s")
     if args.peers:
@@ -185,32 +188,34 @@ VARIANTS = {"ekfac (projection 16)": "ekfac_proj16", "ekfac (no embedding)": "ek
 
 
 def record_report(rep) -> None:
-    """Print the paired differences and record every figure of an LDS report (``--out``'s JSON reloads as one)."""
+    """Print the paired differences and record every figure of an LDS report (``--out``'s JSON reloads as one).
+    An SGD run (a diagnosis) records under ``sgd.``, leaving the Adam figures alone."""
+    pre = "" if rep.settings.get("optimizer", "adam") == "adam" else "sgd."
     for m, v in rep.methods.items():
         if m in PEERS:
             key = PEERS[m]
-            record("influence", f"peer_lds.{key}", round(v["lds"], 3))
-            record("influence", f"peer_lds_se.{key}", round(v["se"], 3))
-            record("influence", f"peer_seconds.{key}", round(v["seconds"], 1))
+            record("influence", pre + f"peer_lds.{key}", round(v["lds"], 3))
+            record("influence", pre + f"peer_lds_se.{key}", round(v["se"], 3))
+            record("influence", pre + f"peer_seconds.{key}", round(v["seconds"], 1))
             if SAME_LAYERS[m] in rep.methods:
                 d = rep.paired(SAME_LAYERS[m], m)
                 print(f"paired, {SAME_LAYERS[m]} - {m}: {d['diff']:+.3f} ± {d['se']:.3f}")
-                record("influence", f"peer_paired.{key}", round(d["diff"], 3))
-                record("influence", f"peer_paired_se.{key}", round(d["se"], 3))
+                record("influence", pre + f"peer_paired.{key}", round(d["diff"], 3))
+                record("influence", pre + f"peer_paired_se.{key}", round(d["se"], 3))
             continue
         key = VARIANTS.get(m, m)
-        record("influence", f"lds.{key}", round(v["lds"], 3))
-        record("influence", f"lds_se.{key}", round(v["se"], 3))
-        record("influence", f"seconds.{key}", round(v["seconds"], 2))
+        record("influence", pre + f"lds.{key}", round(v["lds"], 3))
+        record("influence", pre + f"lds_se.{key}", round(v["se"], 3))
+        record("influence", pre + f"seconds.{key}", round(v["seconds"], 2))
     for other in [m for m in rep.methods if m != "ekfac"]:
         d = rep.paired("ekfac", other)
         print(f"paired, ekfac - {other}: {d['diff']:+.3f} ± {d['se']:.3f} (ekfac higher on {d['wins']:.0%} of queries)")
         key = PEERS.get(other, VARIANTS.get(other, other))
-        record("influence", f"paired.{key}", round(d["diff"], 3))
-        record("influence", f"paired_se.{key}", round(d["se"], 3))
-    record("influence", "retrain_seconds", round(rep.retrain_seconds, 1))
-    record("influence", "lds_queries", rep.n_queries)
-    record("influence", "lds_subsets", len(rep.subset_seeds))
+        record("influence", pre + f"paired.{key}", round(d["diff"], 3))
+        record("influence", pre + f"paired_se.{key}", round(d["se"], 3))
+    record("influence", pre + "retrain_seconds", round(rep.retrain_seconds, 1))
+    record("influence", pre + "lds_queries", rep.n_queries)
+    record("influence", pre + "lds_subsets", len(rep.subset_seeds))
 
 
 def run_peers(rep, model_fn, train: list[str], queries: list[str], args, modules: list[str]) -> None:
@@ -222,7 +227,7 @@ def run_peers(rep, model_fn, train: list[str], queries: list[str], args, modules
     from interpretlm.influence.validate import train_lm
 
     lm = model_fn(rep.settings["seed"])
-    train_lm(lm, train, steps=args.steps, lr=args.lr)  # deterministic: the model the report attributes
+    train_lm(lm, train, steps=args.steps, lr=args.lr, optimizer=args.optimizer)  # deterministic: the model the report attributes
     if lm.fingerprint != rep.settings["fingerprint"]:
         raise RuntimeError("retraining the full model gave other weights than the LDS report's")
     venvs = Path(__file__).resolve().parents[1] / ".bench-venvs"

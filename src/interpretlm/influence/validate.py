@@ -29,10 +29,12 @@ from .gradients import lm_loss_rows
 from .index import METHODS, index, read_train
 
 
-def train_lm(lm: Any, texts: Sequence[str], *, steps: int, lr: float, checkpoints: int = 0) -> list[Any]:
-    """Train ``lm`` in place on ``texts``: full-batch Adam on the mean over texts of each text's summed
-    next-token loss (deterministic). Returns ``checkpoints`` copies of the model taken at evenly spaced
-    steps along training (the last one after the final step), for TracIn.
+def train_lm(lm: Any, texts: Sequence[str], *, steps: int, lr: float, checkpoints: int = 0,
+             optimizer: str = "adam") -> list[Any]:
+    """Train ``lm`` in place on ``texts``: full-batch Adam (``optimizer="sgd"``: SGD with momentum 0.9)
+    on the mean over texts of each text's summed next-token loss (deterministic). Returns
+    ``checkpoints`` copies of the model taken at evenly spaced steps along training (the last one
+    after the final step), for TracIn.
 
     Example:
         >>> from interpretlm.testing import tiny_lm
@@ -47,7 +49,9 @@ def train_lm(lm: Any, texts: Sequence[str], *, steps: int, lr: float, checkpoint
     frozen = [p.requires_grad for p in params]  # loaded models come frozen; train every weight, then restore
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=lr)
+    if optimizer not in ("adam", "sgd"):
+        raise InfluenceError(f"optimizer={optimizer!r}: choose 'adam' or 'sgd'.")
+    opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr, momentum=0.9)
     loss_rows = lm_loss_rows(lm)
     every = max(1, steps // checkpoints) if checkpoints else 0
     saved = []
@@ -149,7 +153,8 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
              subsets: int = 50, fraction: float = 0.5, steps: int = 100, lr: float = 3e-3, seed: int = 0,
              methods: Sequence[str] = METHODS, modules: str | Sequence[str] = "all", projection: int | None = None,
              damping: float = 0.1, fisher: str = "empirical", tracin_checkpoints: int = 4,
-             variants: dict[str, tuple[str, dict[str, Any]]] | None = None, progress: Any = None) -> LDSReport:
+             variants: dict[str, tuple[str, dict[str, Any]]] | None = None, optimizer: str = "adam",
+             progress: Any = None) -> LDSReport:
     """Linear datamodeling score of each influence method against real retraining (small models only).
 
     Args:
@@ -158,7 +163,8 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
         train: the training texts (a list or a ``.jsonl`` / ``.txt`` file).
         queries: held-out texts whose loss is predicted (with ``target``: prompts, loss ``-target``).
         subsets: retrained random subsets (≥ 50 for a meaningful LDS), each ``fraction`` of the texts.
-        steps, lr: full-batch Adam training of every model.
+        steps, lr, optimizer: full-batch training of every model (``"adam"``, or ``"sgd"`` with
+            momentum 0.9; see :func:`train_lm`).
         seed: the initialisation seed; subset ``j`` is drawn with seed ``seed * 1000 + j + 1``.
         methods: the influence methods compared (``index``'s methods; ``tracin`` uses
             ``tracin_checkpoints`` copies taken along the full training run).
@@ -193,13 +199,13 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
     with policy(progress):
         t0 = time.perf_counter()
         full = model_fn(seed)
-        ckpts = train_lm(full, texts, steps=steps, lr=lr,
+        ckpts = train_lm(full, texts, steps=steps, lr=lr, optimizer=optimizer,
                          checkpoints=tracin_checkpoints if "tracin" in methods else 0)
         train_seconds = time.perf_counter() - t0
         report = LDSReport(subset_size=size, n_train=n, n_queries=len(queries), train_seconds=train_seconds,
-                           settings={"steps": steps, "lr": lr, "projection": projection, "modules": modules,
-                                     "damping": damping, "fisher": fisher, "fraction": fraction, "seed": seed,
-                                     "fingerprint": full.fingerprint})
+                           settings={"steps": steps, "lr": lr, "optimizer": optimizer, "projection": projection,
+                                     "modules": modules, "damping": damping, "fisher": fisher, "fraction": fraction,
+                                     "seed": seed, "fingerprint": full.fingerprint})
         predicted: dict[str, torch.Tensor] = {}
         seconds: dict[str, float] = {}
         grad_methods = [m for m in methods if m not in ("bm25", "tracin")]
@@ -236,7 +242,7 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
             pick = np.random.default_rng(seeds[j]).choice(n, size=size, replace=False)
             masks[j, torch.as_tensor(pick)] = 1.0
             model = model_fn(seed)
-            train_lm(model, [texts[i] for i in sorted(pick)], steps=steps, lr=lr)
+            train_lm(model, [texts[i] for i in sorted(pick)], steps=steps, lr=lr, optimizer=optimizer)
             actual[j] = query_losses(model, queries, target)
         report.retrain_seconds = time.perf_counter() - t0
         report.subset_seeds = seeds
