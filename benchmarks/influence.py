@@ -27,6 +27,9 @@ on ``--dev`` other held-out verses, which the reported queries exclude: the vers
 training set are ``dev`` first, then the ``--queries`` reported. A second EK-FAC row uses
 projection 16 (LoGra-style) to show what the projection costs.
 
+``--optimizer sgd --lr 0.0031746`` (a diagnosis, recorded under ``sgd.``) trains every model with
+full-batch SGD, momentum 0.9, instead of Adam: does EK-FAC do better when the optimizer is not Adam?
+
 ``--peers`` runs Kronfluence's and bergson's EK-FAC (``_kronfluence_runner.py``,
 ``_bergson_runner.py``, in their venvs under ``.bench-venvs``) on the same trained model (saved to
 a temporary folder; its fingerprint is checked against the one the LDS report attributes), texts,
@@ -133,7 +136,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
-                    help="sgd: momentum 0.9 (a diagnosis: use --lr 0.00317; figures recorded under sgd.)")
+                    help="sgd: momentum 0.9 (a diagnosis: use --lr 0.0031746; figures recorded under sgd.)")
     ap.add_argument("--out", default=None, help="write the report (or the default-model scores) as JSON here")
     ap.add_argument("--peer", default=None, help="default-model workload: Kronfluence's JSON from _kronfluence_runner.py")
     ap.add_argument("--from-report", default=None, help="record the figures of an earlier run's --out JSON instead")

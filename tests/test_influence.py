@@ -241,6 +241,12 @@ def test_lds_report_judges_other_scores_and_pairs_methods():
     assert abs(got["diff"] - d.mean()) < 1e-12 and abs(got["se"] - d.std(ddof=1) / 2) < 1e-12
     with pytest.raises(il.influence.InfluenceError, match="n_query, n_train"):
         rep.lds_of(torch.zeros(4, 7))
+    sgd = small_lm(0)  # the SGD recipe (a diagnosis in the benchmark) trains too
+    before = float(lm_loss_rows(sgd)(sgd.forward(texts, grad=False)).mean())
+    train_lm(sgd, texts, steps=4, lr=3e-3, optimizer="sgd")
+    assert float(lm_loss_rows(sgd)(sgd.forward(texts, grad=False)).mean()) < before
+    with pytest.raises(il.influence.InfluenceError, match="optimizer"):
+        train_lm(sgd, texts, steps=1, lr=1e-3, optimizer="lbfgs")
 
 
 def test_sampled_fisher_is_seeded_and_reaches_the_same_top_proponent(tmp_path):
