@@ -187,9 +187,23 @@ def feature_steer(d: dict[str, Any]) -> str:
 
 def influence_lds(d: dict[str, Any]) -> str:
     s = d["influence"]
+    label = {"ekfac_proj16": "ekfac (proj. 16)", "ekfac_no_embed": "ekfac (no embedding)",
+             "ekfac_blocks": "ekfac (blocks only)"}
     names = sorted({k.split(".", 1)[1] for k in s if k.startswith("lds.")}, key=lambda m: -s[f"lds.{m}"])
-    return ", ".join(f"{m.replace('_proj16', ' (proj. 16)')} {s[f'lds.{m}']:.2f} ± {s[f'lds_se.{m}']:.2f}"
-                     for m in names)
+    out = ", ".join(f"{label.get(m, m)} {s[f'lds.{m}']:.2f} ± {s[f'lds_se.{m}']:.2f}" for m in names)
+    out += (f"; paired per query, ekfac − bm25 {s['paired.bm25']:+.3f} ± {s['paired_se.bm25']:.3f}, "
+            f"ekfac − trackstar {s['paired.trackstar']:+.3f} ± {s['paired_se.trackstar']:.3f}")
+    if "peer_lds.kronfluence_empirical" in s:
+        out += (f"; Kronfluence 1.0.1 EK-FAC {s['peer_lds.kronfluence_empirical']:.2f} ± "
+                f"{s['peer_lds_se.kronfluence_empirical']:.2f} (empirical Fisher; ours on its layers − it, paired: "
+                f"{s['peer_paired.kronfluence_empirical']:+.3f} ± {s['peer_paired_se.kronfluence_empirical']:.3f}; with "
+                f"its default sampled Fisher {s['peer_lds.kronfluence_sampled']:.2f}) in "
+                f"{s['peer_seconds.kronfluence_empirical']:.0f} s, ours {s['seconds.ekfac_no_embed']:.1f} s")
+    if "peer_lds.bergson" in s:
+        out += (f"; bergson 2.5.1 EK-FAC {s['peer_lds.bergson']:.2f} ± {s['peer_lds_se.bergson']:.2f} (ours on its "
+                f"layers − it, paired: {s['peer_paired.bergson']:+.3f} ± {s['peer_paired_se.bergson']:.3f}) in "
+                f"{s['peer_seconds.bergson']:.0f} s, ours {s['seconds.ekfac_blocks']:.1f} s (loaded machine)")
+    return out
 
 
 def influence_default(d: dict[str, Any]) -> str:
@@ -247,8 +261,8 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
      feature_graph, "features_units_graph.py"),
     ("a 1,024-feature SAE's best sea feature steered beside difference-in-means (default model)", feature_steer,
      "features_units_graph.py"),
-    ("influence functions, LDS on a tiny model (50 retrained half-subsets of 32 KJV verses, 8 queries)",
-     influence_lds, "influence.py"),
+    ("influence functions, LDS on a tiny model (50 retrained half-subsets of 32 KJV verses, 64 held-out queries)",
+     influence_lds, "influence.py --peers"),
     ("influence (EK-FAC) on the default model: 90 MLP layers, 32 texts × 4 queries of 16 tokens", influence_default,
      "influence.py --workload default-model"),
     ("unit explanations of a planted digit neuron, the default model scoring (balanced accuracy)", explanations,

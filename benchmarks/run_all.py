@@ -42,7 +42,7 @@ BENCHMARKS: dict[str, tuple[list[str], Path | None]] = {
                               "--recipes", "embedding,deepwordbug", "--threads", "1"], None),
     "features": (["features.py", "--tokens", "100000", "--threads", "1"], None),
     "features_units": (["features_units_graph.py"], None),
-    "influence": (["influence.py"], None),
+    "influence": (["influence.py", "--peers"], None),
     "influence_default": (["influence.py", "--workload", "default-model"], None),
     "explanations": (["explanations.py", "--cost", "--planted", "--ground-truth", "--units", "2"], None),
 }

@@ -197,6 +197,58 @@ def test_identities_between_methods():
     assert torch.allclose(tracin.scores(texts[:2], il.Continuation(" home")), dot, rtol=1e-5, atol=1e-7)
 
 
+def test_embedding_and_head_gradients_equal_autograd():
+    """The token embedding is a linear layer of the one-hot token: its stored per-example gradient is the
+    autograd gradient of its weight (transposed), exactly and through the projection's exact norm."""
+    lm = small_lm()
+    texts = ["Mary went home to the store", "John ate bread"]
+    emb, head = lm.model.get_input_embeddings().weight, lm.model.get_output_embeddings().weight
+    emb.requires_grad_(True)
+    head.requires_grad_(True)
+    loss = lm_loss_rows(lm)(lm.forward(texts[:1], grad=True)).sum()
+    g_emb, g_head = torch.autograd.grad(loss, [emb, head])
+    emb.requires_grad_(False)
+    head.requires_grad_(False)
+    exact = il.influence.index(lm, texts, method="dot", modules=["embed", "unembed"], projection=None, progress=False)
+    qg, norm2, proj2 = exact.query_gradients(texts[:1])
+    assert torch.allclose(qg["model.embed_tokens"][0].float(), g_emb.T, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(qg["lm_head"][0].float(), g_head, rtol=1e-4, atol=1e-6)
+    ref = float(g_emb.double().pow(2).sum() + g_head.double().pow(2).sum())
+    assert abs(float(norm2[0]) / ref - 1) < 1e-4 and abs(float(proj2[0]) / ref - 1) < 1e-4
+    projected = il.influence.index(lm, texts, method="dot", modules=["embed"], projection=8, progress=False)
+    _, norm2, _ = projected.query_gradients(texts[:1])  # the exact norm, from token-equality Grams
+    assert abs(float(norm2[0]) / float(g_emb.double().pow(2).sum()) - 1) < 1e-4
+    p = projected.projector.p_in["model.embed_tokens"]  # [8, vocab]: a one-hot row projects to a column
+    assert projected.projector.project("model.embed_tokens", torch.tensor([[3]]), torch.zeros(1, 1, 16),
+                                       ids=True)[0][0, 0].tolist() == p[:, 3].tolist()
+
+
+def test_lds_report_judges_other_scores_and_pairs_methods():
+    """``lds_of`` recomputes the report's own figure from its masks and losses; ``paired`` is the mean and
+    standard error of the per-query differences."""
+    texts = template_texts(8, seed=5)
+    rep = il.influence.validate(lambda s: small_lm(s), texts, template_texts(4, seed=6), subsets=6, steps=4,
+                                methods=["dot", "bm25"], progress=False)
+    assert len(rep.masks) == 6 and all(sum(m) == 4 for m in rep.masks) and np.asarray(rep.actual).shape == (6, 4)
+    full = small_lm(0)
+    train_lm(full, texts, steps=4, lr=3e-3)
+    assert full.fingerprint == rep.settings["fingerprint"]
+    dot = il.influence.index(full, texts, method="dot", modules="all", projection=None, progress=False)
+    again = rep.lds_of(dot.scores(template_texts(4, seed=6)))
+    assert np.allclose(again["per_query"], rep.methods["dot"]["per_query"], atol=1e-9)
+    d = np.asarray(rep.methods["dot"]["per_query"]) - np.asarray(rep.methods["bm25"]["per_query"])
+    got = rep.paired("dot", "bm25")
+    assert abs(got["diff"] - d.mean()) < 1e-12 and abs(got["se"] - d.std(ddof=1) / 2) < 1e-12
+    with pytest.raises(il.influence.InfluenceError, match="n_query, n_train"):
+        rep.lds_of(torch.zeros(4, 7))
+    sgd = small_lm(0)  # the SGD recipe (a diagnosis in the benchmark) trains too
+    before = float(lm_loss_rows(sgd)(sgd.forward(texts, grad=False)).mean())
+    train_lm(sgd, texts, steps=4, lr=3e-3, optimizer="sgd")
+    assert float(lm_loss_rows(sgd)(sgd.forward(texts, grad=False)).mean()) < before
+    with pytest.raises(il.influence.InfluenceError, match="optimizer"):
+        train_lm(sgd, texts, steps=1, lr=1e-3, optimizer="lbfgs")
+
+
 def test_sampled_fisher_is_seeded_and_reaches_the_same_top_proponent(tmp_path):
     lm = tiny_lm("llama")
     texts = template_texts(6, seed=6)

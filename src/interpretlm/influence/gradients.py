@@ -44,9 +44,12 @@ class ModuleSpec:
 
 
 def _widths(module: nn.Module) -> tuple[int, int] | None:
-    """``(d_in, d_out)`` of a linear layer (``nn.Linear`` or GPT-2's ``Conv1D``), else ``None``."""
+    """``(d_in, d_out)`` of a linear layer (``nn.Linear``, GPT-2's ``Conv1D``, or an ``nn.Embedding``: a
+    linear layer whose input is the one-hot token, ``d_in`` = the vocabulary), else ``None``."""
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
+    if isinstance(module, nn.Embedding):
+        return module.num_embeddings, module.embedding_dim
     if type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None and module.weight.dim() == 2:
         return int(module.weight.shape[0]), int(module.weight.shape[1])  # Conv1D stores W as [d_in, d_out]
     return None
@@ -59,8 +62,10 @@ def resolve_modules(lm: Any, modules: str | Sequence[str]) -> list[tuple[str, nn
         lm: the model handle.
         modules: ``"mlp"`` (every block's MLP projections), ``"attn"`` (query/key/value and output
             projections), ``"all"`` (both), or a list of names: family paths of one block
-            (``"blocks.0.mlp_out"``, ``"blocks.3.attn_in"``) or qualified module names of ``lm.model``
-            (``"model.layers.0.self_attn.k_proj"``).
+            (``"blocks.0.mlp_out"``, ``"blocks.3.attn_in"``), the token embedding ``"embed"`` and
+            output head ``"unembed"``, or qualified module names of ``lm.model``
+            (``"model.layers.0.self_attn.k_proj"``). An embedding is a linear layer of the one-hot
+            token (its per-example gradient ``sum_t g_t onehot(x_t)^T``).
 
     Raises:
         UnknownModuleError: a name that is no module of the model, or a module that is not linear.
@@ -105,7 +110,7 @@ def resolve_modules(lm: Any, modules: str | Sequence[str]) -> list[tuple[str, nn
         seen.add(id(m))
         if _widths(m) is None:
             raise UnknownModuleError(f"{qual.get(id(m), type(m).__name__)!r} is a {type(m).__name__}, not a linear "
-                                     "layer; influence works on linear layers (nn.Linear, Conv1D).")
+                                     "layer; influence works on linear layers (nn.Linear, Conv1D) and token embeddings.")
         out.append((qual[id(m)], m))
     order = {n: i for i, n in enumerate(named)}
     return sorted(out, key=lambda nm: order[nm[0]])
@@ -140,10 +145,19 @@ class Projector:
         self.p_in = {s.name: projection_matrix(s.name, "in", s.d_in, s.k_in, seed) for s in specs}
         self.p_out = {s.name: projection_matrix(s.name, "out", s.d_out, s.k_out, seed) for s in specs}
 
-    def project(self, name: str, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``a [batch, pos, d_in]``, ``g [batch, pos, d_out]`` -> projected ``[batch, pos, k_in]``, ``[.., k_out]``."""
+    def project(self, name: str, a: torch.Tensor, g: torch.Tensor, *, ids: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``a [batch, pos, d_in]``, ``g [batch, pos, d_out]`` -> projected ``[batch, pos, k_in]``, ``[.., k_out]``.
+
+        ``ids=True``: ``a [batch, pos]`` holds token ids, the input of an embedding (one-hot rows of
+        width ``d_in``); their projection is a column of ``P_in``, gathered, never a one-hot matrix."""
         pi, po = self.p_in[name], self.p_out[name]
-        a = a.float() if pi is None else a.float() @ pi.to(a.device).T
+        spec = next(s for s in self.specs if s.name == name)
+        if ids:
+            a = (torch.nn.functional.one_hot(a.long(), spec.d_in).float() if pi is None
+                 else pi.to(g.device).T[a.long()])
+        else:
+            a = a.float() if pi is None else a.float() @ pi.to(a.device).T
         g = g.float() if po is None else g.float() @ po.to(g.device).T
         return a, g
 
@@ -190,10 +204,12 @@ def run_pass(lm: Any, modules: Sequence[tuple[str, nn.Module]], projector: Proje
         # With frozen weights the graph would start nowhere: the embeddings become its leaf.
         return output.detach().requires_grad_(True) if not output.requires_grad else None
 
+    embeddings = {name for name, m in modules if isinstance(m, nn.Embedding)}
     try:
+        # first, so that an embedding's own hook captures the output the graph starts from
+        handles.append(lm.model.get_input_embeddings().register_forward_hook(needs_grad))
         for name, m in modules:
             handles.append(m.register_forward_hook(grab(name)))
-        handles.append(lm.model.get_input_embeddings().register_forward_hook(needs_grad))
         with torch.enable_grad():
             out = lm.forward(batch, grad=True)
             losses = loss_rows(out)
@@ -218,19 +234,31 @@ def run_pass(lm: Any, modules: Sequence[tuple[str, nn.Module]], projector: Proje
     proj = torch.zeros(losses.shape[0], dtype=torch.float64)
     for name, g in zip(names, gs):
         a = captured[name][0]
+        emb = name in embeddings
         if g is None:
-            g = torch.zeros(*a.shape[:-1], captured[name][1].shape[-1])
-        a = a.reshape(a.shape[0], -1, a.shape[-1]) * mask  # pads carry no gradient, and no covariance
+            g = torch.zeros(*(a.shape if emb else a.shape[:-1]), captured[name][1].shape[-1])
         g = g.reshape(g.shape[0], -1, g.shape[-1])
-        pa, pg = projector.project(name, a, g)
+        if emb:  # token ids [batch, pos]: their one-hot rows are the layer's inputs
+            a = a.reshape(a.shape[0], -1)
+            pa, pg = projector.project(name, a, g, ids=True)
+            pa = pa * mask  # pads carry no gradient, and no covariance
+        else:
+            a = a.reshape(a.shape[0], -1, a.shape[-1]) * mask  # pads carry no gradient, and no covariance
+            pa, pg = projector.project(name, a, g)
         if grads or norms:
             G = torch.einsum("bto,bti->boi", pg, pa)  # [batch, k_out, k_in]
             if grads:
                 res.grads[name] = G
             if norms:
-                af, gf = a.double(), g.double()
+                gf = g.double()
+                if emb:  # one-hot rows: a_t.a_s is 1 where the two tokens are the same (and real)
+                    m2 = mask[..., 0].double()
+                    gram_a = (a[:, :, None] == a[:, None, :]).double() * m2[:, :, None] * m2[:, None, :]
+                else:
+                    af = a.double()
+                    gram_a = torch.einsum("bti,bsi->bts", af, af)
                 # ||sum_t g_t a_t^T||_F^2 = sum_{t,s} (g_t.g_s)(a_t.a_s): the full norm from [pos, pos] Grams
-                exact += (torch.einsum("bto,bso->bts", gf, gf) * torch.einsum("bti,bsi->bts", af, af)).sum((1, 2))
+                exact += (torch.einsum("bto,bso->bts", gf, gf) * gram_a).sum((1, 2))
                 proj += G.double().pow(2).sum((1, 2))
         if covariances:
             pa64, pg64 = pa.double(), pg.double()

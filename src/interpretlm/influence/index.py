@@ -462,8 +462,8 @@ def index(lm: Any, train: Any, *, method: str = "ekfac", modules: str | Sequence
         train: a list of texts, or a ``.jsonl`` / ``.txt`` file (see :func:`read_train`).
         method: the default scoring method (``"ekfac"``, ``"kfac"``, ``"dot"``, ``"cosine"``,
             ``"trackstar"``, ``"tracin"``, ``"bm25"``); ``scores(method=)`` may use any other.
-        modules: ``"mlp"``, ``"attn"``, ``"all"`` or a list of linear layers (see
-            :func:`~.gradients.resolve_modules`).
+        modules: ``"mlp"``, ``"attn"``, ``"all"`` or a list of linear layers, ``"embed"`` and
+            ``"unembed"`` included (see :func:`~.gradients.resolve_modules`).
         path: the index folder (created; reopened and completed if it holds the same index;
             ``None``: a new temporary folder).
         projection: projected width per side of each layer (``None``: no projection, exact).

@@ -29,10 +29,12 @@ from .gradients import lm_loss_rows
 from .index import METHODS, index, read_train
 
 
-def train_lm(lm: Any, texts: Sequence[str], *, steps: int, lr: float, checkpoints: int = 0) -> list[Any]:
-    """Train ``lm`` in place on ``texts``: full-batch Adam on the mean over texts of each text's summed
-    next-token loss (deterministic). Returns ``checkpoints`` copies of the model taken at evenly spaced
-    steps along training (the last one after the final step), for TracIn.
+def train_lm(lm: Any, texts: Sequence[str], *, steps: int, lr: float, checkpoints: int = 0,
+             optimizer: str = "adam") -> list[Any]:
+    """Train ``lm`` in place on ``texts``: full-batch Adam (``optimizer="sgd"``: SGD with momentum 0.9)
+    on the mean over texts of each text's summed next-token loss (deterministic). Returns
+    ``checkpoints`` copies of the model taken at evenly spaced steps along training (the last one
+    after the final step), for TracIn.
 
     Example:
         >>> from interpretlm.testing import tiny_lm
@@ -47,7 +49,9 @@ def train_lm(lm: Any, texts: Sequence[str], *, steps: int, lr: float, checkpoint
     frozen = [p.requires_grad for p in params]  # loaded models come frozen; train every weight, then restore
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=lr)
+    if optimizer not in ("adam", "sgd"):
+        raise InfluenceError(f"optimizer={optimizer!r}: choose 'adam' or 'sgd'.")
+    opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr, momentum=0.9)
     loss_rows = lm_loss_rows(lm)
     every = max(1, steps // checkpoints) if checkpoints else 0
     saved = []
@@ -82,7 +86,11 @@ class LDSReport:
             "seconds": index + scoring time (the shared gradient pass counted for every gradient method)}}``.
         subset_seeds: the seed each subset was drawn with; ``subset_size``, ``n_train``, ``n_queries``.
         train_seconds / retrain_seconds: training the full model / all the subset retrainings.
-        settings: training steps, learning rate, projection, modules, damping.
+        settings: training steps, learning rate, projection, modules, damping, and the fingerprint
+            of the fully trained model the scores attribute (``"fingerprint"``).
+        masks: ``[subsets][n_train]`` which texts (1.0) each retrained subset held.
+        actual: ``[subsets][n_query]`` each query's loss after retraining on that subset; with
+            ``masks`` it judges any other scores (:meth:`lds_of`), e.g. another library's.
     """
 
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -93,6 +101,42 @@ class LDSReport:
     train_seconds: float = 0.0
     retrain_seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
+    masks: list[list[float]] = field(default_factory=list)
+    actual: list[list[float]] = field(default_factory=list)
+
+    def lds_of(self, scores: Any) -> dict[str, Any]:
+        """The LDS of any ``[n_query, n_train]`` scores (positive: a proponent) on this report's retrained
+        subsets: ``{"lds": mean over queries, "se": its standard error, "per_query": [...]}``.
+
+        Example:
+            >>> rep = LDSReport(masks=[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], actual=[[2.0], [1.0], [0.5]])
+            >>> rep.lds_of([[0.1, 0.9]])["lds"]  # the second text lowers the loss more: a perfect ranking
+            1.0
+        """
+        s = torch.as_tensor(scores, dtype=torch.float64)
+        masks = torch.as_tensor(self.masks, dtype=torch.float64)
+        actual = torch.as_tensor(self.actual, dtype=torch.float64)
+        if s.dim() != 2 or s.shape != (actual.shape[1], masks.shape[1]):
+            raise InfluenceError(f"scores must be [n_query, n_train] = [{actual.shape[1]}, {masks.shape[1]}]; "
+                                 f"got {list(s.shape)}.")
+        pred = -(masks @ s.T)  # [subsets, n_query]: predicted loss (up to a constant) of each subset
+        per_query = [spearman(pred[:, q].numpy(), actual[:, q].numpy(), constant=0.0) for q in range(s.shape[0])]
+        return {"lds": float(np.mean(per_query)), "se": _se(per_query), "per_query": per_query}
+
+    def paired(self, a: str, b: str) -> dict[str, float]:
+        """The per-query difference ``LDS(a) - LDS(b)`` of two methods judged on the same queries and
+        subsets: ``{"diff": its mean, "se": the standard error of that mean, "wins": the fraction of
+        queries where ``a`` is higher}``. Pairing removes the spread between queries (some are easy
+        for every method), so it tells whether ``a`` beats ``b`` when the two means' error bars overlap.
+
+        Example:
+            >>> rep = LDSReport(methods={"x": {"per_query": [0.5, 0.6, 0.7]}, "y": {"per_query": [0.4, 0.4, 0.6]}})
+            >>> {k: round(v, 3) for k, v in rep.paired("x", "y").items()}
+            {'diff': 0.133, 'se': 0.033, 'wins': 1.0}
+        """
+        pa, pb = np.asarray(self.methods[a]["per_query"]), np.asarray(self.methods[b]["per_query"])
+        d = pa - pb
+        return {"diff": float(d.mean()), "se": _se(d), "wins": float((d > 0).mean())}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,7 +153,8 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
              subsets: int = 50, fraction: float = 0.5, steps: int = 100, lr: float = 3e-3, seed: int = 0,
              methods: Sequence[str] = METHODS, modules: str | Sequence[str] = "all", projection: int | None = None,
              damping: float = 0.1, fisher: str = "empirical", tracin_checkpoints: int = 4,
-             variants: dict[str, tuple[str, dict[str, Any]]] | None = None, progress: Any = None) -> LDSReport:
+             variants: dict[str, tuple[str, dict[str, Any]]] | None = None, optimizer: str = "adam",
+             progress: Any = None) -> LDSReport:
     """Linear datamodeling score of each influence method against real retraining (small models only).
 
     Args:
@@ -118,7 +163,8 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
         train: the training texts (a list or a ``.jsonl`` / ``.txt`` file).
         queries: held-out texts whose loss is predicted (with ``target``: prompts, loss ``-target``).
         subsets: retrained random subsets (≥ 50 for a meaningful LDS), each ``fraction`` of the texts.
-        steps, lr: full-batch Adam training of every model.
+        steps, lr, optimizer: full-batch training of every model (``"adam"``, or ``"sgd"`` with
+            momentum 0.9; see :func:`train_lm`).
         seed: the initialisation seed; subset ``j`` is drawn with seed ``seed * 1000 + j + 1``.
         methods: the influence methods compared (``index``'s methods; ``tracin`` uses
             ``tracin_checkpoints`` copies taken along the full training run).
@@ -153,12 +199,13 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
     with policy(progress):
         t0 = time.perf_counter()
         full = model_fn(seed)
-        ckpts = train_lm(full, texts, steps=steps, lr=lr,
+        ckpts = train_lm(full, texts, steps=steps, lr=lr, optimizer=optimizer,
                          checkpoints=tracin_checkpoints if "tracin" in methods else 0)
         train_seconds = time.perf_counter() - t0
         report = LDSReport(subset_size=size, n_train=n, n_queries=len(queries), train_seconds=train_seconds,
-                           settings={"steps": steps, "lr": lr, "projection": projection, "modules": modules,
-                                     "damping": damping, "fisher": fisher, "fraction": fraction, "seed": seed})
+                           settings={"steps": steps, "lr": lr, "optimizer": optimizer, "projection": projection,
+                                     "modules": modules, "damping": damping, "fisher": fisher, "fraction": fraction,
+                                     "seed": seed, "fingerprint": full.fingerprint})
         predicted: dict[str, torch.Tensor] = {}
         seconds: dict[str, float] = {}
         grad_methods = [m for m in methods if m not in ("bm25", "tracin")]
@@ -195,14 +242,17 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
             pick = np.random.default_rng(seeds[j]).choice(n, size=size, replace=False)
             masks[j, torch.as_tensor(pick)] = 1.0
             model = model_fn(seed)
-            train_lm(model, [texts[i] for i in sorted(pick)], steps=steps, lr=lr)
+            train_lm(model, [texts[i] for i in sorted(pick)], steps=steps, lr=lr, optimizer=optimizer)
             actual[j] = query_losses(model, queries, target)
         report.retrain_seconds = time.perf_counter() - t0
         report.subset_seeds = seeds
+        report.masks, report.actual = masks.tolist(), actual.tolist()
         for m, s in predicted.items():
-            pred = -(masks @ s.T)  # [subsets, n_query]: predicted loss (up to a constant) of each subset
-            per_query = [spearman(pred[:, q].numpy(), actual[:, q].numpy(), constant=0.0) for q in range(len(queries))]
-            mean = float(np.mean(per_query))
-            se = float(np.std(per_query, ddof=1) / math.sqrt(len(per_query))) if len(per_query) > 1 else float("nan")
-            report.methods[m] = {"lds": mean, "se": se, "per_query": per_query, "seconds": seconds[m]}
+            report.methods[m] = {**report.lds_of(s), "seconds": seconds[m]}
     return report
+
+
+def _se(values: Sequence[float]) -> float:
+    """The standard error of the mean of ``values`` (NaN for fewer than two)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
