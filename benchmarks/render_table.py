@@ -168,6 +168,16 @@ def features(d: dict[str, Any]) -> str:
             f"dead {s['dead_fraction']:.1%}")
 
 
+def graph_peer(d: dict[str, Any]) -> str:
+    s = d["features_graph"]
+    return (f"{s['prompts']:.0f} prompts, 30 JumpReLU transcoders of {s['n_features']:.0f} features (mean FVU "
+            f"{s['transcoder_fvu_mean']:.2f}): time × {s['time_ratio']:.2f} of circuit-tracer's; same active features "
+            f"(Jaccard {s['active_jaccard']:.2f}), edges within {s['edge_max_rel_diff_max']:.0e}, influence Spearman "
+            f"{s['influence_spearman']:.2f}, pruned features Jaccard {s['pruned_jaccard']:.2f} (same rule "
+            f"{s['pruned_jaccard_ct_rule']:.2f}); replacement {s['replacement_ours']:.2f} vs {s['replacement_theirs']:.2f}, "
+            f"completeness {s['completeness_ours']:.2f} vs {s['completeness_theirs']:.2f}")
+
+
 def influence_lds(d: dict[str, Any]) -> str:
     s = d["influence"]
     names = sorted({k.split(".", 1)[1] for k in s if k.startswith("lds.")}, key=lambda m: -s[f"lds.{m}"])
@@ -225,6 +235,8 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("counterfactual search (fluency 0), prefix key/value cache vs plain passes", cf_cache,
      "counterfactuals.py --tasks sentiment --n 6 --fluency 0 --cache-compare 2"),
     ("TopK SAE trained on the built-in corpus (default model)", features, "features.py --tokens 100000 --threads 1"),
+    ("attribution graphs vs circuit-tracer 0.5 (nnsight backend), same transcoders and prompts", graph_peer,
+     "features_graph_peer.py"),
     ("influence functions, LDS on a tiny model (50 retrained half-subsets of 32 KJV verses, 8 queries)",
      influence_lds, "influence.py"),
     ("influence (EK-FAC) on the default model: 90 MLP layers, 32 texts × 4 queries of 16 tokens", influence_default,
@@ -244,7 +256,8 @@ def render(data: dict[str, Any]) -> str:
         except (KeyError, TypeError, ValueError):
             name = cmd.split(".py")[0]
             name = {"probing_activations": "probing", "patching": "estimators" if "--estimators" in cmd else name,
-                    "influence": "influence_default" if "default-model" in cmd else name}.get(name, name)
+                    "influence": "influence_default" if "default-model" in cmd else name,
+                    "features_graph_peer": "features_graph"}.get(name, name)
             fig = f"not measured (`python benchmarks/run_all.py --only {name}`)"
             if name == "counterfactuals":
                 fig = f"not measured (`python benchmarks/{cmd}`)"

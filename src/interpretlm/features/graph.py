@@ -161,7 +161,15 @@ def attribution_graph(lm: Any, prompt: str, target: str | int, transcoders: dict
 
     def frozen_norm(module: Any, args: tuple, out: torch.Tensor) -> torch.Tensor:
         x = args[0]
-        return x * (out / x).detach()      # RMSNorm's per-element factor weight / rms(x), frozen
+        factor = out / x                   # RMSNorm's per-element factor weight / rms(x), frozen
+        zero = x == 0
+        if zero.any():
+            # exact zeros (quantised embeddings hold some) make out / x = 0 / 0: read the factor there from the
+            # norm of x with those entries nudged off zero (rms changes by ~1e-12 relative); forward, not
+            # __call__, so this hook does not run again
+            x_safe = torch.where(zero, 1e-6 * x.abs().amax(-1, keepdim=True).clamp_min(1e-12), x)
+            factor = torch.where(zero, module.forward(x_safe.detach()) / x_safe.detach(), factor)
+        return x * factor.detach()
 
     handles = [m.register_forward_hook(frozen_norm) for l in range(lm.n_layers) for m in lm.modules(f"blocks.{l}.norms")]
     handles.append(lm.final_norm_module().register_forward_hook(frozen_norm))
