@@ -59,6 +59,7 @@ VENV = Path(os.environ.get("INTERPRETLM_BENCH_VENVS", "/work/main/.bench-venvs")
 PROMPTS = [("The capital of France is", " Paris"), ("The opposite of hot is", " cold"),
            ("One, two, three, four,", " five")]
 BOS = "<|im_start|>"
+WARM_UP = "Hi"
 
 
 def model_folder() -> Path:
@@ -207,28 +208,30 @@ def compare(lm, tcs: list[Dictionary], args) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="graph-peer-"))
     model4 = folder_for_transformers4(model_folder(), tmp / "model")
     write_ctracer(tcs, tmp / "ct" / "interpretlm" / "smollm2-plt", "interpretlm/smollm2-plt")
+    chosen = PROMPTS[:args.prompts]
     prompts, ours, graphs = [], [], []
-    warm = il.features.attribution_graph(lm, BOS + PROMPTS[0][0], PROMPTS[0][1], tcs, max_ablations=0)
-    del warm
-    for text, target in PROMPTS:
+    # a short warm-up graph (first-call costs out of the timings; circuit-tracer's runner does the same)
+    il.features.attribution_graph(lm, BOS + WARM_UP, 13, tcs, max_ablations=0)
+    for text, target in chosen:
         ids = lm.tokenize(BOS + text).input_ids[0].tolist()
         tid = lm.tokenizer(target, add_special_tokens=False)["input_ids"]
         assert ids[0] == lm.tokenizer.convert_tokens_to_ids(BOS) and len(tid) == 1, (ids, tid)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         g = il.features.attribution_graph(lm, BOS + text, tid[0], tcs, node_threshold=args.node_threshold,
                                           max_ablations=0)
-        seconds = time.perf_counter() - t
+        seconds, cpu = time.perf_counter() - t, time.process_time() - c
         order, keys = ct_order(g)
         A = g.adjacency[order][:, order]
         feats = [k for k in keys if k[0] == 0]
         ours.append({"adjacency": A, "active_features": torch.tensor([k[1:] for k in feats]).reshape(-1, 3),
                      "activation_values": torch.tensor([g.nodes[j]["activation"] for j in order[:len(feats)]])})
-        graphs.append((g, order, keys, seconds))
+        graphs.append((g, order, keys, (seconds, cpu)))
         prompts.append([ids, tid[0]])
     torch.save(ours, tmp / "ours.pt")
     job = {"model": str(model4), "cache_dir": str(tmp / "ct"), "ref": "interpretlm/smollm2-plt", "prompts": prompts,
            "node_threshold": args.node_threshold, "edge_threshold": 0.98, "threads": args.threads,
-           "ours": str(tmp / "ours.pt")}
+           "ours": str(tmp / "ours.pt"),
+           "warm_up": lm.tokenize(BOS + WARM_UP).input_ids[0].tolist()}
     (tmp / "job.json").write_text(json.dumps(job))
     done = subprocess.run([str(VENV), str(Path(__file__).parent / "_ctracer_runner.py"), str(tmp / "job.json"),
                            str(tmp / "out.pt")], capture_output=True, text=True)
@@ -236,7 +239,7 @@ def compare(lm, tcs: list[Dictionary], args) -> None:
         sys.exit(done.stderr[-4000:])
     theirs = torch.load(tmp / "out.pt")
     rows = []
-    for (text, target), (g, order, keys, secs), t in zip(PROMPTS, graphs, theirs):
+    for (text, target), (g, order, keys, secs), t in zip(chosen, graphs, theirs):
         n_pos = len(g.tokens)
         tk = their_keys(t, n_pos)
         # circuit-tracer drops position 0 (its special token): compare the nodes both graphs have
@@ -260,7 +263,8 @@ def compare(lm, tcs: list[Dictionary], args) -> None:
         kept_t_ours_rule = top_share(tk, t["influence"], args.node_threshold) - {k for k in tk if k[0] == 0 and k[2] == 0}
         kept_m_ct_rule = {k for k in feats_m if bool(t["ours_node_mask"][mine[k]])}
         rows.append({
-            "prompt": text, "target": target, "seconds_ours": secs, "seconds_theirs": t["seconds"],
+            "prompt": text, "target": target, "seconds_ours": secs[0], "seconds_theirs": t["seconds"],
+            "cpu_seconds_ours": secs[1], "cpu_seconds_theirs": t["cpu_seconds"],
             "logit_ours": g.logit, "logit_theirs": t["logit"],
             "active_ours": len(feats_m), "active_theirs": len(feats_t), "active_jaccard": jaccard(feats_m, feats_t),
             "edge_max_rel_diff": edge_diff, "influence_spearman": spearman(infl_m, infl_t),
@@ -278,8 +282,10 @@ def compare(lm, tcs: list[Dictionary], args) -> None:
     keys_ = [k for k in rows[0] if k not in ("prompt", "target")]
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in keys_}
     ratio = sum(r["seconds_ours"] for r in rows) / sum(r["seconds_theirs"] for r in rows)
+    cpu_ratio = sum(r["cpu_seconds_ours"] for r in rows) / sum(r["cpu_seconds_theirs"] for r in rows)
     print(f"\nover {len(rows)} prompts (means): ours {mean['seconds_ours']:.1f} s, circuit-tracer {mean['seconds_theirs']:.1f} s "
-          f"(ours / theirs {ratio:.2f}); active features {mean['active_ours']:.0f} / {mean['active_theirs']:.0f} "
+          f"(ours / theirs {ratio:.2f}; CPU time {mean['cpu_seconds_ours']:.1f} s / {mean['cpu_seconds_theirs']:.1f} s, "
+          f"ratio {cpu_ratio:.2f}); active features {mean['active_ours']:.0f} / {mean['active_theirs']:.0f} "
           f"(Jaccard {mean['active_jaccard']:.3f}); edges' max relative difference {max(r['edge_max_rel_diff'] for r in rows):.1e}; "
           f"influence Spearman {mean['influence_spearman']:.3f}; pruned Jaccard {mean['pruned_jaccard']:.3f} "
           f"(same rule: ours {mean['pruned_jaccard_same_rule']:.3f}, circuit-tracer's {mean['pruned_jaccard_ct_rule']:.3f}); "
@@ -290,6 +296,7 @@ def compare(lm, tcs: list[Dictionary], args) -> None:
           f"{max(abs(r['logit_ours'] - r['logit_theirs']) for r in rows):.1e}")
     record("features_graph", "prompts", len(rows))
     record("features_graph", "time_ratio", ratio)
+    record("features_graph", "cpu_time_ratio", cpu_ratio)
     for k, v in mean.items():
         record("features_graph", k, v)
     record("features_graph", "edge_max_rel_diff_max", max(r["edge_max_rel_diff"] for r in rows))
@@ -309,6 +316,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--calib-windows", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="the first N of the built-in prompts")
     ap.add_argument("--node-threshold", type=float, default=0.8)
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--layers", type=int, nargs="+", help="with --train-only: train these layers only (parallel runs)")

@@ -171,8 +171,9 @@ def features(d: dict[str, Any]) -> str:
 def graph_peer(d: dict[str, Any]) -> str:
     s = d["features_graph"]
     return (f"{s['prompts']:.0f} prompts, 30 JumpReLU transcoders of {s['n_features']:.0f} features (mean FVU "
-            f"{s['transcoder_fvu_mean']:.2f}): time × {s['time_ratio']:.2f} of circuit-tracer's; same active features "
-            f"(Jaccard {s['active_jaccard']:.2f}), edges within {s['edge_max_rel_diff_max']:.0e}, influence Spearman "
+            f"{s['transcoder_fvu_mean']:.2f}): CPU time × {s['cpu_time_ratio']:.2f} of circuit-tracer's (wall × "
+            f"{s['time_ratio']:.2f}, loaded machine); active features Jaccard "
+            f"{s['active_jaccard']:.2f}, edges within {s['edge_max_rel_diff_max']:.0e}, influence Spearman "
             f"{s['influence_spearman']:.2f}, pruned features Jaccard {s['pruned_jaccard']:.2f} (same rule "
             f"{s['pruned_jaccard_ct_rule']:.2f}); replacement {s['replacement_ours']:.2f} vs {s['replacement_theirs']:.2f}, "
             f"completeness {s['completeness_ours']:.2f} vs {s['completeness_theirs']:.2f}")
