@@ -11,7 +11,8 @@ nodes, plus constant biases. One backward pass per target gives its row of the a
 From ``A``: rows of ``|A|`` normalised to sum 1 give ``Â``; the influence of every node on the logit
 is row ``logit`` of ``Â + Â² + … = (I - Â)^-1 - I``. Circuit-tracer's scores: **replacement** is the
 share of the logit's influence that ends at token embeddings rather than error nodes; **completeness**
-the influence-weighted share of each node's incoming edges that do not come from error nodes.
+the influence-weighted share of each node's incoming edges that do not come from error nodes (every node
+weighted by its influence, the logit by 1; tokens and errors, which have no incoming edges, count as complete).
 Features are pruned to those holding ``node_threshold`` of the total influence. The graph's
 faithfulness is measured, not assumed: each kept feature is zeroed in the real model at its
 position (other features and errors as they are), and the logit's change is compared with the
@@ -240,9 +241,9 @@ def attribution_graph(lm: Any, prompt: str, target: str | int, transcoders: dict
     to_tok, to_err = float(B[n - 1, tok_idx].sum()), float(B[n - 1, err_idx].sum())
     replacement = to_tok / max(to_tok + to_err, 1e-12)
     incoming_ok = 1 - An[:, err_idx].sum(1)
+    # circuit-tracer's compute_graph_scores: every node weighted by its influence (the logit by 1); tokens and
+    # error nodes have no incoming edges and count as complete
     weights = infl.clone()
-    weights[:P] = 0
-    weights[err_idx] = 0
     completeness = float((weights * incoming_ok).sum() / weights.sum().clamp_min(1e-12))
     for k, node in enumerate(nodes):
         node["influence"] = float(infl[k])
