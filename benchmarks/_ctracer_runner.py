@@ -4,12 +4,12 @@
 
 JOB holds ``model`` (an HF folder readable by transformers 4), ``cache_dir`` and ``ref`` (a transcoder
 set in circuit-tracer's cache layout: ``{cache_dir}/{ref}/config.yaml`` + ``layer_{i}.safetensors``),
-``prompts`` (``[[ids, target_id], ...]``), ``node_threshold``, ``edge_threshold``, ``threads`` and
-``warm_up`` (ids of a short warm-up prompt), ``ours`` (a ``torch.save`` file: per prompt, interpretlm's adjacency in circuit-tracer's node order,
-its ``active_features [n, 3]`` and activations). OUT gets, per prompt, circuit-tracer's graph tensors,
-pruning masks, scores and the wall time of ``attribute`` (the first prompt is run once before timing,
-so the timed runs are warm, as ours), and circuit-tracer's ``compute_graph_scores`` and ``prune_graph``
-applied to interpretlm's graph.
+``prompts`` (``[[ids, target_id], ...]``), ``node_threshold``, ``edge_threshold``, ``threads``,
+``warm_up`` (ids of a short warm-up prompt) and ``ours`` (a ``torch.save`` file: per prompt,
+interpretlm's adjacency in circuit-tracer's node order, its ``active_features [n, 3]`` and activations).
+OUT gets, per prompt, circuit-tracer's graph tensors, pruning masks, scores and the wall and CPU time
+of ``attribute`` (after a warm-up graph, as ours), and circuit-tracer's ``compute_graph_scores`` and
+``prune_graph`` applied to interpretlm's graph.
 """
 
 import json

@@ -1,7 +1,7 @@
 """Attribution graphs side by side with circuit-tracer 0.5: the same transcoders, the same prompts.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/features_graph_peer.py                 # train (cached), then compare
-    PYTHONPATH=src .venv/bin/python benchmarks/features_graph_peer.py --tokens 6000 --n-features 512 --k 16
+    PYTHONPATH=src .venv/bin/python benchmarks/features_graph_peer.py --threads 1 --prompts 2   # the README's run
+    PYTHONPATH=src .venv/bin/python benchmarks/features_graph_peer.py --tokens 20000 --prompts 3   # longer training, all prompts
 
 1. **Transcoders.** One per block of the default model (SmolLM2-135M, 30 blocks), trained with
    ``il.features.train(kind="transcoder")`` on the built-in corpus (cached under
@@ -23,13 +23,13 @@
    circuit-tracer puts a special token first and drops position 0's features and error (its BOS
    convention); so both get the same ids, ``<|im_start|>`` first, and the comparison of node sets
    leaves position 0 out (ours keeps it: a difference of convention, reported).
-3. **Agreement.** Wall time of each graph (ours: ``il.features.attribution_graph`` with
+3. **Agreement.** Wall and CPU time of each graph (ours: ``il.features.attribution_graph`` with
    ``max_ablations=0``, so no faithfulness patching is timed; theirs: ``attribute``), the ratio measured
    on the same machine one after the other; active features (the same set is expected: same weights,
    same activations); Spearman correlation of the two influence vectors over shared nodes; Jaccard of
    the pruned feature sets at the same node threshold (each library's own pruning rule, and ours
-   applied to their influences); the largest relative difference of the direct edges between shared
-   nodes; both libraries' replacement and completeness scores, and circuit-tracer's
+   applied to their influences); the largest difference of the direct edges between shared nodes (relative
+   to the largest edge); both libraries' replacement and completeness scores, and circuit-tracer's
    ``compute_graph_scores`` applied to our adjacency (separating the definitions from the graphs).
 
 Times are on a shared 2-core machine: noisy; the ratio is what to read.
@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import interpretlm as il
 from interpretlm.features import Dictionary

@@ -237,7 +237,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
      "counterfactuals.py --tasks sentiment --n 6 --fluency 0 --cache-compare 2"),
     ("TopK SAE trained on the built-in corpus (default model)", features, "features.py --tokens 100000 --threads 1"),
     ("attribution graphs vs circuit-tracer 0.5 (nnsight backend), same transcoders and prompts", graph_peer,
-     "features_graph_peer.py"),
+     "features_graph_peer.py --threads 1 --prompts 2"),
     ("influence functions, LDS on a tiny model (50 retrained half-subsets of 32 KJV verses, 8 queries)",
      influence_lds, "influence.py"),
     ("influence (EK-FAC) on the default model: 90 MLP layers, 32 texts × 4 queries of 16 tokens", influence_default,

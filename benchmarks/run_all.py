@@ -41,7 +41,7 @@ BENCHMARKS: dict[str, tuple[list[str], Path | None]] = {
     "counterfactuals_peer": (["counterfactuals.py", "--peer", "textattack", "--tasks", "sentiment,topic", "--n", "100",
                               "--recipes", "embedding,deepwordbug", "--threads", "1"], None),
     "features": (["features.py", "--tokens", "100000", "--threads", "1"], None),
-    "features_graph": (["features_graph_peer.py", "--threads", "1"], None),
+    "features_graph": (["features_graph_peer.py", "--threads", "1", "--prompts", "2"], None),
     "influence": (["influence.py"], None),
     "influence_default": (["influence.py", "--workload", "default-model"], None),
     "explanations": (["explanations.py", "--cost", "--planted", "--ground-truth", "--units", "2"], None),
