@@ -183,6 +183,15 @@ def feature_steer(d: dict[str, Any]) -> str:
     return (f"best concept rate: feature {s['steer_feature_best_rate']:.3f}, difference-in-means "
             f"{s['steer_diff_in_means_best_rate']:.3f}; mining every feature, dense / sparse fold CPU "
             f"{s['mining_cpu_ratio_dense_over_sparse']:.2f}× (identical states)")
+def graph_peer(d: dict[str, Any]) -> str:
+    s = d["features_graph"]
+    return (f"{s['prompts']:.0f} prompts, 30 JumpReLU transcoders of {s['n_features']:.0f} features (mean FVU "
+            f"{s['transcoder_fvu_mean']:.2f}): CPU time × {s['cpu_time_ratio']:.2f} of circuit-tracer's (wall × "
+            f"{s['time_ratio']:.2f}, loaded machine); active features Jaccard "
+            f"{s['active_jaccard']:.2f}, edges within {s['edge_max_rel_diff_max']:.0e}, influence Spearman "
+            f"{s['influence_spearman']:.2f}, pruned features Jaccard {s['pruned_jaccard']:.2f} (same rule "
+            f"{s['pruned_jaccard_ct_rule']:.2f}); replacement {s['replacement_ours']:.2f} vs {s['replacement_theirs']:.2f}, "
+            f"completeness {s['completeness_ours']:.2f} vs {s['completeness_theirs']:.2f}")
 
 
 def influence_lds(d: dict[str, Any]) -> str:
@@ -263,6 +272,8 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
      "features_units_graph.py"),
     ("influence functions, LDS on a tiny model (50 retrained half-subsets of 32 KJV verses, 64 held-out queries)",
      influence_lds, "influence.py --peers"),
+    ("attribution graphs vs circuit-tracer 0.5 (nnsight backend), same transcoders and prompts", graph_peer,
+     "features_graph_peer.py --threads 1 --prompts 2"),
     ("influence (EK-FAC) on the default model: 90 MLP layers, 32 texts × 4 queries of 16 tokens", influence_default,
      "influence.py --workload default-model"),
     ("unit explanations of a planted digit neuron, the default model scoring (balanced accuracy)", explanations,
@@ -281,7 +292,7 @@ def render(data: dict[str, Any]) -> str:
             name = cmd.split(".py")[0]
             name = {"probing_activations": "probing", "patching": "estimators" if "--estimators" in cmd else name,
                     "influence": "influence_default" if "default-model" in cmd else name,
-                    "features_units_graph": "features_units"}.get(name, name)
+                    "features_units_graph": "features_units", "features_graph_peer": "features_graph"}.get(name, name)
             fig = f"not measured (`python benchmarks/run_all.py --only {name}`)"
             if name == "counterfactuals":
                 fig = f"not measured (`python benchmarks/{cmd}`)"

@@ -43,6 +43,7 @@ BENCHMARKS: dict[str, tuple[list[str], Path | None]] = {
     "features": (["features.py", "--tokens", "100000", "--threads", "1"], None),
     "features_units": (["features_units_graph.py"], None),
     "influence": (["influence.py", "--peers"], None),
+    "features_graph": (["features_graph_peer.py", "--threads", "1", "--prompts", "2"], None),
     "influence_default": (["influence.py", "--workload", "default-model"], None),
     "explanations": (["explanations.py", "--cost", "--planted", "--ground-truth", "--units", "2"], None),
 }

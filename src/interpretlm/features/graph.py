@@ -13,7 +13,8 @@ a pass with every source at zero. One backward pass per target gives its row of 
 From ``A``: rows of ``|A|`` normalised to sum 1 give ``Â``; the influence of every node on the logit
 is row ``logit`` of ``Â + Â² + … = (I - Â)^-1 - I``. Circuit-tracer's scores: **replacement** is the
 share of the logit's influence that ends at token embeddings rather than error nodes; **completeness**
-the influence-weighted share of each node's incoming edges that do not come from error nodes.
+the influence-weighted share of each node's incoming edges that do not come from error nodes (every node
+weighted by its influence, the logit by 1; tokens and errors, which have no incoming edges, count as complete).
 Features are pruned to those holding ``node_threshold`` of the total influence.
 
 The graph's faithfulness is measured, not assumed, two ways:
@@ -271,8 +272,9 @@ def attribution_graph(lm: Any, prompt: Any, target: Any, transcoders: Any, *, no
     to_tok, to_err = float(B[n - 1, :P].sum()), float(B[n - 1, err_idx].sum())
     replacement = to_tok / max(to_tok + to_err, 1e-12)
     incoming_ok = 1 - An[:, err_idx].sum(1)
+    # circuit-tracer's compute_graph_scores: every node weighted by its influence (the logit by 1); tokens and
+    # error nodes have no incoming edges and count as complete
     weights = infl.clone()
-    weights[:first_feat] = 0
     completeness = float((weights * incoming_ok).sum() / weights.sum().clamp_min(1e-12))
     for k, node in enumerate(nodes):
         node["influence"] = float(infl[k])
