@@ -6,7 +6,8 @@ turns its activation into unit values ``[batch, pos, n]`` and folds them into a 
 state, on the tensor side (no Python loop over units):
 
 * **top-k windows**: each window's maximum per unit, merged with the current top-k by one
-  stable sort over ``[k + batch, n]`` (ties go to the earlier window);
+  stable sort over ``[k + batch, n]`` (ties go to the earlier window), of the units with a
+  window above their k-th value only (the same result; few units once the top-k filled);
 * **quantile samples**: a stratified reservoir: windows whose maximum exceeds
   ``fire_threshold`` fall in one of ``bands`` equal bands between the threshold and the
   top of the unit's histogram range (windows above it in the top band) and get a random

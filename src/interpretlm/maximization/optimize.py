@@ -8,8 +8,9 @@ each token at its own position), the fluency the objective trades against.
   population of prompts, member ``i`` maximizing ``activation - λ_i · cross-entropy`` with its
   own ``λ_i`` (log-spaced over ``fluency``). Each iteration takes the gradient of every
   member's objective with respect to its one-hot tokens, draws ``swaps`` candidates per member
-  (one position, a token among the ``top_k`` of the gradient there), scores all of them in
-  batches, and gives each member the best candidate of the pooled set for its own ``λ``.
+  (one position, a token among the ``top_k`` of the gradient there), scores each distinct one
+  once in batches (:func:`score_swaps`: from the changed token on, on the parent's key/value
+  cache), and gives each member the best candidate of the pooled set for its own ``λ``.
   Every evaluated prompt enters the Pareto front of activation against cross-entropy.
 * ``"gcg"`` — greedy coordinate gradient (Zou et al. 2023) on the activation alone: one
   prompt, ``swaps`` candidates per iteration from the gradient's top-k, the best kept.
