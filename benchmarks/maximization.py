@@ -2,13 +2,17 @@
 
 Run by hand (not a test):
 
-    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py                 # the full run (hours on 2 cores)
-    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --windows 64 --epo-neurons 2 --epo-steps 5   # short
+    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py                 # the full run (days on 2 cores)
+    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --windows 128 --repeats 3 --epo-neurons 0  # mining
+    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --scoring-ratio 2    # EPO scoring, cache vs whole passes
+    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --epo-only --windows 512 --epo-steps 20
+        --epo-population 4 --epo-swaps 16 [--epo-part 1/2]     # (one command) EPO on a budget that fits
 
 Mining: every neuron of every layer (30 × 1,536 = 46,080 units) over the first ``--windows``
 windows of 64 tokens of the built-in corpus (all 15,984 by default: 1.02M tokens), against
 plain forward passes of the base model over the same batches (timed before and after the
-mining pass, averaged; the ratio is plain time / mining time, goal >= 0.8). Memory: the
+mining pass; with ``--repeats`` the passes alternate, each mining pass against the plain passes on
+either side; the ratio is plain time / mining time, goal >= 0.8). Memory: the
 mining state's bytes (fixed by the units and k, independent of the corpus length) and the
 process's peak RSS.
 
