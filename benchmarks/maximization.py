@@ -152,7 +152,8 @@ def scoring_ratio(lm, unit, repeats: int, population: int, swaps: int, top_k: in
     grad[..., ~O._allowed(lm)[: grad.shape[-1]]] = float("-inf")
     cand_tok = grad.topk(top_k, dim=-1).indices
     pos = torch.randint(12, (population, swaps), generator=gen)
-    new_tok = cand_tok[torch.arange(population).unsqueeze(1), pos, torch.randint(top_k, (population, swaps), generator=gen)]
+    pick = torch.randint(top_k, (population, swaps), generator=gen)
+    new_tok = cand_tok[torch.arange(population).unsqueeze(1), pos, pick]
     parent = torch.arange(population).repeat_interleave(swaps)
     cands = ids[parent].clone()
     cands[torch.arange(len(parent)), pos.flatten()] = new_tok.flatten()
@@ -261,7 +262,8 @@ def main() -> None:
         wins += ok
         a, ce, p = opt.best
         print(f"{unit.name}: corpus max {corpus_max:.3f} (median CE of its examples {median_ce:.2f}); EPO best "
-              f"{a:.3f} at CE {ce:.2f} {p!r}; best at CE <= median {best_fluent if best_fluent is None else round(best_fluent, 3)}; above the corpus max there: "
+              f"{a:.3f} at CE {ce:.2f} {p!r}; best at CE <= median "
+              f"{best_fluent if best_fluent is None else round(best_fluent, 3)}; above the corpus max there: "
               f"{ok}; {s_iter:.2f} s/iteration ({opt.diagnostics['evaluations']} distinct prompts scored of "
               f"{opt.diagnostics['candidates']} drawn)", flush=True)
         record("maximization", f"epo.{unit.name}", {
