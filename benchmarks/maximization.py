@@ -2,13 +2,17 @@
 
 Run by hand (not a test):
 
-    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py                 # the full run (hours on 2 cores)
-    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --windows 64 --epo-neurons 2 --epo-steps 5   # short
+    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py                 # the full run (days on 2 cores)
+    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --windows 128 --repeats 3 --epo-neurons 0  # mining
+    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --scoring-ratio 2    # EPO scoring, cache vs whole passes
+    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --epo-only --windows 512 --epo-steps 20
+        --epo-population 4 --epo-swaps 16 [--epo-part 1/2]     # (one command) EPO on a budget that fits
 
 Mining: every neuron of every layer (30 × 1,536 = 46,080 units) over the first ``--windows``
 windows of 64 tokens of the built-in corpus (all 15,984 by default: 1.02M tokens), against
 plain forward passes of the base model over the same batches (timed before and after the
-mining pass, averaged; the ratio is plain time / mining time, goal >= 0.8). Memory: the
+mining pass; with ``--repeats`` the passes alternate, each mining pass against the plain passes on
+either side; the ratio is plain time / mining time, goal >= 0.8). Memory: the
 mining state's bytes (fixed by the units and k, independent of the corpus length) and the
 process's peak RSS.
 
@@ -50,39 +54,8 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--windows", type=int, default=None, help="windows of the corpus to mine (default: all)")
-    ap.add_argument("--window", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--k", type=int, default=20)
-    ap.add_argument("--epo-neurons", type=int, default=10)
-    ap.add_argument("--epo-steps", type=int, default=300)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: the cores not busy, as the CLI)")
-    args = ap.parse_args()
-    from interpretlm.runtime import use_free_cores
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    else:
-        use_free_cores()
-    print(f"threads: {torch.get_num_threads()}")
-
-    lm = il.load(args.model)
-    corpus = il.corpus("builtin")
-    units = il.Unit.all("mlp.neurons")
-    n_units = lm.n_layers * lm.d_mlp
-    # the windows the mining pass reads, for the plain reference (same batches)
-    limit = args.windows
-    windows = []
-    for i, w in enumerate(corpus.windows(lm.tokenizer, args.window)):
-        if limit is not None and i >= limit:
-            break
-        windows.append(w)
-    n_tok = len(windows) * args.window
-    print(f"{lm.name}: {n_units} neurons, {len(windows)} windows x {args.window} = {n_tok:,} tokens", flush=True)
-
+def throughput(lm, corpus, units, windows, n_units: int, n_tok: int, args):
+    """Mine every neuron over ``windows``, timed against plain forward passes of the same batches."""
     # time spent folding values into the state, measured inside the same run as the forward passes
     inside = {"s": 0.0}
     import interpretlm.maximization.mining as mining_mod
@@ -109,32 +82,44 @@ def main() -> None:
     MiningState.update_glu = timed(MiningState.update_glu)
     mining_mod.unit_values = timed(mining_mod.unit_values)
 
-    t_plain_1 = plain(lm, windows, args.batch_size)
-    type(lm).run = run_timed
+    # plain passes and mining passes alternate (plain, mine, plain, mine, ..., plain): each mining pass is
+    # compared with the mean of the plain passes on either side, so a change of the machine's load between
+    # passes shows as a spread of the ratios rather than as a bias
+    plains = [plain(lm, windows, args.batch_size)]
+    mines, shares = [], []
+    late: list[tuple[float, float]] = []   # the second half of each pass's batches
     rss_before = rss_mb()
-    t = time.perf_counter()
-    mined = il.maximize(lm, units, corpus=corpus, k=args.k, window=args.window, batch_size=args.batch_size,
-                        max_windows=len(windows), detail=0, progress=False)
-    t_mine = time.perf_counter() - t
+    for _ in range(args.repeats):
+        type(lm).run = run_timed
+        f0, b0 = inside["s"], len(per_batch)
+        t = time.perf_counter()
+        mined = il.maximize(lm, units, corpus=corpus, k=args.k, window=args.window, batch_size=args.batch_size,
+                            max_windows=len(windows), detail=0, progress=False)
+        mines.append(time.perf_counter() - t)
+        type(lm).run = real_run
+        loop = mined.diagnostics["seconds"]
+        shares.append((loop - (inside["s"] - f0)) / loop)
+        this = per_batch[b0:]
+        late += this[len(this) // 2:]
+        plains.append(plain(lm, windows, args.batch_size))
     rss_after = rss_mb()
-    type(lm).run = real_run
-    t_plain_2 = plain(lm, windows, args.batch_size)
-    t_plain = (t_plain_1 + t_plain_2) / 2
+    ratios = [(plains[i] + plains[i + 1]) / 2 / mines[i] for i in range(len(mines))]
+    ratio = sorted(ratios)[len(ratios) // 2]
+    t_plain, t_mine = sum(plains) / len(plains), sum(mines) / len(mines)
     g = n_units if lm.family.gated_mlp else 0
     state = MiningState(n_units, g, args.k, 6, 4, 48)
     state_mb = sum(v.numel() * v.element_size() for v in state.t.values()) / 2**20
-    ratio = t_plain / t_mine
-    print(f"plain forward: {n_tok / t_plain:,.0f} tokens/s ({t_plain_1:.1f} s, {t_plain_2:.1f} s)")
-    print(f"mining all neurons: {n_tok / t_mine:,.0f} tokens/s ({t_mine:.1f} s, counting pass and "
-          f"tokenization included); throughput ratio {ratio:.2f}x of plain (goal >= 0.8)")
-    loop = mined.diagnostics["seconds"]
-    share = (loop - inside["s"]) / loop
-    print(f"inside the mining loop ({loop:.1f} s): {inside['s']:.1f} s reading units and folding them into the state, "
-          f"the rest in the forward passes: throughput {share:.2f}x of the same forward passes without mining "
-          "(measured in one run, so the machine's load is the same for both)")
+    print(f"plain forward: {n_tok / t_plain:,.0f} tokens/s ({', '.join(f'{x:.1f}' for x in plains)} s)")
+    print(f"mining all neurons: {n_tok / t_mine:,.0f} tokens/s ({', '.join(f'{x:.1f}' for x in mines)} s, counting "
+          f"pass and tokenization included); throughput {', '.join(f'{x:.2f}' for x in ratios)}x of the plain passes "
+          f"around each (median {ratio:.2f}x; goal >= 0.8)")
+    share = sorted(shares)[len(shares) // 2]
+    print(f"inside the mining loops: the forward passes' share of the time {', '.join(f'{x:.2f}' for x in shares)} "
+          f"(median {share:.2f}x): the throughput of the same forward passes without mining, measured in one run, so "
+          "the machine's load is the same for both")
     record("maximization", "mining_ratio_in_run", share)
+    record("maximization", "mining_ratios_vs_forward", ratios)
     # the first batches fill the state (every window enters the top-k); later ones rarely change it
-    late = per_batch[len(per_batch) // 2:]
     if late:
         late_share = 1 - sum(f for _, f in late) / sum(t for t, _ in late)
         print(f"second half of the batches ({len(late)}): {late_share:.2f}x of the forward passes alone")
@@ -146,15 +131,114 @@ def main() -> None:
     record("maximization", "mining_ratio_vs_forward", ratio)
     record("maximization", "mining_state_mb", state_mb)
     record("maximization", "peak_rss_mb", rss_after)
+    return mined
 
-    # ---- EPO on random neurons
+
+def scoring_ratio(lm, unit, repeats: int, population: int, swaps: int, top_k: int, seed: int) -> None:
+    """One EPO iteration's candidates scored by whole passes (``score``, as before) and on the parents' cache
+    (``score_swaps``), alternated ``repeats`` times in this process: the ratio of the two is what the machine's
+    load cannot skew (absolute times can)."""
+    from interpretlm.maximization import optimize as O
+    from interpretlm.units import bind_units
+
+    bound = bind_units(lm, unit)
+    gen = torch.Generator().manual_seed(seed)
+    pool = torch.nonzero(O._allowed(lm)).flatten()
+    ids = pool[torch.randint(len(pool), (population, 12), generator=gen)]
+    lams = torch.cat([torch.zeros(1), torch.logspace(-2, 1, population - 1)])
+    t = time.perf_counter()
+    act, ce, grad = O._gradients(lm, bound, ids, lams)
+    t_grad = time.perf_counter() - t
+    grad[..., ~O._allowed(lm)[: grad.shape[-1]]] = float("-inf")
+    cand_tok = grad.topk(top_k, dim=-1).indices
+    pos = torch.randint(12, (population, swaps), generator=gen)
+    pick = torch.randint(top_k, (population, swaps), generator=gen)
+    new_tok = cand_tok[torch.arange(population).unsqueeze(1), pos, pick]
+    parent = torch.arange(population).repeat_interleave(swaps)
+    cands = ids[parent].clone()
+    cands[torch.arange(len(parent)), pos.flatten()] = new_tok.flatten()
+    full, shared = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a_full, c_full = O.score(lm, bound, cands, 64)
+        full.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        a_sh, c_sh = O.score_swaps(lm, bound, ids, parent, pos.flatten(), new_tok.flatten(), 64)
+        shared.append(time.perf_counter() - t)
+    diff = float(((a_full - a_sh).abs().max() / a_full.abs().max()).item())
+    ratios = [f / s for f, s in zip(full, shared)]
+    print(f"EPO scoring of {len(cands)} candidates (population {population} x {swaps} swaps), {repeats} alternated "
+          f"repeats: whole passes {', '.join(f'{x:.1f}' for x in full)} s; on the parents' cache "
+          f"{', '.join(f'{x:.1f}' for x in shared)} s; speed-up {', '.join(f'{r:.2f}' for r in ratios)}x "
+          f"(activations equal to {diff:.1e} relative); the gradient pass took {t_grad:.1f} s", flush=True)
+    record("maximization", "epo_scoring_speedup", sorted(ratios)[len(ratios) // 2])
+    record("maximization", "epo_scoring_speedups", ratios)
+    record("maximization", "epo_gradient_share_of_full_iteration", t_grad / (t_grad + sum(full) / len(full)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--windows", type=int, default=None, help="windows of the corpus to mine (default: all)")
+    ap.add_argument("--window", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=1, help="mining passes, each between two plain passes")
+    ap.add_argument("--epo-neurons", type=int, default=10)
+    ap.add_argument("--epo-steps", type=int, default=300)
+    ap.add_argument("--epo-population", type=int, default=8)
+    ap.add_argument("--epo-swaps", type=int, default=32)
+    ap.add_argument("--epo-top-k", type=int, default=512)
+    ap.add_argument("--epo-part", default="1/1", metavar="I/N",
+                    help="run the I-th of N equal parts of the EPO neurons (parts run in parallel processes)")
+    ap.add_argument("--epo-only", action="store_true",
+                    help="skip the throughput run: mine only the EPO neurons (same windows), then run EPO")
+    ap.add_argument("--scoring-ratio", type=int, default=0, metavar="REPEATS",
+                    help="only time EPO's candidate scoring, whole passes against the parents' cache, REPEATS times")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: the cores not busy, as the CLI)")
+    args = ap.parse_args()
+    from interpretlm.runtime import use_free_cores
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    else:
+        use_free_cores()
+    print(f"threads: {torch.get_num_threads()}")
+
+    lm = il.load(args.model)
+    if args.scoring_ratio:
+        scoring_ratio(lm, il.Unit("blocks.12.mlp.neurons", 417), args.scoring_ratio, args.epo_population,
+                      args.epo_swaps, args.epo_top_k, args.seed)
+        return
+    corpus = il.corpus("builtin")
+    units = il.Unit.all("mlp.neurons")
+    n_units = lm.n_layers * lm.d_mlp
+    # the windows the mining pass reads, for the plain reference (same batches)
+    limit = args.windows
+    windows = []
+    for i, w in enumerate(corpus.windows(lm.tokenizer, args.window)):
+        if limit is not None and i >= limit:
+            break
+        windows.append(w)
+    n_tok = len(windows) * args.window
+    print(f"{lm.name}: {n_units} neurons, {len(windows)} windows x {args.window} = {n_tok:,} tokens", flush=True)
+
     gen = torch.Generator().manual_seed(args.seed)
     picks = torch.randperm(n_units, generator=gen)[: args.epo_neurons].tolist()
+    part, parts = (int(x) for x in args.epo_part.split("/"))
+    picks = picks[part - 1::parts]
+    epo_units = [il.Unit(f"blocks.{col // lm.d_mlp}.mlp.neurons", col % lm.d_mlp) for col in picks]
+    if args.epo_only:
+        # the corpus maxima of the EPO neurons only: the same windows, one pass up to the deepest of them
+        mined = il.maximize(lm, epo_units, corpus=corpus, k=args.k, window=args.window, batch_size=args.batch_size,
+                            max_windows=len(windows), detail=0, progress=False)
+    else:
+        mined = throughput(lm, corpus, units, windows, n_units, n_tok, args)
+
+    # ---- EPO on random neurons
     wins = 0
     per_iter = []
-    for col in picks:
-        layer, idx = divmod(col, lm.d_mlp)
-        unit = il.Unit(f"blocks.{layer}.mlp.neurons", idx)
+    for unit in epo_units:
         j = mined.index(unit)
         corpus_max = float(mined.top_values[j, 0])
         # cross-entropy of the top corpus examples: each window up to its maximum
@@ -168,18 +252,30 @@ def main() -> None:
                 logp = lm.model(input_ids=ids, use_cache=False).logits.float().log_softmax(-1)
                 ces.append(float(-logp[0, :-1].gather(-1, ids[0, 1:].unsqueeze(-1)).mean()))
         median_ce = float(torch.tensor(ces).median()) if ces else float("inf")
-        opt = il.maximize(lm, unit, method="epo", steps=args.epo_steps, seed=args.seed, progress=False)
+        opt = il.maximize(lm, unit, method="epo", steps=args.epo_steps, population=args.epo_population,
+                          swaps=args.epo_swaps, top_k=args.epo_top_k, seed=args.seed, progress=False)
         s_iter = opt.diagnostics["seconds"] / opt.diagnostics["iterations"]
         per_iter.append(s_iter)
-        ok = any(a > corpus_max and ce <= median_ce for a, ce, _ in opt.pareto)
+        fluent = [a for a, ce, _ in opt.pareto if ce <= median_ce]
+        best_fluent = max(fluent) if fluent else None   # None: no front point as fluent as the median example
+        ok = best_fluent is not None and best_fluent > corpus_max
         wins += ok
         a, ce, p = opt.best
         print(f"{unit.name}: corpus max {corpus_max:.3f} (median CE of its examples {median_ce:.2f}); EPO best "
-              f"{a:.3f} at CE {ce:.2f} {p!r}; front above the corpus max at CE <= median: {ok}; "
-              f"{s_iter:.2f} s/iteration", flush=True)
+              f"{a:.3f} at CE {ce:.2f} {p!r}; best at CE <= median "
+              f"{best_fluent if best_fluent is None else round(best_fluent, 3)}; above the corpus max there: "
+              f"{ok}; {s_iter:.2f} s/iteration ({opt.diagnostics['evaluations']} distinct prompts scored of "
+              f"{opt.diagnostics['candidates']} drawn)", flush=True)
+        record("maximization", f"epo.{unit.name}", {
+            "corpus_max": corpus_max, "median_ce": median_ce, "best_activation": a, "best_ce": ce, "best_prompt": p,
+            "best_activation_at_median_ce": best_fluent, "wins": ok, "seconds_per_iteration": s_iter})
     if picks:
         print(f"EPO: front above the corpus maximum at CE <= the examples' median on {wins}/{len(picks)} neurons; "
-              f"{sum(per_iter) / len(per_iter):.2f} s per iteration ({args.epo_steps} iterations)")
+              f"{sum(per_iter) / len(per_iter):.2f} s per iteration ({args.epo_steps} iterations, population "
+              f"{args.epo_population}, {args.epo_swaps} swaps, top-k {args.epo_top_k})")
+        record("maximization", "epo_budget", {"iterations": args.epo_steps, "population": args.epo_population,
+                                              "swaps": args.epo_swaps, "top_k": args.epo_top_k, "length": 12,
+                                              "windows": len(windows), "tokens": n_tok})
         record("maximization", "epo_wins", wins)
         record("maximization", "epo_neurons", len(picks))
         record("maximization", "epo_seconds_per_iteration", sum(per_iter) / len(per_iter))

@@ -243,6 +243,31 @@ def explanation_cost(d: dict[str, Any]) -> str:
             "(goal ≥ 10×: not met; all-at-once simulation is one pass per window too)")
 
 
+def mining(d: dict[str, Any]) -> str:
+    m = d["maximization"]
+    ratios = m["mining_ratios_vs_forward"]
+    return (f"{_range(ratios, '{:.2f}×')} of plain forward passes ({len(ratios)} passes alternated with them, "
+            f"{m['mining_tokens']:,.0f} tokens each; inside the pass the forward share is "
+            f"{m['mining_ratio_in_run']:.2f}); state {m['mining_state_mb']:.0f} MB for 46,080 neurons, any corpus length")
+
+
+def epo_scoring(d: dict[str, Any]) -> str:
+    m = d["maximization"]
+    return (f"{_range(m['epo_scoring_speedups'], '{:.2f}×')} faster than whole passes "
+            "(256 candidates of one iteration at the published population 8 × 32 swaps)")
+
+
+def epo(d: dict[str, Any]) -> str:
+    m = d["maximization"]
+    b = m["epo_budget"]
+    units = [v for k, v in m.items() if k.startswith("epo.")]
+    beat = sum(u["best_activation"] > u["corpus_max"] for u in units)
+    return (f"front above the corpus maximum at a cross-entropy ≤ its examples' median on {m['epo_wins']:.0f}/"
+            f"{m['epo_neurons']:.0f} neurons (above it at any cross-entropy on {beat}/{len(units)}); budget "
+            f"{b['iterations']} iterations × population {b['population']} × {b['swaps']} swaps (published: "
+            f"300 × 8 × 32); corpus: first {b['tokens']:,} tokens; {m['epo_seconds_per_iteration']:.1f} s/iteration")
+
+
 ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("Integrated Gradients, completeness on the IOI prompt", ig, "attribution.py --only ig"),
     ("Shapley estimates, evaluations to Spearman 0.95 vs exact", shapley, "attribution.py --only shapley"),
@@ -280,6 +305,11 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
      "explanations.py --ground-truth"),
     ("detection / fuzzing / simulation on 40 windows (20 activating)", explanation_cost,
      "explanations.py --cost --planted"),
+    ("mining every neuron of all 30 layers (46,080 units), throughput (goal ≥ 0.8×)", mining,
+     "maximization.py --windows 128 --repeats 3 --epo-neurons 0"),
+    ("EPO candidate scoring on the parents' key/value cache", epo_scoring, "maximization.py --scoring-ratio 2"),
+    ("EPO on 10 random neurons of the default model vs their corpus maximum", epo,
+     "maximization.py --epo-only --windows 512 --epo-steps 20 --epo-population 4 --epo-swaps 16"),
 ]
 
 

@@ -197,6 +197,69 @@ def test_streaming_topk_equals_a_full_sort():
     torch.testing.assert_close(r.mean, vals.mean((0, 1)), rtol=1e-4, atol=1e-6)
 
 
+def test_state_streamed_in_batches_equals_one_sort_of_every_window():
+    """Only units with a window entering their top-k, a reservoir band or a sign combination are re-sorted;
+    the state still equals stable sorts over all windows at once (integer values: many ties, which go to
+    the earlier window), on rows given out of order."""
+    from interpretlm.maximization.mining import MiningState
+
+    g = torch.Generator().manual_seed(0)
+    n, W, b, k, bands, samples = 9, 5, 4, 3, 2, 2
+    batches = [torch.randint(-4, 6, (b, W, n), generator=g).float() for _ in range(6)]
+    gates = [torch.randn(b, W, n, generator=g) for _ in batches]
+    ups = [torch.randn(b, W, n, generator=g) for _ in batches]
+    rows = torch.tensor([7, 2, 5, 0, 8, 1, 3, 6, 4])          # the units' rows in the state, out of order
+    streamed, gen = MiningState(n, n, k, bands, samples, 8), torch.Generator().manual_seed(1)
+    for i, (v, gate, up) in enumerate(zip(batches, gates, ups)):
+        wmax = streamed.update_glu(rows, v, gate, up, i * b)
+        streamed.update(rows, v, i * b, 0.0, gen, wmax)
+    allv = torch.cat(batches)
+    whole = MiningState(n, n, k, bands, samples, 8)
+    whole.update_glu(rows, allv, torch.cat(gates), torch.cat(ups), 0)
+    t, ref = streamed.t, whole.t
+    for key in ("glu_key", "glu_v", "glu_i", "glu_n"):
+        assert torch.equal(t[key], ref[key]), key
+    per_window = allv.amax(1).T                                             # [n, windows]
+    top_v, top_w = per_window.sort(dim=1, descending=True, stable=True)
+    assert torch.equal(t["top_v"][rows], top_v[:, :k])
+    assert torch.equal(t["top_i"][rows] // W, top_w[:, :k])
+    assert torch.equal(allv[t["top_i"][rows] // W, t["top_i"][rows] % W, torch.arange(n).unsqueeze(1)], top_v[:, :k])
+    # the reservoir: the same random priorities, each band's highest over all the windows in it
+    gen = torch.Generator().manual_seed(1)
+    keys = torch.cat([torch.rand(b, n, generator=gen) for _ in batches]).T          # [n, windows]
+    band = (per_window / t["hist_range"][rows].unsqueeze(1) * bands).floor().clamp(0, bands - 1)
+    for j in range(bands):
+        kj = torch.where((per_window > 0) & (band == j), keys, float("-inf"))
+        ref_k, ref_w = kj.sort(dim=1, descending=True, stable=True)
+        assert torch.equal(t["q_key"][rows, j], ref_k[:, :samples])
+        kept = torch.isfinite(ref_k[:, :samples])
+        assert kept.any() and torch.equal((t["q_i"][rows, j] // W)[kept], ref_w[:, :samples][kept])
+
+
+def test_swapped_candidates_score_on_the_parents_cache_as_in_whole_passes():
+    """EPO scores a candidate from its changed token on, on its parent's key/value cache: the activation and
+    cross-entropy of a whole pass, for decoders (GPT-2's learned positions, Llama's rotary ones) and a BOS."""
+    from interpretlm.maximization.optimize import _shares_prefixes, score, score_swaps
+
+    for family in ("llama", "gpt2"):
+        lm = tiny_lm(family, seed=2)
+        assert _shares_prefixes(lm)
+        bound = bind_units(lm, il.Unit("blocks.1.mlp.neurons", 3))
+        g = torch.Generator().manual_seed(0)
+        for width in (6, 7):
+            parents = torch.randint(5, 60, (3, width), generator=g)
+            parents[:, 0] = 1 if width == 7 else parents[:, 0]     # a fixed first token, as a BOS
+            parent = torch.randint(3, (30,), generator=g)
+            at = torch.randint(width - 6, width, (30,), generator=g)
+            token = torch.randint(5, 60, (30,), generator=g)
+            act, ce = score_swaps(lm, bound, parents, parent, at, token, batch_size=8)
+            cands = parents[parent].clone()
+            cands[torch.arange(30), at] = token
+            ref_act, ref_ce = score(lm, bound, cands, batch_size=8)
+            torch.testing.assert_close(act, ref_act, rtol=1e-4, atol=1e-5 * float(ref_act.abs().max()))
+            torch.testing.assert_close(ce, ref_ce, rtol=1e-4, atol=0)
+
+
 def test_glu_shortcut_keeps_the_exact_window_maxima():
     """The gated path shares the windows' maxima with the GLU split; negative-only windows included."""
     from interpretlm.maximization.mining import MiningState

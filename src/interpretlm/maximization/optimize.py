@@ -8,8 +8,9 @@ each token at its own position), the fluency the objective trades against.
   population of prompts, member ``i`` maximizing ``activation - λ_i · cross-entropy`` with its
   own ``λ_i`` (log-spaced over ``fluency``). Each iteration takes the gradient of every
   member's objective with respect to its one-hot tokens, draws ``swaps`` candidates per member
-  (one position, a token among the ``top_k`` of the gradient there), scores all of them in
-  batches, and gives each member the best candidate of the pooled set for its own ``λ``.
+  (one position, a token among the ``top_k`` of the gradient there), scores each distinct one
+  once in batches (:func:`score_swaps`: from the changed token on, on the parent's key/value
+  cache), and gives each member the best candidate of the pooled set for its own ``λ``.
   Every evaluated prompt enters the Pareto front of activation against cross-entropy.
 * ``"gcg"`` — greedy coordinate gradient (Zou et al. 2023) on the activation alone: one
   prompt, ``swaps`` candidates per iteration from the gradient's top-k, the best kept.
@@ -22,6 +23,7 @@ All three are reproducible with ``seed``.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from contextlib import ExitStack
@@ -106,6 +108,107 @@ def score(lm: Any, bound: BoundUnits, ids: torch.Tensor, batch_size: int = 64) -
     return torch.cat(acts), torch.cat(ces)
 
 
+def _shares_prefixes(lm: Any) -> bool:
+    """Whether candidates can run on their parent's key/value cache: a causal LM with a head whose cache
+    keeps every position (a sliding-window cache keeps only the window, so those models run full passes)."""
+    if not (lm.is_causal and lm.has_head):
+        return False
+    cfg = lm.model.config
+    return not (getattr(cfg, "sliding_window", None)
+                and "sliding_attention" in (getattr(cfg, "layer_types", None) or ["sliding_attention"]))
+
+
+def _parent_pass(lm: Any, ids: torch.Tensor) -> tuple[Any, torch.Tensor] | None:
+    """The population's key/value cache and its next-token log-probabilities ``[m, pos, vocab]``, or
+    ``None`` when the model's cache is not a plain list of per-layer keys and values (then candidates run
+    full passes)."""
+    with torch.inference_mode(), lm.running():
+        out = lm.model(input_ids=ids.to(lm.device), use_cache=True)
+    cache = getattr(out, "cache", None)
+    cache = cache if cache is not None else getattr(out, "past_key_values", None)
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        return None
+    return cache, out.logits.float().log_softmax(-1)
+
+
+def _prefix_cache(cache: Any, rows: torch.Tensor, length: int) -> Any:
+    """A copy of ``cache`` holding the parents ``rows`` and their first ``length`` positions."""
+    layers = cache.layers
+    keep = [(layer.keys, layer.values) for layer in layers]
+    for layer in layers:   # the copy need not duplicate the tensors it replaces
+        layer.keys = layer.values = None
+    try:
+        out = copy.deepcopy(cache)
+    finally:
+        for layer, (k, v) in zip(layers, keep):
+            layer.keys, layer.values = k, v
+    for layer, (k, v) in zip(out.layers, keep):
+        layer.keys, layer.values = k[rows, :, :length], v[rows, :, :length]
+    return out
+
+
+def score_swaps(lm: Any, bound: BoundUnits, parents: torch.Tensor, parent: torch.Tensor, at: torch.Tensor,
+                token: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([c], [c])``: :func:`score` of candidates that each change one token of a parent prompt.
+
+    Candidate ``i`` is ``parents[parent[i]]`` (``parents [m, pos]``) with position ``at[i]`` set to
+    ``token[i]``. Its tokens before ``at[i]`` are its parent's, so a causal model runs them once per
+    parent: the candidates run from ``at[i]`` on, on the parents' key/value cache (grouped by
+    position, one batched pass per group), and the cross-entropy takes the parent's terms before
+    ``at[i]`` and the parent's next-token distribution at ``at[i] - 1``. About half the tokens of
+    full passes; the same numbers up to float rounding. Other models run :func:`score`.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.units import Unit, bind_units
+        >>> lm = tiny_lm("llama")
+        >>> bound = bind_units(lm, Unit("blocks.1.mlp.neurons", 3))
+        >>> parents = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+        >>> act, ce = score_swaps(lm, bound, parents, torch.tensor([0, 1]), torch.tensor([2, 1]), torch.tensor([20, 21]))
+        >>> ref_act, ref_ce = score(lm, bound, torch.tensor([[5, 6, 20, 8], [9, 21, 11, 12]]))
+        >>> torch.allclose(act, ref_act, rtol=1e-4, atol=1e-6), torch.allclose(ce, ref_ce, rtol=1e-4)
+        (True, True)
+    """
+    n = len(parent)
+    cands = parents[parent].clone()
+    cands[torch.arange(n), at] = token
+    shared = _parent_pass(lm, parents) if _shares_prefixes(lm) else None
+    if shared is None:
+        return score(lm, bound, cands, batch_size)
+    cache, logp = shared
+    n_prefix = len(_prefix(lm))
+    start = max(n_prefix, 1)
+    width = parents.shape[1]
+    # the parents' next-token loss of each of their tokens ([m, pos]; position 0 has none)
+    nll = torch.zeros(parents.shape, dtype=torch.float32)
+    nll[:, 1:] = -logp[:, :-1].cpu().gather(-1, parents[:, 1:].unsqueeze(-1)).squeeze(-1)
+    act = torch.zeros(n)
+    ce = torch.zeros(n)
+    with lm.capture(bound.components) as captured, torch.inference_mode():
+        for q in at.unique().tolist():
+            group = (at == q).nonzero().flatten()
+            if q == 0:          # nothing shared: whole passes
+                act[group], ce[group] = score(lm, bound, cands[group], batch_size)
+                continue
+            for s in range(0, len(group), batch_size):
+                rows = group[s:s + batch_size]
+                past = _prefix_cache(cache, parent[rows].to(lm.device), q)
+                with lm.running():
+                    # `cache` is Transformers 5's name (`past_key_values` is deprecated)
+                    out = lm.model(input_ids=cands[rows, q:].to(lm.device), cache=past, use_cache=True)
+                act[rows] = unit_values(lm, bound, captured)[:, -1, 0].float().cpu()
+                # loss of each token from `start` on: the parent's before q, the parent's distribution at q - 1
+                # for the changed token, the candidate's own logits after it
+                terms = nll[parent[rows]].clone()
+                terms[:, q] = -logp[parent[rows], q - 1].cpu().gather(-1, token[rows].unsqueeze(-1)).squeeze(-1)
+                if q + 1 < width:
+                    own = out.logits[:, :-1].float().log_softmax(-1)
+                    terms[:, q + 1:] = -own.gather(-1, cands[rows, q + 1:].to(own.device).unsqueeze(-1)).squeeze(-1).cpu()
+                ce[rows] = terms[:, start:].mean(1)
+    return act, ce
+
+
 def _gradients(lm: Any, bound: BoundUnits, ids: torch.Tensor, lambdas: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Activation ``[m]``, cross-entropy ``[m]`` and ``[m, pos, vocab]`` gradient of ``act - λ·ce`` in the one-hot tokens."""
@@ -188,7 +291,8 @@ def discrete_search(lm: Any, bound: BoundUnits, *, length: int, population: int,
     """The shared loop of EPO (a population, one λ each) and GCG (one member, λ = 0).
 
     Returns the final ids ``[m, pos]``, activations ``[m]``, cross-entropies ``[m]``, the front,
-    the history ``[steps, m]`` and costs.
+    the history ``[steps, m]`` and costs (``candidates`` drawn; ``evaluations``: the distinct ones
+    scored, since a swap that keeps a token is its member and equal members draw equal candidates).
 
     Example:
         >>> from interpretlm.testing import tiny_lm
@@ -197,8 +301,8 @@ def discrete_search(lm: Any, bound: BoundUnits, *, length: int, population: int,
         >>> ids, act, ce, front, hist, costs = discrete_search(
         ...     lm, bind_units(lm, Unit("blocks.1.mlp.neurons", 3)), length=3, population=2, swaps=4, top_k=8,
         ...     steps=2, lambdas=torch.tensor([0.0, 1.0]), seed=0, batch_size=8, desc="doc")
-        >>> ids.shape, hist.shape, costs["evaluations"]
-        (torch.Size([2, 3]), torch.Size([2, 2]), 16)
+        >>> ids.shape, hist.shape, costs["candidates"], 0 < costs["evaluations"] <= 16
+        (torch.Size([2, 3]), torch.Size([2, 2]), 16, True)
     """
     gen = torch.Generator().manual_seed(seed)
     allowed = _allowed(lm)
@@ -228,8 +332,21 @@ def discrete_search(lm: Any, bound: BoundUnits, *, length: int, population: int,
         cands = ids.unsqueeze(1).repeat(1, swaps, 1)
         cands[torch.arange(population).unsqueeze(1), torch.arange(swaps).unsqueeze(0), n_prefix + pos] = new_tok
         cands = cands.reshape(population * swaps, -1)
-        c_act, c_ce = score(lm, bound, cands, batch_size)
-        evaluations += len(cands)
+        parent = torch.arange(population).repeat_interleave(swaps)
+        # score each distinct prompt once: a swap that keeps the member's token is the member itself, and
+        # members that became equal draw the same candidates
+        c_act, c_ce = act[parent].clone(), ce[parent].clone()
+        changed = (new_tok != ids[:, n_prefix:].gather(1, pos)).flatten()
+        sub = cands[changed]
+        if len(sub):
+            uniq, inverse = torch.unique(sub, dim=0, return_inverse=True)
+            first = torch.full((len(uniq),), len(sub), dtype=torch.long).scatter_reduce(
+                0, inverse, torch.arange(len(sub)), reduce="amin")
+            sel = changed.nonzero().flatten()[first]
+            u_act, u_ce = score_swaps(lm, bound, ids, parent[sel], n_prefix + pos.flatten()[sel],
+                                      new_tok.flatten()[sel], batch_size)
+            c_act[changed], c_ce[changed] = u_act[inverse], u_ce[inverse]
+            evaluations += len(uniq)
         front.add(c_act, c_ce, cands)
         all_ids = torch.cat([ids, cands])
         all_act, all_ce = torch.cat([act, c_act]), torch.cat([ce, c_ce])
@@ -238,7 +355,7 @@ def discrete_search(lm: Any, bound: BoundUnits, *, length: int, population: int,
         ids, act, ce = all_ids[best], all_act[best], all_ce[best]
         history.append(act.clone())
     seconds = time.perf_counter() - start
-    costs = {"evaluations": evaluations, "seconds": seconds,
+    costs = {"evaluations": evaluations, "candidates": steps * population * swaps, "seconds": seconds,
              "backward_passes": steps, "iterations": steps}
     return ids, act, ce, front, torch.stack(history) if history else torch.zeros(0, population), costs
 
@@ -430,4 +547,4 @@ def continuous(lm: Any, units: Any, *, length: int = 12, steps: int = 200, lr: f
     return r
 
 
-__all__ = ["Front", "OptimizationError", "continuous", "discrete_search", "epo", "gcg", "score"]
+__all__ = ["Front", "OptimizationError", "continuous", "discrete_search", "epo", "gcg", "score", "score_swaps"]
