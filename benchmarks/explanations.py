@@ -81,42 +81,72 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False) -> None:
                 record("explanations", f"simulation_over_{name}_time", ratio)
 
 
-def distribution(lm, per_layer: int, windows: int, max_windows: int) -> None:
-    g = torch.Generator().manual_seed(0)
+def distribution(lm, per_layer: int, windows: int, max_windows: int, log: str | None = None,
+                 summarize: str | None = None) -> None:
+    """Explain and score ``per_layer`` neurons of each of layers 4, 14, 24; each unit's scores are
+    appended to ``log`` (JSON lines) as it finishes, so a run cut short still summarises
+    (``--summarize LOG`` reads such a file instead of running)."""
+    import json
+
+    keys = ["detection", "fuzzing", "simulation", "embedding"]
     layers = [4, 14, 24]
     rows = []
-    for layer in layers:
-        idx = torch.randperm(lm.d_mlp, generator=g)[:per_layer].tolist()
-        for i in idx:
+    if summarize:
+        for line in Path(summarize).read_text().splitlines():
+            d = json.loads(line)
+            rows.append((d["layer"], d["scores"], d["seconds"]))
+    else:
+        g = torch.Generator().manual_seed(0)
+        picks = [(layer, torch.randperm(lm.d_mlp, generator=g)[:per_layer].tolist()) for layer in layers]
+        # round-robin over the layers, so that a run cut short still covers all three
+        order = [(layer, idx[i]) for i in range(per_layer) for layer, idx in picks]
+        for layer, i in order:
             unit = il.Unit(f"blocks.{layer}.mlp.neurons", i)
             t0 = time.perf_counter()
             r = _run(lm, unit, corpus=il.corpus("builtin"), k=windows + 10, n_explain=10, n_windows=windows,
                      max_windows=max_windows)
-            s = r.scores
-            rows.append((layer, s))
-            print(f"  {unit.name:28s} {r.text[:50]!r:54s} det {s['detection']:.2f} fuzz {s['fuzzing']:.2f} "
-                  f"sim {s['simulation']:+.2f} emb {s['embedding']:.2f}  ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)
-    keys = ["detection", "fuzzing", "simulation", "embedding"]
+            s = {k: float(v) for k, v in r.scores.items() if k in keys}
+            e = r.explained[0]
+            secs = {k: e["scores"][k]["seconds"] for k in keys if k in e["scores"]}
+            secs["all"] = time.perf_counter() - t0
+            rows.append((layer, s, secs))
+            print(f"  {unit.name:28s} {r.text[:50]!r:54s} det {s.get('detection', math.nan):.2f} "
+                  f"fuzz {s.get('fuzzing', math.nan):.2f} sim {s.get('simulation', math.nan):+.2f} "
+                  f"emb {s.get('embedding', math.nan):.2f}  ({secs['all']:.0f} s)", flush=True)
+            if log:
+                with open(log, "a") as f:
+                    f.write(json.dumps({"unit": unit.name, "layer": layer, "text": r.text, "scores": s,
+                                        "seconds": secs, "flags": e["flags"]}) + "\n")
     for layer in layers:
-        vals = {k: [s[k] for lay, s in rows if lay == layer and not math.isnan(s[k])] for k in keys}
-        print(f"layer {layer}: " + ", ".join(f"{k} mean {np.mean(v):.2f} median {np.median(v):.2f}" for k, v in
-                                            vals.items() if v))
+        vals = {k: [s[k] for lay, s, _ in rows if lay == layer and k in s and not math.isnan(s[k])] for k in keys}
+        print(f"layer {layer} ({sum(lay == layer for lay, _, _ in rows)} units): " + ", ".join(
+            f"{k} mean {np.mean(v):.2f} median {np.median(v):.2f}" for k, v in vals.items() if v))
     from scipy.stats import spearmanr
 
     print("Spearman between scorers over the units:")
     for a in range(len(keys)):
         for b in range(a + 1, len(keys)):
-            x = np.array([[s[keys[a]], s[keys[b]]] for _, s in rows])
-            x = x[~np.isnan(x).any(1)]
+            x = np.array([[s.get(keys[a], math.nan), s.get(keys[b], math.nan)] for _, s, _ in rows])
+            x = x[~np.isnan(x).any(1)] if len(x) else x
             if len(x) > 2:
                 rho = spearmanr(x[:, 0], x[:, 1]).statistic
                 print(f"  {keys[a]} ~ {keys[b]}: {rho:+.2f} (n={len(x)})")
                 record("explanations", f"spearman_{keys[a]}_{keys[b]}", float(rho))
     for k in keys:
-        v = [s[k] for _, s in rows if not math.isnan(s[k])]
+        v = [s[k] for _, s, _ in rows if k in s and not math.isnan(s[k])]
         if v:
+            q = np.percentile(v, [10, 50, 90])
+            print(f"  {k}: mean {np.mean(v):.3f}, 10/50/90th percentiles {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}")
             record("explanations", f"mean_{k}", float(np.mean(v)))
+            record("explanations", f"median_{k}", float(q[1]))
+        t = [sec[k] for _, _, sec in rows if k in sec]
+        if t:
+            print(f"  {k}: {np.median(t):.1f} s per unit (median)")
+            record("explanations", f"dist_{k}_seconds_per_unit", float(np.median(t)))
+    t = [sec["all"] for _, _, sec in rows]
+    if t:
+        print(f"  whole unit (mining, explaining, scoring): {np.median(t):.0f} s (median)")
+        record("explanations", "dist_unit_seconds", float(np.median(t)))
     record("explanations", "units", len(rows))
 
 
@@ -150,6 +180,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=20, help="activating windows scored (and as many others)")
     ap.add_argument("--max-windows", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--log", default=None, help="distribution: append each unit's scores to this JSON-lines file")
+    ap.add_argument("--summarize", default=None, help="distribution: summarise a --log file instead of running")
     ap.add_argument("--gt-scorers", default="detection,fuzzing,simulation,embedding",
                     help="scorers of the ground-truth part (comma list)")
     a = ap.parse_args()
@@ -158,8 +190,8 @@ def main() -> None:
     lm = il.load()
     if a.cost:
         cost(lm, a.windows, a.max_windows, a.planted)
-    if a.units:
-        distribution(lm, a.units, a.windows, a.max_windows)
+    if a.units or a.summarize:
+        distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize)
     if a.ground_truth:
         ground_truth(lm, a.windows, tuple(a.gt_scorers.split(",")))
 
