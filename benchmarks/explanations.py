@@ -9,13 +9,15 @@ planted ground truth.
 2. **Distribution** (``--units N``): N neurons from each of three layers (4, 14, 24; indices drawn with
    seed 0), each explained by the default model and scored; prints mean and median of every score per
    layer and the Spearman correlation between scorers over the units.
-3. **Ground truth** (``--ground-truth``): the planted digit neuron of ``tests/test_explanations.py``; the
-   true rule and two wrong ones scored by the default model.
+3. **Ground truth** (``--ground-truth``): the planted neurons of ``tests/test_explanations.py`` (one
+   firing on digits, one on names of people); the true rule and two wrong ones scored by the default
+   model (``--scorer qwen2.5-coder-0.5b``: by the optional built-in Qwen2.5-Coder-0.5B-Instruct).
 
 With ``--planted`` the cost is measured on the planted digit neuron as the subject (mining is instant),
 the default model scoring.
 
-Run:  PYTHONPATH=src python benchmarks/explanations.py [--cost [--planted]] [--units 2] [--ground-truth] [--windows 20]
+Run:  PYTHONPATH=src python benchmarks/explanations.py [--cost [--planted]] [--units 2 [--log units.jsonl]]
+      [--ground-truth [--scorer qwen2.5-coder-0.5b] [--gt-classes digits,names]] [--windows 20]
 """
 
 from __future__ import annotations
@@ -150,25 +152,46 @@ def distribution(lm, per_layer: int, windows: int, max_windows: int, log: str | 
     record("explanations", "units", len(rows))
 
 
-def ground_truth(lm, windows: int, scorers: tuple[str, ...]) -> None:
+PLANTED = {   # token class: (tokens the neuron fires on, the true rule, two wrong rules)
+    "digits": (None, "digits (numbers such as 3 or 7)", ["names of people", "words about food"]),
+    "names": ("NAMES", "names of people", ["digits (numbers such as 3 or 7)", "words about food"]),
+}
+
+
+def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[str]) -> None:
+    """The planted neuron of ``tests/test_explanations.py`` firing on one token class; its true rule and
+    two wrong ones scored by ``scorer`` (the corpus: the tiny corpus with a digit in every other text,
+    so the wrong rule "digits" has digits in some non-activating windows)."""
     import test_explanations as T
 
-    planted = T.build_planted()
     unit = il.Unit("blocks.0.mlp.neurons", T.NEURON)
-    for rule in ["digits (numbers such as 3 or 7)", "names of people", "words about food"]:
-        r = _run(planted, unit, corpus=T.digit_corpus(), k=windows + 5, window=16, n_explain=5, n_windows=windows,
-                 scorer=lm, explanation=rule, scorers=scorers)
-        e = r.explained[0]
-        s = r.scores
-        extra = {k: (e["scores"][k]["balanced_accuracy_raw"], e["scores"][k]["auroc"]) if k in e["scores"]
-                 else (math.nan, math.nan) for k in ("detection", "fuzzing")}
-        print(f"  {rule!r:36s} detection {s['detection']:.3f} (raw {extra['detection'][0]:.3f}, AUROC "
-              f"{extra['detection'][1]:.3f}), fuzzing {s['fuzzing']:.3f} (raw {extra['fuzzing'][0]:.3f}, AUROC "
-              f"{extra['fuzzing'][1]:.3f}), simulation {s['simulation']:+.3f}, embedding AUROC {s['embedding']:.3f}",
-              flush=True)
-        key = "true" if rule.startswith("digits") else "wrong_" + rule.split()[-1]
-        for k in ("detection", "fuzzing", "embedding"):
-            record("explanations", f"planted_{key}_{k}", s[k])
+    tag = "" if scorer.name.startswith("smollm2") else "_" + scorer.name.split("-")[0].replace(".", "")
+    for cls in classes:
+        toks, true_rule, wrong = PLANTED[cls]
+        planted = T.build_planted(getattr(T, toks)) if toks else T.build_planted()
+        print(f"planted neuron on {cls}, scored by {scorer.name}:")
+        for rule in [true_rule] + wrong:
+            r = _run(planted, unit, corpus=T.digit_corpus(), k=windows + 5, window=16, n_explain=5,
+                     n_windows=windows, scorer=scorer, explanation=rule, scorers=scorers)
+            e = r.explained[0]
+            s = r.scores
+            extra = {k: (e["scores"][k]["balanced_accuracy_raw"], e["scores"][k]["auroc"]) if k in e["scores"]
+                     else (math.nan, math.nan) for k in ("detection", "fuzzing")}
+            print(f"  {rule!r:36s} detection {s.get('detection', math.nan):.3f} (greedy {extra['detection'][0]:.3f}, "
+                  f"AUROC {extra['detection'][1]:.3f}), fuzzing {s.get('fuzzing', math.nan):.3f} (greedy "
+                  f"{extra['fuzzing'][0]:.3f}, AUROC {extra['fuzzing'][1]:.3f}), simulation "
+                  f"{s.get('simulation', math.nan):+.3f}, embedding AUROC {s.get('embedding', math.nan):.3f}",
+                  flush=True)
+            key = "true" if rule == true_rule else "wrong_" + {"names of people": "people", "words about food": "food"}.get(
+                rule, "digits")
+            pre = "planted" if cls == "digits" else f"planted_{cls}"
+            for k in ("detection", "fuzzing", "embedding"):
+                if k in s:
+                    record("explanations", f"{pre}_{key}_{k}{tag}", s[k])
+            for k in ("detection", "fuzzing"):
+                if k in e["scores"]:
+                    record("explanations", f"{pre}_{key}_{k}_greedy{tag}", extra[k][0])
+                    record("explanations", f"{pre}_{key}_{k}_auroc{tag}", extra[k][1])
 
 
 def main() -> None:
@@ -184,6 +207,8 @@ def main() -> None:
     ap.add_argument("--summarize", default=None, help="distribution: summarise a --log file instead of running")
     ap.add_argument("--gt-scorers", default="detection,fuzzing,simulation,embedding",
                     help="scorers of the ground-truth part (comma list)")
+    ap.add_argument("--gt-classes", default="digits,names", help="planted token classes (comma list)")
+    ap.add_argument("--scorer", default=None, help="ground truth: the scorer model (default: the default model)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -193,7 +218,8 @@ def main() -> None:
     if a.units or a.summarize:
         distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize)
     if a.ground_truth:
-        ground_truth(lm, a.windows, tuple(a.gt_scorers.split(",")))
+        ground_truth(il.load(a.scorer) if a.scorer else lm, a.windows, tuple(a.gt_scorers.split(",")),
+                     a.gt_classes.split(","))
 
 
 if __name__ == "__main__":
