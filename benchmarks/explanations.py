@@ -9,13 +9,15 @@ planted ground truth.
 2. **Distribution** (``--units N``): N neurons from each of three layers (4, 14, 24; indices drawn with
    seed 0), each explained by the default model and scored; prints mean and median of every score per
    layer and the Spearman correlation between scorers over the units.
-3. **Ground truth** (``--ground-truth``): the planted digit neuron of ``tests/test_explanations.py``; the
-   true rule and two wrong ones scored by the default model.
+3. **Ground truth** (``--ground-truth``): the planted neurons of ``tests/test_explanations.py`` (one
+   firing on digits, one on names of people); the true rule and two wrong ones scored by the default
+   model (``--scorer qwen2.5-coder-0.5b``: by the optional built-in Qwen2.5-Coder-0.5B-Instruct).
 
 With ``--planted`` the cost is measured on the planted digit neuron as the subject (mining is instant),
 the default model scoring.
 
-Run:  PYTHONPATH=src python benchmarks/explanations.py [--cost [--planted]] [--units 2] [--ground-truth] [--windows 20]
+Run:  PYTHONPATH=src python benchmarks/explanations.py [--cost [--planted]] [--units 2 [--log units.jsonl]]
+      [--ground-truth [--scorer qwen2.5-coder-0.5b] [--gt-classes digits,names]] [--windows 20]
 """
 
 from __future__ import annotations
@@ -81,64 +83,115 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False) -> None:
                 record("explanations", f"simulation_over_{name}_time", ratio)
 
 
-def distribution(lm, per_layer: int, windows: int, max_windows: int) -> None:
-    g = torch.Generator().manual_seed(0)
+def distribution(lm, per_layer: int, windows: int, max_windows: int, log: str | None = None,
+                 summarize: str | None = None) -> None:
+    """Explain and score ``per_layer`` neurons of each of layers 4, 14, 24; each unit's scores are
+    appended to ``log`` (JSON lines) as it finishes, so a run cut short still summarises
+    (``--summarize LOG`` reads such a file instead of running)."""
+    import json
+
+    keys = ["detection", "fuzzing", "simulation", "embedding"]
     layers = [4, 14, 24]
     rows = []
-    for layer in layers:
-        idx = torch.randperm(lm.d_mlp, generator=g)[:per_layer].tolist()
-        for i in idx:
+    if summarize:
+        for line in Path(summarize).read_text().splitlines():
+            d = json.loads(line)
+            rows.append((d["layer"], d["scores"], d["seconds"]))
+    else:
+        g = torch.Generator().manual_seed(0)
+        picks = [(layer, torch.randperm(lm.d_mlp, generator=g)[:per_layer].tolist()) for layer in layers]
+        # round-robin over the layers, so that a run cut short still covers all three
+        order = [(layer, idx[i]) for i in range(per_layer) for layer, idx in picks]
+        for layer, i in order:
             unit = il.Unit(f"blocks.{layer}.mlp.neurons", i)
             t0 = time.perf_counter()
             r = _run(lm, unit, corpus=il.corpus("builtin"), k=windows + 10, n_explain=10, n_windows=windows,
                      max_windows=max_windows)
-            s = r.scores
-            rows.append((layer, s))
-            print(f"  {unit.name:28s} {r.text[:50]!r:54s} det {s['detection']:.2f} fuzz {s['fuzzing']:.2f} "
-                  f"sim {s['simulation']:+.2f} emb {s['embedding']:.2f}  ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)
-    keys = ["detection", "fuzzing", "simulation", "embedding"]
+            s = {k: float(v) for k, v in r.scores.items() if k in keys}
+            e = r.explained[0]
+            secs = {k: e["scores"][k]["seconds"] for k in keys if k in e["scores"]}
+            secs["all"] = time.perf_counter() - t0
+            rows.append((layer, s, secs))
+            print(f"  {unit.name:28s} {r.text[:50]!r:54s} det {s.get('detection', math.nan):.2f} "
+                  f"fuzz {s.get('fuzzing', math.nan):.2f} sim {s.get('simulation', math.nan):+.2f} "
+                  f"emb {s.get('embedding', math.nan):.2f}  ({secs['all']:.0f} s)", flush=True)
+            if log:
+                with open(log, "a") as f:
+                    f.write(json.dumps({"unit": unit.name, "layer": layer, "text": r.text, "scores": s,
+                                        "seconds": secs, "flags": e["flags"]}) + "\n")
     for layer in layers:
-        vals = {k: [s[k] for lay, s in rows if lay == layer and not math.isnan(s[k])] for k in keys}
-        print(f"layer {layer}: " + ", ".join(f"{k} mean {np.mean(v):.2f} median {np.median(v):.2f}" for k, v in
-                                            vals.items() if v))
+        vals = {k: [s[k] for lay, s, _ in rows if lay == layer and k in s and not math.isnan(s[k])] for k in keys}
+        print(f"layer {layer} ({sum(lay == layer for lay, _, _ in rows)} units): " + ", ".join(
+            f"{k} mean {np.mean(v):.2f} median {np.median(v):.2f}" for k, v in vals.items() if v))
     from scipy.stats import spearmanr
 
     print("Spearman between scorers over the units:")
     for a in range(len(keys)):
         for b in range(a + 1, len(keys)):
-            x = np.array([[s[keys[a]], s[keys[b]]] for _, s in rows])
-            x = x[~np.isnan(x).any(1)]
+            x = np.array([[s.get(keys[a], math.nan), s.get(keys[b], math.nan)] for _, s, _ in rows])
+            x = x[~np.isnan(x).any(1)] if len(x) else x
             if len(x) > 2:
                 rho = spearmanr(x[:, 0], x[:, 1]).statistic
                 print(f"  {keys[a]} ~ {keys[b]}: {rho:+.2f} (n={len(x)})")
                 record("explanations", f"spearman_{keys[a]}_{keys[b]}", float(rho))
     for k in keys:
-        v = [s[k] for _, s in rows if not math.isnan(s[k])]
+        v = [s[k] for _, s, _ in rows if k in s and not math.isnan(s[k])]
         if v:
+            q = np.percentile(v, [10, 50, 90])
+            print(f"  {k}: mean {np.mean(v):.3f}, 10/50/90th percentiles {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}")
             record("explanations", f"mean_{k}", float(np.mean(v)))
+            record("explanations", f"median_{k}", float(q[1]))
+        t = [sec[k] for _, _, sec in rows if k in sec]
+        if t:
+            print(f"  {k}: {np.median(t):.1f} s per unit (median)")
+            record("explanations", f"dist_{k}_seconds_per_unit", float(np.median(t)))
+    t = [sec["all"] for _, _, sec in rows]
+    if t:
+        print(f"  whole unit (mining, explaining, scoring): {np.median(t):.0f} s (median)")
+        record("explanations", "dist_unit_seconds", float(np.median(t)))
     record("explanations", "units", len(rows))
 
 
-def ground_truth(lm, windows: int, scorers: tuple[str, ...]) -> None:
+PLANTED = {   # token class: (tokens the neuron fires on, the true rule, two wrong rules)
+    "digits": (None, "digits (numbers such as 3 or 7)", ["names of people", "words about food"]),
+    "names": ("NAMES", "names of people", ["digits (numbers such as 3 or 7)", "words about food"]),
+}
+
+
+def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[str]) -> None:
+    """The planted neuron of ``tests/test_explanations.py`` firing on one token class; its true rule and
+    two wrong ones scored by ``scorer`` (the corpus: the tiny corpus with a digit in every other text,
+    so the wrong rule "digits" has digits in some non-activating windows)."""
     import test_explanations as T
 
-    planted = T.build_planted()
     unit = il.Unit("blocks.0.mlp.neurons", T.NEURON)
-    for rule in ["digits (numbers such as 3 or 7)", "names of people", "words about food"]:
-        r = _run(planted, unit, corpus=T.digit_corpus(), k=windows + 5, window=16, n_explain=5, n_windows=windows,
-                 scorer=lm, explanation=rule, scorers=scorers)
-        e = r.explained[0]
-        s = r.scores
-        extra = {k: (e["scores"][k]["balanced_accuracy_raw"], e["scores"][k]["auroc"]) if k in e["scores"]
-                 else (math.nan, math.nan) for k in ("detection", "fuzzing")}
-        print(f"  {rule!r:36s} detection {s['detection']:.3f} (raw {extra['detection'][0]:.3f}, AUROC "
-              f"{extra['detection'][1]:.3f}), fuzzing {s['fuzzing']:.3f} (raw {extra['fuzzing'][0]:.3f}, AUROC "
-              f"{extra['fuzzing'][1]:.3f}), simulation {s['simulation']:+.3f}, embedding AUROC {s['embedding']:.3f}",
-              flush=True)
-        key = "true" if rule.startswith("digits") else "wrong_" + rule.split()[-1]
-        for k in ("detection", "fuzzing", "embedding"):
-            record("explanations", f"planted_{key}_{k}", s[k])
+    tag = "" if scorer.name.startswith("smollm2") else "_" + scorer.name.split("-")[0].replace(".", "")
+    for cls in classes:
+        toks, true_rule, wrong = PLANTED[cls]
+        planted = T.build_planted(getattr(T, toks)) if toks else T.build_planted()
+        print(f"planted neuron on {cls}, scored by {scorer.name}:")
+        for rule in [true_rule] + wrong:
+            r = _run(planted, unit, corpus=T.digit_corpus(), k=windows + 5, window=16, n_explain=5,
+                     n_windows=windows, scorer=scorer, explanation=rule, scorers=scorers)
+            e = r.explained[0]
+            s = r.scores
+            extra = {k: (e["scores"][k]["balanced_accuracy_raw"], e["scores"][k]["auroc"]) if k in e["scores"]
+                     else (math.nan, math.nan) for k in ("detection", "fuzzing")}
+            print(f"  {rule!r:36s} detection {s.get('detection', math.nan):.3f} (greedy {extra['detection'][0]:.3f}, "
+                  f"AUROC {extra['detection'][1]:.3f}), fuzzing {s.get('fuzzing', math.nan):.3f} (greedy "
+                  f"{extra['fuzzing'][0]:.3f}, AUROC {extra['fuzzing'][1]:.3f}), simulation "
+                  f"{s.get('simulation', math.nan):+.3f}, embedding AUROC {s.get('embedding', math.nan):.3f}",
+                  flush=True)
+            key = "true" if rule == true_rule else "wrong_" + {"names of people": "people", "words about food": "food"}.get(
+                rule, "digits")
+            pre = "planted" if cls == "digits" else f"planted_{cls}"
+            for k in ("detection", "fuzzing", "embedding"):
+                if k in s:
+                    record("explanations", f"{pre}_{key}_{k}{tag}", s[k])
+            for k in ("detection", "fuzzing"):
+                if k in e["scores"]:
+                    record("explanations", f"{pre}_{key}_{k}_greedy{tag}", extra[k][0])
+                    record("explanations", f"{pre}_{key}_{k}_auroc{tag}", extra[k][1])
 
 
 def main() -> None:
@@ -150,18 +203,23 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=20, help="activating windows scored (and as many others)")
     ap.add_argument("--max-windows", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--log", default=None, help="distribution: append each unit's scores to this JSON-lines file")
+    ap.add_argument("--summarize", default=None, help="distribution: summarise a --log file instead of running")
     ap.add_argument("--gt-scorers", default="detection,fuzzing,simulation,embedding",
                     help="scorers of the ground-truth part (comma list)")
+    ap.add_argument("--gt-classes", default="digits,names", help="planted token classes (comma list)")
+    ap.add_argument("--scorer", default=None, help="ground truth: the scorer model (default: the default model)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     lm = il.load()
     if a.cost:
         cost(lm, a.windows, a.max_windows, a.planted)
-    if a.units:
-        distribution(lm, a.units, a.windows, a.max_windows)
+    if a.units or a.summarize:
+        distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize)
     if a.ground_truth:
-        ground_truth(lm, a.windows, tuple(a.gt_scorers.split(",")))
+        ground_truth(il.load(a.scorer) if a.scorer else lm, a.windows, tuple(a.gt_scorers.split(",")),
+                     a.gt_classes.split(","))
 
 
 if __name__ == "__main__":

@@ -229,18 +229,39 @@ def influence_default(d: dict[str, Any]) -> str:
 
 def explanations(d: dict[str, Any]) -> str:
     e = d["explanations"]
-    wrong = [k.split("_")[2] for k in e if k.startswith("planted_wrong_") and k.endswith("_detection")]
-    w = {m: max(e[f"planted_wrong_{x}_{m}"] for x in wrong) for m in ("detection", "fuzzing", "embedding")}
-    return (f"true rule detection {e['planted_true_detection']:.2f}, fuzzing {e['planted_true_fuzzing']:.2f}, "
-            f"embedding AUROC {e['planted_true_embedding']:.2f}; best wrong rule {w['detection']:.2f}, "
-            f"{w['fuzzing']:.2f}, {w['embedding']:.2f} (goal ≥ 0.9 vs ≤ 0.6: not met by the 135M scorer)")
+
+    def unit(pre: str, name: str) -> str:
+        wrong = sorted({k[len(pre) + 7:].rsplit("_", 1)[0] for k in e
+                        if k.startswith(pre + "_wrong_") and k.endswith("_detection")})
+        w = {m: max(e[f"{pre}_wrong_{x}_{m}"] for x in wrong) for m in ("detection", "fuzzing", "embedding")}
+        return (f"{name}: true rule detection {e[pre + '_true_detection']:.2f}, fuzzing {e[pre + '_true_fuzzing']:.2f}, "
+                f"embedding AUROC {e[pre + '_true_embedding']:.2f}; best wrong rule {w['detection']:.2f}, "
+                f"{w['fuzzing']:.2f}, {w['embedding']:.2f}")
+
+    parts = [unit("planted", "digit neuron")]
+    if "planted_names_true_detection" in e:
+        parts.append(unit("planted_names", "name neuron"))
+    return "; ".join(parts) + " (goal ≥ 0.9 vs ≤ 0.6: not met by the 135M scorer)"
 
 
 def explanation_cost(d: dict[str, Any]) -> str:
     e = d["explanations"]
     return (f"{e['cost_detection_passes']:.0f} / {e['cost_fuzzing_passes']:.0f} / {e['cost_simulation_passes']:.0f} "
-            f"batched passes; simulation takes {e['simulation_over_detection_time']:.2f}× detection's time "
-            "(goal ≥ 10×: not met; all-at-once simulation is one pass per window too)")
+            f"batched passes; simulation takes {e['simulation_over_detection_time']:.2f}× detection's time and "
+            f"{e['simulation_over_fuzzing_time']:.2f}× fuzzing's (goal ≥ 10×: not met; all-at-once simulation is "
+            "one pass per window too)")
+
+
+def explanation_distribution(d: dict[str, Any]) -> str:
+    e = d["explanations"]
+    keys = ("detection", "fuzzing", "simulation", "embedding")
+    means = ", ".join(f"{k} {e['mean_' + k]:+.2f}" if k == "simulation" else f"{k} {e['mean_' + k]:.2f}"
+                      for k in keys if "mean_" + k in e)
+    rho = ", ".join(f"{a[:3]}~{b[:3]} {e[f'spearman_{a}_{b}']:+.2f}" for i, a in enumerate(keys) for b in keys[i + 1:]
+                    if f"spearman_{a}_{b}" in e)
+    secs = " / ".join(f"{e[f'dist_{k}_seconds_per_unit']:.0f}" for k in keys if f"dist_{k}_seconds_per_unit" in e)
+    return (f"{e['units']:.0f} neurons: means {means}; Spearman {rho}; seconds per unit (det / fuzz / sim / emb) "
+            f"{secs}, whole unit {e['dist_unit_seconds']:.0f} (load 8–28 on 2 cores)")
 
 
 def mining(d: dict[str, Any]) -> str:
@@ -301,7 +322,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
      "features_graph_peer.py --threads 1 --prompts 2"),
     ("influence (EK-FAC) on the default model: 90 MLP layers, 32 texts × 4 queries of 16 tokens", influence_default,
      "influence.py --workload default-model"),
-    ("unit explanations of a planted digit neuron, the default model scoring (balanced accuracy)", explanations,
+    ("unit explanations of planted neurons, the default model scoring (balanced accuracy)", explanations,
      "explanations.py --ground-truth"),
     ("detection / fuzzing / simulation on 40 windows (20 activating)", explanation_cost,
      "explanations.py --cost --planted"),
@@ -310,6 +331,8 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("EPO candidate scoring on the parents' key/value cache", epo_scoring, "maximization.py --scoring-ratio 2"),
     ("EPO on 10 random neurons of the default model vs their corpus maximum", epo,
      "maximization.py --epo-only --windows 512 --epo-steps 20 --epo-population 4 --epo-swaps 16"),
+    ("explanations of neurons of layers 4, 14, 24 of the default model, explained and scored by it (10 + 10 windows)",
+     explanation_distribution, "explanations.py --units 17 --windows 10 --max-windows 400"),
 ]
 
 

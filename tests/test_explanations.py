@@ -34,14 +34,18 @@ def planted():
     return build_planted()
 
 
-def build_planted():
-    """The tiny Llama with neuron 5 of block 0 firing on digits only (and neuron 7 never)."""
-    lm = tiny_lm("llama", seed=0)
+NAMES = (" Tom", " Anna", " Mary", " John", " Alice", "Alice", " Bob")
+
+
+def build_planted(tokens: tuple[str, ...] = tuple(str(d) for d in range(10)), n_ctx: int = 256):
+    """The tiny Llama with neuron 5 of block 0 firing on ``tokens`` only (the digits; :data:`NAMES`:
+    the names of people) and neuron 7 never; ``n_ctx``: its context window."""
+    lm = tiny_lm("llama", seed=0, max_position_embeddings=n_ctx)
     with torch.no_grad():
         emb = lm.model.get_input_embeddings().weight
         emb[:, :2] = 0.0
-        for d in range(10):
-            emb[_token(lm, str(d)), 0] = 1.0
+        for t in tokens:
+            emb[_token(lm, t), 0] = 1.0
         block = lm.model.model.layers[0]
         block.self_attn.o_proj.weight[:2] = 0.0     # attention writes nothing into dims 0, 1
         block.post_attention_layernorm.weight.fill_(1.0)
@@ -96,6 +100,35 @@ def test_prefix_cache_rows_equal_plain_passes(planted):
     for i, r in enumerate(rows):
         torch.testing.assert_close(got[i], ps.full_pass(r), rtol=1e-4, atol=1e-4)
     assert ps.forward_calls == 1 + 2          # the prefix once, then two batches of two rows
+
+
+def test_list_answers_read_greedily_equal_plain_passes():
+    """delphi's list answer read on the cache, item by item, equals plain passes of the same
+    teacher-forced list (the model's own greedy answers fed back between items)."""
+    lm = tiny_lm("llama", seed=0, max_position_embeddings=2048)     # room for the instruction and a worked example
+    yes, no, sep = S._list_tokens(lm)
+    prefix, tail = S.split_prompt(lm, S.yes_no_prompt(lm, "digits", "detection", shots=1))
+    ps = PrefixScorer(lm, prefix, batch_size=2)
+    blocks = [S._examples(t) for t in (["the cat 5 sat", "John gave a drink"], ["7 of them", "a b", "the dog ran"],
+                                       ["Paris is a city"])]
+    rows = [encode(lm, b + tail) for b in blocks]
+    got = ps.read_lists(rows, [2, 3, 1], yes, no, sep)
+    assert [len(g) for g in got] == [2, 3, 1]
+    for r, odds in zip(rows, got):
+        answer: list[int] = []
+        for o in odds:
+            ref = ps.full_pass(r + answer)
+            want = float(torch.logsumexp(ref[yes], -1) - torch.logsumexp(ref[no], -1))
+            assert o == pytest.approx(want, rel=1e-4, abs=1e-4)
+            answer += [yes[int(ref[yes].argmax())] if want > 0 else no[int(ref[no].argmax())]] + sep
+    # the prefix once; per batch of two rows: the rows, then one pass per further item (2 and 3 items: 2 more;
+    # 1 item: none)
+    assert ps.forward_calls == 1 + (1 + 2) + 1
+    # the scorer's texts come back in their own order after the seeded shuffle into prompts
+    texts = ["a 1 b", "c d", "e 2", "f g", "h 3 i", "j k l"]
+    odds, ps2, err = S.yes_no_scores(lm, "digits", "detection", texts, per_prompt=4, shots=1, seed=3)
+    assert odds.shape == (6,) and err < 1e-4 and np.isfinite(odds).all()
+    assert ps2.forward_calls == 1 + 1 + 3     # the prefix, both prompts in one batch, 3 more items of the first
 
 
 def test_simulation_reads_the_number_distribution(planted):

@@ -129,6 +129,8 @@ class PrefixScorer:
     forward_calls: int = 0
     tokens_run: int = 0
     shots: int = 0
+    brief: bool = False
+    per_prompt: int = 1
     _cache: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -193,6 +195,73 @@ class PrefixScorer:
         """``[rows, vocab]`` each row's next-token log-probabilities after its last token."""
         got = self.logprobs_at(rows, [[len(r) - 1] for r in rows])
         return torch.stack([g[0] for g in got]) if got else torch.zeros(0)
+
+    @torch.no_grad()
+    def read_lists(self, rows: list[list[int]], n_items: list[int], yes: list[int], no: list[int],
+                   sep: list[int]) -> list[list[float]]:
+        """Greedy answers ``[y, n, ...]`` read item by item: per row, ``n_items[i]`` log-odds of ``yes``
+        against ``no`` (log-sum-exp over each list of token ids).
+
+        Each row ends where the first item of its answer list goes (after ``[``). At every step the
+        likelier of the two answers is fed back, followed by ``sep`` (the tokens of ``", "``), so item
+        ``j`` is read after the model's own answers to items ``0..j-1``, as a greedy decoder would
+        write the list; nothing is sampled. The first step runs the rows on the prefix's cache (one
+        batched pass per ``batch_size`` rows), each later step feeds ``1 + len(sep)`` tokens per row.
+        """
+        n_ctx = self.lm.n_ctx or 10**9
+        out: list[list[float]] = [[] for _ in rows]
+        P = len(self.prefix)
+        yes_t, no_t = torch.tensor(yes), torch.tensor(no)
+        for s in range(0, len(rows), self.batch_size):
+            chunk, items = rows[s:s + self.batch_size], n_items[s:s + self.batch_size]
+            steps = max(items)
+            width = max(len(r) for r in chunk)
+            if P + width + steps * (1 + len(sep)) > n_ctx:
+                raise PromptTooLongError(f"A scored prompt ({P + width} tokens and its answer) exceeds the context "
+                                         f"window of {n_ctx}; show fewer or shorter examples per prompt.")
+            B = len(chunk)
+            ids = torch.zeros(B, width, dtype=torch.long)
+            mask = torch.zeros(B, P + width, dtype=torch.long)
+            mask[:, :P] = 1
+            for b, r in enumerate(chunk):
+                ids[b, :len(r)] = torch.tensor(r)
+                mask[b, P:P + len(r)] = 1
+            ends = torch.tensor([P + len(r) for r in chunk])       # the next position of each row
+            if self.full:   # no reusable cache: the prefix runs with the rows
+                ids = torch.cat([torch.tensor([self.prefix]).expand(B, P), ids], 1)
+                res = model_call(self.lm, ids, None, mask)
+                self.tokens_run += int(mask.sum())
+                last = ends - 1
+            else:
+                cache = copy.deepcopy(self._prefix_cache())
+                cache.batch_repeat_interleave(B)
+                res = model_call(self.lm, ids, cache, mask, (P + torch.arange(width)).expand(B, width))
+                self.tokens_run += sum(len(r) for r in chunk)
+                last = ends - 1 - P
+            self.forward_calls += 1
+            logits = res.logits[torch.arange(B), last].float()
+            cache = cache_of(res)
+            for step in range(steps):
+                lp = torch.log_softmax(logits, -1).cpu()
+                odds = torch.logsumexp(lp[:, yes_t], -1) - torch.logsumexp(lp[:, no_t], -1)
+                for b in range(B):
+                    if step < items[b]:
+                        out[s + b].append(float(odds[b]))
+                if step == steps - 1:
+                    break
+                pick = [yes[int(lp[b, yes_t].argmax())] if odds[b] > 0 else no[int(lp[b, no_t].argmax())]
+                        for b in range(B)]
+                new = torch.tensor([[p] + sep for p in pick])                       # [B, 1 + len(sep)]
+                k = new.shape[1]
+                mask = torch.cat([mask, torch.ones(B, k, dtype=torch.long)], 1)
+                pos = ends[:, None] + torch.arange(k)
+                ends = ends + k
+                res = model_call(self.lm, new, cache, mask, pos)
+                cache = cache_of(res)
+                logits = res.logits[:, -1].float()
+                self.forward_calls += 1
+                self.tokens_run += B * k
+        return out
 
     @torch.no_grad()
     def full_pass(self, row: list[int]) -> torch.Tensor:

@@ -1,12 +1,14 @@
 """Scores of a unit's explanation: detection, fuzzing, simulation and embedding similarity.
 
-* **detection** (delphi): the scorer model reads the explanation and one window and says whether
-  the window holds what the explanation describes; **fuzzing** (delphi): the window's tokens are
-  marked and it says whether the marked tokens are what the explanation describes (activating
-  windows marked where the unit fires against windows marked at random tokens). Both read the
-  scorer's log-probabilities of *yes* against *no* after the question (no sampling), one row per
-  window on the instruction's shared key/value cache, and report balanced accuracy (positives and
-  negatives weigh the same) and AUROC.
+* **detection** (delphi): the scorer model reads the explanation and ``per_prompt`` numbered windows
+  (shuffled, positives and negatives mixed) and answers with a list holding 1 for each window that
+  holds what the explanation describes, 0 otherwise; **fuzzing** (delphi): the windows' tokens are
+  marked ``<<like this>>`` and the list says whether the marked tokens are what the explanation
+  describes (activating windows marked where the unit fires against windows marked at random
+  tokens). Nothing is sampled: each item's log-odds of 1 against 0 are read where the list's item
+  goes, after the scorer's own greedy answers to the items before it (the list a greedy decoder
+  writes), all prompts on the instruction's shared key/value cache in batched passes. Both report
+  balanced accuracy (positives and negatives weigh the same) and AUROC.
 * **simulation** (Bills et al. 2023, "all at once"): the simulator reads the explanation and the
   window listed one token a line, each followed by a tab and the word ``unknown``; at each tab its
   distribution over the number tokens 0-10 gives an expected activation, all positions of a window
@@ -15,80 +17,160 @@
   (all-MiniLM-L6-v2, ``il.load("minilm-l6")``), scored as AUROC of activating against
   non-activating windows.
 
-The threshold of balanced accuracy: a small model's yes/no log-odds are biased to one side, so the
-default (``calibration="median"``) puts the threshold at the quantile of the scores that splits them
-in the positives' and negatives' proportions (the median on a balanced set), as a scorer that is told
-the classes' base rate does; ``calibration="zero"`` reads the raw answer (yes when it is likelier
-than no). Both accuracies are reported.
+The threshold of balanced accuracy: delphi's prediction is the written answer, here the greedy one
+(log-odds above 0), reported as ``balanced_accuracy_raw``. A small model's answers lean to one side,
+so the default headline (``calibration="median"``) puts the threshold at the quantile of the log-odds
+that splits them in the positives' and negatives' proportions (the median on a balanced set), as a
+scorer told the classes' base rate would; the labels themselves do not set it. ``calibration="zero"``
+makes the greedy answer the headline. AUROC needs no threshold.
 """
 
 from __future__ import annotations
 
 import math
+import random
+import re
 import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from .engine import HOLE, PrefixScorer, answer_ids, chat_text, encode, split_prompt
+from .engine import HOLE, ExplanationError, PrefixScorer, chat_text, encode, split_prompt
 
+DETECTION_SYSTEM = (
+    "You are a careful linguist who checks descriptions of what a neuron of a language model responds to.\n\n"
+    "You are given a description, such as \"male pronouns\" or \"text with negative sentiment\", and several "
+    "numbered text examples. Decide for each example whether it contains what the description says. All "
+    "examples may contain it, none may, or some.\n\n"
+    "Answer with a Python list holding, for each example in turn, 1 if it contains what the description says "
+    "and 0 if it does not. Write nothing but the list.")
+FUZZING_SYSTEM = (
+    "You are a careful linguist who checks descriptions of what a neuron of a language model responds to.\n\n"
+    "You are given a description, such as \"male pronouns\" or \"text with negative sentiment\", and several "
+    "numbered text examples in which some tokens are marked between << and >>. Decide for each example whether "
+    "the marked tokens are what the description says. An example is correct only if every marked token fits the "
+    "description; all examples may be correct, none may, or some.\n\n"
+    "Answer with a Python list holding, for each example in turn, 1 if its marked tokens fit the description "
+    "and 0 if they do not. Write nothing but the list.")
+# worked examples (description, examples, answers): positives and negatives mixed in no fixed pattern
 DETECTION_SHOTS = [
-    ("names of colours", "She painted the old door red and the fence green.", "yes"),
-    ("names of colours", "He walked slowly to the station in the morning.", "no"),
-    ("words for animals", "The old dog chased a cat across the yard.", "yes"),
+    ("names of colours", ["She painted the old door red and the fence green.",
+                          "He walked slowly to the station in the morning.",
+                          "The sky turned orange at sunset.", "We ate bread and cheese for lunch.",
+                          "His blue car was parked outside."], [1, 0, 1, 0, 1]),
+    ("words for animals", ["I think the answer is yes.", "The old dog chased a cat across the yard.",
+                           "The train left at noon.", "A horse stood in the field.",
+                           "She bought a new phone."], [0, 1, 0, 1, 0]),
+    ("the word \"of\" before a capitalised name", ["The Bank of England raised its rate.",
+                                                    "We met at the end of the road.",
+                                                    "He is the mayor of Paris.", "She drank a cup of tea.",
+                                                    "Most of them left early."], [1, 0, 1, 0, 0]),
 ]
 FUZZING_SHOTS = [
-    ("names of colours", "She painted the old door <<red>> and the fence <<green>>.", "yes"),
-    ("names of colours", "She <<painted>> the old door red and the <<fence>> green.", "no"),
-    ("words for animals", "The old <<dog>> chased a <<cat>> across the yard.", "yes"),
+    ("names of colours", ["She painted the old door <<red>> and the fence green.",
+                          "He <<walked>> slowly to the station in the morning.",
+                          "The sky turned <<orange>> at sunset.", "We ate bread and <<cheese>> for lunch.",
+                          "His <<blue>> car was parked outside."], [1, 0, 1, 0, 1]),
+    ("words for animals", ["I <<think>> the answer is yes.", "The old <<dog>> chased a cat across the yard.",
+                           "The <<train>> left at noon.", "A <<horse>> stood in the field.",
+                           "She bought a <<new>> phone."], [0, 1, 0, 1, 0]),
+    ("the word \"of\" before a capitalised name", ["The Bank <<of>> England raised its rate.",
+                                                    "We met at the <<end>> of the road.",
+                                                    "He is the mayor <<of>> Paris.", "She drank a cup of <<tea>>.",
+                                                    "Most <<of>> them left early."], [1, 0, 1, 0, 0]),
 ]
 SIMULATION_SHOT = ("names of colours", ["The", " red", " car", " was", " green"], [0, 10, 0, 0, 9])
 
 
-def _detection_message(explanation: str, text: str) -> str:
-    return (f"A neuron of a language model fires on: {explanation}.\nText: \"{text}\"\n"
-            "Does the text contain what the neuron fires on? Answer yes or no.")
+def _flat(text: str) -> str:
+    """One line per example: runs of whitespace holding a line break become one space."""
+    return re.sub(r"\s*\n\s*", " ", text).strip()
 
 
-def _fuzzing_message(explanation: str, text: str) -> str:
-    return (f"A neuron of a language model fires on: {explanation}.\nSome tokens of the text are marked with << >>.\n"
-            f"Text: \"{text}\"\nAre the marked tokens what the neuron fires on? Answer yes or no.")
+def _examples(texts: list[str]) -> str:
+    return "\n".join(f"Example {i}: {_flat(t)}" for i, t in enumerate(texts))
 
 
-def yes_no_prompt(lm: Any, explanation: str, kind: str, shots: int = 3) -> str:
-    """The detection or fuzzing conversation with a :data:`~.engine.HOLE` where a window's text goes."""
-    message = _detection_message if kind == "detection" else _fuzzing_message
-    examples = (DETECTION_SHOTS if kind == "detection" else FUZZING_SHOTS)[:shots]
+def _message(explanation: str, examples: str) -> str:
+    return f"Description: {explanation}\n\nText examples:\n\n{examples}"
+
+
+BRIEF_SYSTEM = {"detection": "For each numbered example: 1 if it contains what the description says, else 0. "
+                             "Answer with a list.",
+                "fuzzing": "For each numbered example: 1 if its tokens marked << >> fit the description, else 0. "
+                           "Answer with a list."}
+
+
+def yes_no_prompt(lm: Any, explanation: str, kind: str, shots: int = 3, brief: bool = False) -> str:
+    """The detection or fuzzing conversation (delphi's form: several numbered examples per prompt, the
+    answer a list of 1/0) ending with the answer list's opening ``[``, with a :data:`~.engine.HOLE`
+    where the numbered examples go. ``brief``: a one-sentence instruction, for small contexts."""
+    system = BRIEF_SYSTEM[kind] if brief else DETECTION_SYSTEM if kind == "detection" else FUZZING_SYSTEM
     turns: list[tuple[str, str]] = []
-    for expl, text, ans in examples:
-        turns += [("user", message(expl, text)), ("assistant", ans)]
-    turns.append(("user", message(explanation, HOLE)))
-    return chat_text(lm, turns, system="You check descriptions of neurons against texts. Answer yes or no.")
+    for expl, texts, answers in (DETECTION_SHOTS if kind == "detection" else FUZZING_SHOTS)[:shots]:
+        turns += [("user", _message(expl, _examples(texts))), ("assistant", "[" + ", ".join(map(str, answers)) + "]")]
+    turns.append(("user", _message(explanation, HOLE)))
+    return chat_text(lm, turns, system=system) + "["
+
+
+def _list_tokens(lm: Any) -> tuple[list[int], list[int], list[int]]:
+    """The token ids of the answers 1 and 0 (after ``[`` and after the separator) and of the separator
+    ``", "`` between items (``","`` where a tokenizer merges the space into the digit)."""
+    def after(head: str, d: str) -> int | None:
+        a, b = encode(lm, head), encode(lm, head + d)
+        return b[-1] if len(b) == len(a) + 1 and b[:len(a)] == a else None
+
+    for sep_text in (", ", ","):
+        a, b = encode(lm, "[1"), encode(lm, "[1" + sep_text + "0")
+        if b[:len(a)] != a:
+            continue
+        sep = b[len(a):-1]
+        yes = [t for t in (after("[", "1"), after("[0" + sep_text, "1")) if t is not None]
+        no = [t for t in (after("[", "0"), after("[1" + sep_text, "0")) if t is not None]
+        if sep and yes and no and not set(yes) & set(no):
+            return list(dict.fromkeys(yes)), list(dict.fromkeys(no)), sep
+    raise ExplanationError(f"The scorer {lm.name}'s tokenizer does not write the answers 1 and 0 as tokens of their own.")
 
 
 def yes_no_scores(scorer_lm: Any, explanation: str, kind: str, texts: list[str], *, batch_size: int = 16,
-                  shots: int = 3) -> tuple[np.ndarray, PrefixScorer, float]:
-    """``[len(texts)]`` log-odds of *yes* against *no* for each window text, the prefix scorer used
-    (its pass counts) and the check figure: the largest difference between the first row's cached and
-    plain-pass log-odds."""
-    longest = max((len(encode(scorer_lm, t)) for t in texts), default=0)
-    while True:
-        prefix, tail = split_prompt(scorer_lm, yes_no_prompt(scorer_lm, explanation, kind, shots))
-        # a small context drops worked examples first (the longest row must fit after the prompt)
-        if shots == 0 or not scorer_lm.n_ctx or len(prefix) + len(encode(scorer_lm, tail)) + longest + 2 <= scorer_lm.n_ctx:
+                  shots: int = 3, per_prompt: int = 5, seed: int = 0) -> tuple[np.ndarray, PrefixScorer, float]:
+    """``[len(texts)]`` log-odds of 1 against 0 for each text, read from delphi-style list prompts.
+
+    The texts are shuffled (``seed``) and shown ``per_prompt`` to a prompt as numbered examples; each
+    prompt's answer list is read greedily item by item (:meth:`~.engine.PrefixScorer.read_lists`),
+    so a text's log-odds are read after the scorer's own answers to the texts before it. Returns the
+    log-odds in the order of ``texts``, the prefix scorer (its pass counts) and the check figure: the
+    difference between the first prompt's first log-odds on the cache and in a plain pass.
+    """
+    yes, no, sep = _list_tokens(scorer_lm)
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    # a small context drops worked examples first, then the long instruction, then shows fewer
+    # examples per prompt (the longest prompt and its answer list must fit)
+    tries = [(k, False, per_prompt) for k in range(shots, -1, -1)] + [(0, True, per_prompt)]
+    n = per_prompt
+    while n > 1:
+        n = max(1, n // 2)
+        tries.append((0, True, n))
+    for shots, brief, per_prompt in tries:
+        groups = [order[i:i + per_prompt] for i in range(0, len(order), per_prompt)]
+        blocks = [_examples([texts[j] for j in g]) for g in groups]
+        prefix, tail = split_prompt(scorer_lm, yes_no_prompt(scorer_lm, explanation, kind, shots, brief))
+        longest = max((len(encode(scorer_lm, b + tail)) for b in blocks), default=0)
+        if not scorer_lm.n_ctx or len(prefix) + longest + per_prompt * (1 + len(sep)) <= scorer_lm.n_ctx:
             break
-        shots -= 1
     ps = PrefixScorer(scorer_lm, prefix, batch_size=batch_size)
-    yes, no = answer_ids(scorer_lm, ["yes"]), answer_ids(scorer_lm, ["no"])
-    rows = [encode(scorer_lm, t.replace('"', "'") + tail) for t in texts]
-    logp = ps.next_logprobs(rows)                                                  # [n, vocab]
-    odds = (torch.logsumexp(logp[:, yes], -1) - torch.logsumexp(logp[:, no], -1)).numpy().astype(np.float64)
+    rows = [encode(scorer_lm, b + tail) for b in blocks]
+    got = ps.read_lists(rows, [len(g) for g in groups], yes, no, sep)
+    odds = np.zeros(len(texts), dtype=np.float64)
+    for g, o in zip(groups, got):
+        odds[g] = o
     err = 0.0
     if rows:
         ref = ps.full_pass(rows[0])
-        err = abs(float(torch.logsumexp(ref[yes], -1) - torch.logsumexp(ref[no], -1)) - float(odds[0]))
-    ps.shots = shots
+        err = abs(float(torch.logsumexp(ref[yes], -1) - torch.logsumexp(ref[no], -1)) - got[0][0])
+    ps.shots, ps.brief, ps.per_prompt = shots, brief, per_prompt
     return odds, ps, err
 
 
@@ -126,29 +208,31 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _yes_no_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *,
-                 calibration: str, batch_size: int, shots: int) -> dict[str, Any]:
+                 calibration: str, batch_size: int, shots: int, per_prompt: int = 5, seed: int = 0) -> dict[str, Any]:
     """Balanced accuracy (calibrated and raw), AUROC and cost of one yes/no ``task`` over ``texts``."""
     t0 = time.perf_counter()
-    odds, ps, err = yes_no_scores(scorer_lm, explanation, task, texts, batch_size=batch_size, shots=shots)
+    odds, ps, err = yes_no_scores(scorer_lm, explanation, task, texts, batch_size=batch_size, shots=shots,
+                                  per_prompt=per_prompt, seed=seed)
     acc, thr = balanced_accuracy(odds, labels, calibration)
     raw, _ = balanced_accuracy(odds, labels, "zero")
     return {"balanced_accuracy": acc, "balanced_accuracy_raw": raw, "auroc": auroc(odds, labels), "threshold": thr,
             "log_odds": odds.tolist(), "forward_passes": ps.forward_calls, "tokens_run": ps.tokens_run,
-            "seconds": time.perf_counter() - t0, "cache_error": err, "shots": ps.shots}
+            "seconds": time.perf_counter() - t0, "cache_error": err, "shots": ps.shots,
+            "brief_instruction": ps.brief, "per_prompt": ps.per_prompt}
 
 
 def detection(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str,
-              batch_size: int, shots: int) -> dict[str, Any]:
+              batch_size: int, shots: int, per_prompt: int = 5, seed: int = 0) -> dict[str, Any]:
     """Detection scores of ``explanation`` over window texts with boolean ``labels`` (activating)."""
     return _yes_no_task("detection", scorer_lm, explanation, texts, labels, calibration=calibration,
-                        batch_size=batch_size, shots=shots)
+                        batch_size=batch_size, shots=shots, per_prompt=per_prompt, seed=seed)
 
 
 def fuzzing(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str,
-            batch_size: int, shots: int) -> dict[str, Any]:
+            batch_size: int, shots: int, per_prompt: int = 5, seed: int = 0) -> dict[str, Any]:
     """Fuzzing scores: ``texts`` are marked windows; ``labels`` say which are marked where the unit fires."""
     return _yes_no_task("fuzzing", scorer_lm, explanation, texts, labels, calibration=calibration,
-                        batch_size=batch_size, shots=shots)
+                        batch_size=batch_size, shots=shots, per_prompt=per_prompt, seed=seed)
 
 
 def _visible(tok: str) -> str:

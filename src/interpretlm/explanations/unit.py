@@ -135,8 +135,8 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
                  simulator: Any = None, embedder: Any = "minilm-l6", explanation: str | None = None,
                  scorers: tuple[str, ...] = SCORERS, window: int = 32, k: int = 20, n_explain: int = 10,
                  n_windows: int = 20, act_fraction: float = 0.3, max_windows: int | None = 4000,
-                 calibration: str = "median", shots: int = 3, max_new_tokens: int = 40, batch_size: int = 16,
-                 seed: int = 0) -> UnitExplanation:
+                 calibration: str = "median", shots: int = 3, per_prompt: int = 5, max_new_tokens: int = 40,
+                 batch_size: int = 16, seed: int = 0) -> UnitExplanation:
     """Explain what makes each unit fire, in words, and score the explanation.
 
     Args:
@@ -158,6 +158,8 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
         max_windows: windows of the corpus read (``None``: all of it).
         calibration: ``"median"`` (threshold at the scores' balanced median) or ``"zero"`` (raw yes/no).
         shots: worked examples in the detection and fuzzing prompts (0-3).
+        per_prompt: windows shown together in one detection or fuzzing prompt (delphi's numbered examples,
+            answered as one list; 1 asks about each window alone).
         max_new_tokens: length limit of the explainer's answer.
         batch_size: rows per batched forward pass.
         seed: draws the random negatives and the fuzzing marks.
@@ -185,7 +187,8 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
         raise ExplanationError(f"act_fraction must lie in (0, 1); got {act_fraction}.")
     if explanation is not None and not str(explanation).strip():
         raise ExplanationError("explanation= is empty; give a phrase or leave it None to ask the explainer.")
-    for name, v in (("n_explain", n_explain), ("n_windows", n_windows), ("shots", shots + 1)):
+    for name, v in (("n_explain", n_explain), ("n_windows", n_windows), ("shots", shots + 1),
+                    ("per_prompt", per_prompt)):
         if not isinstance(v, int) or v < 1:
             raise ExplanationError(f"{name} must be a positive int; got {v!r}.")
     from ..maximization import maximize
@@ -311,7 +314,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
         if "detection" in yes_no and windows:
             _score(result, rec, "detection", lambda: S.detection(score_lm, rec["text"], texts, labels,
                                                                  calibration=calibration, batch_size=batch_size,
-                                                                 shots=shots))
+                                                                 shots=shots, per_prompt=per_prompt, seed=seed))
         if "fuzzing" in yes_no and windows:
             fz_texts, fz_labels = [], []
             n_marks = max(1, int(np.median([sum(v > thr for v in w["values"]) for w in windows if w["label"]]
@@ -333,7 +336,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
             rec["fuzzing_texts"] = fz_texts
             _score(result, rec, "fuzzing", lambda: S.fuzzing(score_lm, rec["text"], fz_texts, np.array(fz_labels, bool),
                                                              calibration=calibration, batch_size=batch_size,
-                                                             shots=shots))
+                                                             shots=shots, per_prompt=per_prompt, seed=seed))
         if "simulation" in scorers and windows:
             if can_generate(sim_lm):
                 sim_windows = [w for w in windows if w["kind"] != "hard"]
