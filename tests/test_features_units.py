@@ -115,3 +115,24 @@ def test_bad_dictionaries_as_units_are_clear_errors():
         il.maximize(lm, il.Unit(ok, 16), corpus=TEXTS, k=2, window=8)
     u = il.Unit.all(ok)
     assert il.units.Units.from_dict(u.to_dict()) == u and u.name == f"all blocks.0.resid_post:{ok.name}"
+
+
+def test_a_feature_is_explained_and_scored_like_a_neuron():
+    """explain_unit takes a dictionary feature: its evidence is the feature's own top windows (the planted
+    feature peaks at ' cat' with 50) and the bundled encoder prefers the true rule to a wrong one."""
+    import warnings
+
+    from interpretlm.testing import CORPUS
+
+    lm = tiny_lm("llama", seed=0)
+    sae, cat = planted_sae(lm)
+    kw = dict(corpus=TEXTS + list(CORPUS), k=6, window=8, n_explain=3, n_windows=8, scorers=("embedding",),
+              progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        true = il.explain_unit(lm, il.Unit(sae, 7), explanation="the word cat (an animal)", **kw)
+        wrong = il.explain_unit(lm, il.Unit(sae, 7), explanation="numbers and dates", **kw)
+    top = [e for e in true.explained[0]["evidence"] if e["kind"] == "top"]
+    assert top and all(max(e["values"]) == pytest.approx(50.0, rel=1e-4) for e in top)
+    assert all(e["tokens"][e["values"].index(max(e["values"]))] == " cat" for e in top)
+    assert true.scores["embedding"] >= 0.9 and true.scores["embedding"] > wrong.scores["embedding"]
