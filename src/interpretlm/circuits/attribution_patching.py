@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..attention_switch import attention_inputs, repeat_kv
+from ..progress import bar
 from ..registry import CheckSpec, register
 from ..targets import TargetLike
 from ..tokens import Prompts
@@ -31,11 +32,15 @@ if TYPE_CHECKING:
     from ..model import LM
 
 
-ESTIMATORS = ("attribution", "atp_star", "eap_ig")
-# completeness threshold of each estimator's check: EAP-IG must add up to the full effect within
-# 10%; the first-order estimates (plain and AtP*, whose check node is first order in both) are
-# only expected to get its size right (within 100%)
-COMPLETENESS = {"attribution": 1.0, "atp_star": 1.0, "eap_ig": 0.1}
+ESTIMATORS = ("attribution", "atp_star", "eap_ig", "eap_ig_act")
+# completeness threshold of each estimator's check: the integrated gradients (EAP-IG over the
+# inputs or over each node's activation) must add up to the full effect within 10%; the
+# first-order estimates (plain and AtP*, whose check node is first order in both) are only
+# expected to get its size right (within 100%)
+COMPLETENESS = {"attribution": 1.0, "atp_star": 1.0, "eap_ig": 0.1, "eap_ig_act": 0.1}
+# grids where patching one layer's node at every position is the clean run itself, so each
+# layer's row of integrated gradients over activations must add up to the whole effect
+WHOLE_LAYER_IS_CLEAN = ("resid_pre", "resid_post")
 
 
 def _name(comp: str, layer: int) -> str:
@@ -90,6 +95,68 @@ def gradients(lm: "LM", batch, target, names: list[str], *, embed_from: torch.Te
     for name in names:
         grads[name] = grads[name] / len(steps)
     return acts, grads, (values if alphas else values[0])
+
+
+def node_ig_gradients(lm: "LM", batch, target, names: list[str], clean_acts: dict[str, torch.Tensor],
+                      corrupt_acts: dict[str, torch.Tensor], alphas: Sequence[float], *, batch_size: int = 32
+                      ) -> dict[str, torch.Tensor]:
+    """``d target / d node`` averaged along each node's own path from its corrupted to its clean value.
+
+    Integrated gradients over activations (Marks et al. 2024; Hanna et al. 2024's
+    EAP-IG-activations): for each name (one layer's node) and each ``alpha``, the corrupted
+    run is repeated with that node, at every position, set to ``corrupt + alpha * (clean -
+    corrupt)``; everything upstream stays corrupted and everything downstream responds, as
+    when that node is patched. Rows of one batch may carry different names and alphas:
+    each name's edit touches only its own rows.
+
+    Args:
+        batch: the corrupted batch (``n`` rows).
+        names: the nodes, ``[batch, pos, ...]`` activations each.
+        clean_acts, corrupt_acts: per name, ``[n, pos, ...]`` activations of the clean and
+            the corrupted run.
+        alphas: the interpolation points (the gradient is their mean).
+
+    Returns:
+        per name, the mean gradient ``[n, pos, ...]`` (float32, CPU): ``len(names) *
+        len(alphas) * n`` rows, forward and backward, in batches of ``batch_size``.
+    """
+    n, steps = batch.size, len(alphas)
+    jobs = [(j, k, b) for j in range(len(names)) for k in range(steps) for b in range(n)]
+    grads = {name: torch.zeros(clean_acts[name].shape, dtype=torch.float32) for name in names}
+    with bar(len(jobs), "IG over activations") as progress:
+        for c in range(0, len(jobs), batch_size):
+            _node_ig_chunk(lm, batch, target, names, clean_acts, corrupt_acts, alphas, jobs[c:c + batch_size], grads)
+            progress.update(min(batch_size, len(jobs) - c))
+    return {k: g / steps for k, g in grads.items()}
+
+
+def _node_ig_chunk(lm: "LM", batch, target, names: list[str], clean_acts: dict[str, torch.Tensor],
+                   corrupt_acts: dict[str, torch.Tensor], alphas: Sequence[float], chunk: list[tuple[int, int, int]],
+                   grads: dict[str, torch.Tensor]) -> None:
+    """One batched forward and backward pass of :func:`node_ig_gradients`: ``chunk`` holds
+    ``(name index, alpha index, row)`` jobs; their gradients are added into ``grads``."""
+    rows = torch.tensor([b for _, _, b in chunk])
+    leaves: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for j in sorted({j for j, _, _ in chunk}):
+        sel = torch.tensor([i for i, (jj, _, _) in enumerate(chunk) if jj == j])
+        a = torch.tensor([alphas[k] for jj, k, _ in chunk if jj == j])
+        a = a.view(-1, *([1] * (clean_acts[names[j]].dim() - 1)))
+        lo, hi = corrupt_acts[names[j]][rows[sel]], clean_acts[names[j]][rows[sel]]
+        leaves[j] = (sel, (lo + a * (hi - lo)).requires_grad_(True))
+
+    def edit(x: torch.Tensor, j: int) -> torch.Tensor:
+        sel, leaf = leaves[j]
+        # out of place, so the other rows keep the graph of the nodes below them
+        return x.index_put((sel.to(x.device),), leaf.to(x.device, x.dtype))
+    edits = {names[j]: (lambda x, j=j: edit(x, j)) for j in leaves}
+    with torch.enable_grad(), lm.intervene(edits):
+        v = target(lm.forward(select_rows(batch, rows), grad=True))
+        order = sorted(leaves)
+        got = torch.autograd.grad(v.sum(), [leaves[j][1] for j in order], allow_unused=True)
+    for j, g in zip(order, got):
+        sel, leaf = leaves[j]
+        g = torch.zeros_like(leaf) if g is None else g
+        grads[names[j]].index_add_(0, rows[sel], g.detach().float().cpu())
 
 
 def _recording_attention(lm: "LM", store: dict[int, dict[str, Any]]):
@@ -274,7 +341,7 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
         raise PatchingError(f"over must be one of {COMPONENTS}; got {over!r}.")
     if estimator not in ESTIMATORS:
         raise PatchingError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}.")
-    if estimator == "eap_ig" and steps < 1:
+    if estimator in ("eap_ig", "eap_ig_act") and steps < 1:
         raise PatchingError(f"steps must be at least 1; got {steps}.")
     if positions is None:
         positions = "all" if over == "heads" else "each"
@@ -323,9 +390,18 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
             acts = {k: c2[k].float().cpu() for k in all_names}
             corrupt_value = float(pairs.target(xo).float().mean())
             alphas = [(k + 0.5) / steps for k in range(steps)]  # midpoint rule
-            _, grads, vals = gradients(lm, xb, pairs.target, all_names, embed_from=c2["embed"],
-                                       embed_to=clean_embed, alphas=alphas, batch_size=batch_size)
-            fwd, bwd = (2 + steps) * xb.size, steps * xb.size
+            if estimator == "eap_ig":
+                _, grads, vals = gradients(lm, xb, pairs.target, all_names, embed_from=c2["embed"],
+                                           embed_to=clean_embed, alphas=alphas, batch_size=batch_size)
+                fwd, bwd = (2 + steps) * xb.size, steps * xb.size
+            else:
+                # on residual grids every layer's own row is a completeness check; other grids
+                # integrate the layer-0 residual too
+                ig_names = names if over in WHOLE_LAYER_IS_CLEAN else all_names
+                grads = node_ig_gradients(lm, xb, pairs.target, ig_names, clean_acts, acts, alphas,
+                                          batch_size=batch_size)
+                all_names = ig_names
+                fwd, bwd = (2 + steps * len(ig_names)) * xb.size, steps * len(ig_names) * xb.size
         # per row and position (and head): delta · grad
         contribs = {k: ((clean_acts[k] - acts[k]) * grads[k]).sum(-1) for k in all_names}
     denom, noise = normaliser(clean_value, corrupt_value, dtype=lm.dtype)
@@ -352,10 +428,15 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
         # dropped in turn, so a path cancelled by another shows up; the sign is the undropped one's
         size = torch.stack([grid_of(d).abs() for d in dropped]).mean(0)
         effect = torch.where(effect < 0, -size, size)
-    check_c = contribs[check]
-    completeness = abs(float((check_c * real.float()).mean(0).sum() / denom) - 1.0)
+    if estimator == "eap_ig_act" and over in WHOLE_LAYER_IS_CLEAN:
+        # patching a whole residual layer is the clean run: each layer's row must add up to 1
+        completeness = max(abs(float((contribs[k] * real.float()).mean(0).sum() / denom) - 1.0) for k in names)
+    else:
+        check_c = contribs[check]
+        completeness = abs(float((check_c * real.float()).mean(0).sum() / denom) - 1.0)
     axes = ["layer"] + (["pos"] if kind in ("each", "list") else []) + (["head"] if over == "heads" else [])
     label = {"attribution": "attribution patching", "eap_ig": f"EAP-IG ({steps} steps)",
+             "eap_ig_act": f"EAP-IG over activations ({steps} steps)",
              "atp_star": "AtP*" + ("" if graddrop else " (QK fix, no GradDrop)")}[estimator]
     diagnostics: dict[str, Any] = {"forward_passes": fwd, "backward_passes": bwd, "completeness_error": completeness,
                                    "seconds": time.perf_counter() - t0}
