@@ -32,12 +32,12 @@ if TYPE_CHECKING:
     from ..model import LM
 
 
-ESTIMATORS = ("attribution", "atp_star", "eap_ig", "eap_ig_act")
+ESTIMATORS = ("attribution", "atp_star", "eap_ig", "eap_ig_act", "eap_ig_tok")
 # completeness threshold of each estimator's check: the integrated gradients (EAP-IG over the
 # inputs or over each node's activation) must add up to the full effect within 10%; the
 # first-order estimates (plain and AtP*, whose check node is first order in both) are only
 # expected to get its size right (within 100%)
-COMPLETENESS = {"attribution": 1.0, "atp_star": 1.0, "eap_ig": 0.1, "eap_ig_act": 0.1}
+COMPLETENESS = {"attribution": 1.0, "atp_star": 1.0, "eap_ig": 0.1, "eap_ig_act": 0.1, "eap_ig_tok": 0.1}
 # grids where patching one layer's node at every position is the clean run itself, so each
 # layer's row of integrated gradients over activations must add up to the whole effect
 WHOLE_LAYER_IS_CLEAN = ("resid_pre", "resid_post")
@@ -95,6 +95,70 @@ def gradients(lm: "LM", batch, target, names: list[str], *, embed_from: torch.Te
     for name in names:
         grads[name] = grads[name] / len(steps)
     return acts, grads, (values if alphas else values[0])
+
+
+def token_path_gradients(lm: "LM", batch, target, names: list[str], embed_from: torch.Tensor,
+                         embed_to: torch.Tensor, moved: torch.Tensor, alphas: Sequence[float], *,
+                         batch_size: int = 32) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int]:
+    """Gradients of ``names`` integrated along each differing token's own input path.
+
+    For a residual node at a position ``p`` whose input token differs, patching it keeps
+    every other position corrupted, so its gradient is averaged along the path that moves
+    token ``p``'s embedding alone from ``embed_from`` to ``embed_to`` (the other tokens stay
+    corrupted); at positions whose token is the same in both prompts (their change comes from
+    earlier tokens) it is averaged along the path that moves every token together, as in
+    EAP-IG. A prompt with one differing token has one path (the two coincide).
+
+    Args:
+        batch: the corrupted batch (``n`` rows).
+        embed_from, embed_to: ``[n, pos, d_model]`` corrupted and clean token embeddings.
+        moved: ``[n, pos]`` bool, the positions whose token differs.
+        alphas: the interpolation points (the gradient is their mean).
+
+    Returns:
+        ``(gradients, joint, paths)``: per name the mean gradient ``[n, pos, ...]`` (own path
+        at differing positions, joint path elsewhere), per name the joint path's gradient at
+        every position (for the completeness check), and the number of paths (each costs
+        ``len(alphas)`` forward and backward passes).
+    """
+    n, steps = batch.size, len(alphas)
+    # one path per prompt and differing token, plus the joint one (unless it is that token's)
+    paths: list[tuple[int, torch.Tensor, int | None]] = []
+    for b in range(n):
+        own = moved[b].nonzero().flatten().tolist()
+        paths.append((b, torch.ones_like(moved[b]), own[0] if len(own) == 1 else None))
+        if len(own) > 1:
+            paths += [(b, torch.arange(moved.shape[1]) == p, p) for p in own]
+    jobs = [(i, k) for i in range(len(paths)) for k in range(steps)]
+    grads: dict[str, torch.Tensor] = {}
+    joint: dict[str, torch.Tensor] = {}
+    with bar(len(jobs), "IG along token paths") as progress:
+        for c in range(0, len(jobs), batch_size):
+            chunk = jobs[c:c + batch_size]
+            rows = torch.tensor([paths[i][0] for i, _ in chunk])
+            mask = torch.stack([paths[i][1] for i, _ in chunk]).unsqueeze(-1).to(embed_from.dtype)
+            a = torch.tensor([alphas[k] for _, k in chunk]).view(-1, 1, 1) * mask
+            start = embed_from[rows]
+            mixed = start + a.to(start.device, start.dtype) * (embed_to[rows] - start)
+            with torch.enable_grad(), lm.intervene({"embed": lambda x, m=mixed: m.to(x.device, x.dtype)}), \
+                    lm.capture(names, grad=True) as cache:
+                v = target(lm.forward(select_rows(batch, rows), grad=True))
+                got = torch.autograd.grad(v.sum(), [cache[k] for k in names], allow_unused=True)
+            for name, g in zip(names, got):
+                g = (torch.zeros_like(cache[name]) if g is None else g).detach().float().cpu()
+                if name not in grads:
+                    grads[name] = torch.zeros(n, *g.shape[1:])
+                    joint[name] = torch.zeros(n, *g.shape[1:])
+                for r, (i, _) in enumerate(chunk):
+                    b, path, own = paths[i]
+                    if bool(path.all()):  # the joint path: every position that has no path of its own
+                        joint[name][b] += g[r]
+                        keep = ~moved[b] if own is None else torch.ones_like(moved[b])
+                    else:
+                        keep = path
+                    grads[name][b, keep] += g[r, keep]
+            progress.update(len(chunk))
+    return ({k: g / steps for k, g in grads.items()}, {k: g / steps for k, g in joint.items()}, len(paths))
 
 
 def node_ig_gradients(lm: "LM", batch, target, names: list[str], clean_acts: dict[str, torch.Tensor],
@@ -341,7 +405,7 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
         raise PatchingError(f"over must be one of {COMPONENTS}; got {over!r}.")
     if estimator not in ESTIMATORS:
         raise PatchingError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}.")
-    if estimator in ("eap_ig", "eap_ig_act") and steps < 1:
+    if estimator in ("eap_ig", "eap_ig_act", "eap_ig_tok") and steps < 1:
         raise PatchingError(f"steps must be at least 1; got {steps}.")
     if positions is None:
         positions = "all" if over == "heads" else "each"
@@ -358,6 +422,7 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
     all_names = names + ([check] if check not in names else [])
     real = xb.attention_mask.bool()
     dropped: list[dict[str, torch.Tensor]] = []
+    check_contrib: torch.Tensor | None = None  # the check node's contributions when not those of the grid
     if estimator == "atp_star":
         # the completeness figure reads the layer-0 residual, which AtP* treats like any resid_pre node
         star_names = names if check in names or over != "resid_pre" else all_names
@@ -394,6 +459,13 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
                 _, grads, vals = gradients(lm, xb, pairs.target, all_names, embed_from=c2["embed"],
                                            embed_to=clean_embed, alphas=alphas, batch_size=batch_size)
                 fwd, bwd = (2 + steps) * xb.size, steps * xb.size
+            elif estimator == "eap_ig_tok":
+                moved = (xb.input_ids != cb.input_ids) & real
+                grads, joint, n_paths = token_path_gradients(lm, xb, pairs.target, all_names, c2["embed"],
+                                                             clean_embed, moved, alphas, batch_size=batch_size)
+                # the check integrates the joint path, whose sum over positions must be the whole effect
+                check_contrib = ((clean_acts[check] - acts[check]) * joint[check]).sum(-1)
+                fwd, bwd = 2 * xb.size + steps * n_paths, steps * n_paths
             else:
                 # on residual grids every layer's own row is a completeness check; other grids
                 # integrate the layer-0 residual too
@@ -432,11 +504,12 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
         # patching a whole residual layer is the clean run: each layer's row must add up to 1
         completeness = max(abs(float((contribs[k] * real.float()).mean(0).sum() / denom) - 1.0) for k in names)
     else:
-        check_c = contribs[check]
+        check_c = contribs[check] if check_contrib is None else check_contrib
         completeness = abs(float((check_c * real.float()).mean(0).sum() / denom) - 1.0)
     axes = ["layer"] + (["pos"] if kind in ("each", "list") else []) + (["head"] if over == "heads" else [])
     label = {"attribution": "attribution patching", "eap_ig": f"EAP-IG ({steps} steps)",
              "eap_ig_act": f"EAP-IG over activations ({steps} steps)",
+             "eap_ig_tok": f"EAP-IG along token paths ({steps} steps)",
              "atp_star": "AtP*" + ("" if graddrop else " (QK fix, no GradDrop)")}[estimator]
     diagnostics: dict[str, Any] = {"forward_passes": fwd, "backward_passes": bwd, "completeness_error": completeness,
                                    "seconds": time.perf_counter() - t0}
