@@ -427,3 +427,21 @@ def test_ig_over_activations_rows_of_many_layers_share_a_pass(llama):
     mixed = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over="heads", estimator="eap_ig_act",
                                  steps=3, batch_size=7).effect
     assert torch.allclose(one, mixed, rtol=1e-4, atol=1e-6 * float(one.abs().max()))
+
+
+def test_token_path_ig_integrates_each_differing_token_alone(llama):
+    """Three names differ (an ABC corruption): at block 0's input each differing position's path
+    is its own patch, so the estimate there is the exact patching effect (up to the quadrature
+    error of 16 midpoint steps); with one differing token the one path is EAP-IG's."""
+    t = il.Contrast(" Mary", " John")
+    abc = "When Anna and Tom went to the store, Tom gave a drink to"
+    exact = il.patch(llama, CLEAN, abc, t, over="resid_pre")
+    tok = il.attribution_patch(llama, CLEAN, abc, t, over="resid_pre", estimator="eap_ig_tok", steps=16)
+    assert float(exact.effect[0].abs().max()) > 0.1  # the reference is not all zeros
+    assert torch.allclose(tok.effect[0], exact.effect[0], atol=2e-3)
+    # three tokens' paths and the joint one, 16 steps each
+    assert tok.diagnostics["forward_passes"] == 2 + 16 * 4 and tok.diagnostics["backward_passes"] == 16 * 4
+    assert tok.diagnostics["completeness_error"] < 0.01
+    one = il.attribution_patch(llama, CLEAN, CORRUPT, t, over="resid_pre", estimator="eap_ig_tok", steps=4)
+    ig = il.attribution_patch(llama, CLEAN, CORRUPT, t, over="resid_pre", estimator="eap_ig", steps=4)
+    assert torch.equal(one.effect, ig.effect) and one.diagnostics["forward_passes"] == 2 + 4
