@@ -7,6 +7,16 @@ layer, position and head at once. EAP-IG (Hanna et al., 2024) averages the gradi
 inputs interpolated between the corrupted and clean embeddings (``steps`` points), which
 follows the metric's curvature better. Both are divided by ``clean - corrupt`` so they
 are on the scale of :func:`~interpretlm.circuits.patch`'s effect.
+
+Patching one node keeps every other node corrupted, while EAP-IG's path moves every input
+token at once: where the differing tokens interact (IOI's ABC corruption, whose three names
+only mean something together) the integral shares out their joint effect, which no single
+patch shows, and misses. Two estimators integrate along paths closer to the patch's:
+along each differing token's own input path (``eap_ig_tok``: the other tokens stay
+corrupted, so a residual node at that token moves as its patch moves it), and along each
+layer's own activation path (``eap_ig_act``, integrated gradients over activations as in
+Marks et al. 2024 and Hanna et al. 2024: the node's layer interpolated, everything upstream
+corrupted, so composition between layers is seen as patching sees it).
 """
 
 from __future__ import annotations
@@ -377,10 +387,16 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
         estimator: ``"attribution"`` (2 forward + 1 backward pass), ``"atp_star"`` (AtP*,
             Kramár et al. 2024: the softmax of the attention a patched block input feeds
             recomputed exactly with the patched queries and keys, and GradDrop: 2 forward +
-            ``1 + n_layers`` backward passes) or ``"eap_ig"`` (gradients averaged over
+            ``1 + n_layers`` backward passes), ``"eap_ig"`` (gradients averaged over
             ``steps`` inputs interpolated from corrupted to clean: ``2 + steps`` forward +
-            ``steps`` backward).
-        steps: interpolation points of EAP-IG.
+            ``steps`` backward), ``"eap_ig_tok"`` (at a position whose token differs, the
+            gradient averaged along that token's own path, the others corrupted; elsewhere
+            EAP-IG's: ``2 + steps * paths`` forward + ``steps * paths`` backward, ``paths`` =
+            differing tokens + 1, or 1 when one token differs) or ``"eap_ig_act"``
+            (integrated gradients over each layer's own activation, interpolated at every
+            position while the layers below stay corrupted: ``2 + steps * layers`` forward
+            + ``steps * layers`` backward, one more layer for the check of non-residual grids).
+        steps: interpolation points of the integrated-gradient estimators.
         graddrop: AtP* only: add GradDrop (one backward pass per layer with that layer's
             gradient dropped; the estimate's size is the mean size over the drops).
         batch_size: rows per forward / backward pass.
@@ -388,7 +404,9 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
     Returns:
         :class:`~interpretlm.circuits.PatchResult` whose ``effect`` estimates the patching
         effect; ``diagnostics["completeness_error"]`` is ``|sum over positions of the
-        layer-0 residual estimate - 1|`` (0 for exact integrated gradients).
+        layer-0 residual estimate - 1|`` (0 for exact integrated gradients; for
+        ``eap_ig_tok`` along the joint path; for ``eap_ig_act`` on a residual grid the
+        largest over its layers, each of whose rows patched whole is the clean run).
 
     Example:
         >>> import interpretlm as il
