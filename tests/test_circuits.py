@@ -208,7 +208,7 @@ def test_attribution_patching_tracks_exact_patching(llama):
         ig = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over=over, estimator="eap_ig", steps=8)
         assert pearson(ig.effect, exact.effect) > 0.95
         assert ig.diagnostics["completeness_error"] < 0.05  # integrated gradients add up
-    ap = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over="heads")
+    ap = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over="heads", estimator="attribution")
     assert ap.diagnostics["forward_passes"] == 2 * 4 and ap.diagnostics["backward_passes"] == 4
     assert pearson(ap.effect, il.patch(llama, ds.clean, ds.corrupted, ds.target, over="heads").effect) > 0.9
 
@@ -219,7 +219,8 @@ def test_attribution_patching_is_exact_for_a_linear_metric():
     w = torch.randn(lm.d_model, generator=torch.Generator().manual_seed(0))
     t = il.PooledEmbedding(direction=w, pooling="first")
     exact = il.patch(lm, CLEAN, CORRUPT, t, over="resid_post", layers=[lm.n_layers - 1], positions="each")
-    ap = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_post", layers=[lm.n_layers - 1])
+    ap = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_post", layers=[lm.n_layers - 1],
+                              estimator="attribution")
     assert exact.effect[0, 0] == pytest.approx(1.0, abs=5e-4)
     assert torch.allclose(ap.effect, exact.effect, atol=5e-4)
 
@@ -362,7 +363,7 @@ def test_atp_star_qk_fix_beats_plain_atp_on_a_saturated_softmax():
     assert float(c[f"blocks.{last}.attn.pattern"][0, :, -1].max()) > 0.99  # saturated
     exact = il.patch(lm, CLEAN, CORRUPT, t, over="resid_pre").effect[last]
     with pytest.warns(CheckWarning):
-        plain = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_pre").effect[last]
+        plain = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_pre", estimator="attribution").effect[last]
     with pytest.warns(CheckWarning):
         star = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_pre", estimator="atp_star",
                                     graddrop=False).effect[last]
@@ -372,7 +373,8 @@ def test_atp_star_qk_fix_beats_plain_atp_on_a_saturated_softmax():
 
 def test_attribution_patch_completeness_threshold_per_estimator(llama):
     ds = il.datasets.ioi(n=4, seed=0, lm=llama)
-    for method, threshold in (("attribution", 1.0), ("atp_star", 1.0), ("eap_ig", 0.1), ("eap_ig_act", 0.1)):
+    for method, threshold in (("attribution", 1.0), ("atp_star", 1.0), ("eap_ig", 0.1), ("eap_ig_act", 0.1),
+                              ("eap_ig_tok", 0.1)):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             r = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over="heads", estimator=method)
@@ -445,3 +447,9 @@ def test_token_path_ig_integrates_each_differing_token_alone(llama):
     one = il.attribution_patch(llama, CLEAN, CORRUPT, t, over="resid_pre", estimator="eap_ig_tok", steps=4)
     ig = il.attribution_patch(llama, CLEAN, CORRUPT, t, over="resid_pre", estimator="eap_ig", steps=4)
     assert torch.equal(one.effect, ig.effect) and one.diagnostics["forward_passes"] == 2 + 4
+
+
+def test_attribution_patch_default_is_token_path_eap_ig(llama):
+    """The default estimator is the one the README's estimator table picks (``eap_ig_tok``)."""
+    r = il.attribution_patch(llama, CLEAN, CORRUPT, il.Contrast(" Mary", " John"), over="heads")
+    assert r.options["estimator"] == "eap_ig_tok" and r.check.threshold == 0.1
