@@ -94,12 +94,17 @@ ESTIMATOR_LABELS = {"attribution": "AtP", "atp_star_qk": "AtP* (QK fix)", "atp_s
 def estimators(d: dict[str, Any]) -> str:
     s = d["estimators"]
     lowest: dict[str, float] = {}
+    cells: dict[str, int] = {}
     for k, v in s.items():
         if k.endswith(".pearson"):
             est = k.split(".")[-2]
             lowest[est] = min(lowest.get(est, 1.0), v)
+            cells[est] = cells.get(est, 0) + 1
+    # an estimator not measured on all 6 set × grid cells says over how many its lowest is
     return (f"lowest Pearson r over {s['prompts_per_set']:.0f}-prompt IOI swap / IOI ABC / induction sets × "
-            "resid_pre / heads: " + ", ".join(f"{ESTIMATOR_LABELS[k]} {v:.2f}" for k, v in lowest.items()))
+            "resid_pre / heads: " + ", ".join(f"{ESTIMATOR_LABELS[k]} {v:.2f}" + ("" if cells[k] >= 6 else
+                                                                             f" ({cells[k]} of 6 measured)")
+                                              for k, v in lowest.items()))
 
 
 def app_latency(d: dict[str, Any]) -> str:
