@@ -20,7 +20,8 @@ correlation of attribution patching and EAP-IG with exact patching on the same g
 Run:  PYTHONPATH=src python benchmarks/patching.py [--threads 1] [--rounds 3] [--json OUT]
 
 With ``--estimators`` it measures instead the Pearson r of each estimator of
-``il.attribution_patch`` (plain AtP, AtP* with the QK fix only, AtP* with GradDrop, EAP-IG)
+``il.attribution_patch`` (plain AtP, AtP* with the QK fix only, AtP* with GradDrop, EAP-IG, EAP-IG along
+token paths, EAP-IG over activations; ``--only`` picks some)
 against exact patching (``il.patch``) on the resid_pre ``[layer, pos]`` and heads
 ``[layer, head]`` grids of ``--n`` IOI and ``--n`` induction prompts, with the passes each used.
 
