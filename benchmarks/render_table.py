@@ -102,7 +102,7 @@ def estimators(d: dict[str, Any]) -> str:
             cells[est] = cells.get(est, 0) + 1
     # an estimator not measured on all 6 set × grid cells says over how many its lowest is
     return (f"lowest Pearson r over {s['prompts_per_set']:.0f}-prompt IOI swap / IOI ABC / induction sets × "
-            "resid_pre / heads: " + ", ".join(f"{ESTIMATOR_LABELS[k]} {v:.2f}" + ("" if cells[k] >= 6 else
+            "resid_pre / heads: " + ", ".join(f"{ESTIMATOR_LABELS[k]} {v:.3f}" + ("" if cells[k] >= 6 else
                                                                              f" ({cells[k]} of 6 measured)")
                                               for k, v in lowest.items()))
 
