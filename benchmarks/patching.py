@@ -20,7 +20,8 @@ correlation of attribution patching and EAP-IG with exact patching on the same g
 Run:  PYTHONPATH=src python benchmarks/patching.py [--threads 1] [--rounds 3] [--json OUT]
 
 With ``--estimators`` it measures instead the Pearson r of each estimator of
-``il.attribution_patch`` (plain AtP, AtP* with the QK fix only, AtP* with GradDrop, EAP-IG)
+``il.attribution_patch`` (plain AtP, AtP* with the QK fix only, AtP* with GradDrop, EAP-IG, EAP-IG along
+token paths, EAP-IG over activations; ``--only`` picks some)
 against exact patching (``il.patch``) on the resid_pre ``[layer, pos]`` and heads
 ``[layer, head]`` grids of ``--n`` IOI and ``--n`` induction prompts, with the passes each used.
 
@@ -95,7 +96,9 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 ESTIMATORS = (("AtP", {"estimator": "attribution"}),
               ("AtP* (QK fix)", {"estimator": "atp_star", "graddrop": False}),
               ("AtP* (QK fix + GradDrop)", {"estimator": "atp_star"}),
-              ("EAP-IG (5 steps)", {"estimator": "eap_ig"}))
+              ("EAP-IG (5 steps)", {"estimator": "eap_ig"}),
+              ("EAP-IG along token paths (5 steps)", {"estimator": "eap_ig_tok"}),
+              ("EAP-IG over activations (5 steps)", {"estimator": "eap_ig_act"}))
 
 
 def timed(fn):
@@ -104,21 +107,31 @@ def timed(fn):
     return r, time.perf_counter() - t
 
 
-def estimators(lm, n: int) -> None:
-    """Pearson r of every estimator against exact patching, per dataset and grid."""
+def key_of(kw: dict) -> str:
+    """The estimator's key in the results JSON (``atp_star_qk`` for AtP* without GradDrop)."""
+    return f"{kw['estimator']}{'' if kw.get('graddrop', True) else '_qk'}"
+
+
+def estimators(lm, n: int, only: list[str] | None = None, sets_wanted: list[str] | None = None,
+               grids: tuple[str, ...] = GRIDS) -> None:
+    """Pearson r of every estimator (or those keyed in ``only``) against exact patching, per
+    dataset (all, or those in ``sets_wanted``) and grid."""
     import warnings
     # IOI with the S2 name swapped (the corruption of the README's prompt) and with three fresh
     # names (ABC, the IOI paper's), and induction (a random first half)
-    sets = {"IOI swap": il.datasets.ioi(n=n, seed=1, lm=lm, corruption="swap"),
-            "IOI ABC": il.datasets.ioi(n=n, seed=1, lm=lm),
-            "induction": il.datasets.induction(n=n, seed=1, lm=lm)}
+    makers = {"IOI swap": lambda: il.datasets.ioi(n=n, seed=1, lm=lm, corruption="swap"),
+              "IOI ABC": lambda: il.datasets.ioi(n=n, seed=1, lm=lm),
+              "induction": lambda: il.datasets.induction(n=n, seed=1, lm=lm)}
+    sets = {k: f() for k, f in makers.items() if not sets_wanted or k in sets_wanted}
     lowest: dict[str, float] = {}
     print("| data | grid | estimator | Pearson r vs il.patch | passes (per prompt) | seconds |")
     print("| --- | --- | --- | --- | --- | --- |")
     for data, ds in sets.items():
-        for over in ("resid_pre", "heads"):
+        for over in grids:
             exact = il.patch(lm, ds.clean, ds.corrupted, ds.target, over=over, progress=False).effect
             for label, kw in ESTIMATORS:
+                if only and key_of(kw) not in only:
+                    continue
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     a, t = timed(lambda: il.attribution_patch(lm, ds.clean, ds.corrupted, ds.target, over=over,
@@ -126,8 +139,11 @@ def estimators(lm, n: int) -> None:
                 d = a.diagnostics
                 r = pearson(a.effect, exact)
                 lowest[label] = min(lowest.get(label, 1.0), r)
-                record("estimators", f"{data}.{over}.{kw['estimator']}{'' if kw.get('graddrop', True) else '_qk'}"
-                       ".pearson", r)
+                key = f"{data}.{over}.{key_of(kw)}"
+                record("estimators", f"{key}.pearson", r)
+                # passes per prompt, forward and backward
+                record("estimators", f"{key}.forward_passes", d["forward_passes"] / len(ds.clean))
+                record("estimators", f"{key}.backward_passes", d["backward_passes"] / len(ds.clean))
                 print(f"| {data} ({len(ds.clean)}) | {over} | {label} | {r:.3f} | "
                       f"{d['forward_passes'] // len(ds.clean)} F + {d['backward_passes'] // len(ds.clean)} B | "
                       f"{t:.1f} |", flush=True)
@@ -144,6 +160,10 @@ def main() -> None:
     ap.add_argument("--estimators", action="store_true",
                     help="measure the estimators of il.attribution_patch against exact patching")
     ap.add_argument("--n", type=int, default=10, help="prompts per dataset for --estimators")
+    ap.add_argument("--only", nargs="*", help="--estimators: these estimator keys only (attribution, atp_star_qk, "
+                    "atp_star, eap_ig, eap_ig_tok, eap_ig_act)")
+    ap.add_argument("--sets", nargs="*", help="--estimators: these data sets only ('IOI swap', 'IOI ABC', induction)")
+    ap.add_argument("--grids", nargs="*", default=list(GRIDS), help="--estimators: these grids only")
     ap.add_argument("--json", help="merge the figures into this JSON file (see run_all.py)")
     args = ap.parse_args()
     if args.json:
@@ -151,7 +171,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     lm = il.load()
     if args.estimators:
-        estimators(lm, args.n)
+        estimators(lm, args.n, args.only, args.sets, tuple(args.grids))
         return
     target = il.Contrast(" Mary", " John")
     ids = {k: lm.tokenize(p).input_ids[0].tolist() for k, p in (("clean", CLEAN), ("corrupted", CORRUPTED))}

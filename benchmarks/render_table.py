@@ -87,18 +87,24 @@ def atp(d: dict[str, Any]) -> str:
 
 
 ESTIMATOR_LABELS = {"attribution": "AtP", "atp_star_qk": "AtP* (QK fix)", "atp_star": "AtP* (QK fix + GradDrop)",
-                    "eap_ig": "EAP-IG (5 steps)"}
+                    "eap_ig": "EAP-IG (5 steps)", "eap_ig_tok": "EAP-IG along token paths (5 steps)",
+                    "eap_ig_act": "EAP-IG over activations (5 steps)"}
 
 
 def estimators(d: dict[str, Any]) -> str:
     s = d["estimators"]
     lowest: dict[str, float] = {}
+    cells: dict[str, int] = {}
     for k, v in s.items():
         if k.endswith(".pearson"):
             est = k.split(".")[-2]
             lowest[est] = min(lowest.get(est, 1.0), v)
+            cells[est] = cells.get(est, 0) + 1
+    # an estimator not measured on all 6 set × grid cells says over how many its lowest is
     return (f"lowest Pearson r over {s['prompts_per_set']:.0f}-prompt IOI swap / IOI ABC / induction sets × "
-            "resid_pre / heads: " + ", ".join(f"{ESTIMATOR_LABELS[k]} {v:.2f}" for k, v in lowest.items()))
+            "resid_pre / heads: " + ", ".join(f"{ESTIMATOR_LABELS[k]} {v:.3f}" + ("" if cells[k] >= 6 else
+                                                                             f" ({cells[k]} of 6 measured)")
+                                              for k, v in lowest.items()))
 
 
 def app_latency(d: dict[str, Any]) -> str:
@@ -386,6 +392,37 @@ def render_cot(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+EST_START, EST_END = "<!-- estimators-table:start -->", "<!-- estimators-table:end -->"
+# passes per prompt of the estimators whose count does not depend on the prompts
+# (resid_pre; heads: the check node's own gradient pass on top for AtP*)
+EST_PASSES = {"attribution": "2 F + 1 B", "atp_star_qk": "2 F + 1 B; heads 4 F + 2 B",
+              "atp_star": "2 F + 31 B; heads 4 F + 32 B", "eap_ig": "7 F + 5 B"}
+
+
+def render_estimators(data: dict[str, Any]) -> str:
+    """Pearson r of every estimator against exact patching per data set and grid, with the
+    passes per prompt where they depend on the prompts; r >= 0.9 in bold."""
+    s = data.get("estimators", {})
+    ests = [k for k in ESTIMATOR_LABELS if any(key.endswith(f".{k}.pearson") for key in s)]
+    lines = ["| data, grid | " + " | ".join(f"{ESTIMATOR_LABELS[k]}" + (f" ({EST_PASSES[k]})" if k in EST_PASSES else "")
+                                        for k in ests) + " |", "| --- |" + " --- |" * len(ests)]
+    for data_set in ("IOI swap", "IOI ABC", "induction"):
+        for grid, label in (("resid_pre", "resid_pre `[layer, pos]`"), ("heads", "heads `[layer, head]`")):
+            cells = []
+            for k in ests:
+                key = f"{data_set}.{grid}.{k}"
+                r = s.get(f"{key}.pearson")
+                if r is None:
+                    cells.append("not measured")
+                    continue
+                cell = f"**{r:.3f}**" if r >= 0.9 else f"{r:.3f}"
+                if k not in EST_PASSES and f"{key}.forward_passes" in s:
+                    cell += f" ({s[f'{key}.forward_passes']:.0f} F + {s[f'{key}.backward_passes']:.0f} B)"
+                cells.append(cell)
+            lines.append(f"| {data_set}, {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _replace(text: str, start: str, end: str, body: str) -> str:
     if start not in text:
         return text
@@ -403,6 +440,7 @@ def main() -> None:
     readme = Path(args.readme)
     text = readme.read_text()
     new = _replace(_replace(text, START, END, render(data)), COT_START, COT_END, render_cot(data))
+    new = _replace(new, EST_START, EST_END, render_estimators(data))
     if args.check:
         sys.exit(0 if new == text else "README table differs from benchmarks/results.json: run benchmarks/render_table.py")
     readme.write_text(new)

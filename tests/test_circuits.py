@@ -208,7 +208,7 @@ def test_attribution_patching_tracks_exact_patching(llama):
         ig = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over=over, estimator="eap_ig", steps=8)
         assert pearson(ig.effect, exact.effect) > 0.95
         assert ig.diagnostics["completeness_error"] < 0.05  # integrated gradients add up
-    ap = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over="heads")
+    ap = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over="heads", estimator="attribution")
     assert ap.diagnostics["forward_passes"] == 2 * 4 and ap.diagnostics["backward_passes"] == 4
     assert pearson(ap.effect, il.patch(llama, ds.clean, ds.corrupted, ds.target, over="heads").effect) > 0.9
 
@@ -219,7 +219,8 @@ def test_attribution_patching_is_exact_for_a_linear_metric():
     w = torch.randn(lm.d_model, generator=torch.Generator().manual_seed(0))
     t = il.PooledEmbedding(direction=w, pooling="first")
     exact = il.patch(lm, CLEAN, CORRUPT, t, over="resid_post", layers=[lm.n_layers - 1], positions="each")
-    ap = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_post", layers=[lm.n_layers - 1])
+    ap = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_post", layers=[lm.n_layers - 1],
+                              estimator="attribution")
     assert exact.effect[0, 0] == pytest.approx(1.0, abs=5e-4)
     assert torch.allclose(ap.effect, exact.effect, atol=5e-4)
 
@@ -362,7 +363,7 @@ def test_atp_star_qk_fix_beats_plain_atp_on_a_saturated_softmax():
     assert float(c[f"blocks.{last}.attn.pattern"][0, :, -1].max()) > 0.99  # saturated
     exact = il.patch(lm, CLEAN, CORRUPT, t, over="resid_pre").effect[last]
     with pytest.warns(CheckWarning):
-        plain = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_pre").effect[last]
+        plain = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_pre", estimator="attribution").effect[last]
     with pytest.warns(CheckWarning):
         star = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_pre", estimator="atp_star",
                                     graddrop=False).effect[last]
@@ -372,7 +373,8 @@ def test_atp_star_qk_fix_beats_plain_atp_on_a_saturated_softmax():
 
 def test_attribution_patch_completeness_threshold_per_estimator(llama):
     ds = il.datasets.ioi(n=4, seed=0, lm=llama)
-    for method, threshold in (("attribution", 1.0), ("atp_star", 1.0), ("eap_ig", 0.1)):
+    for method, threshold in (("attribution", 1.0), ("atp_star", 1.0), ("eap_ig", 0.1), ("eap_ig_act", 0.1),
+                              ("eap_ig_tok", 0.1)):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             r = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over="heads", estimator=method)
@@ -384,3 +386,70 @@ def test_attribution_patch_completeness_threshold_per_estimator(llama):
     a = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over="resid_pre", estimator="atp_star")
     assert a.diagnostics["backward_passes"] == (1 + llama.n_layers) * 4
     assert a.diagnostics["forward_passes"] == 2 * 4
+
+
+def test_ig_over_activations_is_exact_for_a_linear_metric():
+    """A metric linear in the last residual stream: one midpoint step already integrates exactly."""
+    lm = tiny_lm("bert", head=False)  # no final norm: the last hidden state is the last resid_post
+    w = torch.randn(lm.d_model, generator=torch.Generator().manual_seed(0))
+    t = il.PooledEmbedding(direction=w, pooling="first")
+    exact = il.patch(lm, CLEAN, CORRUPT, t, over="resid_post", layers=[lm.n_layers - 1], positions="each")
+    ig = il.attribution_patch(lm, CLEAN, CORRUPT, t, over="resid_post", layers=[lm.n_layers - 1],
+                              estimator="eap_ig_act", steps=1)
+    assert torch.allclose(ig.effect, exact.effect, atol=5e-4)
+    assert ig.diagnostics["completeness_error"] < 5e-4
+
+
+def test_ig_over_activations_integrates_each_node_path(llama):
+    """Exact references where the layer's path is one node's path: CLEAN and CORRUPT differ in one
+    token, so at block 0's input only that position moves and its estimate is the exact patching
+    effect (up to the quadrature error); on heads, a layer's row adds up to patching the whole
+    attention output of that layer (``over="attn"``, all positions), computed by ``il.patch``."""
+    t = il.Contrast(" Mary", " John")
+    exact = il.patch(llama, CLEAN, CORRUPT, t, over="resid_pre")
+    ig = il.attribution_patch(llama, CLEAN, CORRUPT, t, over="resid_pre", estimator="eap_ig_act", steps=16)
+    assert torch.allclose(ig.effect[0], exact.effect[0], atol=2e-3)
+    # every resid_pre layer patched at all positions is the clean run: each row adds up to 1
+    assert torch.allclose(ig.effect.sum(1), torch.ones(llama.n_layers), atol=2e-3)
+    assert ig.diagnostics["completeness_error"] < 2e-3
+    assert ig.diagnostics["forward_passes"] == 2 + 16 * llama.n_layers
+    assert ig.diagnostics["backward_passes"] == 16 * llama.n_layers
+    heads = il.attribution_patch(llama, CLEAN, CORRUPT, t, over="heads", estimator="eap_ig_act", steps=16)
+    attn = il.patch(llama, CLEAN, CORRUPT, t, over="attn", positions="all")
+    assert torch.allclose(heads.effect.sum(1), attn.effect, atol=2e-3)
+    # the layer-0 residual is integrated too, for the completeness check
+    assert heads.diagnostics["forward_passes"] == 2 + 16 * (llama.n_layers + 1)
+
+
+def test_ig_over_activations_rows_of_many_layers_share_a_pass(llama):
+    """Batches mix rows of different layers and steps; each row's edit must touch only its own layer."""
+    ds = il.datasets.ioi(n=3, seed=0, lm=llama)
+    one = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over="heads", estimator="eap_ig_act",
+                               steps=3, batch_size=1).effect
+    mixed = il.attribution_patch(llama, ds.clean, ds.corrupted, ds.target, over="heads", estimator="eap_ig_act",
+                                 steps=3, batch_size=7).effect
+    assert torch.allclose(one, mixed, rtol=1e-4, atol=1e-6 * float(one.abs().max()))
+
+
+def test_token_path_ig_integrates_each_differing_token_alone(llama):
+    """Three names differ (an ABC corruption): at block 0's input each differing position's path
+    is its own patch, so the estimate there is the exact patching effect (up to the quadrature
+    error of 16 midpoint steps); with one differing token the one path is EAP-IG's."""
+    t = il.Contrast(" Mary", " John")
+    abc = "When Anna and Tom went to the store, Tom gave a drink to"
+    exact = il.patch(llama, CLEAN, abc, t, over="resid_pre")
+    tok = il.attribution_patch(llama, CLEAN, abc, t, over="resid_pre", estimator="eap_ig_tok", steps=16)
+    assert float(exact.effect[0].abs().max()) > 0.1  # the reference is not all zeros
+    assert torch.allclose(tok.effect[0], exact.effect[0], atol=2e-3)
+    # three tokens' paths and the joint one, 16 steps each
+    assert tok.diagnostics["forward_passes"] == 2 + 16 * 4 and tok.diagnostics["backward_passes"] == 16 * 4
+    assert tok.diagnostics["completeness_error"] < 0.01
+    one = il.attribution_patch(llama, CLEAN, CORRUPT, t, over="resid_pre", estimator="eap_ig_tok", steps=4)
+    ig = il.attribution_patch(llama, CLEAN, CORRUPT, t, over="resid_pre", estimator="eap_ig", steps=4)
+    assert torch.equal(one.effect, ig.effect) and one.diagnostics["forward_passes"] == 2 + 4
+
+
+def test_attribution_patch_default_is_token_path_eap_ig(llama):
+    """The default estimator is the one the README's estimator table picks (``eap_ig_tok``)."""
+    r = il.attribution_patch(llama, CLEAN, CORRUPT, il.Contrast(" Mary", " John"), over="heads")
+    assert r.options["estimator"] == "eap_ig_tok" and r.check.threshold == 0.1
