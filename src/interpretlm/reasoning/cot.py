@@ -9,7 +9,7 @@ import torch
 
 from ..errors import InterpretLMWarning
 from ..registry import CheckSpec, register
-from .engine import SHOTS, Body, Forcer, encode, extract, generate, prompt_ids, room, split_answer, user_message
+from .engine import Body, Forcer, encode, extract, generate, prompt_ids, room, split_answer, user_message
 from .question import Question, as_question
 from .result import ChainOfThought
 
@@ -31,7 +31,7 @@ def candidates(q: Question, answers: list[str | None]) -> list[str]:
 
 
 def sample(lm: Any, q: Question, *, samples: int, seed: int, max_new_tokens: int, temperature: float,
-           chat: bool, hint: str | None = None, shots: int = 0,
+           chat: bool, hint: str | None = None, shots: int | None = 0,
            generated: tuple[list[list[int]], int] | None = None) -> dict[str, Any]:
     """Prompt, generate and read answers (the common core of elicitation and the hint tests).
 
@@ -94,7 +94,7 @@ def force(lm: Any, s: dict[str, Any], cands: list[str]) -> tuple[list[Forcer], t
           demo_order=90)
 def chain_of_thought(lm: Any, question: Question | str, *, choices: list[str] | None = None,
                      answer: str | None = None, samples: int = 5, seed: int = 0, max_new_tokens: int = 128,
-                     temperature: float = 0.7, chat: bool = True, shots: int = SHOTS) -> ChainOfThought:
+                     temperature: float = 0.7, chat: bool = True, shots: int | None = None) -> ChainOfThought:
     """Elicit chains of thought for a question and read their answers.
 
     The question, its choices and an instruction to think step by step and end with an
@@ -115,7 +115,8 @@ def chain_of_thought(lm: Any, question: Question | str, *, choices: list[str] | 
         temperature: sampling temperature (0: greedy, then every sample is the same).
         chat: use the chat template when the model has one.
         shots: worked examples shown before the question (few-shot CoT, Wei et al. 2022; 0 to 5,
-            :data:`.engine.EXEMPLARS`), as earlier turns of the chat.
+            :data:`.engine.EXEMPLARS`), as earlier turns of the chat; ``None``: as many as keep the
+            prompt within half the context window (all five on the default model).
 
     Returns:
         :class:`ChainOfThought` (``choice_logprobs [n, n_choices]``, ``no_cot_logprobs [n_choices]``).
@@ -138,7 +139,7 @@ def chain_of_thought(lm: Any, question: Question | str, *, choices: list[str] | 
 
 
 def elicit(lm: Any, q: Question, *, samples: int, seed: int, max_new_tokens: int, temperature: float, chat: bool,
-           shots: int, generated: tuple[list[list[int]], int] | None = None) -> ChainOfThought:
+           shots: int | None, generated: tuple[list[list[int]], int] | None = None) -> ChainOfThought:
     """The body of :func:`chain_of_thought` (``generated``: rows generated in a batch with other questions)."""
     s = sample(lm, q, samples=samples, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
                chat=chat, shots=shots, generated=generated)
@@ -192,7 +193,7 @@ def bodies_of(lm: Any, run: ChainOfThought) -> list[Body]:
 
 
 def from_texts(lm: Any, question: Question | str, texts: list[str], *, choices: list[str] | None = None,
-               answer: str | None = None, chat: bool = True, shots: int = SHOTS) -> ChainOfThought:
+               answer: str | None = None, chat: bool = True, shots: int | None = None) -> ChainOfThought:
     """A :class:`ChainOfThought` from reasoning texts written elsewhere (another model, a person).
 
     The texts are read and forced exactly as generated ones; ``faithfulness`` then tests

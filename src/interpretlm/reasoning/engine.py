@@ -78,13 +78,15 @@ def encode(lm: Any, text: str) -> list[int]:
     return list(lm.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
-def prompt_ids(lm: Any, message: str, chat: bool, shots: int = 0) -> tuple[list[int], str, bool]:
+def prompt_ids(lm: Any, message: str, chat: bool, shots: int | None = 0) -> tuple[list[int], str, bool]:
     """The prompt's ids, its text and whether the chat template formatted it.
 
     ``shots`` worked examples (:data:`EXEMPLARS`, the first ``shots``) come first: in the chat
     template as earlier user and assistant turns, in a plain prompt as earlier
-    ``Question: ... Reasoning: ...`` blocks. A tokenizer without a chat template falls back to a
-    plain ``Question: ... Reasoning:`` prompt (the caller warns).
+    ``Question: ... Reasoning: ...`` blocks; ``None``: as many as keep the prompt within half the
+    context window (all five on the default model; none on a tiny test model of 256 positions).
+    A tokenizer without a chat template falls back to a plain ``Question: ... Reasoning:`` prompt
+    (the caller warns).
 
     Example:
         >>> from interpretlm.testing import tiny_lm
@@ -93,8 +95,22 @@ def prompt_ids(lm: Any, message: str, chat: bool, shots: int = 0) -> tuple[list[
         >>> used, text.count("Answer: 8"), text.rstrip().endswith("assistant")
         (True, 1, True)
     """
+    if shots is None:
+        for k in range(SHOTS, 0, -1):
+            if not lm.n_ctx or len(_prompt(lm, message, chat, k)[0]) <= lm.n_ctx // 2:
+                return _prompt(lm, message, chat, k)
+        return _prompt(lm, message, chat, 0)
     if shots < 0 or shots > SHOTS:
-        raise InterpretLMError(f"shots must be between 0 and {SHOTS} (the worked examples there are); got {shots}.")
+        raise InterpretLMError(f"shots must be between 0 and {SHOTS} (the worked examples there are) or None "
+                               f"(as many as fit); got {shots}.")
+    ids, text, used = _prompt(lm, message, chat, shots)
+    if lm.n_ctx and len(ids) > lm.n_ctx:
+        raise ContextLengthError(f"The prompt with {shots} worked examples is {len(ids)} tokens long, more than "
+                                 f"the context window of {lm.n_ctx}; use fewer shots (shots=0 for none).")
+    return ids, text, used
+
+
+def _prompt(lm: Any, message: str, chat: bool, shots: int) -> tuple[list[int], str, bool]:
     shown = EXEMPLARS[:shots]
     if chat and getattr(lm.tokenizer, "chat_template", None):
         if not shown:
@@ -105,12 +121,11 @@ def prompt_ids(lm: Any, message: str, chat: bool, shots: int = 0) -> tuple[list[
             turns += [{"role": "user", "content": _message(text, choices)}, {"role": "assistant", "content": worked}]
         turns.append({"role": "user", "content": message})
         text = lm.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-        ids = lm.tokenize([encode(lm, text)]).input_ids[0].tolist()  # checked against the context window
-        return ids, text, True
+        return encode(lm, text), text, True
     before = "".join(f"Question: {_message(t, c)}\nReasoning: {w}\n\n" for t, c, w in shown)
     text = f"{before}Question: {message}\nReasoning:"
-    batch = lm.tokenize(text)
-    ids = batch.input_ids[0].tolist()
+    # with worked examples the length is checked by the caller (``shots=None`` tries several)
+    ids = list(lm.tokenizer(text)["input_ids"]) if shown else lm.tokenize(text).input_ids[0].tolist()
     eos = lm.tokenizer.eos_token_id
     if lm.is_causal and ids and eos is not None and ids[-1] == eos and len(ids) > 1:
         ids = ids[:-1]  # a tokenizer that appends EOS would end the prompt before the reasoning starts

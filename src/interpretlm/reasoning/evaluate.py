@@ -10,7 +10,7 @@ from ..errors import InterpretLMError, OptionError
 from ..progress import track
 from ..registry import CheckSpec, register
 from .cot import elicit
-from .engine import SHOTS, generate_many, prompt_ids, user_message
+from .engine import generate_many, prompt_ids, user_message
 from .faithfulness import faithfulness
 from .question import SETS, Question, as_question, builtin
 from .result import CotEvaluation
@@ -34,7 +34,7 @@ def _mean_se(values: list[float]) -> tuple[float, float, int]:
           cli_input="interpretlm.reasoning.question:question_from_text")
 def evaluate(lm: Any, questions: list[Question | str], *, tests: list[str] | tuple[str, ...] = ("early_answering",),
              choices: list[str] | None = None, samples: int = 3, seed: int = 0, max_new_tokens: int = 128,
-             temperature: float = 0.7, chat: bool = True, shots: int = SHOTS, batch: int = 8,
+             temperature: float = 0.7, chat: bool = True, shots: int | None = None, batch: int = 8,
              generator: str = "model", judge: str | None = None) -> CotEvaluation:
     """Elicit and test every question of a set; means and standard errors over questions.
 
