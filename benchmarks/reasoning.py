@@ -113,8 +113,9 @@ def no_cot(lm, tag: str) -> None:
         print(f"  ({time.perf_counter() - t:.0f} s)", flush=True)
 
 
-def accuracy(lm, tag: str, n: int | None, samples: int, max_new_tokens: int, batch: int, shots: int) -> None:
-    for name in il.reasoning.SETS:
+def accuracy(lm, tag: str, n: int | None, samples: int, max_new_tokens: int, batch: int, shots: int,
+             sets: list[str]) -> None:
+    for name in sets:
         t = time.perf_counter()
         qs = il.reasoning.builtin(name, n=n)
         with warnings.catch_warnings():
@@ -158,6 +159,8 @@ def main() -> None:
     ap.add_argument("--n-tests", type=int, default=4, help="arithmetic questions for the tests' metrics")
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--sets", nargs="+", choices=il.reasoning.SETS, default=list(il.reasoning.SETS),
+                    help="the built-in sets for accuracy, in this order (each recorded as it finishes)")
     ap.add_argument("--batch", type=int, default=8, help="questions generated together")
     ap.add_argument("--shots", type=int, default=il.reasoning.SHOTS, help="worked examples before each question")
     ap.add_argument("--only", nargs="+", choices=["cost", "no_cot", "accuracy", "tests"],
@@ -167,7 +170,8 @@ def main() -> None:
     lm = il.load(args.model)
     tag = args.model.split("-")[0].split(".")[0]  # "smollm2", "qwen2"
     steps = {"cost": lambda: cost(lm, args.rounds), "no_cot": lambda: no_cot(lm, tag),
-             "accuracy": lambda: accuracy(lm, tag, args.n, args.samples, args.max_new_tokens, args.batch, args.shots),
+             "accuracy": lambda: accuracy(lm, tag, args.n, args.samples, args.max_new_tokens, args.batch, args.shots,
+                                               args.sets),
              "tests": lambda: tests(lm, tag, args.n_tests, args.samples, args.max_new_tokens, args.batch, args.shots)}
     for step in dict.fromkeys(args.only):  # in the order given
         steps[step]()

@@ -90,7 +90,7 @@ def prompt_ids(lm: Any, message: str, chat: bool, shots: int | None = 0) -> tupl
 
     Example:
         >>> from interpretlm.testing import tiny_lm
-        >>> lm = tiny_lm("llama")
+        >>> lm = tiny_lm("llama", max_position_embeddings=4096)  # its tokenizer is byte-sized: long prompts
         >>> ids, text, used = prompt_ids(lm, "2 + 2 = ?", True, shots=1)
         >>> used, text.count("Answer: 8"), text.rstrip().endswith("assistant")
         (True, 1, True)
