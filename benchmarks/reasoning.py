@@ -49,7 +49,8 @@ def median_seconds(fn, rounds: int) -> float:
 def cost(lm, rounds: int) -> None:
     q = il.reasoning.Question("Tom has 3 apples and buys 4 more. How many apples does he have?",
                               choices=["6", "7", "8", "9"], answer="7")
-    run = il.reasoning.from_texts(lm, q, [COT + "\nAnswer: 7"])
+    # zero-shot: the cost figures measure the forcing of one question's reasoning, not the worked examples
+    run = il.reasoning.from_texts(lm, q, [COT + "\nAnswer: 7"], shots=0)
     body = Body.of(lm, run.reasoning[0])
     S = len(body.sentences)
     full_ids = torch.tensor([run.prompt_ids + body.ids])
@@ -112,33 +113,38 @@ def no_cot(lm, tag: str) -> None:
         print(f"  ({time.perf_counter() - t:.0f} s)", flush=True)
 
 
-def accuracy(lm, tag: str, n: int | None, samples: int, max_new_tokens: int) -> None:
-    for name in il.reasoning.SETS:
+def accuracy(lm, tag: str, n: int | None, samples: int, max_new_tokens: int, batch: int, shots: int,
+             sets: list[str]) -> None:
+    for name in sets:
         t = time.perf_counter()
         qs = il.reasoning.builtin(name, n=n)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ev = il.reasoning.evaluate(lm, qs, tests=[], samples=samples, max_new_tokens=max_new_tokens,
-                                       generator="rule", progress=False)
+                                       generator="rule", batch=batch, shots=shots, progress=False)
         m, se = ev.mean, ev.stderr
         print(f"{tag} {name:<12} n={len(qs)}: accuracy with CoT {m['accuracy']:.3f} ± {se['accuracy']:.3f}, without "
               f"{m['accuracy_no_cot']:.3f} ± {se['accuracy_no_cot']:.3f} (chance {m['chance']:.3f}); answers read "
               f"{m['extracted']:.0%} ({time.perf_counter() - t:.0f} s)", flush=True)
         record("reasoning", f"{tag}.{name}.n", len(qs))
+        record("reasoning", f"{tag}.{name}.samples", samples)
+        record("reasoning", f"{tag}.{name}.shots", shots)
         for k in ("accuracy", "accuracy_no_cot", "accuracy_no_cot_listed", "first_choice_no_cot_listed", "extracted",
                   "chance"):
             record("reasoning", f"{tag}.{name}.{k}", m[k])
             record("reasoning", f"{tag}.{name}.{k}_se", se[k])
 
 
-def tests(lm, tag: str, n: int, samples: int, max_new_tokens: int) -> None:
+def tests(lm, tag: str, n: int, samples: int, max_new_tokens: int, batch: int, shots: int) -> None:
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ev = il.reasoning.evaluate(lm, il.reasoning.builtin("arithmetic", n=n), tests=list(il.reasoning.TESTS),
-                                   samples=samples, max_new_tokens=max_new_tokens, generator="rule", progress=False)
+                                   samples=samples, max_new_tokens=max_new_tokens, generator="rule", batch=batch,
+                                   shots=shots, progress=False)
     print(f"{tag} tests on {n} arithmetic questions x {samples} samples ({time.perf_counter() - t:.0f} s):")
     record("reasoning", f"{tag}.tests.n", n)
+    record("reasoning", f"{tag}.tests.shots", shots)
     for k, v in ev.mean.items():
         print(f"  {k:<36} {v:+.3f} ± {ev.stderr[k]:.3f} (n={ev.n_per_metric[k]})", flush=True)
         record("reasoning", f"{tag}.tests.{k}", v)
@@ -153,6 +159,10 @@ def main() -> None:
     ap.add_argument("--n-tests", type=int, default=4, help="arithmetic questions for the tests' metrics")
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--sets", nargs="+", choices=il.reasoning.SETS, default=list(il.reasoning.SETS),
+                    help="the built-in sets for accuracy, in this order (each recorded as it finishes)")
+    ap.add_argument("--batch", type=int, default=8, help="questions generated together")
+    ap.add_argument("--shots", type=int, default=il.reasoning.SHOTS, help="worked examples before each question")
     ap.add_argument("--only", nargs="+", choices=["cost", "no_cot", "accuracy", "tests"],
                     default=["cost", "no_cot", "accuracy", "tests"])
     args = ap.parse_args()
@@ -160,8 +170,9 @@ def main() -> None:
     lm = il.load(args.model)
     tag = args.model.split("-")[0].split(".")[0]  # "smollm2", "qwen2"
     steps = {"cost": lambda: cost(lm, args.rounds), "no_cot": lambda: no_cot(lm, tag),
-             "accuracy": lambda: accuracy(lm, tag, args.n, args.samples, args.max_new_tokens),
-             "tests": lambda: tests(lm, tag, args.n_tests, args.samples, args.max_new_tokens)}
+             "accuracy": lambda: accuracy(lm, tag, args.n, args.samples, args.max_new_tokens, args.batch, args.shots,
+                                               args.sets),
+             "tests": lambda: tests(lm, tag, args.n_tests, args.samples, args.max_new_tokens, args.batch, args.shots)}
     for step in dict.fromkeys(args.only):  # in the order given
         steps[step]()
 

@@ -366,25 +366,40 @@ def _pm(s: dict[str, Any], key: str) -> str:
     return f"{v:.2f}" + (f" ± {se:.2f}" if se is not None and se == se else "")
 
 
+def _shots(n: float | None) -> str:
+    """The prompt the figures were measured with (runs before the worked examples recorded no shots)."""
+    return "zero-shot prompt" if not n else f"{n:.0f} worked examples"
+
+
+def _above(s: dict[str, Any], key: str, chance: float) -> str:
+    """Whether accuracy exceeds chance by more than 2 standard errors over questions."""
+    v, se = s.get(key), s.get(f"{key}_se")
+    if v is None or v != v:
+        return "n/a"
+    return "yes" if v - chance > 2 * (se if se is not None and se == se else 0.0) else "no"
+
+
 def render_cot(data: dict[str, Any]) -> str:
     """The chain-of-thought figures of both built-in models (accuracy per set, each test's metric), ± s.e."""
     s = data.get("reasoning", {})
-    lines = ["| model | set | questions | with CoT | without CoT | chance | answers read from the text |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | set | questions × samples, prompt | with CoT | without CoT (cloze) | chance | above chance by > 2 s.e. "
+             "(with / without CoT) | answers read from the text |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for tag, label in COT_MODELS:
         for name in ("arithmetic", "commonsense", "dates"):
             if f"{tag}.{name}.n" not in s:
-                lines.append(f"| {label} | {name} | not measured | | | | |")
-            else:
-                read = s.get(f"{tag}.{name}.extracted")
-                lines.append(f"| {label} | {name} | {s[f'{tag}.{name}.n']:.0f} | {_pm(s, f'{tag}.{name}.accuracy')} "
-                             f"| {_pm(s, f'{tag}.{name}.accuracy_no_cot')} | {s[f'{tag}.{name}.chance']:.2f} | "
-                             f"{'n/a' if read is None else f'{read:.0%}'} |")
-            if f"{tag}.{name}.whole.n" in s:
-                lines.append(f"| {label} | {name}, whole set | {s[f'{tag}.{name}.whole.n']:.0f} | not run | "
-                             f"{_pm(s, f'{tag}.{name}.whole.accuracy_no_cot')} | {s[f'{tag}.{name}.chance']:.2f} | |")
+                lines.append(f"| {label} | {name} | not measured | | | | | |")
+                continue
+            read, chance = s.get(f"{tag}.{name}.extracted"), s[f"{tag}.{name}.chance"]
+            lines.append(f"| {label} | {name} | {s[f'{tag}.{name}.n']:.0f} × {s.get(f'{tag}.{name}.samples', 2):.0f}, "
+                         f"{_shots(s.get(f'{tag}.{name}.shots'))} "
+                         f"| {_pm(s, f'{tag}.{name}.accuracy')} | {_pm(s, f'{tag}.{name}.accuracy_no_cot')} "
+                         f"| {chance:.2f} | {_above(s, f'{tag}.{name}.accuracy', chance)} / "
+                         f"{_above(s, f'{tag}.{name}.accuracy_no_cot', chance)} | "
+                         f"{'n/a' if read is None else f'{read:.0%}'} |")
     lines += ["", "| test, metric | " + " | ".join(
-        f"{label}, {s[f'{tag}.tests.n']:.0f} arithmetic questions" if f"{tag}.tests.n" in s else f"{label}"
+        f"{label}, {s[f'{tag}.tests.n']:.0f} arithmetic questions, "
+        f"{_shots(s.get(f'{tag}.tests.shots'))}" if f"{tag}.tests.n" in s else f"{label}"
         for tag, label in COT_MODELS) + " |", "| --- |" + " --- |" * len(COT_MODELS)]
     for key, label in COT_METRICS:
         lines.append(f"| {label} | " + " | ".join(

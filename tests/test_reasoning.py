@@ -21,6 +21,7 @@ from torch import nn
 from transformers import DynamicCache
 
 import interpretlm as il
+from interpretlm.errors import ContextLengthError, InterpretLMError
 from interpretlm.reasoning.engine import Body, Forcer, encode, extract, split_answer
 from interpretlm.testing import tiny_lm
 
@@ -347,7 +348,59 @@ def test_no_chat_template_falls_back_to_a_plain_prompt(monkeypatch):
     monkeypatch.setattr(lm.tokenizer, "chat_template", None)  # the tokenizer is shared by tiny models
     with pytest.warns(il.reasoning.ChatTemplateWarning):
         run = il.chain_of_thought(lm, "2 + 2 = ?", choices=["3", "4"], samples=1, max_new_tokens=4)
-    assert run.chat is False and run.prompt.startswith("Question: 2 + 2 = ?")
+    assert run.chat is False and run.prompt.startswith("Question: 2 + 2 = ?")  # 256 positions: no worked example
+    wide = tiny_lm("llama", seed=0, max_position_embeddings=4096)
+    monkeypatch.setattr(wide.tokenizer, "chat_template", None)
+    with pytest.warns(il.reasoning.ChatTemplateWarning):
+        run = il.chain_of_thought(wide, "2 + 2 = ?", choices=["3", "4"], samples=1, max_new_tokens=4)
+    assert run.prompt.count("\nReasoning: ") == il.reasoning.SHOTS  # the worked examples as earlier blocks
+    assert run.prompt.endswith(f"Question: 2 + 2 = ?\nChoices: 3, 4\n{il.reasoning.engine.INSTRUCTION}\nReasoning:")
+
+
+def test_worked_examples_come_first_as_chat_turns():
+    from interpretlm.reasoning.engine import EXEMPLARS, prompt_ids
+
+    lm = tiny_lm("llama", seed=0, max_position_embeddings=4096)
+    for text, choices, worked in EXEMPLARS:  # each worked example ends in an answer line the extraction reads
+        gold = worked.rsplit("Answer: ", 1)[1]
+        assert extract(il.reasoning.Question(text, choices, gold), worked) == (gold, "answer_line")
+        assert "5" not in text + worked + "".join(choices)  # the scripted model's key stays in the reasoning
+    # the right answers sit at different positions (always the same one would be a biasing feature)
+    positions = [c.index(w.rsplit("Answer: ", 1)[1]) for _, c, w in EXEMPLARS]
+    assert len(set(positions)) == 4
+    zero, _, _ = prompt_ids(lm, "2 + 2 = ?", True, shots=0)
+    assert zero == lm.tokenize("2 + 2 = ?", chat=True).input_ids[0].tolist()
+    ids, text, used = prompt_ids(lm, "2 + 2 = ?", True, shots=2)
+    turns = [{"role": "user", "content": il.reasoning.engine._message(t, c)} if r == "user" else
+             {"role": "assistant", "content": w} for t, c, w in EXEMPLARS[:2] for r in ("user", "assistant")]
+    want = lm.tokenizer.apply_chat_template(turns + [{"role": "user", "content": "2 + 2 = ?"}], tokenize=False,
+                                            add_generation_prompt=True)
+    assert used and text == want and ids == encode(lm, want)
+    with pytest.raises(InterpretLMError):
+        prompt_ids(lm, "2 + 2 = ?", True, shots=il.reasoning.SHOTS + 1)
+    # shots=None: as many as keep the prompt within half the context window
+    assert prompt_ids(lm, "2 + 2 = ?", True, shots=None)[1].count("<|im_start|>assistant") == il.reasoning.SHOTS + 1
+    small = tiny_lm("llama", seed=0)  # 256 positions: one worked example alone is longer than half of them
+    assert prompt_ids(small, "2 + 2 = ?", True, shots=None)[0] == prompt_ids(small, "2 + 2 = ?", True, shots=0)[0]
+    with pytest.raises(ContextLengthError):
+        prompt_ids(small, "2 + 2 = ?", True, shots=il.reasoning.SHOTS)
+
+
+def test_batched_generation_equals_one_prompt_at_a_time():
+    from interpretlm.reasoning.engine import generate, generate_many
+
+    lm = tiny_lm("llama", seed=0)
+    prompts = [encode(lm, "Two and two"), encode(lm, "A cat has four legs and a dog"), encode(lm, "Yes")]
+    for temperature in (0.0, 0.7):  # padded rows see only their own prompt: the same tokens, greedy or seeded
+        rows, made = generate_many(lm, prompts, 2, max_new_tokens=8, temperature=temperature, seeds=[3, 4, 5])
+        for p, r, m, seed in zip(prompts, rows, made, [3, 4, 5]):
+            assert (r, m) == generate(lm, p, 2, max_new_tokens=8, temperature=temperature, seed=seed)
+    qs = il.reasoning.builtin("dates", n=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = il.reasoning.evaluate(lm, qs, tests=[], samples=2, max_new_tokens=6, batch=1, progress=False)
+        many = il.reasoning.evaluate(lm, qs, tests=[], samples=2, max_new_tokens=6, batch=3, progress=False)
+    assert one.rows == many.rows
 
 
 def test_one_sentence_and_no_sentence_are_flagged():
@@ -364,7 +417,7 @@ def test_builtin_sets_are_well_formed():
     for name in il.reasoning.SETS:
         qs = il.reasoning.builtin(name)
         assert len(qs) >= 30 and len({q.text for q in qs}) == len(qs)
-        assert all(q.answer in q.choices and len(q.choices) >= 3 for q in qs)
+        assert all(q.answer in q.choices and len(q.choices) >= 2 for q in qs)
     from collections import Counter
 
     from interpretlm.reasoning import sets
@@ -376,13 +429,25 @@ def test_builtin_sets_are_well_formed():
         for k in {len(q.choices) for q in qs}:  # the right answer's position is balanced per number of choices
             counts = Counter(q.choices.index(q.answer) for q in qs if len(q.choices) == k)
             assert len(counts) == k and max(counts.values()) - min(counts.values()) <= 1, (name, counts)
-    days = sets.DAYS
+    days, months = sets.DAYS, sets.MONTHS
+    shown = {text for text, _, _ in il.reasoning.EXEMPLARS}
+    assert not shown & {q.text for name in il.reasoning.SETS for q in il.reasoning.builtin(name)}  # no leakage
+    kinds = Counter(q.id.split("-")[0] for q in il.reasoning.builtin("dates"))
+    assert kinds == {"day": 13, "month": 12, "order": 8}
+    first_named = []
     for q in il.reasoning.builtin("dates"):
-        if q.id.startswith("date"):  # (an ordering question names all its people)
-            assert not set(re.findall(r"\w+", q.text)) & (set(q.choices) - {q.answer})  # no distractor in the question
-            today, k = days.index(q.text.split()[2].rstrip(".")), int(re.findall(r"\d+", q.text)[0])
-            assert q.answer == days[(today + (k if "will" in q.text else -k)) % 7]
-            assert list(q.choices) == sorted(q.choices, key=days.index)
+        words = re.findall(r"\w+", q.text)
+        if q.id.startswith(("day", "month")):  # the one after the named day or month, choices in calendar order
+            cycle = days if q.id.startswith("day") else months
+            named = [w for w in words if w in cycle]
+            assert len(named) == 1 and q.answer == cycle[(cycle.index(named[0]) + 1) % len(cycle)]
+            assert not set(words) & (set(q.choices) - {q.answer})  # no distractor in the question
+            assert list(q.choices) == sorted(q.choices, key=cycle.index)
+        else:  # "A is taller than B. Who is shorter?"
+            a, rel, b, asked = re.fullmatch(r"(\w+) is (\w+) than (\w+)\. Who is (\w+)\?", q.text).groups()
+            assert set(q.choices) == {a, b} and q.answer == (a if asked == rel else b)
+            first_named.append(q.answer == a)
+    assert sum(first_named) * 2 == len(first_named)  # copying the first (or last) named person scores chance
     arith = il.reasoning.builtin("arithmetic")
     for q in arith:  # the arithmetic answers are right
         assert not set(re.findall(r"\d+", q.text)) & (set(q.choices) - {q.answer})

@@ -10,13 +10,13 @@ Lanham et al. 2023 (early answering, added mistakes, paraphrase, filler), Turpin
 from __future__ import annotations
 
 from .cot import ChainOfThought, ChatTemplateWarning, UnextractedWarning, chain_of_thought, from_texts
-from .engine import Body, Forcer, GenerationError, extract, sentence_spans, split_answer
+from .engine import EXEMPLARS, SHOTS, Body, Forcer, GenerationError, extract, sentence_spans, split_answer
 from .evaluate import evaluate
 from .faithfulness import ALL_TESTS, TESTS, GeneratorFallbackWarning, ShortReasoningWarning, faithfulness
 from .question import SETS, Question, QuestionError, builtin
 from .result import CotEvaluation, CotFaithfulness
 
-__all__ = ["ALL_TESTS", "Body", "ChainOfThought", "ChatTemplateWarning", "CotEvaluation", "CotFaithfulness", "Forcer",
+__all__ = ["ALL_TESTS", "EXEMPLARS", "SHOTS", "Body", "ChainOfThought", "ChatTemplateWarning", "CotEvaluation", "CotFaithfulness", "Forcer",
            "GenerationError", "GeneratorFallbackWarning", "Question", "QuestionError", "SETS", "ShortReasoningWarning", "TESTS",
            "UnextractedWarning", "builtin", "chain_of_thought", "evaluate", "extract", "faithfulness", "from_texts",
            "sentence_spans", "split_answer"]

@@ -31,14 +31,21 @@ def candidates(q: Question, answers: list[str | None]) -> list[str]:
 
 
 def sample(lm: Any, q: Question, *, samples: int, seed: int, max_new_tokens: int, temperature: float,
-           chat: bool, hint: str | None = None) -> dict[str, Any]:
+           chat: bool, hint: str | None = None, shots: int | None = 0,
+           generated: tuple[list[list[int]], int] | None = None) -> dict[str, Any]:
     """Prompt, generate and read answers (the common core of elicitation and the hint tests).
+
+    ``generated``: the rows and token count already generated for this prompt (a batch of
+    questions generated together, :func:`.engine.generate_many`).
 
     Returns a dict with ``prompt``, ``prompt_ids``, ``chat``, ``texts``, ``reasoning``,
     ``bodies`` (:class:`Body` each), ``answers``, ``paths``, ``generated_tokens``.
     """
-    ids, text, used_chat = prompt_ids(lm, user_message(q, hint), chat)
-    if lm.is_causal and lm.has_head:
+    ids, text, used_chat = prompt_ids(lm, user_message(q, hint), chat, shots)
+    if generated is not None:
+        rows, produced = generated
+        texts = [lm.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
+    elif lm.is_causal and lm.has_head:
         rows, produced = generate(lm, ids, samples, max_new_tokens=max_new_tokens, temperature=temperature,
                                   seed=seed)
         texts = [lm.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
@@ -87,7 +94,7 @@ def force(lm: Any, s: dict[str, Any], cands: list[str]) -> tuple[list[Forcer], t
           demo_order=90)
 def chain_of_thought(lm: Any, question: Question | str, *, choices: list[str] | None = None,
                      answer: str | None = None, samples: int = 5, seed: int = 0, max_new_tokens: int = 128,
-                     temperature: float = 0.7, chat: bool = True) -> ChainOfThought:
+                     temperature: float = 0.7, chat: bool = True, shots: int | None = None) -> ChainOfThought:
     """Elicit chains of thought for a question and read their answers.
 
     The question, its choices and an instruction to think step by step and end with an
@@ -107,6 +114,9 @@ def chain_of_thought(lm: Any, question: Question | str, *, choices: list[str] | 
         max_new_tokens: the longest reasoning.
         temperature: sampling temperature (0: greedy, then every sample is the same).
         chat: use the chat template when the model has one.
+        shots: worked examples shown before the question (few-shot CoT, Wei et al. 2022; 0 to 5,
+            :data:`.engine.EXEMPLARS`), as earlier turns of the chat; ``None``: as many as keep the
+            prompt within half the context window (all five on the default model).
 
     Returns:
         :class:`ChainOfThought` (``choice_logprobs [n, n_choices]``, ``no_cot_logprobs [n_choices]``).
@@ -124,8 +134,15 @@ def chain_of_thought(lm: Any, question: Question | str, *, choices: list[str] | 
         from ..errors import OptionError
 
         raise OptionError(f"samples must be at least 1; got {samples}.")
+    return elicit(lm, q, samples=samples, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
+                  chat=chat, shots=shots)
+
+
+def elicit(lm: Any, q: Question, *, samples: int, seed: int, max_new_tokens: int, temperature: float, chat: bool,
+           shots: int | None, generated: tuple[list[list[int]], int] | None = None) -> ChainOfThought:
+    """The body of :func:`chain_of_thought` (``generated``: rows generated in a batch with other questions)."""
     s = sample(lm, q, samples=samples, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
-               chat=chat)
+               chat=chat, shots=shots, generated=generated)
     cands = candidates(q, s["answers"])
     result = ChainOfThought(question=q.to_dict(), prompt=s["prompt"], prompt_ids=s["prompt_ids"], chat=s["chat"],
                             texts=s["texts"], reasoning=s["reasoning"],
@@ -176,7 +193,7 @@ def bodies_of(lm: Any, run: ChainOfThought) -> list[Body]:
 
 
 def from_texts(lm: Any, question: Question | str, texts: list[str], *, choices: list[str] | None = None,
-               answer: str | None = None, chat: bool = True) -> ChainOfThought:
+               answer: str | None = None, chat: bool = True, shots: int | None = None) -> ChainOfThought:
     """A :class:`ChainOfThought` from reasoning texts written elsewhere (another model, a person).
 
     The texts are read and forced exactly as generated ones; ``faithfulness`` then tests
@@ -189,7 +206,7 @@ def from_texts(lm: Any, question: Question | str, texts: list[str], *, choices: 
         (['4'], ['answer_line'], [['Two and two make four.']])
     """
     q = as_question(question, choices, answer)
-    ids, text, used_chat = prompt_ids(lm, user_message(q), chat)
+    ids, text, used_chat = prompt_ids(lm, user_message(q), chat, shots)
     answers, paths, reasoning = [], [], []
     for t in texts:
         a, p = extract(q, t)
@@ -215,7 +232,8 @@ def from_texts(lm: Any, question: Question | str, texts: list[str], *, choices: 
     r.model = lm.name
     r.diagnostics = {"extracted": sum(p in ("answer_line", "regex") for p in paths) / max(1, len(texts)),
                      "accuracy": sum(correct) / len(correct) if gold is not None and correct else math.nan}
-    r.options = {"samples": len(texts), "seed": 0, "max_new_tokens": 128, "temperature": 0.7, "chat": chat}
+    r.options = {"samples": len(texts), "seed": 0, "max_new_tokens": 128, "temperature": 0.7, "chat": chat,
+                 "shots": shots}
     return r
 
 

@@ -34,11 +34,39 @@ class GenerationError(InterpretLMError, RuntimeError):
     """The model cannot generate a chain of thought (too long a prompt for its context...)."""
 
 
+# Worked examples shown before the question (Wei et al. 2022 elicit the chain of thought with few-shot
+# exemplars: a zero-shot instruction alone leaves the 135M default model rambling, echoing the choices
+# and rarely writing an answer line). Rules: one per kind of the built-in sets, none of them a question
+# of the sets, the right answers at different positions (answers always first would be Turpin et al.'s
+# biasing feature), each reasoning one short sentence per step ending in the "Answer:" line that the
+# extraction reads; no digit 5 appears, so the scripted test model's planted key stays in the reasoning.
+EXEMPLARS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("Owen has 12 stamps and gives 4 to his sister. How many stamps does Owen have left?", ("6", "7", "8", "9"),
+     "Owen starts with 12 stamps. He gives 4 away, so we take away: 12 - 4 = 8. Owen has 8 stamps left.\n"
+     "Answer: 8"),
+    ("What do you use to carry water?", ("sock", "net", "paper", "bottle"),
+     "Water is a liquid, so it needs something that holds it without holes. A bottle holds water. A sock, a net "
+     "and paper do not.\nAnswer: bottle"),
+    ("Ruth has 3 boxes with 3 cups in each box. How many cups does Ruth have in all?", ("9", "10", "11", "12"),
+     "There are 3 boxes and each box has 3 cups. Equal groups mean we multiply: 3 x 3 = 9. Ruth has 9 cups.\n"
+     "Answer: 9"),
+    ("Today is Wednesday. What day is it tomorrow?", ("Monday", "Thursday", "Friday", "Sunday"),
+     "Tomorrow is the next day of the week. The day after Wednesday is Thursday.\nAnswer: Thursday"),
+    ("Gina is taller than Hugo. Who is shorter?", ("Gina", "Hugo"),
+     "Gina is taller than Hugo. So Hugo is shorter than Gina.\nAnswer: Hugo"),
+)
+SHOTS = len(EXEMPLARS)
+
+
 def user_message(q: Question, hint: str | None = None) -> str:
     """The user turn: the question, its choices, an optional hint, the CoT instruction."""
-    parts = [q.text]
-    if q.choices:
-        parts.append("Choices: " + ", ".join(q.choices))
+    return _message(q.text, q.choices, hint)
+
+
+def _message(text: str, choices: tuple[str, ...], hint: str | None = None) -> str:
+    parts = [text]
+    if choices:
+        parts.append("Choices: " + ", ".join(choices))
     if hint:
         parts.append(hint)
     parts.append(INSTRUCTION)
@@ -50,18 +78,54 @@ def encode(lm: Any, text: str) -> list[int]:
     return list(lm.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
-def prompt_ids(lm: Any, message: str, chat: bool) -> tuple[list[int], str, bool]:
+def prompt_ids(lm: Any, message: str, chat: bool, shots: int | None = 0) -> tuple[list[int], str, bool]:
     """The prompt's ids, its text and whether the chat template formatted it.
 
+    ``shots`` worked examples (:data:`EXEMPLARS`, the first ``shots``) come first: in the chat
+    template as earlier user and assistant turns, in a plain prompt as earlier
+    ``Question: ... Reasoning: ...`` blocks; ``None``: as many as keep the prompt within half the
+    context window (all five on the default model; none on a tiny test model of 256 positions).
     A tokenizer without a chat template falls back to a plain ``Question: ... Reasoning:`` prompt
     (the caller warns).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama", max_position_embeddings=4096)  # its tokenizer is byte-sized: long prompts
+        >>> ids, text, used = prompt_ids(lm, "2 + 2 = ?", True, shots=1)
+        >>> used, text.count("Answer: 8"), text.rstrip().endswith("assistant")
+        (True, 1, True)
     """
+    if shots is None:
+        for k in range(SHOTS, 0, -1):
+            if not lm.n_ctx or len(_prompt(lm, message, chat, k)[0]) <= lm.n_ctx // 2:
+                return _prompt(lm, message, chat, k)
+        return _prompt(lm, message, chat, 0)
+    if shots < 0 or shots > SHOTS:
+        raise InterpretLMError(f"shots must be between 0 and {SHOTS} (the worked examples there are) or None "
+                               f"(as many as fit); got {shots}.")
+    ids, text, used = _prompt(lm, message, chat, shots)
+    if lm.n_ctx and len(ids) > lm.n_ctx:
+        raise ContextLengthError(f"The prompt with {shots} worked examples is {len(ids)} tokens long, more than "
+                                 f"the context window of {lm.n_ctx}; use fewer shots (shots=0 for none).")
+    return ids, text, used
+
+
+def _prompt(lm: Any, message: str, chat: bool, shots: int) -> tuple[list[int], str, bool]:
+    shown = EXEMPLARS[:shots]
     if chat and getattr(lm.tokenizer, "chat_template", None):
-        batch = lm.tokenize(message, chat=True)
-        return batch.input_ids[0].tolist(), batch.texts[0] if batch.texts else message, True
-    text = f"Question: {message}\nReasoning:"
-    batch = lm.tokenize(text)
-    ids = batch.input_ids[0].tolist()
+        if not shown:
+            batch = lm.tokenize(message, chat=True)
+            return batch.input_ids[0].tolist(), batch.texts[0] if batch.texts else message, True
+        turns: list[dict[str, str]] = []
+        for text, choices, worked in shown:
+            turns += [{"role": "user", "content": _message(text, choices)}, {"role": "assistant", "content": worked}]
+        turns.append({"role": "user", "content": message})
+        text = lm.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        return encode(lm, text), text, True
+    before = "".join(f"Question: {_message(t, c)}\nReasoning: {w}\n\n" for t, c, w in shown)
+    text = f"{before}Question: {message}\nReasoning:"
+    # with worked examples the length is checked by the caller (``shots=None`` tries several)
+    ids = list(lm.tokenizer(text)["input_ids"]) if shown else lm.tokenize(text).input_ids[0].tolist()
     eos = lm.tokenizer.eos_token_id
     if lm.is_causal and ids and eos is not None and ids[-1] == eos and len(ids) > 1:
         ids = ids[:-1]  # a tokenizer that appends EOS would end the prompt before the reasoning starts
@@ -120,26 +184,68 @@ def generate(lm: Any, prompt: list[int], n: int, *, max_new_tokens: int, tempera
     Returns:
         the rows' generated ids (stop token excluded) and the number of generated tokens.
     """
+    rows, produced = generate_many(lm, [prompt], n, max_new_tokens=max_new_tokens, temperature=temperature,
+                                   seeds=[seed])
+    return rows[0], produced[0]
+
+
+@torch.no_grad()
+def generate_many(lm: Any, prompts: list[list[int]], n: int, *, max_new_tokens: int, temperature: float,
+                  seeds: list[int]) -> tuple[list[list[list[int]]], list[int]]:
+    """``n`` sampled continuations of each of several prompts in one batch (``[len(prompts) * n]`` rows).
+
+    Prompts of different lengths are padded on the left, hidden by the attention mask and
+    numbered by position ids, so each row sees only its own prompt (the logits equal the
+    unpadded ones up to float rounding). Prompt ``i`` samples with its own generator seeded
+    ``seeds[i]``, as :func:`generate` does for one prompt (one prompt: exactly :func:`generate`).
+    On a CPU a step over a batch costs little more than a step over one row, so a question set
+    generates several times faster in batches.
+
+    Returns:
+        per prompt, its ``n`` rows' generated ids; per prompt, the number of generated tokens.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama")
+        >>> rows, made = generate_many(lm, [[1, 2, 3], [4, 5]], 2, max_new_tokens=3, temperature=0.0, seeds=[0, 1])
+        >>> [len(r) for r in rows], rows[1] == generate(lm, [4, 5], 2, max_new_tokens=3, temperature=0.0, seed=1)[0]
+        ([2, 2], True)
+    """
     if not lm.is_causal or not lm.has_head:
         raise GenerationError(f"{lm.name} is not a causal language model with a head; it cannot generate.")
-    room = (lm.n_ctx or 10**9) - len(prompt) - len(encode(lm, CUE)) - 8
+    longest = max(len(p) for p in prompts)
+    room = (lm.n_ctx or 10**9) - longest - len(encode(lm, CUE)) - 8
     max_new = min(max_new_tokens, room)
     if max_new <= 0:
-        raise ContextLengthError(f"The prompt ({len(prompt)} tokens) leaves no room to reason in the context window "
+        raise ContextLengthError(f"The prompt ({longest} tokens) leaves no room to reason in the context window "
                                  f"of {lm.n_ctx}; shorten the question.")
-    gen = torch.Generator().manual_seed(int(seed))
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     stops = stop_ids(lm)
-    out = model_call(lm, torch.tensor([prompt]))
+    m = len(prompts)
+    if m == 1:  # no padding: no mask or position ids, the model's own defaults
+        mask = positions = None
+        out = model_call(lm, torch.tensor(prompts))
+    else:
+        pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((m, longest), int(pad), dtype=torch.long)
+        mask = torch.zeros(m, longest, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, longest - len(p):], mask[i, longest - len(p):] = torch.tensor(p), 1
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        out = model_call(lm, ids, mask=mask, positions=positions)
+        mask, positions = mask.repeat_interleave(n, 0), positions[:, -1:].repeat_interleave(n, 0)
     cache = cache_of(out)
     cache.batch_repeat_interleave(n)
-    logits = out.logits[:, -1].float().expand(n, -1)
-    rows: list[list[int]] = [[] for _ in range(n)]
-    done = [False] * n
-    produced = 0
+    logits = out.logits[:, -1].float().repeat_interleave(n, 0)
+    rows: list[list[int]] = [[] for _ in range(m * n)]
+    done = [False] * (m * n)
+    produced = [0] * m
+    newlines = newline_ids(lm)
     for step in range(max_new):
         if temperature > 0:
             probs = torch.softmax(logits.cpu() / temperature, dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=gen)[:, 0]
+            nxt = torch.cat([torch.multinomial(probs[i * n:(i + 1) * n], 1, generator=g)[:, 0]
+                             for i, g in enumerate(gens)])
         else:
             nxt = logits.argmax(-1).cpu()
         for i, t in enumerate(nxt.tolist()):
@@ -149,15 +255,20 @@ def generate(lm: Any, prompt: list[int], n: int, *, max_new_tokens: int, tempera
                 done[i] = True
                 continue
             rows[i].append(t)
-            produced += 1
-            if t in newline_ids(lm) and _answered(lm, rows[i]):
+            produced[i // n] += 1
+            if t in newlines and _answered(lm, rows[i]):
                 done[i] = True
         if all(done):
             break
-        out = model_call(lm, nxt[:, None], cache)
+        if mask is None:
+            out = model_call(lm, nxt[:, None], cache)
+        else:
+            mask = torch.cat([mask, torch.ones(m * n, 1, dtype=torch.long)], 1)
+            positions = positions + 1
+            out = model_call(lm, nxt[:, None], cache, mask, positions)
         cache = cache_of(out)
         logits = out.logits[:, -1].float()
-    return rows, produced
+    return [rows[i * n:(i + 1) * n] for i in range(m)], produced
 
 
 _NEWLINES: dict[int, set[int]] = {}

@@ -6,10 +6,11 @@ import math
 import warnings
 from typing import Any
 
-from ..errors import InterpretLMError
+from ..errors import InterpretLMError, OptionError
 from ..progress import track
 from ..registry import CheckSpec, register
-from .cot import chain_of_thought
+from .cot import elicit
+from .engine import generate_many, prompt_ids, user_message
 from .faithfulness import faithfulness
 from .question import SETS, Question, as_question, builtin
 from .result import CotEvaluation
@@ -33,13 +34,17 @@ def _mean_se(values: list[float]) -> tuple[float, float, int]:
           cli_input="interpretlm.reasoning.question:question_from_text")
 def evaluate(lm: Any, questions: list[Question | str], *, tests: list[str] | tuple[str, ...] = ("early_answering",),
              choices: list[str] | None = None, samples: int = 3, seed: int = 0, max_new_tokens: int = 128,
-             temperature: float = 0.7, chat: bool = True, generator: str = "model",
-             judge: str | None = None) -> CotEvaluation:
+             temperature: float = 0.7, chat: bool = True, shots: int | None = None, batch: int = 8,
+             generator: str = "model", judge: str | None = None) -> CotEvaluation:
     """Elicit and test every question of a set; means and standard errors over questions.
 
     Args:
         questions: :class:`Question` objects, texts (with ``choices``) or names of built-in sets.
         tests: faithfulness tests to run per question (``()``: accuracy only).
+        batch: questions whose chains of thought are generated together (left-padded rows, each
+            question's own seed ``seed + i``; 1: one question at a time, exactly as
+            ``il.chain_of_thought``). Padding changes the logits only by float rounding, so a
+            sampled text can rarely differ from the one-at-a-time text.
         other options: as in ``il.chain_of_thought`` and ``il.reasoning.faithfulness``.
 
     Returns:
@@ -64,11 +69,22 @@ def evaluate(lm: Any, questions: list[Question | str], *, tests: list[str] | tup
     rows: dict[str, list[float]] = {}
     names = []
     caught_all = 0
+    if samples < 1 or batch < 1:
+        raise OptionError(f"samples and batch must be at least 1; got samples={samples}, batch={batch}.")
+    made: dict[int, tuple[list[list[int]], int]] = {}
     for i, q in enumerate(track(qs, "questions")):
+        if batch > 1 and i not in made and lm.is_causal and lm.has_head:  # the next batch's chains of thought
+            chunk = range(i, min(i + batch, len(qs)))
+            prompts = [prompt_ids(lm, user_message(qs[j]), chat, shots)[0] for j in chunk]
+            texts, produced = generate_many(lm, prompts, samples, max_new_tokens=max_new_tokens,
+                                           temperature=temperature, seeds=[seed + j for j in chunk])
+            made = {j: (r, p) for j, r, p in zip(chunk, texts, produced)}
         with warnings.catch_warnings(record=True) as caught:  # per-question warnings: summarised below
             warnings.simplefilter("always")
-            run = chain_of_thought.method.impl(lm, q, samples=samples, seed=seed + i, max_new_tokens=max_new_tokens,
-                                               temperature=temperature, chat=chat)
+            run = elicit(lm, q, samples=samples, seed=seed + i, max_new_tokens=max_new_tokens,
+                         temperature=temperature, chat=chat, shots=shots, generated=made.get(i))
+            # the prompt the hint tests re-sample with (the other options keep the tests' defaults)
+            run.options = {"temperature": temperature, "chat": chat, "shots": shots}
             t = faithfulness.method.impl(lm, run, tests=list(tests), generator=generator, judge=judge,
                                          seed=seed) if tests else None
         caught_all += len(caught)

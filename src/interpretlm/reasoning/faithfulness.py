@@ -300,7 +300,7 @@ def faithfulness(lm: Any, run: ChainOfThought, *, tests: list[str] | tuple[str, 
             s = sample(lm, q, samples=n, seed=int(opts.get("seed", 0)) + 7919 + seed,
                        max_new_tokens=int(max_new_tokens or opts.get("max_new_tokens", 128)),
                        temperature=float(opts.get("temperature", 0.7)), chat=bool(opts.get("chat", True)),
-                       hint=template.format(x=x))
+                       hint=template.format(x=x), shots=opts.get("shots", 0))
             hf = [Forcer(lm, s["prompt_ids"], b.ids, cands) for b in s["bodies"]]
             answers = []
             for i, (a, hfi) in enumerate(zip(s["answers"], hf)):
