@@ -100,11 +100,16 @@ def estimators(d: dict[str, Any]) -> str:
             est = k.split(".")[-2]
             lowest[est] = min(lowest.get(est, 1.0), v)
             cells[est] = cells.get(est, 0) + 1
+    # the default ("auto") runs eap_ig_act on heads and eap_ig_tok on residual grids
+    auto = [v for k, v in s.items() if k.endswith(".pearson") and (".heads.eap_ig_act." in k or
+                                                                   ".resid_pre.eap_ig_tok." in k)]
     # an estimator not measured on all 6 set × grid cells says over how many its lowest is
     return (f"lowest Pearson r over {s['prompts_per_set']:.0f}-prompt IOI swap / IOI ABC / induction sets × "
             "resid_pre / heads: " + ", ".join(f"{ESTIMATOR_LABELS[k]} {v:.3f}" + ("" if cells[k] >= 6 else
                                                                              f" ({cells[k]} of 6 measured)")
-                                              for k, v in lowest.items()))
+                                              for k, v in lowest.items())
+            + f"; the default (over activations on heads, along token paths on resid_pre) {min(auto):.3f}"
+            + ("" if len(auto) >= 6 else f" ({len(auto)} of 6 measured)"))
 
 
 def app_latency(d: dict[str, Any]) -> str:

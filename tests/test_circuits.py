@@ -449,7 +449,16 @@ def test_token_path_ig_integrates_each_differing_token_alone(llama):
     assert torch.equal(one.effect, ig.effect) and one.diagnostics["forward_passes"] == 2 + 4
 
 
-def test_attribution_patch_default_is_token_path_eap_ig(llama):
-    """The default estimator is the one the README's estimator table picks (``eap_ig_tok``)."""
-    r = il.attribution_patch(llama, CLEAN, CORRUPT, il.Contrast(" Mary", " John"), over="heads")
-    assert r.options["estimator"] == "eap_ig_tok" and r.check.threshold == 0.1
+def test_attribution_patch_default_picks_the_estimator_per_grid(llama):
+    """The default (``auto``) is what the README's estimator table picks: integrated gradients over each
+    layer's activation on heads, along token paths elsewhere; the same numbers as asking for them."""
+    t = il.Contrast(" Mary", " John")
+    heads = il.attribution_patch(llama, CLEAN, CORRUPT, t, over="heads")
+    assert heads.options["estimator"] == "auto" and heads.diagnostics["estimator"] == "eap_ig_act"
+    assert heads.check.threshold == 0.1
+    assert torch.equal(heads.effect, il.attribution_patch(llama, CLEAN, CORRUPT, t, over="heads",
+                                                          estimator="eap_ig_act").effect)
+    resid = il.attribution_patch(llama, CLEAN, CORRUPT, t, over="resid_pre")
+    assert resid.diagnostics["estimator"] == "eap_ig_tok"
+    assert torch.equal(resid.effect, il.attribution_patch(llama, CLEAN, CORRUPT, t, over="resid_pre",
+                                                          estimator="eap_ig_tok").effect)

@@ -42,12 +42,12 @@ if TYPE_CHECKING:
     from ..model import LM
 
 
-ESTIMATORS = ("attribution", "atp_star", "eap_ig", "eap_ig_act", "eap_ig_tok")
+ESTIMATORS = ("auto", "attribution", "atp_star", "eap_ig", "eap_ig_act", "eap_ig_tok")
 # completeness threshold of each estimator's check: the integrated gradients (EAP-IG over the
 # inputs or over each node's activation) must add up to the full effect within 10%; the
 # first-order estimates (plain and AtP*, whose check node is first order in both) are only
 # expected to get its size right (within 100%)
-COMPLETENESS = {"attribution": 1.0, "atp_star": 1.0, "eap_ig": 0.1, "eap_ig_act": 0.1, "eap_ig_tok": 0.1}
+COMPLETENESS = {"auto": 0.1, "attribution": 1.0, "atp_star": 1.0, "eap_ig": 0.1, "eap_ig_act": 0.1, "eap_ig_tok": 0.1}
 # grids where patching one layer's node at every position is the clean run itself, so each
 # layer's row of integrated gradients over activations must add up to the whole effect
 WHOLE_LAYER_IS_CLEAN = ("resid_pre", "resid_post")
@@ -375,18 +375,20 @@ def atp_star_contributions(lm: "LM", xb, cb, target, names: list[str], over: str
 @register("attribution_patch", family="circuit analysis", takes="pairs", cli_input="interpretlm.datasets:from_spec",
           result=PatchResult, summary="attribution patching (first-order), AtP* and EAP-IG estimates of every patch",
           check=CheckSpec("completeness_error", 0.1, threshold_of=lambda r: COMPLETENESS[r.options.get("estimator")],
-                          advice="raise steps (the EAP-IG estimators), use estimator='eap_ig_tok', or use il.patch."))
+                          advice="raise steps (the EAP-IG estimators), try the other EAP-IG estimator "
+                                 "('eap_ig_tok' / 'eap_ig_act'), or use il.patch."))
 def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: TargetLike, *,
                       over: str = "resid_pre", positions: str | int | Sequence[int] | None = None,
-                      layers: Sequence[int] | None = None, estimator: str = "eap_ig_tok", steps: int = 5,
+                      layers: Sequence[int] | None = None, estimator: str = "auto", steps: int = 5,
                       graddrop: bool = True, batch_size: int = 32) -> PatchResult:
     """Estimate the activation-patching grid from gradients (attribution patching / EAP-IG).
 
     Args:
         lm, clean, corrupted, target, over, positions, layers: as :func:`~interpretlm.circuits.patch`.
-        estimator: ``"eap_ig_tok"`` (the default: of these, the one whose Pearson r with
-            exact patching is highest at its lowest over the README's IOI swap, IOI ABC and
-            induction sets on both grids; see the README), ``"attribution"`` (2 forward + 1
+        estimator: ``"auto"`` (the default: ``"eap_ig_act"`` on the heads grid and
+            ``"eap_ig_tok"`` on every other, the cheapest of these whose Pearson r with exact
+            patching is ≥ 0.9 on each of the README's IOI swap, IOI ABC and induction sets;
+            ``diagnostics["estimator"]`` says which ran), ``"attribution"`` (2 forward + 1
             backward pass), ``"atp_star"`` (AtP*,
             Kramár et al. 2024: the softmax of the attention a patched block input feeds
             recomputed exactly with the patched queries and keys, and GradDrop: 2 forward +
@@ -426,6 +428,10 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
         raise PatchingError(f"over must be one of {COMPONENTS}; got {over!r}.")
     if estimator not in ESTIMATORS:
         raise PatchingError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}.")
+    if estimator == "auto":
+        # heads: integrating each layer's own activation sees composition between layers (induction's
+        # heads); residual grids: each differing token's own path sees interacting tokens (IOI ABC)
+        estimator = "eap_ig_act" if over == "heads" else "eap_ig_tok"
     if estimator in ("eap_ig", "eap_ig_act", "eap_ig_tok") and steps < 1:
         raise PatchingError(f"steps must be at least 1; got {steps}.")
     if positions is None:
@@ -532,7 +538,7 @@ def attribution_patch(lm: "LM", clean: Prompts, corrupted: Prompts, target: Targ
              "eap_ig_act": f"EAP-IG over activations ({steps} steps)",
              "eap_ig_tok": f"EAP-IG along token paths ({steps} steps)",
              "atp_star": "AtP*" + ("" if graddrop else " (QK fix, no GradDrop)")}[estimator]
-    diagnostics: dict[str, Any] = {"forward_passes": fwd, "backward_passes": bwd, "completeness_error": completeness,
+    diagnostics: dict[str, Any] = {"estimator": estimator, "forward_passes": fwd, "backward_passes": bwd, "completeness_error": completeness,
                                    "seconds": time.perf_counter() - t0}
     result = PatchResult(
         model=lm.name, method=f"{label} ({over})", target=pairs.target.to_dict(), policy=xb.policy,
