@@ -194,6 +194,8 @@ def feature_steer(d: dict[str, Any]) -> str:
     return (f"best concept rate: feature {s['steer_feature_best_rate']:.3f}, difference-in-means "
             f"{s['steer_diff_in_means_best_rate']:.3f}; mining every feature, dense / sparse fold CPU "
             f"{s['mining_cpu_ratio_dense_over_sparse']:.2f}× (identical states)")
+
+
 def graph_peer(d: dict[str, Any]) -> str:
     s = d["features_graph"]
     return (f"{s['prompts']:.0f} prompts, 30 JumpReLU transcoders of {s['n_features']:.0f} features (mean FVU "
