@@ -132,9 +132,9 @@ def to_jumprelu(lm, tc: Dictionary, windows: list[list[int]]) -> Dictionary:
     at least 0 (circuit-tracer's JumpReLU passes ``x`` where ``x > threshold``, ours ``relu(x)``:
     the same for thresholds >= 0). Metrics (``fvu``, ``l0``) on the last quarter of the windows.
     """
-    from interpretlm.features.train import _read, reconstruction_metrics
+    from interpretlm.features.train import read_activations, reconstruction_metrics
 
-    x, y = _read(lm, tc.component, tc.output, windows)
+    x, y = read_activations(lm, tc.component, tc.output, windows)
     b_enc = tc.b_enc - (tc.b_dec @ tc.W_enc if tc.subtract_b_dec else 0.0)
     n_cal = x.shape[0] * 3 // 4
     pre = tc.pre_activations(x[:n_cal])

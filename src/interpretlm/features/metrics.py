@@ -49,12 +49,12 @@ def evaluate(lm: Any, sae: Dictionary, windows: list[list[int]], *, batch_size: 
         >>> m["l0"], m["ce_clean"] < m["ce_zero_ablated"] or m["ce_clean"] >= 0
         (8.0, True)
     """
-    from .train import _read, reconstruction_metrics
+    from .train import read_activations, reconstruction_metrics
 
     sae.check_model(lm)
     xs, ys = [], []
     for s in range(0, len(windows), batch_size):
-        x, y = _read(lm, sae.component, sae.output if sae.is_transcoder else None, windows[s:s + batch_size])
+        x, y = read_activations(lm, sae.component, sae.output if sae.is_transcoder else None, windows[s:s + batch_size])
         xs.append(x)
         if y is not None:
             ys.append(y)

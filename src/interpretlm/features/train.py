@@ -243,8 +243,19 @@ def reconstruction_metrics(sae: Dictionary, x: torch.Tensor, y: torch.Tensor | N
 
 
 # ---------------------------------------------------------------------- on a model
-def _read(lm: Any, component: str, output: str | None, windows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``x [n, d_in]`` (and a transcoder's ``y [n, d_out]``) for the windows, first token of each dropped."""
+def read_activations(lm: Any, component: str, output: str | None,
+                     windows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What a dictionary on ``component`` reads: ``x [n, d_in]``, and a transcoder's target ``y [n, d_out]``
+    at ``output`` (e.g. ``blocks.{i}.mlp``; else ``None``), for token windows ``[b][pos]``, the first token of each dropped
+    (``n = b * (pos - 1)``), as float32 on the CPU.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm()
+        >>> x, y = read_activations(lm, "blocks.0.mlp.input", "blocks.0.mlp", [[1, 2, 3, 4], [5, 6, 7, 8]])
+        >>> tuple(x.shape) == (6, lm.d_model), tuple(y.shape) == (6, lm.d_model)
+        (True, True)
+    """
     from contextlib import ExitStack
 
     got: dict[str, torch.Tensor] = {}
@@ -380,7 +391,7 @@ def train(lm: Any, component: str, *, corpus: Any = "builtin", kind: str = "topk
                 if len(batch) < batch_size and i + 1 < eval_windows + train_windows:
                     continue
                 window0 = i + 1 - len(batch) - eval_windows
-                x, y = _read(lm, component, output, batch)
+                x, y = read_activations(lm, component, output, batch)
                 g = torch.Generator().manual_seed(seed * 1_000_003 + window0)
                 order = torch.randperm(x.shape[0], generator=g)
                 for s in range(0, len(order), batch_tokens):
@@ -417,4 +428,4 @@ def train(lm: Any, component: str, *, corpus: Any = "builtin", kind: str = "topk
     return sae
 
 
-__all__ = ["KINDS", "Trainer", "fit", "reconstruction_metrics", "train"]
+__all__ = ["KINDS", "Trainer", "fit", "read_activations", "reconstruction_metrics", "train"]
