@@ -67,7 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import interpretlm as il  # noqa: E402
 from interpretlm.testing import tiny_lm  # noqa: E402
 from _results import record  # noqa: E402
-from interpretlm.influence.validate import spearman  # noqa: E402
+from interpretlm.influence.validate import _se, spearman  # noqa: E402
 
 
 def verses(n: int, skip: int = 0) -> list[str]:
@@ -179,15 +179,17 @@ def pretrained_model(args):
     lm = tiny_lm("llama", seed=0)
     cache = Path(args.pretrained) if args.pretrained else None
     t0 = time.perf_counter()
-    loaded = bool(cache and cache.exists())
+    recipe = {"steps": args.pretrain_steps, "texts": args.pretrain_texts, "lr": 3e-3, "batch": 32, "seed": 0}
+    saved = torch.load(cache) if cache and cache.exists() else None
+    loaded = saved is not None and saved.get("recipe") == recipe  # another recipe's weights are retrained
     if loaded:
-        lm.model.load_state_dict(torch.load(cache))
+        lm.model.load_state_dict(saved["state"])
     else:
         every = all_verses()
         pretrain(lm, every[-args.pretrain_texts:], steps=args.pretrain_steps, lr=3e-3, batch=32, seed=0)
         if cache:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(lm.model.state_dict(), cache)
+            torch.save({"recipe": recipe, "state": lm.model.state_dict()}, cache)
     print(f"pretrained model {lm.fingerprint[:12]} ({args.pretrain_steps} steps of 32 verses over the last "
           f"{args.pretrain_texts}; {'loaded' if loaded else 'trained'} "
           f"in {time.perf_counter() - t0:.0f} s)")
@@ -204,13 +206,6 @@ def select_queries(rep, keep: slice):
         out.methods[m] = {**v, "per_query": per_query, "lds": float(sum(per_query) / len(per_query)),
                           "se": _se(per_query)}
     return out
-
-
-def _se(values: list[float]) -> float:
-    import numpy as np
-
-    v = np.asarray(values, dtype=float)
-    return float(v.std(ddof=1) / len(v) ** 0.5)
 
 
 REGIMES = {  # the defaults of each regime: (train, steps, lr)
@@ -252,6 +247,8 @@ def main() -> None:
     warnings.simplefilter("ignore")
     if args.from_report:
         saved = json.loads(Path(args.from_report).read_text())
+        if "report" not in saved:  # an earlier run's JSON: the reported queries only
+            saved = {"n_dev": 0, "report": saved}
         rep = il.influence.LDSReport(**saved["report"])
         record_split(rep, saved["n_dev"])
         return
