@@ -337,9 +337,13 @@ VARIANTS = {"ekfac (projection 16)": "ekfac_proj16", "ekfac (no embedding)": "ek
 
 def record_report(rep, split: str = "") -> None:
     """Print the paired differences and record every figure of an LDS report. A from-scratch run
-    records under ``scratch.``, an SGD one (a diagnosis) under ``sgd.`` after that, the dev queries'
-    figures under ``dev.`` last, leaving the fine-tuning regime's reported Adam figures alone."""
-    pre = {"finetune": "", "scratch": "scratch."}[rep.settings.get("regime", "scratch")]
+    records under ``scratch.``, one with other than its regime's steps under ``steps<n>.`` after
+    that, an SGD one (a diagnosis) under ``sgd.``, the dev queries' figures under ``dev.`` last,
+    leaving the fine-tuning regime's reported figures alone."""
+    regime = rep.settings.get("regime", "scratch")
+    pre = {"finetune": "", "scratch": "scratch."}[regime]
+    if rep.settings.get("steps", REGIMES[regime][1]) != REGIMES[regime][1]:  # a sensitivity run, e.g. steps60.
+        pre += f"steps{rep.settings['steps']}."
     pre += ("" if rep.settings.get("optimizer", "adam") == "adam" else "sgd.") + split
     for m, v in rep.methods.items():
         if m in PEERS:
