@@ -225,6 +225,12 @@ def influence_lds(d: dict[str, Any]) -> str:
         out += (f"; bergson 2.5.1 EK-FAC {s['peer_lds.bergson']:.2f} ± {s['peer_lds_se.bergson']:.2f} (ours on its "
                 f"layers − it, paired: {s['peer_paired.bergson']:+.3f} ± {s['peer_paired_se.bergson']:.3f}) in "
                 f"{s['peer_seconds.bergson']:.0f} s, ours {s['seconds.ekfac_blocks']:.1f} s (loaded machine)")
+    if "scratch.lds.ekfac" in s:
+        diff, se = s["scratch.paired.bm25"], s["scratch.paired_se.bm25"]
+        verb = "ties" if abs(diff) <= 2 * se else ("beats" if diff > 0 else "trails")
+        out += (f"; trained from scratch on 32 verses instead, ekfac {s['scratch.lds.ekfac']:.2f} ± "
+                f"{s['scratch.lds_se.ekfac']:.2f} {verb} bm25 {s['scratch.lds.bm25']:.2f} ± {s['scratch.lds_se.bm25']:.2f} "
+                f"(paired {s['scratch.paired.bm25']:+.3f} ± {s['scratch.paired_se.bm25']:.3f})")
     return out
 
 
@@ -329,7 +335,8 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
      feature_graph, "features_units_graph.py"),
     ("a 1,024-feature SAE's best sea feature steered beside difference-in-means (default model)", feature_steer,
      "features_units_graph.py"),
-    ("influence functions, LDS on a tiny model (50 retrained half-subsets of 32 KJV verses, 64 held-out queries)",
+    ("influence functions, LDS on a pretrained tiny model fine-tuned on 128 KJV verses (50 retrained half-subsets, "
+     "64 held-out queries)",
      influence_lds, "influence.py --peers"),
     ("attribution graphs vs circuit-tracer 0.5 (nnsight backend), same transcoders and prompts", graph_peer,
      "features_graph_peer.py --threads 1 --prompts 2"),

@@ -158,8 +158,11 @@ def validate(model_fn: Callable[[int], Any], train: Any, queries: Sequence[str],
     """Linear datamodeling score of each influence method against real retraining (small models only).
 
     Args:
-        model_fn: ``fn(seed) -> LM``: a freshly initialised small model (the same seed gives the same
-            weights); every training run starts from ``model_fn(seed)``.
+        model_fn: ``fn(seed) -> LM``: a fresh small model (the same seed gives the same weights); every
+            training run starts from ``model_fn(seed)``. It may return a copy of a *pretrained* model,
+            so that ``train`` is fine-tuned on, the setting influence functions are usually judged in
+            (Kronfluence's GPT-2 / WikiText LDS; ``benchmarks/influence.py``): from a random
+            initialisation a tiny model learns mostly word statistics, which BM25 ranks as well.
         train: the training texts (a list or a ``.jsonl`` / ``.txt`` file).
         queries: held-out texts whose loss is predicted (with ``target``: prompts, loss ``-target``).
         subsets: retrained random subsets (≥ 50 for a meaningful LDS), each ``fraction`` of the texts.
