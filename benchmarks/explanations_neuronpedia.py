@@ -7,27 +7,28 @@ Their package calls OpenAI's API; here it calls ``_openai_shim.py``, an OpenAI-c
 legacy completions with ``echo=True, max_tokens=0, logprobs=15`` for their all-at-once simulator). Their
 code runs unchanged in its own venv (``_npd_runner.py``; no torch there), pointed at the shim.
 
-Per unit (the first ``--units`` of ``benchmarks/explanations.py --units``' neurons: layers 4, 14 and 24 of
-SmolLM2-135M, indices drawn with seed 0, round-robin), in one process, the two sides interleaved and their
-order alternating from unit to unit:
+The units: the first ``--units`` neurons of ``benchmarks/explanations.py --units`` (layers 4, 14 and 24 of
+SmolLM2-135M, indices drawn with seed 0, round-robin).
 
-1. **ours**: ``il.explain_unit(lm, unit, explainer=E, scorers=("simulation",))``: the explanation from the
-   marked top and quantile windows, and our all-at-once simulation score (Pearson r) on the held-out
-   activating windows and random non-activating ones.
+1. **ours**, as a user runs it: one ``il.explain_unit(lm, units, explainer=E, scorers=("simulation",))``
+   call (one mining pass for all units): the explanation from the marked top and quantile windows, and our
+   all-at-once simulation score (Pearson r) on the held-out activating windows and random non-activating
+   ones.
 2. **theirs**: their ``TokenActivationPairExplainer`` on the *same evidence records* (our top and quantile
-   windows as ``ActivationRecord``\\ s: token strings and raw activations), then their
+   windows as ``ActivationRecord``\ s: token strings and raw activations), then their
    ``ExplanationNeuronSimulator`` + ``simulate_and_score`` on the *same scoring windows*
    (``ev_correlation_score``).
 3. **cross**: our simulation of their explanation and their simulation of ours, so each scorer also scores
    both explanations (agreement of the two scorers on the same explanation).
 
 Seconds per unit count the explanation and the simulation (not our mining, which their pipeline receives
-done): ours is the explainer's generation (timed again on the prompt ``explain_unit`` stored, which must give
-the same text) plus the simulation scorer's own seconds; theirs is the client-side wall time of their
-explain and score calls (model time in the shim plus HTTP and parsing). Token counts are load-independent:
-tokens run through the model by each side's simulation.
+done), measured per unit in one process with the two sides' order alternating from unit to unit: ours is
+the explainer's generation timed again on the prompt ``explain_unit`` stored (it must give the same text)
+plus our simulation scorer run again on the same windows (it must give the same r); theirs is the
+client-side wall time of their explain and score calls (model time in the shim plus HTTP and parsing).
+Token counts are load-independent: tokens each side's simulation runs through the model.
 
-Run:  PYTHONPATH=src .venv/bin/python benchmarks/explanations_neuronpedia.py [--units 6] [--windows 20]
+Run:  PYTHONPATH=src .venv/bin/python benchmarks/explanations_neuronpedia.py [--units 5] [--windows 6]
       [--explainer qwen2.5-coder-0.5b] [--venv /work/main/.bench-venvs/autointerp]
 """
 
