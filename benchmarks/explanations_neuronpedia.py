@@ -29,7 +29,8 @@ client-side wall time of their explain and score calls (model time in the shim p
 Token counts are load-independent: tokens each side's simulation runs through the model.
 
 Run:  PYTHONPATH=src .venv/bin/python benchmarks/explanations_neuronpedia.py [--units 5] [--windows 6]
-      [--explainer qwen2.5-coder-0.5b] [--venv /work/main/.bench-venvs/autointerp]
+      [--explainer qwen2.5-coder-0.5b] [--venv /work/main/.bench-venvs/autointerp] [--log units.jsonl]
+      [--summarize units.jsonl]
 """
 
 from __future__ import annotations
@@ -118,7 +119,12 @@ def main() -> None:
     ap.add_argument("--venv", default=VENV)
     ap.add_argument("--log", default=None, help="append each unit's figures to this JSON-lines file")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--summarize", default=None, help="summarise a --log file (a run cut short) instead of running")
+    ap.add_argument("--tag", default="", help="--summarize: the key suffix of the explainer ('' for the default model)")
     a = ap.parse_args()
+    if a.summarize:
+        summarize([json.loads(line) for line in Path(a.summarize).read_text().splitlines() if line.strip()], a.tag)
+        return
     if a.threads:
         torch.set_num_threads(a.threads)
     lm = il.load()

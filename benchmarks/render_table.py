@@ -289,6 +289,8 @@ def explanation_npd(d: dict[str, Any]) -> str:
     if "same_explanation_spearman" in e:
         out += (f", same explanation scored by both Pearson {e['same_explanation_pearson']:+.2f} / Spearman "
                 f"{e['same_explanation_spearman']:+.2f} (n={e['same_explanation_n']:.0f})")
+    if max(abs(e["ours_mean_score"]), abs(e["theirs_mean_score"])) < 0.05:
+        out += "; both sides' scores sit at chance with the 135M explainer, so the agreement ranks noise"
     return out + f" (load {e['load_average']:.0f} on 2 cores)"
 
 
