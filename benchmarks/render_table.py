@@ -283,6 +283,23 @@ def explanation_distribution(d: dict[str, Any]) -> str:
             f"{secs}, whole unit {e['dist_unit_seconds']:.0f} (load 8–28 on 2 cores)")
 
 
+def explanation_npd(d: dict[str, Any]) -> str:
+    e = d["explanations_npd"]
+    out = (f"{e['units_both']:.0f}/{e['units']:.0f} neurons; explain + simulate {e['ours_seconds_per_unit']:.0f} s per "
+           f"unit ours, {e['theirs_seconds_per_unit']:.0f} s theirs (theirs/ours {e['theirs_over_ours_time']:.1f}× "
+           f"per unit, median; simulation {e['theirs_over_ours_sim_time']:.1f}× the time, "
+           f"{e['theirs_over_ours_sim_tokens']:.1f}× the tokens); simulation r means ours {e['ours_mean_score']:+.2f}, "
+           f"theirs {e['theirs_mean_score']:+.2f}")
+    if "own_explanations_spearman" in e:
+        out += f"; agreement per unit Spearman {e['own_explanations_spearman']:+.2f}"
+    if "same_explanation_spearman" in e:
+        out += (f", same explanation scored by both Pearson {e['same_explanation_pearson']:+.2f} / Spearman "
+                f"{e['same_explanation_spearman']:+.2f} (n={e['same_explanation_n']:.0f})")
+    if max(abs(e["ours_mean_score"]), abs(e["theirs_mean_score"])) < 0.05:
+        out += "; both sides' scores sit at chance with the 135M explainer, so the agreement ranks noise"
+    return out + f" (load {e['load_average']:.0f} on 2 cores)"
+
+
 def mining(d: dict[str, Any]) -> str:
     m = d["maximization"]
     ratios = m["mining_ratios_vs_forward"]
@@ -353,6 +370,9 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
      "maximization.py --epo-only --windows 512 --epo-steps 20 --epo-population 4 --epo-swaps 16"),
     ("explanations of neurons of layers 4, 14, 24 of the default model, explained and scored by it (10 + 10 windows)",
      explanation_distribution, "explanations.py --units 17 --windows 10 --max-windows 400"),
+    ("unit explanations vs Neuronpedia automated-interpretability 0.0.24 (OpenAI's pipeline), same neurons, records "
+     "and explainer (the default model, through an OpenAI shim on 127.0.0.1)", explanation_npd,
+     "explanations_neuronpedia.py --units 5"),
 ]
 
 

@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, tuple[list[str], Path | None]] = {
     "features_graph": (["features_graph_peer.py", "--threads", "1", "--prompts", "2"], None),
     "influence_default": (["influence.py", "--workload", "default-model"], None),
     "explanations": (["explanations.py", "--cost", "--planted", "--ground-truth", "--units", "2"], None),
+    "explanations_neuronpedia": (["explanations_neuronpedia.py", "--units", "5"], None),
     "maximization": (["maximization.py", "--windows", "128", "--repeats", "3", "--epo-neurons", "0"], None),
     "maximization_scoring": (["maximization.py", "--scoring-ratio", "2"], None),
     "maximization_epo": (["maximization.py", "--epo-only", "--windows", "512", "--epo-steps", "20",
