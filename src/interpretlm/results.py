@@ -38,6 +38,9 @@ from .viz import html as H
 from .viz.figures import Figure, Table, Text
 from .viz.render import render, render_all
 
+# values that hold no float (ints and bools cannot be NaN or inf): the non-finite scan skips them
+_NO_NUMBERS = (str, int, type(None))
+
 FORMAT_VERSION = 1
 
 
@@ -255,10 +258,12 @@ class Result:
                 found.append((path, repr(v)))
         elif isinstance(value, dict):
             for k, v in value.items():
-                self._walk_nonfinite(v, f"{path}.{k}", found)
+                if not isinstance(v, _NO_NUMBERS):   # the path is built only where a number may hide
+                    self._walk_nonfinite(v, f"{path}.{k}", found)
         elif isinstance(value, (list, tuple)):
             for i, v in enumerate(value):
-                self._walk_nonfinite(v, f"{path}[{i}]", found)
+                if not isinstance(v, _NO_NUMBERS):
+                    self._walk_nonfinite(v, f"{path}[{i}]", found)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:

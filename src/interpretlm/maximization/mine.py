@@ -107,8 +107,8 @@ def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: i
         hist_range=t["hist_range"], mean=mean.float(), std=std.float(), frequency=freq.float(),
         glu_names=[names[j] for j in glu_units], glu_frequency=(t["glu_n"].double() / g_tokens).float(),
         glu_values=g_v, glu_windows=g_w,
-        dead=[names[j] for j in range(len(names)) if t["n_fire"][j] == 0],
-        rare=[names[j] for j in range(len(names)) if 0 < freq[j] < rare_frequency])
+        dead=[names[j] for j in (t["n_fire"] == 0).nonzero().flatten().tolist()],
+        rare=[names[j] for j in ((freq > 0) & (freq < rare_frequency)).nonzero().flatten().tolist()])
 
     # ---- examples of the first `detail` units, recomputed token by token
     det = list(range(min(detail, len(names))))

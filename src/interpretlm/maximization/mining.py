@@ -40,6 +40,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,49 @@ from .corpus import Corpus, CorpusError
 
 GLU_COMBOS = ("gate+ up+", "gate+ up-", "gate- up+", "gate- up-")
 STATE_FORMAT = 1
+#: fold a block's values on a second thread while the forward pass runs the next blocks (:func:`folding`)
+OVERLAP = True
+#: the most blocks waiting to be folded: each holds its values (and gate/up projections) alive
+_MAX_PENDING = 3
+
+
+class _Folds:
+    """Folds run in submission order, on one background thread (``overlap``) or at once in the caller."""
+
+    def __init__(self, overlap: bool) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interpretlm-fold") if overlap else None
+        self.pending: deque[Future] = deque()
+
+    @staticmethod
+    def _run(fn: Any, args: tuple) -> None:
+        with torch.inference_mode():   # what the hooks run under: the values are inference tensors
+            fn(*args)
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        if self.pool is None:
+            fn(*args)
+            return
+        while len(self.pending) >= _MAX_PENDING:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self._run, fn, args))
+
+    def wait(self) -> None:
+        """Block until every submitted fold ran; raise the first error one of them raised."""
+        error = None
+        while self.pending:
+            try:
+                self.pending.popleft().result()
+            except BaseException as exc:   # noqa: BLE001 - every fold must end before the state is read
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        if self.pool is not None:
+            try:
+                self.wait()
+            finally:
+                self.pool.shutdown(wait=True)
 
 
 class MiningError(InterpretLMError, ValueError):
@@ -154,14 +199,14 @@ class MiningState:
         fires = wmax > fire_threshold
         band = ((wmax - fire_threshold) / span * bands).floor().clamp(0, bands - 1).long()
         key = torch.rand(b, n, generator=gen).T
-        q_key = t["q_key"][at]
-        for j in range(bands):   # a loop over the few bands; the units stay one tensor
-            kj = torch.where(fires & (band == j), key, float("-inf"))
-            units = _entering(kj, q_key[:, j, -1:])    # only units whose band gets a higher priority change
-            if not len(units):
-                continue
+        # every (unit, band) row at once: a window's priority in its own band, -inf in the others; only the
+        # rows where some priority beats the band's last kept one are sorted (a band's rows are independent)
+        in_band = band.unsqueeze(1) == torch.arange(bands).view(1, bands, 1)             # [n, bands, b]
+        kall = torch.where(fires.unsqueeze(1) & in_band, key.unsqueeze(1), float("-inf"))
+        units, j = (~(kall <= t["q_key"][at][:, :, -1:])).any(2).nonzero(as_tuple=True)
+        if len(units):
             at_u = at[units]
-            kk, order = _top(torch.cat([q_key[units, j], kj[units]], 1), samples)
+            kk, order = _top(torch.cat([t["q_key"][at_u, j], kall[units, j]], 1), samples)
             old = t["q_i"][at_u, j].gather(1, order.clamp(max=samples - 1))
             t["q_key"][at_u, j] = kk
             t["q_v"][at_u, j] = torch.cat([t["q_v"][at_u, j], wmax[units]], 1).gather(1, order)
@@ -206,16 +251,16 @@ class MiningState:
         wval = wval.permute(1, 2, 0)                                             # [n, 4, b]
         sign = torch.tensor([1.0, -1.0, -1.0, 1.0]).view(1, 4, 1)
         wkey = torch.where(wval * sign > 0, wval.abs(), float("-inf"))          # -inf: no such token
-        widx = torch.arange(window0, window0 + b).expand(n, 4, b)
         at = _rows_of(gcols, n)
-        glu_key = t["glu_key"][at]
-        units = _entering(wkey.flatten(1), glu_key[..., -1:].expand(n, 4, b).flatten(1))
-        if len(units):   # all four combinations at once, for the units with a window entering one of them
+        # every (unit, combination) row at once; only the rows with a window entering them are sorted
+        units, c = (~(wkey <= t["glu_key"][at][:, :, -1:])).any(2).nonzero(as_tuple=True)
+        if len(units):
             at_u = at[units]
-            kk, order = _top(torch.cat([glu_key[units], wkey[units]], 2), k)
-            t["glu_key"][at_u] = kk
-            t["glu_v"][at_u] = torch.cat([t["glu_v"][at_u], wval[units]], 2).gather(2, order)
-            t["glu_i"][at_u] = torch.cat([t["glu_i"][at_u], widx[units]], 2).gather(2, order)
+            kk, order = _top(torch.cat([t["glu_key"][at_u, c], wkey[units, c]], 1), k)
+            widx = torch.arange(window0, window0 + b).expand(len(units), b)
+            t["glu_key"][at_u, c] = kk
+            t["glu_v"][at_u, c] = torch.cat([t["glu_v"][at_u, c], wval[units, c]], 1).gather(1, order)
+            t["glu_i"][at_u, c] = torch.cat([t["glu_i"][at_u, c], widx], 1).gather(1, order)
         # the windows' maxima, which update() needs too: the larger of the two when positive; a window whose
         # values are all <= 0 needs its own max (the zero fill hides it), read only for the units concerned
         wmax = torch.maximum(pos_max, neg_max)
@@ -391,12 +436,16 @@ def new_state(bound: BoundUnits, request: dict[str, Any]) -> MiningState:
 
 
 @contextmanager
-def folding(lm: Any, bound: BoundUnits, glu_units: list[int], fire_threshold: float, seed: int):
+def folding(lm: Any, bound: BoundUnits, glu_units: list[int], fire_threshold: float, seed: int,
+            overlap: bool | None = None):
     """Hooks that fold the units of each forward pass into a state; yields ``fold(state, batch, window0)``,
     which runs the model on ``batch`` (token windows numbered from ``window0``) and updates ``state``.
 
     The random priorities of a batch come from a generator seeded by ``seed`` and ``window0``, so a batch
-    folds the same way whichever process runs it.
+    folds the same way whichever process runs it. With ``overlap`` (default :data:`OVERLAP`) a block's
+    values are folded on a second thread while the forward pass runs the next blocks, in the order the
+    hooks saw them (one thread: the random draws and the state are those of folding in the hooks);
+    ``fold`` returns once the whole batch is folded.
     """
     comps = bound.components
     glu_pos = {c: i for i, c in enumerate(glu_units)}
@@ -422,32 +471,44 @@ def folding(lm: Any, bound: BoundUnits, glu_units: list[int], fire_threshold: fl
         # dictionary features only: folded from their non-zero activations (a TopK dictionary's k of n a token)
         sparse = bool(sub.groups) and all(g.how == "feature" for g in sub.groups)
 
-        def read(value: torch.Tensor) -> None:
-            state = current["state"]
-            if sparse and fold_sparse(state, sub, cols, value, current["window0"], fire_threshold, current["gen"]):
+        def fold_layer(value: torch.Tensor, parts: list[torch.Tensor], state: MiningState, window0: int,
+                       gen: torch.Generator) -> None:
+            if sparse and fold_sparse(state, sub, cols, value, window0, fire_threshold, gen):
                 return
             v = unit_values(lm, sub, {component: value}).float().cpu()
             wmax = None
             if len(local):
-                parts = [p.float().cpu() for p in gate_up[layer_of(component)]]
+                parts = [p.float().cpu() for p in parts]
                 gate, up = parts if len(parts) == 2 else parts[0].chunk(2, dim=-1)   # fused gate_up: halves
                 if full_glu[component]:      # every neuron of the layer: no gathers, and the maxima are shared
-                    wmax = state.update_glu(gcols, v, gate, up, current["window0"])
+                    wmax = state.update_glu(gcols, v, gate, up, window0)
                 else:
                     idx = torch.tensor([sub.units[j].index for j in local.tolist()], dtype=torch.long)
-                    state.update_glu(gcols, v[..., local], gate[..., idx], up[..., idx], current["window0"])
-            state.update(cols, v, current["window0"], fire_threshold, current["gen"], wmax)
+                    state.update_glu(gcols, v[..., local], gate[..., idx], up[..., idx], window0)
+            state.update(cols, v, window0, fire_threshold, gen, wmax)
+
+        def read(value: torch.Tensor) -> None:
+            # the model does not write to these tensors again (the MLP's product and projections are new
+            # tensors), so the fold may read them while the forward pass goes on to the next blocks
+            parts = list(gate_up.get(layer_of(component), ())) if len(local) else []
+            background.submit(fold_layer, value.detach(), parts, current["state"], current["window0"],
+                              current["gen"])
         return read
 
     def fold(state: MiningState, batch: list[list[int]], window0: int) -> None:
         current.update(state=state, window0=window0, gen=torch.Generator().manual_seed(seed * 1_000_003 + window0))
-        with torch.inference_mode():
-            lm.run(batch, until=until, head=False)
+        try:
+            with torch.inference_mode():
+                lm.run(batch, until=until, head=False)
+        finally:
+            background.wait()   # every layer of the batch folded (also when the pass was interrupted)
         state.t["counters"] += torch.tensor([len(batch), len(batch) * len(batch[0])])
 
     handles = []
+    background = _Folds(overlap if overlap is not None else OVERLAP)
     try:
         with ExitStack() as stack:
+            stack.callback(background.close)
             if glu_units:
                 for c in comps:
                     if len(glu_cols[c][0]):
