@@ -25,24 +25,30 @@ state, on the tensor side (no Python loop over units):
   the top-k windows by magnitude, since a neuron reached through ``gate<0, up<0`` and one
   through ``gate>0, up>0`` are two mechanisms.
 
-The state's size depends on the units and ``k``, never on the corpus length. With
-``path=`` it is checkpointed (atomically, like the probing family's activation store) every
-``checkpoint_every`` windows next to a manifest; running the same call again resumes after
-the last checkpoint and ends with the state an uninterrupted run ends with (batches and
-random priorities are the same). Shards of later windows another engine finished
-(``il.maximize(..., engine="ray")``, listed in the manifest) are folded in when the pass
-reaches them. After the pass, the examples of the first ``detail``
-units (top, quantile and sign-combination windows) are recomputed token by token.
+The state's size depends on the units and ``k``, never on the corpus length. The pass runs in
+shards of ``checkpoint_every`` windows (whole batches): each shard folds into a state of its own,
+merged into the pass's state when it ends, so a shard's state is the same whoever computes it. With
+``path=`` the folder is a store of the core's :mod:`~interpretlm.shard_store`, the machinery of the
+probing family's activation store (``il.activations``): each finished shard's state is written
+atomically as ``shard-NNNNN.safetensors`` and only then listed in ``manifest.json`` with its windows
+and sha256, under a fingerprint of the request. Running the same call again reads the finished
+shards instead of their windows and recomputes at most the shard an interruption cut; the state it
+ends with is the uninterrupted run's, tensor for tensor (the shards merge in corpus order either
+way). ``il.maximize(..., engine="ray")`` computes the same shards on workers. After the pass, the
+examples of the first ``detail`` units (top, quantile and sign-combination windows) are recomputed
+token by token.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +56,13 @@ import torch
 
 from ..errors import InterpretLMError
 from ..progress import bar as progress_bar
-from ..results import atomic_write
+from ..shard_store import finished_shards, load_shard, read_manifest, record_shard, remove_partial, write_shard
 from ..units import BoundUnits, kind_of, layer_of, unit_values
 from .sparse import fold_sparse
 from .corpus import Corpus, CorpusError
 
 GLU_COMBOS = ("gate+ up+", "gate+ up-", "gate- up+", "gate- up-")
-STATE_FORMAT = 1
+STATE_FORMAT = 2   # 2: the folder is a store of shard states (1: one state of the first windows)
 #: fold a block's values on a second thread while the forward pass runs the next blocks (:func:`folding`)
 OVERLAP = True
 #: the most blocks waiting to be folded: each holds its values (and gate/up projections) alive
@@ -313,21 +319,11 @@ class MiningState:
         self.canonical()
         return {k: v.contiguous() for k, v in self.t.items()}
 
-    def save(self, folder: Path, manifest: dict[str, Any], shards: dict[str, Any] | None = None) -> None:
-        from safetensors.torch import save_file
-
-        tensors = self.tensors()
-        atomic_write(folder / "state.safetensors", lambda tmp: save_file(tensors, tmp))
-        # the manifest names what the state holds; it is written only after the state is on disk
-        write_manifest(folder, manifest, self.windows_done, shards or {})
-
-    def load(self, folder: Path, name: str = "state.safetensors") -> "MiningState":
-        from safetensors.torch import load_file
-
-        loaded = load_file(str(folder / name))
-        for k, v in loaded.items():
+    def load_tensors(self, tensors: dict[str, torch.Tensor], where: str = "a shard") -> "MiningState":
+        """Take the tensors of a saved state (:meth:`tensors`, read back from a shard of the store)."""
+        for k, v in tensors.items():
             if k not in self.t or self.t[k].shape != v.shape:
-                raise MiningError(f"{folder}/{name} does not fit this request; delete it to start over.")
+                raise MiningError(f"{where} does not fit this request; delete the folder to start over.")
             self.t[k] = v
         return self
 
@@ -349,14 +345,6 @@ def _top(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     sort, where ``topk`` leaves ties unspecified): so the same windows win however the corpus was split."""
     v, order = values.sort(dim=-1, descending=True, stable=True)
     return v[..., :k], order[..., :k]
-
-
-def write_manifest(folder: Path, manifest: dict[str, Any], windows_done: int, shards: dict[str, Any]) -> None:
-    """The mining folder's manifest: the request, the windows folded into ``state.safetensors`` (the first
-    ``windows_done``) and the shards of later windows another engine finished (``{index: entry}``)."""
-    shards = dict(sorted(shards.items(), key=lambda kv: int(kv[0])))
-    atomic_write(folder / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(
-        dict(manifest, windows_done=windows_done, shards=shards), indent=1)))
 
 
 def _fingerprint(lm: Any, bound: BoundUnits, corpus: Corpus, config: dict[str, Any]) -> str:
@@ -392,7 +380,7 @@ def count_windows(corpus: Corpus, tokenizer: Any, window: int, limit: int | None
 
 def pass_request(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int, batch_size: int, bands: int,
                  samples: int, bins: int, hist_every: int, fire_threshold: float, glu_split: bool, seed: int,
-                 max_windows: int | None) -> dict[str, Any]:
+                 max_windows: int | None, checkpoint_every: int) -> dict[str, Any]:
     """Check a mining request and describe it as plain data: the windows, the gated-neuron columns, the
     manifest of its folder (config and fingerprint). What the local pass and the engines' plan share.
 
@@ -403,7 +391,7 @@ def pass_request(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: 
         >>> lm = tiny_lm("llama")
         >>> req = pass_request(lm, bind_units(lm, Unit("blocks.1.mlp.neurons", 3)), corpus(["the cat sat"] * 8),
         ...     k=2, window=4, batch_size=4, bands=2, samples=2, bins=8, hist_every=1, fire_threshold=0.0,
-        ...     glu_split=True, seed=0, max_windows=None)
+        ...     glu_split=True, seed=0, max_windows=None, checkpoint_every=8)
         >>> req["n_windows"] > 2, req["glu_units"]
         (True, [0])
     """
@@ -422,9 +410,12 @@ def pass_request(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: 
             glu_units += g.columns
     config = {"format": STATE_FORMAT, "k": k, "window": window, "batch_size": batch_size, "bands": bands,
               "samples": samples, "bins": bins, "hist_every": hist_every, "fire_threshold": fire_threshold,
-              "glu_split": gated, "seed": seed, "n_windows": n_windows, "units": bound.size}
+              "glu_split": gated, "seed": seed, "n_windows": n_windows, "units": bound.size,
+              "shard_windows": shard_windows(checkpoint_every, batch_size)}
     fingerprint = _fingerprint(lm, bound, corpus, config)
-    manifest = dict(config, fingerprint=fingerprint, model=lm.name, units_names=bound.names[:50])
+    per = shard_windows(checkpoint_every, batch_size)
+    manifest = dict(config, fingerprint=fingerprint, model=lm.name, units_names=bound.names[:50],
+                    n_shards=math.ceil(n_windows / per), shards={})
     return {"n_windows": n_windows, "glu_units": glu_units, "manifest": manifest}
 
 
@@ -528,38 +519,46 @@ def folding(lm: Any, bound: BoundUnits, glu_units: list[int], fire_threshold: fl
             h.remove()
 
 
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """A mining folder's manifest, or ``None`` when there is none yet."""
-    mf = folder / "manifest.json"
-    return json.loads(mf.read_text()) if mf.exists() else None
+def shard_windows(checkpoint_every: int, batch_size: int) -> int:
+    """Windows a shard of a mining folder covers: ``checkpoint_every`` rounded up to whole batches (so the
+    batches, and their random priorities, are the same however the shards are run).
+
+    Example:
+        >>> shard_windows(10, 4)
+        12
+    """
+    return math.ceil(checkpoint_every / batch_size) * batch_size
 
 
-def open_folder(folder: Path, request: dict[str, Any], state: MiningState) -> dict[str, Any]:
-    """Check a mining folder against the request, load its state into ``state`` and return the shards of
-    later windows an engine finished (``{index: entry}``, entries ``{"file", "windows": [lo, hi]}``);
-    shards already folded into the state are deleted."""
+def shard_rows(manifest: dict[str, Any]) -> list[tuple[int, int]]:
+    """``[(first window, end)]`` of every shard of a mining request's manifest."""
+    n, per = manifest["n_windows"], manifest["shard_windows"]
+    return [(k * per, min(n, (k + 1) * per)) for k in range(manifest["n_shards"])]
+
+
+def open_folder(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Check a mining folder (a store of the core's :mod:`~interpretlm.shard_store`) against the request's
+    ``manifest``; list in it the shards the folder holds, and return it."""
     old = read_manifest(folder)
     if old is None:
         if folder.exists() and any(folder.iterdir()):
             raise MiningError(f"{folder} exists and holds other files; give an empty or new folder.")
-        return {}
-    if old.get("fingerprint") != request["manifest"]["fingerprint"]:
+        return manifest
+    if old.get("fingerprint") != manifest["fingerprint"]:
         raise MiningError(f"{folder} holds a mining pass of another request (other units, corpus, model or "
                           "options); use another path or delete it.")
-    if (folder / "state.safetensors").exists():
-        state.load(folder)
-    shards = {}
-    for key, entry in (old.get("shards") or {}).items():
-        # a shard the state already holds (its merge was saved, the manifest not yet rewritten) is stale
-        if entry["windows"][0] < state.windows_done or not (folder / entry["file"]).exists():
-            (folder / entry["file"]).unlink(missing_ok=True)
-        else:
-            shards[key] = entry
-    listed = {entry["file"] for entry in shards.values()}
-    for f in list(folder.glob("shard-*.safetensors")) + list(folder.glob(".shard-*.tmp")):
-        if f.name not in listed:   # merged before a kill let the manifest say so, or half-written
-            f.unlink(missing_ok=True)
-    return shards
+    remove_partial(folder)
+    done = set(finished_shards(folder, old))
+    manifest["shards"] = {k: e for k, e in old["shards"].items() if int(k) in done}
+    return manifest
+
+
+def shard_entry(folder: Path, k: int, tensors: dict[str, torch.Tensor], windows: tuple[int, int]) -> dict[str, Any]:
+    """Write shard ``k`` (the state of ``windows``, :meth:`MiningState.tensors`) through the store; its
+    manifest entry."""
+    lo, hi = windows
+    entry = write_shard(folder, k, tensors, metadata={"windows": f"{lo}:{hi}"})
+    return {"file": entry["file"], "windows": [lo, hi], "sha256": entry["sha256"]}
 
 
 def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int, batch_size: int, bands: int,
@@ -567,8 +566,11 @@ def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int,
              checkpoint_every: int, seed: int, max_windows: int | None) -> tuple[MiningState, dict[str, Any]]:
     """Stream the corpus once through the model and fold every unit into a :class:`MiningState`.
 
-    With ``path=``, a folder an interrupted pass left resumes after its state; shards of later windows
-    another engine finished (``il.maximize(..., engine="ray")``) are folded in when the pass reaches them.
+    The pass runs shard by shard (:func:`shard_windows`): each shard's windows fold into a state of their
+    own, merged into the pass's state when the shard ends. With ``path=`` every finished shard is written
+    to the folder through the store (:mod:`interpretlm.shard_store`: atomically, then listed in the
+    manifest), so an interrupted pass run again reads the shards it finished instead of their windows and
+    recomputes at most the shard it was in; ``engine="ray"`` writes the same shards.
     Returns the state and facts of the pass (windows, GLU columns, seconds, forward passes).
 
     Example:
@@ -585,54 +587,52 @@ def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int,
     """
     request = pass_request(lm, bound, corpus, k=k, window=window, batch_size=batch_size, bands=bands,
                            samples=samples, bins=bins, hist_every=hist_every, fire_threshold=fire_threshold,
-                           glu_split=glu_split, seed=seed, max_windows=max_windows)
+                           glu_split=glu_split, seed=seed, max_windows=max_windows, checkpoint_every=checkpoint_every)
     n_windows, glu_units, manifest = request["n_windows"], request["glu_units"], request["manifest"]
-    state = new_state(bound, request)
     folder = Path(path) if path is not None else None
-    shards = open_folder(folder, request, state) if folder is not None else {}
-    starts = {entry["windows"][0]: key for key, entry in shards.items()}
+    if folder is not None:
+        manifest = open_folder(folder, manifest)
+    rows = shard_rows(manifest)
+    done = {int(key) for key in manifest["shards"]}
+    state = new_state(bound, request)
     start = time.perf_counter()
     forward_passes = 0
-    bar = progress_bar(n_windows, "mining", initial=state.windows_done)
+    bar = progress_bar(n_windows, "mining", initial=sum(rows[j][1] - rows[j][0] for j in done))
     try:
         with folding(lm, bound, glu_units, fire_threshold, seed) as fold:
-            if state.windows_done >= n_windows:   # a finished folder: nothing to read again
-                return state, {"n_windows": n_windows, "glu_units": glu_units, "seconds": 0.0, "forward_passes": 0}
-            batch: list[list[int]] = []
-            w_i = 0
-            for ids in corpus.windows(lm.tokenizer, window):
-                if w_i >= n_windows:
-                    break
-                if w_i < state.windows_done:      # finished before an interruption (or in a merged shard)
-                    w_i += 1
-                    continue
-                if not batch and w_i in starts:   # a shard another engine finished: fold it in, skip its windows
-                    entry = shards.pop(starts.pop(w_i))
-                    state.merge(new_state(bound, request).load(folder, entry["file"]))
-                    state.save(folder, manifest, shards)
-                    (folder / entry["file"]).unlink(missing_ok=True)
-                    bar.update(entry["windows"][1] - entry["windows"][0])
-                    w_i += 1
-                    continue
-                batch.append(ids)
-                w_i += 1
-                if len(batch) == batch_size or w_i == n_windows:
-                    fold(state, batch, w_i - len(batch))
-                    forward_passes += 1
-                    bar.update(len(batch))
-                    batch = []
-                    if folder is not None and (state.windows_done % checkpoint_every < batch_size
-                                               or state.windows_done == n_windows):
-                        state.save(folder, manifest, shards)
+            stream = corpus.windows(lm.tokenizer, window) if len(done) < len(rows) else iter(())
+            for j, (lo, hi) in enumerate(rows):
+                part = new_state(bound, request)
+                if j in done:                  # finished before an interruption, or by another engine
+                    part.load_tensors(load_shard(folder, manifest["shards"][str(j)]), f"{folder}: shard {j}")
+                    for _ in islice(stream, hi - lo):   # its windows are not read again
+                        pass
+                else:
+                    # the histogram's range (which the reservoir's bands divide) is the first batch's
+                    part.t["hist_range"] = state.t["hist_range"].clone()
+                    w = lo
+                    while w < hi:
+                        batch = list(islice(stream, min(batch_size, hi - w)))
+                        if not batch:
+                            raise MiningError(f"The corpus ended after {w} windows where it had {n_windows}: it "
+                                              "changed during the pass.")
+                        fold(part, batch, w)
+                        forward_passes += 1
+                        w += len(batch)
+                        bar.update(len(batch))
+                    if folder is not None:
+                        record_shard(folder, manifest, j, shard_entry(folder, j, part.tensors(), (lo, hi)))
+                state.merge(part)
     finally:
         bar.close()
+    state.canonical()
     facts = {"n_windows": n_windows, "glu_units": glu_units, "seconds": time.perf_counter() - start,
              "forward_passes": forward_passes}
     return state, facts
 
 
 __all__ = ["GLU_COMBOS", "MiningError", "MiningState", "count_windows", "folding", "new_state", "open_folder",
-           "pass_request", "read_manifest", "run_pass", "write_manifest"]
+           "pass_request", "run_pass", "shard_entry", "shard_rows", "shard_windows"]
 
 
 # ---------------------------------------------------------------------- the registered method
