@@ -58,8 +58,9 @@ def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: i
         rare_frequency: units firing on fewer tokens than this share are reported rare.
         glu_split: split gated-MLP neurons by the signs of gate and up.
         detail: the first ``detail`` units get their examples recomputed token by token.
-        path: a folder to checkpoint the pass to; the same call resumes an interrupted pass.
-        checkpoint_every: windows between checkpoints.
+        path: a folder to write the pass to (a store: one state per shard of ``checkpoint_every``
+            windows); the same call resumes an interrupted pass and reopens a finished one.
+        checkpoint_every: windows a shard (rounded up to whole batches): the most an interruption costs.
         max_windows: read at most this many windows (a quick look at a long corpus).
         seed: seeds the quantile reservoir.
 

@@ -226,9 +226,7 @@ class MiningState:
         idx = q.clamp_(0, bins - 0.5).long()
         idx += torch.arange(n).unsqueeze(0) * bins
         t["hist"][cols] += torch.bincount(idx.flatten(), minlength=n * bins).view(n, bins)
-        # counts as int32 sums of the bool tensor: count_nonzero and a plain sum convert it to int64 first
-        # (a copy 8 times its size); int32 holds any batch's count
-        t["n_fire"][cols] += (flat > fire_threshold).sum(0, dtype=torch.int32)
+        t["n_fire"][cols] += _count(flat > fire_threshold)
         t["s1"][cols] += flat.sum(0).double()
         t["s2"][cols] += (flat * flat).sum(0).double()
 
@@ -246,8 +244,7 @@ class MiningState:
         b, W, n = v.shape
         k = t["glu_key"].shape[2]
         g_neg, u_neg = gate < 0, up < 0             # bool: one byte a token for the counts below
-        n_g, n_u = g_neg.sum((0, 1), dtype=torch.int32), u_neg.sum((0, 1), dtype=torch.int32)
-        n_gu = (g_neg & u_neg).sum((0, 1), dtype=torch.int32)
+        n_g, n_u, n_gu = _count(g_neg), _count(u_neg), _count(g_neg & u_neg)
         total = b * W
         t["glu_n"][gcols] += torch.stack([total - n_g - n_u + n_gu, n_u - n_gu, n_g - n_gu, n_gu], 1).long()   # GLU_COMBOS
         under_neg = v * g_neg                     # the values under gate < 0 (0 elsewhere)
@@ -326,6 +323,23 @@ class MiningState:
                 raise MiningError(f"{where} does not fit this request; delete the folder to start over.")
             self.t[k] = v
         return self
+
+
+def _count(mask: torch.Tensor) -> torch.Tensor:
+    """``[n]`` int32: the True entries of ``mask [..., n]`` per last index. Summed as bytes over blocks of 255
+    rows (a byte cannot overflow there), then the blocks as int32: a sum with ``dtype=int32`` (or
+    ``count_nonzero``, int64) first converts the whole mask, a copy 4 (8) times its size.
+
+    Example:
+        >>> _count(torch.tensor([[True, False], [True, True]])).tolist()
+        [2, 1]
+    """
+    x = mask.reshape(-1, mask.shape[-1]).view(torch.uint8)
+    full = x.shape[0] // 255 * 255
+    out = x[full:].sum(0, dtype=torch.int32)
+    if full:
+        out += x[:full].view(-1, 255, x.shape[1]).sum(1, dtype=torch.uint8).sum(0, dtype=torch.int32)
+    return out
 
 
 def _rows_of(cols: "slice | torch.Tensor", n: int) -> torch.Tensor:
