@@ -54,7 +54,15 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
 
 
 def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest`` atomically, its shards in index order (so every engine writes the same bytes)."""
+    """Write ``manifest`` atomically, its shards in index order (so every engine writes the same bytes).
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> write_manifest(d, {"fingerprint": "f", "shards": {"10": {}, "9": {}}})
+        >>> list(read_manifest(d)["shards"])
+        ['9', '10']
+    """
     manifest["shards"] = dict(sorted(manifest.get("shards", {}).items(), key=lambda kv: int(kv[0])))
     atomic_write(Path(folder) / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
 
@@ -80,13 +88,21 @@ def write_shard(folder: str | Path, k: int, tensors: dict[str, torch.Tensor],
 
 
 def record_shard(folder: str | Path, manifest: dict[str, Any], k: int, entry: dict[str, Any]) -> None:
-    """List shard ``k`` in ``manifest`` and rewrite the manifest (only once the shard is safely on disk)."""
+    """List shard ``k`` in ``manifest`` and rewrite the manifest (only once the shard is safely on disk).
+
+    Example:
+        >>> import tempfile
+        >>> d, m = tempfile.mkdtemp(), {"fingerprint": "f", "n_shards": 2, "shards": {}}
+        >>> record_shard(d, m, 1, dict(write_shard(d, 1, {"x": torch.zeros(1)}), rows=[5, 9]))
+        >>> finished_shards(d, read_manifest(d)), read_manifest(d)["shards"]["1"]["rows"]
+        ([1], [5, 9])
+    """
     manifest.setdefault("shards", {})[str(k)] = entry
     write_manifest(folder, manifest)
 
 
 def load_shard(folder: str | Path, entry: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The tensors of a shard listed in a manifest (``entry``: its manifest entry)."""
+    """The tensors of a shard listed in a manifest (``entry``: its manifest entry); see :func:`write_shard`."""
     from safetensors.torch import load_file
 
     f = Path(folder) / entry["file"]
@@ -97,12 +113,25 @@ def load_shard(folder: str | Path, entry: dict[str, Any]) -> dict[str, torch.Ten
 
 
 def finished_shards(folder: str | Path, manifest: dict[str, Any]) -> list[int]:
-    """The shards ``manifest`` lists whose file is on disk (the others must be computed again)."""
+    """The shards ``manifest`` lists whose file is on disk (the others must be computed again).
+
+    Example:
+        >>> import tempfile
+        >>> finished_shards(tempfile.mkdtemp(), {"shards": {"0": {"file": "shard-00000.safetensors"}}})
+        []
+    """
     return [int(k) for k, e in manifest.get("shards", {}).items() if (Path(folder) / e["file"]).exists()]
 
 
 def remove_partial(folder: str | Path) -> None:
-    """Delete the halves of shards whose writer was killed (``atomic_write``'s temporary names)."""
+    """Delete the halves of shards whose writer was killed (``atomic_write``'s temporary names).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / ".shard-00000.safetensors.x.tmp").write_bytes(b"half")
+        >>> remove_partial(d); list(d.iterdir())
+        []
+    """
     for tmp in Path(folder).glob(".shard-*.tmp"):
         tmp.unlink(missing_ok=True)
 

@@ -30,6 +30,13 @@ def check_options(*, k: int, window: int, batch_size: int, bands: int, samples: 
         _check_positive(max_windows=max_windows)
 
 
+def _unit_dict(u: Any) -> dict[str, Any]:
+    """``u.to_dict()``, built directly for a plain index unit (all neurons of all layers: 46,080 of them)."""
+    if u.direction is None and u.dictionary is None:
+        return {"component": u.component, "index": u.index, "direction": None}
+    return u.to_dict()
+
+
 def _gather(idx: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(idx >= 0, idx // window, -1), torch.where(idx >= 0, idx % window, -1)
 
@@ -101,7 +108,7 @@ def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: i
     g_tokens = t["glu_n"].sum(1, keepdim=True).clamp_min(1)
     names = bound.names
     result = MinedExamples(
-        unit_names=names, units=[u.to_dict() for u in bound.units], corpus=c.to_dict() if c.kind != "texts"
+        unit_names=names, units=[_unit_dict(u) for u in bound.units], corpus=c.to_dict() if c.kind != "texts"
         else {"kind": "texts", "n_texts": len(c.texts or ())}, window=window, n_windows=state.windows_done,
         n_tokens=state.n_tokens, top_values=t["top_v"].clone(), top_windows=top_w, top_positions=top_p,
         quantile_values=q_v, quantile_windows=q_w, quantile_positions=q_p, hist_counts=t["hist"],
