@@ -128,6 +128,9 @@ class MiningState:
     def __init__(self, n: int, g: int, k: int, bands: int, samples: int, bins: int, hist_every: int = 4) -> None:
         ninf = float("-inf")
         self.hist_every = hist_every
+        # buffers the fold writes its [batch, W, n] temporaries into, reused batch after batch: a fresh tensor of
+        # that size is new memory, which the kernel maps and zeroes page by page (slow on a loaded machine)
+        self._scratch: dict[tuple, torch.Tensor] = {}
         self.t: dict[str, torch.Tensor] = {
             "top_v": torch.full((n, k), ninf), "top_i": torch.full((n, k), -1, dtype=torch.long),
             "q_key": torch.full((n, bands, samples), ninf), "q_v": torch.zeros(n, bands, samples),
@@ -139,6 +142,12 @@ class MiningState:
             "glu_i": torch.full((g, 4, k), -1, dtype=torch.long), "glu_n": torch.zeros(g, 4, dtype=torch.long),
             "counters": torch.zeros(2, dtype=torch.long),   # windows done, tokens seen
         }
+
+    def _buf(self, name: str, shape: torch.Size, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        key = (name, tuple(shape), dtype)
+        if key not in self._scratch:
+            self._scratch[key] = torch.empty(shape, dtype=dtype)
+        return self._scratch[key]
 
     @property
     def windows_done(self) -> int:
@@ -222,13 +231,15 @@ class MiningState:
         # [b * W / hist_every, n] instead of [b * W, n])
         bins = t["hist"].shape[1]
         sample = v[:, ::self.hist_every].reshape(-1, n)
-        q = torch.addcmul(rng * (bins / (2 * rng)), sample, bins / (2 * rng))   # (x + r) * bins / 2r
-        idx = q.clamp_(0, bins - 0.5).long()
+        q = self._buf("hist_q", sample.shape)
+        torch.addcmul(rng * (bins / (2 * rng)), sample, bins / (2 * rng), out=q)   # (x + r) * bins / 2r
+        q.clamp_(0, bins - 0.5)
+        idx = self._buf("hist_idx", sample.shape, torch.long).copy_(q)    # the copy truncates, as .long()
         idx += torch.arange(n).unsqueeze(0) * bins
         t["hist"][cols] += torch.bincount(idx.flatten(), minlength=n * bins).view(n, bins)
-        t["n_fire"][cols] += _count(flat > fire_threshold)
+        t["n_fire"][cols] += _count(torch.gt(flat, fire_threshold, out=self._buf("fires", flat.shape, torch.bool)))
         t["s1"][cols] += flat.sum(0).double()
-        t["s2"][cols] += (flat * flat).sum(0).double()
+        t["s2"][cols] += torch.mul(flat, flat, out=self._buf("squares", flat.shape)).sum(0).double()
 
     def update_glu(self, gcols: "slice | torch.Tensor", v: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
                    window0: int) -> torch.Tensor:
@@ -243,12 +254,16 @@ class MiningState:
         t = self.t
         b, W, n = v.shape
         k = t["glu_key"].shape[2]
-        g_neg, u_neg = gate < 0, up < 0             # bool: one byte a token for the counts below
-        n_g, n_u, n_gu = _count(g_neg), _count(u_neg), _count(g_neg & u_neg)
+        # bool: one byte a token for the counts below
+        g_neg = torch.lt(gate, 0, out=self._buf("g_neg", gate.shape, torch.bool))
+        u_neg = torch.lt(up, 0, out=self._buf("u_neg", up.shape, torch.bool))
+        n_g, n_u = _count(g_neg), _count(u_neg)
+        n_gu = _count(torch.logical_and(g_neg, u_neg, out=u_neg))
         total = b * W
         t["glu_n"][gcols] += torch.stack([total - n_g - n_u + n_gu, n_u - n_gu, n_g - n_gu, n_gu], 1).long()   # GLU_COMBOS
-        under_neg = v * g_neg                     # the values under gate < 0 (0 elsewhere)
-        under_pos = v - under_neg
+        # the values under gate < 0, 0 elsewhere (a 0-d zero: where's out= takes tensors only)
+        under_neg = torch.where(g_neg, v, torch.zeros((), dtype=v.dtype), out=self._buf("under_neg", v.shape))
+        under_pos = torch.sub(v, under_neg, out=self._buf("under_pos", v.shape))
         pos_max, neg_max = under_pos.amax(1), under_neg.amax(1)
         wval = torch.stack([pos_max, under_pos.amin(1), under_neg.amin(1), neg_max], 2)   # [b, n, 4]
         wval = wval.permute(1, 2, 0)                                             # [n, 4, b]
