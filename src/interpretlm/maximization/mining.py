@@ -198,7 +198,7 @@ class MiningState:
         # Only units with a window above their k-th value change (few once the first batches filled the
         # top-k), so only their rows are sorted: the same result as sorting all, at a fraction of the cost
         at = _rows_of(cols, n)
-        top_v = t["top_v"][at]
+        top_v = t["top_v"][cols]          # a view when cols is a slice
         units = _entering(wmax, top_v[:, -1:])
         if len(units):
             at_u = at[units]
@@ -218,7 +218,7 @@ class MiningState:
         # rows where some priority beats the band's last kept one are sorted (a band's rows are independent)
         in_band = band.unsqueeze(1) == torch.arange(bands).view(1, bands, 1)             # [n, bands, b]
         kall = torch.where(fires.unsqueeze(1) & in_band, key.unsqueeze(1), float("-inf"))
-        units, j = (~(kall <= t["q_key"][at][:, :, -1:])).any(2).nonzero(as_tuple=True)
+        units, j = (~(kall <= t["q_key"][cols][:, :, -1:])).any(2).nonzero(as_tuple=True)
         if len(units):
             at_u = at[units]
             kk, order = _top(torch.cat([t["q_key"][at_u, j], kall[units, j]], 1), samples)
@@ -261,8 +261,7 @@ class MiningState:
         n_gu = _count(torch.logical_and(g_neg, u_neg, out=u_neg))
         total = b * W
         t["glu_n"][gcols] += torch.stack([total - n_g - n_u + n_gu, n_u - n_gu, n_g - n_gu, n_gu], 1).long()   # GLU_COMBOS
-        # the values under gate < 0, 0 elsewhere (a 0-d zero: where's out= takes tensors only)
-        under_neg = torch.where(g_neg, v, torch.zeros((), dtype=v.dtype), out=self._buf("under_neg", v.shape))
+        under_neg = self._buf("under_neg", v.shape).copy_(g_neg).mul_(v)    # the values under gate < 0, 0 elsewhere
         under_pos = torch.sub(v, under_neg, out=self._buf("under_pos", v.shape))
         pos_max, neg_max = under_pos.amax(1), under_neg.amax(1)
         wval = torch.stack([pos_max, under_pos.amin(1), under_neg.amin(1), neg_max], 2)   # [b, n, 4]
@@ -271,7 +270,7 @@ class MiningState:
         wkey = torch.where(wval * sign > 0, wval.abs(), float("-inf"))          # -inf: no such token
         at = _rows_of(gcols, n)
         # every (unit, combination) row at once; only the rows with a window entering them are sorted
-        units, c = (~(wkey <= t["glu_key"][at][:, :, -1:])).any(2).nonzero(as_tuple=True)
+        units, c = (~(wkey <= t["glu_key"][gcols][:, :, -1:])).any(2).nonzero(as_tuple=True)
         if len(units):
             at_u = at[units]
             kk, order = _top(torch.cat([t["glu_key"][at_u, c], wkey[units, c]], 1), k)
