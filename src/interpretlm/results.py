@@ -262,8 +262,10 @@ class Result:
                     self._walk_nonfinite(v, f"{path}.{k}", found)
         elif isinstance(value, (list, tuple)):
             for i, v in enumerate(value):
-                if not isinstance(v, _NO_NUMBERS):
-                    self._walk_nonfinite(v, f"{path}[{i}]", found)
+                if isinstance(v, _NO_NUMBERS) or (type(v) is dict and all(isinstance(x, _NO_NUMBERS)
+                                                                          for x in v.values())):
+                    continue   # nothing that could be NaN (a list of plain records: units, tokens...)
+                self._walk_nonfinite(v, f"{path}[{i}]", found)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:

@@ -375,10 +375,10 @@ def _top(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return v[..., :k], order[..., :k]
 
 
-def _fingerprint(lm: Any, bound: BoundUnits, corpus: Corpus, config: dict[str, Any]) -> str:
+def _fingerprint(lm: Any, bound: BoundUnits, corpus: Corpus, config: dict[str, Any], names: list[str]) -> str:
     h = hashlib.sha256(json.dumps({"config": config, "corpus": corpus.identity(), "model": lm.fingerprint},
                                   sort_keys=True, default=str).encode())
-    h.update("\n".join(bound.names).encode())   # one update for thousands of units
+    h.update("\n".join(names).encode())   # one update for thousands of units
     for u in bound.units:
         if u.direction is not None:
             h.update(u.direction.numpy().tobytes())
@@ -440,9 +440,10 @@ def pass_request(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: 
               "samples": samples, "bins": bins, "hist_every": hist_every, "fire_threshold": fire_threshold,
               "glu_split": gated, "seed": seed, "n_windows": n_windows, "units": bound.size,
               "shard_windows": shard_windows(checkpoint_every, batch_size)}
-    fingerprint = _fingerprint(lm, bound, corpus, config)
+    names = bound.names
+    fingerprint = _fingerprint(lm, bound, corpus, config, names)
     per = shard_windows(checkpoint_every, batch_size)
-    manifest = dict(config, fingerprint=fingerprint, model=lm.name, units_names=bound.names[:50],
+    manifest = dict(config, fingerprint=fingerprint, model=lm.name, units_names=names[:50],
                     n_shards=math.ceil(n_windows / per), shards={})
     return {"n_windows": n_windows, "glu_units": glu_units, "manifest": manifest}
 
