@@ -279,10 +279,12 @@ def explanation_distribution(d: dict[str, Any]) -> str:
 
 def mining(d: dict[str, Any]) -> str:
     m = d["maximization"]
-    ratios = m["mining_ratios_vs_forward"]
-    return (f"{_range(ratios, '{:.2f}×')} of plain forward passes ({len(ratios)} passes alternated with them, "
-            f"{m['mining_tokens']:,.0f} tokens each; inside the pass the forward share is "
-            f"{m['mining_ratio_in_run']:.2f}); state {m['mining_state_mb']:.0f} MB for 46,080 neurons, any corpus length")
+    over, inline = m["mining_ratios_vs_forward_overlap"], m["mining_ratios_vs_forward_inline"]
+    return (f"{_range(over, '{:.2f}×')} of plain forward passes with the fold on a second thread, "
+            f"{_range(inline, '{:.2f}×')} inline (CPU time {_range(m['mining_cpu_ratios_vs_forward_inline'], '{:.2f}×')}; "
+            f"{len(over)} + {len(inline)} passes alternated with plain ones, {m['mining_tokens']:,.0f} tokens each, "
+            f"load average {m['mining_load_average']:.0f}); the fold is {m['mining_fold_cpu_share_inline']:.2f} of the "
+            f"CPU time; state {m['mining_state_mb']:.0f} MB for 46,080 neurons, any corpus length")
 
 
 def epo_scoring(d: dict[str, Any]) -> str:
