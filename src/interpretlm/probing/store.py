@@ -6,7 +6,9 @@ batch with every requested component captured at the same time, and writes the r
 ``manifest.json``. Each shard is written atomically and only then recorded in the
 manifest, so a job that is interrupted and started again skips the finished shards and
 recomputes at most the one it was working on; the store it ends with is byte-for-byte the
-one an uninterrupted run writes (the batches are the same, hence the same numbers).
+one an uninterrupted run writes (the batches are the same, hence the same numbers). The
+folder is written through the core's :mod:`interpretlm.shard_store`, which mining's folders
+(``il.maximize(..., path=)``) use too.
 
 Two layouts:
 
