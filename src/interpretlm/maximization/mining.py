@@ -160,18 +160,24 @@ class MiningState:
     # ------------------------------------------------------------------ updates
     @staticmethod
     def _token_index(v: torch.Tensor, order: torch.Tensor, base: int, window0: int,
-                     units: torch.Tensor) -> torch.Tensor:
+                     units: torch.Tensor, argmax: dict[str, torch.Tensor]) -> torch.Tensor:
         """``[r, m]`` the global token index of the entries ``order`` took from this batch (``order >= base``;
-        -1 elsewhere) for the units ``units [r]`` (columns of ``v``): the position of the window's maximum is
-        found only for them (few after the first batches), since an argmax over every window costs more
-        than the max itself."""
+        -1 elsewhere) for the units ``units [r]`` (columns of ``v``). Few entries (once the top-k filled): the
+        position of the window's maximum is found for them only; many (the first batches, where every window
+        enters): every window's at once (``v.max(1)``, kept in ``argmax`` for the batch's other calls), which
+        is then cheaper than gathering them. Both give the first position of the maximum."""
         b, W, n = v.shape
         out = torch.full_like(order, -1)
         new = order >= base
         if new.any():
             u, j = new.nonzero(as_tuple=True)
             w = order[u, j] - base
-            pos = v[w, :, units[u]].argmax(-1)           # [n_new, W] rows: one window of one unit each
+            if len(u) * 8 > b * n:
+                if "pos" not in argmax:
+                    argmax["pos"] = v.max(1).indices                   # [b, n]
+                pos = argmax["pos"][w, units[u]]
+            else:
+                pos = v[w, :, units[u]].argmax(-1)       # [n_new, W] rows: one window of one unit each
             out[u, j] = (window0 + w) * W + pos
         return out
 
@@ -198,6 +204,7 @@ class MiningState:
         # Only units with a window above their k-th value change (few once the first batches filled the
         # top-k), so only their rows are sorted: the same result as sorting all, at a fraction of the cost
         at = _rows_of(cols, n)
+        argmax: dict[str, torch.Tensor] = {}     # every window's argmax, when many are needed (_token_index)
         top_v = t["top_v"][cols]          # a view when cols is a slice
         units = _entering(wmax, top_v[:, -1:])
         if len(units):
@@ -205,7 +212,7 @@ class MiningState:
             tv, order = _top(torch.cat([top_v[units], wmax[units]], 1), k)
             old = t["top_i"][at_u].gather(1, order.clamp(max=k - 1))
             t["top_v"][at_u] = tv
-            t["top_i"][at_u] = torch.where(order >= k, self._token_index(v, order, k, window0, units), old)
+            t["top_i"][at_u] = torch.where(order >= k, self._token_index(v, order, k, window0, units, argmax), old)
         # stratified reservoir of windows, by band of the unit's range above the threshold: a window's band
         # depends on its own maximum only (not on the windows seen before it), so the reservoirs of two
         # parts of the corpus merge into the reservoir of the whole (engines mine shards in parallel)
@@ -226,7 +233,7 @@ class MiningState:
             t["q_key"][at_u, j] = kk
             t["q_v"][at_u, j] = torch.cat([t["q_v"][at_u, j], wmax[units]], 1).gather(1, order)
             t["q_i"][at_u, j] = torch.where(order >= samples,
-                                            self._token_index(v, order, samples, window0, units), old)
+                                            self._token_index(v, order, samples, window0, units, argmax), old)
         # histogram over every `hist_every`-th token of a window (a systematic sample: one bincount over
         # [b * W / hist_every, n] instead of [b * W, n])
         bins = t["hist"].shape[1]
