@@ -26,6 +26,7 @@ iteration. Absolute times are noisy on a shared machine; the ratio is measured i
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -41,12 +42,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402  (figures for run_all.py / results.json)
 
 
+CPU = {"plain": 0.0}   # the last plain pass's CPU seconds (process time), beside its wall time
+
+
 def plain(lm, windows, batch_size: int) -> float:
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for s in range(0, len(windows), batch_size):
             ids = torch.tensor(windows[s:s + batch_size])
             lm.model.base_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+    CPU["plain"] = time.process_time() - c
     return time.perf_counter() - t
 
 
@@ -55,80 +60,87 @@ def rss_mb() -> float:
 
 
 def throughput(lm, corpus, units, windows, n_units: int, n_tok: int, args):
-    """Mine every neuron over ``windows``, timed against plain forward passes of the same batches."""
-    # time spent folding values into the state, measured inside the same run as the forward passes
-    inside = {"s": 0.0}
+    """Mine every neuron over ``windows``, timed against plain forward passes of the same batches.
+
+    The passes alternate: plain, mining with the fold on a background thread (``overlap``), plain, mining
+    with the fold inside the hooks (``inline``), plain, ... (``--modes``); each mining pass is compared with
+    the mean of the plain passes on either side, so a change of the machine's load between passes shows as a
+    spread of the ratios rather than as a bias. The fold's own time is the CPU time of the thread that ran it
+    (``time.thread_time``), which other processes' load does not inflate.
+    """
+    import threading
+
     import interpretlm.maximization.mining as mining_mod
+
+    fold_cpu = {"s": 0.0}
+    lock = threading.Lock()
 
     def timed(fn):
         def wrapper(*a, **kw):
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             try:
                 return fn(*a, **kw)
             finally:
-                inside["s"] += time.perf_counter() - t0
+                with lock:
+                    fold_cpu["s"] += time.thread_time() - t0
         return wrapper
-    # per batch: the whole lm.run (forward + hooks) and the fold inside it, to see the steady state
-    per_batch: list[tuple[float, float]] = []
-    real_run = type(lm).run
-
-    def run_timed(self, *a, **kw):
-        t0, f0 = time.perf_counter(), inside["s"]
-        try:
-            return real_run(self, *a, **kw)
-        finally:
-            per_batch.append((time.perf_counter() - t0, inside["s"] - f0))
-    MiningState.update = timed(MiningState.update)
-    MiningState.update_glu = timed(MiningState.update_glu)
-    mining_mod.unit_values = timed(mining_mod.unit_values)
-
-    # plain passes and mining passes alternate (plain, mine, plain, mine, ..., plain): each mining pass is
-    # compared with the mean of the plain passes on either side, so a change of the machine's load between
-    # passes shows as a spread of the ratios rather than as a bias
+    real = MiningState.update, MiningState.update_glu, mining_mod.unit_values
+    MiningState.update, MiningState.update_glu = timed(real[0]), timed(real[1])
+    mining_mod.unit_values = timed(real[2])
+    modes = args.modes.split(",")
     plains = [plain(lm, windows, args.batch_size)]
-    mines, shares = [], []
-    late: list[tuple[float, float]] = []   # the second half of each pass's batches
+    mines: dict[str, list[float]] = {m: [] for m in modes}
+    ratios: dict[str, list[float]] = {m: [] for m in modes}
+    cpu_share: dict[str, list[float]] = {m: [] for m in modes}
+    cpu_ratios: dict[str, list[float]] = {m: [] for m in modes}   # plain CPU seconds / mining CPU seconds
+    plain_cpu = [CPU["plain"]]
     rss_before = rss_mb()
-    for _ in range(args.repeats):
-        type(lm).run = run_timed
-        f0, b0 = inside["s"], len(per_batch)
-        t = time.perf_counter()
-        mined = il.maximize(lm, units, corpus=corpus, k=args.k, window=args.window, batch_size=args.batch_size,
-                            max_windows=len(windows), detail=0, progress=False)
-        mines.append(time.perf_counter() - t)
-        type(lm).run = real_run
-        loop = mined.diagnostics["seconds"]
-        shares.append((loop - (inside["s"] - f0)) / loop)
-        this = per_batch[b0:]
-        late += this[len(this) // 2:]
-        plains.append(plain(lm, windows, args.batch_size))
+    try:
+        for _ in range(args.repeats):
+            for mode in modes:
+                mining_mod.OVERLAP = mode == "overlap"
+                f0, c0 = fold_cpu["s"], time.process_time()
+                t = time.perf_counter()
+                mined = il.maximize(lm, units, corpus=corpus, k=args.k, window=args.window,
+                                    batch_size=args.batch_size, max_windows=len(windows), detail=0, progress=False)
+                mines[mode].append(time.perf_counter() - t)
+                cpu = time.process_time() - c0
+                cpu_share[mode].append((fold_cpu["s"] - f0) / cpu)
+                plains.append(plain(lm, windows, args.batch_size))
+                plain_cpu.append(CPU["plain"])
+                ratios[mode].append((plains[-2] + plains[-1]) / 2 / mines[mode][-1])
+                cpu_ratios[mode].append((plain_cpu[-2] + plain_cpu[-1]) / 2 / cpu)
+                print(f"  {mode}: {mines[mode][-1]:.1f} s, plain passes around it {plains[-2]:.1f} / {plains[-1]:.1f} s: "
+                      f"{ratios[mode][-1]:.2f}x (CPU time {cpu_ratios[mode][-1]:.2f}x); the fold's share of the CPU time "
+                      f"{cpu_share[mode][-1]:.2f}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    finally:
+        MiningState.update, MiningState.update_glu = real[0], real[1]
+        mining_mod.unit_values = real[2]
+        mining_mod.OVERLAP = True
     rss_after = rss_mb()
-    ratios = [(plains[i] + plains[i + 1]) / 2 / mines[i] for i in range(len(mines))]
-    ratio = sorted(ratios)[len(ratios) // 2]
-    t_plain, t_mine = sum(plains) / len(plains), sum(mines) / len(mines)
     g = n_units if lm.family.gated_mlp else 0
     state = MiningState(n_units, g, args.k, 6, 4, 48)
     state_mb = sum(v.numel() * v.element_size() for v in state.t.values()) / 2**20
+    t_plain = sum(plains) / len(plains)
     print(f"plain forward: {n_tok / t_plain:,.0f} tokens/s ({', '.join(f'{x:.1f}' for x in plains)} s)")
-    print(f"mining all neurons: {n_tok / t_mine:,.0f} tokens/s ({', '.join(f'{x:.1f}' for x in mines)} s, counting "
-          f"pass and tokenization included); throughput {', '.join(f'{x:.2f}' for x in ratios)}x of the plain passes "
-          f"around each (median {ratio:.2f}x; goal >= 0.8)")
-    share = sorted(shares)[len(shares) // 2]
-    print(f"inside the mining loops: the forward passes' share of the time {', '.join(f'{x:.2f}' for x in shares)} "
-          f"(median {share:.2f}x): the throughput of the same forward passes without mining, measured in one run, so "
-          "the machine's load is the same for both")
-    record("maximization", "mining_ratio_in_run", share)
-    record("maximization", "mining_ratios_vs_forward", ratios)
-    # the first batches fill the state (every window enters the top-k); later ones rarely change it
-    if late:
-        late_share = 1 - sum(f for _, f in late) / sum(t for t, _ in late)
-        print(f"second half of the batches ({len(late)}): {late_share:.2f}x of the forward passes alone")
-        record("maximization", "mining_ratio_in_run_second_half", late_share)
+    med = {m: sorted(r)[len(r) // 2] for m, r in ratios.items()}
+    for mode in modes:
+        t_mine = sum(mines[mode]) / len(mines[mode])
+        print(f"mining all neurons, fold {mode}: {n_tok / t_mine:,.0f} tokens/s; throughput "
+              f"{', '.join(f'{x:.2f}' for x in ratios[mode])}x of the plain passes around each (median "
+              f"{med[mode]:.2f}x; goal >= 0.8); the fold's share of CPU time "
+              f"{sorted(cpu_share[mode])[len(cpu_share[mode]) // 2]:.2f}")
+        record("maximization", f"mining_ratios_vs_forward_{mode}", ratios[mode])
+        record("maximization", f"mining_fold_cpu_share_{mode}", sorted(cpu_share[mode])[len(cpu_share[mode]) // 2])
+        record("maximization", f"mining_cpu_ratios_vs_forward_{mode}", cpu_ratios[mode])
+        print(f"  CPU time: {', '.join(f'{x:.2f}' for x in cpu_ratios[mode])}x of the plain passes' CPU time")
+    record("maximization", "mining_plain_seconds", plains)   # how much the machine's load moved the plain passes
+    record("maximization", "mining_load_average", os.getloadavg()[0])
+    record("maximization", "mining_threads", torch.get_num_threads())
     print(f"mining state: {state_mb:.1f} MB (independent of the corpus length); peak RSS {rss_after:.0f} MB "
           f"(before mining {rss_before:.0f} MB)")
     print(f"dead neurons: {len(mined.dead)}, rare (< 1e-4 of tokens): {len(mined.rare)}")
     record("maximization", "mining_tokens", n_tok)
-    record("maximization", "mining_ratio_vs_forward", ratio)
     record("maximization", "mining_state_mb", state_mb)
     record("maximization", "peak_rss_mb", rss_after)
     return mined
@@ -183,7 +195,9 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--k", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=1, help="mining passes, each between two plain passes")
+    ap.add_argument("--repeats", type=int, default=1, help="mining passes per mode, each between two plain passes")
+    ap.add_argument("--modes", default="overlap,inline",
+                    help="where the fold runs, alternated: overlap (a background thread), inline (in the hooks)")
     ap.add_argument("--epo-neurons", type=int, default=10)
     ap.add_argument("--epo-steps", type=int, default=300)
     ap.add_argument("--epo-population", type=int, default=8)

@@ -302,10 +302,14 @@ def explanation_npd(d: dict[str, Any]) -> str:
 
 def mining(d: dict[str, Any]) -> str:
     m = d["maximization"]
-    ratios = m["mining_ratios_vs_forward"]
-    return (f"{_range(ratios, '{:.2f}×')} of plain forward passes ({len(ratios)} passes alternated with them, "
-            f"{m['mining_tokens']:,.0f} tokens each; inside the pass the forward share is "
-            f"{m['mining_ratio_in_run']:.2f}); state {m['mining_state_mb']:.0f} MB for 46,080 neurons, any corpus length")
+    cpu_o, cpu_i = m["mining_cpu_ratios_vs_forward_overlap"], m["mining_cpu_ratios_vs_forward_inline"]
+    return (f"CPU time {_range(cpu_o, '{:.2f}×')} of plain forward passes with the fold on a second thread, "
+            f"{_range(cpu_i, '{:.2f}×')} inline ({len(cpu_o)} + {len(cpu_i)} passes alternated with plain ones, "
+            f"{m['mining_tokens']:,.0f} tokens each; wall clock {_range(m['mining_ratios_vs_forward_overlap'], '{:.2f}×')}"
+            f" / {_range(m['mining_ratios_vs_forward_inline'], '{:.2f}×')} at load average ≈ {m['mining_load_average']:.0f},"
+            f" where the plain passes took {_range(m['mining_plain_seconds'], '{:.0f}')} s); the fold is "
+            f"{m['mining_fold_cpu_share_overlap']:.2f} of the CPU time; state {m['mining_state_mb']:.0f} MB for 46,080 "
+            "neurons, any corpus length")
 
 
 def epo_scoring(d: dict[str, Any]) -> str:
@@ -364,7 +368,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("detection / fuzzing / simulation on 40 windows (20 activating)", explanation_cost,
      "explanations.py --cost --planted"),
     ("mining every neuron of all 30 layers (46,080 units), throughput (goal ≥ 0.8×)", mining,
-     "maximization.py --windows 128 --repeats 3 --epo-neurons 0"),
+     "maximization.py --windows 128 --repeats 2 --epo-neurons 0"),
     ("EPO candidate scoring on the parents' key/value cache", epo_scoring, "maximization.py --scoring-ratio 2"),
     ("EPO on 10 random neurons of the default model vs their corpus maximum", epo,
      "maximization.py --epo-only --windows 512 --epo-steps 20 --epo-population 4 --epo-swaps 16"),

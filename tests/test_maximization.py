@@ -277,29 +277,53 @@ def test_glu_shortcut_keeps_the_exact_window_maxima():
 
 
 def test_resumed_pass_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    """A mining folder is a store (the core's shard_store, the activation store's machinery): a pass killed in
+    its 4th shard leaves shards 0-2 listed with their sha256; run again it recomputes only the cut shard's
+    windows and ends with the uninterrupted pass's folder byte for byte and its state tensor for tensor."""
+    from interpretlm.results import sha256_of
+    from interpretlm.shard_store import read_manifest
+
     lm = tiny_lm("llama", seed=3)
     corpus = _shuffled(seed=2)
     units = [il.Unit("blocks.1.mlp.neurons", 3), il.Unit("blocks.0.attn.heads", 1)]
-    full = _mine(lm, units, corpus, k=4, window=6, batch_size=4, detail=1)
+    kw = dict(k=4, window=6, batch_size=4, detail=1, checkpoint_every=8)   # a shard: 8 windows, 2 batches
+    full = _mine(lm, units, corpus, path=str(tmp_path / "full"), **kw)
+    n_shards = -(-full.n_windows // 8)
+    assert n_shards >= 5 and full.diagnostics["forward_passes"] == -(-full.n_windows // 4)
     calls = {"n": 0}
     real_run = type(lm).run
 
-    def flaky(self, *a, **kw):
+    def killed(self, *a, **k):
         calls["n"] += 1
-        if calls["n"] == 7:
+        if calls["n"] == 7:            # the first batch of shard 3
             raise KeyboardInterrupt
-        return real_run(self, *a, **kw)
-    monkeypatch.setattr(type(lm), "run", flaky)
+        return real_run(self, *a, **k)
+    monkeypatch.setattr(type(lm), "run", killed)
     with pytest.raises(KeyboardInterrupt):
-        _mine(lm, units, corpus, k=4, window=6, batch_size=4, detail=1, path=str(tmp_path), checkpoint_every=8)
+        _mine(lm, units, corpus, path=str(tmp_path / "cut"), **kw)
     monkeypatch.setattr(type(lm), "run", real_run)
-    done = json.loads((tmp_path / "manifest.json").read_text())["windows_done"]
-    assert 0 < done < full.n_windows
-    resumed = _mine(lm, units, corpus, k=4, window=6, batch_size=4, detail=1, path=str(tmp_path), checkpoint_every=8)
-    assert resumed.diagnostics["forward_passes"] < full.diagnostics["forward_passes"]
-    for f in ("top_values", "top_windows", "hist_counts", "quantile_windows", "frequency"):
+    m = read_manifest(tmp_path / "cut")
+    assert sorted(m["shards"]) == ["0", "1", "2"] and m["n_shards"] == n_shards
+    for key, e in m["shards"].items():
+        assert e["windows"] == [8 * int(key), 8 * int(key) + 8]
+        assert e["sha256"] == sha256_of(tmp_path / "cut" / e["file"])
+    (tmp_path / "cut" / ".shard-00003.safetensors.x1.tmp").write_bytes(b"half a shard")   # a writer killed mid-file
+    resumed = _mine(lm, units, corpus, path=str(tmp_path / "cut"), **kw)
+    assert resumed.diagnostics["forward_passes"] == full.diagnostics["forward_passes"] - 6
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == sorted(p.name for p in (tmp_path / "full").iterdir())
+    for f in (tmp_path / "full").iterdir():
+        assert f.read_bytes() == (tmp_path / "cut" / f.name).read_bytes(), f.name
+    for f in ("top_values", "top_windows", "top_positions", "hist_counts", "hist_range", "quantile_values",
+              "quantile_windows", "frequency", "mean", "std", "glu_values", "glu_windows", "glu_frequency"):
         a, b = getattr(resumed, f), getattr(full, f)
         assert torch.equal(torch.nan_to_num(a, nan=-7), torch.nan_to_num(b, nan=-7)), f
+    assert resumed.examples == full.examples
+    # a finished folder reopens like any store: no window is read again
+    again = _mine(lm, units, corpus, path=str(tmp_path / "full"), **kw)
+    assert again.diagnostics["forward_passes"] == 0 and torch.equal(again.top_values, full.top_values)
+    # and it is the pass without a folder (the same shards, merged in the same order)
+    plain = _mine(lm, units, corpus, **kw)
+    assert torch.equal(plain.top_values, full.top_values) and torch.equal(plain.mean, full.mean)
 
 
 def test_heads_and_directions_read_what_they_say():

@@ -38,6 +38,10 @@ from .viz import html as H
 from .viz.figures import Figure, Table, Text
 from .viz.render import render, render_all
 
+# values that hold no float (ints and bools cannot be NaN or inf): the non-finite scan skips them
+_NO_NUMBERS = (str, int, type(None))
+_ATOMS = frozenset({str, int, bool, type(None)})   # the same, by exact type (a set lookup: lists of 46,080 records)
+
 FORMAT_VERSION = 1
 
 
@@ -255,10 +259,16 @@ class Result:
                 found.append((path, repr(v)))
         elif isinstance(value, dict):
             for k, v in value.items():
-                self._walk_nonfinite(v, f"{path}.{k}", found)
+                if not isinstance(v, _NO_NUMBERS):   # the path is built only where a number may hide
+                    self._walk_nonfinite(v, f"{path}.{k}", found)
         elif isinstance(value, (list, tuple)):
+            atoms = _ATOMS
             for i, v in enumerate(value):
-                self._walk_nonfinite(v, f"{path}[{i}]", found)
+                tv = type(v)
+                if tv in atoms or (tv is dict and all(type(x) in atoms for x in v.values())):
+                    continue   # nothing that could be NaN (a list of plain records: units, tokens...)
+                if not isinstance(v, _NO_NUMBERS):
+                    self._walk_nonfinite(v, f"{path}[{i}]", found)
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:

@@ -375,7 +375,9 @@ def bind_units(lm: Any, units: "Unit | Units | Sequence[Unit | Units] | BoundUni
     """
     if isinstance(units, BoundUnits):
         return units
-    if isinstance(units, (Unit, Units)):
+    if isinstance(units, Units):
+        return units.bind(lm)   # bound once (every neuron of every layer: 46,080 units), not bound then rebuilt
+    if isinstance(units, Unit):
         units = [units]
     if not isinstance(units, (list, tuple)):
         raise ComponentError(f"Expected il.Unit(...), il.Unit.all(...) or a list of them; got {type(units).__name__}.")

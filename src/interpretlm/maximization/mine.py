@@ -30,6 +30,13 @@ def check_options(*, k: int, window: int, batch_size: int, bands: int, samples: 
         _check_positive(max_windows=max_windows)
 
 
+def _unit_dict(u: Any) -> dict[str, Any]:
+    """``u.to_dict()``, built directly for a plain index unit (all neurons of all layers: 46,080 of them)."""
+    if u.direction is None and u.dictionary is None:
+        return {"component": u.component, "index": u.index, "direction": None}
+    return u.to_dict()
+
+
 def _gather(idx: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(idx >= 0, idx // window, -1), torch.where(idx >= 0, idx % window, -1)
 
@@ -58,8 +65,9 @@ def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: i
         rare_frequency: units firing on fewer tokens than this share are reported rare.
         glu_split: split gated-MLP neurons by the signs of gate and up.
         detail: the first ``detail`` units get their examples recomputed token by token.
-        path: a folder to checkpoint the pass to; the same call resumes an interrupted pass.
-        checkpoint_every: windows between checkpoints.
+        path: a folder to write the pass to (a store: one state per shard of ``checkpoint_every``
+            windows); the same call resumes an interrupted pass and reopens a finished one.
+        checkpoint_every: windows a shard (rounded up to whole batches): the most an interruption costs.
         max_windows: read at most this many windows (a quick look at a long corpus).
         seed: seeds the quantile reservoir.
 
@@ -100,15 +108,15 @@ def mine(lm: Any, units: Any, *, corpus: Any = "builtin", k: int = 20, window: i
     g_tokens = t["glu_n"].sum(1, keepdim=True).clamp_min(1)
     names = bound.names
     result = MinedExamples(
-        unit_names=names, units=[u.to_dict() for u in bound.units], corpus=c.to_dict() if c.kind != "texts"
+        unit_names=names, units=[_unit_dict(u) for u in bound.units], corpus=c.to_dict() if c.kind != "texts"
         else {"kind": "texts", "n_texts": len(c.texts or ())}, window=window, n_windows=state.windows_done,
         n_tokens=state.n_tokens, top_values=t["top_v"].clone(), top_windows=top_w, top_positions=top_p,
         quantile_values=q_v, quantile_windows=q_w, quantile_positions=q_p, hist_counts=t["hist"],
         hist_range=t["hist_range"], mean=mean.float(), std=std.float(), frequency=freq.float(),
         glu_names=[names[j] for j in glu_units], glu_frequency=(t["glu_n"].double() / g_tokens).float(),
         glu_values=g_v, glu_windows=g_w,
-        dead=[names[j] for j in range(len(names)) if t["n_fire"][j] == 0],
-        rare=[names[j] for j in range(len(names)) if 0 < freq[j] < rare_frequency])
+        dead=[names[j] for j in (t["n_fire"] == 0).nonzero().flatten().tolist()],
+        rare=[names[j] for j in ((freq > 0) & (freq < rare_frequency)).nonzero().flatten().tolist()])
 
     # ---- examples of the first `detail` units, recomputed token by token
     det = list(range(min(detail, len(names))))

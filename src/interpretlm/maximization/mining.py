@@ -25,22 +25,30 @@ state, on the tensor side (no Python loop over units):
   the top-k windows by magnitude, since a neuron reached through ``gate<0, up<0`` and one
   through ``gate>0, up>0`` are two mechanisms.
 
-The state's size depends on the units and ``k``, never on the corpus length. With
-``path=`` it is checkpointed (atomically, like the probing family's activation store) every
-``checkpoint_every`` windows next to a manifest; running the same call again resumes after
-the last checkpoint and ends with the state an uninterrupted run ends with (batches and
-random priorities are the same). Shards of later windows another engine finished
-(``il.maximize(..., engine="ray")``, listed in the manifest) are folded in when the pass
-reaches them. After the pass, the examples of the first ``detail``
-units (top, quantile and sign-combination windows) are recomputed token by token.
+The state's size depends on the units and ``k``, never on the corpus length. The pass runs in
+shards of ``checkpoint_every`` windows (whole batches): each shard folds into a state of its own,
+merged into the pass's state when it ends, so a shard's state is the same whoever computes it. With
+``path=`` the folder is a store of the core's :mod:`~interpretlm.shard_store`, the machinery of the
+probing family's activation store (``il.activations``): each finished shard's state is written
+atomically as ``shard-NNNNN.safetensors`` and only then listed in ``manifest.json`` with its windows
+and sha256, under a fingerprint of the request. Running the same call again reads the finished
+shards instead of their windows and recomputes at most the shard an interruption cut; the state it
+ends with is the uninterrupted run's, tensor for tensor (the shards merge in corpus order either
+way). ``il.maximize(..., engine="ray")`` computes the same shards on workers. After the pass, the
+examples of the first ``detail`` units (top, quantile and sign-combination windows) are recomputed
+token by token.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +56,56 @@ import torch
 
 from ..errors import InterpretLMError
 from ..progress import bar as progress_bar
-from ..results import atomic_write
+from ..shard_store import finished_shards, load_shard, read_manifest, record_shard, remove_partial, write_shard
 from ..units import BoundUnits, kind_of, layer_of, unit_values
 from .sparse import fold_sparse
 from .corpus import Corpus, CorpusError
 
 GLU_COMBOS = ("gate+ up+", "gate+ up-", "gate- up+", "gate- up-")
-STATE_FORMAT = 1
+STATE_FORMAT = 2   # 2: the folder is a store of shard states (1: one state of the first windows)
+#: fold a block's values on a second thread while the forward pass runs the next blocks (:func:`folding`)
+OVERLAP = True
+#: the most blocks waiting to be folded: each holds its values (and gate/up projections) alive
+_MAX_PENDING = 3
+
+
+class _Folds:
+    """Folds run in submission order, on one background thread (``overlap``) or at once in the caller."""
+
+    def __init__(self, overlap: bool) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interpretlm-fold") if overlap else None
+        self.pending: deque[Future] = deque()
+
+    @staticmethod
+    def _run(fn: Any, args: tuple) -> None:
+        with torch.inference_mode():   # what the hooks run under: the values are inference tensors
+            fn(*args)
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        if self.pool is None:
+            fn(*args)
+            return
+        while len(self.pending) >= _MAX_PENDING:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self._run, fn, args))
+
+    def wait(self) -> None:
+        """Block until every submitted fold ran; raise the first error one of them raised."""
+        error = None
+        while self.pending:
+            try:
+                self.pending.popleft().result()
+            except BaseException as exc:   # noqa: BLE001 - every fold must end before the state is read
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        if self.pool is not None:
+            try:
+                self.wait()
+            finally:
+                self.pool.shutdown(wait=True)
 
 
 class MiningError(InterpretLMError, ValueError):
@@ -77,6 +128,9 @@ class MiningState:
     def __init__(self, n: int, g: int, k: int, bands: int, samples: int, bins: int, hist_every: int = 4) -> None:
         ninf = float("-inf")
         self.hist_every = hist_every
+        # buffers the fold writes its [batch, W, n] temporaries into, reused batch after batch: a fresh tensor of
+        # that size is new memory, which the kernel maps and zeroes page by page (slow on a loaded machine)
+        self._scratch: dict[tuple, torch.Tensor] = {}
         self.t: dict[str, torch.Tensor] = {
             "top_v": torch.full((n, k), ninf), "top_i": torch.full((n, k), -1, dtype=torch.long),
             "q_key": torch.full((n, bands, samples), ninf), "q_v": torch.zeros(n, bands, samples),
@@ -89,6 +143,12 @@ class MiningState:
             "counters": torch.zeros(2, dtype=torch.long),   # windows done, tokens seen
         }
 
+    def _buf(self, name: str, shape: torch.Size, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        key = (name, tuple(shape), dtype)
+        if key not in self._scratch:
+            self._scratch[key] = torch.empty(shape, dtype=dtype)
+        return self._scratch[key]
+
     @property
     def windows_done(self) -> int:
         return int(self.t["counters"][0])
@@ -100,18 +160,24 @@ class MiningState:
     # ------------------------------------------------------------------ updates
     @staticmethod
     def _token_index(v: torch.Tensor, order: torch.Tensor, base: int, window0: int,
-                     units: torch.Tensor) -> torch.Tensor:
+                     units: torch.Tensor, argmax: dict[str, torch.Tensor]) -> torch.Tensor:
         """``[r, m]`` the global token index of the entries ``order`` took from this batch (``order >= base``;
-        -1 elsewhere) for the units ``units [r]`` (columns of ``v``): the position of the window's maximum is
-        found only for them (few after the first batches), since an argmax over every window costs more
-        than the max itself."""
+        -1 elsewhere) for the units ``units [r]`` (columns of ``v``). Few entries (once the top-k filled): the
+        position of the window's maximum is found for them only; many (the first batches, where every window
+        enters): every window's at once (``v.max(1)``, kept in ``argmax`` for the batch's other calls), which
+        is then cheaper than gathering them. Both give the first position of the maximum."""
         b, W, n = v.shape
         out = torch.full_like(order, -1)
         new = order >= base
         if new.any():
             u, j = new.nonzero(as_tuple=True)
             w = order[u, j] - base
-            pos = v[w, :, units[u]].argmax(-1)           # [n_new, W] rows: one window of one unit each
+            if len(u) * 8 > b * n:
+                if "pos" not in argmax:
+                    argmax["pos"] = v.max(1).indices                   # [b, n]
+                pos = argmax["pos"][w, units[u]]
+            else:
+                pos = v[w, :, units[u]].argmax(-1)       # [n_new, W] rows: one window of one unit each
             out[u, j] = (window0 + w) * W + pos
         return out
 
@@ -138,14 +204,15 @@ class MiningState:
         # Only units with a window above their k-th value change (few once the first batches filled the
         # top-k), so only their rows are sorted: the same result as sorting all, at a fraction of the cost
         at = _rows_of(cols, n)
-        top_v = t["top_v"][at]
+        argmax: dict[str, torch.Tensor] = {}     # every window's argmax, when many are needed (_token_index)
+        top_v = t["top_v"][cols]          # a view when cols is a slice
         units = _entering(wmax, top_v[:, -1:])
         if len(units):
             at_u = at[units]
             tv, order = _top(torch.cat([top_v[units], wmax[units]], 1), k)
             old = t["top_i"][at_u].gather(1, order.clamp(max=k - 1))
             t["top_v"][at_u] = tv
-            t["top_i"][at_u] = torch.where(order >= k, self._token_index(v, order, k, window0, units), old)
+            t["top_i"][at_u] = torch.where(order >= k, self._token_index(v, order, k, window0, units, argmax), old)
         # stratified reservoir of windows, by band of the unit's range above the threshold: a window's band
         # depends on its own maximum only (not on the windows seen before it), so the reservoirs of two
         # parts of the corpus merge into the reservoir of the whole (engines mine shards in parallel)
@@ -154,32 +221,32 @@ class MiningState:
         fires = wmax > fire_threshold
         band = ((wmax - fire_threshold) / span * bands).floor().clamp(0, bands - 1).long()
         key = torch.rand(b, n, generator=gen).T
-        q_key = t["q_key"][at]
-        for j in range(bands):   # a loop over the few bands; the units stay one tensor
-            kj = torch.where(fires & (band == j), key, float("-inf"))
-            units = _entering(kj, q_key[:, j, -1:])    # only units whose band gets a higher priority change
-            if not len(units):
-                continue
+        # every (unit, band) row at once: a window's priority in its own band, -inf in the others; only the
+        # rows where some priority beats the band's last kept one are sorted (a band's rows are independent)
+        in_band = band.unsqueeze(1) == torch.arange(bands).view(1, bands, 1)             # [n, bands, b]
+        kall = torch.where(fires.unsqueeze(1) & in_band, key.unsqueeze(1), float("-inf"))
+        units, j = (~(kall <= t["q_key"][cols][:, :, -1:])).any(2).nonzero(as_tuple=True)
+        if len(units):
             at_u = at[units]
-            kk, order = _top(torch.cat([q_key[units, j], kj[units]], 1), samples)
+            kk, order = _top(torch.cat([t["q_key"][at_u, j], kall[units, j]], 1), samples)
             old = t["q_i"][at_u, j].gather(1, order.clamp(max=samples - 1))
             t["q_key"][at_u, j] = kk
             t["q_v"][at_u, j] = torch.cat([t["q_v"][at_u, j], wmax[units]], 1).gather(1, order)
             t["q_i"][at_u, j] = torch.where(order >= samples,
-                                            self._token_index(v, order, samples, window0, units), old)
+                                            self._token_index(v, order, samples, window0, units, argmax), old)
         # histogram over every `hist_every`-th token of a window (a systematic sample: one bincount over
         # [b * W / hist_every, n] instead of [b * W, n])
         bins = t["hist"].shape[1]
         sample = v[:, ::self.hist_every].reshape(-1, n)
-        q = torch.addcmul(rng * (bins / (2 * rng)), sample, bins / (2 * rng))   # (x + r) * bins / 2r
-        idx = q.clamp_(0, bins - 0.5).long()
+        q = self._buf("hist_q", sample.shape)
+        torch.addcmul(rng * (bins / (2 * rng)), sample, bins / (2 * rng), out=q)   # (x + r) * bins / 2r
+        q.clamp_(0, bins - 0.5)
+        idx = self._buf("hist_idx", sample.shape, torch.long).copy_(q)    # the copy truncates, as .long()
         idx += torch.arange(n).unsqueeze(0) * bins
         t["hist"][cols] += torch.bincount(idx.flatten(), minlength=n * bins).view(n, bins)
-        # counts as int32 sums of the bool tensor: count_nonzero and a plain sum convert it to int64 first
-        # (a copy 8 times its size); int32 holds any batch's count
-        t["n_fire"][cols] += (flat > fire_threshold).sum(0, dtype=torch.int32)
+        t["n_fire"][cols] += _count(torch.gt(flat, fire_threshold, out=self._buf("fires", flat.shape, torch.bool)))
         t["s1"][cols] += flat.sum(0).double()
-        t["s2"][cols] += (flat * flat).sum(0).double()
+        t["s2"][cols] += torch.mul(flat, flat, out=self._buf("squares", flat.shape)).sum(0).double()
 
     def update_glu(self, gcols: "slice | torch.Tensor", v: torch.Tensor, gate: torch.Tensor, up: torch.Tensor,
                    window0: int) -> torch.Tensor:
@@ -194,28 +261,30 @@ class MiningState:
         t = self.t
         b, W, n = v.shape
         k = t["glu_key"].shape[2]
-        g_neg, u_neg = gate < 0, up < 0             # bool: one byte a token for the counts below
-        n_g, n_u = g_neg.sum((0, 1), dtype=torch.int32), u_neg.sum((0, 1), dtype=torch.int32)
-        n_gu = (g_neg & u_neg).sum((0, 1), dtype=torch.int32)
+        # bool: one byte a token for the counts below
+        g_neg = torch.lt(gate, 0, out=self._buf("g_neg", gate.shape, torch.bool))
+        u_neg = torch.lt(up, 0, out=self._buf("u_neg", up.shape, torch.bool))
+        n_g, n_u = _count(g_neg), _count(u_neg)
+        n_gu = _count(torch.logical_and(g_neg, u_neg, out=u_neg))
         total = b * W
         t["glu_n"][gcols] += torch.stack([total - n_g - n_u + n_gu, n_u - n_gu, n_g - n_gu, n_gu], 1).long()   # GLU_COMBOS
-        under_neg = v * g_neg                     # the values under gate < 0 (0 elsewhere)
-        under_pos = v - under_neg
+        under_neg = self._buf("under_neg", v.shape).copy_(g_neg).mul_(v)    # the values under gate < 0, 0 elsewhere
+        under_pos = torch.sub(v, under_neg, out=self._buf("under_pos", v.shape))
         pos_max, neg_max = under_pos.amax(1), under_neg.amax(1)
         wval = torch.stack([pos_max, under_pos.amin(1), under_neg.amin(1), neg_max], 2)   # [b, n, 4]
         wval = wval.permute(1, 2, 0)                                             # [n, 4, b]
         sign = torch.tensor([1.0, -1.0, -1.0, 1.0]).view(1, 4, 1)
         wkey = torch.where(wval * sign > 0, wval.abs(), float("-inf"))          # -inf: no such token
-        widx = torch.arange(window0, window0 + b).expand(n, 4, b)
         at = _rows_of(gcols, n)
-        glu_key = t["glu_key"][at]
-        units = _entering(wkey.flatten(1), glu_key[..., -1:].expand(n, 4, b).flatten(1))
-        if len(units):   # all four combinations at once, for the units with a window entering one of them
+        # every (unit, combination) row at once; only the rows with a window entering them are sorted
+        units, c = (~(wkey <= t["glu_key"][gcols][:, :, -1:])).any(2).nonzero(as_tuple=True)
+        if len(units):
             at_u = at[units]
-            kk, order = _top(torch.cat([glu_key[units], wkey[units]], 2), k)
-            t["glu_key"][at_u] = kk
-            t["glu_v"][at_u] = torch.cat([t["glu_v"][at_u], wval[units]], 2).gather(2, order)
-            t["glu_i"][at_u] = torch.cat([t["glu_i"][at_u], widx[units]], 2).gather(2, order)
+            kk, order = _top(torch.cat([t["glu_key"][at_u, c], wkey[units, c]], 1), k)
+            widx = torch.arange(window0, window0 + b).expand(len(units), b)
+            t["glu_key"][at_u, c] = kk
+            t["glu_v"][at_u, c] = torch.cat([t["glu_v"][at_u, c], wval[units, c]], 1).gather(1, order)
+            t["glu_i"][at_u, c] = torch.cat([t["glu_i"][at_u, c], widx], 1).gather(1, order)
         # the windows' maxima, which update() needs too: the larger of the two when positive; a window whose
         # values are all <= 0 needs its own max (the zero fill hides it), read only for the units concerned
         wmax = torch.maximum(pos_max, neg_max)
@@ -268,23 +337,30 @@ class MiningState:
         self.canonical()
         return {k: v.contiguous() for k, v in self.t.items()}
 
-    def save(self, folder: Path, manifest: dict[str, Any], shards: dict[str, Any] | None = None) -> None:
-        from safetensors.torch import save_file
-
-        tensors = self.tensors()
-        atomic_write(folder / "state.safetensors", lambda tmp: save_file(tensors, tmp))
-        # the manifest names what the state holds; it is written only after the state is on disk
-        write_manifest(folder, manifest, self.windows_done, shards or {})
-
-    def load(self, folder: Path, name: str = "state.safetensors") -> "MiningState":
-        from safetensors.torch import load_file
-
-        loaded = load_file(str(folder / name))
-        for k, v in loaded.items():
+    def load_tensors(self, tensors: dict[str, torch.Tensor], where: str = "a shard") -> "MiningState":
+        """Take the tensors of a saved state (:meth:`tensors`, read back from a shard of the store)."""
+        for k, v in tensors.items():
             if k not in self.t or self.t[k].shape != v.shape:
-                raise MiningError(f"{folder}/{name} does not fit this request; delete it to start over.")
+                raise MiningError(f"{where} does not fit this request; delete the folder to start over.")
             self.t[k] = v
         return self
+
+
+def _count(mask: torch.Tensor) -> torch.Tensor:
+    """``[n]`` int32: the True entries of ``mask [..., n]`` per last index. Summed as bytes over blocks of 255
+    rows (a byte cannot overflow there), then the blocks as int32: a sum with ``dtype=int32`` (or
+    ``count_nonzero``, int64) first converts the whole mask, a copy 4 (8) times its size.
+
+    Example:
+        >>> _count(torch.tensor([[True, False], [True, True]])).tolist()
+        [2, 1]
+    """
+    x = mask.reshape(-1, mask.shape[-1]).view(torch.uint8)
+    full = x.shape[0] // 255 * 255
+    out = x[full:].sum(0, dtype=torch.int32)
+    if full:
+        out += x[:full].view(-1, 255, x.shape[1]).sum(1, dtype=torch.uint8).sum(0, dtype=torch.int32)
+    return out
 
 
 def _rows_of(cols: "slice | torch.Tensor", n: int) -> torch.Tensor:
@@ -306,19 +382,11 @@ def _top(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return v[..., :k], order[..., :k]
 
 
-def write_manifest(folder: Path, manifest: dict[str, Any], windows_done: int, shards: dict[str, Any]) -> None:
-    """The mining folder's manifest: the request, the windows folded into ``state.safetensors`` (the first
-    ``windows_done``) and the shards of later windows another engine finished (``{index: entry}``)."""
-    shards = dict(sorted(shards.items(), key=lambda kv: int(kv[0])))
-    atomic_write(folder / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(
-        dict(manifest, windows_done=windows_done, shards=shards), indent=1)))
-
-
-def _fingerprint(lm: Any, bound: BoundUnits, corpus: Corpus, config: dict[str, Any]) -> str:
+def _fingerprint(lm: Any, bound: BoundUnits, corpus: Corpus, config: dict[str, Any], names: list[str]) -> str:
     h = hashlib.sha256(json.dumps({"config": config, "corpus": corpus.identity(), "model": lm.fingerprint},
                                   sort_keys=True, default=str).encode())
+    h.update("\n".join(names).encode())   # one update for thousands of units
     for u in bound.units:
-        h.update(u.name.encode())
         if u.direction is not None:
             h.update(u.direction.numpy().tobytes())
     return h.hexdigest()
@@ -347,7 +415,7 @@ def count_windows(corpus: Corpus, tokenizer: Any, window: int, limit: int | None
 
 def pass_request(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int, batch_size: int, bands: int,
                  samples: int, bins: int, hist_every: int, fire_threshold: float, glu_split: bool, seed: int,
-                 max_windows: int | None) -> dict[str, Any]:
+                 max_windows: int | None, checkpoint_every: int) -> dict[str, Any]:
     """Check a mining request and describe it as plain data: the windows, the gated-neuron columns, the
     manifest of its folder (config and fingerprint). What the local pass and the engines' plan share.
 
@@ -358,7 +426,7 @@ def pass_request(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: 
         >>> lm = tiny_lm("llama")
         >>> req = pass_request(lm, bind_units(lm, Unit("blocks.1.mlp.neurons", 3)), corpus(["the cat sat"] * 8),
         ...     k=2, window=4, batch_size=4, bands=2, samples=2, bins=8, hist_every=1, fire_threshold=0.0,
-        ...     glu_split=True, seed=0, max_windows=None)
+        ...     glu_split=True, seed=0, max_windows=None, checkpoint_every=8)
         >>> req["n_windows"] > 2, req["glu_units"]
         (True, [0])
     """
@@ -377,9 +445,13 @@ def pass_request(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: 
             glu_units += g.columns
     config = {"format": STATE_FORMAT, "k": k, "window": window, "batch_size": batch_size, "bands": bands,
               "samples": samples, "bins": bins, "hist_every": hist_every, "fire_threshold": fire_threshold,
-              "glu_split": gated, "seed": seed, "n_windows": n_windows, "units": bound.size}
-    fingerprint = _fingerprint(lm, bound, corpus, config)
-    manifest = dict(config, fingerprint=fingerprint, model=lm.name, units_names=bound.names[:50])
+              "glu_split": gated, "seed": seed, "n_windows": n_windows, "units": bound.size,
+              "shard_windows": shard_windows(checkpoint_every, batch_size)}
+    names = bound.names
+    fingerprint = _fingerprint(lm, bound, corpus, config, names)
+    per = shard_windows(checkpoint_every, batch_size)
+    manifest = dict(config, fingerprint=fingerprint, model=lm.name, units_names=names[:50],
+                    n_shards=math.ceil(n_windows / per), shards={})
     return {"n_windows": n_windows, "glu_units": glu_units, "manifest": manifest}
 
 
@@ -391,12 +463,16 @@ def new_state(bound: BoundUnits, request: dict[str, Any]) -> MiningState:
 
 
 @contextmanager
-def folding(lm: Any, bound: BoundUnits, glu_units: list[int], fire_threshold: float, seed: int):
+def folding(lm: Any, bound: BoundUnits, glu_units: list[int], fire_threshold: float, seed: int,
+            overlap: bool | None = None):
     """Hooks that fold the units of each forward pass into a state; yields ``fold(state, batch, window0)``,
     which runs the model on ``batch`` (token windows numbered from ``window0``) and updates ``state``.
 
     The random priorities of a batch come from a generator seeded by ``seed`` and ``window0``, so a batch
-    folds the same way whichever process runs it.
+    folds the same way whichever process runs it. With ``overlap`` (default :data:`OVERLAP`) a block's
+    values are folded on a second thread while the forward pass runs the next blocks, in the order the
+    hooks saw them (one thread: the random draws and the state are those of folding in the hooks);
+    ``fold`` returns once the whole batch is folded.
     """
     comps = bound.components
     glu_pos = {c: i for i, c in enumerate(glu_units)}
@@ -422,32 +498,44 @@ def folding(lm: Any, bound: BoundUnits, glu_units: list[int], fire_threshold: fl
         # dictionary features only: folded from their non-zero activations (a TopK dictionary's k of n a token)
         sparse = bool(sub.groups) and all(g.how == "feature" for g in sub.groups)
 
-        def read(value: torch.Tensor) -> None:
-            state = current["state"]
-            if sparse and fold_sparse(state, sub, cols, value, current["window0"], fire_threshold, current["gen"]):
+        def fold_layer(value: torch.Tensor, parts: list[torch.Tensor], state: MiningState, window0: int,
+                       gen: torch.Generator) -> None:
+            if sparse and fold_sparse(state, sub, cols, value, window0, fire_threshold, gen):
                 return
             v = unit_values(lm, sub, {component: value}).float().cpu()
             wmax = None
             if len(local):
-                parts = [p.float().cpu() for p in gate_up[layer_of(component)]]
+                parts = [p.float().cpu() for p in parts]
                 gate, up = parts if len(parts) == 2 else parts[0].chunk(2, dim=-1)   # fused gate_up: halves
                 if full_glu[component]:      # every neuron of the layer: no gathers, and the maxima are shared
-                    wmax = state.update_glu(gcols, v, gate, up, current["window0"])
+                    wmax = state.update_glu(gcols, v, gate, up, window0)
                 else:
                     idx = torch.tensor([sub.units[j].index for j in local.tolist()], dtype=torch.long)
-                    state.update_glu(gcols, v[..., local], gate[..., idx], up[..., idx], current["window0"])
-            state.update(cols, v, current["window0"], fire_threshold, current["gen"], wmax)
+                    state.update_glu(gcols, v[..., local], gate[..., idx], up[..., idx], window0)
+            state.update(cols, v, window0, fire_threshold, gen, wmax)
+
+        def read(value: torch.Tensor) -> None:
+            # the model does not write to these tensors again (the MLP's product and projections are new
+            # tensors), so the fold may read them while the forward pass goes on to the next blocks
+            parts = list(gate_up.get(layer_of(component), ())) if len(local) else []
+            background.submit(fold_layer, value.detach(), parts, current["state"], current["window0"],
+                              current["gen"])
         return read
 
     def fold(state: MiningState, batch: list[list[int]], window0: int) -> None:
         current.update(state=state, window0=window0, gen=torch.Generator().manual_seed(seed * 1_000_003 + window0))
-        with torch.inference_mode():
-            lm.run(batch, until=until, head=False)
+        try:
+            with torch.inference_mode():
+                lm.run(batch, until=until, head=False)
+        finally:
+            background.wait()   # every layer of the batch folded (also when the pass was interrupted)
         state.t["counters"] += torch.tensor([len(batch), len(batch) * len(batch[0])])
 
     handles = []
+    background = _Folds(overlap if overlap is not None else OVERLAP)
     try:
         with ExitStack() as stack:
+            stack.callback(background.close)
             if glu_units:
                 for c in comps:
                     if len(glu_cols[c][0]):
@@ -467,38 +555,46 @@ def folding(lm: Any, bound: BoundUnits, glu_units: list[int], fire_threshold: fl
             h.remove()
 
 
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """A mining folder's manifest, or ``None`` when there is none yet."""
-    mf = folder / "manifest.json"
-    return json.loads(mf.read_text()) if mf.exists() else None
+def shard_windows(checkpoint_every: int, batch_size: int) -> int:
+    """Windows a shard of a mining folder covers: ``checkpoint_every`` rounded up to whole batches (so the
+    batches, and their random priorities, are the same however the shards are run).
+
+    Example:
+        >>> shard_windows(10, 4)
+        12
+    """
+    return math.ceil(checkpoint_every / batch_size) * batch_size
 
 
-def open_folder(folder: Path, request: dict[str, Any], state: MiningState) -> dict[str, Any]:
-    """Check a mining folder against the request, load its state into ``state`` and return the shards of
-    later windows an engine finished (``{index: entry}``, entries ``{"file", "windows": [lo, hi]}``);
-    shards already folded into the state are deleted."""
+def shard_rows(manifest: dict[str, Any]) -> list[tuple[int, int]]:
+    """``[(first window, end)]`` of every shard of a mining request's manifest."""
+    n, per = manifest["n_windows"], manifest["shard_windows"]
+    return [(k * per, min(n, (k + 1) * per)) for k in range(manifest["n_shards"])]
+
+
+def open_folder(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Check a mining folder (a store of the core's :mod:`~interpretlm.shard_store`) against the request's
+    ``manifest``; list in it the shards the folder holds, and return it."""
     old = read_manifest(folder)
     if old is None:
         if folder.exists() and any(folder.iterdir()):
             raise MiningError(f"{folder} exists and holds other files; give an empty or new folder.")
-        return {}
-    if old.get("fingerprint") != request["manifest"]["fingerprint"]:
+        return manifest
+    if old.get("fingerprint") != manifest["fingerprint"]:
         raise MiningError(f"{folder} holds a mining pass of another request (other units, corpus, model or "
                           "options); use another path or delete it.")
-    if (folder / "state.safetensors").exists():
-        state.load(folder)
-    shards = {}
-    for key, entry in (old.get("shards") or {}).items():
-        # a shard the state already holds (its merge was saved, the manifest not yet rewritten) is stale
-        if entry["windows"][0] < state.windows_done or not (folder / entry["file"]).exists():
-            (folder / entry["file"]).unlink(missing_ok=True)
-        else:
-            shards[key] = entry
-    listed = {entry["file"] for entry in shards.values()}
-    for f in list(folder.glob("shard-*.safetensors")) + list(folder.glob(".shard-*.tmp")):
-        if f.name not in listed:   # merged before a kill let the manifest say so, or half-written
-            f.unlink(missing_ok=True)
-    return shards
+    remove_partial(folder)
+    done = set(finished_shards(folder, old))
+    manifest["shards"] = {k: e for k, e in old["shards"].items() if int(k) in done}
+    return manifest
+
+
+def shard_entry(folder: Path, k: int, tensors: dict[str, torch.Tensor], windows: tuple[int, int]) -> dict[str, Any]:
+    """Write shard ``k`` (the state of ``windows``, :meth:`MiningState.tensors`) through the store; its
+    manifest entry."""
+    lo, hi = windows
+    entry = write_shard(folder, k, tensors, metadata={"windows": f"{lo}:{hi}"})
+    return {"file": entry["file"], "windows": [lo, hi], "sha256": entry["sha256"]}
 
 
 def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int, batch_size: int, bands: int,
@@ -506,8 +602,11 @@ def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int,
              checkpoint_every: int, seed: int, max_windows: int | None) -> tuple[MiningState, dict[str, Any]]:
     """Stream the corpus once through the model and fold every unit into a :class:`MiningState`.
 
-    With ``path=``, a folder an interrupted pass left resumes after its state; shards of later windows
-    another engine finished (``il.maximize(..., engine="ray")``) are folded in when the pass reaches them.
+    The pass runs shard by shard (:func:`shard_windows`): each shard's windows fold into a state of their
+    own, merged into the pass's state when the shard ends. With ``path=`` every finished shard is written
+    to the folder through the store (:mod:`interpretlm.shard_store`: atomically, then listed in the
+    manifest), so an interrupted pass run again reads the shards it finished instead of their windows and
+    recomputes at most the shard it was in; ``engine="ray"`` writes the same shards.
     Returns the state and facts of the pass (windows, GLU columns, seconds, forward passes).
 
     Example:
@@ -524,54 +623,52 @@ def run_pass(lm: Any, bound: BoundUnits, corpus: Corpus, *, k: int, window: int,
     """
     request = pass_request(lm, bound, corpus, k=k, window=window, batch_size=batch_size, bands=bands,
                            samples=samples, bins=bins, hist_every=hist_every, fire_threshold=fire_threshold,
-                           glu_split=glu_split, seed=seed, max_windows=max_windows)
+                           glu_split=glu_split, seed=seed, max_windows=max_windows, checkpoint_every=checkpoint_every)
     n_windows, glu_units, manifest = request["n_windows"], request["glu_units"], request["manifest"]
-    state = new_state(bound, request)
     folder = Path(path) if path is not None else None
-    shards = open_folder(folder, request, state) if folder is not None else {}
-    starts = {entry["windows"][0]: key for key, entry in shards.items()}
+    if folder is not None:
+        manifest = open_folder(folder, manifest)
+    rows = shard_rows(manifest)
+    done = {int(key) for key in manifest["shards"]}
+    state = new_state(bound, request)
     start = time.perf_counter()
     forward_passes = 0
-    bar = progress_bar(n_windows, "mining", initial=state.windows_done)
+    bar = progress_bar(n_windows, "mining", initial=sum(rows[j][1] - rows[j][0] for j in done))
     try:
         with folding(lm, bound, glu_units, fire_threshold, seed) as fold:
-            if state.windows_done >= n_windows:   # a finished folder: nothing to read again
-                return state, {"n_windows": n_windows, "glu_units": glu_units, "seconds": 0.0, "forward_passes": 0}
-            batch: list[list[int]] = []
-            w_i = 0
-            for ids in corpus.windows(lm.tokenizer, window):
-                if w_i >= n_windows:
-                    break
-                if w_i < state.windows_done:      # finished before an interruption (or in a merged shard)
-                    w_i += 1
-                    continue
-                if not batch and w_i in starts:   # a shard another engine finished: fold it in, skip its windows
-                    entry = shards.pop(starts.pop(w_i))
-                    state.merge(new_state(bound, request).load(folder, entry["file"]))
-                    state.save(folder, manifest, shards)
-                    (folder / entry["file"]).unlink(missing_ok=True)
-                    bar.update(entry["windows"][1] - entry["windows"][0])
-                    w_i += 1
-                    continue
-                batch.append(ids)
-                w_i += 1
-                if len(batch) == batch_size or w_i == n_windows:
-                    fold(state, batch, w_i - len(batch))
-                    forward_passes += 1
-                    bar.update(len(batch))
-                    batch = []
-                    if folder is not None and (state.windows_done % checkpoint_every < batch_size
-                                               or state.windows_done == n_windows):
-                        state.save(folder, manifest, shards)
+            stream = corpus.windows(lm.tokenizer, window) if len(done) < len(rows) else iter(())
+            for j, (lo, hi) in enumerate(rows):
+                part = new_state(bound, request)
+                if j in done:                  # finished before an interruption, or by another engine
+                    part.load_tensors(load_shard(folder, manifest["shards"][str(j)]), f"{folder}: shard {j}")
+                    for _ in islice(stream, hi - lo):   # its windows are not read again
+                        pass
+                else:
+                    # the histogram's range (which the reservoir's bands divide) is the first batch's
+                    part.t["hist_range"] = state.t["hist_range"].clone()
+                    w = lo
+                    while w < hi:
+                        batch = list(islice(stream, min(batch_size, hi - w)))
+                        if not batch:
+                            raise MiningError(f"The corpus ended after {w} windows where it had {n_windows}: it "
+                                              "changed during the pass.")
+                        fold(part, batch, w)
+                        forward_passes += 1
+                        w += len(batch)
+                        bar.update(len(batch))
+                    if folder is not None:
+                        record_shard(folder, manifest, j, shard_entry(folder, j, part.tensors(), (lo, hi)))
+                state.merge(part)
     finally:
         bar.close()
+    state.canonical()
     facts = {"n_windows": n_windows, "glu_units": glu_units, "seconds": time.perf_counter() - start,
              "forward_passes": forward_passes}
     return state, facts
 
 
 __all__ = ["GLU_COMBOS", "MiningError", "MiningState", "count_windows", "folding", "new_state", "open_folder",
-           "pass_request", "read_manifest", "run_pass", "write_manifest"]
+           "pass_request", "run_pass", "shard_entry", "shard_rows", "shard_windows"]
 
 
 # ---------------------------------------------------------------------- the registered method

@@ -6,7 +6,9 @@ batch with every requested component captured at the same time, and writes the r
 ``manifest.json``. Each shard is written atomically and only then recorded in the
 manifest, so a job that is interrupted and started again skips the finished shards and
 recomputes at most the one it was working on; the store it ends with is byte-for-byte the
-one an uninterrupted run writes (the batches are the same, hence the same numbers).
+one an uninterrupted run writes (the batches are the same, hence the same numbers). The
+folder is written through the core's :mod:`interpretlm.shard_store`, which mining's folders
+(``il.maximize(..., path=)``) use too.
 
 Two layouts:
 
@@ -34,7 +36,8 @@ import torch
 from ..errors import ComponentError, InterpretLMError
 from ..jobs import JobKind, register_kind
 from ..progress import bar as progress_bar
-from ..results import atomic_write, sha256_of
+from ..results import atomic_write
+from ..shard_store import record_shard, remove_partial, write_shard
 from .errors import ProbingError, StoreError
 
 STORE_FORMAT = 1
@@ -418,26 +421,18 @@ class ActivationsJob(JobKind):
 
     def write(self, path: str | os.PathLike, plan: dict[str, Any], k: int,
               payload: dict[str, torch.Tensor]) -> dict[str, Any]:
-        from safetensors.torch import save_file
-
-        folder = Path(path)
         lo, hi = self.shard_rows(plan)[k]
-        fname = f"shard-{k:05d}.safetensors"
-        atomic_write(folder / fname, lambda tmp: save_file(payload, tmp, metadata={"rows": f"{lo}:{hi}"}))
-        return {"file": fname, "rows": [lo, hi], "sha256": sha256_of(folder / fname)}
+        entry = write_shard(path, k, payload, metadata={"rows": f"{lo}:{hi}"})
+        return {"file": entry["file"], "rows": [lo, hi], "sha256": entry["sha256"]}
 
     def record(self, path: str | os.PathLike, plan: dict[str, Any], k: int, entry: dict[str, Any]) -> None:
-        manifest = plan["manifest"]
-        manifest["shards"][str(k)] = entry
         # Shards in index order whatever order they finished in, so every engine writes the same manifest;
         # it is rewritten only after the shard is safely on disk.
-        manifest["shards"] = dict(sorted(manifest["shards"].items(), key=lambda kv: int(kv[0])))
-        atomic_write(Path(path) / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+        record_shard(path, plan["manifest"], k, entry)
 
     def finish(self, path: str | os.PathLike, plan: dict[str, Any], computed: Sequence[int]) -> ActivationStore:
         folder = Path(path)
-        for tmp in folder.glob(".shard-*.tmp"):   # halves of shards whose writer was killed (atomic_write's names)
-            tmp.unlink(missing_ok=True)
+        remove_partial(folder)   # halves of shards whose writer was killed
         if not (folder / "manifest.json").exists():
             atomic_write(folder / "manifest.json",
                          lambda tmp: Path(tmp).write_text(json.dumps(plan["manifest"], indent=1)))
