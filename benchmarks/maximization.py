@@ -189,6 +189,7 @@ def main() -> None:
     ap.add_argument("--epo-population", type=int, default=8)
     ap.add_argument("--epo-swaps", type=int, default=32)
     ap.add_argument("--epo-top-k", type=int, default=512)
+    ap.add_argument("--epo-restart-every", type=int, default=50)
     ap.add_argument("--epo-part", default="1/1", metavar="I/N",
                     help="run the I-th of N equal parts of the EPO neurons (parts run in parallel processes)")
     ap.add_argument("--epo-only", action="store_true",
@@ -237,7 +238,7 @@ def main() -> None:
 
     # ---- EPO on random neurons
     wins = 0
-    per_iter = []
+    per_iter, cpu_per_iter = [], []
     for unit in epo_units:
         j = mined.index(unit)
         corpus_max = float(mined.top_values[j, 0])
@@ -253,9 +254,12 @@ def main() -> None:
                 ces.append(float(-logp[0, :-1].gather(-1, ids[0, 1:].unsqueeze(-1)).mean()))
         median_ce = float(torch.tensor(ces).median()) if ces else float("inf")
         opt = il.maximize(lm, unit, method="epo", steps=args.epo_steps, population=args.epo_population,
-                          swaps=args.epo_swaps, top_k=args.epo_top_k, seed=args.seed, progress=False)
+                          swaps=args.epo_swaps, top_k=args.epo_top_k, restart_every=args.epo_restart_every,
+                          seed=args.seed, progress=False)
         s_iter = opt.diagnostics["seconds"] / opt.diagnostics["iterations"]
+        cpu_iter = opt.diagnostics["cpu_seconds"] / opt.diagnostics["iterations"]
         per_iter.append(s_iter)
+        cpu_per_iter.append(cpu_iter)
         fluent = [a for a, ce, _ in opt.pareto if ce <= median_ce]
         best_fluent = max(fluent) if fluent else None   # None: no front point as fluent as the median example
         ok = best_fluent is not None and best_fluent > corpus_max
@@ -264,18 +268,25 @@ def main() -> None:
         print(f"{unit.name}: corpus max {corpus_max:.3f} (median CE of its examples {median_ce:.2f}); EPO best "
               f"{a:.3f} at CE {ce:.2f} {p!r}; best at CE <= median "
               f"{best_fluent if best_fluent is None else round(best_fluent, 3)}; above the corpus max there: "
-              f"{ok}; {s_iter:.2f} s/iteration ({opt.diagnostics['evaluations']} distinct prompts scored of "
-              f"{opt.diagnostics['candidates']} drawn)", flush=True)
+              f"{ok}; {s_iter:.2f} s/iteration, {cpu_iter:.2f} CPU s/iteration ({opt.diagnostics['evaluations']} "
+              f"distinct prompts scored of {opt.diagnostics['candidates']} drawn; "
+              f"{opt.diagnostics['gradient_rows']} member gradients)", flush=True)
+        # the front's most fluent point, and its best point at CE <= the median (the prompt that wins, if any)
+        at_median = [(a_, c_, p_) for a_, c_, p_ in opt.pareto if c_ <= median_ce]
         record("maximization", f"epo.{unit.name}", {
             "corpus_max": corpus_max, "median_ce": median_ce, "best_activation": a, "best_ce": ce, "best_prompt": p,
-            "best_activation_at_median_ce": best_fluent, "wins": ok, "seconds_per_iteration": s_iter})
+            "best_activation_at_median_ce": best_fluent, "wins": ok, "seconds_per_iteration": s_iter,
+            "cpu_seconds_per_iteration": cpu_iter, "min_ce": min(c_ for _, c_, _ in opt.pareto),
+            "prompt_at_median_ce": max(at_median)[2] if at_median else None})
     if picks:
         print(f"EPO: front above the corpus maximum at CE <= the examples' median on {wins}/{len(picks)} neurons; "
               f"{sum(per_iter) / len(per_iter):.2f} s per iteration ({args.epo_steps} iterations, population "
               f"{args.epo_population}, {args.epo_swaps} swaps, top-k {args.epo_top_k})")
         record("maximization", "epo_budget", {"iterations": args.epo_steps, "population": args.epo_population,
                                               "swaps": args.epo_swaps, "top_k": args.epo_top_k, "length": 12,
+                                              "restart_every": args.epo_restart_every,
                                               "windows": len(windows), "tokens": n_tok})
+        record("maximization", "epo_cpu_seconds_per_iteration", sum(cpu_per_iter) / len(cpu_per_iter))
         record("maximization", "epo_wins", wins)
         record("maximization", "epo_neurons", len(picks))
         record("maximization", "epo_seconds_per_iteration", sum(per_iter) / len(per_iter))

@@ -52,3 +52,26 @@ def test_gradient_pass_equals_a_one_hot_input():
         s_act, s_ce = O.score(lm, bound, ids, batch_size=2)
         torch.testing.assert_close(s_act, act, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(s_ce, ce, rtol=1e-4, atol=0)
+
+
+def test_restarts_and_kept_gradients_keep_every_score_exact():
+    """Members that keep their prompt skip the gradient pass and keep their key/value cache; after a
+    restart every member holds one prompt. Every score the search reports (the final population, each
+    point of the front, built from candidates scored on merged caches) equals a fresh whole pass."""
+    for family in ("llama", "gpt2"):
+        lm = tiny_lm(family, seed=5)
+        bound = bind_units(lm, il.Unit("blocks.1.mlp.neurons", 4))
+        lambdas = torch.logspace(-1, 1, 4)
+        ids, act, ce, front, hist, costs = O.discrete_search(
+            lm, bound, length=5, population=4, swaps=8, top_k=16, steps=12, lambdas=lambdas, seed=0,
+            batch_size=8, desc="test", restart_every=5, restart_lambda=(2 / 3, 6.0))
+        assert costs["restarts"] == 3                                  # iterations 0, 5 and 10
+        for step in (0, 5, 10):                                        # one prompt for the whole population
+            assert torch.equal(hist[step], hist[step, :1].expand(4)), hist[step]
+        assert 4 <= costs["gradient_rows"] < 12 * 4                    # some members kept their gradient
+        ref_act, ref_ce = O.score(lm, bound, ids)
+        torch.testing.assert_close(act, ref_act, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ce, ref_ce, rtol=1e-4, atol=0)
+        f_act, f_ce = O.score(lm, bound, front.ids)
+        torch.testing.assert_close(front.act, f_act, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(front.ce, f_ce, rtol=1e-4, atol=0)

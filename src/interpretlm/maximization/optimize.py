@@ -6,7 +6,9 @@ each token at its own position), the fluency the objective trades against.
 
 * ``"epo"`` — evolutionary prompt optimization ("fluent dreaming", Thompson et al. 2024): a
   population of prompts, member ``i`` maximizing ``activation - λ_i · cross-entropy`` with its
-  own ``λ_i`` (log-spaced over ``fluency``). Each iteration takes the gradient of every
+  own ``λ_i`` (log-spaced over ``fluency``, 0.1 to 10 as in the paper); every ``restart_every``
+  iterations (50) the population restarts from the pooled prompt best for a random ``λ`` in
+  ``restart_fluency`` (2/3 to 6). Each iteration takes the gradient of every
   member's objective with respect to its one-hot tokens, draws ``swaps`` candidates per member
   (one position, a token among the ``top_k`` of the gradient there), scores each distinct one
   once in batches (:func:`score_swaps`: from the changed token on, on the parent's key/value
@@ -173,6 +175,14 @@ class Shared:
         self.nll = torch.zeros(ids.shape, dtype=torch.float32)
         self.nll[:, 1:] = self.lse[:, :ids.shape[1] - 1] - self.logits[:, :ids.shape[1] - 1].gather(
             -1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+    def put(self, rows: torch.Tensor, other: "Shared") -> None:
+        """Replace the parents ``rows`` by ``other``'s (members with a new prompt, after a partial gradient pass)."""
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys, mine.values = mine.keys.clone(), mine.values.clone()
+            mine.keys[rows.to(mine.keys.device)] = theirs.keys
+            mine.values[rows.to(mine.values.device)] = theirs.values
+        self.logits[rows], self.lse[rows], self.nll[rows] = other.logits, other.lse, other.nll
 
     def loss_of(self, parent: torch.Tensor, q: int, token: torch.Tensor) -> torch.Tensor:
         """``[c]`` the loss of ``token`` at position ``q`` after the first ``q`` tokens of ``parent``."""
@@ -354,13 +364,20 @@ def _check_options(**values: Any) -> None:
 
 
 def discrete_search(lm: Any, bound: BoundUnits, *, length: int, population: int, swaps: int, top_k: int,
-                    steps: int, lambdas: torch.Tensor, seed: int, batch_size: int, desc: str
+                    steps: int, lambdas: torch.Tensor, seed: int, batch_size: int, desc: str,
+                    restart_every: int = 0, restart_lambda: tuple[float, float] = (2 / 3, 6.0)
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Front, torch.Tensor, dict[str, Any]]:
     """The shared loop of EPO (a population, one λ each) and GCG (one member, λ = 0).
 
+    Every ``restart_every`` iterations (from the first; 0: never) every member restarts from the one
+    prompt of the pooled set that is best for a ``λ`` drawn uniformly in ``restart_lambda`` (EPO's
+    restarts). A member that keeps its own prompt keeps its gradient, activation, cross-entropy and
+    key/value cache: only members with a new prompt run the next gradient pass.
+
     Returns the final ids ``[m, pos]``, activations ``[m]``, cross-entropies ``[m]``, the front,
     the history ``[steps, m]`` and costs (``candidates`` drawn; ``evaluations``: the distinct ones
-    scored, since a swap that keeps a token is its member and equal members draw equal candidates).
+    scored, since a swap that keeps a token is its member and equal members draw equal candidates;
+    ``gradient_rows``: members run through a gradient pass; ``restarts``).
 
     Example:
         >>> from interpretlm.testing import tiny_lm
@@ -383,25 +400,39 @@ def discrete_search(lm: Any, bound: BoundUnits, *, length: int, population: int,
     ids = torch.cat([prefix.expand(population, n_prefix), body], 1)
     front = Front()
     history = []
-    evaluations = 0
+    evaluations = gradient_rows = restarts = 0
     share = _shares_prefixes(lm)
-    start = time.perf_counter()
-    act = ce = None
-    for _ in track(range(steps), desc):
-        act, ce, grad, shared = _gradients(lm, bound, ids, lambdas, share=share)
-        if _ == 0:
+    k = min(top_k, int(allowed.sum()))
+    start, cpu = time.perf_counter(), time.process_time()
+    members = torch.arange(population)
+    act = ce = grad = shared = None
+    fresh = torch.ones(population, dtype=torch.bool)        # members whose prompt changed: a new gradient
+    for step in track(range(steps), desc):
+        if fresh.all():
+            act, ce, grad, shared = _gradients(lm, bound, ids, lambdas, share=share)
+            grad = grad[:, n_prefix:]                                       # [m, L, V]
+            grad[..., ~allowed[: grad.shape[-1]]] = float("-inf")
+        elif fresh.any():
+            rows = fresh.nonzero().flatten()
+            a, c, g, sh = _gradients(lm, bound, ids[rows], lambdas[rows], share=share)
+            g = g[:, n_prefix:]
+            g[..., ~allowed[: g.shape[-1]]] = float("-inf")
+            act[rows], ce[rows], grad[rows] = a, c, g
+            if shared is not None and sh is not None:
+                shared.put(rows, sh)
+            else:
+                shared = None
+        gradient_rows += int(fresh.sum())
+        if step == 0:
             front.add(act, ce, ids)
-        grad = grad[:, n_prefix:]                                           # [m, L, V]
-        grad[..., ~allowed[: grad.shape[-1]]] = float("-inf")
-        k = min(top_k, int(allowed.sum()))
         cand_tok = grad.topk(k, dim=-1).indices                             # [m, L, k]
         pos = torch.randint(length, (population, swaps), generator=gen)
         pick = torch.randint(k, (population, swaps), generator=gen)
-        new_tok = cand_tok[torch.arange(population).unsqueeze(1), pos, pick]  # [m, swaps]
+        new_tok = cand_tok[members.unsqueeze(1), pos, pick]                 # [m, swaps]
         cands = ids.unsqueeze(1).repeat(1, swaps, 1)
-        cands[torch.arange(population).unsqueeze(1), torch.arange(swaps).unsqueeze(0), n_prefix + pos] = new_tok
+        cands[members.unsqueeze(1), torch.arange(swaps).unsqueeze(0), n_prefix + pos] = new_tok
         cands = cands.reshape(population * swaps, -1)
-        parent = torch.arange(population).repeat_interleave(swaps)
+        parent = members.repeat_interleave(swaps)
         # score each distinct prompt once: a swap that keeps the member's token is the member itself, and
         # members that became equal draw the same candidates
         c_act, c_ce = act[parent].clone(), ce[parent].clone()
@@ -419,13 +450,24 @@ def discrete_search(lm: Any, bound: BoundUnits, *, length: int, population: int,
         front.add(c_act, c_ce, cands)
         all_ids = torch.cat([ids, cands])
         all_act, all_ce = torch.cat([act, c_act]), torch.cat([ce, c_ce])
-        # each member takes the best of the pooled set for its own λ ([m, pool] objective matrix)
-        best = (all_act.unsqueeze(0) - lambdas.unsqueeze(1) * all_ce.unsqueeze(0)).argmax(1)
+        if restart_every and step % restart_every == 0:
+            # the population restarts from one prompt: the best of the pooled set for a λ drawn at random
+            lo, hi = restart_lambda
+            lam = lo + (hi - lo) * float(torch.rand((), generator=gen))
+            best = (all_act - lam * all_ce).argmax().expand(population)
+            restarts += 1
+        else:
+            # each member takes the best of the pooled set for its own λ ([m, pool] objective matrix)
+            best = (all_act.unsqueeze(0) - lambdas.unsqueeze(1) * all_ce.unsqueeze(0)).argmax(1)
+        fresh = best != members
         ids, act, ce = all_ids[best], all_act[best], all_ce[best]
         history.append(act.clone())
     seconds = time.perf_counter() - start
+    # CPU seconds of the process: what the search costs whatever else the machine runs (wall time grows
+    # with the load of a shared machine)
     costs = {"evaluations": evaluations, "candidates": steps * population * swaps, "seconds": seconds,
-             "backward_passes": steps, "iterations": steps}
+             "cpu_seconds": time.process_time() - cpu,
+             "backward_passes": steps, "iterations": steps, "gradient_rows": gradient_rows, "restarts": restarts}
     return ids, act, ce, front, torch.stack(history) if history else torch.zeros(0, population), costs
 
 
@@ -452,8 +494,8 @@ def _finish(lm: Any, bound: BoundUnits, ids: torch.Tensor, act: torch.Tensor, ce
           summary="EPO: a population with per-member fluency penalties; Pareto front of activation vs cross-entropy",
           check=_CHECK, seeded=True)
 def epo(lm: Any, units: Any, *, length: int = 12, population: int = 8, swaps: int = 32, top_k: int = 512,
-        steps: int = 300, fluency: tuple[float, float] = (0.01, 10.0), seed: int = 0,
-        batch_size: int = 64) -> OptimizedInputs:
+        steps: int = 300, fluency: tuple[float, float] = (0.1, 10.0), restart_every: int = 50,
+        restart_fluency: tuple[float, float] = (2 / 3, 6.0), seed: int = 0, batch_size: int = 64) -> OptimizedInputs:
     """Evolutionary prompt optimization (Thompson et al. 2024) of one unit's activation at the last token.
 
     Args:
@@ -464,8 +506,11 @@ def epo(lm: Any, units: Any, *, length: int = 12, population: int = 8, swaps: in
         swaps: candidates per member per iteration (one token changed each).
         top_k: tokens considered per position (largest gradient of the member's objective).
         steps: iterations.
-        fluency: ``(λ_min, λ_max)``; members get ``λ`` log-spaced between them (the first 0
-            when the population has more than two members: the pure-activation end of the front).
+        fluency: ``(λ_min, λ_max)``; members get ``λ`` log-spaced between them (the paper's 0.1 to 10:
+            from nearly pure activation to nearly pure fluency).
+        restart_every: every this many iterations, from the first (0: never), the whole population
+            restarts from the one prompt of the pooled set best for a ``λ`` drawn uniformly in
+            ``restart_fluency`` (the paper: 2 × [1/3, 3]); the front keeps everything met before.
         seed: the random initial prompts and draws.
         batch_size: candidates scored per forward pass.
 
@@ -484,16 +529,19 @@ def epo(lm: Any, units: Any, *, length: int = 12, population: int = 8, swaps: in
     """
     _check_options(length=length, population=population, swaps=swaps, top_k=top_k, steps=steps,
                    batch_size=batch_size)
+    if isinstance(restart_every, bool) or not isinstance(restart_every, int) or restart_every < 0:
+        raise OptimizationError(f"restart_every must be an int >= 0 (0: no restarts); got {restart_every!r}.")
     lo, hi = (float(x) for x in fluency)
     if not (0 < lo <= hi) or not math.isfinite(hi):
         raise OptimizationError(f"fluency=(λ_min, λ_max) needs 0 < λ_min <= λ_max; got {fluency!r}.")
+    r_lo, r_hi = (float(x) for x in restart_fluency)
+    if not (0 <= r_lo <= r_hi) or not math.isfinite(r_hi):
+        raise OptimizationError(f"restart_fluency=(λ_min, λ_max) needs 0 <= λ_min <= λ_max; got {restart_fluency!r}.")
     bound = _one_unit(lm, units)
-    lams = torch.logspace(math.log10(lo), math.log10(hi), population - 1 if population > 2 else population)
-    if population > 2:
-        lams = torch.cat([torch.zeros(1), lams])
+    lams = torch.logspace(math.log10(lo), math.log10(hi), population)
     ids, act, ce, front, history, costs = discrete_search(
         lm, bound, length=length, population=population, swaps=swaps, top_k=top_k, steps=steps, lambdas=lams,
-        seed=seed, batch_size=batch_size, desc="epo")
+        seed=seed, batch_size=batch_size, desc="epo", restart_every=restart_every, restart_lambda=(r_lo, r_hi))
     return _finish(lm, bound, ids, act, ce, front, history, lams.tolist(), costs)
 
 
