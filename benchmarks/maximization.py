@@ -147,7 +147,7 @@ def scoring_ratio(lm, unit, repeats: int, population: int, swaps: int, top_k: in
     ids = pool[torch.randint(len(pool), (population, 12), generator=gen)]
     lams = torch.cat([torch.zeros(1), torch.logspace(-2, 1, population - 1)])
     t = time.perf_counter()
-    act, ce, grad = O._gradients(lm, bound, ids, lams)
+    act, ce, grad, _ = O._gradients(lm, bound, ids, lams)
     t_grad = time.perf_counter() - t
     grad[..., ~O._allowed(lm)[: grad.shape[-1]]] = float("-inf")
     cand_tok = grad.topk(top_k, dim=-1).indices
@@ -176,6 +176,66 @@ def scoring_ratio(lm, unit, repeats: int, population: int, swaps: int, top_k: in
     record("maximization", "epo_gradient_share_of_full_iteration", t_grad / (t_grad + sum(full) / len(full)))
 
 
+def iteration_ratio(lm, unit, repeats: int, against: str, population: int, swaps: int, top_k: int,
+                    seed: int) -> None:
+    """One EPO iteration (same λ, same seed, no restart) by this tree's code and by ``optimize.py`` of git
+    revision ``against``, alternated ``repeats`` times in this process: wall and CPU seconds of each, their
+    ratios, and whether the two give the same population, scores and front."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    import interpretlm.registry as registry
+    from interpretlm.maximization import optimize as new
+    from interpretlm.units import bind_units
+
+    source = subprocess.run(["git", "show", f"{against}:src/interpretlm/maximization/optimize.py"],
+                            capture_output=True, text=True, check=True, cwd=Path(__file__).parent).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(source)
+    real = registry.register
+    registry.register = lambda *a, **k: (lambda fn: fn)     # the old module's methods stay out of the registry
+    try:
+        spec = importlib.util.spec_from_file_location("interpretlm.maximization._optimize_old", f.name)
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
+    finally:
+        registry.register = real
+    bound = bind_units(lm, unit)
+    lams = torch.logspace(-1, 1, population)
+
+    def run(module):
+        w, c = time.perf_counter(), time.process_time()
+        r = module.discrete_search(lm, bound, length=12, population=population, swaps=swaps, top_k=top_k, steps=1,
+                                   lambdas=lams, seed=seed, batch_size=64, desc="ratio")
+        return r, time.perf_counter() - w, time.process_time() - c
+
+    walls, cpus = [], []
+    for i in range(repeats):
+        r_old, w_old, c_old = run(old)
+        r_new, w_new, c_new = run(new)
+        walls.append(w_old / w_new)
+        cpus.append(c_old / c_new)
+        print(f"old {w_old:.1f} s ({c_old:.1f} CPU s), new {w_new:.1f} s ({c_new:.1f} CPU s): "
+              f"{w_old / w_new:.2f}x wall, {c_old / c_new:.2f}x CPU", flush=True)
+        if i == 0:
+            same_ids = torch.equal(r_old[0], r_new[0]) and torch.equal(r_old[3].ids, r_new[3].ids)
+            diff = max(float(((r_old[1] - r_new[1]).abs() / r_old[1].abs().clamp_min(1e-6)).max()),
+                       float(((r_old[2] - r_new[2]).abs() / r_old[2]).max()),
+                       float(((r_old[3].act - r_new[3].act).abs() / r_old[3].act.abs().clamp_min(1e-6)).max()),
+                       float(((r_old[3].ce - r_new[3].ce).abs() / r_old[3].ce).max()))
+            print(f"same population and front: {same_ids}; scores equal to {diff:.1e} relative", flush=True)
+            record("maximization", "epo_iteration_same_result", same_ids)
+            record("maximization", "epo_iteration_max_relative_difference", diff)
+            record("maximization", "epo_iteration_cpu_seconds", [c_old, c_new])
+    import os
+    print(f"load average {os.getloadavg()[0]:.1f}; median speed-up {sorted(cpus)[len(cpus) // 2]:.2f}x CPU, "
+          f"{sorted(walls)[len(walls) // 2]:.2f}x wall", flush=True)
+    record("maximization", "epo_iteration_speedups_cpu", cpus)
+    record("maximization", "epo_iteration_speedups_wall", walls)
+    record("maximization", "epo_iteration_against", against)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -194,8 +254,13 @@ def main() -> None:
                     help="run the I-th of N equal parts of the EPO neurons (parts run in parallel processes)")
     ap.add_argument("--epo-only", action="store_true",
                     help="skip the throughput run: mine only the EPO neurons (same windows), then run EPO")
+    ap.add_argument("--mine-path", default=None, help="with --epo-only: a folder for the EPO neurons' mining pass")
+    ap.add_argument("--mine-only", action="store_true", help="with --epo-only: stop after the mining pass")
     ap.add_argument("--scoring-ratio", type=int, default=0, metavar="REPEATS",
                     help="only time EPO's candidate scoring, whole passes against the parents' cache, REPEATS times")
+    ap.add_argument("--iteration-ratio", type=int, default=0, metavar="REPEATS",
+                    help="only time one published-size EPO iteration against the code of --against, REPEATS times")
+    ap.add_argument("--against", default="b25f572", help="git revision of the reference optimize.py")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: the cores not busy, as the CLI)")
     args = ap.parse_args()
@@ -207,6 +272,10 @@ def main() -> None:
     print(f"threads: {torch.get_num_threads()}")
 
     lm = il.load(args.model)
+    if args.iteration_ratio:
+        iteration_ratio(lm, il.Unit("blocks.12.mlp.neurons", 417), args.iteration_ratio, args.against,
+                        args.epo_population, args.epo_swaps, args.epo_top_k, args.seed)
+        return
     if args.scoring_ratio:
         scoring_ratio(lm, il.Unit("blocks.12.mlp.neurons", 417), args.scoring_ratio, args.epo_population,
                       args.epo_swaps, args.epo_top_k, args.seed)
@@ -227,12 +296,17 @@ def main() -> None:
     gen = torch.Generator().manual_seed(args.seed)
     picks = torch.randperm(n_units, generator=gen)[: args.epo_neurons].tolist()
     part, parts = (int(x) for x in args.epo_part.split("/"))
+    all_units = [il.Unit(f"blocks.{col // lm.d_mlp}.mlp.neurons", col % lm.d_mlp) for col in picks]
     picks = picks[part - 1::parts]
     epo_units = [il.Unit(f"blocks.{col // lm.d_mlp}.mlp.neurons", col % lm.d_mlp) for col in picks]
     if args.epo_only:
-        # the corpus maxima of the EPO neurons only: the same windows, one pass up to the deepest of them
-        mined = il.maximize(lm, epo_units, corpus=corpus, k=args.k, window=args.window, batch_size=args.batch_size,
-                            max_windows=len(windows), detail=0, progress=False)
+        # the corpus maxima of the EPO neurons only: the same windows, one pass up to the deepest of them; with
+        # --mine-path every part reads the one finished pass (the same request resumes at its end)
+        mined = il.maximize(lm, all_units, corpus=corpus, k=args.k, window=args.window, batch_size=args.batch_size,
+                            max_windows=len(windows), detail=0, progress=False, path=args.mine_path)
+        if args.mine_only:
+            print(f"mined {len(all_units)} neurons into {args.mine_path}")
+            return
     else:
         mined = throughput(lm, corpus, units, windows, n_units, n_tok, args)
 
