@@ -5,8 +5,11 @@ Run by hand (not a test):
     PYTHONPATH=src .venv/bin/python benchmarks/maximization.py                 # the full run (days on 2 cores)
     PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --windows 128 --repeats 3 --epo-neurons 0  # mining
     PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --scoring-ratio 2    # EPO scoring, cache vs whole passes
-    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --epo-only --windows 512 --epo-steps 20
-        --epo-population 4 --epo-swaps 16 [--epo-part 1/2]     # (one command) EPO on a budget that fits
+    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --iteration-ratio 3 --threads 1  # vs b25f572's code
+    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --epo-only --windows 512 --mine-path mine/ --mine-only
+    PYTHONPATH=src .venv/bin/python benchmarks/maximization.py --epo-only --windows 512 --mine-path mine/
+        --epo-steps 16 --epo-population 8 --epo-swaps 12 --epo-restart-every 8 --threads 1 --epo-part 1/10
+        # (one command; parts 1/10 .. 10/10 in parallel, each reading the one mining pass) EPO on a budget that fits
 
 Mining: every neuron of every layer (30 × 1,536 = 46,080 units) over the first ``--windows``
 windows of 64 tokens of the built-in corpus (all 15,984 by default: 1.02M tokens), against
@@ -18,9 +21,12 @@ process's peak RSS.
 
 EPO: ``--epo-neurons`` random neurons (seeded); for each, the corpus maximum and the median
 cross-entropy of its top corpus examples (the window up to the maximum), then EPO (defaults:
-12 tokens, population 8, 32 swaps, top-k 512, ``--epo-steps`` iterations): does the front
-reach above the corpus maximum at a cross-entropy no worse than that median? And seconds per
-iteration. Absolute times are noisy on a shared machine; the ratio is measured in one process.
+12 tokens, population 8, 32 swaps, top-k 512, restarts every 50, ``--epo-steps`` iterations):
+does the front reach above the corpus maximum at a cross-entropy no worse than that median? And
+seconds per iteration, wall and CPU (the process's CPU time, which the machine's load does not
+inflate as it does wall time). Absolute times are noisy on a shared machine; ratios are
+measured in one process (``--iteration-ratio``: one published-size iteration of this code and
+of an older revision's, alternated).
 """
 
 from __future__ import annotations
