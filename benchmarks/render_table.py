@@ -356,7 +356,8 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("EPO iteration against the previous code, alternated in one process", epo_iteration,
      "maximization.py --iteration-ratio 3 --threads 1"),
     ("EPO on 10 random neurons of the default model vs their corpus maximum", epo,
-     "maximization.py --epo-only --windows 512 --epo-steps 20 --epo-population 4 --epo-swaps 16"),
+     "maximization.py --epo-only --windows 512 --mine-path mine/ --epo-steps 16 --epo-swaps 12 --epo-restart-every 8 "
+     "--threads 1 --epo-part i/10 (i = 1..10, after --mine-only)"),
     ("explanations of neurons of layers 4, 14, 24 of the default model, explained and scored by it (10 + 10 windows)",
      explanation_distribution, "explanations.py --units 17 --windows 10 --max-windows 400"),
 ]
