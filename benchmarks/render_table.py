@@ -318,6 +318,15 @@ def epo_scoring(d: dict[str, Any]) -> str:
             "(256 candidates of one iteration at the published population 8 × 32 swaps)")
 
 
+def epo_iteration(d: dict[str, Any]) -> str:
+    m = d["maximization"]
+    old, new = m["epo_iteration_cpu_seconds"]
+    same = "same population and front" if m["epo_iteration_same_result"] else "scores"
+    return (f"{_range(m['epo_iteration_speedups_cpu'], '{:.2f}×')} less CPU time per published-size iteration "
+            f"(population 8 × 32 swaps, one thread: {old:.1f} → {new:.1f} CPU s; {same}, scores equal to "
+            f"{m['epo_iteration_max_relative_difference']:.0e} relative)")
+
+
 def epo(d: dict[str, Any]) -> str:
     m = d["maximization"]
     b = m["epo_budget"]
@@ -325,8 +334,10 @@ def epo(d: dict[str, Any]) -> str:
     beat = sum(u["best_activation"] > u["corpus_max"] for u in units)
     return (f"front above the corpus maximum at a cross-entropy ≤ its examples' median on {m['epo_wins']:.0f}/"
             f"{m['epo_neurons']:.0f} neurons (above it at any cross-entropy on {beat}/{len(units)}); budget "
-            f"{b['iterations']} iterations × population {b['population']} × {b['swaps']} swaps (published: "
-            f"300 × 8 × 32); corpus: first {b['tokens']:,} tokens; {m['epo_seconds_per_iteration']:.1f} s/iteration")
+            f"{b['iterations']} iterations × population {b['population']} × {b['swaps']} swaps, restarts every "
+            f"{b['restart_every']} (published: 300 × 8 × 32, every 50); corpus maximum over the first "
+            f"{b['windows']} windows ({b['tokens']:,} tokens); {m['epo_cpu_seconds_per_iteration']:.1f} CPU s/iteration "
+            f"({m['epo_seconds_per_iteration']:.0f} s wall on the shared machine)")
 
 
 ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
@@ -370,8 +381,11 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("mining every neuron of all 30 layers (46,080 units), throughput (goal ≥ 0.8×)", mining,
      "maximization.py --windows 128 --repeats 2 --epo-neurons 0"),
     ("EPO candidate scoring on the parents' key/value cache", epo_scoring, "maximization.py --scoring-ratio 2"),
+    ("EPO iteration against the previous code, alternated in one process", epo_iteration,
+     "maximization.py --iteration-ratio 3 --threads 1"),
     ("EPO on 10 random neurons of the default model vs their corpus maximum", epo,
-     "maximization.py --epo-only --windows 512 --epo-steps 20 --epo-population 4 --epo-swaps 16"),
+     "maximization.py --epo-only --windows 512 --mine-path mine/ --epo-steps 16 --epo-swaps 12 --epo-restart-every 8 "
+     "--threads 1 --epo-part i/10 (i = 1..10, after --mine-only)"),
     ("explanations of neurons of layers 4, 14, 24 of the default model, explained and scored by it (10 + 10 windows)",
      explanation_distribution, "explanations.py --units 17 --windows 10 --max-windows 400"),
     ("unit explanations vs Neuronpedia automated-interpretability 0.0.24 (OpenAI's pipeline), same neurons, records "

@@ -123,7 +123,7 @@ def run(name, lm, script: bool = False, **extra):
         return registry.call(name, lm, *args, **opts)
 
 
-VOLATILE = {"seconds", "prompt", "prompts", "inputs", "model_fingerprint"}
+VOLATILE = {"seconds", "cpu_seconds", "prompt", "prompts", "inputs", "model_fingerprint"}
 
 
 def same(a, b, rtol: float = 1e-4, atol: float = 1e-6, path: str = "") -> None:

@@ -25,7 +25,7 @@ def section(lm: Any, prompts: list[str]) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         top = maximize(lm, unit, corpus=corpus, k=8, window=32, max_windows=120, detail=1, progress=False)
-        # a taste of EPO (the published settings cost ~50 s an iteration on 2 CPU cores)
+        # a taste of EPO (the published settings cost about 6 CPU seconds an iteration on the default model)
         opt = maximize(lm, unit, method="epo", length=6, population=2, swaps=8, top_k=64, steps=3, seed=0,
                        progress=False)
     lines.append(f"{unit.name}: {top.summary()}")

@@ -6,7 +6,9 @@ each token at its own position), the fluency the objective trades against.
 
 * ``"epo"`` — evolutionary prompt optimization ("fluent dreaming", Thompson et al. 2024): a
   population of prompts, member ``i`` maximizing ``activation - λ_i · cross-entropy`` with its
-  own ``λ_i`` (log-spaced over ``fluency``). Each iteration takes the gradient of every
+  own ``λ_i`` (log-spaced over ``fluency``, 0.1 to 10 as in the paper); every ``restart_every``
+  iterations (50) the population restarts from the pooled prompt best for a random ``λ`` in
+  ``restart_fluency`` (2/3 to 6). Each iteration takes the gradient of every
   member's objective with respect to its one-hot tokens, draws ``swaps`` candidates per member
   (one position, a token among the ``top_k`` of the gradient there), scores each distinct one
   once in batches (:func:`score_swaps`: from the changed token on, on the parent's key/value
@@ -24,6 +26,8 @@ All three are reproducible with ``seed``.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import math
 import time
 from contextlib import ExitStack
@@ -74,16 +78,36 @@ def _allowed(lm: Any) -> torch.Tensor:
     return ok
 
 
+def _nll(logits: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
+    """``[..., n]`` next-token loss ``-log p(tok)`` from ``logits [..., n, vocab]``: one logsumexp over the
+    vocabulary instead of a whole ``[..., n, vocab]`` log-softmax written out (the same numbers to rounding)."""
+    logits = logits.float()
+    return logits.logsumexp(-1) - logits.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
+
+
 def _ce(lm: Any, logits: torch.Tensor, ids: torch.Tensor, n_prefix: int) -> torch.Tensor:
-    """``[m]`` mean next-token loss of the optimized tokens ``ids [m, n_prefix + L]``."""
-    logp = logits.float().log_softmax(-1)
+    """``[m]`` mean next-token loss of the optimized tokens ``ids [m, n_prefix + L]``.
+
+    ``logits [m, p, vocab]`` cover the positions from 0 on; a causal model's may stop before the last
+    one (``p = pos - 1``: no token follows the prompt, so its logits are never read)."""
     if lm.is_causal:
         start = max(n_prefix, 1)
-        pred = logp[:, start - 1:-1]
-        tok = ids[:, start:]
-    else:
-        pred, tok = logp[:, n_prefix:], ids[:, n_prefix:]
-    return -pred.gather(-1, tok.unsqueeze(-1)).squeeze(-1).mean(1)
+        return _nll(logits[:, start - 1:ids.shape[1] - 1], ids[:, start:]).mean(1)
+    return _nll(logits[:, n_prefix:], ids[:, n_prefix:]).mean(1)
+
+
+def _keep(lm: Any, n: int) -> dict[str, Any]:
+    """Keyword arguments asking a causal LM for the logits of its first ``n - 1`` positions only (the last
+    position's logits, a fifth of a small model's per-token cost, are never read), when its forward takes
+    ``logits_to_keep``."""
+    if not (lm.is_causal and n > 1 and _takes_keep(type(lm.model))):
+        return {}
+    return {"logits_to_keep": torch.arange(n - 1, device=lm.device)}
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_keep(cls: type) -> bool:
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
 def score(lm: Any, bound: BoundUnits, ids: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,12 +123,17 @@ def score(lm: Any, bound: BoundUnits, ids: torch.Tensor, batch_size: int = 64) -
     """
     acts, ces = [], []
     n_prefix = len(_prefix(lm))
+    keep = _keep(lm, ids.shape[1])
     with lm.capture(bound.components) as cache, torch.inference_mode():
         for s in range(0, len(ids), batch_size):
             chunk = ids[s:s + batch_size]
-            out = lm.forward(chunk.tolist())
+            if keep:    # a causal LM with a head and no padding: the model itself, without the last logits
+                with lm.running():
+                    logits = lm.model(input_ids=chunk.to(lm.device), use_cache=False, **keep).logits
+            else:
+                logits = lm.forward(chunk.tolist()).logits
             acts.append(unit_values(lm, bound, cache)[:, -1, 0].float().cpu())
-            ces.append(_ce(lm, out.logits, chunk.to(out.logits.device), n_prefix).cpu())
+            ces.append(_ce(lm, logits, chunk.to(logits.device), n_prefix).cpu())
     return torch.cat(acts), torch.cat(ces)
 
 
@@ -116,20 +145,6 @@ def _shares_prefixes(lm: Any) -> bool:
     cfg = lm.model.config
     return not (getattr(cfg, "sliding_window", None)
                 and "sliding_attention" in (getattr(cfg, "layer_types", None) or ["sliding_attention"]))
-
-
-def _parent_pass(lm: Any, ids: torch.Tensor) -> tuple[Any, torch.Tensor] | None:
-    """The population's key/value cache and its next-token log-probabilities ``[m, pos, vocab]``, or
-    ``None`` when the model's cache is not a plain list of per-layer keys and values (then candidates run
-    full passes)."""
-    with torch.inference_mode(), lm.running():
-        out = lm.model(input_ids=ids.to(lm.device), use_cache=True)
-    cache = getattr(out, "cache", None)
-    cache = cache if cache is not None else getattr(out, "past_key_values", None)
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
-        return None
-    return cache, out.logits.float().log_softmax(-1)
 
 
 def _prefix_cache(cache: Any, rows: torch.Tensor, length: int) -> Any:
@@ -148,8 +163,57 @@ def _prefix_cache(cache: Any, rows: torch.Tensor, length: int) -> Any:
     return out
 
 
+class Shared:
+    """What the candidates of one iteration share with their parents ``[m, pos]``: the parents' key/value
+    cache, their logits ``[m, pos - 1, vocab]`` and each parent token's next-token loss ``nll [m, pos]``
+    (position 0 has none). Built by the gradient pass, which runs the parents anyway."""
+
+    def __init__(self, cache: Any, logits: torch.Tensor, ids: torch.Tensor) -> None:
+        self.cache = cache
+        self.logits = logits.detach().float().cpu()
+        self.lse = self.logits.logsumexp(-1)                                   # [m, pos - 1]
+        self.nll = torch.zeros(ids.shape, dtype=torch.float32)
+        self.nll[:, 1:] = self.lse[:, :ids.shape[1] - 1] - self.logits[:, :ids.shape[1] - 1].gather(
+            -1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+    def put(self, rows: torch.Tensor, other: "Shared") -> None:
+        """Replace the parents ``rows`` by ``other``'s (members with a new prompt, after a partial gradient pass)."""
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys, mine.values = mine.keys.clone(), mine.values.clone()
+            mine.keys[rows.to(mine.keys.device)] = theirs.keys
+            mine.values[rows.to(mine.values.device)] = theirs.values
+        self.logits[rows], self.lse[rows], self.nll[rows] = other.logits, other.lse, other.nll
+
+    def loss_of(self, parent: torch.Tensor, q: int, token: torch.Tensor) -> torch.Tensor:
+        """``[c]`` the loss of ``token`` at position ``q`` after the first ``q`` tokens of ``parent``."""
+        return self.lse[parent, q - 1] - self.logits[parent, q - 1].gather(-1, token.unsqueeze(-1)).squeeze(-1)
+
+
+def _cache_of(out: Any) -> Any:
+    """The forward output's key/value cache when it is a plain list of per-layer keys and values (which
+    :func:`_prefix_cache` can slice), else ``None``."""
+    cache = getattr(out, "cache", None)
+    cache = cache if cache is not None else getattr(out, "past_key_values", None)
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        return None
+    for layer in layers:    # built under autograd by the gradient pass: keep the numbers, not the graph
+        layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
+    return cache
+
+
+def _parent_pass(lm: Any, ids: torch.Tensor) -> Shared | None:
+    """:class:`Shared` for parents ``ids [m, pos]`` from a forward pass of their own, or ``None`` when the
+    model's cache is not a plain list of per-layer keys and values (then candidates run full passes)."""
+    with torch.inference_mode(), lm.running():
+        out = lm.model(input_ids=ids.to(lm.device), use_cache=True, **_keep(lm, ids.shape[1]))
+    cache = _cache_of(out)
+    return None if cache is None else Shared(cache, out.logits, ids)
+
+
 def score_swaps(lm: Any, bound: BoundUnits, parents: torch.Tensor, parent: torch.Tensor, at: torch.Tensor,
-                token: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+                token: torch.Tensor, batch_size: int = 64, shared: Shared | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """``([c], [c])``: :func:`score` of candidates that each change one token of a parent prompt.
 
     Candidate ``i`` is ``parents[parent[i]]`` (``parents [m, pos]``) with position ``at[i]`` set to
@@ -158,6 +222,8 @@ def score_swaps(lm: Any, bound: BoundUnits, parents: torch.Tensor, parent: torch
     position, one batched pass per group), and the cross-entropy takes the parent's terms before
     ``at[i]`` and the parent's next-token distribution at ``at[i] - 1``. About half the tokens of
     full passes; the same numbers up to float rounding. Other models run :func:`score`.
+    ``shared``: the parents' :class:`Shared` when the caller has it (EPO's gradient pass builds it);
+    otherwise one forward pass of the parents makes it.
 
     Example:
         >>> from interpretlm.testing import tiny_lm
@@ -173,16 +239,13 @@ def score_swaps(lm: Any, bound: BoundUnits, parents: torch.Tensor, parent: torch
     n = len(parent)
     cands = parents[parent].clone()
     cands[torch.arange(n), at] = token
-    shared = _parent_pass(lm, parents) if _shares_prefixes(lm) else None
+    if shared is None and _shares_prefixes(lm):
+        shared = _parent_pass(lm, parents)
     if shared is None:
         return score(lm, bound, cands, batch_size)
-    cache, logp = shared
     n_prefix = len(_prefix(lm))
     start = max(n_prefix, 1)
     width = parents.shape[1]
-    # the parents' next-token loss of each of their tokens ([m, pos]; position 0 has none)
-    nll = torch.zeros(parents.shape, dtype=torch.float32)
-    nll[:, 1:] = -logp[:, :-1].cpu().gather(-1, parents[:, 1:].unsqueeze(-1)).squeeze(-1)
     act = torch.zeros(n)
     ce = torch.zeros(n)
     with lm.capture(bound.components) as captured, torch.inference_mode():
@@ -191,46 +254,61 @@ def score_swaps(lm: Any, bound: BoundUnits, parents: torch.Tensor, parent: torch
             if q == 0:          # nothing shared: whole passes
                 act[group], ce[group] = score(lm, bound, cands[group], batch_size)
                 continue
+            keep = _keep(lm, width - q)
             for s in range(0, len(group), batch_size):
                 rows = group[s:s + batch_size]
-                past = _prefix_cache(cache, parent[rows].to(lm.device), q)
+                past = _prefix_cache(shared.cache, parent[rows].to(lm.device), q)
                 with lm.running():
                     # `cache` is Transformers 5's name (`past_key_values` is deprecated)
-                    out = lm.model(input_ids=cands[rows, q:].to(lm.device), cache=past, use_cache=True)
+                    out = lm.model(input_ids=cands[rows, q:].to(lm.device), cache=past, use_cache=True, **keep)
                 act[rows] = unit_values(lm, bound, captured)[:, -1, 0].float().cpu()
                 # loss of each token from `start` on: the parent's before q, the parent's distribution at q - 1
                 # for the changed token, the candidate's own logits after it
-                terms = nll[parent[rows]].clone()
-                terms[:, q] = -logp[parent[rows], q - 1].cpu().gather(-1, token[rows].unsqueeze(-1)).squeeze(-1)
+                terms = shared.nll[parent[rows]].clone()
+                terms[:, q] = shared.loss_of(parent[rows], q, token[rows])
                 if q + 1 < width:
-                    own = out.logits[:, :-1].float().log_softmax(-1)
-                    terms[:, q + 1:] = -own.gather(-1, cands[rows, q + 1:].to(own.device).unsqueeze(-1)).squeeze(-1).cpu()
+                    own = out.logits[:, :width - q - 1]
+                    terms[:, q + 1:] = _nll(own, cands[rows, q + 1:].to(own.device)).cpu()
                 ce[rows] = terms[:, start:].mean(1)
     return act, ce
 
 
-def _gradients(lm: Any, bound: BoundUnits, ids: torch.Tensor, lambdas: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Activation ``[m]``, cross-entropy ``[m]`` and ``[m, pos, vocab]`` gradient of ``act - λ·ce`` in the one-hot tokens."""
+def _gradients(lm: Any, bound: BoundUnits, ids: torch.Tensor, lambdas: torch.Tensor, share: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Shared | None]:
+    """Activation ``[m]``, cross-entropy ``[m]``, the ``[m, pos, vocab]`` gradient of ``act - λ·ce`` in the
+    one-hot tokens and, with ``share`` (a causal LM whose cache candidates can reuse), the parents'
+    :class:`Shared` from the same forward pass.
+
+    The gradient in the one-hot tokens is ``∂obj/∂e · Eᵀ`` with ``e`` the embedding layer's output and ``E``
+    the embedding matrix (Gemma's scale included in ``e``, a constant that does not change the ranking):
+    the same numbers as a one-hot input ``onehot @ E`` without that ``[m, pos, vocab] @ [vocab, d]``
+    product in the forward pass."""
     emb = lm.model.get_input_embeddings().weight
-    onehot = torch.nn.functional.one_hot(ids.to(emb.device), emb.shape[0]).to(emb.dtype).requires_grad_(True)
+    slot: dict[str, torch.Tensor] = {}
 
     def edit(value: torch.Tensor) -> torch.Tensor:
-        # value + (onehot @ E) - its detached copy: the same numbers (Gemma's scale included), and the
-        # gradient in the one-hot tokens (up to a constant scale that does not change the ranking)
-        e = onehot @ emb
-        return value + (e - e.detach()).to(value.dtype)
+        slot["d"] = torch.zeros_like(value, requires_grad=True)
+        return value + slot["d"]
 
     n_prefix = len(_prefix(lm))
+    shared = None
     with ExitStack() as stack, torch.enable_grad():
         stack.enter_context(lm.hook("embed", edit=edit))
         cache = stack.enter_context(lm.capture(bound.components, grad=True))
-        out = lm.forward(ids.tolist(), grad=True)
+        if share:
+            stack.enter_context(lm.running())
+            out = lm.model(input_ids=ids.to(lm.device), use_cache=True, **_keep(lm, ids.shape[1]))
+        else:
+            out = lm.forward(ids.tolist(), grad=True)
         act = unit_values(lm, bound, cache)[:, -1, 0].float()
         ce = _ce(lm, out.logits, ids.to(out.logits.device), n_prefix)
         obj = (act - lambdas.to(act.device) * ce).sum()
-        (grad,) = torch.autograd.grad(obj, onehot)
-    return act.detach().cpu(), ce.detach().cpu(), grad.float().cpu()
+        (g,) = torch.autograd.grad(obj, slot["d"])
+    grad = (g.detach().to(emb.dtype) @ emb.detach().T).float().cpu()
+    if share:
+        kv = _cache_of(out)
+        shared = None if kv is None else Shared(kv, out.logits, ids)
+    return act.detach().cpu(), ce.detach().cpu(), grad, shared
 
 
 class Front:
@@ -286,13 +364,20 @@ def _check_options(**values: Any) -> None:
 
 
 def discrete_search(lm: Any, bound: BoundUnits, *, length: int, population: int, swaps: int, top_k: int,
-                    steps: int, lambdas: torch.Tensor, seed: int, batch_size: int, desc: str
+                    steps: int, lambdas: torch.Tensor, seed: int, batch_size: int, desc: str,
+                    restart_every: int = 0, restart_lambda: tuple[float, float] = (2 / 3, 6.0)
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Front, torch.Tensor, dict[str, Any]]:
     """The shared loop of EPO (a population, one λ each) and GCG (one member, λ = 0).
 
+    Every ``restart_every`` iterations (from the first; 0: never) every member restarts from the one
+    prompt of the pooled set that is best for a ``λ`` drawn uniformly in ``restart_lambda`` (EPO's
+    restarts). A member that keeps its own prompt keeps its gradient, activation, cross-entropy and
+    key/value cache: only members with a new prompt run the next gradient pass.
+
     Returns the final ids ``[m, pos]``, activations ``[m]``, cross-entropies ``[m]``, the front,
     the history ``[steps, m]`` and costs (``candidates`` drawn; ``evaluations``: the distinct ones
-    scored, since a swap that keeps a token is its member and equal members draw equal candidates).
+    scored, since a swap that keeps a token is its member and equal members draw equal candidates;
+    ``gradient_rows``: members run through a gradient pass; ``restarts``).
 
     Example:
         >>> from interpretlm.testing import tiny_lm
@@ -315,24 +400,39 @@ def discrete_search(lm: Any, bound: BoundUnits, *, length: int, population: int,
     ids = torch.cat([prefix.expand(population, n_prefix), body], 1)
     front = Front()
     history = []
-    evaluations = 0
-    start = time.perf_counter()
-    act = ce = None
-    for _ in track(range(steps), desc):
-        act, ce, grad = _gradients(lm, bound, ids, lambdas)
-        if _ == 0:
+    evaluations = gradient_rows = restarts = 0
+    share = _shares_prefixes(lm)
+    k = min(top_k, int(allowed.sum()))
+    start, cpu = time.perf_counter(), time.process_time()
+    members = torch.arange(population)
+    act = ce = grad = shared = None
+    fresh = torch.ones(population, dtype=torch.bool)        # members whose prompt changed: a new gradient
+    for step in track(range(steps), desc):
+        if fresh.all():
+            act, ce, grad, shared = _gradients(lm, bound, ids, lambdas, share=share)
+            grad = grad[:, n_prefix:]                                       # [m, L, V]
+            grad[..., ~allowed[: grad.shape[-1]]] = float("-inf")
+        elif fresh.any():
+            rows = fresh.nonzero().flatten()
+            a, c, g, sh = _gradients(lm, bound, ids[rows], lambdas[rows], share=share)
+            g = g[:, n_prefix:]
+            g[..., ~allowed[: g.shape[-1]]] = float("-inf")
+            act[rows], ce[rows], grad[rows] = a, c, g
+            if shared is not None and sh is not None:
+                shared.put(rows, sh)
+            else:
+                shared = None
+        gradient_rows += int(fresh.sum())
+        if step == 0:
             front.add(act, ce, ids)
-        grad = grad[:, n_prefix:]                                           # [m, L, V]
-        grad[..., ~allowed[: grad.shape[-1]]] = float("-inf")
-        k = min(top_k, int(allowed.sum()))
         cand_tok = grad.topk(k, dim=-1).indices                             # [m, L, k]
         pos = torch.randint(length, (population, swaps), generator=gen)
         pick = torch.randint(k, (population, swaps), generator=gen)
-        new_tok = cand_tok[torch.arange(population).unsqueeze(1), pos, pick]  # [m, swaps]
+        new_tok = cand_tok[members.unsqueeze(1), pos, pick]                 # [m, swaps]
         cands = ids.unsqueeze(1).repeat(1, swaps, 1)
-        cands[torch.arange(population).unsqueeze(1), torch.arange(swaps).unsqueeze(0), n_prefix + pos] = new_tok
+        cands[members.unsqueeze(1), torch.arange(swaps).unsqueeze(0), n_prefix + pos] = new_tok
         cands = cands.reshape(population * swaps, -1)
-        parent = torch.arange(population).repeat_interleave(swaps)
+        parent = members.repeat_interleave(swaps)
         # score each distinct prompt once: a swap that keeps the member's token is the member itself, and
         # members that became equal draw the same candidates
         c_act, c_ce = act[parent].clone(), ce[parent].clone()
@@ -344,19 +444,30 @@ def discrete_search(lm: Any, bound: BoundUnits, *, length: int, population: int,
                 0, inverse, torch.arange(len(sub)), reduce="amin")
             sel = changed.nonzero().flatten()[first]
             u_act, u_ce = score_swaps(lm, bound, ids, parent[sel], n_prefix + pos.flatten()[sel],
-                                      new_tok.flatten()[sel], batch_size)
+                                      new_tok.flatten()[sel], batch_size, shared)
             c_act[changed], c_ce[changed] = u_act[inverse], u_ce[inverse]
             evaluations += len(uniq)
         front.add(c_act, c_ce, cands)
         all_ids = torch.cat([ids, cands])
         all_act, all_ce = torch.cat([act, c_act]), torch.cat([ce, c_ce])
-        # each member takes the best of the pooled set for its own λ ([m, pool] objective matrix)
-        best = (all_act.unsqueeze(0) - lambdas.unsqueeze(1) * all_ce.unsqueeze(0)).argmax(1)
+        if restart_every and step % restart_every == 0:
+            # the population restarts from one prompt: the best of the pooled set for a λ drawn at random
+            lo, hi = restart_lambda
+            lam = lo + (hi - lo) * float(torch.rand((), generator=gen))
+            best = (all_act - lam * all_ce).argmax().expand(population)
+            restarts += 1
+        else:
+            # each member takes the best of the pooled set for its own λ ([m, pool] objective matrix)
+            best = (all_act.unsqueeze(0) - lambdas.unsqueeze(1) * all_ce.unsqueeze(0)).argmax(1)
+        fresh = best != members
         ids, act, ce = all_ids[best], all_act[best], all_ce[best]
         history.append(act.clone())
     seconds = time.perf_counter() - start
+    # CPU seconds of the process: what the search costs whatever else the machine runs (wall time grows
+    # with the load of a shared machine)
     costs = {"evaluations": evaluations, "candidates": steps * population * swaps, "seconds": seconds,
-             "backward_passes": steps, "iterations": steps}
+             "cpu_seconds": time.process_time() - cpu,
+             "backward_passes": steps, "iterations": steps, "gradient_rows": gradient_rows, "restarts": restarts}
     return ids, act, ce, front, torch.stack(history) if history else torch.zeros(0, population), costs
 
 
@@ -383,8 +494,8 @@ def _finish(lm: Any, bound: BoundUnits, ids: torch.Tensor, act: torch.Tensor, ce
           summary="EPO: a population with per-member fluency penalties; Pareto front of activation vs cross-entropy",
           check=_CHECK, seeded=True)
 def epo(lm: Any, units: Any, *, length: int = 12, population: int = 8, swaps: int = 32, top_k: int = 512,
-        steps: int = 300, fluency: tuple[float, float] = (0.01, 10.0), seed: int = 0,
-        batch_size: int = 64) -> OptimizedInputs:
+        steps: int = 300, fluency: tuple[float, float] = (0.1, 10.0), restart_every: int = 50,
+        restart_fluency: tuple[float, float] = (2 / 3, 6.0), seed: int = 0, batch_size: int = 64) -> OptimizedInputs:
     """Evolutionary prompt optimization (Thompson et al. 2024) of one unit's activation at the last token.
 
     Args:
@@ -395,8 +506,11 @@ def epo(lm: Any, units: Any, *, length: int = 12, population: int = 8, swaps: in
         swaps: candidates per member per iteration (one token changed each).
         top_k: tokens considered per position (largest gradient of the member's objective).
         steps: iterations.
-        fluency: ``(λ_min, λ_max)``; members get ``λ`` log-spaced between them (the first 0
-            when the population has more than two members: the pure-activation end of the front).
+        fluency: ``(λ_min, λ_max)``; members get ``λ`` log-spaced between them (the paper's 0.1 to 10:
+            from nearly pure activation to nearly pure fluency).
+        restart_every: every this many iterations, from the first (0: never), the whole population
+            restarts from the one prompt of the pooled set best for a ``λ`` drawn uniformly in
+            ``restart_fluency`` (the paper: 2 × [1/3, 3]); the front keeps everything met before.
         seed: the random initial prompts and draws.
         batch_size: candidates scored per forward pass.
 
@@ -415,16 +529,19 @@ def epo(lm: Any, units: Any, *, length: int = 12, population: int = 8, swaps: in
     """
     _check_options(length=length, population=population, swaps=swaps, top_k=top_k, steps=steps,
                    batch_size=batch_size)
+    if isinstance(restart_every, bool) or not isinstance(restart_every, int) or restart_every < 0:
+        raise OptimizationError(f"restart_every must be an int >= 0 (0: no restarts); got {restart_every!r}.")
     lo, hi = (float(x) for x in fluency)
     if not (0 < lo <= hi) or not math.isfinite(hi):
         raise OptimizationError(f"fluency=(λ_min, λ_max) needs 0 < λ_min <= λ_max; got {fluency!r}.")
+    r_lo, r_hi = (float(x) for x in restart_fluency)
+    if not (0 <= r_lo <= r_hi) or not math.isfinite(r_hi):
+        raise OptimizationError(f"restart_fluency=(λ_min, λ_max) needs 0 <= λ_min <= λ_max; got {restart_fluency!r}.")
     bound = _one_unit(lm, units)
-    lams = torch.logspace(math.log10(lo), math.log10(hi), population - 1 if population > 2 else population)
-    if population > 2:
-        lams = torch.cat([torch.zeros(1), lams])
+    lams = torch.logspace(math.log10(lo), math.log10(hi), population)
     ids, act, ce, front, history, costs = discrete_search(
         lm, bound, length=length, population=population, swaps=swaps, top_k=top_k, steps=steps, lambdas=lams,
-        seed=seed, batch_size=batch_size, desc="epo")
+        seed=seed, batch_size=batch_size, desc="epo", restart_every=restart_every, restart_lambda=(r_lo, r_hi))
     return _finish(lm, bound, ids, act, ce, front, history, lams.tolist(), costs)
 
 
