@@ -2,10 +2,13 @@
 
 The search (one call, one prompt):
 
-1. **Rank words** by an attribution of the core (default ``input_x_gradient``: one forward
-   and one backward pass) of the goal ``g`` (see :mod:`.scoring`): the words pushing the
-   prediction hardest toward its current side are edited first.
-2. **Candidates** for each word, from one forward and one backward pass on the prompt: the
+1. **One pass on the prompt** (:func:`.candidates.prompt_pass`, default ``ranking="input_x_gradient"``):
+   one forward pass scores the prompt (its one query), fixes the goal ``g``'s side, keeps the
+   logits of every position, and one backward pass gives ``∂g/∂emb``. Words are ranked by
+   gradient × input of ``g`` (the numbers ``il.attribute``'s ``input_x_gradient`` gives; another
+   ``ranking=`` method runs through the registry on top): the words pushing the prediction
+   hardest toward its current side are edited first.
+2. **Candidates** for each word, from that same pass: the
    model's own next-token distribution at the word's position (fluent substitutions and
    insertions), the embedding gradient (HotFlip: the tokens whose embedding change
    lowers ``g`` most to first order) and, when the user gives one, a masked language model
@@ -14,13 +17,20 @@ The search (one call, one prompt):
    word is only replaced by one of its own kind (letters/digits by letters/digits,
    punctuation by punctuation), and HotFlip's first-order drop is traded against the
    candidate's log-probability under the model (``0.1 fluency`` nats of drop per nat).
-3. **Beam search** over edit sets (each a set of operations on original words), one word
+3. **Search.** ``search="beam"`` (default): beam search over edit sets (each a set of operations on original words), one word
    more per depth, candidates scored in batched forward passes that reuse the key/value
    cache of their shared prefix (:class:`.scoring.Scorer`), which with ``fluency > 0`` also
    returns each candidate's perplexity under the model (no extra query); with ``fluency > 0``
    the candidates of the highest-ranked words are scored first, a batch at a time, and a
    depth stops at the batch that brings ``n`` flips that read well. Edit sets that flip
    are kept; the ``beam`` others of lowest ``g + 0.25 fluency · Δlog perplexity`` are expanded.
+   ``search="guided"``: best-first on first-order estimates from the prompt's pass, no further
+   gradient: every operation gets a predicted change of ``g`` (substitution: HotFlip's
+   ``(E[new] - E[old]) · ∇``; deletion: minus gradient × input; insertion: as a substitution of
+   the slot it takes) minus ``0.1 fluency`` times its change of ``log p(word | prefix)`` read from
+   the prompt's logits (free); the ``per_round`` edit sets of lowest predicted ``g`` (a scored
+   parent's measured ``g`` plus the operation's estimate) are scored in one cached batch per
+   round, and the search widens (next round) only while not enough flip.
 4. **Minimality** (Ablation Flip's guarantee, for every kind of edit): every strict subset
    of a flipping set of up to ``MAX_BRUTE`` operations is scored, and the smallest flipping
    subset is returned, so no strict subset of a returned set flips (``minimal=True``).
@@ -34,7 +44,9 @@ The search (one call, one prompt):
    smallest flips, not the ones that go furthest past the goal), then how far past the goal
    they go. With ``fluency_model=`` each returned edit's perplexity is also measured under
    that second model. ``queries`` counts the goal's
-   evaluations; the perplexities of the (at most ``4 n``) finalists are forward passes too.
+   evaluations (the prompt's pass is one; its backward pass is counted in ``backward_passes``,
+   not in ``queries``); the finalists' perplexities come from the passes that scored them
+   (a further forward pass only for chat-formatted prompts, whose scaffolding they leave out).
 
 The query budget counts every row the model scores (the prompt itself included). When it
 runs out, or the search space does, before anything flips, the edit with the lowest ``g``
@@ -162,6 +174,9 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
         fluency_model: a second causal ``LM`` (or a name / folder): each edit's perplexity and
             Δ perplexity under it too (``perplexity_second``, ``delta_perplexity_second``;
             the set's mean as ``fluency_second``).
+        search: ``"beam"`` (the beam search above) or ``"guided"`` (best-first on first-order
+            estimates, ``per_round`` candidates a round; see the module's docstring).
+        per_round: ``search="guided"``: edit sets scored per round (one batched pass).
         batch_size: candidates per forward pass.
         seed: breaks ties between equally ranked words and candidates.
 
