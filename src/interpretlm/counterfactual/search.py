@@ -30,7 +30,8 @@ The search (one call, one prompt):
    the slot it takes) minus ``0.1 fluency`` times its change of ``log p(word | prefix)`` read from
    the prompt's logits (free); the ``per_round`` edit sets of lowest predicted ``g`` (a scored
    parent's measured ``g`` plus the operation's estimate) are scored in one cached batch per
-   round, and the search widens (next round) only while not enough flip.
+   round, and the search widens (next round, twice as wide after one without a flip) only
+   while not enough flip.
 4. **Minimality** (Ablation Flip's guarantee, for every kind of edit): every strict subset
    of a flipping set of up to ``MAX_BRUTE`` operations is scored, and the smallest flipping
    subset is returned, so no strict subset of a returned set flips (``minimal=True``).
@@ -309,7 +310,8 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
                 dg, dlogp = estimate(lm, pp, w, word_tokens, op, tok)
                 est[op] = dg - GUIDE_FLUENCY * fluency * dlogp
         flips, exhausted = _guided(scorer, lm, w, ranked, est, memo, n=n, max_edits=max_edits, positions=positions,
-                                   per_round=per_round, max_queries=max_queries, lp0=lp0, fluency=fluency, gen=gen)
+                                   per_round=per_round, max_queries=max_queries, lp0=lp0, fluency=fluency, gen=gen,
+                                   batch_size=batch_size)
     for depth in range(max_edits if search == "beam" else 0):
         cands: list[frozenset] = []
         priority: dict[frozenset, tuple[int, int]] = {}  # (word rank, beam place) of the operation added here
@@ -533,9 +535,10 @@ def _score(scorer: Scorer, lm: LM, w: Words, states: list[frozenset], memo: dict
 
 def _guided(scorer: Scorer, lm: LM, w: Words, ranked: list[int], est: dict[tuple, float], memo: dict, *, n: int,
             max_edits: int, positions: int, per_round: int, max_queries: int, lp0: float, fluency: float,
-            gen: torch.Generator) -> tuple[list[frozenset], bool]:
+            gen: torch.Generator, batch_size: int = 32) -> tuple[list[frozenset], bool]:
     """Best-first search on first-order estimates: the ``per_round`` edit sets of lowest predicted ``g`` are
-    scored in one batched pass per round; their children (one more operation at the ``positions``
+    scored in one batched pass per round (twice as many after a round without a flip, up to
+    ``2 batch_size``); their children (one more operation at the ``positions``
     highest-ranked untouched words) are predicted from the measured ``g`` of their parent plus the
     operation's estimate ``est[op]`` (first-order change of ``g`` minus ``GUIDE_FLUENCY · fluency`` times
     its change of log-probability). Stops at ``n`` flips (``n`` that read well with ``fluency > 0``, or
@@ -566,19 +569,24 @@ def _guided(scorer: Scorer, lm: LM, w: Words, ranked: list[int], est: dict[tuple
 
     expand(frozenset())
     exhausted = False
-    extra = 0
+    extra = dry = 0
     while pending:
         budget = max_queries - scorer.queries
         if budget <= 0:
             exhausted = True
             break
-        batch = sorted(pending, key=lambda st: pending[st])[:min(per_round, budget)]
+        # a round that brings no flip doubles the next one (up to two batches): estimates that miss
+        # cost a few rounds, not one pass per per_round candidates through the whole budget
+        size = min(per_round * 2 ** dry, max(per_round, 2 * batch_size))
+        batch = sorted(pending, key=lambda st: pending[st])[:min(size, budget)]
         for st in batch:
             del pending[st]
         _score(scorer, lm, w, batch, memo)
+        before = len(flips)
         for st in batch:
             if memo[st][0] < 0:
                 flips.append(st)
+        dry = dry + 1 if len(flips) == before else 0
         for f in [st for st in batch if memo[st][0] < 0]:
             for st in [st for st in pending if f <= st]:
                 del pending[st]
