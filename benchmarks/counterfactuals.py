@@ -130,7 +130,7 @@ def peer(lm, args) -> None:
         chosen += [(task, e.text) for e in interleave([e for p, e in zip(pred, examples) if p == e.label])[:args.n]]
     recipes = args.recipes.split(",")
     job = {"threads": args.threads, "max_queries": args.max_queries, "fluency": args.fluency[-1], "recipes": recipes,
-           "examples": chosen}
+           "examples": chosen, "searches": args.search}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(job, f)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent / "src"))
@@ -151,10 +151,11 @@ def peer(lm, args) -> None:
     print(f"{'task':<10} {'method':<24} {'n':>3} {'flip rate':>9} {'minimality':>10} {'queries':>8} {'s/ex':>6}")
     for task in args.tasks.split(","):
         done = {r["text"] for r in rows if r["task"] == task and r["method"] == f"textattack-{recipes[-1]}"}
+        ours_methods = ["interpretlm" if s == "beam" else f"interpretlm-{s}" for s in args.search]
         if not done:
             continue
         figs = {}
-        for method in ["interpretlm"] + [f"textattack-{r}" for r in recipes]:
+        for method in ours_methods + [f"textattack-{r}" for r in recipes]:
             rs = [r for r in rows if r["task"] == task and r["method"] == method and r["text"] in done]
             flipped = [r for r in rs if r["flipped"]]
             figs[method] = {
@@ -171,13 +172,15 @@ def peer(lm, args) -> None:
                   f"{m['queries']:>8.1f} {m['seconds_per_example']:>6.2f}")
             for key, value in m.items():
                 record("counterfactuals", f"peer_{task}_{method}_{key}", value)
-        ours = figs["interpretlm"]
-        for method in [f"textattack-{r}" for r in recipes]:
-            q = figs[method]["queries"] / ours["queries"]
-            t = figs[method]["seconds_per_example"] / ours["seconds_per_example"]
-            print(f"{task:<10} {method} / interpretlm: {q:.2f}× the queries, {t:.2f}× the seconds per example")
-            record("counterfactuals", f"peer_{task}_{method}_query_ratio", q)
-            record("counterfactuals", f"peer_{task}_{method}_time_ratio", t)
+        for name in ours_methods:
+            ours = figs[name]
+            suffix = "" if name == "interpretlm" else "_" + name.split("-", 1)[1]
+            for method in [f"textattack-{r}" for r in recipes]:
+                q = figs[method]["queries"] / ours["queries"]
+                t = figs[method]["seconds_per_example"] / ours["seconds_per_example"]
+                print(f"{task:<10} {method} / {name}: {q:.2f}× the queries, {t:.2f}× the seconds per example")
+                record("counterfactuals", f"peer_{task}_{method}_query_ratio{suffix}", q)
+                record("counterfactuals", f"peer_{task}_{method}_time_ratio{suffix}", t)
 
 
 def main() -> None:
@@ -192,6 +195,8 @@ def main() -> None:
     ap.add_argument("--peer", choices=["textattack"], help="also run TextAttack 0.3 in its venv on the same examples")
     ap.add_argument("--rows", help="--peer: also append each example's JSON line to this file")
     ap.add_argument("--recipes", default="embedding", help="TextAttack recipes: embedding, deepwordbug (comma-separated)")
+    ap.add_argument("--search", nargs="+", default=["beam"], choices=["beam", "guided"],
+                    help="--peer: interpretlm's search(es), each run on every example beside TextAttack")
     ap.add_argument("--json", help="merge the figures into this JSON file (see run_all.py)")
     args = ap.parse_args()
     if args.json:

@@ -159,6 +159,25 @@ def cf_peer(d: dict[str, Any]) -> str:
     return "; ".join(parts) + " (ours vs TextAttack; one process, a machine loaded ~10× over its 2 cores)"
 
 
+def cf_guided(d: dict[str, Any]) -> str:
+    s = d["counterfactuals"]
+    parts = []
+    for task in ("sentiment", "topic"):
+        k, ta = f"guided_peer_{task}_interpretlm-guided_", f"guided_peer_{task}_textattack-embedding_"
+        if k + "examples" not in s:
+            continue
+        parts.append(
+            f"{task} ({s[k + 'examples']:.0f} examples): flip rate {s[k + 'flip_rate']:.2f} vs {s[ta + 'flip_rate']:.2f}, "
+            f"minimality {s[k + 'minimality']:.3f} vs {s[ta + 'minimality']:.3f}, Δ perplexity "
+            f"{s[k + 'delta_ppl']:+.0f}, queries {s[k + 'queries']:.0f} vs {s[ta + 'queries']:.0f} (TextAttack "
+            f"{s[ta + 'query_ratio_guided']:.2f}× ours), seconds per example TextAttack "
+            f"{s[ta + 'time_ratio_guided']:.2f}× ours")
+    if not parts:
+        raise KeyError("no guided peer run")
+    return ("; ".join(parts) + " (ours vs TextAttack; queries: every row the model scores, the prompt's one included; "
+            "ours adds one backward pass; one process, load average ~28 on 2 cores)")
+
+
 def cf_fluency(d: dict[str, Any]) -> str:
     s = d["counterfactuals"]
     a, b = "sentiment_fluency0_", "peer_sentiment_interpretlm_"
@@ -358,6 +377,9 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
      "engine.py --texts 48,384 --pairs 4"),
     ("counterfactuals vs TextAttack 0.3.11 (greedy word-importance search, model-embedding swaps), same examples",
      cf_peer, "counterfactuals.py --peer textattack --tasks sentiment,topic"),
+    ("counterfactuals, search=\"guided\" (first-order estimates, 4 candidates a round) vs TextAttack 0.3.11 "
+     "(the same recipe), same examples", cf_guided,
+     "counterfactuals.py --peer textattack --search guided --tasks sentiment,topic"),
     ("counterfactual fluency ranking, before → after (after: the TextAttack run's interpretlm rows)", cf_fluency,
      "counterfactuals.py --tasks sentiment --n 6 --fluency 0 --cache-compare 2"),
     ("counterfactual search (fluency 0), prefix key/value cache vs plain passes", cf_cache,

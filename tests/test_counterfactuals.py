@@ -355,3 +355,56 @@ def test_fluency_under_a_second_model_equals_its_perplexity(llama):
     assert cf.diagnostics["fluency_second"] == pytest.approx(cf.fluency_second)
     with pytest.raises(il.OptionError, match="causal"):
         il.counterfactuals(llama, prompt, il.Contrast(" Mary", " John"), fluency_model=tiny_lm("bert"))
+
+
+def test_the_guided_search_finds_the_trigger_with_few_queries(trigger_lm):
+    """search="guided" scores the candidates of lowest first-order predicted g first: the planted
+    trigger's edit comes in the first round, at a fraction of the beam's queries."""
+    prompt = "Mary Tom France Anna Bob Rome is"
+    beam = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], n=1, seed=0)
+    guided = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], n=1, seed=0, search="guided")
+    e = guided.edits[0]
+    trigger = guided.words.index("France")
+    assert e["flipped"] and e["distance"] == 1 and e["ops"][0][1] == trigger and e["ops"][0][0] != "ins"
+    assert guided.queries < beam.queries / 2
+    # one gradient pass on the prompt (ranking, HotFlip and the estimates), no other backward pass
+    assert guided.diagnostics["backward_passes"] == 1 == beam.diagnostics["backward_passes"]
+    assert guided.diagnostics["forward_passes"] < beam.diagnostics["forward_passes"]
+
+
+def test_guided_deletion_sets_are_minimal_by_brute_force_and_seeded(trigger_lm):
+    prompt = "Mary France Tom Anna France Rome is"
+    cf = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], kinds=["delete"], n=1, seed=0, search="guided")
+    e = cf.edits[0]
+    assert e["flipped"] and e["minimal"] is True and len(e["ops"]) == 2
+    w = split(prompt)
+    c = il.Contrast(" bad", " good")
+    assert (trigger_lm.score([apply(w, [tuple(op)])[0] for op in e["ops"]], c) > 0).all()  # neither alone flips
+    again = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], kinds=["delete"], n=1, seed=0,
+                               search="guided")
+    assert again.edits == cf.edits and again.queries == cf.queries
+
+
+def test_the_fused_prompt_pass_ranks_as_input_x_gradient(llama):
+    """The search's own gradient × input of g equals il.attribute's input_x_gradient of the same goal,
+    and the beam's ranking is the same through either route."""
+    from interpretlm.targets import FunctionTarget
+
+    target = il.Contrast(" Mary", " John")
+    cf = il.counterfactuals(llama, PROMPTS[1], target, n=1, seed=0)
+    slow = il.counterfactuals(llama, PROMPTS[1], target, n=1, seed=0, ranking="saliency")
+    assert cf.original_value == pytest.approx(slow.original_value, rel=1e-4)
+    sign = 1.0 if cf.original_value > 0 else -1.0
+    a, b = (llama.tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in (" Mary", " John"))
+
+    def g(logits, batch):
+        last = logits[torch.arange(logits.shape[0]), batch.last_index].float()
+        return sign * (last[:, a] - last[:, b])
+
+    att = il.attribute(llama, PROMPTS[1], FunctionTarget(g, name="g"), method="input_x_gradient")
+    w = split(PROMPTS[1])
+    by_token = dict(zip([p for pos in att.feature_tokens for p in pos], att.scores.tolist()))
+    batch = llama.tokenize(PROMPTS[1])
+    words = [sum(by_token.get(j, 0.0) for j, (a, b) in enumerate(batch.offsets[0]) if b > a and a < e and b > s)
+             for s, e in w.spans]
+    assert cf.word_scores == pytest.approx(words, rel=1e-3, abs=1e-5)

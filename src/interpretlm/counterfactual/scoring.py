@@ -236,6 +236,10 @@ class Scorer:
         return Scores(g.cpu(), value.cpu(), None if per is None else per.cpu(),
                       log_ppl if self.fluency else None)
 
+    def log_ppl_of(self, logits: torch.Tensor, ids: torch.Tensor) -> float:
+        """Log-perplexity of one row from its logits ``[pos, vocab]`` and ids ``[pos]`` (as the scorer measures it)."""
+        return float(self._log_ppl(logits[None], ids[None], torch.ones(1, len(ids), dtype=torch.long))[0])
+
     def _log_ppl(self, logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean surprisal ``[rows]`` of tokens ``1..`` (not special, not padding) from logits ``[rows, pos, vocab]``
         at positions ``0..`` (position ``j`` predicts token ``j + 1``)."""

@@ -2,10 +2,13 @@
 
 The search (one call, one prompt):
 
-1. **Rank words** by an attribution of the core (default ``input_x_gradient``: one forward
-   and one backward pass) of the goal ``g`` (see :mod:`.scoring`): the words pushing the
-   prediction hardest toward its current side are edited first.
-2. **Candidates** for each word, from one forward and one backward pass on the prompt: the
+1. **One pass on the prompt** (:func:`.candidates.prompt_pass`, default ``ranking="input_x_gradient"``):
+   one forward pass scores the prompt (its one query), fixes the goal ``g``'s side, keeps the
+   logits of every position, and one backward pass gives ``∂g/∂emb``. Words are ranked by
+   gradient × input of ``g`` (the numbers ``il.attribute``'s ``input_x_gradient`` gives; another
+   ``ranking=`` method runs through the registry on top): the words pushing the prediction
+   hardest toward its current side are edited first.
+2. **Candidates** for each word, from that same pass: the
    model's own next-token distribution at the word's position (fluent substitutions and
    insertions), the embedding gradient (HotFlip: the tokens whose embedding change
    lowers ``g`` most to first order) and, when the user gives one, a masked language model
@@ -14,13 +17,21 @@ The search (one call, one prompt):
    word is only replaced by one of its own kind (letters/digits by letters/digits,
    punctuation by punctuation), and HotFlip's first-order drop is traded against the
    candidate's log-probability under the model (``0.1 fluency`` nats of drop per nat).
-3. **Beam search** over edit sets (each a set of operations on original words), one word
+3. **Search.** ``search="beam"`` (default): beam search over edit sets (each a set of operations on original words), one word
    more per depth, candidates scored in batched forward passes that reuse the key/value
    cache of their shared prefix (:class:`.scoring.Scorer`), which with ``fluency > 0`` also
    returns each candidate's perplexity under the model (no extra query); with ``fluency > 0``
    the candidates of the highest-ranked words are scored first, a batch at a time, and a
    depth stops at the batch that brings ``n`` flips that read well. Edit sets that flip
    are kept; the ``beam`` others of lowest ``g + 0.25 fluency · Δlog perplexity`` are expanded.
+   ``search="guided"``: best-first on first-order estimates from the prompt's pass, no further
+   gradient: every operation gets a predicted change of ``g`` (substitution: HotFlip's
+   ``(E[new] - E[old]) · ∇``; deletion: minus gradient × input; insertion: as a substitution of
+   the slot it takes) minus ``0.1 fluency`` times its change of ``log p(word | prefix)`` read from
+   the prompt's logits (free); the ``per_round`` edit sets of lowest predicted ``g`` (a scored
+   parent's measured ``g`` plus the operation's estimate) are scored in one cached batch per
+   round, and the search widens (next round, twice as wide after one without a flip) only
+   while not enough flip.
 4. **Minimality** (Ablation Flip's guarantee, for every kind of edit): every strict subset
    of a flipping set of up to ``MAX_BRUTE`` operations is scored, and the smallest flipping
    subset is returned, so no strict subset of a returned set flips (``minimal=True``).
@@ -34,7 +45,9 @@ The search (one call, one prompt):
    smallest flips, not the ones that go furthest past the goal), then how far past the goal
    they go. With ``fluency_model=`` each returned edit's perplexity is also measured under
    that second model. ``queries`` counts the goal's
-   evaluations; the perplexities of the (at most ``4 n``) finalists are forward passes too.
+   evaluations (the prompt's pass is one; its backward pass is counted in ``backward_passes``,
+   not in ``queries``); the finalists' perplexities come from the passes that scored them
+   (a further forward pass only for chat-formatted prompts, whose scaffolding they leave out).
 
 The query budget counts every row the model scores (the prompt itself included). When it
 runs out, or the search space does, before anything flips, the edit with the lowest ``g``
@@ -58,13 +71,16 @@ from ..registry import CheckSpec, call, register
 from ..targets import FunctionTarget, Target, TargetLike, as_target, gather_at, prediction_positions
 from .result import Counterfactuals
 from .scoring import LAST_POSITION_KINDS, Goal, Scorer, as_rows, make_goal, orient, perplexity
-from .candidates import mlm_candidates, word_candidates
+from .candidates import estimate, mlm_candidates, prompt_pass, token_of_word, word_candidates
 from .words import Words, apply, diff, levenshtein, split
 
 BEAM_FLUENCY = 0.25  # goal margin one nat of log-perplexity rise costs in the beam, per unit of fluency
 FLUENT_RISE = 0.3  # nats of mean log-perplexity an edit may add (over fluency) and still read well
 MAX_BRUTE = 4  # edit sets up to this size are checked minimal by scoring all 2^k - 2 strict subsets
 KINDS = ("delete", "substitute", "insert")
+SEARCHES = ("guided", "beam")
+GUIDE_FLUENCY = 0.1  # nats of first-order goal drop one nat of log-probability is worth in the guided order, per fluency
+PATIENCE = 1  # guided rounds spent after the n-th flip looking for flips that read well
 
 
 class NotFlippedWarning(InterpretLMWarning):
@@ -116,7 +132,7 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
                     keep: Sequence[str] = (), threshold: float | None = None, direction: str = "auto",
                     ranking: str = "input_x_gradient", kinds: Sequence[str] = KINDS, hotflip_pool: int = 500,
                     reuse_cache: bool = True, fluency: float = 1.0, mlm: LM | str | None = None,
-                    fluency_model: LM | str | None = None,
+                    fluency_model: LM | str | None = None, search: str = "beam", per_round: int = 4,
                     batch_size: int = 32, seed: int = 0) -> Counterfactuals:
     """Find up to ``n`` minimal edits of the prompt that flip ``target``.
 
@@ -159,6 +175,9 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
         fluency_model: a second causal ``LM`` (or a name / folder): each edit's perplexity and
             Δ perplexity under it too (``perplexity_second``, ``delta_perplexity_second``;
             the set's mean as ``fluency_second``).
+        search: ``"beam"`` (the beam search above) or ``"guided"`` (best-first on first-order
+            estimates, ``per_round`` candidates a round; see the module's docstring).
+        per_round: ``search="guided"``: edit sets scored per round (one batched pass).
         batch_size: candidates per forward pass.
         seed: breaks ties between equally ranked words and candidates.
 
@@ -178,12 +197,15 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
     start = time.perf_counter()
     for name, value, low in (("n", n, 1), ("max_edits", max_edits, 1), ("beam", beam, 1), ("positions", positions, 1),
                              ("candidates", candidates, 0), ("insertions", insertions, 0),
-                             ("batch_size", batch_size, 1), ("hotflip_pool", hotflip_pool, 0)):
+                             ("batch_size", batch_size, 1), ("hotflip_pool", hotflip_pool, 0),
+                             ("per_round", per_round, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise OptionError(f"{name} must be an int >= {low}; got {value!r}.")
     if not isinstance(max_queries, int) or max_queries < 2:
         raise OptionError(f"max_queries={max_queries!r} leaves no query for a single candidate: scoring the prompt "
                           "itself takes one. Give max_queries >= 2 (hundreds for a real search).")
+    if search not in SEARCHES:
+        raise OptionError(f"search must be one of {SEARCHES}; got {search!r}.")
     kinds = tuple(kinds)
     if not kinds or any(k not in KINDS for k in kinds):
         raise OptionError(f"kinds must be a non-empty subset of {KINDS}; got {kinds!r}.")
@@ -216,51 +238,81 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
             "tokens). Protect fewer words.")
     scorer = Scorer(lm, goal, batch_size=batch_size, reuse_cache=reuse_cache, fluency=fluency > 0)
     original = as_rows(batch)[0]
-    s0 = scorer.rows([original])
-    goal = orient(goal, float(s0.value[0]), None if s0.per_label is None else s0.per_label[0], direction)
-    g0 = float(goal.goal(s0.value, s0.per_label)[0])
     gen = torch.Generator().manual_seed(int(seed))
     passes = {"forward": 0, "backward": 0}
 
-    # 1. ranking: an attribution of g (or of the target, signed) to the prompt's tokens
-    rank_target: Target = FunctionTarget(_goal_of(goal, lm), name="counterfactual goal") \
-        if isinstance(bound, LAST_POSITION_KINDS) else bound
-    with warnings.catch_warnings():  # the attribution's own check is not this result's
-        warnings.simplefilter("ignore")
-        att = call(ranking, lm, text, rank_target)
-    scores = np.asarray(att.scores, dtype=float)
-    scores = np.nansum(scores, axis=0) if scores.ndim == 2 else scores
-    tok_score: dict[int, float] = {}
-    for feat, pos in enumerate(att.feature_tokens):
-        for p in pos:
-            tok_score[p] = tok_score.get(p, 0.0) + float(scores[feat]) / len(pos)
-    sign = 1.0 if isinstance(bound, LAST_POSITION_KINDS) else goal.sign
+    # 1. the prompt's pass: its value (one query), g's gradient (ranking and HotFlip) and all its logits
+    def side(value: float, per_label: Any) -> Goal:
+        return orient(goal, value, per_label, direction)
+
+    fused = ranking == "input_x_gradient"
+    if fused:
+        pp = prompt_pass(lm, goal, bound, batch, side)
+        scorer.queries += 1  # the prompt's forward pass is its one evaluation
+        goal, g0, value0 = scorer.goal, pp.goal, pp.value
+        label0 = None if pp.per_label is None else int(pp.per_label[0].argmax())
+        lp0 = float(scorer.log_ppl_of(pp.logits, pp.ids)) if scorer.fluency and pp.logits is not None \
+            else float("nan")
+        tok_score = {p: float(v) for p, v in enumerate(pp.token_scores.tolist())}
+        sign = 1.0
+    else:
+        s0 = scorer.rows([original])
+        goal = side(float(s0.value[0]), None if s0.per_label is None else s0.per_label[0])
+        g0, value0, label0, lp0 = float(goal.goal(s0.value, s0.per_label)[0]), float(s0.value[0]), _label(s0, 0), \
+            _log_ppl(s0, 0)
+        # an attribution of g (or of the target, signed) to the prompt's tokens
+        rank_target: Target = FunctionTarget(_goal_of(goal, lm), name="counterfactual goal") \
+            if isinstance(bound, LAST_POSITION_KINDS) else bound
+        with warnings.catch_warnings():  # the attribution's own check is not this result's
+            warnings.simplefilter("ignore")
+            att = call(ranking, lm, text, rank_target)
+        scores = np.asarray(att.scores, dtype=float)
+        scores = np.nansum(scores, axis=0) if scores.ndim == 2 else scores
+        tok_score = {}
+        for feat, pos in enumerate(att.feature_tokens):
+            for p in pos:
+                tok_score[p] = tok_score.get(p, 0.0) + float(scores[feat]) / len(pos)
+        sign = 1.0 if isinstance(bound, LAST_POSITION_KINDS) else goal.sign
+        passes["forward"] += int(att.diagnostics.get("forward_passes", 1))
+        passes["backward"] += int(att.diagnostics.get("backward_passes", 1))
+        pp = prompt_pass(lm, goal, bound, batch, lambda v, p: goal)
+    passes["forward"] += 1
+    passes["backward"] += 1
     word_score = [sign * sum(tok_score.get(p, 0.0) for p in pos) for pos in word_tokens]
-    passes["forward"] += int(att.diagnostics.get("forward_passes", 1))
-    passes["backward"] += int(att.diagnostics.get("backward_passes", 1))
     tie = torch.randperm(len(w), generator=gen).tolist()
     ranked = sorted((i for i in range(len(w)) if editable[i]), key=lambda i: (-word_score[i], tie[i]))
 
     # 2. substitution / insertion candidates: the model's distribution and HotFlip, on the prompt
-    subs, ins = word_candidates(lm, goal, bound, batch, w, word_tokens, ranked, candidates, insertions, kinds, hotflip_pool,
-                            fluency)
-    passes["forward"] += 1
-    passes["backward"] += 1
+    subs, ins, token_of = word_candidates(lm, pp, w, word_tokens, ranked, candidates, insertions, kinds,
+                                          hotflip_pool, fluency)
     if mlm_lm is not None and "substitute" in kinds and candidates:
         for i, extra in mlm_candidates(mlm_lm, w, ranked, candidates, fluency > 0).items():
             subs[i] = subs.get(i, []) + [x for x in extra if x not in subs.get(i, [])]
         passes["mlm_forward"] = 1
 
-    # 3. beam search
-    lp0 = _log_ppl(s0, 0)
+    # 3. the search
     memo: dict[frozenset, tuple[float, float, int | None, int, float]] = {
-        frozenset(): (g0, float(s0.value[0]), _label(s0, 0), 1, lp0)}
+        frozenset(): (g0, value0, label0, 1, lp0)}
     flips: list[frozenset] = []
     frontier: list[frozenset] = [frozenset()]
     exhausted = False
     rank_of = {i: r for r, i in enumerate(ranked)}
     first_flip: int | None = None  # the depth of the first flip
-    for depth in range(max_edits):
+    if search == "guided":
+        est = {}
+        for i in ranked:
+            ops = ([("del", i)] if "delete" in kinds else []) + [("sub", i, x) for x in subs.get(i, [])] + \
+                  [("ins", i, x) for x in ins.get(i, [])]
+            for op in ops:
+                tok = None if op[0] == "del" else token_of.get((i, op[2]))
+                if tok is None and op[0] != "del":
+                    tok = token_of_word(lm, op[2], bool(w.spaces[i]))
+                dg, dlogp = estimate(lm, pp, w, word_tokens, op, tok)
+                est[op] = dg - GUIDE_FLUENCY * fluency * dlogp
+        flips, exhausted = _guided(scorer, lm, w, ranked, est, memo, n=n, max_edits=max_edits, positions=positions,
+                                   per_round=per_round, max_queries=max_queries, lp0=lp0, fluency=fluency, gen=gen,
+                                   batch_size=batch_size)
+    for depth in range(max_edits if search == "beam" else 0):
         cands: list[frozenset] = []
         priority: dict[frozenset, tuple[int, int]] = {}  # (word rank, beam place) of the operation added here
         for place, state in enumerate(frontier):
@@ -342,8 +394,14 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
     tb = lm.tokenize(texts)
     marks = [[bool(tb.in_prompt[i, j]) and not bool(tb.special[i, j]) for j in range(int(tb.lengths[i]))]
              for i in range(tb.size)]
-    ppl = perplexity(lm, as_rows(tb), marks, batch_size=batch_size)
-    passes["forward"] += -(-len(texts) // batch_size)
+    lps = [lp0] + [memo[st][4] for st, _ in chosen]
+    if scorer.fluency and all(all(bool(x) for x in tb.in_prompt[i, :int(tb.lengths[i])]) for i in range(tb.size)) \
+            and all(lp == lp for lp in lps):
+        # the scoring passes measured these perplexities already (the same tokens: the whole prompt)
+        ppl: list[float | None] = [float(np.exp(lp)) for lp in lps]
+    else:
+        ppl = perplexity(lm, as_rows(tb), marks, batch_size=batch_size)
+        passes["forward"] += -(-len(texts) // batch_size)
     order = sorted(range(len(chosen)), key=lambda k: (not _reads_well(memo[chosen[k][0]], lp0, fluency),
                                                       levenshtein(w.words, apply(w, chosen[k][0])[1]),
                                                       ppl[k + 1] if ppl[k + 1] is not None else 0.0,
@@ -376,7 +434,7 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
     flipped = [e for e in edits if e["flipped"]]
     result = Counterfactuals(
         prompt=text, words=list(w.words), editable=editable, word_scores=word_score,
-        original_value=float(s0.value[0]), original_goal=g0,
+        original_value=value0, original_goal=g0,
         original_label=labels[goal.label_index] if goal.label_index is not None else None, labels=labels,
         goal=goal.mode, threshold=goal.threshold, direction="down" if goal.sign > 0 else "up",
         original_perplexity=ppl[0], fluency_model=second.name if second is not None else None,
@@ -473,6 +531,75 @@ def _score(scorer: Scorer, lm: LM, w: Words, states: list[frozenset], memo: dict
     s = scorer.rows(rows)
     for k, st in enumerate(keep):
         memo[st] = (float(s.goal[k]), float(s.value[k]), _label(s, k), base + k + 1, _log_ppl(s, k))
+
+
+def _guided(scorer: Scorer, lm: LM, w: Words, ranked: list[int], est: dict[tuple, float], memo: dict, *, n: int,
+            max_edits: int, positions: int, per_round: int, max_queries: int, lp0: float, fluency: float,
+            gen: torch.Generator, batch_size: int = 32) -> tuple[list[frozenset], bool]:
+    """Best-first search on first-order estimates: the ``per_round`` edit sets of lowest predicted ``g`` are
+    scored in one batched pass per round (twice as many after a round without a flip, up to
+    ``2 batch_size``); their children (one more operation at the ``positions``
+    highest-ranked untouched words) are predicted from the measured ``g`` of their parent plus the
+    operation's estimate ``est[op]`` (first-order change of ``g`` minus ``GUIDE_FLUENCY · fluency`` times
+    its change of log-probability). Stops at ``n`` flips (``n`` that read well with ``fluency > 0``, or
+    ``PATIENCE`` rounds after the ``n``-th flip), or when the budget or the candidates run out.
+
+    Returns the flipping sets found and whether the budget ran out."""
+    pending: dict[frozenset, tuple[float, float]] = {}  # unscored edit set -> (predicted g, seeded tie)
+    flips: list[frozenset] = []
+    by_word: dict[int, list[tuple]] = {}
+    for op in est:
+        by_word.setdefault(op[1], []).append(op)
+
+    def expand(st: frozenset) -> None:
+        if len(st) >= max_edits:
+            return
+        touched = {op[1] for op in st}
+        free = [i for i in ranked if i not in touched][:positions]
+        g_parent = memo[st][0]
+        for i in free:
+            for op in by_word.get(i, []):
+                new = st | {op}
+                if new in memo or any(f <= new for f in flips):
+                    continue
+                guess = g_parent + est[op]
+                if new not in pending or guess < pending[new][0]:
+                    pending[new] = (guess, pending[new][1] if new in pending else
+                                    float(torch.rand(1, generator=gen)))
+
+    expand(frozenset())
+    exhausted = False
+    extra = dry = 0
+    while pending:
+        budget = max_queries - scorer.queries
+        if budget <= 0:
+            exhausted = True
+            break
+        # a round that brings no flip doubles the next one (up to two batches): estimates that miss
+        # cost a few rounds, not one pass per per_round candidates through the whole budget
+        size = min(per_round * 2 ** dry, max(per_round, 2 * batch_size))
+        batch = sorted(pending, key=lambda st: pending[st])[:min(size, budget)]
+        for st in batch:
+            del pending[st]
+        _score(scorer, lm, w, batch, memo)
+        before = len(flips)
+        for st in batch:
+            if memo[st][0] < 0:
+                flips.append(st)
+        dry = dry + 1 if len(flips) == before else 0
+        for f in [st for st in batch if memo[st][0] < 0]:
+            for st in [st for st in pending if f <= st]:
+                del pending[st]
+        for st in batch:
+            if memo[st][0] >= 0:
+                expand(st)
+        if sum(_reads_well(memo[st], lp0, fluency) for st in flips) >= n:
+            break
+        if len(flips) >= n:
+            extra += 1
+            if extra > PATIENCE:
+                break
+    return flips, exhausted
 
 
 def _minimize(scorer: Scorer, lm: LM, w: Words, st: frozenset, memo: dict, max_queries: int,
