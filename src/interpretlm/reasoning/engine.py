@@ -47,9 +47,8 @@ EXEMPLARS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("What do you use to carry water?", ("sock", "net", "paper", "bottle"),
      "Water is a liquid, so it needs something that holds it without holes. A bottle holds water. A sock, a net "
      "and paper do not.\nAnswer: bottle"),
-    ("Ruth has 3 boxes with 3 cups in each box. How many cups does Ruth have in all?", ("9", "10", "11", "12"),
-     "There are 3 boxes and each box has 3 cups. Equal groups mean we multiply: 3 x 3 = 9. Ruth has 9 cups.\n"
-     "Answer: 9"),
+    ("Ruth has 6 cups and buys 3 more. How many cups does Ruth have now?", ("9", "10", "11", "12"),
+     "Ruth starts with 6 cups. She buys 3 more, so we add: 6 + 3 = 9. Ruth has 9 cups.\nAnswer: 9"),
     ("Today is Wednesday. What day is it tomorrow?", ("Monday", "Thursday", "Friday", "Sunday"),
      "Tomorrow is the next day of the week. The day after Wednesday is Thursday.\nAnswer: Thursday"),
     ("Gina is taller than Hugo. Who is shorter?", ("Gina", "Hugo"),
