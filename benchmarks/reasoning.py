@@ -113,6 +113,28 @@ def no_cot(lm, tag: str) -> None:
         print(f"  ({time.perf_counter() - t:.0f} s)", flush=True)
 
 
+def keep_texts(path: str | None) -> None:
+    """Append each question's chains of thought, answers and how they were read to ``path`` (JSONL), so the
+    figures can be traced to what the model wrote."""
+    if not path:
+        return
+    import json
+
+    from interpretlm.reasoning import evaluate as ev_module
+
+    elicit = ev_module.elicit
+
+    def kept(lm, q, **kw):
+        run = elicit(lm, q, **kw)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"model": lm.name, "id": q.id, "question": q.text, "choices": list(q.choices),
+                                "gold": q.answer, "texts": run.texts, "answers": run.answers, "paths": run.paths,
+                                "correct": run.correct, "no_cot": run.diagnostics["accuracy_no_cot"]}) + "\n")
+        return run
+
+    ev_module.elicit = kept
+
+
 def accuracy(lm, tag: str, n: int | None, samples: int, max_new_tokens: int, batch: int, shots: int,
              sets: list[str]) -> None:
     for name in sets:
@@ -165,7 +187,9 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=il.reasoning.SHOTS, help="worked examples before each question")
     ap.add_argument("--only", nargs="+", choices=["cost", "no_cot", "accuracy", "tests"],
                     default=["cost", "no_cot", "accuracy", "tests"])
+    ap.add_argument("--texts", default=None, help="JSONL file to append every question's chains of thought to")
     args = ap.parse_args()
+    keep_texts(args.texts)
     torch.set_num_threads(1)
     lm = il.load(args.model)
     tag = args.model.split("-")[0].split(".")[0]  # "smollm2", "qwen2"

@@ -502,3 +502,24 @@ def test_evaluate_aggregates_over_questions():
     assert ev.rows["extracted"] == [0.0, 0.0] and ev.check.passed is False
     names = il.reasoning.evaluate(lm, ["dates"], tests=[], samples=1, max_new_tokens=2, progress=False)
     assert len(names.questions) == len(il.reasoning.builtin("dates"))
+
+
+def test_worked_examples_are_run_once_and_shared():
+    """The worked examples' keys/values are computed once per model and copied into each prompt's cache:
+    forced answers equal full passes, and generation equals generation without the shared opening."""
+    from interpretlm.reasoning import engine
+
+    lm = tiny_lm("llama", seed=0, max_position_embeddings=4096)
+    prompts = [engine.prompt_ids(lm, engine._message(t, c), True, shots=2)[0]
+               for t, c in (("2 + 2 = ?", ("3", "4")), ("Which day comes after Monday?", ("Tuesday", "Friday")))]
+    L0, start = engine.shared_prefix(lm, prompts[0])
+    assert L0 > 100 and prompts[0][:L0] == prompts[1][:L0] and start is not None
+    f = Forcer(lm, prompts[1], encode(lm, "Monday is first. Tuesday follows."), ["Tuesday", "Friday"])
+    items = [(0, []), (5, encode(lm, " so"))]
+    fast = f.score(items)
+    assert f.tokens_run < len(prompts[1])  # the opening was not run again
+    torch.testing.assert_close(fast, f.score_naive(items), rtol=1e-4, atol=1e-4)
+    shared, _ = engine.generate_many(lm, prompts, 2, max_new_tokens=6, temperature=0.0, seeds=[0, 1])
+    engine._SHARED.clear()
+    alone = [engine.generate(lm, p, 2, max_new_tokens=6, temperature=0.0, seed=0)[0] for p in prompts]
+    assert shared == alone
