@@ -120,7 +120,7 @@ def keep_texts(path: str | None) -> None:
         return
     import json
 
-    from interpretlm.reasoning import evaluate as ev_module
+    ev_module = sys.modules["interpretlm.reasoning.evaluate"]  # the package's name ``evaluate`` is the function
 
     elicit = ev_module.elicit
 

@@ -17,12 +17,19 @@ Regenerate with ``python -m interpretlm.reasoning.sets``. The rules:
   modulo 12, comparisons from the stated fact.
 * **No worked example is a question**: the few-shot exemplars shown before each question
   (``engine.EXEMPLARS``) are excluded from the sets.
-* Arithmetic: one step (add, take away, equal groups, equal shares), operands at most 20, choices
-  in increasing order. Dates: one step, within reach of a 135M model: the day after a weekday
-  (asked two ways), the month after a month (4 choices in calendar order) and one comparison
-  between two people (2 choices). The earlier set (1 to 6 days ahead or ago, three-person
-  orderings) left the default model at chance without CoT (0.28, chance 0.28); asked cloze-style
-  it names the day after a day (0.71 on 7 questions) and the month after a month (0.58 on 12)
+* **No surface shortcut**: in arithmetic the choice nearest a number of the question is right about as
+  often as chance (0.23 over the set; chance 0.25), so matching numbers does not answer it.
+* Arithmetic: 100 one-step problems pitched at what a 135M model can do step by step: additions of 2
+  to 4 to a number from 2 to 7 and subtractions of 2 to 4 from a number from 6 to 12, alternating,
+  each asked in one of three phrasings; choices in increasing order. The earlier set (40 problems
+  with products and shares, operands up to 20) left the default model below its cloze accuracy with
+  its own reasoning (0.35 ± 0.08 against 0.42 ± 0.08): its chains of thought copied numbers from the
+  listed choices ("Tom has 14 apples") or added wrongly (8 + 9), and stated answers outside the choices.
+* Dates: 100 one-step questions within reach of a 135M model: the day after a weekday (asked five
+  ways, 34), the month after a month (asked three ways, 36; 4 choices in calendar order) and one
+  comparison between two people (30, 2 choices), interleaved. The first dates set (1 to 6 days ahead
+  or ago, three-person orderings) left the default model at chance without CoT (0.28, chance 0.28);
+  asked cloze-style it names the day after a day (0.71 on 7) and the month after a month (0.58 on 12)
   above chance, but not the day or month before (0.29, 0.17), which the set leaves out.
   Commonsense: the 34 everyday questions written for the project, their choices reordered so the
   right one lands at its balanced position.
