@@ -367,7 +367,12 @@ def _norm(s: str) -> str:
 
 
 def _match_choice(q: Question, value: str) -> str | None:
-    """The choice ``value`` names: equal after normalising, else the only choice it contains as a word."""
+    """The choice ``value`` names: equal after normalising, else the only choice it contains as a word.
+
+    A value that is a calculation (``"8 + 7 = 15"``) names its result, the text after the last ``=``
+    (else its operands, often choices, would be read as the answer)."""
+    if "=" in value and value.rsplit("=", 1)[1].strip():
+        value = value.rsplit("=", 1)[1]
     v = _norm(value)
     for c in q.choices:
         if _norm(c) == v:
@@ -400,6 +405,8 @@ def extract(q: Question, text: str) -> tuple[str | None, str]:
         (('4', 'answer_line'), ('4', 'regex'), (None, 'none'))
         >>> extract(q, "3 or 4? The answer is 4."), extract(q, "3 or 4?\\nAnswer: 5")
         (('4', 'regex'), (None, 'none'))
+        >>> extract(q, "We add.\\nAnswer: 1 + 3 = 4"), extract(q, "We add.\\nAnswer: 3 + 1 = 5")
+        (('4', 'answer_line'), (None, 'none'))
     """
     reasoning, line = split_answer(text)
     if line is not None:
