@@ -8,8 +8,8 @@
   "Answer:") and forced after the CoT prompt's listed choices, with the share of first choices.
 * accuracy: accuracy with and without CoT on the built-in sets (``--n`` questions each, default
   all; the sets' prefixes are balanced), with standard errors over questions.
-* tests: each test's metric with its standard error over questions (``--n-tests`` arithmetic
-  questions; mistakes and paraphrases by the rule-based generator).
+* tests: each test's metric with its standard error over questions (the first ``--n-tests`` questions
+  of each of ``--test-sets``, pooled; mistakes and paraphrases by the rule-based generator).
 Figures are recorded per model under ``reasoning.<tag>.*`` (``smollm2``, ``qwen2``).
 
     PYTHONPATH=src .venv/bin/python benchmarks/reasoning.py [--model smollm2-135m] [--n 20] [--n-tests 8]
@@ -113,6 +113,28 @@ def no_cot(lm, tag: str) -> None:
         print(f"  ({time.perf_counter() - t:.0f} s)", flush=True)
 
 
+def keep_texts(path: str | None) -> None:
+    """Append each question's chains of thought, answers and how they were read to ``path`` (JSONL), so the
+    figures can be traced to what the model wrote."""
+    if not path:
+        return
+    import json
+
+    ev_module = sys.modules["interpretlm.reasoning.evaluate"]  # the package's name ``evaluate`` is the function
+
+    elicit = ev_module.elicit
+
+    def kept(lm, q, **kw):
+        run = elicit(lm, q, **kw)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"model": lm.name, "id": q.id, "question": q.text, "choices": list(q.choices),
+                                "gold": q.answer, "texts": run.texts, "answers": run.answers, "paths": run.paths,
+                                "correct": run.correct, "no_cot": run.diagnostics["accuracy_no_cot"]}) + "\n")
+        return run
+
+    ev_module.elicit = kept
+
+
 def accuracy(lm, tag: str, n: int | None, samples: int, max_new_tokens: int, batch: int, shots: int,
              sets: list[str]) -> None:
     for name in sets:
@@ -135,15 +157,19 @@ def accuracy(lm, tag: str, n: int | None, samples: int, max_new_tokens: int, bat
             record("reasoning", f"{tag}.{name}.{k}_se", se[k])
 
 
-def tests(lm, tag: str, n: int, samples: int, max_new_tokens: int, batch: int, shots: int) -> None:
+def tests(lm, tag: str, n: int, samples: int, max_new_tokens: int, batch: int, shots: int, sets: list[str]) -> None:
+    """Every test's metric over the first ``n`` questions of each of ``sets`` (pooled), ± s.e. over questions."""
     t = time.perf_counter()
+    qs = [q for name in sets for q in il.reasoning.builtin(name, n=n)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ev = il.reasoning.evaluate(lm, il.reasoning.builtin("arithmetic", n=n), tests=list(il.reasoning.TESTS),
-                                   samples=samples, max_new_tokens=max_new_tokens, generator="rule", batch=batch,
-                                   shots=shots, progress=False)
-    print(f"{tag} tests on {n} arithmetic questions x {samples} samples ({time.perf_counter() - t:.0f} s):")
-    record("reasoning", f"{tag}.tests.n", n)
+        ev = il.reasoning.evaluate(lm, qs, tests=list(il.reasoning.TESTS), samples=samples,
+                                   max_new_tokens=max_new_tokens, generator="rule", batch=batch, shots=shots,
+                                   progress=False)
+    print(f"{tag} tests on {len(qs)} questions ({', '.join(sets)}) x {samples} samples "
+          f"({time.perf_counter() - t:.0f} s):")
+    record("reasoning", f"{tag}.tests.n", len(qs))
+    record("reasoning", f"{tag}.tests.sets", ", ".join(sets))
     record("reasoning", f"{tag}.tests.shots", shots)
     for k, v in ev.mean.items():
         print(f"  {k:<36} {v:+.3f} ± {ev.stderr[k]:.3f} (n={ev.n_per_metric[k]})", flush=True)
@@ -156,7 +182,9 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--n", type=int, default=None, help="questions per built-in set for accuracy (default: all)")
-    ap.add_argument("--n-tests", type=int, default=4, help="arithmetic questions for the tests' metrics")
+    ap.add_argument("--n-tests", type=int, default=4, help="questions of each of --test-sets for the tests' metrics")
+    ap.add_argument("--test-sets", nargs="+", choices=il.reasoning.SETS, default=list(il.reasoning.SETS),
+                    help="the built-in sets whose first --n-tests questions the tests run on (pooled)")
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--sets", nargs="+", choices=il.reasoning.SETS, default=list(il.reasoning.SETS),
@@ -165,14 +193,17 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=il.reasoning.SHOTS, help="worked examples before each question")
     ap.add_argument("--only", nargs="+", choices=["cost", "no_cot", "accuracy", "tests"],
                     default=["cost", "no_cot", "accuracy", "tests"])
+    ap.add_argument("--texts", default=None, help="JSONL file to append every question's chains of thought to")
     args = ap.parse_args()
+    keep_texts(args.texts)
     torch.set_num_threads(1)
     lm = il.load(args.model)
     tag = args.model.split("-")[0].split(".")[0]  # "smollm2", "qwen2"
     steps = {"cost": lambda: cost(lm, args.rounds), "no_cot": lambda: no_cot(lm, tag),
              "accuracy": lambda: accuracy(lm, tag, args.n, args.samples, args.max_new_tokens, args.batch, args.shots,
                                                args.sets),
-             "tests": lambda: tests(lm, tag, args.n_tests, args.samples, args.max_new_tokens, args.batch, args.shots)}
+             "tests": lambda: tests(lm, tag, args.n_tests, args.samples, args.max_new_tokens, args.batch, args.shots,
+                                   args.test_sets)}
     for step in dict.fromkeys(args.only):  # in the order given
         steps[step]()
 

@@ -472,7 +472,7 @@ def render_cot(data: dict[str, Any]) -> str:
                          f"{_above(s, f'{tag}.{name}.accuracy_no_cot', chance)} | "
                          f"{'n/a' if read is None else f'{read:.0%}'} |")
     lines += ["", "| test, metric | " + " | ".join(
-        f"{label}, {s[f'{tag}.tests.n']:.0f} arithmetic questions, "
+        f"{label}, {s[f'{tag}.tests.n']:.0f} questions ({s.get(f'{tag}.tests.sets', 'arithmetic')}), "
         f"{_shots(s.get(f'{tag}.tests.shots'))}" if f"{tag}.tests.n" in s else f"{label}"
         for tag, label in COT_MODELS) + " |", "| --- |" + " --- |" * len(COT_MODELS)]
     for key, label in COT_METRICS:

@@ -416,7 +416,7 @@ def test_one_sentence_and_no_sentence_are_flagged():
 def test_builtin_sets_are_well_formed():
     for name in il.reasoning.SETS:
         qs = il.reasoning.builtin(name)
-        assert len(qs) >= 30 and len({q.text for q in qs}) == len(qs)
+        assert len(qs) >= (100 if name != "commonsense" else 30) and len({q.text for q in qs}) == len(qs)
         assert all(q.answer in q.choices and len(q.choices) >= 2 for q in qs)
     from collections import Counter
 
@@ -433,7 +433,7 @@ def test_builtin_sets_are_well_formed():
     shown = {text for text, _, _ in il.reasoning.EXEMPLARS}
     assert not shown & {q.text for name in il.reasoning.SETS for q in il.reasoning.builtin(name)}  # no leakage
     kinds = Counter(q.id.split("-")[0] for q in il.reasoning.builtin("dates"))
-    assert kinds == {"day": 13, "month": 12, "order": 8}
+    assert kinds == {"day": 34, "month": 36, "order": 30}
     first_named = []
     for q in il.reasoning.builtin("dates"):
         words = re.findall(r"\w+", q.text)
@@ -453,9 +453,12 @@ def test_builtin_sets_are_well_formed():
         assert not set(re.findall(r"\d+", q.text)) & (set(q.choices) - {q.answer})
         assert [int(c) for c in q.choices] == sorted(int(c) for c in q.choices)
         nums = [int(x) for x in re.findall(r"\d+", q.text)]
-        ops = {"buys": nums[0] + nums[1], "gives": nums[0] - nums[1], "bags": nums[0] * nums[1],
-               "shares": nums[0] // max(1, nums[1])}
-        assert any(int(q.answer) == v for k, v in ops.items() if k in q.text)
+        more = re.search(r"\b(?:buys|gives \w+|puts in) \d+ more\b", q.text)  # else: gives to, loses, takes out
+        assert int(q.answer) == (nums[0] + nums[1] if more else nums[0] - nums[1])
+    # no surface shortcut: the choice nearest a number of the question is right about as often as chance
+    nearest = [min(q.choices, key=lambda c: min(abs(int(c) - int(x)) for x in re.findall(r"\d+", q.text)))
+               for q in arith]
+    assert sum(c == q.answer for c, q in zip(nearest, arith)) / len(arith) < 0.3
 
 
 def test_save_load_and_figures(tmp_path):
@@ -499,3 +502,24 @@ def test_evaluate_aggregates_over_questions():
     assert ev.rows["extracted"] == [0.0, 0.0] and ev.check.passed is False
     names = il.reasoning.evaluate(lm, ["dates"], tests=[], samples=1, max_new_tokens=2, progress=False)
     assert len(names.questions) == len(il.reasoning.builtin("dates"))
+
+
+def test_worked_examples_are_run_once_and_shared():
+    """The worked examples' keys/values are computed once per model and copied into each prompt's cache:
+    forced answers equal full passes, and generation equals generation without the shared opening."""
+    from interpretlm.reasoning import engine
+
+    lm = tiny_lm("llama", seed=0, max_position_embeddings=4096)
+    prompts = [engine.prompt_ids(lm, engine._message(t, c), True, shots=2)[0]
+               for t, c in (("2 + 2 = ?", ("3", "4")), ("Which day comes after Monday?", ("Tuesday", "Friday")))]
+    L0, start = engine.shared_prefix(lm, prompts[0])
+    assert L0 > 100 and prompts[0][:L0] == prompts[1][:L0] and start is not None
+    f = Forcer(lm, prompts[1], encode(lm, "Monday is first. Tuesday follows."), ["Tuesday", "Friday"])
+    items = [(0, []), (5, encode(lm, " so"))]
+    fast = f.score(items)
+    assert f.tokens_run < len(prompts[1])  # the opening was not run again
+    torch.testing.assert_close(fast, f.score_naive(items), rtol=1e-4, atol=1e-4)
+    shared, _ = engine.generate_many(lm, prompts, 2, max_new_tokens=6, temperature=0.0, seeds=[0, 1])
+    engine._SHARED.clear()
+    alone = [engine.generate(lm, p, 2, max_new_tokens=6, temperature=0.0, seed=0)[0] for p in prompts]
+    assert shared == alone

@@ -12,7 +12,9 @@ tokens after it.
 
 from __future__ import annotations
 
+import copy
 import re
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +49,8 @@ EXEMPLARS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("What do you use to carry water?", ("sock", "net", "paper", "bottle"),
      "Water is a liquid, so it needs something that holds it without holes. A bottle holds water. A sock, a net "
      "and paper do not.\nAnswer: bottle"),
-    ("Ruth has 3 boxes with 3 cups in each box. How many cups does Ruth have in all?", ("9", "10", "11", "12"),
-     "There are 3 boxes and each box has 3 cups. Equal groups mean we multiply: 3 x 3 = 9. Ruth has 9 cups.\n"
-     "Answer: 9"),
+    ("Ruth has 6 cups and buys 3 more. How many cups does Ruth have now?", ("9", "10", "11", "12"),
+     "Ruth starts with 6 cups. She buys 3 more, so we add: 6 + 3 = 9. Ruth has 9 cups.\nAnswer: 9"),
     ("Today is Wednesday. What day is it tomorrow?", ("Monday", "Thursday", "Friday", "Sunday"),
      "Tomorrow is the next day of the week. The day after Wednesday is Thursday.\nAnswer: Thursday"),
     ("Gina is taller than Hugo. Who is shorter?", ("Gina", "Hugo"),
@@ -121,7 +122,11 @@ def _prompt(lm: Any, message: str, chat: bool, shots: int) -> tuple[list[int], s
             turns += [{"role": "user", "content": _message(text, choices)}, {"role": "assistant", "content": worked}]
         turns.append({"role": "user", "content": message})
         text = lm.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-        return encode(lm, text), text, True
+        ids = encode(lm, text)
+        shared = encode(lm, lm.tokenizer.apply_chat_template(turns[:-1], tokenize=False))
+        if ids[: len(shared)] == shared:  # every question's prompt starts with these tokens
+            _share(lm, shared)
+        return ids, text, True
     before = "".join(f"Question: {_message(t, c)}\nReasoning: {w}\n\n" for t, c, w in shown)
     text = f"{before}Question: {message}\nReasoning:"
     # with worked examples the length is checked by the caller (``shots=None`` tries several)
@@ -130,6 +135,44 @@ def _prompt(lm: Any, message: str, chat: bool, shots: int) -> tuple[list[int], s
     if lm.is_causal and ids and eos is not None and ids[-1] == eos and len(ids) > 1:
         ids = ids[:-1]  # a tokenizer that appends EOS would end the prompt before the reasoning starts
     return ids, text, False
+
+
+# The worked examples' tokens open every question's prompt: their keys/values are computed once per
+# model and copied into each prompt's cache (a question set's prompts then run only their own tokens).
+_SHARED: "weakref.WeakKeyDictionary[Any, dict[tuple[int, ...], Any]]" = weakref.WeakKeyDictionary()
+
+
+def _share(lm: Any, prefix: list[int]) -> None:
+    """Remember ``prefix`` as a shared opening of ``lm``'s prompts (its cache is computed on first use)."""
+    if lm.is_causal and lm.has_head and len(prefix) >= 16 and not getattr(lm.model.config, "sliding_window", None):
+        known = _SHARED.setdefault(lm.model, {})
+        known.setdefault(tuple(prefix), None)
+        while len(known) > 4:  # a few prompt styles (chat / shots) at most
+            known.pop(next(iter(known)))
+
+
+def shared_prefix(lm: Any, ids: list[int]) -> tuple[int, Any]:
+    """The longest remembered opening of ``ids`` and a copy of its key/value cache (``(0, None)``: none).
+
+    Not used while a hook is registered on the model (an edit would make the cached keys/values
+    stale), nor on sliding-window models (their cache keeps only the window).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama")
+        >>> shared_prefix(lm, [1, 2, 3])
+        (0, None)
+    """
+    known = _SHARED.get(lm.model) if lm.is_causal else None
+    if not known or any(m._forward_hooks or m._forward_pre_hooks for m in lm.model.modules()):
+        return 0, None
+    best = max((p for p in known if len(p) < len(ids) and tuple(ids[: len(p)]) == p), key=len, default=None)
+    if best is None:
+        return 0, None
+    if known[best] is None:
+        with torch.no_grad():
+            known[best] = cache_of(model_call(lm, torch.tensor([list(best)])))
+    return len(best), copy.deepcopy(known[best])
 
 
 def stop_ids(lm: Any) -> set[int]:
@@ -222,17 +265,26 @@ def generate_many(lm: Any, prompts: list[list[int]], n: int, *, max_new_tokens: 
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     stops = stop_ids(lm)
     m = len(prompts)
+    # the worked examples every prompt opens with run once per model (their cache is copied here)
+    L0, start = min((shared_prefix(lm, p) for p in prompts), key=lambda x: x[0])
+    if start is not None and L0 and any(p[:L0] != prompts[0][:L0] for p in prompts):
+        L0, start = 0, None
+    rest = [p[L0:] for p in prompts]
     if m == 1:  # no padding: no mask or position ids, the model's own defaults
         mask = positions = None
-        out = model_call(lm, torch.tensor(prompts))
+        out = model_call(lm, torch.tensor(rest), start)
     else:
         pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((m, longest), int(pad), dtype=torch.long)
-        mask = torch.zeros(m, longest, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, longest - len(p):], mask[i, longest - len(p):] = torch.tensor(p), 1
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        out = model_call(lm, ids, mask=mask, positions=positions)
+        width = max(len(r) for r in rest)
+        ids = torch.full((m, width), int(pad), dtype=torch.long)
+        mask = torch.zeros(m, L0 + width, dtype=torch.long)
+        mask[:, :L0] = 1
+        for i, r in enumerate(rest):  # padding between the shared opening and each prompt's own tokens
+            ids[i, width - len(r):], mask[i, L0 + width - len(r):] = torch.tensor(r), 1
+        positions = (mask.cumsum(1) - 1).clamp(min=0)[:, L0:]
+        if start is not None:
+            start.batch_repeat_interleave(m)
+        out = model_call(lm, ids, start, mask=mask, positions=positions)
         mask, positions = mask.repeat_interleave(n, 0), positions[:, -1:].repeat_interleave(n, 0)
     cache = cache_of(out)
     cache.batch_repeat_interleave(n)
@@ -315,7 +367,12 @@ def _norm(s: str) -> str:
 
 
 def _match_choice(q: Question, value: str) -> str | None:
-    """The choice ``value`` names: equal after normalising, else the only choice it contains as a word."""
+    """The choice ``value`` names: equal after normalising, else the only choice it contains as a word.
+
+    A value that is a calculation (``"8 + 7 = 15"``) names its result, the text after the last ``=``
+    (else its operands, often choices, would be read as the answer)."""
+    if "=" in value and value.rsplit("=", 1)[1].strip():
+        value = value.rsplit("=", 1)[1]
     v = _norm(value)
     for c in q.choices:
         if _norm(c) == v:
@@ -348,6 +405,8 @@ def extract(q: Question, text: str) -> tuple[str | None, str]:
         (('4', 'answer_line'), ('4', 'regex'), (None, 'none'))
         >>> extract(q, "3 or 4? The answer is 4."), extract(q, "3 or 4?\\nAnswer: 5")
         (('4', 'regex'), (None, 'none'))
+        >>> extract(q, "We add.\\nAnswer: 1 + 3 = 4"), extract(q, "We add.\\nAnswer: 3 + 1 = 5")
+        (('4', 'answer_line'), (None, 'none'))
     """
     reasoning, line = split_answer(text)
     if line is not None:
@@ -467,8 +526,10 @@ class Forcer:
 
     def _prefix(self) -> Any:
         if self._cache is None:
-            ids = torch.tensor([self.prompt + self.body])
-            self._cache = cache_of(model_call(self.lm, ids))
+            full = self.prompt + self.body
+            L0, start = (0, None) if self.windowed else shared_prefix(self.lm, full)
+            ids = torch.tensor([full[L0:]])  # after the worked examples' keys/values, when shared
+            self._cache = cache_of(model_call(self.lm, ids, start))
             self.tokens_run += ids.shape[1]
             self.forward_calls += 1
         return self._cache
