@@ -48,39 +48,28 @@ def _run(lm, unit, **kw):
         return il.explain_unit(lm, unit, progress=False, **kw)
 
 
-def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int = 3) -> None:
+def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int = 1,
+         thread_compare: bool = False) -> None:
+    """Detection, fuzzing and simulation of one unit's windows, timed in ``rounds`` interleaved rounds
+    (det, fuzz, sim, det, ...) in this process: their ratio is the figure to quote on a shared machine."""
+    from interpretlm.explanations import scorers as S
+
     t0 = time.perf_counter()
     if planted:   # the planted digit neuron as the subject (mining is instant), the default model scoring
         import test_explanations as T
 
         unit = il.Unit("blocks.0.mlp.neurons", T.NEURON)
         r = _run(T.build_planted(), unit, corpus=T.digit_corpus(), k=windows + 5, window=16, n_explain=5,
-                 n_windows=windows, scorer=lm, explanation="digits (numbers such as 3 or 7)")
+                 n_windows=windows, scorer=lm, explanation="digits (numbers such as 3 or 7)",
+                 scorers=("fuzzing", "embedding"))
     else:
         unit = il.Unit("blocks.12.mlp.neurons", 417)
         r = _run(lm, unit, corpus=il.corpus("builtin"), k=windows + 10, n_explain=10, n_windows=windows,
-                 max_windows=max_windows)
-    total = time.perf_counter() - t0
+                 max_windows=max_windows, scorers=("fuzzing", "embedding"))
     e = r.explained[0]
     n_act = sum(w["label"] for w in e["windows"])
-    print(f"{unit.name}: {r.text!r}; {len(e['windows'])} windows scored ({n_act} activating); {total:.0f} s in all")
-    rows = {}
-    for name in ("detection", "fuzzing", "simulation", "embedding"):
-        d = e["scores"].get(name)
-        if not d:
-            continue
-        rows[name] = d
-        print(f"  {name:10s} {d['seconds']:7.1f} s  {d.get('forward_passes', '-')!s:>4} batched passes  "
-              f"{d.get('tokens_run', '-')!s:>7} tokens  score {headline(e)[name]:.3f}")
-        record("explanations", f"cost_{name}_seconds", d["seconds"])
-        if "forward_passes" in d:
-            record("explanations", f"cost_{name}_passes", d["forward_passes"])
-            record("explanations", f"cost_{name}_tokens", d["tokens_run"])
-    if "simulation" not in rows:
-        return
-    # the same windows re-scored in interleaved rounds (det, fuzz, sim, det, ...): time ratios within one process
-    from interpretlm.explanations import scorers as S
-
+    print(f"{unit.name}: {r.text!r}; {len(e['windows'])} windows scored ({n_act} activating); "
+          f"{time.perf_counter() - t0:.0f} s to mine, explain and fuzz once")
     labels = np.array([w["label"] for w in e["windows"]])
     texts = ["".join(w["tokens"]) for w in e["windows"]]
     sim_w = [w for w in e["windows"] if w["kind"] != "hard"]
@@ -93,30 +82,38 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
                                                [[max(0.0, v) / scale * 10 for v in w["values"]] for w in sim_w],
                                                batch_size=16)}
     secs: dict[str, list[float]] = {k: [] for k in runs}
+    last: dict[str, dict] = {}
+    load = os.getloadavg()[0]
     for _ in range(rounds):
         for k, f in runs.items():
-            secs[k].append(f()["seconds"])
+            last[k] = f()
+            secs[k].append(last[k]["seconds"])
     med = {k: float(np.median(v)) for k, v in secs.items()}
-    print(f"  interleaved ({rounds} rounds, torch threads {torch.get_num_threads()}, load "
-          f"{os.getloadavg()[0]:.1f}): " + ", ".join(f"{k} {v:.2f} s" for k, v in med.items()))
+    print(f"  {rounds} interleaved round(s), torch threads {torch.get_num_threads()}, load {load:.0f}-"
+          f"{os.getloadavg()[0]:.0f} on {os.cpu_count()} cores")
+    for name, d in last.items():
+        score = d.get("balanced_accuracy", d.get("pearson"))
+        print(f"  {name:10s} {med[name]:7.1f} s  {d['forward_passes']:>4} batched passes  {d['tokens_run']:>7} tokens"
+              f"  score {score:.3f}")
+        record("explanations", f"cost_{name}_seconds", med[name])
+        record("explanations", f"cost_{name}_passes", d["forward_passes"])
+        record("explanations", f"cost_{name}_tokens", d["tokens_run"])
     for name in ("detection", "fuzzing"):
         ratio = med["simulation"] / med[name]
-        tok = rows["simulation"]["tokens_run"] / rows[name]["tokens_run"]
+        tok = last["simulation"]["tokens_run"] / last[name]["tokens_run"]
         print(f"  simulation / {name}: {ratio:.2f}x the time, {tok:.2f}x the tokens")
         record("explanations", f"simulation_over_{name}_time", ratio)
         record("explanations", f"simulation_over_{name}_tokens", tok)
-        record("explanations", f"cost_{name}_seconds", med[name])
-    record("explanations", "cost_simulation_seconds", med["simulation"])
-    # what the second OpenMP thread costs on a shared machine: the same detection at 2 threads and at 1
-    if torch.get_num_threads() == 1:
-        t = {1: [], 2: []}
+    if thread_compare:   # what OpenMP's second thread costs on a shared machine: detection at 2 threads and at 1
+        t: dict[int, list[float]] = {1: [], 2: []}
+        before = torch.get_num_threads()
         for _ in range(rounds):
             for n in (2, 1):
                 torch.set_num_threads(n)
                 t[n].append(runs["detection"]()["seconds"])
-        torch.set_num_threads(1)
+        torch.set_num_threads(before)
         ratio = float(np.median(t[2]) / np.median(t[1]))
-        print(f"  detection at 2 torch threads / at 1: {ratio:.2f}x the time (load {os.getloadavg()[0]:.1f})")
+        print(f"  detection at 2 torch threads / at 1: {ratio:.2f}x the time (load {os.getloadavg()[0]:.0f})")
         record("explanations", "two_threads_over_one_time", ratio)
 
 
@@ -245,6 +242,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cost", action="store_true")
     ap.add_argument("--planted", action="store_true", help="cost on the planted digit neuron (default model scoring)")
+    ap.add_argument("--rounds", type=int, default=1, help="cost: interleaved timing rounds")
+    ap.add_argument("--thread-compare", action="store_true", help="cost: detection at 2 torch threads against 1")
     ap.add_argument("--units", type=int, default=0, help="neurons per layer for the distribution (0: skip)")
     ap.add_argument("--ground-truth", action="store_true")
     ap.add_argument("--windows", type=int, default=20, help="activating windows scored (and as many others)")
@@ -263,7 +262,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     lm = il.load()
     if a.cost:
-        cost(lm, a.windows, a.max_windows, a.planted)
+        cost(lm, a.windows, a.max_windows, a.planted, a.rounds, a.thread_compare)
     if a.units or a.summarize:
         distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize)
     if a.ground_truth:
