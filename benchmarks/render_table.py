@@ -283,7 +283,8 @@ def explanation_distribution(d: dict[str, Any]) -> str:
                     if f"spearman_{a}_{b}" in e)
     secs = " / ".join(f"{e[f'dist_{k}_seconds_per_unit']:.0f}" for k in keys if f"dist_{k}_seconds_per_unit" in e)
     return (f"{e['units']:.0f} neurons: means {means}; Spearman {rho}; seconds per unit (det / fuzz / sim / emb) "
-            f"{secs}, whole unit {e['dist_unit_seconds']:.0f} (load 8–28 on 2 cores)")
+            f"{secs}, whole unit {e['dist_unit_seconds']:.0f} (one window per question; 1 torch thread, load 5–22 on 2 "
+            "cores)")
 
 
 def mining(d: dict[str, Any]) -> str:
