@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 import warnings
@@ -34,6 +35,7 @@ import torch
 
 import interpretlm as il
 from interpretlm.explanations.result import headline
+from interpretlm.explanations.scorers import balanced_accuracy
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
@@ -46,41 +48,73 @@ def _run(lm, unit, **kw):
         return il.explain_unit(lm, unit, progress=False, **kw)
 
 
-def cost(lm, windows: int, max_windows: int, planted: bool = False) -> None:
+def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int = 1,
+         thread_compare: bool = False) -> None:
+    """Detection, fuzzing and simulation of one unit's windows, timed in ``rounds`` interleaved rounds
+    (det, fuzz, sim, det, ...) in this process: their ratio is the figure to quote on a shared machine."""
+    from interpretlm.explanations import scorers as S
+
     t0 = time.perf_counter()
     if planted:   # the planted digit neuron as the subject (mining is instant), the default model scoring
         import test_explanations as T
 
         unit = il.Unit("blocks.0.mlp.neurons", T.NEURON)
         r = _run(T.build_planted(), unit, corpus=T.digit_corpus(), k=windows + 5, window=16, n_explain=5,
-                 n_windows=windows, scorer=lm, explanation="digits (numbers such as 3 or 7)")
+                 n_windows=windows, scorer=lm, explanation="digits (numbers such as 3 or 7)",
+                 scorers=("fuzzing", "embedding"))
     else:
         unit = il.Unit("blocks.12.mlp.neurons", 417)
         r = _run(lm, unit, corpus=il.corpus("builtin"), k=windows + 10, n_explain=10, n_windows=windows,
-                 max_windows=max_windows)
-    total = time.perf_counter() - t0
+                 max_windows=max_windows, scorers=("fuzzing", "embedding"))
     e = r.explained[0]
     n_act = sum(w["label"] for w in e["windows"])
-    print(f"{unit.name}: {r.text!r}; {len(e['windows'])} windows scored ({n_act} activating); {total:.0f} s in all")
-    rows = {}
-    for name in ("detection", "fuzzing", "simulation", "embedding"):
-        d = e["scores"].get(name)
-        if not d:
-            continue
-        rows[name] = d
-        print(f"  {name:10s} {d['seconds']:7.1f} s  {d.get('forward_passes', '-')!s:>4} batched passes  "
-              f"{d.get('tokens_run', '-')!s:>7} tokens  score {headline(e)[name]:.3f}")
-        record("explanations", f"cost_{name}_seconds", d["seconds"])
-        if "forward_passes" in d:
-            record("explanations", f"cost_{name}_passes", d["forward_passes"])
-            record("explanations", f"cost_{name}_tokens", d["tokens_run"])
-    if "simulation" in rows:
-        for name in ("detection", "fuzzing"):
-            if name in rows:
-                ratio = rows["simulation"]["seconds"] / rows[name]["seconds"]
-                tok = rows["simulation"]["tokens_run"] / rows[name]["tokens_run"]
-                print(f"  simulation / {name}: {ratio:.2f}x the time, {tok:.2f}x the tokens")
-                record("explanations", f"simulation_over_{name}_time", ratio)
+    print(f"{unit.name}: {r.text!r}; {len(e['windows'])} windows scored ({n_act} activating); "
+          f"{time.perf_counter() - t0:.0f} s to mine, explain and fuzz once")
+    labels = np.array([w["label"] for w in e["windows"]])
+    texts = ["".join(w["tokens"]) for w in e["windows"]]
+    sim_w = [w for w in e["windows"] if w["kind"] != "hard"]
+    scale = max(max(w["values"]) for w in e["windows"])
+    runs = {"detection": lambda: S.detection(lm, r.text, texts, labels, calibration="content_free", batch_size=16,
+                                             shots=6),
+            "fuzzing": lambda: S.fuzzing(lm, r.text, e["fuzzing_texts"], np.array(e["fuzzing_labels"]),
+                                         calibration="content_free", batch_size=16, shots=6),
+            "simulation": lambda: S.simulation(lm, r.text, [w["tokens"] for w in sim_w],
+                                               [[max(0.0, v) / scale * 10 for v in w["values"]] for w in sim_w],
+                                               batch_size=16)}
+    secs: dict[str, list[float]] = {k: [] for k in runs}
+    last: dict[str, dict] = {}
+    load = os.getloadavg()[0]
+    for _ in range(rounds):
+        for k, f in runs.items():
+            last[k] = f()
+            secs[k].append(last[k]["seconds"])
+    med = {k: float(np.median(v)) for k, v in secs.items()}
+    print(f"  {rounds} interleaved round(s), torch threads {torch.get_num_threads()}, load {load:.0f}-"
+          f"{os.getloadavg()[0]:.0f} on {os.cpu_count()} cores")
+    for name, d in last.items():
+        score = d.get("balanced_accuracy", d.get("pearson"))
+        print(f"  {name:10s} {med[name]:7.1f} s  {d['forward_passes']:>4} batched passes  {d['tokens_run']:>7} tokens"
+              f"  score {score:.3f}")
+        record("explanations", f"cost_{name}_seconds", med[name])
+        record("explanations", f"cost_{name}_passes", d["forward_passes"])
+        record("explanations", f"cost_{name}_tokens", d["tokens_run"])
+    for name in ("detection", "fuzzing"):
+        ratio = med["simulation"] / med[name]
+        tok = last["simulation"]["tokens_run"] / last[name]["tokens_run"]
+        print(f"  simulation / {name}: {ratio:.2f}x the time, {tok:.2f}x the tokens")
+        record("explanations", f"simulation_over_{name}_time", ratio)
+        record("explanations", f"simulation_over_{name}_tokens", tok)
+    if thread_compare:   # what OpenMP's second thread costs on a shared machine: detection at 2 threads and at 1
+        t: dict[int, list[float]] = {1: [], 2: []}
+        before = torch.get_num_threads()
+        for _ in range(rounds):
+            for n in (2, 1):
+                torch.set_num_threads(n)
+                t[n].append(runs["detection"]()["seconds"])
+        torch.set_num_threads(before)
+        ratio = float(np.median(t[2]) / np.median(t[1]))
+        print(f"  detection at 2 torch threads / at 1: {ratio:.2f}x the time (load {os.getloadavg()[0]:.0f})")
+        record("explanations", "two_threads_over_one_time", ratio)
 
 
 def distribution(lm, per_layer: int, windows: int, max_windows: int, log: str | None = None,
@@ -152,15 +186,17 @@ def distribution(lm, per_layer: int, windows: int, max_windows: int, log: str | 
     record("explanations", "units", len(rows))
 
 
-PLANTED = {   # token class: (tokens the neuron fires on, the true rule, two wrong rules)
-    "digits": (None, "digits (numbers such as 3 or 7)", ["names of people", "words about food"]),
-    "names": ("NAMES", "names of people", ["digits (numbers such as 3 or 7)", "words about food"]),
+PLANTED = {   # token class: (tokens the neuron fires on, the true rule, plausible wrong rules of the same kind)
+    "digits": (None, "digits (numbers such as 3 or 7)", ["names of people", "words about food", "colours", "verbs"]),
+    "names": ("NAMES", "names of people", ["digits (numbers such as 3 or 7)", "words about food", "colours", "verbs"]),
 }
+SLUG = {"names of people": "people", "words about food": "food", "colours": "colours", "verbs": "verbs",
+        "digits (numbers such as 3 or 7)": "digits"}
 
 
 def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[str]) -> None:
     """The planted neuron of ``tests/test_explanations.py`` firing on one token class; its true rule and
-    two wrong ones scored by ``scorer`` (the corpus: the tiny corpus with a digit in every other text,
+    four wrong ones scored by ``scorer`` (the corpus: the tiny corpus with a digit in every other text,
     so the wrong rule "digits" has digits in some non-activating windows)."""
     import test_explanations as T
 
@@ -175,15 +211,22 @@ def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[s
                      n_windows=windows, scorer=scorer, explanation=rule, scorers=scorers)
             e = r.explained[0]
             s = r.scores
-            extra = {k: (e["scores"][k]["balanced_accuracy_raw"], e["scores"][k]["auroc"]) if k in e["scores"]
-                     else (math.nan, math.nan) for k in ("detection", "fuzzing")}
+            extra = {}
+            for k in ("detection", "fuzzing"):
+                d = e["scores"].get(k)
+                if d:
+                    labels = np.array([w["label"] for w in e["windows"]] if k == "detection" else e["fuzzing_labels"])
+                    med = balanced_accuracy(np.array(d["log_odds"]), labels, "median")[0]
+                    extra[k] = (d["balanced_accuracy_raw"], d["auroc"], med)
+                else:
+                    extra[k] = (math.nan, math.nan, math.nan)
             print(f"  {rule!r:36s} detection {s.get('detection', math.nan):.3f} (greedy {extra['detection'][0]:.3f}, "
-                  f"AUROC {extra['detection'][1]:.3f}), fuzzing {s.get('fuzzing', math.nan):.3f} (greedy "
-                  f"{extra['fuzzing'][0]:.3f}, AUROC {extra['fuzzing'][1]:.3f}), simulation "
+                  f"median {extra['detection'][2]:.3f}, AUROC {extra['detection'][1]:.3f}), fuzzing "
+                  f"{s.get('fuzzing', math.nan):.3f} (greedy {extra['fuzzing'][0]:.3f}, median {extra['fuzzing'][2]:.3f}, "
+                  f"AUROC {extra['fuzzing'][1]:.3f}), simulation "
                   f"{s.get('simulation', math.nan):+.3f}, embedding AUROC {s.get('embedding', math.nan):.3f}",
                   flush=True)
-            key = "true" if rule == true_rule else "wrong_" + {"names of people": "people", "words about food": "food"}.get(
-                rule, "digits")
+            key = "true" if rule == true_rule else "wrong_" + SLUG[rule]
             pre = "planted" if cls == "digits" else f"planted_{cls}"
             for k in ("detection", "fuzzing", "embedding"):
                 if k in s:
@@ -192,17 +235,22 @@ def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[s
                 if k in e["scores"]:
                     record("explanations", f"{pre}_{key}_{k}_greedy{tag}", extra[k][0])
                     record("explanations", f"{pre}_{key}_{k}_auroc{tag}", extra[k][1])
+                    record("explanations", f"{pre}_{key}_{k}_median{tag}", extra[k][2])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cost", action="store_true")
     ap.add_argument("--planted", action="store_true", help="cost on the planted digit neuron (default model scoring)")
+    ap.add_argument("--rounds", type=int, default=1, help="cost: interleaved timing rounds")
+    ap.add_argument("--thread-compare", action="store_true", help="cost: detection at 2 torch threads against 1")
     ap.add_argument("--units", type=int, default=0, help="neurons per layer for the distribution (0: skip)")
     ap.add_argument("--ground-truth", action="store_true")
     ap.add_argument("--windows", type=int, default=20, help="activating windows scored (and as many others)")
     ap.add_argument("--max-windows", type=int, default=2000)
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: on a shared machine OpenMP's second thread waits on a busy core and "
+                         "makes small passes many times slower; 0: torch's default)")
     ap.add_argument("--log", default=None, help="distribution: append each unit's scores to this JSON-lines file")
     ap.add_argument("--summarize", default=None, help="distribution: summarise a --log file instead of running")
     ap.add_argument("--gt-scorers", default="detection,fuzzing,simulation,embedding",
@@ -214,7 +262,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     lm = il.load()
     if a.cost:
-        cost(lm, a.windows, a.max_windows, a.planted)
+        cost(lm, a.windows, a.max_windows, a.planted, a.rounds, a.thread_compare)
     if a.units or a.summarize:
         distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize)
     if a.ground_truth:

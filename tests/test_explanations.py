@@ -131,8 +131,51 @@ def test_list_answers_read_greedily_equal_plain_passes():
     assert ps2.forward_calls == 1 + 1 + 3     # the prefix, both prompts in one batch, 3 more items of the first
 
 
-def test_simulation_reads_the_number_distribution(planted):
-    lm = planted
+def test_single_questions_read_on_the_cache_equal_plain_passes():
+    """One window per question: each window's log-odds on the shared prompt's cache equal a plain pass
+    of the whole conversation; fuzzing asks about the marked tokens only; the worked examples are
+    balanced yes/no and never hold the scored texts."""
+    lm = tiny_lm("llama", seed=0, max_position_embeddings=2048)
+    texts = ["the cat <<5>> sat", "<<John>> gave a drink to <<Mary>>", "a <<b>>"]
+    yes, no = S.yes_no_ids(lm)
+    for kind in ("detection", "fuzzing"):
+        odds, cf, ps, err = S.single_scores(lm, "digits", kind, texts, batch_size=2, shots=6, seed=1)
+        assert odds.shape == (3,) and cf.shape == (len(S.CONTENT_FREE),) and err < 1e-4
+        # the prompt once, then 6 rows (3 texts, 3 content-free inputs) in batches of two
+        assert ps.forward_calls == 1 + 3 and ps.shots == 6
+        full = S.single_prompt(lm, "digits", kind, 6, seed=1)
+        items = [S._flat(t) if kind == "detection" else S.marked_words(t) for t in texts] + list(S.CONTENT_FREE)
+        for item, got in zip(items, list(odds) + list(cf)):
+            ref = torch.log_softmax(lm.model(torch.tensor([encode(lm, full.replace(S.HOLE, item))])).logits[0, -1], -1)
+            want = float(torch.logsumexp(ref[yes], -1) - torch.logsumexp(ref[no], -1))
+            assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
+    assert S.marked_words(texts[1]) == "John, Mary"
+    answers = [y for _, _, y in S.SINGLE_SHOTS["detection"]]
+    assert sum(answers) * 2 == len(answers)
+    # the seed reorders the worked examples: no fixed answer pattern precedes the question
+    assert S.single_prompt(lm, "digits", "detection", 6, seed=1) != S.single_prompt(lm, "digits", "detection", 6, seed=2)
+
+
+def test_content_free_decisions_are_the_stated_rule(planted):
+    """Balanced accuracy under the default calibration is computed on the decisions "log-odds above
+    the mean log-odds of the content-free inputs", recounted here by hand."""
+    r = _quiet(il.explain_unit, planted, il.Unit("blocks.0.mlp.neurons", NEURON), corpus=digit_corpus(), k=12,
+               window=16, n_explain=4, n_windows=6, explanation="digits", scorers=("detection", "fuzzing"),
+               embedder=None, progress=False)
+    e = r.explained[0]
+    for name in ("detection", "fuzzing"):
+        d = e["scores"][name]
+        assert d["calibration"] == "content_free" and d["per_prompt"] == 1
+        odds, thr = np.array(d["log_odds"]), float(np.mean(d["content_free_log_odds"]))
+        assert d["threshold"] == pytest.approx(thr)
+        labels = np.array([w["label"] for w in e["windows"]] if name == "detection" else e["fuzzing_labels"])
+        pred = odds > thr
+        want = (pred[labels].mean() + (~pred[~labels]).mean()) / 2
+        assert d["balanced_accuracy"] == pytest.approx(want)
+
+
+def test_simulation_reads_the_number_distribution():
+    lm = build_planted(n_ctx=2048)     # room for Bills et al.'s prompt in a character-level tokenizer
     vals, ids = S.number_ids(lm)
     assert vals and len(vals) == len(ids)
     out = S.simulation(lm, "digits", [["a", " 5"], [" the", " cat"]], [[0.0, 10.0], [0.0, 0.0]], batch_size=4)
@@ -140,6 +183,12 @@ def test_simulation_reads_the_number_distribution(planted):
     assert [len(s) for s in sims] == [2, 2]
     assert all(min(vals) - 1e-5 <= x <= max(vals) + 1e-5 for s in sims for x in s)
     assert out["forward_passes"] == 2         # the prefix, then both windows in one batch
+    assert out["shots"] == len(S.SIMULATION_SHOTS)
+    # Bills et al.'s layout: worked records as token<TAB>activation lines, "unknown" before the revealed index
+    text = S.simulation_prompt(lm, "digits")
+    assert "Explanation of neuron 4 behavior: the main thing this neuron does is find digits" in text
+    assert "The\tunknown\n old\tunknown\n dog\tunknown\n chased\tunknown\n a\t0\n cat\t9" in text
+    assert text.endswith("Activations:\n<start>\n")
 
 
 def test_planted_unit_windows_and_evidence(planted):

@@ -1,28 +1,44 @@
 """Scores of a unit's explanation: detection, fuzzing, simulation and embedding similarity.
 
-* **detection** (delphi): the scorer model reads the explanation and ``per_prompt`` numbered windows
-  (shuffled, positives and negatives mixed) and answers with a list holding 1 for each window that
-  holds what the explanation describes, 0 otherwise; **fuzzing** (delphi): the windows' tokens are
-  marked ``<<like this>>`` and the list says whether the marked tokens are what the explanation
-  describes (activating windows marked where the unit fires against windows marked at random
-  tokens). Nothing is sampled: each item's log-odds of 1 against 0 are read where the list's item
-  goes, after the scorer's own greedy answers to the items before it (the list a greedy decoder
-  writes), all prompts on the instruction's shared key/value cache in batched passes. Both report
-  balanced accuracy (positives and negatives weigh the same) and AUROC.
-* **simulation** (Bills et al. 2023, "all at once"): the simulator reads the explanation and the
-  window listed one token a line, each followed by a tab and the word ``unknown``; at each tab its
-  distribution over the number tokens 0-10 gives an expected activation, all positions of a window
-  in one pass. The score is Pearson's r between expected and true activations over all tokens.
+* **detection** (delphi): does the window contain what the explanation describes? **fuzzing**
+  (delphi): are the window's tokens marked ``<<like this>>`` what the explanation describes
+  (activating windows marked where the unit fires, against windows marked at random tokens)? Both
+  are read from the scorer's log-odds of "yes" against "no" (log-sum-exp over the spellings of each
+  word); nothing is sampled. Two forms:
+
+  - ``per_prompt=1`` (the default; delphi offers it too): one window per question. Detection asks
+    ``Description: ...`` / ``Text: "..."`` / ``Does the text contain <explanation>? Answer yes or no.``;
+    fuzzing asks about the marked tokens only (``Word: "7"`` / ``Does the word fit the description?``).
+    The instruction, the worked examples (other rules, answers balanced yes/no in seeded random
+    order, never the unit's windows) and the description run once; the windows run on that key/value
+    cache in batched passes, one answer position each.
+  - ``per_prompt>1``: delphi's list form, ``per_prompt`` numbered shuffled windows per prompt, the
+    answer a list of 1/0 read item by item after the scorer's own greedy answers to the items before
+    it (:meth:`~.engine.PrefixScorer.read_lists`).
+
+  Both report balanced accuracy of the decisions (positives and negatives weigh the same) and AUROC of
+  the log-odds.
+* **simulation** (Bills et al. 2023, "all at once"): the simulator reads Bills et al.'s prompt (their
+  instruction in our words, ``Neuron N`` / ``Explanation of neuron N behavior: the main thing this neuron
+  does is find ...`` turns, three worked neurons whose records list ``token<TAB>activation`` lines, ``unknown`` before
+  a revealed index, between ``<start>`` and ``<end>``; our own example texts), the explanation, and the
+  window one token a line followed by a tab and ``unknown``; at each tab its distribution over the
+  number tokens 0-10 gives an expected activation, all positions of a window in one pass. The score is
+  Pearson's r between expected and true activations over all tokens.
 * **embedding**: cosine similarity of the explanation to each window under a sentence encoder
   (all-MiniLM-L6-v2, ``il.load("minilm-l6")``), scored as AUROC of activating against
   non-activating windows.
 
-The threshold of balanced accuracy: delphi's prediction is the written answer, here the greedy one
-(log-odds above 0), reported as ``balanced_accuracy_raw``. A small model's answers lean to one side,
-so the default headline (``calibration="median"``) puts the threshold at the quantile of the log-odds
-that splits them in the positives' and negatives' proportions (the median on a balanced set), as a
-scorer told the classes' base rate would; the labels themselves do not set it. ``calibration="zero"``
-makes the greedy answer the headline. AUROC needs no threshold.
+The decision rule of balanced accuracy (``calibration``):
+
+* ``"content_free"`` (the default; contextual calibration, Zhao et al. 2021): the same question is
+  asked about content-free inputs (``N/A``, an empty text, ``[MASK]``); a window is called "yes" exactly
+  when its log-odds exceed the mean of theirs. No label and no base rate is used.
+* ``"zero"``: the greedy answer (log-odds above 0), what delphi's written answer would be.
+* ``"median"``: the threshold splits the log-odds in the positives' and negatives' proportions (the
+  median on a balanced set), as a scorer told the classes' base rate would.
+
+The greedy balanced accuracy is always reported too (``balanced_accuracy_raw``); AUROC needs no threshold.
 """
 
 from __future__ import annotations
@@ -80,7 +96,151 @@ FUZZING_SHOTS = [
                                                     "He is the mayor <<of>> Paris.", "She drank a cup of <<tea>>.",
                                                     "Most <<of>> them left early."], [1, 0, 1, 0, 0]),
 ]
-SIMULATION_SHOT = ("names of colours", ["The", " red", " car", " was", " green"], [0, 10, 0, 0, 9])
+# Bills et al.'s all-at-once simulation prompt: their instruction (in our words) and layout (a worked neuron per turn pair,
+# its records as token<TAB>activation lines between <start> and <end>, "unknown" before each record's first
+# revealed index, so that the simulator always expects a number may follow a tab); our own example texts.
+SIMULATION_SYSTEM = (
+    "We study neurons of a neural network.\nEach neuron looks for one particular thing in a short document.\n"
+    "Read the summary of what a neuron does and predict how strongly it fires on each token.\n\n"
+    "The format is token<tab>activation; activations go from 0 to 10, and \"unknown\" marks an activation "
+    "not given. Most activations are 0.\n")
+SIMULATION_PREFIX = "the main thing this neuron does is find"
+SIMULATION_SHOTS = [   # (explanation, [(tokens, activations 0-10, first revealed index)])
+    ("words for animals", [
+        (["The", " old", " dog", " chased", " a", " cat", " across", " the", " yard", "."],
+         [0, 0, 10, 0, 0, 9, 0, 0, 0, 0], 4),
+        (["A", " horse", " and", " two", " sheep", " stood", " in", " the", " field", "."],
+         [0, 10, 0, 0, 8, 0, 0, 0, 0, 0], 1)]),
+    ("the word \"of\" after a noun", [
+        (["The", " Bank", " of", " England", " raised", " its", " rate", "."], [0, 0, 10, 0, 0, 0, 0, 0], 3),
+        (["Most", " of", " them", " left", " because", " of", " the", " rain", "."], [0, 6, 0, 0, 0, 9, 0, 0, 0], 5)]),
+    ("words about the weather", [
+        (["It", " rained", " all", " day", " and", " the", " wind", " was", " cold", "."],
+         [0, 10, 0, 0, 0, 0, 7, 0, 4, 0], 2),
+        (["We", " stayed", " inside", " while", " the", " storm", " passed", "."], [0, 0, 0, 0, 0, 10, 1, 0], 0)]),
+]
+
+
+def simulation_prompt(lm: Any, explanation: str, top: int = 10, shots: int = 3) -> str:
+    """Bills et al.'s all-at-once prompt up to the first token line of the simulated record
+    (``...Activations:\n<start>\n``); ``top``: the largest activation the simulator's tokens write;
+    ``shots``: worked neurons shown (a small context takes fewer)."""
+    def record(tokens: list[str], acts: list[int], reveal: int) -> str:
+        return "\n".join(f"{_visible(t)}\t{'unknown' if i < reveal else min(a, top)}"
+                         for i, (t, a) in enumerate(zip(tokens, acts)))
+
+    turns: list[tuple[str, str]] = []
+    for i, (expl, records) in enumerate(SIMULATION_SHOTS[:shots]):
+        turns.append(("user", f"Neuron {i + 1}\nExplanation of neuron {i + 1} behavior: {SIMULATION_PREFIX} {expl}"))
+        turns.append(("assistant", "Activations:\n<start>\n" + "\n<end>\n<start>\n".join(
+            record(*r) for r in records) + "\n<end>"))
+    n = len(SIMULATION_SHOTS[:shots]) + 1
+    turns.append(("user", f"Neuron {n}\nExplanation of neuron {n} behavior: {SIMULATION_PREFIX} {explanation.strip()}"))
+    system = SIMULATION_SYSTEM.replace("0 to 10", f"0 to {top}")
+    return chat_text(lm, turns, system=system) + "Activations:\n<start>\n"
+
+
+# one window per question: worked examples on other rules than any unit's, half "yes" and half "no"
+# (shuffled with the seed, so that no answer pattern can be copied from the examples)
+SINGLE_SYSTEM = {"detection": "You check whether texts contain what descriptions say.",
+                 "fuzzing": "You check whether words fit descriptions."}
+SINGLE_SHOTS = {
+    "detection": [("words for animals", "The old dog chased a cat across the yard.", True),
+                  ("words for clothing", "The train left the station at noon.", False),
+                  ("names of cities", "We flew from Berlin to Madrid last spring.", True),
+                  ("words about weather", "She bought a new phone and a charger.", False),
+                  ("words for body parts", "He hurt his knee and his elbow.", True),
+                  ("words for animals", "I think the answer is yes.", False)],
+    "fuzzing": [("words for animals", "dog", True), ("words for clothing", "station", False),
+                ("names of cities", "Berlin", True), ("words about weather", "phone", False),
+                ("words for body parts", "knee", True), ("words for animals", "answer", False)],
+}
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
+
+def single_question(kind: str, explanation: str, item: str) -> str:
+    """The user turn asking about one window (detection) or one window's marked tokens (fuzzing).
+
+    Example:
+        >>> print(single_question("fuzzing", "digits", "7"))
+        Description: digits
+        Word: "7"
+        Does the word fit the description? Answer yes or no.
+    """
+    if kind == "detection":
+        return f'Description: {explanation}\nText: "{item}"\nDoes the text contain {explanation}? Answer yes or no.'
+    return f'Description: {explanation}\nWord: "{item}"\nDoes the word fit the description? Answer yes or no.'
+
+
+def single_prompt(lm: Any, explanation: str, kind: str, shots: int = 6, seed: int = 0) -> str:
+    """The one-window-per-question conversation with a :data:`~.engine.HOLE` where the window goes,
+    ending where the assistant's answer starts."""
+    examples = list(SINGLE_SHOTS[kind])
+    random.Random(seed).shuffle(examples)
+    turns: list[tuple[str, str]] = []
+    for expl, item, yes in examples[:shots]:
+        turns += [("user", single_question(kind, expl, item)), ("assistant", "Yes" if yes else "No")]
+    turns.append(("user", single_question(kind, explanation, HOLE)))
+    return chat_text(lm, turns, system=SINGLE_SYSTEM[kind])
+
+
+def marked_words(text: str) -> str:
+    """The tokens a fuzzing window marks ``<<like this>>``, joined by ", " (what fuzzing's question shows).
+
+    Example:
+        >>> marked_words("When <<Tom>> and <<Anna>> went")
+        'Tom, Anna'
+    """
+    return ", ".join(w.strip() for w in re.findall(r"<<(.*?)>>", text, flags=re.S))
+
+
+def yes_no_ids(lm: Any) -> tuple[list[int], list[int]]:
+    """The first tokens of the spellings of "yes" and of "no" (``answer_ids``), without the tokens both
+    share (a tokenizer that splits " Yes" into " " and "Yes" would otherwise count the space as both)."""
+    from .engine import answer_ids
+
+    yes, no = answer_ids(lm, ["yes"]), answer_ids(lm, ["no"])
+    both = set(yes) & set(no)
+    yes, no = [t for t in yes if t not in both], [t for t in no if t not in both]
+    if not yes or not no:
+        raise ExplanationError(f"The scorer {lm.name}'s tokenizer has no first token that tells yes from no.")
+    return yes, no
+
+
+def single_scores(scorer_lm: Any, explanation: str, kind: str, texts: list[str], *, batch_size: int = 16,
+                  shots: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray, PrefixScorer, float]:
+    """``[len(texts)]`` log-odds of yes against no, one question per text, and ``[3]`` the log-odds of
+    the content-free inputs (:data:`CONTENT_FREE`), all in batched passes on the shared prompt's cache.
+
+    Detection asks about the whole window, fuzzing about its marked tokens only. Returns the log-odds,
+    the content-free log-odds, the prefix scorer (its pass counts) and the check figure: the difference
+    between the first text's log-odds on the cache and in a plain pass.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama", max_position_embeddings=1024)
+        >>> odds, cf, ps, err = single_scores(lm, "digits", "detection", ["a 7 b", "c d"], shots=2)
+        >>> odds.shape, cf.shape, ps.forward_calls, err < 1e-3
+        ((2,), (3,), 2, True)
+    """
+    yes, no = yes_no_ids(scorer_lm)
+    items = [_flat(t) if kind == "detection" else marked_words(t) for t in texts]
+    # a small context drops worked examples until the longest question fits
+    for k in range(shots, -1, -1):
+        prefix, tail = split_prompt(scorer_lm, single_prompt(scorer_lm, explanation, kind, k, seed))
+        rows = [encode(scorer_lm, it + tail) for it in list(items) + list(CONTENT_FREE)]
+        if not scorer_lm.n_ctx or len(prefix) + max(len(r) for r in rows) <= scorer_lm.n_ctx:
+            break
+    ps = PrefixScorer(scorer_lm, prefix, batch_size=batch_size)
+    lp = ps.next_logprobs(rows)
+    odds = (torch.logsumexp(lp[:, yes], -1) - torch.logsumexp(lp[:, no], -1)).double().numpy()
+    err = 0.0
+    if items:
+        ref = ps.full_pass(rows[0])
+        err = abs(float(torch.logsumexp(ref[yes], -1) - torch.logsumexp(ref[no], -1)) - float(odds[0]))
+    ps.shots, ps.brief, ps.per_prompt = k, False, 1
+    return odds[:len(items)], odds[len(items):], ps, err
+
 
 
 def _flat(text: str) -> str:
@@ -174,15 +334,21 @@ def yes_no_scores(scorer_lm: Any, explanation: str, kind: str, texts: list[str],
     return odds, ps, err
 
 
-def balanced_accuracy(scores: np.ndarray, labels: np.ndarray, calibration: str = "median") -> tuple[float, float]:
-    """Balanced accuracy of ``scores > threshold`` against boolean ``labels``, and the threshold.
+def balanced_accuracy(scores: np.ndarray, labels: np.ndarray, calibration: str = "median",
+                      content_free: np.ndarray | None = None) -> tuple[float, float]:
+    """Balanced accuracy of the decisions ``scores > threshold`` against boolean ``labels``, and the threshold.
 
-    ``calibration="median"``: the threshold splits the scores in the classes' proportions (the
-    median of a balanced set); ``"zero"``: 0 (the raw yes/no decision).
+    ``calibration="content_free"``: the threshold is the mean of ``content_free`` (the log-odds of the
+    same question on content-free inputs; Zhao et al. 2021); ``"median"``: the threshold splits the
+    scores in the classes' proportions (the median of a balanced set); ``"zero"``: 0 (the raw yes/no
+    decision).
 
     Example:
         >>> balanced_accuracy(np.array([3.0, 2.0, -1.0, 1.0]), np.array([1, 1, 0, 0], bool))
         (1.0, 1.5)
+        >>> balanced_accuracy(np.array([3.0, 2.0, -1.0, 1.0]), np.array([1, 1, 0, 0], bool), "content_free",
+        ...                   np.array([0.0, 1.0]))
+        (0.75, 0.5)
     """
     pos, neg = labels.astype(bool), ~labels.astype(bool)
     if not pos.any() or not neg.any():
@@ -191,6 +357,10 @@ def balanced_accuracy(scores: np.ndarray, labels: np.ndarray, calibration: str =
         s = np.sort(scores)
         k = int(neg.sum())     # the k lowest scores are called negative
         thr = float((s[k - 1] + s[k]) / 2) if 0 < k < len(s) else float(s[0])
+    elif calibration == "content_free":
+        if content_free is None or not len(content_free):
+            raise ExplanationError("calibration='content_free' needs the log-odds of the content-free inputs.")
+        thr = float(np.mean(content_free))
     else:
         thr = 0.0
     pred = scores > thr
@@ -207,29 +377,42 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
+CALIBRATIONS = ("content_free", "median", "zero")
+
+
 def _yes_no_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *,
-                 calibration: str, batch_size: int, shots: int, per_prompt: int = 5, seed: int = 0) -> dict[str, Any]:
+                 calibration: str, batch_size: int, shots: int, per_prompt: int = 1, seed: int = 0) -> dict[str, Any]:
     """Balanced accuracy (calibrated and raw), AUROC and cost of one yes/no ``task`` over ``texts``."""
     t0 = time.perf_counter()
-    odds, ps, err = yes_no_scores(scorer_lm, explanation, task, texts, batch_size=batch_size, shots=shots,
-                                  per_prompt=per_prompt, seed=seed)
-    acc, thr = balanced_accuracy(odds, labels, calibration)
+    if per_prompt == 1:
+        odds, cf, ps, err = single_scores(scorer_lm, explanation, task, texts, batch_size=batch_size, shots=shots,
+                                          seed=seed)
+        passes, tokens = ps.forward_calls, ps.tokens_run
+    else:
+        odds, ps, err = yes_no_scores(scorer_lm, explanation, task, texts, batch_size=batch_size, shots=min(shots, 3),
+                                      per_prompt=per_prompt, seed=seed)
+        passes, tokens, cf = ps.forward_calls, ps.tokens_run, np.zeros(0)
+        if calibration == "content_free":   # the content-free inputs as one more list of their own
+            cf, cps, _ = yes_no_scores(scorer_lm, explanation, task, list(CONTENT_FREE), batch_size=batch_size,
+                                       shots=min(shots, 3), per_prompt=len(CONTENT_FREE), seed=seed)
+            passes, tokens = passes + cps.forward_calls, tokens + cps.tokens_run
+    acc, thr = balanced_accuracy(odds, labels, calibration, cf)
     raw, _ = balanced_accuracy(odds, labels, "zero")
     return {"balanced_accuracy": acc, "balanced_accuracy_raw": raw, "auroc": auroc(odds, labels), "threshold": thr,
-            "log_odds": odds.tolist(), "forward_passes": ps.forward_calls, "tokens_run": ps.tokens_run,
-            "seconds": time.perf_counter() - t0, "cache_error": err, "shots": ps.shots,
-            "brief_instruction": ps.brief, "per_prompt": ps.per_prompt}
+            "calibration": calibration, "log_odds": odds.tolist(), "content_free_log_odds": cf.tolist(),
+            "forward_passes": passes, "tokens_run": tokens, "seconds": time.perf_counter() - t0,
+            "cache_error": err, "shots": ps.shots, "brief_instruction": ps.brief, "per_prompt": ps.per_prompt}
 
 
 def detection(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str,
-              batch_size: int, shots: int, per_prompt: int = 5, seed: int = 0) -> dict[str, Any]:
+              batch_size: int, shots: int, per_prompt: int = 1, seed: int = 0) -> dict[str, Any]:
     """Detection scores of ``explanation`` over window texts with boolean ``labels`` (activating)."""
     return _yes_no_task("detection", scorer_lm, explanation, texts, labels, calibration=calibration,
                         batch_size=batch_size, shots=shots, per_prompt=per_prompt, seed=seed)
 
 
 def fuzzing(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str,
-            batch_size: int, shots: int, per_prompt: int = 5, seed: int = 0) -> dict[str, Any]:
+            batch_size: int, shots: int, per_prompt: int = 1, seed: int = 0) -> dict[str, Any]:
     """Fuzzing scores: ``texts`` are marked windows; ``labels`` say which are marked where the unit fires."""
     return _yes_no_task("fuzzing", scorer_lm, explanation, texts, labels, calibration=calibration,
                         batch_size=batch_size, shots=shots, per_prompt=per_prompt, seed=seed)
@@ -258,13 +441,6 @@ def simulation(sim_lm: Any, explanation: str, windows: list[list[str]], values: 
     t0 = time.perf_counter()
     vals, ids = number_ids(sim_lm)
     top = max(vals) if vals else 10
-    expl, toks, acts = SIMULATION_SHOT
-    shot = "\n".join(f"{_visible(t)}\t{min(a, top)}" for t, a in zip(toks, acts))
-    message = (f"We study a neuron of a language model. For each token of a text, predict the neuron's activation "
-               f"from 0 (none) to {top} (strongest).\nExample: a neuron that fires on {expl}:\n{shot}\n\n"
-               f"Now a neuron that fires on: {explanation}. Its activations:")
-    prefix = encode(sim_lm, chat_text(sim_lm, [("user", message)]))
-    ps = PrefixScorer(sim_lm, prefix, batch_size=batch_size)
     tab, unknown, newline = encode(sim_lm, "\t"), encode(sim_lm, "unknown"), encode(sim_lm, "\n")
     rows, at = [], []
     for w in windows:
@@ -276,6 +452,12 @@ def simulation(sim_lm: Any, explanation: str, windows: list[list[str]], values: 
             r += unknown + newline
         rows.append(r)
         at.append(pos)
+    longest = max((len(r) for r in rows), default=0)
+    for shots in range(len(SIMULATION_SHOTS), -1, -1):   # a small context drops worked neurons first
+        prefix = encode(sim_lm, simulation_prompt(sim_lm, explanation, top, shots))
+        if not sim_lm.n_ctx or len(prefix) + longest <= sim_lm.n_ctx:
+            break
+    ps = PrefixScorer(sim_lm, prefix, batch_size=batch_size)
     got = ps.logprobs_at(rows, at) if rows and ids else []
     sims: list[list[float]] = []
     v = torch.tensor(vals, dtype=torch.float32)
@@ -287,7 +469,7 @@ def simulation(sim_lm: Any, explanation: str, windows: list[list[str]], values: 
     r_val = math.nan
     if len(flat_sim) > 1 and flat_sim.std() > 0 and flat_true.std() > 0:
         r_val = float(np.corrcoef(flat_sim, flat_true)[0, 1])
-    return {"pearson": r_val, "scale": top, "simulated": sims, "forward_passes": ps.forward_calls,
+    return {"pearson": r_val, "scale": top, "shots": shots, "simulated": sims, "forward_passes": ps.forward_calls,
             "tokens_run": ps.tokens_run, "seconds": time.perf_counter() - t0}
 
 
@@ -312,6 +494,7 @@ def embedding(embedder: Any, explanation: str, texts: list[str], labels: np.ndar
             else math.nan, "model": enc.name, "seconds": time.perf_counter() - t0}
 
 
-__all__ = ["auroc", "balanced_accuracy", "detection", "embedding", "fuzzing", "number_ids", "simulation",
+__all__ = ["CALIBRATIONS", "CONTENT_FREE", "auroc", "balanced_accuracy", "detection", "embedding", "fuzzing",
+           "marked_words", "number_ids", "simulation", "single_prompt", "single_question", "single_scores",
            "yes_no_prompt", "yes_no_scores"]
 

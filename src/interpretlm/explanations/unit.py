@@ -135,7 +135,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
                  simulator: Any = None, embedder: Any = "minilm-l6", explanation: str | None = None,
                  scorers: tuple[str, ...] = SCORERS, window: int = 32, k: int = 20, n_explain: int = 10,
                  n_windows: int = 20, act_fraction: float = 0.3, max_windows: int | None = 4000,
-                 calibration: str = "median", shots: int = 3, per_prompt: int = 5, max_new_tokens: int = 40,
+                 calibration: str = "content_free", shots: int = 6, per_prompt: int = 1, max_new_tokens: int = 40,
                  batch_size: int = 16, seed: int = 0) -> UnitExplanation:
     """Explain what makes each unit fire, in words, and score the explanation.
 
@@ -156,10 +156,13 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
         n_windows: activating windows scored (at most), and as many non-activating ones.
         act_fraction: a token fires when its value exceeds this fraction of the unit's corpus maximum.
         max_windows: windows of the corpus read (``None``: all of it).
-        calibration: ``"median"`` (threshold at the scores' balanced median) or ``"zero"`` (raw yes/no).
-        shots: worked examples in the detection and fuzzing prompts (0-3).
-        per_prompt: windows shown together in one detection or fuzzing prompt (delphi's numbered examples,
-            answered as one list; 1 asks about each window alone).
+        calibration: the decision rule of detection's and fuzzing's balanced accuracy: ``"content_free"``
+            (yes exactly when a window's log-odds exceed the mean log-odds of content-free inputs; Zhao et al.
+            2021), ``"median"`` (threshold at the scores' balanced median) or ``"zero"`` (the raw yes/no).
+        shots: worked examples in the detection and fuzzing prompts (0-6 asking about one window; at most 3
+            in the list form).
+        per_prompt: windows per detection or fuzzing prompt: 1 (the default) asks about each window alone
+            (fuzzing about its marked tokens only); more shows delphi's numbered examples, answered as one list.
         max_new_tokens: length limit of the explainer's answer.
         batch_size: rows per batched forward pass.
         seed: draws the random negatives and the fuzzing marks.
@@ -177,8 +180,8 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
         >>> r.text, 0.0 <= r.scores["detection"] <= 1.0
         ('names of people', True)
     """
-    if calibration not in ("median", "zero"):
-        raise ExplanationError(f"calibration must be 'median' or 'zero'; got {calibration!r}.")
+    if calibration not in S.CALIBRATIONS:
+        raise ExplanationError(f"calibration must be one of {S.CALIBRATIONS}; got {calibration!r}.")
     scorers = (scorers,) if isinstance(scorers, str) else tuple(scorers)
     bad = [s for s in scorers if s not in SCORERS]
     if bad:
@@ -333,7 +336,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
                 else:
                     fz_texts.append(marked(w["tokens"], set(rng.sample(quiet, min(n_marks, len(quiet))))))
                     fz_labels.append(False)
-            rec["fuzzing_texts"] = fz_texts
+            rec["fuzzing_texts"], rec["fuzzing_labels"] = fz_texts, fz_labels
             _score(result, rec, "fuzzing", lambda: S.fuzzing(score_lm, rec["text"], fz_texts, np.array(fz_labels, bool),
                                                              calibration=calibration, batch_size=batch_size,
                                                              shots=shots, per_prompt=per_prompt, seed=seed))
