@@ -332,13 +332,14 @@ def explanation_npd(d: dict[str, Any]) -> str:
 def mining(d: dict[str, Any]) -> str:
     m = d["maximization"]
     cpu_o, cpu_i = m["mining_cpu_ratios_vs_forward_overlap"], m["mining_cpu_ratios_vs_forward_inline"]
-    return (f"CPU time {_range(cpu_o, '{:.2f}×')} of plain forward passes with the fold on a second thread, "
-            f"{_range(cpu_i, '{:.2f}×')} inline ({len(cpu_o)} + {len(cpu_i)} passes alternated with plain ones, "
-            f"{m['mining_tokens']:,.0f} tokens each; wall clock {_range(m['mining_ratios_vs_forward_overlap'], '{:.2f}×')}"
-            f" / {_range(m['mining_ratios_vs_forward_inline'], '{:.2f}×')} at load average ≈ {m['mining_load_average']:.0f},"
-            f" where the plain passes took {_range(m['mining_plain_seconds'], '{:.0f}')} s); the fold is "
-            f"{m['mining_fold_cpu_share_overlap']:.2f} of the CPU time; state {m['mining_state_mb']:.0f} MB for 46,080 "
-            "neurons, any corpus length")
+    return (f"{_range(m['mining_ratios_vs_forward_overlap'], '{:.2f}×')} of plain forward passes' throughput with the "
+            f"fold on a second thread (the default), {_range(m['mining_ratios_vs_forward_inline'], '{:.2f}×')} inline "
+            f"({len(cpu_o)} + {len(cpu_i)} passes alternated with plain ones, {m['mining_tokens']:,.0f} tokens each, "
+            f"one torch thread, load average ≈ {m['mining_load_average']:.0f}, plain passes "
+            f"{_range(m['mining_plain_seconds'], '{:.0f}')} s); CPU time {_range(cpu_o, '{:.2f}×')} / "
+            f"{_range(cpu_i, '{:.2f}×')}; the fold is {m['mining_fold_cpu_share_overlap']:.2f} of the CPU time; "
+            f"state {m['mining_state_mb']:.0f} MB for 46,080 neurons, any corpus length; peak RSS "
+            f"{m['peak_rss_mb'] / 1024:.1f} GB")
 
 
 def epo_scoring(d: dict[str, Any]) -> str:
