@@ -37,7 +37,7 @@ from ..errors import ComponentError, InterpretLMError
 from ..jobs import JobKind, register_kind
 from ..progress import bar as progress_bar
 from ..results import atomic_write
-from ..shard_store import record_shard, remove_partial, write_shard
+from ..shard_store import ShardStoreError, read_manifest, record_shard, remove_partial, write_shard
 from .errors import ProbingError, StoreError
 
 STORE_FORMAT = 1
@@ -163,13 +163,10 @@ class ActivationStore:
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
-    f = path / "manifest.json"
-    if not f.exists():
-        return None
     try:
-        return json.loads(f.read_text())
-    except ValueError as exc:
-        raise StoreError(f"{f} is damaged ({exc}); delete the folder and extract again.") from exc
+        return read_manifest(path)
+    except ShardStoreError as exc:                       # the probing family's own error type, as before
+        raise StoreError(f"{exc} (il.activations extracts it again)") from exc
 
 
 def _fingerprint(config: dict[str, Any], texts: Sequence[str], positions: Sequence[Sequence[int]] | None) -> str:
