@@ -114,9 +114,9 @@ def chain_of_thought(lm: Any, question: Question | str, *, choices: list[str] | 
         max_new_tokens: the longest reasoning.
         temperature: sampling temperature (0: greedy, then every sample is the same).
         chat: use the chat template when the model has one.
-        shots: worked examples shown before the question (few-shot CoT, Wei et al. 2022; 0 to 5,
+        shots: worked examples shown before the question (few-shot CoT, Wei et al. 2022; 0 to 6,
             :data:`.engine.EXEMPLARS`), as earlier turns of the chat; ``None``: as many as keep the
-            prompt within half the context window (all five on the default model).
+            prompt within half the context window (all six on the default model).
 
     Returns:
         :class:`ChainOfThought` (``choice_logprobs [n, n_choices]``, ``no_cot_logprobs [n_choices]``).
