@@ -44,7 +44,8 @@ class GenerationError(InterpretLMError, RuntimeError):
 # extraction reads; no digit 5 appears, so the scripted test model's planted key stays in the reasoning.
 # Comparisons come twice, one asking the relation stated and one its converse: with the converse alone
 # the default model copied its pattern ("Eve is taller than Alice. So Alice is taller than Eve.") and
-# named the second person whatever was asked.
+# named the second person whatever was asked; the one asking the relation stated comes last (before it,
+# the model still copied the converse: 0.53 on the 30 comparisons of the dates set, 0.67 with it last).
 EXEMPLARS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("Owen has 12 stamps and gives 4 to his sister. How many stamps does Owen have left?", ("6", "7", "8", "9"),
      "Owen starts with 12 stamps. He gives 4 away, so we take away: 12 - 4 = 8. Owen has 8 stamps left.\n"
@@ -56,10 +57,10 @@ EXEMPLARS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "Ruth starts with 6 cups. She buys 3 more, so we add: 6 + 3 = 9. Ruth has 9 cups.\nAnswer: 9"),
     ("Today is Wednesday. What day is it tomorrow?", ("Monday", "Thursday", "Friday", "Sunday"),
      "Tomorrow is the next day of the week. The day after Wednesday is Thursday.\nAnswer: Thursday"),
-    ("Ivy is older than Jack. Who is older?", ("Ivy", "Jack"),
-     "Ivy is older than Jack. The question asks who is older, and that is Ivy.\nAnswer: Ivy"),
     ("Gina is taller than Hugo. Who is shorter?", ("Gina", "Hugo"),
      "Gina is taller than Hugo. So Hugo is shorter than Gina.\nAnswer: Hugo"),
+    ("Ivy is older than Jack. Who is older?", ("Ivy", "Jack"),
+     "Ivy is older than Jack. The question asks who is older, and that is Ivy.\nAnswer: Ivy"),
 )
 SHOTS = len(EXEMPLARS)
 
