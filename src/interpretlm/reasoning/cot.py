@@ -73,6 +73,15 @@ def no_cot_logprobs(lm: Any, q: Question, cands: list[str], chat: bool) -> torch
     lm-evaluation-harness. Listing the choices first makes small models copy the first one
     (the default model forced after the listed choices picked the first on 91% of the commonsense
     set and 82% of arithmetic), which measures position, not knowledge.
+
+    A choice's score is the sum of its tokens' log-probabilities, the probability of its text, as
+    lm-evaluation-harness's ``acc``. SmolLM2 writes numbers digit by digit (" 10" is three tokens,
+    " 8" two, the space shared), so the sum is the model's probability of the whole number; the mean
+    per token would reward a second digit that is near certain once the first is written. On the
+    arithmetic set neither is the cause of chance accuracy: sum 0.23, mean 0.21, and the exact-number
+    probability (the sum plus log P(no further digit)) 0.24 on 100 questions, because the default model's
+    most likely digit after "Answer:" is an operand of the question (the first on 75, the second on 25),
+    which the set never offers as a choice.
     """
     ids, _, _ = prompt_ids(lm, q.text, chat)
     return Forcer(lm, ids, [], cands).score([(0, [])])[0]
@@ -114,9 +123,9 @@ def chain_of_thought(lm: Any, question: Question | str, *, choices: list[str] | 
         max_new_tokens: the longest reasoning.
         temperature: sampling temperature (0: greedy, then every sample is the same).
         chat: use the chat template when the model has one.
-        shots: worked examples shown before the question (few-shot CoT, Wei et al. 2022; 0 to 5,
+        shots: worked examples shown before the question (few-shot CoT, Wei et al. 2022; 0 to 6,
             :data:`.engine.EXEMPLARS`), as earlier turns of the chat; ``None``: as many as keep the
-            prompt within half the context window (all five on the default model).
+            prompt within half the context window (all six on the default model).
 
     Returns:
         :class:`ChainOfThought` (``choice_logprobs [n, n_choices]``, ``no_cot_logprobs [n_choices]``).

@@ -38,10 +38,14 @@ class GenerationError(InterpretLMError, RuntimeError):
 
 # Worked examples shown before the question (Wei et al. 2022 elicit the chain of thought with few-shot
 # exemplars: a zero-shot instruction alone leaves the 135M default model rambling, echoing the choices
-# and rarely writing an answer line). Rules: one per kind of the built-in sets, none of them a question
+# and rarely writing an answer line). Rules: one per kind of the built-in sets (two for comparisons), none a question
 # of the sets, the right answers at different positions (answers always first would be Turpin et al.'s
 # biasing feature), each reasoning one short sentence per step ending in the "Answer:" line that the
 # extraction reads; no digit 5 appears, so the scripted test model's planted key stays in the reasoning.
+# Comparisons come twice, one asking the relation stated and one its converse: with the converse alone
+# the default model copied its pattern ("Eve is taller than Alice. So Alice is taller than Eve.") and
+# named the second person whatever was asked; the one asking the relation stated comes last (before it,
+# the model still copied the converse: 0.53 on the 30 comparisons of the dates set, 0.67 with it last).
 EXEMPLARS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("Owen has 12 stamps and gives 4 to his sister. How many stamps does Owen have left?", ("6", "7", "8", "9"),
      "Owen starts with 12 stamps. He gives 4 away, so we take away: 12 - 4 = 8. Owen has 8 stamps left.\n"
@@ -55,6 +59,8 @@ EXEMPLARS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "Tomorrow is the next day of the week. The day after Wednesday is Thursday.\nAnswer: Thursday"),
     ("Gina is taller than Hugo. Who is shorter?", ("Gina", "Hugo"),
      "Gina is taller than Hugo. So Hugo is shorter than Gina.\nAnswer: Hugo"),
+    ("Ivy is older than Jack. Who is older?", ("Ivy", "Jack"),
+     "Ivy is older than Jack. The question asks who is older, and that is Ivy.\nAnswer: Ivy"),
 )
 SHOTS = len(EXEMPLARS)
 
@@ -85,7 +91,7 @@ def prompt_ids(lm: Any, message: str, chat: bool, shots: int | None = 0) -> tupl
     ``shots`` worked examples (:data:`EXEMPLARS`, the first ``shots``) come first: in the chat
     template as earlier user and assistant turns, in a plain prompt as earlier
     ``Question: ... Reasoning: ...`` blocks; ``None``: as many as keep the prompt within half the
-    context window (all five on the default model; none on a tiny test model of 256 positions).
+    context window (all six on the default model; none on a tiny test model of 256 positions).
     A tokenizer without a chat template falls back to a plain ``Question: ... Reasoning:`` prompt
     (the caller warns).
 
