@@ -523,3 +523,20 @@ def test_worked_examples_are_run_once_and_shared():
     engine._SHARED.clear()
     alone = [engine.generate(lm, p, 2, max_new_tokens=6, temperature=0.0, seed=0)[0] for p in prompts]
     assert shared == alone
+
+
+def test_the_shared_opening_follows_weights_changed_in_place():
+    """Weights edited in place (a training step, load_state_dict) make the shared cache be computed again."""
+    from interpretlm.reasoning import engine
+
+    lm = tiny_lm("llama", seed=0)
+    opening = list(range(1, 21))
+    engine._share(lm, opening)
+    _, before = engine.shared_prefix(lm, opening + [5])
+    with torch.no_grad():
+        lm.model.model.embed_tokens.weight.mul_(2.0)
+    _, after = engine.shared_prefix(lm, opening + [5])
+    fresh = engine.cache_of(engine.model_call(lm, torch.tensor([opening])))
+    k_before, k_after, k_fresh = (c.layers[0].keys for c in (before, after, fresh))
+    assert not torch.allclose(k_before, k_after)
+    torch.testing.assert_close(k_after, k_fresh, rtol=1e-4, atol=1e-5)

@@ -175,10 +175,12 @@ def shared_prefix(lm: Any, ids: list[int]) -> tuple[int, Any]:
     best = max((p for p in known if len(p) < len(ids) and tuple(ids[: len(p)]) == p), key=len, default=None)
     if best is None:
         return 0, None
-    if known[best] is None:
+    # weights changed in place since the cache was made (training, load_state_dict) bump a version counter
+    version = sum(p._version for p in lm.model.parameters())
+    if known[best] is None or known[best][0] != version:
         with torch.no_grad():
-            known[best] = cache_of(model_call(lm, torch.tensor([list(best)])))
-    return len(best), copy.deepcopy(known[best])
+            known[best] = (version, cache_of(model_call(lm, torch.tensor([list(best)]))))
+    return len(best), copy.deepcopy(known[best][1])
 
 
 def stop_ids(lm: Any) -> set[int]:
