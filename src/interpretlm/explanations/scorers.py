@@ -70,19 +70,6 @@ FUZZING_SYSTEM = (
     "Answer with a Python list holding, for each example in turn, 1 if its marked tokens fit the description "
     "and 0 if they do not. Write nothing but the list.")
 # worked examples (description, examples, answers): positives and negatives mixed in no fixed pattern
-DETECTION_SHOTS = [
-    ("names of colours", ["She painted the old door red and the fence green.",
-                          "He walked slowly to the station in the morning.",
-                          "The sky turned orange at sunset.", "We ate bread and cheese for lunch.",
-                          "His blue car was parked outside."], [1, 0, 1, 0, 1]),
-    ("words for animals", ["I think the answer is yes.", "The old dog chased a cat across the yard.",
-                           "The train left at noon.", "A horse stood in the field.",
-                           "She bought a new phone."], [0, 1, 0, 1, 0]),
-    ("the word \"of\" before a capitalised name", ["The Bank of England raised its rate.",
-                                                    "We met at the end of the road.",
-                                                    "He is the mayor of Paris.", "She drank a cup of tea.",
-                                                    "Most of them left early."], [1, 0, 1, 0, 0]),
-]
 FUZZING_SHOTS = [
     ("names of colours", ["She painted the old door <<red>> and the fence green.",
                           "He <<walked>> slowly to the station in the morning.",
@@ -96,6 +83,8 @@ FUZZING_SHOTS = [
                                                     "He is the mayor <<of>> Paris.", "She drank a cup of <<tea>>.",
                                                     "Most <<of>> them left early."], [1, 0, 1, 0, 0]),
 ]
+# detection shows the same windows without the marks
+DETECTION_SHOTS = [(d, [w.replace("<<", "").replace(">>", "") for w in ws], a) for d, ws, a in FUZZING_SHOTS]
 # Bills et al.'s all-at-once simulation prompt: their instruction (in our words) and layout (a worked neuron per turn pair,
 # its records as token<TAB>activation lines between <start> and <end>, "unknown" before each record's first
 # revealed index, so that the simulator always expects a number may follow a tab); our own example texts.
