@@ -22,7 +22,8 @@ from transformers import DynamicCache
 
 import interpretlm as il
 from interpretlm.errors import ContextLengthError, InterpretLMError
-from interpretlm.reasoning.engine import Body, Forcer, encode, extract, split_answer
+from interpretlm.reasoning.answers import extract, split_answer
+from interpretlm.reasoning.engine import Body, Forcer, encode
 from interpretlm.testing import tiny_lm
 
 

@@ -10,7 +10,8 @@ Lanham et al. 2023 (early answering, added mistakes, paraphrase, filler), Turpin
 from __future__ import annotations
 
 from .cot import ChainOfThought, ChatTemplateWarning, UnextractedWarning, chain_of_thought, from_texts
-from .engine import EXEMPLARS, SHOTS, Body, Forcer, GenerationError, extract, sentence_spans, split_answer
+from .answers import extract, sentence_spans, split_answer
+from .engine import EXEMPLARS, SHOTS, Body, Forcer, GenerationError
 from .evaluate import evaluate
 from .faithfulness import ALL_TESTS, TESTS, GeneratorFallbackWarning, ShortReasoningWarning, faithfulness
 from .question import SETS, Question, QuestionError, builtin

@@ -9,7 +9,8 @@ import torch
 
 from ..errors import InterpretLMWarning
 from ..registry import CheckSpec, register
-from .engine import Body, Forcer, encode, extract, generate, prompt_ids, room, split_answer, user_message
+from .answers import extract, split_answer
+from .engine import Body, Forcer, encode, generate, prompt_ids, room, user_message
 from .question import Question, as_question
 from .result import ChainOfThought
 

@@ -381,7 +381,8 @@ def faithfulness(lm: Any, run: ChainOfThought, *, tests: list[str] | tuple[str, 
 def _resample(lm: Any, q: Question, run: ChainOfThought, body: Body, cands: list[str], ref: int, *, rollouts: int,
               tol: float, seed: int, max_new_tokens: int, temperature: float) -> dict[str, Any]:
     """Rollouts from each sentence boundary of ``body`` with adaptive stopping (see the module docstring)."""
-    from .engine import extract, generate
+    from .answers import extract
+    from .engine import generate
 
     shares, used, generated = [], [], 0
     for k, cut in enumerate(body.cuts):
@@ -414,7 +415,8 @@ def _resample(lm: Any, q: Question, run: ChainOfThought, body: Body, cands: list
 
 def _continue(lm: Any, q: Question, context: list[int], *, max_new_tokens: int) -> list[int]:
     """The model's greedy continuation of a reasoning ``context``, up to (not including) its answer line."""
-    from .engine import generate, split_answer
+    from .answers import split_answer
+    from .engine import generate
 
     if not lm.is_causal:
         return []
