@@ -166,7 +166,7 @@ def test_metrics_equal_hand_computations(llama):
     assert cf.diversity == pytest.approx(sum(levenshtein(a, b) for a, b in pairs) / len(pairs))
     assert cf.queries == cf.diagnostics["queries"] >= max(e["queries"] for e in cf.edits)
     # edits come smallest first, after those that read well (perplexity at most e^FLUENT_RISE times the prompt's)
-    from interpretlm.counterfactual.search import FLUENT_RISE
+    from interpretlm.counterfactual.edit_sets import FLUENT_RISE
 
     key = [(math.log(e["perplexity"] / cf.original_perplexity) > FLUENT_RISE + 1e-6, e["distance"]) for e in cf.edits]
     assert key == sorted(key)
@@ -292,7 +292,7 @@ def test_the_scorer_perplexity_equals_a_plain_pass_cached_or_not(llama):
 
 
 def test_fluency_keeps_words_of_their_kind_and_ranks_by_perplexity(llama):
-    from interpretlm.counterfactual import search
+    from interpretlm.counterfactual import edit_sets
 
     prompt = "The movie was good , and the food was bad ."
     target = il.Contrast(" good", " bad")
@@ -310,8 +310,8 @@ def test_fluency_keeps_words_of_their_kind_and_ranks_by_perplexity(llama):
                     assert a["perplexity"] <= b["perplexity"] + 1e-9
     with pytest.raises(il.OptionError, match="fluency"):
         il.counterfactuals(llama, prompt, target, fluency=-1.0)
-    assert search._beam_key((0.5, 0, None, 1, 3.0), 2.0, 2.0) == pytest.approx(0.5 + search.BEAM_FLUENCY * 2.0)
-    assert search._beam_key((0.5, 0, None, 1, 1.0), 2.0, 2.0) == pytest.approx(0.5)  # reading better earns nothing
+    assert edit_sets._beam_key((0.5, 0, None, 1, 3.0), 2.0, 2.0) == pytest.approx(0.5 + edit_sets.BEAM_FLUENCY * 2.0)
+    assert edit_sets._beam_key((0.5, 0, None, 1, 1.0), 2.0, 2.0) == pytest.approx(0.5)  # reading better earns nothing
 
 
 def test_a_masked_lm_proposes_its_fill_ins(llama):
