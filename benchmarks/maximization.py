@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 import interpretlm as il
-from interpretlm.maximization.mining import MiningState
+from interpretlm.maximization.mining_state import MiningState
 from interpretlm.unit_reads import fetch_windows
 
 sys.path.insert(0, str(Path(__file__).parent))

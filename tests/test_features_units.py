@@ -8,7 +8,7 @@ import torch
 
 import interpretlm as il
 from interpretlm.features import Dictionary, FeatureIndexError
-from interpretlm.maximization.mining import MiningState
+from interpretlm.maximization.mining_state import MiningState
 from interpretlm.maximization.sparse import update_sparse
 from interpretlm.testing import tiny_lm
 

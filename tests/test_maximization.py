@@ -201,7 +201,7 @@ def test_state_streamed_in_batches_equals_one_sort_of_every_window():
     """Only units with a window entering their top-k, a reservoir band or a sign combination are re-sorted;
     the state still equals stable sorts over all windows at once (integer values: many ties, which go to
     the earlier window), on rows given out of order."""
-    from interpretlm.maximization.mining import MiningState
+    from interpretlm.maximization.mining_state import MiningState
 
     g = torch.Generator().manual_seed(0)
     n, W, b, k, bands, samples = 9, 5, 4, 3, 2, 2
@@ -262,7 +262,7 @@ def test_swapped_candidates_score_on_the_parents_cache_as_in_whole_passes():
 
 def test_glu_shortcut_keeps_the_exact_window_maxima():
     """The gated path shares the windows' maxima with the GLU split; negative-only windows included."""
-    from interpretlm.maximization.mining import MiningState
+    from interpretlm.maximization.mining_state import MiningState
 
     g = torch.Generator().manual_seed(0)
     v = torch.randn(6, 5, 7, generator=g)

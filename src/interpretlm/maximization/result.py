@@ -179,7 +179,7 @@ class MinedExamples(Result):
                 caption=f"activation against cross-entropy (nats/token); the corpus maximum is {corpus_max:.4g}")
         if name in self.glu_names:
             g = self.glu_names.index(name)
-            from .mining import GLU_COMBOS
+            from .mining_state import GLU_COMBOS
             figs[prefix + "GLU split"] = Bars(list(GLU_COMBOS), {"share of tokens": self.glu_frequency[g].tolist()},
                                               title=prefix + "Gate × up sign combinations", unit="share",
                                               caption="a gated neuron's value act(gate)·up reached four ways")

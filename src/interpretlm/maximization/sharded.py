@@ -1,7 +1,7 @@
 """Mining as a sharded job kind (:mod:`interpretlm.jobs`): ``il.maximize(spec, units, corpus=..., path=...,
 engine="ray")`` mines shards of the corpus on workers and merges them into the folder the local pass writes.
 
-A mining pass folds every window into a fixed-size state (:class:`~.mining.MiningState`) whose parts merge:
+A mining pass folds every window into a fixed-size state (:class:`~.mining_state.MiningState`) whose parts merge:
 top-k windows and the quantile reservoirs keep the best of two states (ties to the earlier window), counts,
 histograms and sums add, and the histogram's range (which the reservoir's bands divide) is fixed by the
 corpus's first batch. So the steps are:

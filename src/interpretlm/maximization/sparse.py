@@ -24,7 +24,7 @@ def update_sparse(state: Any, cols: "slice | torch.Tensor", shape: tuple[int, in
     it leaves is the one ``update`` leaves on the dense values (the sums up to float rounding):
     a silent window's maximum is 0, reached first at its position 0, and the zeros of the histogram's
     sampled tokens all fall in the bin of 0."""
-    from .mining import _top
+    from .mining_state import _top
 
     t = state.t
     b, W, n = shape
