@@ -117,6 +117,33 @@ def test_progress_streams_and_a_list_gives_one_result_per_prompt(app_client):
         assert il.Result.load(app.state.store.root / name).inputs == p
 
 
+def test_a_job_finishing_while_its_stream_sends_still_sends_its_final_state(app_client, monkeypatch):
+    # the stream's first snapshot is taken while the job is not over, and the job ends before the
+    # stream looks again: the last event must still be the final state, with the results
+    import time
+
+    from interpretlm.app.jobs import Job
+    app, client = app_client()
+    original, armed = Job.to_dict, {"on": False}
+
+    def late_snapshot(self):
+        snap = original(self)
+        if armed["on"] and snap["state"] not in ("done", "error", "cancelled"):
+            armed["on"] = False
+            stop = time.monotonic() + 60
+            while self.state not in ("done", "error", "cancelled") and time.monotonic() < stop:
+                time.sleep(0.01)
+        return snap
+    monkeypatch.setattr(Job, "to_dict", late_snapshot)
+    r = client.post("/api/jobs", json={"method": "saliency", "prompt": IOI, "target": MARY})
+    armed["on"] = True
+    with client.stream("GET", f"/api/jobs/{r.json()['id']}/events") as s:
+        events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: ")]
+    assert not armed["on"]  # the stale snapshot was sent
+    assert events[0]["state"] != "done"
+    assert events[-1]["state"] == "done" and len(events[-1]["results"]) == 1
+
+
 def test_cancel_a_queued_and_a_running_job(app_client):
     app, client = app_client(max_queued=4)
     with CALL_LOCK:  # the worker takes the first job and waits for the lock: the second stays queued

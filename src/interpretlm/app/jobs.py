@@ -78,7 +78,8 @@ class Job:
                 "compute_s": self.compute_s, "version": self.version}
 
     def _bump(self, **changes: Any) -> None:
-        for k, v in changes.items():
+        # the state goes last: a reader in another thread that sees a final state sees its results
+        for k, v in sorted(changes.items(), key=lambda kv: kv[0] == "state"):
             setattr(self, k, v)
         self.version += 1
         for loop, event in list(self.watchers):

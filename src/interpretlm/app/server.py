@@ -495,10 +495,13 @@ def create_app(models: dict[str, Any], data_dir: str | Path, limits: Limits | No
                 while True:
                     wake.clear()
                     if job.version != seen:
+                        # the snapshot decides the end, not the live job: a job that finishes between
+                        # the two reads would otherwise end the stream before its last state is sent
                         seen = job.version
-                        yield f"event: job\ndata: {json.dumps(job.to_dict())}\n\n"
-                    if job.state in TERMINAL:
-                        break
+                        snapshot = job.to_dict()
+                        yield f"event: job\ndata: {json.dumps(snapshot)}\n\n"
+                        if snapshot["state"] in TERMINAL:
+                            break
                     try:
                         await asyncio.wait_for(wake.wait(), 1.0)
                     except asyncio.TimeoutError:

@@ -174,7 +174,11 @@
         if (data) finished = onJob(JSON.parse(data), pane, method, count) || finished;
       }
     }
-    if (!finished) { status("the progress stream ended early; see the saved results", true); $("run").disabled = false; }
+    if (!finished) {
+      // a stream cut by the network: the job's own state says whether it ended
+      try { finished = onJob(await api("/api/jobs/" + encodeURIComponent(id)), pane, method, count); } catch (e) {}
+      if (!finished) { status("the progress stream ended early; see the saved results", true); $("run").disabled = false; }
+    }
   }
   async function cancel() {
     if (!current) return;
