@@ -370,6 +370,20 @@ def epo(d: dict[str, Any]) -> str:
             f"({m['epo_seconds_per_iteration']:.0f} s wall on the shared machine)")
 
 
+
+def epo_published(d: dict[str, Any]) -> str:
+    m = d["maximization"]["epo_published"]
+    b, units = m["budget"], m["units"]
+    wins = sum(bool(u["wins"]) for u in units.values())
+    beat = sum(u["best_activation"] > u["corpus_max"] for u in units.values())
+    cpu = sorted(u["cpu_seconds_per_iteration"] for u in units.values())
+    each = "; ".join(f"{k[4:]} {u['best_activation']:.2f} at CE {u['best_ce']:.1f} vs corpus max "
+                     f"{u['corpus_max']:.2f} (examples' median CE {u['median_ce']:.2f})" for k, u in sorted(units.items()))
+    return (f"{len(units)} of the 10 neurons run so far: front above the corpus maximum at a cross-entropy ≤ its "
+            f"examples' median on {wins}/{len(units)}, at any cross-entropy on {beat}/{len(units)}; "
+            f"{b['iterations']} iterations × population {b['population']} × {b['swaps']} swaps, top-k {b['top_k']}, "
+            f"restarts every {b['restart_every']}; {_range(cpu, '{:.1f}')} CPU s/iteration (one thread); {each}")
+
 ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("Integrated Gradients, completeness on the IOI prompt", ig, "attribution.py --only ig"),
     ("Shapley estimates, evaluations to Spearman 0.95 vs exact", shapley, "attribution.py --only shapley"),
@@ -419,6 +433,8 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("EPO on 10 random neurons of the default model vs their corpus maximum", epo,
      "maximization.py --epo-only --windows 512 --mine-path mine/ --epo-steps 16 --epo-swaps 12 --epo-restart-every 8 "
      "--threads 1 --epo-part i/10 (i = 1..10, after --mine-only)"),
+    ("EPO at the published budget on the same 10 neurons (best of the front per neuron)", epo_published,
+     "maximization.py --epo-only --windows 512 --mine-path mine/ --threads 1 --epo-part i/10"),
     ("explanations of neurons of layers 4, 14, 24 of the default model, explained and scored by it (10 + 10 windows)",
      explanation_distribution, "explanations.py --units 17 --windows 10 --max-windows 400"),
     ("unit explanations vs Neuronpedia automated-interpretability 0.0.24 (OpenAI's pipeline), same neurons, records "
