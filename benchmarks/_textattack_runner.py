@@ -87,6 +87,7 @@ def main() -> None:
 
     import interpretlm as il
     from interpretlm.counterfactual.evaluation import evaluation_set
+    from interpretlm.counterfactual.scoring import as_rows, perplexity
     from interpretlm.counterfactual.words import levenshtein, split
 
     textattack.shared.utils.logger.setLevel("ERROR")
@@ -192,9 +193,16 @@ def main() -> None:
             new_prompt = template.format(text=new)
             ok = isinstance(res, textattack.attack_results.SuccessfulAttackResult)
             dist = levenshtein(split(ex.prompt).words, split(new_prompt).words)
+            # perplexity of the prompt and the edited prompt under the model, as interpretlm measures its own edits
+            # (the prompt's tokens after the first; not timed: TextAttack does not compute it)
+            tb = lm.tokenize([ex.prompt, new_prompt])
+            marks = [[bool(tb.in_prompt[i, j]) and not bool(tb.special[i, j]) for j in range(int(tb.lengths[i]))]
+                     for i in range(2)]
+            p0, p1 = perplexity(lm, as_rows(tb), marks)
             print(json.dumps({"task": task, "text": text, "method": f"textattack-{recipe}", "flipped": ok,
                               "minimality": dist / n_words, "queries": int(res.perturbed_result.num_queries),
                               "seconds": secs, "new_text": new_prompt, "label": labels[res.perturbed_result.output],
+                              "delta_perplexity": p1 - p0,
                               "result": type(res).__name__}), flush=True)
 
 
