@@ -137,7 +137,7 @@ def conditioned_logprobs(lm: LM, scorer: Scorer, ids: torch.Tensor, cues: list[s
 
 def rank_operations(lm: LM, pp: PromptPass, w: Words, word_tokens: list[list[int]], ranked: list[int],
                     kinds: tuple[str, ...], cond: torch.Tensor | None, current: int | None,
-                    fluency: float) -> list[tuple[float, tuple]]:
+                    fluency: float, tokens: dict | None = None) -> list[tuple[float, tuple]]:
     """Every operation on the ranked words with its score (higher: more evidence for another label).
 
     ``cond`` ``[labels, pos, vocab]`` are the label-conditioned log-probabilities
@@ -145,7 +145,8 @@ def rank_operations(lm: LM, pp: PromptPass, w: Words, word_tokens: list[list[int
     (``None``) the score is minus the first-order estimate of the change of ``g``
     (:func:`.candidates.estimate`).
 
-    Returns ``[(score, op), ...]``, best first (ties in ``ranked`` order).
+    Returns ``[(score, op), ...]``, best first (ties in ``ranked`` order); ``tokens``, when given,
+    receives each candidate's token id as ``tokens[(word index, word)]``.
     """
     spaced_words, spaced = word_like(lm.tokenizer, lm.vocab_size, True)
     bare_words, bare = word_like(lm.tokenizer, lm.vocab_size, False)
@@ -186,6 +187,8 @@ def rank_operations(lm: LM, pp: PromptPass, w: Words, word_tokens: list[list[int
             tok = None if op[0] == "del" else token_of.get((i, op[2]))
             if tok is None and op[0] != "del":
                 tok = token_of_word(lm, op[2], bool(w.spaces[i]))
+            if tokens is not None and op[0] != "del":
+                tokens[(i, op[2])] = tok
             if cond is not None:
                 gain = -ev[:, x] if op[0] == "del" else ev[:, tok] - (ev[:, x] if op[0] == "sub" else 0.0)
                 score = float(gain.max())

@@ -32,6 +32,14 @@ The search (one call, one prompt):
    parent's measured ``g`` plus the operation's estimate) are scored in one cached batch per
    round, and the search widens (next round, twice as wide after one without a flip) only
    while not enough flip.
+   ``search="frugal"`` (:mod:`.frugal`): first-order estimates barely predict a whole-word swap's
+   effect, so for ``Label`` and ``Contrast`` targets one batched pass scores the prompt behind a
+   cue stating each label (one query per label) and every operation is ranked by the label
+   evidence it adds (``log p(word | cue_other) - log p(word | cue_current)`` at its position,
+   substitutes from those conditioned distributions, the plain one and the embedding
+   neighbours); the ``per_round`` best are scored per round, and rounds without a flip extend
+   the edit of lowest measured ``g``. Other targets are ranked by first-order estimates. It
+   stops at the first ``n`` flips, or after ``4 max_edits`` rounds without one.
 4. **Minimality** (Ablation Flip's guarantee, for every kind of edit): every strict subset
    of a flipping set of up to ``MAX_BRUTE`` operations is scored, and the smallest flipping
    subset is returned, so no strict subset of a returned set flips (``minimal=True``).
@@ -172,9 +180,14 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
         fluency_model: a second causal ``LM`` (or a name / folder): each edit's perplexity and
             Δ perplexity under it too (``perplexity_second``, ``delta_perplexity_second``;
             the set's mean as ``fluency_second``).
-        search: ``"beam"`` (the beam search above) or ``"guided"`` (best-first on first-order
-            estimates, ``per_round`` candidates a round; see the module's docstring).
-        per_round: ``search="guided"``: edit sets scored per round (one batched pass).
+        search: ``"beam"`` (the beam search above), ``"guided"`` (best-first on first-order
+            estimates, ``per_round`` candidates a round) or ``"frugal"`` (edits ranked by the
+            label evidence of the model's label-conditioned next-word distributions, one query
+            per label, then ``per_round`` candidates a round; the fewest queries); see the
+            module's docstring. ``mlm=``, ``candidates``, ``insertions``, ``positions``, ``beam``
+            and ``hotflip_pool`` are the beam's and guided search's: the frugal search takes its
+            own candidates.
+        per_round: ``search="guided"`` / ``"frugal"``: edit sets scored per round (one batched pass).
         batch_size: candidates per forward pass.
         seed: breaks ties between equally ranked words and candidates.
 
