@@ -7,8 +7,8 @@ thread count, the fluency weight and the TextAttack recipes. It prints one JSON 
 example and method, as it goes, so a run cut short keeps what it measured.
 
 The model: the default model (SmolLM2-135M, ``il.load()``) wrapped as a TextAttack
-``ModelWrapper`` whose ``__call__`` returns the label probabilities read through the
-verbalizer tokens (the core's ``Label`` read-out: log-sum-exp of each label's tokens'
+``ModelWrapper`` whose ``__call__`` returns (batches of 32, the language-model head at each
+row's last position only) the label probabilities read through the verbalizer tokens (the core's ``Label`` read-out: log-sum-exp of each label's tokens'
 log-probabilities at the last position, normalised over the labels) of the prompt template
 filled with the attacked text. TextAttack edits the text only, so the template words are as
 protected as ``keep=`` makes them for interpretlm.
@@ -87,6 +87,7 @@ def main() -> None:
 
     import interpretlm as il
     from interpretlm.counterfactual.evaluation import evaluation_set
+    from interpretlm.counterfactual.scoring import as_rows, perplexity
     from interpretlm.counterfactual.words import levenshtein, split
 
     textattack.shared.utils.logger.setLevel("ERROR")
@@ -101,10 +102,17 @@ def main() -> None:
 
         def __call__(self, texts: list[str]) -> np.ndarray:
             out = []
-            with torch.no_grad():
+            with torch.no_grad(), lm.running():
                 for s in range(0, len(texts), 32):
-                    o = lm.forward([self.template.format(text=t) for t in texts[s:s + 32]])
-                    logp = torch.log_softmax(o.logits[torch.arange(o.logits.shape[0]), o.batch.last_index].float(), -1)
+                    b = lm.tokenize([self.template.format(text=t) for t in texts[s:s + 32]])
+                    # logits at each row's last position only (as interpretlm's scorer computes them without
+                    # fluency): the language-model head over every position would make TextAttack's queries
+                    # dearer than they need be
+                    keep = torch.unique(b.last_index)
+                    logits = lm.model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False,
+                                      logits_to_keep=keep).logits
+                    last = logits[torch.arange(logits.shape[0]), torch.searchsorted(keep, b.last_index)]
+                    logp = torch.log_softmax(last.float(), -1)
                     per = torch.stack([torch.logsumexp(logp[:, ids], -1) for ids in self.label_ids], -1)
                     out.append(torch.softmax(per, -1).numpy())
             return np.concatenate(out)
@@ -185,9 +193,16 @@ def main() -> None:
             new_prompt = template.format(text=new)
             ok = isinstance(res, textattack.attack_results.SuccessfulAttackResult)
             dist = levenshtein(split(ex.prompt).words, split(new_prompt).words)
+            # perplexity of the prompt and the edited prompt under the model, as interpretlm measures its own edits
+            # (the prompt's tokens after the first; not timed: TextAttack does not compute it)
+            tb = lm.tokenize([ex.prompt, new_prompt])
+            marks = [[bool(tb.in_prompt[i, j]) and not bool(tb.special[i, j]) for j in range(int(tb.lengths[i]))]
+                     for i in range(2)]
+            p0, p1 = perplexity(lm, as_rows(tb), marks)
             print(json.dumps({"task": task, "text": text, "method": f"textattack-{recipe}", "flipped": ok,
                               "minimality": dist / n_words, "queries": int(res.perturbed_result.num_queries),
                               "seconds": secs, "new_text": new_prompt, "label": labels[res.perturbed_result.output],
+                              "delta_perplexity": p1 - p0,
                               "result": type(res).__name__}), flush=True)
 
 

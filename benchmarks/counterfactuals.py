@@ -148,7 +148,13 @@ def peer(lm, args) -> None:
                       f"{r['seconds']:6.1f} s  {r['new_text'].splitlines()[0]!r}", file=sys.stderr, flush=True)
     print(f"model {lm.name}, {args.threads} thread(s), max_queries={args.max_queries}, TextAttack 0.3.11 recipes "
           f"{recipes}; both in one process, interleaved per example")
-    print(f"{'task':<10} {'method':<24} {'n':>3} {'flip rate':>9} {'minimality':>10} {'queries':>8} {'s/ex':>6}")
+    # figures of a run with other searches than the beam go under their own prefix ("frugal_peer_...")
+    prefix = "peer_" if args.search == ["beam"] else "_".join(args.search) + "_peer_"
+    import os as _os
+    record("counterfactuals", prefix + "load_average", _os.getloadavg()[0])
+    print(f"{'task':<10} {'method':<24} {'n':>3} {'flip rate':>9} {'minimality':>10} {'Δppl':>7} {'queries':>8} "
+          f"{'s/ex':>6}")
+    shown: list[str] = []
     for task in args.tasks.split(","):
         done = {r["text"] for r in rows if r["task"] == task and r["method"] == f"textattack-{recipes[-1]}"}
         ours_methods = ["interpretlm" if s == "beam" else f"interpretlm-{s}" for s in args.search]
@@ -169,9 +175,19 @@ def peer(lm, args) -> None:
                 figs[method]["median_delta_ppl"] = statistics.median(dp)
             m = figs[method]
             print(f"{task:<10} {method:<24} {m['examples']:>3} {m['flip_rate']:>9.3f} {m['minimality']:>10.3f} "
-                  f"{m['queries']:>8.1f} {m['seconds_per_example']:>6.2f}")
+                  f"{m.get('delta_ppl', float('nan')):>+7.1f} {m['queries']:>8.1f} {m['seconds_per_example']:>6.2f}")
             for key, value in m.items():
-                record("counterfactuals", f"peer_{task}_{method}_{key}", value)
+                record("counterfactuals", f"{prefix}{task}_{method}_{key}", value)
+        # three example edits per task: the first examples both sides flipped, ours and TextAttack's side by side
+        ours_name = ours_methods[-1]
+        by = {(r["text"], r["method"]): r for r in rows if r["task"] == task}
+        both = [r["text"] for r in rows if r["task"] == task and r["method"] == ours_name and r["flipped"]
+                and by.get((r["text"], f"textattack-{recipes[0]}"), {}).get("flipped")]
+        for t in both[:2]:
+            a, b = by[t, ours_name], by[t, f"textattack-{recipes[0]}"]
+            shown.append(f"{t!r} → ours {a['new_text'].splitlines()[0].split(': ', 1)[-1]!r} ({a['label']}, "
+                         f"{a['queries']} queries) / TextAttack {b['new_text'].splitlines()[0].split(': ', 1)[-1]!r} "
+                         f"({b['label']}, {b['queries']} queries)")
         for name in ours_methods:
             ours = figs[name]
             suffix = "" if name == "interpretlm" else "_" + name.split("-", 1)[1]
@@ -179,8 +195,12 @@ def peer(lm, args) -> None:
                 q = figs[method]["queries"] / ours["queries"]
                 t = figs[method]["seconds_per_example"] / ours["seconds_per_example"]
                 print(f"{task:<10} {method} / {name}: {q:.2f}× the queries, {t:.2f}× the seconds per example")
-                record("counterfactuals", f"peer_{task}_{method}_query_ratio{suffix}", q)
-                record("counterfactuals", f"peer_{task}_{method}_time_ratio{suffix}", t)
+                record("counterfactuals", f"{prefix}{task}_{method}_query_ratio{suffix}", q)
+                record("counterfactuals", f"{prefix}{task}_{method}_time_ratio{suffix}", t)
+    for line in shown:
+        print("  " + line)
+    if shown and prefix != "peer_":
+        record("counterfactuals", prefix + "example_edits", shown[:3])
 
 
 def main() -> None:
@@ -195,7 +215,7 @@ def main() -> None:
     ap.add_argument("--peer", choices=["textattack"], help="also run TextAttack 0.3 in its venv on the same examples")
     ap.add_argument("--rows", help="--peer: also append each example's JSON line to this file")
     ap.add_argument("--recipes", default="embedding", help="TextAttack recipes: embedding, deepwordbug (comma-separated)")
-    ap.add_argument("--search", nargs="+", default=["beam"], choices=["beam", "guided"],
+    ap.add_argument("--search", nargs="+", default=["beam"], choices=["beam", "guided", "frugal"],
                     help="--peer: interpretlm's search(es), each run on every example beside TextAttack")
     ap.add_argument("--json", help="merge the figures into this JSON file (see run_all.py)")
     args = ap.parse_args()

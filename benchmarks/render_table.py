@@ -178,6 +178,56 @@ def cf_guided(d: dict[str, Any]) -> str:
             "ours adds one backward pass; one process, load average ~28 on 2 cores)")
 
 
+FRUGAL = "frugal_peer_"
+
+
+def cf_frugal(d: dict[str, Any]) -> str:
+    s = d["counterfactuals"]
+    parts = []
+    for task in ("sentiment", "topic"):
+        k, ta = f"{FRUGAL}{task}_interpretlm-frugal_", f"{FRUGAL}{task}_textattack-embedding_"
+        if k + "examples" not in s:
+            continue
+        parts.append(
+            f"{task} ({s[k + 'examples']:.0f} examples): flip rate {s[k + 'flip_rate']:.2f} vs {s[ta + 'flip_rate']:.2f}, "
+            f"minimality {s[k + 'minimality']:.3f} vs {s[ta + 'minimality']:.3f}, queries {s[k + 'queries']:.1f} vs "
+            f"{s[ta + 'queries']:.1f} (TextAttack {s[ta + 'query_ratio_frugal']:.1f}× ours), seconds per example "
+            f"TextAttack {s[ta + 'time_ratio_frugal']:.2f}× ours")
+    if not parts:
+        raise KeyError("no frugal peer run")
+    return ("; ".join(parts) + f" (ours vs TextAttack; queries: every row the model scores, ours = the prompt + one row "
+            f"per label cue + the rows scored, plus one backward pass; load average "
+            f"{s[FRUGAL + 'load_average']:.0f} on 2 cores; table and examples in the counterfactual section)")
+
+
+def render_cf(data: dict[str, Any]) -> str:
+    """The frugal search against TextAttack per task and method, the ratios and three example edits."""
+    s = data.get("counterfactuals", {})
+    lines = ["| task | method | examples | flip rate | minimality | Δ perplexity (mean / median) | queries | "
+             "seconds per example |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes = []
+    for task in ("sentiment", "topic"):
+        for method, name in (("interpretlm-frugal", 'interpretlm `search="frugal"`'),
+                             ("textattack-embedding", "TextAttack 0.3.11 greedy WIR, model-embedding swaps")):
+            k = f"{FRUGAL}{task}_{method}_"
+            if k + "examples" not in s:
+                lines.append(f"| {task} | {name} | not measured | | | | | |")
+                continue
+            lines.append(f"| {task} | {name} | {s[k + 'examples']:.0f} | {s[k + 'flip_rate']:.3f} | "
+                         f"{s[k + 'minimality']:.3f} | {s[k + 'delta_ppl']:+.0f} / {s[k + 'median_delta_ppl']:+.0f} | "
+                         f"{s[k + 'queries']:.1f} | {s[k + 'seconds_per_example']:.2f} |")
+        ta = f"{FRUGAL}{task}_textattack-embedding_"
+        if ta + "query_ratio_frugal" in s:
+            notes.append(f"{task}: TextAttack uses {s[ta + 'query_ratio_frugal']:.2f}× our queries and "
+                         f"{s[ta + 'time_ratio_frugal']:.2f}× our seconds per example")
+    out = "\n".join(lines)
+    if notes:
+        out += "\n\n" + "; ".join(notes) + f" (one process, interleaved per example, load average " \
+               f"{s.get(FRUGAL + 'load_average', float('nan')):.0f} on 2 cores). Three edits (original → ours / TextAttack's):\n"
+        out += "\n".join(f"- {e}" for e in s.get(FRUGAL + "example_edits", []))
+    return out
+
+
 def cf_fluency(d: dict[str, Any]) -> str:
     s = d["counterfactuals"]
     a, b = "sentiment_fluency0_", "peer_sentiment_interpretlm_"
@@ -405,6 +455,9 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("counterfactuals, search=\"guided\" (first-order estimates, 4 candidates a round) vs TextAttack 0.3.11 "
      "(the same recipe), same examples", cf_guided,
      "counterfactuals.py --peer textattack --search guided --tasks sentiment,topic"),
+    ("counterfactuals, search=\"frugal\" (label-conditioned evidence, 4 candidates a round) vs TextAttack 0.3.11 "
+     "(the same recipe), same examples", cf_frugal,
+     "counterfactuals.py --peer textattack --search frugal --tasks sentiment,topic --n 50 --threads 1"),
     ("counterfactual fluency ranking, before → after (after: the TextAttack run's interpretlm rows)", cf_fluency,
      "counterfactuals.py --tasks sentiment --n 6 --fluency 0 --cache-compare 2"),
     ("counterfactual search (fluency 0), prefix key/value cache vs plain passes", cf_cache,
@@ -509,6 +562,7 @@ def render_cot(data: dict[str, Any]) -> str:
 
 
 EST_START, EST_END = "<!-- estimators-table:start -->", "<!-- estimators-table:end -->"
+CF_START, CF_END = "<!-- cf-table:start -->", "<!-- cf-table:end -->"
 # passes per prompt of the estimators whose count does not depend on the prompts
 # (resid_pre; heads: the check node's own gradient pass on top for AtP*)
 EST_PASSES = {"attribution": "2 F + 1 B", "atp_star_qk": "2 F + 1 B; heads 4 F + 2 B",
@@ -557,6 +611,7 @@ def main() -> None:
     text = readme.read_text()
     new = _replace(_replace(text, START, END, render(data)), COT_START, COT_END, render_cot(data))
     new = _replace(new, EST_START, EST_END, render_estimators(data))
+    new = _replace(new, CF_START, CF_END, render_cf(data))
     if args.check:
         sys.exit(0 if new == text else "README table differs from benchmarks/results.json: run benchmarks/render_table.py")
     readme.write_text(new)

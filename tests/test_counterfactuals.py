@@ -408,3 +408,105 @@ def test_the_fused_prompt_pass_ranks_as_input_x_gradient(llama):
     words = [sum(by_token.get(j, 0.0) for j, (a, b) in enumerate(batch.offsets[0]) if b > a and a < e and b > s)
              for s, e in w.spans]
     assert cf.word_scores == pytest.approx(words, rel=1e-3, abs=1e-5)
+
+
+def test_the_frugal_search_finds_the_trigger_with_few_queries(trigger_lm):
+    """search="frugal" ranks every edit by the label evidence of the model's own label-conditioned
+    distributions and scores a handful: the trigger's edit, at a fraction of the beam's queries, counted
+    as the prompt (1) + one row per label cue (2) + the rows it scored."""
+    prompt = "Mary Tom France Anna Bob Rome is"
+    beam = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], n=1, seed=0)
+    frugal = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], n=1, seed=0, search="frugal")
+    e = frugal.edits[0]
+    trigger = frugal.words.index("France")
+    assert e["flipped"] and e["distance"] == 1 and e["ops"][0][1] == trigger and e["ops"][0][0] != "ins"
+    assert frugal.queries <= beam.queries / 4
+    assert e["queries"] <= frugal.queries and (frugal.queries - 3) % 4 == 0  # whole rounds of per_round=4 rows
+    assert frugal.diagnostics["backward_passes"] == 1
+
+
+def test_conditioned_logprobs_equal_plain_passes_of_cue_and_prompt(llama):
+    """Row c of the label-conditioned pass is the next-token log-distribution of cue_c + prompt read at
+    the prompt's positions (checked against one plain pass per text), one query per cue."""
+    from interpretlm.counterfactual.frugal import conditioned_logprobs, label_cues
+    from interpretlm.counterfactual.scoring import Scorer, make_goal
+
+    prompt = "Review: The movie was good.\nSentiment:"
+    target = LABEL.bind(llama)
+    goal = make_goal(target, None, "auto")
+    cues = label_cues(llama, goal, prompt)
+    assert [c for _, c in cues] == ["Sentiment: good\n", "Sentiment: bad\n"]
+    scorer = Scorer(llama, goal)
+    ids = llama.tokenize(prompt).input_ids[0]
+    cond = conditioned_logprobs(llama, scorer, ids, [c for _, c in cues])
+    assert scorer.queries == 2 and cond.shape == (2, len(ids), llama.vocab_size)
+    for row, (_, cue) in enumerate(cues):
+        pre = llama.tokenizer(cue, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = llama.model(input_ids=torch.tensor([pre + ids.tolist()])).logits[0, len(pre):].float()
+        torch.testing.assert_close(cond[row], torch.log_softmax(logits, -1), rtol=1e-4, atol=1e-4)
+    # a contrast's two tokens are its labels; a threshold target has none (first-order ranking instead)
+    assert [c for _, c in label_cues(llama, make_goal(il.Contrast(" Mary", " John").bind(llama), None, "auto"),
+                                     "Mary and John went")] == ["Mary\n", "John\n"]
+    nt = il.NextToken(" Mary").bind(llama)
+    assert label_cues(llama, make_goal(nt, -3.0, "auto"), prompt) == []
+
+
+def test_frugal_operation_scores_equal_the_label_evidence_by_hand(llama):
+    """score(sub x -> v) = max over other labels o of e_o(v) - e_o(x) + 0.1 fluency log p_o(v), score(del x) =
+    max_o -e_o(x), with e_o(u) = log p(u | cue_o, prefix) - log p(u | cue_current, prefix)."""
+    from interpretlm.counterfactual.candidates import prompt_pass
+    from interpretlm.counterfactual.frugal import conditioned_logprobs, label_cues, rank_operations
+    from interpretlm.counterfactual.scoring import Scorer, make_goal, orient
+    from interpretlm.counterfactual.search import _editable
+
+    prompt = "Review: The movie was good and fun.\nSentiment:"
+    target = LABEL.bind(llama)
+    goal = make_goal(target, None, "auto")
+    w = split(prompt)
+    editable, word_tokens, batch = _editable(llama, prompt, w, ["Review:", "Sentiment:"])
+    pp = prompt_pass(llama, goal, target, batch, lambda v, p: orient(goal, v, p, "auto"))
+    cues = label_cues(llama, goal, prompt)
+    cond = conditioned_logprobs(llama, Scorer(llama, goal), pp.ids, [c for _, c in cues])
+    current = goal.label_index
+    ranked = [i for i in range(len(w)) if editable[i]]
+    tokens: dict = {}
+    ops = rank_operations(llama, pp, w, word_tokens, ranked, ("delete", "substitute", "insert"), cond, current, 1.0,
+                          tokens)
+    assert [s for s, _ in ops] == sorted((s for s, _ in ops), reverse=True)
+    assert {op[0] for _, op in ops} == {"del", "sub", "ins"}
+    other = 1 - current
+    checked = 0
+    for score, op in ops:
+        p = word_tokens[op[1]][0]
+        x = int(pp.ids[p])
+        ev = cond[other, p - 1] - cond[current, p - 1]
+        if op[0] == "del":
+            assert score == pytest.approx(float(-ev[x]), rel=1e-4, abs=1e-5)
+        else:
+            v = tokens[(op[1], op[2])]
+            assert llama.tokenizer.decode([v]).strip() == op[2]
+            hand = float(ev[v] - (ev[x] if op[0] == "sub" else 0.0)) + 0.1 * float(cond[other, p - 1, v])
+            assert score == pytest.approx(hand, rel=1e-4, abs=1e-5)
+        checked += 1
+    assert checked == len(ops) > 10
+
+
+def test_frugal_deletion_sets_are_minimal_by_brute_force_seeded_and_within_budget(trigger_lm):
+    prompt = "Mary France Tom Anna France Rome is"
+    cf = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], kinds=["delete"], n=1, seed=0, search="frugal")
+    e = cf.edits[0]
+    assert e["flipped"] and e["minimal"] is True and len(e["ops"]) == 2
+    w = split(prompt)
+    c = il.Contrast(" bad", " good")
+    assert (trigger_lm.score([apply(w, [tuple(op)])[0] for op in e["ops"]], c) > 0).all()  # neither alone flips
+    again = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], kinds=["delete"], n=1, seed=0,
+                               search="frugal")
+    assert again.edits == cf.edits and again.queries == cf.queries
+    # protected words stay, and a budget of 4 queries is kept (the prompt, then no room for two cues and a row:
+    # the search falls back to first-order ranking) with the closest edit flagged
+    with pytest.warns(NotFlippedWarning):
+        small = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is", "France"], n=1, seed=0, search="frugal",
+                                   max_queries=4)
+    assert small.queries <= 4 and not small.edits[0]["flipped"]
+    assert all(op[1] not in (1, 4) for op in small.edits[0]["ops"])

@@ -32,6 +32,14 @@ The search (one call, one prompt):
    parent's measured ``g`` plus the operation's estimate) are scored in one cached batch per
    round, and the search widens (next round, twice as wide after one without a flip) only
    while not enough flip.
+   ``search="frugal"`` (:mod:`.frugal`): first-order estimates barely predict a whole-word swap's
+   effect, so for ``Label`` and ``Contrast`` targets one batched pass scores the prompt behind a
+   cue stating each label (one query per label) and every operation is ranked by the label
+   evidence it adds (``log p(word | cue_other) - log p(word | cue_current)`` at its position,
+   substitutes from those conditioned distributions, the plain one and the embedding
+   neighbours); the ``per_round`` best are scored per round, and rounds without a flip extend
+   the edit of lowest measured ``g``. Other targets are ranked by first-order estimates. It
+   stops at the first ``n`` flips, or after ``4 max_edits`` rounds without one.
 4. **Minimality** (Ablation Flip's guarantee, for every kind of edit): every strict subset
    of a flipping set of up to ``MAX_BRUTE`` operations is scored, and the smallest flipping
    subset is returned, so no strict subset of a returned set flips (``minimal=True``).
@@ -72,11 +80,12 @@ from .result import Counterfactuals
 from .scoring import LAST_POSITION_KINDS, Goal, Scorer, as_rows, make_goal, orient, perplexity
 from .edit_sets import (GUIDE_FLUENCY, _beam_key, _guided, _kind, _label, _log_ppl, _minimize, _nan_last, _reads_well,
                         _score)
+from .frugal import conditioned_logprobs, frugal_search, label_cues, rank_operations
 from .candidates import estimate, mlm_candidates, prompt_pass, token_of_word, word_candidates
 from .words import Words, apply, diff, levenshtein, split
 
 KINDS = ("delete", "substitute", "insert")
-SEARCHES = ("guided", "beam")
+SEARCHES = ("guided", "beam", "frugal")
 
 
 class NotFlippedWarning(InterpretLMWarning):
@@ -171,9 +180,14 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
         fluency_model: a second causal ``LM`` (or a name / folder): each edit's perplexity and
             Δ perplexity under it too (``perplexity_second``, ``delta_perplexity_second``;
             the set's mean as ``fluency_second``).
-        search: ``"beam"`` (the beam search above) or ``"guided"`` (best-first on first-order
-            estimates, ``per_round`` candidates a round; see the module's docstring).
-        per_round: ``search="guided"``: edit sets scored per round (one batched pass).
+        search: ``"beam"`` (the beam search above), ``"guided"`` (best-first on first-order
+            estimates, ``per_round`` candidates a round) or ``"frugal"`` (edits ranked by the
+            label evidence of the model's label-conditioned next-word distributions, one query
+            per label, then ``per_round`` candidates a round; the fewest queries); see the
+            module's docstring. ``mlm=``, ``candidates``, ``insertions``, ``positions``, ``beam``
+            and ``hotflip_pool`` are the beam's and guided search's: the frugal search takes its
+            own candidates.
+        per_round: ``search="guided"`` / ``"frugal"``: edit sets scored per round (one batched pass).
         batch_size: candidates per forward pass.
         seed: breaks ties between equally ranked words and candidates.
 
@@ -279,9 +293,9 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
     ranked = sorted((i for i in range(len(w)) if editable[i]), key=lambda i: (-word_score[i], tie[i]))
 
     # 2. substitution / insertion candidates: the model's distribution and HotFlip, on the prompt
-    subs, ins, token_of = word_candidates(lm, pp, w, word_tokens, ranked, candidates, insertions, kinds,
-                                          hotflip_pool, fluency)
-    if mlm_lm is not None and "substitute" in kinds and candidates:
+    subs, ins, token_of = ({}, {}, {}) if search == "frugal" else word_candidates(
+        lm, pp, w, word_tokens, ranked, candidates, insertions, kinds, hotflip_pool, fluency)
+    if mlm_lm is not None and "substitute" in kinds and candidates and search != "frugal":
         for i, extra in mlm_candidates(mlm_lm, w, ranked, candidates, fluency > 0).items():
             subs[i] = subs.get(i, []) + [x for x in extra if x not in subs.get(i, [])]
         passes["mlm_forward"] = 1
@@ -308,6 +322,19 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
         flips, exhausted = _guided(scorer, lm, w, ranked, est, memo, n=n, max_edits=max_edits, positions=positions,
                                    per_round=per_round, max_queries=max_queries, lp0=lp0, fluency=fluency, gen=gen,
                                    batch_size=batch_size)
+    if search == "frugal":
+        cues = label_cues(lm, goal, text)
+        cond, current = None, None
+        if cues and max_queries - scorer.queries > len(cues):
+            # one batched pass behind a cue per label: the model's next-word distributions given each answer
+            cond = conditioned_logprobs(lm, scorer, pp.ids, [c for _, c in cues])
+            if goal.mode == "label":
+                current = [k for k, _ in cues].index(goal.label_index)
+            else:  # a contrast: its first token's cue is the current side when the contrast is positive
+                current = 0 if goal.sign > 0 else 1
+        ops = rank_operations(lm, pp, w, word_tokens, ranked, kinds, cond, current, fluency)
+        flips, exhausted = frugal_search(scorer, lm, w, ops, memo, n=n, max_edits=max_edits, per_round=per_round,
+                                         max_queries=max_queries, lp0=lp0, fluency=fluency)
     for depth in range(max_edits if search == "beam" else 0):
         cands: list[frozenset] = []
         priority: dict[frozenset, tuple[int, int]] = {}  # (word rank, beam place) of the operation added here
