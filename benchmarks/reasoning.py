@@ -7,7 +7,9 @@
 * no_cot: accuracy without CoT over the whole built-in sets, cloze-style (the question alone, then
   "Answer:") and forced after the CoT prompt's listed choices, with the share of first choices.
 * accuracy: accuracy with and without CoT on the built-in sets (``--n`` questions each, default
-  all; the sets' prefixes are balanced), with standard errors over questions.
+  all; the sets' prefixes are balanced), with standard errors over questions. With CoT by greedy
+  decoding (``--temperature 0``, as Wei et al. 2022 report), one chain of thought a question; without
+  CoT by standard few-shot prompting (the same worked examples, answers only) and zero-shot cloze.
 * tests: each test's metric with its standard error over questions (the first ``--n-tests`` questions
   of each of ``--test-sets``, pooled; mistakes and paraphrases by the rule-based generator).
 Figures are recorded per model under ``reasoning.<tag>.*`` (``smollm2``, ``qwen2``).
@@ -136,25 +138,38 @@ def keep_texts(path: str | None) -> None:
 
 
 def accuracy(lm, tag: str, n: int | None, samples: int, max_new_tokens: int, batch: int, shots: int,
-             sets: list[str]) -> None:
+             sets: list[str], temperature: float, split: str = "sets") -> None:
+    """Accuracy with and without CoT per set; ``split="dev"``: on the development split instead (recorded
+    under ``<tag>.dev_t<temperature>.<set>``), where prompts and comparators are chosen."""
+    from interpretlm.reasoning.sets import development
+
+    dev = development() if split == "dev" else {}
     for name in sets:
         t = time.perf_counter()
-        qs = il.reasoning.builtin(name, n=n)
+        if split == "dev" and name not in dev:
+            continue  # commonsense has no development questions
+        qs = [il.reasoning.Question.from_dict(r) for r in dev[name]][:n] if dev else il.reasoning.builtin(name, n=n)
+        tag_name = f"dev_t{temperature:g}.{name}" if dev else name  # dev: one record per temperature compared
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ev = il.reasoning.evaluate(lm, qs, tests=[], samples=samples, max_new_tokens=max_new_tokens,
-                                       generator="rule", batch=batch, shots=shots, progress=False)
+                                       temperature=temperature, generator="rule", batch=batch, shots=shots,
+                                       progress=False)
         m, se = ev.mean, ev.stderr
         print(f"{tag} {name:<12} n={len(qs)}: accuracy with CoT {m['accuracy']:.3f} ± {se['accuracy']:.3f}, without "
-              f"{m['accuracy_no_cot']:.3f} ± {se['accuracy_no_cot']:.3f} (chance {m['chance']:.3f}); answers read "
+              f"{m['accuracy_no_cot']:.3f} ± {se['accuracy_no_cot']:.3f}, zero-shot cloze "
+              f"{m['accuracy_no_cot_cloze']:.3f} "
+              f"± {se['accuracy_no_cot_cloze']:.3f} (chance {m['chance']:.3f}); answers read "
               f"{m['extracted']:.0%} ({time.perf_counter() - t:.0f} s)", flush=True)
-        record("reasoning", f"{tag}.{name}.n", len(qs))
-        record("reasoning", f"{tag}.{name}.samples", samples)
-        record("reasoning", f"{tag}.{name}.shots", shots)
-        for k in ("accuracy", "accuracy_no_cot", "accuracy_no_cot_listed", "first_choice_no_cot_listed", "extracted",
+        record("reasoning", f"{tag}.{tag_name}.n", len(qs))
+        record("reasoning", f"{tag}.{tag_name}.samples", samples)
+        record("reasoning", f"{tag}.{tag_name}.shots", shots)
+        record("reasoning", f"{tag}.{tag_name}.temperature", temperature)
+        for k in ("accuracy", "accuracy_no_cot", "accuracy_no_cot_cloze", "accuracy_no_cot_listed",
+                  "first_choice_no_cot_listed", "extracted",
                   "chance"):
-            record("reasoning", f"{tag}.{name}.{k}", m[k])
-            record("reasoning", f"{tag}.{name}.{k}_se", se[k])
+            record("reasoning", f"{tag}.{tag_name}.{k}", m[k])
+            record("reasoning", f"{tag}.{tag_name}.{k}_se", se[k])
 
 
 def tests(lm, tag: str, n: int, samples: int, max_new_tokens: int, batch: int, shots: int, sets: list[str]) -> None:
@@ -186,9 +201,14 @@ def main() -> None:
     ap.add_argument("--test-sets", nargs="+", choices=il.reasoning.SETS, default=list(il.reasoning.SETS),
                     help="the built-in sets whose first --n-tests questions the tests run on (pooled)")
     ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="sampling temperature of the accuracy step (0: greedy, as Wei et al. 2022; the tests "
+                         "sample at 0.7)")
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--sets", nargs="+", choices=il.reasoning.SETS, default=list(il.reasoning.SETS),
                     help="the built-in sets for accuracy, in this order (each recorded as it finishes)")
+    ap.add_argument("--split", choices=["sets", "dev"], default="sets",
+                    help="accuracy on the built-in sets, or on the development split (sets.development())")
     ap.add_argument("--batch", type=int, default=8, help="questions generated together")
     ap.add_argument("--shots", type=int, default=il.reasoning.SHOTS, help="worked examples before each question")
     ap.add_argument("--only", nargs="+", choices=["cost", "no_cot", "accuracy", "tests"],
@@ -201,7 +221,7 @@ def main() -> None:
     tag = args.model.split("-")[0].split(".")[0]  # "smollm2", "qwen2"
     steps = {"cost": lambda: cost(lm, args.rounds), "no_cot": lambda: no_cot(lm, tag),
              "accuracy": lambda: accuracy(lm, tag, args.n, args.samples, args.max_new_tokens, args.batch, args.shots,
-                                               args.sets),
+                                               args.sets, args.temperature, args.split),
              "tests": lambda: tests(lm, tag, args.n_tests, args.samples, args.max_new_tokens, args.batch, args.shots,
                                    args.test_sets)}
     for step in dict.fromkeys(args.only):  # in the order given

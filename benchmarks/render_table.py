@@ -536,18 +536,22 @@ def _above(s: dict[str, Any], key: str, chance: float) -> str:
 def render_cot(data: dict[str, Any]) -> str:
     """The chain-of-thought figures of both built-in models (accuracy per set, each test's metric), ± s.e."""
     s = data.get("reasoning", {})
-    lines = ["| model | set | questions × samples, prompt | with CoT | without CoT (cloze) | chance | above chance by > 2 s.e. "
-             "(with / without CoT) | answers read from the text |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | set | questions × samples, prompt | with CoT | without CoT (standard few-shot) "
+             "| without CoT (zero-shot cloze) | chance | above chance by > 2 s.e. (with / without CoT) "
+             "| answers read from the text |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for tag, label in COT_MODELS:
         for name in ("arithmetic", "commonsense", "dates"):
             if f"{tag}.{name}.n" not in s:
-                lines.append(f"| {label} | {name} | not measured | | | | | |")
+                lines.append(f"| {label} | {name} | not measured | | | | | | |")
                 continue
             read, chance = s.get(f"{tag}.{name}.extracted"), s[f"{tag}.{name}.chance"]
-            lines.append(f"| {label} | {name} | {s[f'{tag}.{name}.n']:.0f} × {s.get(f'{tag}.{name}.samples', 2):.0f}, "
-                         f"{_shots(s.get(f'{tag}.{name}.shots'))} "
+            temperature = s.get(f"{tag}.{name}.temperature")
+            decoding = "" if temperature is None else " greedy" if temperature == 0 else f" at T={temperature:g}"
+            lines.append(f"| {label} | {name} | {s[f'{tag}.{name}.n']:.0f} × {s.get(f'{tag}.{name}.samples', 2):.0f}"
+                         f"{decoding}, {_shots(s.get(f'{tag}.{name}.shots'))} "
                          f"| {_pm(s, f'{tag}.{name}.accuracy')} | {_pm(s, f'{tag}.{name}.accuracy_no_cot')} "
+                         f"| {_pm(s, f'{tag}.{name}.accuracy_no_cot_cloze')} "
                          f"| {chance:.2f} | {_above(s, f'{tag}.{name}.accuracy', chance)} / "
                          f"{_above(s, f'{tag}.{name}.accuracy_no_cot', chance)} | "
                          f"{'n/a' if read is None else f'{read:.0%}'} |")

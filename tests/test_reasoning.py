@@ -143,6 +143,32 @@ def test_no_cot_is_asked_cloze_style_and_the_listed_variant_is_kept():
     assert d["first_choice_no_cot_listed"] == float(int(ref_listed.argmax()) == 0)
 
 
+def test_no_cot_is_standard_few_shot_prompting_with_the_same_worked_examples():
+    """Wei et al.'s comparator: the CoT prompt's worked examples with their answers only, then the question alone."""
+    from interpretlm.reasoning.engine import EXEMPLARS, prompt_ids
+
+    lm = tiny_lm("llama", seed=0, max_position_embeddings=4096)
+    q = il.reasoning.Question("How many legs has a cat?", choices=["2", "4", "6"], answer="4")
+    run = il.chain_of_thought(lm, q, samples=1, max_new_tokens=4, shots=2)
+    turns = []
+    for text, _, worked in EXEMPLARS[:2]:  # no choices, no instruction, no reasoning: "Answer: 8"
+        turns += [{"role": "user", "content": text},
+                  {"role": "assistant", "content": "Answer: " + worked.rsplit("Answer: ", 1)[1]}]
+    opened = lm.tokenizer.apply_chat_template(turns + [{"role": "user", "content": q.text}], tokenize=False,
+                                              add_generation_prompt=True)
+    ids = encode(lm, opened)
+    # the question's answer continues exactly as the worked examples' did: "<assistant opening>Answer: 4"
+    ref = [sum(torch.log_softmax(lm.model(torch.tensor([ids + encode(lm, "Answer:") + c])).logits[0].float(), -1)[
+               len(ids) + len(encode(lm, "Answer:")) - 1 + t, c[t]].item() for t in range(len(c)))
+           for c in (encode(lm, " " + x) for x in q.choices)]
+    assert run.no_cot_logprobs == pytest.approx(ref, rel=1e-4)
+    d = run.diagnostics
+    assert d["no_cot_shots"] == 2 and d["accuracy_no_cot"] == float(q.choices[int(np.argmax(ref))] == "4")
+    cloze, _, _ = prompt_ids(lm, q.text, True)  # zero-shot cloze is kept as a diagnostic
+    zero = Forcer(lm, cloze, [], list(q.choices)).score_naive([(0, [])])[0]
+    assert d["accuracy_no_cot_cloze"] == float(q.choices[int(zero.argmax())] == "4")
+
+
 def test_unextractable_answers_are_forced_and_flagged():
     lm = tiny_lm("llama", seed=0)
     with pytest.warns(il.reasoning.UnextractedWarning):
@@ -460,6 +486,27 @@ def test_builtin_sets_are_well_formed():
     nearest = [min(q.choices, key=lambda c: min(abs(int(c) - int(x)) for x in re.findall(r"\d+", q.text)))
                for q in arith]
     assert sum(c == q.answer for c, q in zip(nearest, arith)) / len(arith) < 0.3
+
+
+def test_development_split_is_apart_from_the_sets():
+    from interpretlm.reasoning import sets
+
+    dev = sets.development()
+    held = {q.text for name in il.reasoning.SETS for q in il.reasoning.builtin(name)}
+    held |= {text for text, _, _ in il.reasoning.EXEMPLARS}
+    rows = dev["arithmetic"] + dev["dates"]
+    assert len(dev["arithmetic"]) == 48 and len(dev["dates"]) == 40 and not held & {r["text"] for r in rows}
+    for r in dev["arithmetic"]:  # computed answers, no operand among the distractors
+        nums = [int(x) for x in re.findall(r"\d+", r["text"])]
+        more = re.search(r"\b(?:buys|gives \w+|puts in) \d+ more\b", r["text"])
+        assert int(r["answer"]) == (nums[0] + nums[1] if more else nums[0] - nums[1])
+        assert not set(map(str, nums)) & (set(r["choices"]) - {r["answer"]})
+    for r in dev["dates"][:26]:  # the day or month after the one named
+        words = re.findall(r"\w+", r["text"])
+        cycle = sets.DAYS if set(words) & set(sets.DAYS) else sets.MONTHS
+        named = [w for w in words if w in cycle]
+        assert len(named) == 1 and not set(words) & (set(r["choices"]) - {r["answer"]})
+        assert r["answer"] == cycle[(cycle.index(named[0]) + 1) % len(cycle)]
 
 
 def test_save_load_and_figures(tmp_path):

@@ -100,10 +100,7 @@ def prompt_ids(lm: Any, message: str, chat: bool, shots: int | None = 0) -> tupl
         (True, 1, True)
     """
     if shots is None:
-        for k in range(SHOTS, 0, -1):
-            if not lm.n_ctx or len(_prompt(lm, message, chat, k)[0]) <= lm.n_ctx // 2:
-                return _prompt(lm, message, chat, k)
-        return _prompt(lm, message, chat, 0)
+        return _prompt(lm, message, chat, fitting_shots(lm, message, chat))
     if shots < 0 or shots > SHOTS:
         raise InterpretLMError(f"shots must be between 0 and {SHOTS} (the worked examples there are) or None "
                                f"(as many as fit); got {shots}.")
@@ -112,6 +109,50 @@ def prompt_ids(lm: Any, message: str, chat: bool, shots: int | None = 0) -> tupl
         raise ContextLengthError(f"The prompt with {shots} worked examples is {len(ids)} tokens long, more than "
                                  f"the context window of {lm.n_ctx}; use fewer shots (shots=0 for none).")
     return ids, text, used
+
+
+def fitting_shots(lm: Any, message: str, chat: bool) -> int:
+    """The most worked examples (``shots=None``) that keep the CoT prompt of ``message`` within half the context."""
+    for k in range(SHOTS, 0, -1):
+        if not lm.n_ctx or len(_prompt(lm, message, chat, k)[0]) <= lm.n_ctx // 2:
+            return k
+    return 0
+
+
+def direct_prompt_ids(lm: Any, text: str, chat: bool, shots: int) -> tuple[list[int], str]:
+    """Standard few-shot prompting, the comparator of Wei et al. 2022: the prompt's ids and the cue to score after.
+
+    The first ``shots`` worked examples keep their questions and answers but lose their
+    reasoning (an assistant turn is ``"Answer: 8"``), then the question ``text``; every question
+    is asked alone (no choices listed, no instruction), cloze-style as lm-evaluation-harness's
+    few-shot multiple choice, since listing the choices makes small models pick by position.
+    The cue continues the worked examples' format: ``"Answer:"`` right after the assistant turn's
+    opening (chat), or ``"\\nAnswer:"`` after ``"Question: ..."`` (plain prompt). ``shots=0``:
+    the question alone, cue ``"\\nAnswer:"`` (zero-shot cloze).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama", max_position_embeddings=4096)
+        >>> ids, cue = direct_prompt_ids(lm, "2 + 2 = ?", True, 2)
+        >>> text = lm.tokenizer.decode(ids)
+        >>> cue, text.count("Answer: 8"), "Choices" in text, "step by step" in text
+        ('Answer:', 1, False, False)
+    """
+    shown = [(t, w.rsplit("Answer:", 1)[1].strip()) for t, _, w in EXEMPLARS[:shots]]
+    if not shown:
+        return prompt_ids(lm, text, chat)[0], CUE
+    if chat and getattr(lm.tokenizer, "chat_template", None):
+        turns: list[dict[str, str]] = []
+        for t, a in shown:
+            turns += [{"role": "user", "content": t}, {"role": "assistant", "content": f"Answer: {a}"}]
+        opened = lm.tokenizer.apply_chat_template(turns + [{"role": "user", "content": text}], tokenize=False,
+                                                  add_generation_prompt=True)
+        _share(lm, encode(lm, lm.tokenizer.apply_chat_template(turns, tokenize=False)))
+        return encode(lm, opened), "Answer:"
+    before = "".join(f"Question: {t}\nAnswer: {a}\n\n" for t, a in shown)
+    ids = list(lm.tokenizer(f"{before}Question: {text}")["input_ids"])
+    eos = lm.tokenizer.eos_token_id
+    return (ids[:-1] if len(ids) > 1 and eos is not None and ids[-1] == eos else ids), CUE
 
 
 def _prompt(lm: Any, message: str, chat: bool, shots: int) -> tuple[list[int], str, bool]:
@@ -404,9 +445,10 @@ class Forcer:
     tokens_run: int = 0
     forward_calls: int = 0
     _cache: Any = field(default=None, repr=False)
+    cue_text: str = CUE  # ``"Answer:"`` after an assistant turn's opening (standard few-shot prompting)
 
     def __post_init__(self) -> None:
-        self.cue = encode(self.lm, CUE)
+        self.cue = encode(self.lm, self.cue_text)
         self.choice_ids = [encode(self.lm, " " + c) for c in self.choices]
         if any(not c for c in self.choice_ids):
             raise InterpretLMError(f"A choice encodes to no tokens: {self.choices}.")

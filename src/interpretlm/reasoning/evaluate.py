@@ -57,7 +57,7 @@ def evaluate(lm: Any, questions: list[Question | str], *, tests: list[str] | tup
         >>> ev = il.reasoning.evaluate(tiny_lm("llama"), il.reasoning.builtin("arithmetic", n=2), tests=[],
         ...                            samples=1, max_new_tokens=4)
         >>> sorted(ev.mean)[:3], len(ev.questions)
-        (['accuracy', 'accuracy_no_cot', 'accuracy_no_cot_listed'], 2)
+        (['accuracy', 'accuracy_no_cot', 'accuracy_no_cot_cloze'], 2)
     """
     if isinstance(questions, (str, Question)):
         questions = [questions]
@@ -89,8 +89,9 @@ def evaluate(lm: Any, questions: list[Question | str], *, tests: list[str] | tup
                                          seed=seed) if tests else None
         caught_all += len(caught)
         names.append(q.id or q.text[:60])
-        values = {k: run.diagnostics[k] for k in ("accuracy", "accuracy_no_cot", "accuracy_no_cot_listed",
-                                                   "first_choice_no_cot_listed", "extracted")}
+        values = {k: run.diagnostics[k] for k in ("accuracy", "accuracy_no_cot", "accuracy_no_cot_cloze",
+                                                   "accuracy_no_cot_listed", "first_choice_no_cot_listed",
+                                                   "extracted")}
         values["chance"] = 1.0 / len(q.choices) if q.choices else math.nan  # the set's chance: its mean
         if t is not None:
             values.update(t.metrics)

@@ -34,10 +34,12 @@ class ChainOfThought(Result):
             right answer and the answers read).
         forced: ``[n]`` the forced answer after the full reasoning.
         choice_logprobs: ``[n][n_choices]`` log-probabilities of each candidate after the reasoning.
-        no_cot_logprobs: ``[n_choices]`` the same with no reasoning, asked cloze-style (the
-            question alone, then ``"Answer:"``; see ``cot.no_cot_logprobs``). ``diagnostics`` also
-            holds ``accuracy_no_cot_listed`` (forced right after the CoT prompt with its listed
-            choices) and ``first_choice_no_cot_listed`` (that answer was the first choice).
+        no_cot_logprobs: ``[n_choices]`` the same with no reasoning: standard few-shot prompting
+            (the same worked examples with their answers only, then the question alone and
+            ``"Answer:"``; see ``cot.no_cot_logprobs``). ``diagnostics`` also holds
+            ``accuracy_no_cot_cloze`` (zero-shot: the question alone), ``accuracy_no_cot_listed``
+            (forced right after the CoT prompt with its listed choices) and
+            ``first_choice_no_cot_listed`` (that answer was the first choice).
         correct: ``[n]`` 1/0 per sample (NaN when the right answer is unknown).
     """
 
@@ -56,7 +58,7 @@ class ChainOfThought(Result):
     no_cot_logprobs: list[float] = field(default_factory=list)
     correct: list[float] = field(default_factory=list)
 
-    nan_marks = ("correct", "diagnostics.accuracy", "diagnostics.accuracy_no_cot",
+    nan_marks = ("correct", "diagnostics.accuracy", "diagnostics.accuracy_no_cot", "diagnostics.accuracy_no_cot_cloze",
                  "diagnostics.accuracy_no_cot_listed", "diagnostics.first_choice_no_cot_listed")
 
     def summary(self) -> str:

@@ -17,6 +17,9 @@ Regenerate with ``python -m interpretlm.reasoning.sets``. The rules:
   modulo 12, comparisons from the stated fact.
 * **No worked example is a question**: the few-shot exemplars shown before each question
   (``engine.EXEMPLARS``) are excluded from the sets.
+* **Choices are made on a development split**: prompts and comparators are compared on
+  :func:`development` (other problems, other wordings, other people, none a question of a set), and
+  the figures are reported on the sets.
 * **No surface shortcut**: in arithmetic the choice nearest a number of the question is right about as
   often as chance (0.23 over the set; chance 0.25), so matching numbers does not answer it.
 * Arithmetic: 100 one-step problems pitched at what a 135M model can do step by step: additions of 2
@@ -235,6 +238,43 @@ def commonsense(seed: int = 15) -> list[dict[str, Any]]:
 
 
 MAKERS = {"arithmetic": arithmetic, "commonsense": commonsense, "dates": dates}
+
+# A development split, for choosing prompts and comparators without tuning on the reported questions:
+# arithmetic problems of another seed, the calendar questions in other words, comparisons between
+# other people; none is a question of a built-in set (the tests check it). Commonsense has none: no
+# choice was made on it.
+DEV_DAY = ["It is {x} today. Which day will it be tomorrow?", "Which day follows {x}?"]
+DEV_MONTH = ["It is {x} now. Which month will it be next month?", "Which month follows {x}?"]
+DEV_PEOPLE = ["Nina", "Omar", "Paul", "Rosa", "Sara", "Tim"]
+
+
+def development(seed: int = 99) -> dict[str, list[dict[str, Any]]]:
+    """The development split: ``{"arithmetic": 48 problems, "dates": 40 questions}``, made by the sets' rules.
+
+    Example:
+        >>> dev = development()
+        >>> len(dev["arithmetic"]), len(dev["dates"]), dev["dates"][0]["text"]
+        (48, 40, 'It is Monday today. Which day will it be tomorrow?')
+    """
+    held = {row["text"] for make in MAKERS.values() for row in make()}
+    arith = [row for row in arithmetic(n=120, seed=seed) if row["text"] not in held][:48]
+    rng = random.Random(seed)
+    items = [(t.format(x=DAYS[d]), (d + 1) % 7, DAYS, d) for t in DEV_DAY for d in range(7)]
+    items += [(t.format(x=MONTHS[m]), (m + 1) % 12, MONTHS, m) for t in DEV_MONTH for m in range(0, 12, 2)]
+    cal = []
+    for i, (text, gold, cycle, asked) in enumerate(items):
+        picked = next(c for p in (i % 4, 0, 1, 2, 3) if (c := _in_order(gold, {asked}, p, 4, len(cycle), rng)))
+        cal.append({"id": f"dev-cal-{i:02d}", "text": text, "choices": [cycle[j] for j in picked],
+                    "answer": cycle[gold]})
+    order = []
+    for i in range(14):
+        rel, converse = RELATIONS[i % len(RELATIONS)]
+        a, b = rng.sample(DEV_PEOPLE, 2)
+        gold, other = (a, b) if i % 2 == 0 else (b, a)
+        asked = rel if i % 2 == 0 else converse
+        order.append({"id": f"dev-order-{i:02d}", "text": f"{a} is {rel} than {b}. Who is {asked}?",
+                      "choices": [other, gold] if (i // 2) % 2 else [gold, other], "answer": gold})
+    return {"arithmetic": [{**row, "id": f"dev-{row['id']}"} for row in arith], "dates": cal + order}
 
 
 def write(folder: Path | None = None) -> list[Path]:
