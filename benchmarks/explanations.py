@@ -74,10 +74,18 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
     texts = ["".join(w["tokens"]) for w in e["windows"]]
     sim_w = [w for w in e["windows"] if w["kind"] != "hard"]
     scale = max(max(w["values"]) for w in e["windows"])
-    runs = {"detection": lambda: S.detection(lm, r.text, texts, labels, calibration="content_free", batch_size=16,
-                                             shots=6),
-            "fuzzing": lambda: S.fuzzing(lm, r.text, e["fuzzing_texts"], np.array(e["fuzzing_labels"]),
-                                         calibration="content_free", batch_size=16, shots=6),
+    fz, fzl = e["fuzzing_texts"], np.array(e["fuzzing_labels"])
+
+    def fresh(f):   # the word form with its reference descriptions computed anew (the first unit of a process)
+        S._WORD_CACHE.clear()
+        return f()
+
+    runs = {"detection": lambda: fresh(lambda: S.detection(lm, r.text, texts, labels)),
+            "detection_cached": lambda: S.detection(lm, r.text, texts, labels),
+            "detection_window": lambda: S.detection(lm, r.text, texts, labels, question="window"),
+            "fuzzing": lambda: fresh(lambda: S.fuzzing(lm, r.text, fz, fzl)),
+            "fuzzing_cached": lambda: S.fuzzing(lm, r.text, fz, fzl),
+            "fuzzing_window": lambda: S.fuzzing(lm, r.text, fz, fzl, question="window"),
             "simulation": lambda: S.simulation(lm, r.text, [w["tokens"] for w in sim_w],
                                                [[max(0.0, v) / scale * 10 for v in w["values"]] for w in sim_w],
                                                batch_size=16)}
@@ -93,14 +101,16 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
           f"{os.getloadavg()[0]:.0f} on {os.cpu_count()} cores")
     for name, d in last.items():
         score = d.get("balanced_accuracy", d.get("pearson"))
-        print(f"  {name:10s} {med[name]:7.1f} s  {d['forward_passes']:>4} batched passes  {d['tokens_run']:>7} tokens"
-              f"  score {score:.3f}")
+        ref = (f"  + references {d['reference_passes']} passes {d['reference_tokens']} tokens"
+               if "reference_passes" in d else "")
+        print(f"  {name:17s} {med[name]:7.1f} s  {d['forward_passes']:>4} batched passes  {d['tokens_run']:>7} tokens"
+              f"{ref}  score {score:.3f}")
         record("explanations", f"cost_{name}_seconds", med[name])
-        record("explanations", f"cost_{name}_passes", d["forward_passes"])
-        record("explanations", f"cost_{name}_tokens", d["tokens_run"])
-    for name in ("detection", "fuzzing"):
+        record("explanations", f"cost_{name}_passes", d["forward_passes"] + d.get("reference_passes", 0))
+        record("explanations", f"cost_{name}_tokens", d["tokens_run"] + d.get("reference_tokens", 0))
+    for name in [k for k in runs if k != "simulation"]:
         ratio = med["simulation"] / med[name]
-        tok = last["simulation"]["tokens_run"] / last[name]["tokens_run"]
+        tok = last["simulation"]["tokens_run"] / (last[name]["tokens_run"] + last[name].get("reference_tokens", 0))
         print(f"  simulation / {name}: {ratio:.2f}x the time, {tok:.2f}x the tokens")
         record("explanations", f"simulation_over_{name}_time", ratio)
         record("explanations", f"simulation_over_{name}_tokens", tok)
