@@ -159,22 +159,33 @@ def test_single_questions_read_on_the_cache_equal_plain_passes():
 
 
 def test_decisions_are_the_stated_rules(planted):
-    """Balanced accuracy is computed on the stated decisions, recounted here by hand: by default (word
-    questions) "the window's score above 0"; with whole-window questions "log-odds above the mean
-    log-odds of the content-free inputs"."""
+    """Balanced accuracy is computed on the stated decisions, recounted here by hand: with word questions
+    (fuzzing's default) "the score above the background words' 90th percentile"; with whole-window
+    questions (detection's default) "log-odds above the mean log-odds of the content-free inputs"."""
     kw = dict(corpus=digit_corpus(), k=12, window=16, n_explain=4, n_windows=6, explanation="digits",
               scorers=("detection", "fuzzing"), embedder=None, progress=False)
-    for question, calibration in (("words", "reference"), ("window", "content_free")):
-        r = _quiet(il.explain_unit, planted, il.Unit("blocks.0.mlp.neurons", NEURON), question=question, **kw)
+    unit = il.Unit("blocks.0.mlp.neurons", NEURON)
+    runs = {None: _quiet(il.explain_unit, planted, unit, **kw)}
+    for q in S.QUESTIONS:
+        runs[q] = _quiet(il.explain_unit, planted, unit, question=q, **kw)
+    for question, r in runs.items():
         e = r.explained[0]
         for name in ("detection", "fuzzing"):
             d = e["scores"][name]
-            assert d["calibration"] == calibration and d["question"] == question and d["per_prompt"] == 1
+            want_q = question or ("window" if name == "detection" else "words")
+            assert d["question"] == want_q and d["per_prompt"] == 1
+            assert d["calibration"] == ("reference" if want_q == "words" else "content_free")
             odds = np.array(d["log_odds"])
-            thr = float(np.mean(d["content_free_log_odds"])) if calibration == "content_free" else 0.0
-            assert d["threshold"] == pytest.approx(thr)
             labels = np.array([w["label"] for w in e["windows"]] if name == "detection" else e["fuzzing_labels"])
-            pred = odds > thr
+            if want_q == "window":
+                assert d["threshold"] == pytest.approx(float(np.mean(d["content_free_log_odds"])))
+            else:   # the background words' 90th percentile, recomputed from the same process-wide answers
+                words = [w for t in (e["fuzzing_texts"] if name == "fuzzing" else
+                                     ["".join(x["tokens"]) for x in e["windows"]])
+                         for w in (S._marks(t) if name == "fuzzing" else S.window_words(S._flat(t)))]
+                _, cost = S.word_scores(planted, "digits", words)
+                assert cost["passes"] == 0 and d["threshold"] == pytest.approx(cost["threshold"])
+            pred = odds > d["threshold"]
             want = (pred[labels].mean() + (~pred[~labels]).mean()) / 2
             assert d["balanced_accuracy"] == pytest.approx(want)
 
@@ -182,8 +193,8 @@ def test_decisions_are_the_stated_rules(planted):
 def test_word_scores_equal_plain_passes_against_references(monkeypatch):
     """A word's score is the explanation's log-odds minus their mean over the background words, minus the
     best reference description's, computed the same way: recomputed here from plain passes of whole
-    conversations (with shorter lists of background words and references, for time). The references'
-    answers are kept for the process and cost nothing the second time."""
+    conversations (with shorter lists of background words and references, for time). All answers are
+    kept for the process and cost nothing the second time."""
     monkeypatch.setattr(S, "BACKGROUND_WORDS", ("dog", "the", "run", "12", "Paris", ","))
     monkeypatch.setattr(S, "REFERENCE_DESCRIPTIONS", ("verbs", "words for animals", "punctuation marks", "pronouns"))
     lm = tiny_lm("llama", seed=0, max_position_embeddings=1024)
@@ -219,7 +230,7 @@ def test_word_scores_equal_plain_passes_against_references(monkeypatch):
     assert s[2] == s[0]
     again, cost2 = S.word_scores(lm, "verbs", words, batch_size=8)
     np.testing.assert_allclose(again, s, rtol=1e-6)
-    assert cost2["reference_passes"] == 0 and cost2["passes"] == cost["passes"]
+    assert cost2["reference_passes"] == 0 and cost2["passes"] == 0
 
 
 def test_simulation_reads_the_number_distribution():
@@ -295,7 +306,7 @@ def test_no_cited_words_is_flagged(planted):
 def test_bad_options_raise():
     lm = tiny_lm("llama")
     u = il.Unit("blocks.0.mlp.neurons", 1)
-    for bad in ({"calibration": "mean"}, {"question": "sentence"}, {"calibration": "content_free"}, {"scorers": ("detect",)}, {"act_fraction": 1.5}, {"explanation": " "},
+    for bad in ({"calibration": "mean"}, {"question": "sentence"}, {"calibration": "reference", "question": "window"}, {"scorers": ("detect",)}, {"act_fraction": 1.5}, {"explanation": " "},
                 {"n_windows": 0}):
         with pytest.raises(il.InterpretLMError):
             il.explain_unit(lm, u, corpus=CORPUS * 3, k=3, window=4, **bad)

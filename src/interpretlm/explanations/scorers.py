@@ -250,6 +250,8 @@ BACKGROUND_WORDS = ("dog", "horse", "Berlin", "London", "rain", "snow", "knee", 
                     "of", ",", ".", "a", "in", "that", "he", "it", "for", "with", "on", "as", "at", "by", "from",
                     "said", "made", "came", "house", "day", "people", "water", "old", "new", "good", "little", "time",
                     "way", "year", "world", "word", "work", "back")
+# the decision threshold: the score that this share of the background words stays below
+BACKGROUND_QUANTILE = 0.9
 _GENERIC = {"words", "word", "names", "name", "of", "for", "about", "such", "as", "or", "and", "the", "a", "to", "in",
             "that", "which", "tokens", "token"}
 _WORD_CACHE: dict[tuple[Any, ...], float] = {}
@@ -342,10 +344,14 @@ def word_scores(scorer_lm: Any, explanation: str, words: list[str], *, batch_siz
     Each description's log-odds (:func:`word_log_odds`) are first centred on their mean over
     :data:`BACKGROUND_WORDS` (the description's own yes-bias); a word's score is the explanation's
     centred log-odds minus the largest of the reference descriptions' (:func:`references_for`), so the
-    word's own yes-bias cancels too. Above 0: the scorer holds the explanation the best fit of all.
-    Nothing here sees the unit's labels. Returns the scores and the cost: the explanation's passes and
-    tokens, and the reference descriptions' (``reference_passes``, ``reference_tokens``: only what was
-    not already computed in this process for the same scorer).
+    word's own yes-bias cancels too (above 0: the scorer holds the explanation the best fit of all). The
+    decision threshold (``threshold`` in the cost) is the :data:`BACKGROUND_QUANTILE` quantile of the
+    background words' own scores: a word is called a fit when it fits the explanation better than 90 % of
+    common words do. Nothing here sees the unit's labels. Every answer is kept for the process (:func:`word_log_odds` with
+    ``cache=True``). Returns the scores and the cost of what was computed: the explanation's passes and
+    tokens, and the reference descriptions' (``reference_passes``, ``reference_tokens``); answers already
+    computed in this process for the same scorer (the references for an earlier unit, the explanation's
+    words for detection before fuzzing) cost nothing.
 
     Example:
         >>> from interpretlm.testing import tiny_lm
@@ -357,7 +363,8 @@ def word_scores(scorer_lm: Any, explanation: str, words: list[str], *, batch_siz
     uniq = list(dict.fromkeys(words))
     allw = uniq + [w for w in BACKGROUND_WORDS if w not in uniq]
     bg = np.array([allw.index(w) for w in BACKGROUND_WORDS])
-    e, cost = word_log_odds(scorer_lm, explanation, allw, batch_size=batch_size, seed=seed)
+    # the explanation's answers are kept too: fuzzing's marked words are words of detection's windows
+    e, cost = word_log_odds(scorer_lm, explanation, allw, batch_size=batch_size, seed=seed, cache=True)
     e = e - e[bg].mean()
     best = np.full(len(allw), -np.inf)
     ref_passes = ref_tokens = 0
@@ -367,7 +374,8 @@ def word_scores(scorer_lm: Any, explanation: str, words: list[str], *, batch_siz
         ref_passes, ref_tokens = ref_passes + c["passes"], ref_tokens + c["tokens"]
     s = e - best
     at = {w: i for i, w in enumerate(allw)}
-    return np.array([s[at[w]] for w in words]), {"passes": cost["passes"], "tokens": cost["tokens"],
+    return np.array([s[at[w]] for w in words]), {"threshold": float(np.quantile(s[bg], BACKGROUND_QUANTILE)),
+                                                 "passes": cost["passes"], "tokens": cost["tokens"],
                                                  "reference_passes": ref_passes, "reference_tokens": ref_tokens,
                                                  "cache_error": cost["cache_error"], "words_asked": len(allw),
                                                  "shots": cost["shots"]}
@@ -546,7 +554,7 @@ def _yes_no_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], 
     extra: dict[str, Any] = {}
     if question == "words":
         odds, cost = _word_task(task, scorer_lm, explanation, texts, batch_size=batch_size, seed=seed)
-        cf, err = np.zeros(0), cost["cache_error"]
+        cf, err = np.array([cost["threshold"]]), cost["cache_error"]
         passes, tokens = cost["passes"], cost["tokens"]
         extra = {"reference_passes": cost["reference_passes"], "reference_tokens": cost["reference_tokens"],
                  "words_asked": cost["words_asked"], "shots": cost["shots"], "brief_instruction": False,
@@ -565,18 +573,19 @@ def _yes_no_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], 
             passes, tokens = passes + cps.forward_calls, tokens + cps.tokens_run
     if question != "words":
         extra = {"shots": ps.shots, "brief_instruction": ps.brief, "per_prompt": ps.per_prompt}
-    rule = "zero" if calibration == "reference" else calibration
+    # the reference rule's threshold comes from the background words (carried like content-free log-odds)
+    rule = "content_free" if calibration == "reference" else calibration
     acc, thr = balanced_accuracy(odds, labels, rule, cf)
     raw, _ = balanced_accuracy(odds, labels, "zero")
     return {"balanced_accuracy": acc, "balanced_accuracy_raw": raw, "auroc": auroc(odds, labels), "threshold": thr,
             "calibration": calibration, "question": question, "log_odds": odds.tolist(),
-            "content_free_log_odds": cf.tolist(), "forward_passes": passes, "tokens_run": tokens,
+            "content_free_log_odds": cf.tolist() if question != "words" else [], "forward_passes": passes, "tokens_run": tokens,
             "seconds": time.perf_counter() - t0, "cache_error": err, **extra}
 
 
 def detection(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str | None = None,
               batch_size: int = 16, shots: int = 6, per_prompt: int = 1, seed: int = 0,
-              question: str = "words") -> dict[str, Any]:
+              question: str = "window") -> dict[str, Any]:
     """Detection scores of ``explanation`` over window texts with boolean ``labels`` (activating)."""
     return _yes_no_task("detection", scorer_lm, explanation, texts, labels, calibration=calibration,
                         batch_size=batch_size, shots=shots, per_prompt=per_prompt, seed=seed, question=question)

@@ -135,7 +135,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
                  simulator: Any = None, embedder: Any = "minilm-l6", explanation: str | None = None,
                  scorers: tuple[str, ...] = SCORERS, window: int = 32, k: int = 20, n_explain: int = 10,
                  n_windows: int = 20, act_fraction: float = 0.3, max_windows: int | None = 4000,
-                 question: str = "words", calibration: str | None = None, shots: int = 6, per_prompt: int = 1,
+                 question: str | None = None, calibration: str | None = None, shots: int = 6, per_prompt: int = 1,
                  max_new_tokens: int = 40,
                  batch_size: int = 16, seed: int = 0) -> UnitExplanation:
     """Explain what makes each unit fire, in words, and score the explanation.
@@ -157,11 +157,13 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
         n_windows: activating windows scored (at most), and as many non-activating ones.
         act_fraction: a token fires when its value exceeds this fraction of the unit's corpus maximum.
         max_windows: windows of the corpus read (``None``: all of it).
-        question: what detection and fuzzing ask the scorer. ``"words"`` (the default): whether each word
-            fits the explanation, in isolation (detection: every word of the window, the window scored by its
-            best word; fuzzing: the marked words, scored by their mean), each word's log-odds compared with
-            those of fixed reference descriptions (:func:`~interpretlm.explanations.scorers.word_scores`);
-            ``"window"``: one question about the whole window (fuzzing: about its marked tokens).
+        question: what detection and fuzzing ask the scorer. ``"words"``: whether each word fits the
+            explanation, in isolation (detection: every word of the window, the window scored by its best
+            word; fuzzing: the marked words, scored by their mean), compared with fixed reference
+            descriptions (:func:`~interpretlm.explanations.scorers.word_scores`); ``"window"``: one question
+            about the whole window (fuzzing: about its marked tokens together). ``None`` (the default):
+            fuzzing asks about words, detection about the window (on the planted ground truth these are
+            each scorer's better form with the default model as scorer).
         calibration: the decision rule of detection's and fuzzing's balanced accuracy. ``None``: the
             question's own — ``"reference"`` for words (yes exactly when the explanation fits the word better
             than every reference description), ``"content_free"`` otherwise (yes exactly when a window's
@@ -191,8 +193,12 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
     """
     if calibration is not None and calibration not in S.CALIBRATIONS:
         raise ExplanationError(f"calibration must be one of {S.CALIBRATIONS}; got {calibration!r}.")
-    if question not in S.QUESTIONS:
+    if question is not None and question not in S.QUESTIONS:
         raise ExplanationError(f"question must be one of {S.QUESTIONS}; got {question!r}.")
+    if calibration == "reference" and (question == "window" or per_prompt > 1):
+        raise ExplanationError("calibration='reference' goes with the word-level questions (question='words').")
+    if calibration == "content_free" and question == "words":
+        raise ExplanationError("calibration='content_free' goes with whole-window questions (question='window').")
     scorers = (scorers,) if isinstance(scorers, str) else tuple(scorers)
     bad = [s for s in scorers if s not in SCORERS]
     if bad:
@@ -329,7 +335,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
             _score(result, rec, "detection", lambda: S.detection(score_lm, rec["text"], texts, labels,
                                                                  calibration=calibration, batch_size=batch_size,
                                                                  shots=shots, per_prompt=per_prompt, seed=seed,
-                                                                 question=question))
+                                                                 question=question or "window"))
         if "fuzzing" in yes_no and windows:
             fz_texts, fz_labels = [], []
             n_marks = max(1, int(np.median([sum(v > thr for v in w["values"]) for w in windows if w["label"]]
@@ -352,7 +358,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
             _score(result, rec, "fuzzing", lambda: S.fuzzing(score_lm, rec["text"], fz_texts, np.array(fz_labels, bool),
                                                              calibration=calibration, batch_size=batch_size,
                                                              shots=shots, per_prompt=per_prompt, seed=seed,
-                                                                 question=question))
+                                                             question=question or "words"))
         if "simulation" in scorers and windows:
             if can_generate(sim_lm):
                 sim_windows = [w for w in windows if w["kind"] != "hard"]
