@@ -4,14 +4,22 @@
   (delphi): are the window's tokens marked ``<<like this>>`` what the explanation describes
   (activating windows marked where the unit fires, against windows marked at random tokens)? Both
   are read from the scorer's log-odds of "yes" against "no" (log-sum-exp over the spellings of each
-  word); nothing is sampled. Two forms:
+  word); nothing is sampled. Three forms:
 
-  - ``per_prompt=1`` (the default; delphi offers it too): one window per question. Detection asks
-    ``Description: ...`` / ``Text: "..."`` / ``Does the text contain <explanation>? Answer yes or no.``;
-    fuzzing asks about the marked tokens only (``Word: "7"`` / ``Does the word fit the description?``).
-    The instruction, the worked examples (other rules, answers balanced yes/no in seeded random
-    order, never the unit's windows) and the description run once; the windows run on that key/value
-    cache in batched passes, one answer position each.
+  - ``question="words"`` (fuzzing's default): each word alone, ``Description: ...`` / ``Word: "7"`` /
+    ``Does the word fit the description?`` with ten balanced worked examples on other classes
+    (:func:`word_scores`). A word's score is the explanation's log-odds, centred on their mean over fixed
+    background words, minus the best of fixed reference descriptions' (centred the same way), so both the
+    description's and the word's own yes-bias cancel; the threshold is the background words' 90th
+    percentile of that score. Fuzzing scores a window by the mean over its marked words, detection by its
+    best word. The references' and the explanation's answers are kept per word for the process (shared by
+    units, and by detection and fuzzing).
+  - ``question="window"`` with ``per_prompt=1`` (detection's default; delphi offers it too): one window
+    per question. Detection asks ``Description: ...`` / ``Text: "..."`` / ``Does the text contain
+    <explanation>? Answer yes or no.``; fuzzing asks about the marked tokens together (``Word: "7"`` /
+    ``Does the word fit the description?``). The instruction, the worked examples (other rules, answers
+    balanced yes/no in seeded random order, never the unit's windows) and the description run once; the
+    windows run on that key/value cache in batched passes, one answer position each.
   - ``per_prompt>1``: delphi's list form, ``per_prompt`` numbered shuffled windows per prompt, the
     answer a list of 1/0 read item by item after the scorer's own greedy answers to the items before
     it (:meth:`~.engine.PrefixScorer.read_lists`).
@@ -31,7 +39,10 @@
 
 The decision rule of balanced accuracy (``calibration``):
 
-* ``"content_free"`` (the default; contextual calibration, Zhao et al. 2021): the same question is
+* ``"reference"`` (the word questions' default): a word fits when its score (against the reference
+  descriptions) exceeds the background words' 90th percentile; a window's score is compared with the same
+  threshold. No label and no base rate is used.
+* ``"content_free"`` (the whole-window questions' default; contextual calibration, Zhao et al. 2021): the same question is
   asked about content-free inputs (``N/A``, an empty text, ``[MASK]``); a window is called "yes" exactly
   when its log-odds exceed the mean of theirs. No label and no base rate is used.
 * ``"zero"``: the greedy answer (log-odds above 0), what delphi's written answer would be.

@@ -195,9 +195,12 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
         raise ExplanationError(f"calibration must be one of {S.CALIBRATIONS}; got {calibration!r}.")
     if question is not None and question not in S.QUESTIONS:
         raise ExplanationError(f"question must be one of {S.QUESTIONS}; got {question!r}.")
+    # with each scorer's own question (question=None) a calibration applies where it fits, the other keeps its own
+    cal_det = None if question is None and calibration == "reference" else calibration
+    cal_fuzz = None if question is None and calibration == "content_free" else calibration
     if calibration == "reference" and (question == "window" or per_prompt > 1):
         raise ExplanationError("calibration='reference' goes with the word-level questions (question='words').")
-    if calibration == "content_free" and question == "words":
+    if calibration == "content_free" and question == "words" and per_prompt == 1:
         raise ExplanationError("calibration='content_free' goes with whole-window questions (question='window').")
     scorers = (scorers,) if isinstance(scorers, str) else tuple(scorers)
     bad = [s for s in scorers if s not in SCORERS]
@@ -333,7 +336,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
             rec["flags"].append("scorer_plain_prompt")
         if "detection" in yes_no and windows:
             _score(result, rec, "detection", lambda: S.detection(score_lm, rec["text"], texts, labels,
-                                                                 calibration=calibration, batch_size=batch_size,
+                                                                 calibration=cal_det, batch_size=batch_size,
                                                                  shots=shots, per_prompt=per_prompt, seed=seed,
                                                                  question=question or "window"))
         if "fuzzing" in yes_no and windows:
@@ -356,7 +359,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
                     fz_labels.append(False)
             rec["fuzzing_texts"], rec["fuzzing_labels"] = fz_texts, fz_labels
             _score(result, rec, "fuzzing", lambda: S.fuzzing(score_lm, rec["text"], fz_texts, np.array(fz_labels, bool),
-                                                             calibration=calibration, batch_size=batch_size,
+                                                             calibration=cal_fuzz, batch_size=batch_size,
                                                              shots=shots, per_prompt=per_prompt, seed=seed,
                                                              question=question or "words"))
         if "simulation" in scorers and windows:
