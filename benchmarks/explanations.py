@@ -85,13 +85,14 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
             del S._WORD_CACHE[key]
         return f()
 
-    # the defaults (detection about the window, fuzzing about the words), then the other forms
-    runs = {"detection": lambda: S.detection(lm, r.text, texts, labels),
+    # the defaults (word questions) with everything computed anew, then with the reference descriptions'
+    # answers shared (an earlier unit asked them), then the whole-window questions
+    runs = {"detection": lambda: fresh(lambda: S.detection(lm, r.text, texts, labels)),
+            "detection_shared": lambda: shared(lambda: S.detection(lm, r.text, texts, labels)),
+            "detection_window": lambda: S.detection(lm, r.text, texts, labels, question="window"),
             "fuzzing": lambda: fresh(lambda: S.fuzzing(lm, r.text, fz, fzl)),
-            "fuzzing_cached": lambda: shared(lambda: S.fuzzing(lm, r.text, fz, fzl)),
+            "fuzzing_shared": lambda: shared(lambda: S.fuzzing(lm, r.text, fz, fzl)),
             "fuzzing_window": lambda: S.fuzzing(lm, r.text, fz, fzl, question="window"),
-            "detection_words": lambda: fresh(lambda: S.detection(lm, r.text, texts, labels, question="words")),
-            "detection_words_cached": lambda: shared(lambda: S.detection(lm, r.text, texts, labels, question="words")),
             "simulation": lambda: S.simulation(lm, r.text, [w["tokens"] for w in sim_w],
                                                [[max(0.0, v) / scale * 10 for v in w["values"]] for w in sim_w],
                                                batch_size=16)}

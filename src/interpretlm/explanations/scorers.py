@@ -6,15 +6,15 @@
   are read from the scorer's log-odds of "yes" against "no" (log-sum-exp over the spellings of each
   word); nothing is sampled. Three forms:
 
-  - ``question="words"`` (fuzzing's default): each word alone, ``Description: ...`` / ``Word: "7"`` /
+  - ``question="words"`` (the default): each word alone, ``Description: ...`` / ``Word: "7"`` /
     ``Does the word fit the description?`` with ten balanced worked examples on other classes
     (:func:`word_scores`). A word's score is the explanation's log-odds, centred on their mean over fixed
     background words, minus the best of fixed reference descriptions' (centred the same way), so both the
-    description's and the word's own yes-bias cancel; the threshold is the background words' 90th
-    percentile of that score. Fuzzing scores a window by the mean over its marked words, detection by its
+    description's and the word's own yes-bias cancel; the threshold is 0 (the explanation fits better than
+    every reference). Fuzzing scores a window by the mean over its marked words, detection by its
     best word. The references' and the explanation's answers are kept per word for the process (shared by
     units, and by detection and fuzzing).
-  - ``question="window"`` with ``per_prompt=1`` (detection's default; delphi offers it too): one window
+  - ``question="window"`` with ``per_prompt=1`` (delphi offers it too): one window
     per question. Detection asks ``Description: ...`` / ``Text: "..."`` / ``Does the text contain
     <explanation>? Answer yes or no.``; fuzzing asks about the marked tokens together (``Word: "7"`` /
     ``Does the word fit the description?``). The instruction, the worked examples (other rules, answers
@@ -39,9 +39,9 @@
 
 The decision rule of balanced accuracy (``calibration``):
 
-* ``"reference"`` (the word questions' default): a word fits when its score (against the reference
-  descriptions) exceeds the background words' 90th percentile; a window's score is compared with the same
-  threshold. No label and no base rate is used.
+* ``"reference"`` (the word questions' default): a word fits when the explanation fits it better than
+  every reference description (its score above 0); a window is "yes" when its score (best word, or mean
+  of the marked words) is above 0. No label and no base rate is used.
 * ``"content_free"`` (the whole-window questions' default; contextual calibration, Zhao et al. 2021): the same question is
   asked about content-free inputs (``N/A``, an empty text, ``[MASK]``); a window is called "yes" exactly
   when its log-odds exceed the mean of theirs. No label and no base rate is used.
@@ -261,8 +261,6 @@ BACKGROUND_WORDS = ("dog", "horse", "Berlin", "London", "rain", "snow", "knee", 
                     "of", ",", ".", "a", "in", "that", "he", "it", "for", "with", "on", "as", "at", "by", "from",
                     "said", "made", "came", "house", "day", "people", "water", "old", "new", "good", "little", "time",
                     "way", "year", "world", "word", "work", "back")
-# the decision threshold: the score that this share of the background words stays below
-BACKGROUND_QUANTILE = 0.9
 _GENERIC = {"words", "word", "names", "name", "of", "for", "about", "such", "as", "or", "and", "the", "a", "to", "in",
             "that", "which", "tokens", "token"}
 _WORD_CACHE: dict[tuple[Any, ...], float] = {}
@@ -355,10 +353,9 @@ def word_scores(scorer_lm: Any, explanation: str, words: list[str], *, batch_siz
     Each description's log-odds (:func:`word_log_odds`) are first centred on their mean over
     :data:`BACKGROUND_WORDS` (the description's own yes-bias); a word's score is the explanation's
     centred log-odds minus the largest of the reference descriptions' (:func:`references_for`), so the
-    word's own yes-bias cancels too (above 0: the scorer holds the explanation the best fit of all). The
-    decision threshold (``threshold`` in the cost) is the :data:`BACKGROUND_QUANTILE` quantile of the
-    background words' own scores: a word is called a fit when it fits the explanation better than 90 % of
-    common words do. Nothing here sees the unit's labels. Every answer is kept for the process (:func:`word_log_odds` with
+    word's own yes-bias cancels too. The decision threshold is 0: a word is called a fit when the scorer
+    holds the explanation a better fit than every reference description. Nothing here sees the unit's
+    labels. Every answer is kept for the process (:func:`word_log_odds` with
     ``cache=True``). Returns the scores and the cost of what was computed: the explanation's passes and
     tokens, and the reference descriptions' (``reference_passes``, ``reference_tokens``); answers already
     computed in this process for the same scorer (the references for an earlier unit, the explanation's
@@ -385,8 +382,7 @@ def word_scores(scorer_lm: Any, explanation: str, words: list[str], *, batch_siz
         ref_passes, ref_tokens = ref_passes + c["passes"], ref_tokens + c["tokens"]
     s = e - best
     at = {w: i for i, w in enumerate(allw)}
-    return np.array([s[at[w]] for w in words]), {"threshold": float(np.quantile(s[bg], BACKGROUND_QUANTILE)),
-                                                 "passes": cost["passes"], "tokens": cost["tokens"],
+    return np.array([s[at[w]] for w in words]), {"passes": cost["passes"], "tokens": cost["tokens"],
                                                  "reference_passes": ref_passes, "reference_tokens": ref_tokens,
                                                  "cache_error": cost["cache_error"], "words_asked": len(allw),
                                                  "shots": cost["shots"]}
@@ -565,7 +561,7 @@ def _yes_no_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], 
     extra: dict[str, Any] = {}
     if question == "words":
         odds, cost = _word_task(task, scorer_lm, explanation, texts, batch_size=batch_size, seed=seed)
-        cf, err = np.array([cost["threshold"]]), cost["cache_error"]
+        cf, err = np.zeros(0), cost["cache_error"]
         passes, tokens = cost["passes"], cost["tokens"]
         extra = {"reference_passes": cost["reference_passes"], "reference_tokens": cost["reference_tokens"],
                  "words_asked": cost["words_asked"], "shots": cost["shots"], "brief_instruction": False,
@@ -584,8 +580,8 @@ def _yes_no_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], 
             passes, tokens = passes + cps.forward_calls, tokens + cps.tokens_run
     if question != "words":
         extra = {"shots": ps.shots, "brief_instruction": ps.brief, "per_prompt": ps.per_prompt}
-    # the reference rule's threshold comes from the background words (carried like content-free log-odds)
-    rule = "content_free" if calibration == "reference" else calibration
+    # the reference rule: the scores already subtract the best reference description's, so the threshold is 0
+    rule = "zero" if calibration == "reference" else calibration
     acc, thr = balanced_accuracy(odds, labels, rule, cf)
     raw, _ = balanced_accuracy(odds, labels, "zero")
     return {"balanced_accuracy": acc, "balanced_accuracy_raw": raw, "auroc": auroc(odds, labels), "threshold": thr,
@@ -596,7 +592,7 @@ def _yes_no_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], 
 
 def detection(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str | None = None,
               batch_size: int = 16, shots: int = 6, per_prompt: int = 1, seed: int = 0,
-              question: str = "window") -> dict[str, Any]:
+              question: str = "words") -> dict[str, Any]:
     """Detection scores of ``explanation`` over window texts with boolean ``labels`` (activating)."""
     return _yes_no_task("detection", scorer_lm, explanation, texts, labels, calibration=calibration,
                         batch_size=batch_size, shots=shots, per_prompt=per_prompt, seed=seed, question=question)

@@ -161,9 +161,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
             explanation, in isolation (detection: every word of the window, the window scored by its best
             word; fuzzing: the marked words, scored by their mean), compared with fixed reference
             descriptions (:func:`~interpretlm.explanations.scorers.word_scores`); ``"window"``: one question
-            about the whole window (fuzzing: about its marked tokens together). ``None`` (the default):
-            fuzzing asks about words, detection about the window (on the planted ground truth these are
-            each scorer's better form with the default model as scorer).
+            about the whole window (fuzzing: about its marked tokens together). ``None``: ``"words"``.
         calibration: the decision rule of detection's and fuzzing's balanced accuracy. ``None``: the
             question's own — ``"reference"`` for words (yes exactly when the explanation fits the word better
             than every reference description), ``"content_free"`` otherwise (yes exactly when a window's
@@ -195,9 +193,8 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
         raise ExplanationError(f"calibration must be one of {S.CALIBRATIONS}; got {calibration!r}.")
     if question is not None and question not in S.QUESTIONS:
         raise ExplanationError(f"question must be one of {S.QUESTIONS}; got {question!r}.")
-    # with each scorer's own question (question=None) a calibration applies where it fits, the other keeps its own
-    cal_det = None if question is None and calibration == "reference" else calibration
-    cal_fuzz = None if question is None and calibration == "content_free" else calibration
+    question = question or "words"
+    cal_det = cal_fuzz = calibration
     if calibration == "reference" and (question == "window" or per_prompt > 1):
         raise ExplanationError("calibration='reference' goes with the word-level questions (question='words').")
     if calibration == "content_free" and question == "words" and per_prompt == 1:
@@ -338,7 +335,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
             _score(result, rec, "detection", lambda: S.detection(score_lm, rec["text"], texts, labels,
                                                                  calibration=cal_det, batch_size=batch_size,
                                                                  shots=shots, per_prompt=per_prompt, seed=seed,
-                                                                 question=question or "window"))
+                                                                 question=question or "words"))
         if "fuzzing" in yes_no and windows:
             fz_texts, fz_labels = [], []
             n_marks = max(1, int(np.median([sum(v > thr for v in w["values"]) for w in windows if w["label"]]
