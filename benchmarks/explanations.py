@@ -244,11 +244,11 @@ def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[s
                   f"{s.get('simulation', math.nan):+.3f}, embedding AUROC {s.get('embedding', math.nan):.3f}",
                   flush=True)
             key = "true" if rule == true_rule else "wrong_" + SLUG[rule]
-            qtag = {k: "_" + e["scores"][k]["question"] if k in e["scores"] and e["scores"][k]["question"] != (
-                "window" if k == "detection" else "words") else "" for k in ("detection", "fuzzing", "embedding")}
+            qtag = {k: "_" + e["scores"][k]["question"] if k in e["scores"] and e["scores"][k].get("question", "words")
+                    != "words" else "" for k in ("detection", "fuzzing", "embedding")}
             pre = "planted" if cls == "digits" else f"planted_{cls}"
             for k in ("detection", "fuzzing", "embedding"):
-                if k in s:
+                if k in s and not math.isnan(s[k]):   # a scorer not run reads NaN: keep the figure measured before
                     record("explanations", f"{pre}_{key}_{k}{qtag[k]}{tag}", s[k])
             for k in ("detection", "fuzzing"):
                 if k in e["scores"]:
