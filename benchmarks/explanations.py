@@ -76,23 +76,27 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
     scale = max(max(w["values"]) for w in e["windows"])
     fz, fzl = e["fuzzing_texts"], np.array(e["fuzzing_labels"])
 
-    def fresh(f):   # the word form with its reference descriptions computed anew (the first unit of a process)
-        S._WORD_CACHE.clear()
-        return f()
+    kept: dict = {}    # the word questions' answers, as il.explain_unit keeps them over its units
 
-    def shared(f):  # the references already answered (by an earlier unit), the explanation's words not
-        for key in [k for k in S._WORD_CACHE if k[4] == r.text]:
-            del S._WORD_CACHE[key]
-        return f()
+    def fresh(task, **kw):   # the word form with its reference descriptions computed anew (a call's first unit)
+        kept.clear()
+        return task(**kw, cache=kept)
+
+    def shared(task, **kw):  # the references already answered (an earlier unit of the call), the explanation not
+        for key in [k for k in kept if k[4] == r.text]:
+            del kept[key]
+        return task(**kw, cache=kept)
 
     # the defaults (word questions) with everything computed anew, then with the reference descriptions'
-    # answers shared (an earlier unit asked them), then the whole-window questions
-    runs = {"detection": lambda: fresh(lambda: S.detection(lm, r.text, texts, labels)),
-            "detection_shared": lambda: shared(lambda: S.detection(lm, r.text, texts, labels)),
-            "detection_window": lambda: S.detection(lm, r.text, texts, labels, question="window"),
-            "fuzzing": lambda: fresh(lambda: S.fuzzing(lm, r.text, fz, fzl)),
-            "fuzzing_shared": lambda: shared(lambda: S.fuzzing(lm, r.text, fz, fzl)),
-            "fuzzing_window": lambda: S.fuzzing(lm, r.text, fz, fzl, question="window"),
+    # answers shared, then the whole-window questions
+    det = dict(scorer_lm=lm, explanation=r.text, texts=texts, labels=labels)
+    fuz = dict(scorer_lm=lm, explanation=r.text, texts=fz, labels=fzl)
+    runs = {"detection": lambda: fresh(S.detection, **det),
+            "detection_shared": lambda: shared(S.detection, **det),
+            "detection_window": lambda: S.detection(**det, question="window"),
+            "fuzzing": lambda: fresh(S.fuzzing, **fuz),
+            "fuzzing_shared": lambda: shared(S.fuzzing, **fuz),
+            "fuzzing_window": lambda: S.fuzzing(**fuz, question="window"),
             "simulation": lambda: S.simulation(lm, r.text, [w["tokens"] for w in sim_w],
                                                [[max(0.0, v) / scale * 10 for v in w["values"]] for w in sim_w],
                                                batch_size=16)}

@@ -12,8 +12,8 @@
     background words, minus the best of fixed reference descriptions' (centred the same way), so both the
     description's and the word's own yes-bias cancel; the threshold is 0 (the explanation fits better than
     every reference). Fuzzing scores a window by the mean over its marked words, detection by its
-    best word. The references' and the explanation's answers are kept per word for the process (shared by
-    units, and by detection and fuzzing).
+    best word. The references' and the explanation's answers are kept per word for an ``il.explain_unit`` call
+    (shared by its units, and by detection and fuzzing).
   - ``question="window"`` with ``per_prompt=1`` (delphi offers it too): one window
     per question. Detection asks ``Description: ...`` / ``Text: "..."`` / ``Does the text contain
     <explanation>? Answer yes or no.``; fuzzing asks about the marked tokens together (``Word: "7"`` /
@@ -263,7 +263,6 @@ BACKGROUND_WORDS = ("dog", "horse", "Berlin", "London", "rain", "snow", "knee", 
                     "way", "year", "world", "word", "work", "back")
 _GENERIC = {"words", "word", "names", "name", "of", "for", "about", "such", "as", "or", "and", "the", "a", "to", "in",
             "that", "which", "tokens", "token"}
-_WORD_CACHE: dict[tuple[Any, ...], float] = {}
 
 
 def window_words(text: str) -> list[str]:
@@ -298,12 +297,14 @@ def references_for(explanation: str) -> list[str]:
 
 
 def word_log_odds(scorer_lm: Any, description: str, words: list[str], *, batch_size: int = 16, seed: int = 0,
-                  cache: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+                  cache: dict | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """``[len(words)]`` log-odds of yes against no for ``Does the word fit the description?`` about each word.
 
     The worked examples (:data:`WORD_SHOTS`, order shuffled with ``seed``) and the description run once;
-    each word is a row on that key/value cache. ``cache=True`` keeps the answers per (scorer, description,
-    word) for the process: the reference descriptions' answers are shared by every unit and explanation.
+    each word is a row on that key/value cache. ``cache``: a dict that keeps the answers per (scorer,
+    description, word), so that words already answered cost nothing (``il.explain_unit`` keeps one per
+    call: the reference descriptions' answers are shared by its units, the explanation's by detection and
+    fuzzing).
     Returns the log-odds and the cost of what was computed: ``passes``, ``tokens`` and ``cache_error``
     (the first computed word's log-odds on the cache against a plain pass; 0 when nothing was computed).
 
@@ -315,7 +316,8 @@ def word_log_odds(scorer_lm: Any, description: str, words: list[str], *, batch_s
         ((2,), 2, True)
     """
     key = (id(scorer_lm), getattr(scorer_lm, "name", ""), scorer_lm.n_ctx, seed, description)
-    todo = list(dict.fromkeys(w for w in words if not (cache and key + (w,) in _WORD_CACHE)))
+    memo: dict = {} if cache is None else cache
+    todo = list(dict.fromkeys(w for w in words if key + (w,) not in memo))
     got: dict[str, float] = {}
     cost: dict[str, Any] = {"passes": 0, "tokens": 0, "cache_error": 0.0, "shots": None}
     if todo:
@@ -340,14 +342,12 @@ def word_log_odds(scorer_lm: Any, description: str, words: list[str], *, batch_s
         cost = {"passes": ps.forward_calls, "tokens": ps.tokens_run, "shots": k,
                 "cache_error": abs(float(torch.logsumexp(ref[yes], -1) - torch.logsumexp(ref[no], -1)) - float(odds[0]))}
         for w, o in zip(todo, odds):
-            got[w] = float(o)
-            if cache:
-                _WORD_CACHE[key + (w,)] = float(o)
-    return np.array([got[w] if w in got else _WORD_CACHE[key + (w,)] for w in words], dtype=np.float64), cost
+            got[w] = memo[key + (w,)] = float(o)
+    return np.array([got[w] if w in got else memo[key + (w,)] for w in words], dtype=np.float64), cost
 
 
 def word_scores(scorer_lm: Any, explanation: str, words: list[str], *, batch_size: int = 16,
-                seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+                seed: int = 0, cache: dict | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """``[len(words)]`` how much better ``explanation`` fits each word than any reference description does.
 
     Each description's log-odds (:func:`word_log_odds`) are first centred on their mean over
@@ -355,11 +355,10 @@ def word_scores(scorer_lm: Any, explanation: str, words: list[str], *, batch_siz
     centred log-odds minus the largest of the reference descriptions' (:func:`references_for`), so the
     word's own yes-bias cancels too. The decision threshold is 0: a word is called a fit when the scorer
     holds the explanation a better fit than every reference description. Nothing here sees the unit's
-    labels. Every answer is kept for the process (:func:`word_log_odds` with
-    ``cache=True``). Returns the scores and the cost of what was computed: the explanation's passes and
-    tokens, and the reference descriptions' (``reference_passes``, ``reference_tokens``); answers already
-    computed in this process for the same scorer (the references for an earlier unit, the explanation's
-    words for detection before fuzzing) cost nothing.
+    labels. Returns the scores and the cost of what was computed: the explanation's passes and tokens, and
+    the reference descriptions' (``reference_passes``, ``reference_tokens``); answers already in ``cache``
+    (the references for an earlier unit, the explanation's words for detection before fuzzing) cost
+    nothing.
 
     Example:
         >>> from interpretlm.testing import tiny_lm
@@ -372,12 +371,13 @@ def word_scores(scorer_lm: Any, explanation: str, words: list[str], *, batch_siz
     allw = uniq + [w for w in BACKGROUND_WORDS if w not in uniq]
     bg = np.array([allw.index(w) for w in BACKGROUND_WORDS])
     # the explanation's answers are kept too: fuzzing's marked words are words of detection's windows
-    e, cost = word_log_odds(scorer_lm, explanation, allw, batch_size=batch_size, seed=seed, cache=True)
+    cache = {} if cache is None else cache
+    e, cost = word_log_odds(scorer_lm, explanation, allw, batch_size=batch_size, seed=seed, cache=cache)
     e = e - e[bg].mean()
     best = np.full(len(allw), -np.inf)
     ref_passes = ref_tokens = 0
     for r in references_for(explanation):
-        o, c = word_log_odds(scorer_lm, r, allw, batch_size=batch_size, seed=seed, cache=True)
+        o, c = word_log_odds(scorer_lm, r, allw, batch_size=batch_size, seed=seed, cache=cache)
         best = np.maximum(best, o - o[bg].mean())
         ref_passes, ref_tokens = ref_passes + c["passes"], ref_tokens + c["tokens"]
     s = e - best
@@ -531,12 +531,12 @@ def _marks(text: str) -> list[str]:
 
 
 def _word_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], *, batch_size: int,
-               seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+               seed: int, cache: dict | None) -> tuple[np.ndarray, dict[str, Any]]:
     """Per text, the word-level score: detection the best of the window's words (does it contain any?),
     fuzzing the mean over the marked words (do they fit, on the whole?)."""
     per = [window_words(_flat(t)) if task == "detection" else _marks(t) for t in texts]
     flat = [w for ws in per for w in ws]
-    s, cost = word_scores(scorer_lm, explanation, flat, batch_size=batch_size, seed=seed)
+    s, cost = word_scores(scorer_lm, explanation, flat, batch_size=batch_size, seed=seed, cache=cache)
     out, i = np.full(len(texts), -np.inf), 0
     for j, ws in enumerate(per):
         if ws:
@@ -548,8 +548,9 @@ def _word_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], *,
 
 def _yes_no_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *,
                  calibration: str | None, batch_size: int, shots: int, per_prompt: int = 1, seed: int = 0,
-                 question: str = "words") -> dict[str, Any]:
-    """Balanced accuracy (calibrated and raw), AUROC and cost of one yes/no ``task`` over ``texts``."""
+                 question: str = "words", cache: dict | None = None) -> dict[str, Any]:
+    """Balanced accuracy (calibrated and raw), AUROC and cost of one yes/no ``task`` over ``texts``
+    (``cache``: the word questions' answers kept between calls, :func:`word_log_odds`)."""
     t0 = time.perf_counter()
     if per_prompt > 1:
         question = "list"
@@ -560,7 +561,7 @@ def _yes_no_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], 
                                "goes with the word-level questions, 'content_free' with whole windows or lists.")
     extra: dict[str, Any] = {}
     if question == "words":
-        odds, cost = _word_task(task, scorer_lm, explanation, texts, batch_size=batch_size, seed=seed)
+        odds, cost = _word_task(task, scorer_lm, explanation, texts, batch_size=batch_size, seed=seed, cache=cache)
         cf, err = np.zeros(0), cost["cache_error"]
         passes, tokens = cost["passes"], cost["tokens"]
         extra = {"reference_passes": cost["reference_passes"], "reference_tokens": cost["reference_tokens"],
@@ -592,18 +593,20 @@ def _yes_no_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], 
 
 def detection(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str | None = None,
               batch_size: int = 16, shots: int = 6, per_prompt: int = 1, seed: int = 0,
-              question: str = "words") -> dict[str, Any]:
+              question: str = "words", cache: dict | None = None) -> dict[str, Any]:
     """Detection scores of ``explanation`` over window texts with boolean ``labels`` (activating)."""
     return _yes_no_task("detection", scorer_lm, explanation, texts, labels, calibration=calibration,
-                        batch_size=batch_size, shots=shots, per_prompt=per_prompt, seed=seed, question=question)
+                        batch_size=batch_size, shots=shots, per_prompt=per_prompt, seed=seed, question=question,
+                        cache=cache)
 
 
 def fuzzing(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str | None = None,
             batch_size: int = 16, shots: int = 6, per_prompt: int = 1, seed: int = 0,
-            question: str = "words") -> dict[str, Any]:
+            question: str = "words", cache: dict | None = None) -> dict[str, Any]:
     """Fuzzing scores: ``texts`` are marked windows; ``labels`` say which are marked where the unit fires."""
     return _yes_no_task("fuzzing", scorer_lm, explanation, texts, labels, calibration=calibration,
-                        batch_size=batch_size, shots=shots, per_prompt=per_prompt, seed=seed, question=question)
+                        batch_size=batch_size, shots=shots, per_prompt=per_prompt, seed=seed, question=question,
+                        cache=cache)
 
 
 def _visible(tok: str) -> str:

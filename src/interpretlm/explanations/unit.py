@@ -231,6 +231,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
               "explainer_chat": has_chat(expl_lm), "scorer_chat": has_chat(score_lm),
               "simulator_chat": has_chat(sim_lm)}
     result = UnitExplanation(models=models)
+    word_cache: dict = {}   # the word questions' answers: references shared by the units, the explanation's by both scorers
     warned_plain = False
     for j in track(range(len(bound.units)), "explain_unit"):
         unit = bound.units[j]
@@ -335,7 +336,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
             _score(result, rec, "detection", lambda: S.detection(score_lm, rec["text"], texts, labels,
                                                                  calibration=cal_det, batch_size=batch_size,
                                                                  shots=shots, per_prompt=per_prompt, seed=seed,
-                                                                 question=question or "words"))
+                                                                 question=question, cache=word_cache))
         if "fuzzing" in yes_no and windows:
             fz_texts, fz_labels = [], []
             n_marks = max(1, int(np.median([sum(v > thr for v in w["values"]) for w in windows if w["label"]]
@@ -358,7 +359,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
             _score(result, rec, "fuzzing", lambda: S.fuzzing(score_lm, rec["text"], fz_texts, np.array(fz_labels, bool),
                                                              calibration=cal_fuzz, batch_size=batch_size,
                                                              shots=shots, per_prompt=per_prompt, seed=seed,
-                                                             question=question or "words"))
+                                                             question=question, cache=word_cache))
         if "simulation" in scorers and windows:
             if can_generate(sim_lm):
                 sim_windows = [w for w in windows if w["kind"] != "hard"]
