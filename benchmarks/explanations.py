@@ -74,10 +74,29 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
     texts = ["".join(w["tokens"]) for w in e["windows"]]
     sim_w = [w for w in e["windows"] if w["kind"] != "hard"]
     scale = max(max(w["values"]) for w in e["windows"])
-    runs = {"detection": lambda: S.detection(lm, r.text, texts, labels, calibration="content_free", batch_size=16,
-                                             shots=6),
-            "fuzzing": lambda: S.fuzzing(lm, r.text, e["fuzzing_texts"], np.array(e["fuzzing_labels"]),
-                                         calibration="content_free", batch_size=16, shots=6),
+    fz, fzl = e["fuzzing_texts"], np.array(e["fuzzing_labels"])
+
+    kept: dict = {}    # the word questions' answers, as il.explain_unit keeps them over its units
+
+    def fresh(task, **kw):   # the word form with its reference descriptions computed anew (a call's first unit)
+        kept.clear()
+        return task(**kw, cache=kept)
+
+    def shared(task, **kw):  # the references already answered (an earlier unit of the call), the explanation not
+        for key in [k for k in kept if k[4] == r.text]:
+            del kept[key]
+        return task(**kw, cache=kept)
+
+    # the defaults (word questions) with everything computed anew, then with the reference descriptions'
+    # answers shared, then the whole-window questions
+    det = dict(scorer_lm=lm, explanation=r.text, texts=texts, labels=labels)
+    fuz = dict(scorer_lm=lm, explanation=r.text, texts=fz, labels=fzl)
+    runs = {"detection": lambda: fresh(S.detection, **det),
+            "detection_shared": lambda: shared(S.detection, **det),
+            "detection_window": lambda: S.detection(**det, question="window"),
+            "fuzzing": lambda: fresh(S.fuzzing, **fuz),
+            "fuzzing_shared": lambda: shared(S.fuzzing, **fuz),
+            "fuzzing_window": lambda: S.fuzzing(**fuz, question="window"),
             "simulation": lambda: S.simulation(lm, r.text, [w["tokens"] for w in sim_w],
                                                [[max(0.0, v) / scale * 10 for v in w["values"]] for w in sim_w],
                                                batch_size=16)}
@@ -93,14 +112,16 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
           f"{os.getloadavg()[0]:.0f} on {os.cpu_count()} cores")
     for name, d in last.items():
         score = d.get("balanced_accuracy", d.get("pearson"))
-        print(f"  {name:10s} {med[name]:7.1f} s  {d['forward_passes']:>4} batched passes  {d['tokens_run']:>7} tokens"
-              f"  score {score:.3f}")
+        ref = (f"  + references {d['reference_passes']} passes {d['reference_tokens']} tokens"
+               if "reference_passes" in d else "")
+        print(f"  {name:22s} {med[name]:7.1f} s  {d['forward_passes']:>4} batched passes  {d['tokens_run']:>7} tokens"
+              f"{ref}  score {score:.3f}")
         record("explanations", f"cost_{name}_seconds", med[name])
-        record("explanations", f"cost_{name}_passes", d["forward_passes"])
-        record("explanations", f"cost_{name}_tokens", d["tokens_run"])
-    for name in ("detection", "fuzzing"):
+        record("explanations", f"cost_{name}_passes", d["forward_passes"] + d.get("reference_passes", 0))
+        record("explanations", f"cost_{name}_tokens", d["tokens_run"] + d.get("reference_tokens", 0))
+    for name in [k for k in runs if k != "simulation"]:
         ratio = med["simulation"] / med[name]
-        tok = last["simulation"]["tokens_run"] / last[name]["tokens_run"]
+        tok = last["simulation"]["tokens_run"] / max(1, last[name]["tokens_run"] + last[name].get("reference_tokens", 0))
         print(f"  simulation / {name}: {ratio:.2f}x the time, {tok:.2f}x the tokens")
         record("explanations", f"simulation_over_{name}_time", ratio)
         record("explanations", f"simulation_over_{name}_tokens", tok)
@@ -194,7 +215,7 @@ SLUG = {"names of people": "people", "words about food": "food", "colours": "col
         "digits (numbers such as 3 or 7)": "digits"}
 
 
-def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[str]) -> None:
+def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[str], question: str | None = None) -> None:
     """The planted neuron of ``tests/test_explanations.py`` firing on one token class; its true rule and
     four wrong ones scored by ``scorer`` (the corpus: the tiny corpus with a digit in every other text,
     so the wrong rule "digits" has digits in some non-activating windows)."""
@@ -208,7 +229,7 @@ def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[s
         print(f"planted neuron on {cls}, scored by {scorer.name}:")
         for rule in [true_rule] + wrong:
             r = _run(planted, unit, corpus=T.digit_corpus(), k=windows + 5, window=16, n_explain=5,
-                     n_windows=windows, scorer=scorer, explanation=rule, scorers=scorers)
+                     n_windows=windows, scorer=scorer, explanation=rule, scorers=scorers, question=question)
             e = r.explained[0]
             s = r.scores
             extra = {}
@@ -227,15 +248,17 @@ def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[s
                   f"{s.get('simulation', math.nan):+.3f}, embedding AUROC {s.get('embedding', math.nan):.3f}",
                   flush=True)
             key = "true" if rule == true_rule else "wrong_" + SLUG[rule]
+            qtag = {k: "_" + e["scores"][k]["question"] if k in e["scores"] and e["scores"][k].get("question", "words")
+                    != "words" else "" for k in ("detection", "fuzzing", "embedding")}
             pre = "planted" if cls == "digits" else f"planted_{cls}"
             for k in ("detection", "fuzzing", "embedding"):
-                if k in s:
-                    record("explanations", f"{pre}_{key}_{k}{tag}", s[k])
+                if k in s and not math.isnan(s[k]):   # a scorer not run reads NaN: keep the figure measured before
+                    record("explanations", f"{pre}_{key}_{k}{qtag[k]}{tag}", s[k])
             for k in ("detection", "fuzzing"):
                 if k in e["scores"]:
-                    record("explanations", f"{pre}_{key}_{k}_greedy{tag}", extra[k][0])
-                    record("explanations", f"{pre}_{key}_{k}_auroc{tag}", extra[k][1])
-                    record("explanations", f"{pre}_{key}_{k}_median{tag}", extra[k][2])
+                    record("explanations", f"{pre}_{key}_{k}{qtag[k]}_greedy{tag}", extra[k][0])
+                    record("explanations", f"{pre}_{key}_{k}{qtag[k]}_auroc{tag}", extra[k][1])
+                    record("explanations", f"{pre}_{key}_{k}{qtag[k]}_median{tag}", extra[k][2])
 
 
 def main() -> None:
@@ -256,6 +279,8 @@ def main() -> None:
     ap.add_argument("--gt-scorers", default="detection,fuzzing,simulation,embedding",
                     help="scorers of the ground-truth part (comma list)")
     ap.add_argument("--gt-classes", default="digits,names", help="planted token classes (comma list)")
+    ap.add_argument("--question", default=None, choices=["words", "window"],
+                    help="ground truth: what detection and fuzzing ask (default: each scorer's own)")
     ap.add_argument("--scorer", default=None, help="ground truth: the scorer model (default: the default model)")
     a = ap.parse_args()
     if a.threads:
@@ -267,7 +292,7 @@ def main() -> None:
         distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize)
     if a.ground_truth:
         ground_truth(il.load(a.scorer) if a.scorer else lm, a.windows, tuple(a.gt_scorers.split(",")),
-                     a.gt_classes.split(","))
+                     a.gt_classes.split(","), a.question)
 
 
 if __name__ == "__main__":

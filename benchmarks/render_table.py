@@ -333,17 +333,22 @@ def explanations(d: dict[str, Any]) -> str:
     if "planted_names_true_detection" in e:
         parts.append(unit("planted_names", "name neuron"))
     verdict = "met" if all(met) else "not met by the 135M scorer"
-    return ("one window per question, contextual calibration; " + "; ".join(parts)
+    return ("word questions against 12 reference descriptions, threshold 0; " + "; ".join(parts)
             + f" (goal ≥ 0.9 vs ≤ 0.6: {verdict})")
 
 
 def explanation_cost(d: dict[str, Any]) -> str:
     e = d["explanations"]
-    out = (f"{e['cost_detection_passes']:.0f} / {e['cost_fuzzing_passes']:.0f} / {e['cost_simulation_passes']:.0f} "
-           f"batched passes, {e['cost_detection_tokens']:,.0f} / {e['cost_fuzzing_tokens']:,.0f} / "
-           f"{e['cost_simulation_tokens']:,.0f} tokens; simulation takes {e['simulation_over_detection_time']:.2f}× "
-           f"detection's time and {e['simulation_over_fuzzing_time']:.2f}× fuzzing's (interleaved rounds; goal ≥ 10×: "
-           "not met: on a shared key/value cache every scorer reads each window once, simulation 4 tokens per token)")
+    out = (f"detection / fuzzing / simulation {e['cost_detection_passes']:.0f} / {e['cost_fuzzing_passes']:.0f} / "
+           f"{e['cost_simulation_passes']:.0f} batched passes, {e['cost_detection_tokens']:,.0f} / "
+           f"{e['cost_fuzzing_tokens']:,.0f} / {e['cost_simulation_tokens']:,.0f} tokens (word questions, reference "
+           "descriptions asked anew)")
+    if "cost_detection_shared_tokens" in e:
+        out += (f"; with the references shared by an earlier unit {e['cost_detection_shared_tokens']:,.0f} / "
+                f"{e['cost_fuzzing_shared_tokens']:,.0f} tokens; whole-window questions "
+                f"{e['cost_detection_window_tokens']:,.0f} / {e['cost_fuzzing_window_tokens']:,.0f}")
+    out += (f"; simulation takes {e['simulation_over_detection_time']:.2f}× detection's time and "
+            f"{e['simulation_over_fuzzing_time']:.2f}× fuzzing's (interleaved; goal ≥ 10×: not met)")
     if "two_threads_over_one_time" in e:
         out += f"; 2 torch threads take {e['two_threads_over_one_time']:.1f}× 1 thread's time on the loaded machine"
     return out
@@ -358,8 +363,8 @@ def explanation_distribution(d: dict[str, Any]) -> str:
                     if f"spearman_{a}_{b}" in e)
     secs = " / ".join(f"{e[f'dist_{k}_seconds_per_unit']:.0f}" for k in keys if f"dist_{k}_seconds_per_unit" in e)
     return (f"{e['units']:.0f} neurons: means {means}; Spearman {rho}; seconds per unit (det / fuzz / sim / emb) "
-            f"{secs}, whole unit {e['dist_unit_seconds']:.0f} (one window per question; 1 torch thread, load 5–22 on 2 "
-            "cores)")
+            f"{secs}, whole unit {e['dist_unit_seconds']:.0f} (whole-window questions, the default then; 1 torch "
+            "thread, load 5–22 on 2 cores)")
 
 
 def explanation_npd(d: dict[str, Any]) -> str:

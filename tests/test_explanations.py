@@ -8,6 +8,8 @@ the attention writes nothing into that dimension, so the neuron fires on digits 
 
 from __future__ import annotations
 
+import functools
+import random
 import warnings
 
 import numpy as np
@@ -156,22 +158,84 @@ def test_single_questions_read_on_the_cache_equal_plain_passes():
     assert S.single_prompt(lm, "digits", "detection", 6, seed=1) != S.single_prompt(lm, "digits", "detection", 6, seed=2)
 
 
-def test_content_free_decisions_are_the_stated_rule(planted):
-    """Balanced accuracy under the default calibration is computed on the decisions "log-odds above
-    the mean log-odds of the content-free inputs", recounted here by hand."""
-    r = _quiet(il.explain_unit, planted, il.Unit("blocks.0.mlp.neurons", NEURON), corpus=digit_corpus(), k=12,
-               window=16, n_explain=4, n_windows=6, explanation="digits", scorers=("detection", "fuzzing"),
-               embedder=None, progress=False)
-    e = r.explained[0]
-    for name in ("detection", "fuzzing"):
-        d = e["scores"][name]
-        assert d["calibration"] == "content_free" and d["per_prompt"] == 1
-        odds, thr = np.array(d["log_odds"]), float(np.mean(d["content_free_log_odds"]))
-        assert d["threshold"] == pytest.approx(thr)
-        labels = np.array([w["label"] for w in e["windows"]] if name == "detection" else e["fuzzing_labels"])
-        pred = odds > thr
-        want = (pred[labels].mean() + (~pred[~labels]).mean()) / 2
-        assert d["balanced_accuracy"] == pytest.approx(want)
+def test_decisions_are_the_stated_rules(planted):
+    """Balanced accuracy is computed on the stated decisions, recounted here by hand: with word questions
+    (the default) "the score above 0" (the explanation fits better than every reference description, the
+    windows' scores recomputed from the words' scores); with whole-window questions
+    "log-odds above the mean log-odds of the content-free inputs"."""
+    kw = dict(corpus=digit_corpus(), k=12, window=16, n_explain=4, n_windows=6, explanation="digits",
+              scorers=("detection", "fuzzing"), embedder=None, progress=False)
+    unit = il.Unit("blocks.0.mlp.neurons", NEURON)
+    runs = {None: _quiet(il.explain_unit, planted, unit, **kw)}
+    for q in S.QUESTIONS:
+        runs[q] = _quiet(il.explain_unit, planted, unit, question=q, **kw)
+    for question, r in runs.items():
+        e = r.explained[0]
+        for name in ("detection", "fuzzing"):
+            d = e["scores"][name]
+            want_q = question or "words"
+            assert d["question"] == want_q and d["per_prompt"] == 1
+            assert d["calibration"] == ("reference" if want_q == "words" else "content_free")
+            odds = np.array(d["log_odds"])
+            labels = np.array([w["label"] for w in e["windows"]] if name == "detection" else e["fuzzing_labels"])
+            if want_q == "window":
+                assert d["threshold"] == pytest.approx(float(np.mean(d["content_free_log_odds"])))
+            else:
+                assert d["threshold"] == 0.0
+                texts = e["fuzzing_texts"] if name == "fuzzing" else ["".join(x["tokens"]) for x in e["windows"]]
+                per = [S._marks(t) if name == "fuzzing" else S.window_words(S._flat(t)) for t in texts]
+                s, cost = S.word_scores(planted, "digits", [w for ws in per for w in ws])
+                i, want_odds = 0, []
+                for ws in per:
+                    chunk = s[i:i + len(ws)]
+                    want_odds.append(chunk.max() if name == "detection" else chunk.mean())
+                    i += len(ws)
+                np.testing.assert_allclose(odds, want_odds, rtol=1e-6)
+            pred = odds > d["threshold"]
+            want = (pred[labels].mean() + (~pred[~labels]).mean()) / 2
+            assert d["balanced_accuracy"] == pytest.approx(want)
+
+
+def test_word_scores_equal_plain_passes_against_references(monkeypatch):
+    """A word's score is the explanation's log-odds minus their mean over the background words, minus the
+    best reference description's, computed the same way: recomputed here from plain passes of whole
+    conversations (with shorter lists of background words and references, for time). Answers kept in a
+    cache cost nothing the second time."""
+    monkeypatch.setattr(S, "BACKGROUND_WORDS", ("dog", "the", "run", "12", "Paris", ","))
+    monkeypatch.setattr(S, "REFERENCE_DESCRIPTIONS", ("verbs", "words for animals", "punctuation marks", "pronouns"))
+    lm = tiny_lm("llama", seed=0, max_position_embeddings=1024)
+    yes, no = S.yes_no_ids(lm)
+
+    @functools.lru_cache(maxsize=None)
+    def plain(description, word):
+        turns = []
+        examples = list(S.WORD_SHOTS)
+        random.Random(0).shuffle(examples)
+        for expl, item, y in examples:
+            turns += [("user", S.single_question("fuzzing", expl, item)), ("assistant", "Yes" if y else "No")]
+        turns.append(("user", S.single_question("fuzzing", description, word)))
+        ids = encode(lm, chat_text(lm, turns, system=S.SINGLE_SYSTEM["fuzzing"]))
+        lp = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0, -1], -1)
+        return float(torch.logsumexp(lp[yes], -1) - torch.logsumexp(lp[no], -1))
+
+    words, kept = ["7", "the", "7"], {}
+    s, cost = S.word_scores(lm, "verbs", words, batch_size=8, cache=kept)
+    refs = S.references_for("verbs")
+    assert "verbs" not in refs and len(refs) == len(S.REFERENCE_DESCRIPTIONS) - 1
+    n = len({"7", "the"} | set(S.BACKGROUND_WORDS))     # each word asked once, with the background words
+    assert cost["words_asked"] == n and cost["passes"] == 1 + -(-n // 8)
+    assert cost["reference_passes"] == len(refs) * (1 + -(-n // 8))
+
+    def centred(description, word):
+        return plain(description, word) - np.mean([plain(description, b) for b in S.BACKGROUND_WORDS])
+
+    for i in (0, 1):   # every word against every reference: a few hundred plain passes of the tiny model
+        want = centred("verbs", words[i]) - max(centred(r, words[i]) for r in refs)
+        assert s[i] == pytest.approx(want, rel=1e-4, abs=1e-4)
+    assert s[2] == s[0]
+    again, cost2 = S.word_scores(lm, "verbs", words, batch_size=8, cache=kept)
+    np.testing.assert_allclose(again, s, rtol=1e-6)
+    assert cost2["reference_passes"] == 0 and cost2["passes"] == 0
 
 
 def test_simulation_reads_the_number_distribution():
@@ -247,7 +311,7 @@ def test_no_cited_words_is_flagged(planted):
 def test_bad_options_raise():
     lm = tiny_lm("llama")
     u = il.Unit("blocks.0.mlp.neurons", 1)
-    for bad in ({"calibration": "mean"}, {"scorers": ("detect",)}, {"act_fraction": 1.5}, {"explanation": " "},
+    for bad in ({"calibration": "mean"}, {"question": "sentence"}, {"calibration": "reference", "question": "window"}, {"scorers": ("detect",)}, {"act_fraction": 1.5}, {"explanation": " "},
                 {"n_windows": 0}):
         with pytest.raises(il.InterpretLMError):
             il.explain_unit(lm, u, corpus=CORPUS * 3, k=3, window=4, **bad)

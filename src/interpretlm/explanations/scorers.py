@@ -4,14 +4,22 @@
   (delphi): are the window's tokens marked ``<<like this>>`` what the explanation describes
   (activating windows marked where the unit fires, against windows marked at random tokens)? Both
   are read from the scorer's log-odds of "yes" against "no" (log-sum-exp over the spellings of each
-  word); nothing is sampled. Two forms:
+  word); nothing is sampled. Three forms:
 
-  - ``per_prompt=1`` (the default; delphi offers it too): one window per question. Detection asks
-    ``Description: ...`` / ``Text: "..."`` / ``Does the text contain <explanation>? Answer yes or no.``;
-    fuzzing asks about the marked tokens only (``Word: "7"`` / ``Does the word fit the description?``).
-    The instruction, the worked examples (other rules, answers balanced yes/no in seeded random
-    order, never the unit's windows) and the description run once; the windows run on that key/value
-    cache in batched passes, one answer position each.
+  - ``question="words"`` (the default): each word alone, ``Description: ...`` / ``Word: "7"`` /
+    ``Does the word fit the description?`` with ten balanced worked examples on other classes
+    (:func:`word_scores`). A word's score is the explanation's log-odds, centred on their mean over fixed
+    background words, minus the best of fixed reference descriptions' (centred the same way), so both the
+    description's and the word's own yes-bias cancel; the threshold is 0 (the explanation fits better than
+    every reference). Fuzzing scores a window by the mean over its marked words, detection by its
+    best word. The references' and the explanation's answers are kept per word for an ``il.explain_unit`` call
+    (shared by its units, and by detection and fuzzing).
+  - ``question="window"`` with ``per_prompt=1`` (delphi offers it too): one window
+    per question. Detection asks ``Description: ...`` / ``Text: "..."`` / ``Does the text contain
+    <explanation>? Answer yes or no.``; fuzzing asks about the marked tokens together (``Word: "7"`` /
+    ``Does the word fit the description?``). The instruction, the worked examples (other rules, answers
+    balanced yes/no in seeded random order, never the unit's windows) and the description run once; the
+    windows run on that key/value cache in batched passes, one answer position each.
   - ``per_prompt>1``: delphi's list form, ``per_prompt`` numbered shuffled windows per prompt, the
     answer a list of 1/0 read item by item after the scorer's own greedy answers to the items before
     it (:meth:`~.engine.PrefixScorer.read_lists`).
@@ -31,7 +39,10 @@
 
 The decision rule of balanced accuracy (``calibration``):
 
-* ``"content_free"`` (the default; contextual calibration, Zhao et al. 2021): the same question is
+* ``"reference"`` (the word questions' default): a word fits when the explanation fits it better than
+  every reference description (its score above 0); a window is "yes" when its score (best word, or mean
+  of the marked words) is above 0. No label and no base rate is used.
+* ``"content_free"`` (the whole-window questions' default; contextual calibration, Zhao et al. 2021): the same question is
   asked about content-free inputs (``N/A``, an empty text, ``[MASK]``); a window is called "yes" exactly
   when its log-odds exceed the mean of theirs. No label and no base rate is used.
 * ``"zero"``: the greedy answer (log-odds above 0), what delphi's written answer would be.
@@ -232,6 +243,151 @@ def single_scores(scorer_lm: Any, explanation: str, kind: str, texts: list[str],
 
 
 
+# ---- word-level questions: the window decomposed into the words the small scorer can judge
+# (balanced worked examples on other classes; the "no" examples are common words, as the windows' are)
+WORD_SHOTS = [("words for animals", "dog", True), ("words for clothing", "was", False),
+              ("names of cities", "Berlin", True), ("words about weather", "the", False),
+              ("words for body parts", "knee", True), ("words for animals", "think", False),
+              ("words about weather", "rain", True), ("names of cities", "table", False),
+              ("words for clothing", "shirt", True), ("words for body parts", "of", False)]
+# descriptions every word is also asked about: a word's own yes-bias (some words draw "yes" whatever the
+# description) cancels in the explanation's log-odds minus the best of these; fixed, never the unit's
+REFERENCE_DESCRIPTIONS = ("function words such as the, of or and", "verbs", "nouns for everyday objects", "adjectives",
+                          "punctuation marks", "words for animals", "names of places", "words about time", "pronouns",
+                          "words for body parts", "words about weather", "words for tools")
+# common words of many kinds: each description's own yes-bias is its mean log-odds over these
+BACKGROUND_WORDS = ("dog", "horse", "Berlin", "London", "rain", "snow", "knee", "hand", "shirt", "hat", "hammer", "saw",
+                    "big", "quickly", "run", "eat", "12", "5", "Tom", "Mary", "apple", "bread", "red", "blue", "the",
+                    "of", ",", ".", "a", "in", "that", "he", "it", "for", "with", "on", "as", "at", "by", "from",
+                    "said", "made", "came", "house", "day", "people", "water", "old", "new", "good", "little", "time",
+                    "way", "year", "world", "word", "work", "back")
+_GENERIC = {"words", "word", "names", "name", "of", "for", "about", "such", "as", "or", "and", "the", "a", "to", "in",
+            "that", "which", "tokens", "token"}
+
+
+def window_words(text: str) -> list[str]:
+    """The words of a window as the word-level questions show them: split at whitespace, surrounding
+    punctuation stripped (a word of punctuation only stays as it is).
+
+    Example:
+        >>> window_words('When Tom, aged 7, said "no".')
+        ['When', 'Tom', 'aged', '7', 'said', 'no']
+    """
+    out = []
+    for w in text.split():
+        core = w.strip(".,;:!?\"'()[]")
+        out.append(core or w)
+    return out
+
+
+def _content(text: str) -> set[str]:
+    return {w.rstrip("s") for w in re.findall(r"[a-z]+", text.lower()) if w not in _GENERIC}
+
+
+def references_for(explanation: str) -> list[str]:
+    """The reference descriptions an explanation is compared with: those sharing no content word with it
+    (an explanation "verbs" is not compared with the reference "verbs").
+
+    Example:
+        >>> "verbs" in references_for("verbs"), "verbs" in references_for("names of people")
+        (False, True)
+    """
+    mine = _content(explanation)
+    return [r for r in REFERENCE_DESCRIPTIONS if not (_content(r) & mine)]
+
+
+def word_log_odds(scorer_lm: Any, description: str, words: list[str], *, batch_size: int = 16, seed: int = 0,
+                  cache: dict | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """``[len(words)]`` log-odds of yes against no for ``Does the word fit the description?`` about each word.
+
+    The worked examples (:data:`WORD_SHOTS`, order shuffled with ``seed``) and the description run once;
+    each word is a row on that key/value cache. ``cache``: a dict that keeps the answers per (scorer,
+    description, word), so that words already answered cost nothing (``il.explain_unit`` keeps one per
+    call: the reference descriptions' answers are shared by its units, the explanation's by detection and
+    fuzzing).
+    Returns the log-odds and the cost of what was computed: ``passes``, ``tokens`` and ``cache_error``
+    (the first computed word's log-odds on the cache against a plain pass; 0 when nothing was computed).
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama", max_position_embeddings=1024)
+        >>> odds, cost = word_log_odds(lm, "digits", ["7", "the"])
+        >>> odds.shape, cost["passes"], cost["cache_error"] < 1e-3
+        ((2,), 2, True)
+    """
+    key = (id(scorer_lm), getattr(scorer_lm, "name", ""), scorer_lm.n_ctx, seed, description)
+    memo: dict = {} if cache is None else cache
+    todo = list(dict.fromkeys(w for w in words if key + (w,) not in memo))
+    got: dict[str, float] = {}
+    cost: dict[str, Any] = {"passes": 0, "tokens": 0, "cache_error": 0.0, "shots": None}
+    if todo:
+        yes, no = yes_no_ids(scorer_lm)
+        examples = list(WORD_SHOTS)
+        random.Random(seed).shuffle(examples)
+        for k in range(len(examples), -1, -1):    # a small context drops worked examples (in pairs: balanced)
+            if k % 2 and k:
+                continue
+            turns: list[tuple[str, str]] = []
+            for expl, item, y in examples[:k]:
+                turns += [("user", single_question("fuzzing", expl, item)), ("assistant", "Yes" if y else "No")]
+            turns.append(("user", single_question("fuzzing", description, HOLE)))
+            prefix, tail = split_prompt(scorer_lm, chat_text(scorer_lm, turns, system=SINGLE_SYSTEM["fuzzing"]))
+            rows = [encode(scorer_lm, w + tail) for w in todo]
+            if not scorer_lm.n_ctx or len(prefix) + max(len(r) for r in rows) <= scorer_lm.n_ctx:
+                break
+        ps = PrefixScorer(scorer_lm, prefix, batch_size=batch_size)
+        lp = ps.next_logprobs(rows)
+        odds = (torch.logsumexp(lp[:, yes], -1) - torch.logsumexp(lp[:, no], -1)).double().numpy()
+        ref = ps.full_pass(rows[0])
+        cost = {"passes": ps.forward_calls, "tokens": ps.tokens_run, "shots": k,
+                "cache_error": abs(float(torch.logsumexp(ref[yes], -1) - torch.logsumexp(ref[no], -1)) - float(odds[0]))}
+        for w, o in zip(todo, odds):
+            got[w] = memo[key + (w,)] = float(o)
+    return np.array([got[w] if w in got else memo[key + (w,)] for w in words], dtype=np.float64), cost
+
+
+def word_scores(scorer_lm: Any, explanation: str, words: list[str], *, batch_size: int = 16,
+                seed: int = 0, cache: dict | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """``[len(words)]`` how much better ``explanation`` fits each word than any reference description does.
+
+    Each description's log-odds (:func:`word_log_odds`) are first centred on their mean over
+    :data:`BACKGROUND_WORDS` (the description's own yes-bias); a word's score is the explanation's
+    centred log-odds minus the largest of the reference descriptions' (:func:`references_for`), so the
+    word's own yes-bias cancels too. The decision threshold is 0: a word is called a fit when the scorer
+    holds the explanation a better fit than every reference description. Nothing here sees the unit's
+    labels. Returns the scores and the cost of what was computed: the explanation's passes and tokens, and
+    the reference descriptions' (``reference_passes``, ``reference_tokens``); answers already in ``cache``
+    (the references for an earlier unit, the explanation's words for detection before fuzzing) cost
+    nothing.
+
+    Example:
+        >>> from interpretlm.testing import tiny_lm
+        >>> lm = tiny_lm("llama", max_position_embeddings=1024)
+        >>> s, cost = word_scores(lm, "digits", ["7", "the"])
+        >>> s.shape, cost["passes"] >= 2
+        ((2,), True)
+    """
+    uniq = list(dict.fromkeys(words))
+    allw = uniq + [w for w in BACKGROUND_WORDS if w not in uniq]
+    bg = np.array([allw.index(w) for w in BACKGROUND_WORDS])
+    # the explanation's answers are kept too: fuzzing's marked words are words of detection's windows
+    cache = {} if cache is None else cache
+    e, cost = word_log_odds(scorer_lm, explanation, allw, batch_size=batch_size, seed=seed, cache=cache)
+    e = e - e[bg].mean()
+    best = np.full(len(allw), -np.inf)
+    ref_passes = ref_tokens = 0
+    for r in references_for(explanation):
+        o, c = word_log_odds(scorer_lm, r, allw, batch_size=batch_size, seed=seed, cache=cache)
+        best = np.maximum(best, o - o[bg].mean())
+        ref_passes, ref_tokens = ref_passes + c["passes"], ref_tokens + c["tokens"]
+    s = e - best
+    at = {w: i for i, w in enumerate(allw)}
+    return np.array([s[at[w]] for w in words]), {"passes": cost["passes"], "tokens": cost["tokens"],
+                                                 "reference_passes": ref_passes, "reference_tokens": ref_tokens,
+                                                 "cache_error": cost["cache_error"], "words_asked": len(allw),
+                                                 "shots": cost["shots"]}
+
+
 def _flat(text: str) -> str:
     """One line per example: runs of whitespace holding a line break become one space."""
     return re.sub(r"\s*\n\s*", " ", text).strip()
@@ -366,14 +522,52 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-CALIBRATIONS = ("content_free", "median", "zero")
+CALIBRATIONS = ("reference", "content_free", "median", "zero")
+QUESTIONS = ("words", "window")
+
+
+def _marks(text: str) -> list[str]:
+    return [w.strip() for w in re.findall(r"<<(.*?)>>", text, flags=re.S) if w.strip()]
+
+
+def _word_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], *, batch_size: int,
+               seed: int, cache: dict | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per text, the word-level score: detection the best of the window's words (does it contain any?),
+    fuzzing the mean over the marked words (do they fit, on the whole?)."""
+    per = [window_words(_flat(t)) if task == "detection" else _marks(t) for t in texts]
+    flat = [w for ws in per for w in ws]
+    s, cost = word_scores(scorer_lm, explanation, flat, batch_size=batch_size, seed=seed, cache=cache)
+    out, i = np.full(len(texts), -np.inf), 0
+    for j, ws in enumerate(per):
+        if ws:
+            chunk = s[i:i + len(ws)]
+            out[j] = chunk.max() if task == "detection" else chunk.mean()
+        i += len(ws)
+    return out, cost
 
 
 def _yes_no_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *,
-                 calibration: str, batch_size: int, shots: int, per_prompt: int = 1, seed: int = 0) -> dict[str, Any]:
-    """Balanced accuracy (calibrated and raw), AUROC and cost of one yes/no ``task`` over ``texts``."""
+                 calibration: str | None, batch_size: int, shots: int, per_prompt: int = 1, seed: int = 0,
+                 question: str = "words", cache: dict | None = None) -> dict[str, Any]:
+    """Balanced accuracy (calibrated and raw), AUROC and cost of one yes/no ``task`` over ``texts``
+    (``cache``: the word questions' answers kept between calls, :func:`word_log_odds`)."""
     t0 = time.perf_counter()
-    if per_prompt == 1:
+    if per_prompt > 1:
+        question = "list"
+    if calibration is None:
+        calibration = "reference" if question == "words" else "content_free"
+    if (calibration == "reference") != (question == "words") and calibration not in ("median", "zero"):
+        raise ExplanationError(f"calibration={calibration!r} does not apply to question={question!r}: 'reference' "
+                               "goes with the word-level questions, 'content_free' with whole windows or lists.")
+    extra: dict[str, Any] = {}
+    if question == "words":
+        odds, cost = _word_task(task, scorer_lm, explanation, texts, batch_size=batch_size, seed=seed, cache=cache)
+        cf, err = np.zeros(0), cost["cache_error"]
+        passes, tokens = cost["passes"], cost["tokens"]
+        extra = {"reference_passes": cost["reference_passes"], "reference_tokens": cost["reference_tokens"],
+                 "words_asked": cost["words_asked"], "shots": cost["shots"], "brief_instruction": False,
+                 "per_prompt": 1}
+    elif question == "window":
         odds, cf, ps, err = single_scores(scorer_lm, explanation, task, texts, batch_size=batch_size, shots=shots,
                                           seed=seed)
         passes, tokens = ps.forward_calls, ps.tokens_run
@@ -385,26 +579,34 @@ def _yes_no_task(task: str, scorer_lm: Any, explanation: str, texts: list[str], 
             cf, cps, _ = yes_no_scores(scorer_lm, explanation, task, list(CONTENT_FREE), batch_size=batch_size,
                                        shots=min(shots, 3), per_prompt=len(CONTENT_FREE), seed=seed)
             passes, tokens = passes + cps.forward_calls, tokens + cps.tokens_run
-    acc, thr = balanced_accuracy(odds, labels, calibration, cf)
+    if question != "words":
+        extra = {"shots": ps.shots, "brief_instruction": ps.brief, "per_prompt": ps.per_prompt}
+    # the reference rule: the scores already subtract the best reference description's, so the threshold is 0
+    rule = "zero" if calibration == "reference" else calibration
+    acc, thr = balanced_accuracy(odds, labels, rule, cf)
     raw, _ = balanced_accuracy(odds, labels, "zero")
     return {"balanced_accuracy": acc, "balanced_accuracy_raw": raw, "auroc": auroc(odds, labels), "threshold": thr,
-            "calibration": calibration, "log_odds": odds.tolist(), "content_free_log_odds": cf.tolist(),
-            "forward_passes": passes, "tokens_run": tokens, "seconds": time.perf_counter() - t0,
-            "cache_error": err, "shots": ps.shots, "brief_instruction": ps.brief, "per_prompt": ps.per_prompt}
+            "calibration": calibration, "question": question, "log_odds": odds.tolist(),
+            "content_free_log_odds": cf.tolist() if question != "words" else [], "forward_passes": passes, "tokens_run": tokens,
+            "seconds": time.perf_counter() - t0, "cache_error": err, **extra}
 
 
-def detection(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str,
-              batch_size: int, shots: int, per_prompt: int = 1, seed: int = 0) -> dict[str, Any]:
+def detection(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str | None = None,
+              batch_size: int = 16, shots: int = 6, per_prompt: int = 1, seed: int = 0,
+              question: str = "words", cache: dict | None = None) -> dict[str, Any]:
     """Detection scores of ``explanation`` over window texts with boolean ``labels`` (activating)."""
     return _yes_no_task("detection", scorer_lm, explanation, texts, labels, calibration=calibration,
-                        batch_size=batch_size, shots=shots, per_prompt=per_prompt, seed=seed)
+                        batch_size=batch_size, shots=shots, per_prompt=per_prompt, seed=seed, question=question,
+                        cache=cache)
 
 
-def fuzzing(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str,
-            batch_size: int, shots: int, per_prompt: int = 1, seed: int = 0) -> dict[str, Any]:
+def fuzzing(scorer_lm: Any, explanation: str, texts: list[str], labels: np.ndarray, *, calibration: str | None = None,
+            batch_size: int = 16, shots: int = 6, per_prompt: int = 1, seed: int = 0,
+            question: str = "words", cache: dict | None = None) -> dict[str, Any]:
     """Fuzzing scores: ``texts`` are marked windows; ``labels`` say which are marked where the unit fires."""
     return _yes_no_task("fuzzing", scorer_lm, explanation, texts, labels, calibration=calibration,
-                        batch_size=batch_size, shots=shots, per_prompt=per_prompt, seed=seed)
+                        batch_size=batch_size, shots=shots, per_prompt=per_prompt, seed=seed, question=question,
+                        cache=cache)
 
 
 def _visible(tok: str) -> str:
@@ -483,7 +685,9 @@ def embedding(embedder: Any, explanation: str, texts: list[str], labels: np.ndar
             else math.nan, "model": enc.name, "seconds": time.perf_counter() - t0}
 
 
-__all__ = ["CALIBRATIONS", "CONTENT_FREE", "auroc", "balanced_accuracy", "detection", "embedding", "fuzzing",
+__all__ = ["BACKGROUND_WORDS", "CALIBRATIONS", "CONTENT_FREE", "QUESTIONS", "REFERENCE_DESCRIPTIONS", "WORD_SHOTS",
+           "auroc", "balanced_accuracy", "detection", "embedding", "fuzzing", "references_for", "window_words",
+           "word_log_odds", "word_scores",
            "marked_words", "number_ids", "simulation", "single_prompt", "single_question", "single_scores",
            "yes_no_prompt", "yes_no_scores"]
 

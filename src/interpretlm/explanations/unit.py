@@ -135,7 +135,8 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
                  simulator: Any = None, embedder: Any = "minilm-l6", explanation: str | None = None,
                  scorers: tuple[str, ...] = SCORERS, window: int = 32, k: int = 20, n_explain: int = 10,
                  n_windows: int = 20, act_fraction: float = 0.3, max_windows: int | None = 4000,
-                 calibration: str = "content_free", shots: int = 6, per_prompt: int = 1, max_new_tokens: int = 40,
+                 question: str | None = None, calibration: str | None = None, shots: int = 6, per_prompt: int = 1,
+                 max_new_tokens: int = 40,
                  batch_size: int = 16, seed: int = 0) -> UnitExplanation:
     """Explain what makes each unit fire, in words, and score the explanation.
 
@@ -156,12 +157,20 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
         n_windows: activating windows scored (at most), and as many non-activating ones.
         act_fraction: a token fires when its value exceeds this fraction of the unit's corpus maximum.
         max_windows: windows of the corpus read (``None``: all of it).
-        calibration: the decision rule of detection's and fuzzing's balanced accuracy: ``"content_free"``
-            (yes exactly when a window's log-odds exceed the mean log-odds of content-free inputs; Zhao et al.
-            2021), ``"median"`` (threshold at the scores' balanced median) or ``"zero"`` (the raw yes/no).
-        shots: worked examples in the detection and fuzzing prompts (0-6 asking about one window; at most 3
-            in the list form).
-        per_prompt: windows per detection or fuzzing prompt: 1 (the default) asks about each window alone
+        question: what detection and fuzzing ask the scorer. ``"words"``: whether each word fits the
+            explanation, in isolation (detection: every word of the window, the window scored by its best
+            word; fuzzing: the marked words, scored by their mean), compared with fixed reference
+            descriptions (:func:`~interpretlm.explanations.scorers.word_scores`); ``"window"``: one question
+            about the whole window (fuzzing: about its marked tokens together). ``None``: ``"words"``.
+        calibration: the decision rule of detection's and fuzzing's balanced accuracy. ``None``: the
+            question's own — ``"reference"`` for words (yes exactly when the explanation fits the word better
+            than every reference description), ``"content_free"`` otherwise (yes exactly when a window's
+            log-odds exceed the mean log-odds of content-free inputs; Zhao et al. 2021); ``"median"``
+            (threshold at the scores' balanced median) or ``"zero"`` (the raw yes/no).
+        shots: worked examples in the whole-window and list prompts (0-6 asking about one window; at most 3
+            in the list form); the word-level questions always show their ten
+            (:data:`~interpretlm.explanations.scorers.WORD_SHOTS`).
+        per_prompt: windows per detection or fuzzing prompt: 1 (the default) asks about each word or window alone
             (fuzzing about its marked tokens only); more shows delphi's numbered examples, answered as one list.
         max_new_tokens: length limit of the explainer's answer.
         batch_size: rows per batched forward pass.
@@ -180,8 +189,16 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
         >>> r.text, 0.0 <= r.scores["detection"] <= 1.0
         ('names of people', True)
     """
-    if calibration not in S.CALIBRATIONS:
+    if calibration is not None and calibration not in S.CALIBRATIONS:
         raise ExplanationError(f"calibration must be one of {S.CALIBRATIONS}; got {calibration!r}.")
+    if question is not None and question not in S.QUESTIONS:
+        raise ExplanationError(f"question must be one of {S.QUESTIONS}; got {question!r}.")
+    question = question or "words"
+    cal_det = cal_fuzz = calibration
+    if calibration == "reference" and (question == "window" or per_prompt > 1):
+        raise ExplanationError("calibration='reference' goes with the word-level questions (question='words').")
+    if calibration == "content_free" and question == "words" and per_prompt == 1:
+        raise ExplanationError("calibration='content_free' goes with whole-window questions (question='window').")
     scorers = (scorers,) if isinstance(scorers, str) else tuple(scorers)
     bad = [s for s in scorers if s not in SCORERS]
     if bad:
@@ -214,6 +231,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
               "explainer_chat": has_chat(expl_lm), "scorer_chat": has_chat(score_lm),
               "simulator_chat": has_chat(sim_lm)}
     result = UnitExplanation(models=models)
+    word_cache: dict = {}   # the word questions' answers: references shared by the units, the explanation's by both scorers
     warned_plain = False
     for j in track(range(len(bound.units)), "explain_unit"):
         unit = bound.units[j]
@@ -316,8 +334,9 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
             rec["flags"].append("scorer_plain_prompt")
         if "detection" in yes_no and windows:
             _score(result, rec, "detection", lambda: S.detection(score_lm, rec["text"], texts, labels,
-                                                                 calibration=calibration, batch_size=batch_size,
-                                                                 shots=shots, per_prompt=per_prompt, seed=seed))
+                                                                 calibration=cal_det, batch_size=batch_size,
+                                                                 shots=shots, per_prompt=per_prompt, seed=seed,
+                                                                 question=question, cache=word_cache))
         if "fuzzing" in yes_no and windows:
             fz_texts, fz_labels = [], []
             n_marks = max(1, int(np.median([sum(v > thr for v in w["values"]) for w in windows if w["label"]]
@@ -338,8 +357,9 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
                     fz_labels.append(False)
             rec["fuzzing_texts"], rec["fuzzing_labels"] = fz_texts, fz_labels
             _score(result, rec, "fuzzing", lambda: S.fuzzing(score_lm, rec["text"], fz_texts, np.array(fz_labels, bool),
-                                                             calibration=calibration, batch_size=batch_size,
-                                                             shots=shots, per_prompt=per_prompt, seed=seed))
+                                                             calibration=cal_fuzz, batch_size=batch_size,
+                                                             shots=shots, per_prompt=per_prompt, seed=seed,
+                                                             question=question, cache=word_cache))
         if "simulation" in scorers and windows:
             if can_generate(sim_lm):
                 sim_windows = [w for w in windows if w["kind"] != "hard"]
