@@ -372,16 +372,17 @@ def test_the_guided_search_finds_the_trigger_with_few_queries(trigger_lm):
     assert guided.diagnostics["forward_passes"] < beam.diagnostics["forward_passes"]
 
 
-def test_guided_deletion_sets_are_minimal_by_brute_force_and_seeded(trigger_lm):
+@pytest.mark.parametrize("search", ["guided", "frugal"])
+def test_deletion_sets_are_minimal_by_brute_force_and_seeded(trigger_lm, search):
     prompt = "Mary France Tom Anna France Rome is"
-    cf = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], kinds=["delete"], n=1, seed=0, search="guided")
+    cf = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], kinds=["delete"], n=1, seed=0, search=search)
     e = cf.edits[0]
     assert e["flipped"] and e["minimal"] is True and len(e["ops"]) == 2
     w = split(prompt)
     c = il.Contrast(" bad", " good")
     assert (trigger_lm.score([apply(w, [tuple(op)])[0] for op in e["ops"]], c) > 0).all()  # neither alone flips
     again = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], kinds=["delete"], n=1, seed=0,
-                               search="guided")
+                               search=search)
     assert again.edits == cf.edits and again.queries == cf.queries
 
 
@@ -492,17 +493,8 @@ def test_frugal_operation_scores_equal_the_label_evidence_by_hand(llama):
     assert checked == len(ops) > 10
 
 
-def test_frugal_deletion_sets_are_minimal_by_brute_force_seeded_and_within_budget(trigger_lm):
+def test_frugal_keeps_a_small_budget_and_protected_words(trigger_lm):
     prompt = "Mary France Tom Anna France Rome is"
-    cf = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], kinds=["delete"], n=1, seed=0, search="frugal")
-    e = cf.edits[0]
-    assert e["flipped"] and e["minimal"] is True and len(e["ops"]) == 2
-    w = split(prompt)
-    c = il.Contrast(" bad", " good")
-    assert (trigger_lm.score([apply(w, [tuple(op)])[0] for op in e["ops"]], c) > 0).all()  # neither alone flips
-    again = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], kinds=["delete"], n=1, seed=0,
-                               search="frugal")
-    assert again.edits == cf.edits and again.queries == cf.queries
     # protected words stay, and a budget of 4 queries is kept (the prompt, then no room for two cues and a row:
     # the search falls back to first-order ranking) with the closest edit flagged
     with pytest.warns(NotFlippedWarning):
