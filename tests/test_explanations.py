@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import interpretlm as il
+from interpretlm.explanations import questions as Q
 from interpretlm.explanations import scorers as S
 from interpretlm.explanations.engine import PrefixScorer, chat_text, encode
 from interpretlm.explanations.words import cited_words, delete_words, prompt_words
@@ -139,23 +140,23 @@ def test_single_questions_read_on_the_cache_equal_plain_passes():
     balanced yes/no and never hold the scored texts."""
     lm = tiny_lm("llama", seed=0, max_position_embeddings=2048)
     texts = ["the cat <<5>> sat", "<<John>> gave a drink to <<Mary>>", "a <<b>>"]
-    yes, no = S.yes_no_ids(lm)
+    yes, no = Q.yes_no_ids(lm)
     for kind in ("detection", "fuzzing"):
-        odds, cf, ps, err = S.single_scores(lm, "digits", kind, texts, batch_size=2, shots=6, seed=1)
+        odds, cf, ps, err = Q.single_scores(lm, "digits", kind, texts, batch_size=2, shots=6, seed=1)
         assert odds.shape == (3,) and cf.shape == (len(S.CONTENT_FREE),) and err < 1e-4
         # the prompt once, then 6 rows (3 texts, 3 content-free inputs) in batches of two
         assert ps.forward_calls == 1 + 3 and ps.shots == 6
-        full = S.single_prompt(lm, "digits", kind, 6, seed=1)
-        items = [S._flat(t) if kind == "detection" else S.marked_words(t) for t in texts] + list(S.CONTENT_FREE)
+        full = Q.single_prompt(lm, "digits", kind, 6, seed=1)
+        items = [Q._flat(t) if kind == "detection" else S.marked_words(t) for t in texts] + list(S.CONTENT_FREE)
         for item, got in zip(items, list(odds) + list(cf)):
             ref = torch.log_softmax(lm.model(torch.tensor([encode(lm, full.replace(S.HOLE, item))])).logits[0, -1], -1)
             want = float(torch.logsumexp(ref[yes], -1) - torch.logsumexp(ref[no], -1))
             assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
     assert S.marked_words(texts[1]) == "John, Mary"
-    answers = [y for _, _, y in S.SINGLE_SHOTS["detection"]]
+    answers = [y for _, _, y in Q.SINGLE_SHOTS["detection"]]
     assert sum(answers) * 2 == len(answers)
     # the seed reorders the worked examples: no fixed answer pattern precedes the question
-    assert S.single_prompt(lm, "digits", "detection", 6, seed=1) != S.single_prompt(lm, "digits", "detection", 6, seed=2)
+    assert Q.single_prompt(lm, "digits", "detection", 6, seed=1) != Q.single_prompt(lm, "digits", "detection", 6, seed=2)
 
 
 def test_decisions_are_the_stated_rules(planted):
@@ -183,8 +184,8 @@ def test_decisions_are_the_stated_rules(planted):
             else:
                 assert d["threshold"] == 0.0
                 texts = e["fuzzing_texts"] if name == "fuzzing" else ["".join(x["tokens"]) for x in e["windows"]]
-                per = [S._marks(t) if name == "fuzzing" else S.window_words(S._flat(t)) for t in texts]
-                s, cost = S.word_scores(planted, "digits", [w for ws in per for w in ws])
+                per = [S._marks(t) if name == "fuzzing" else Q.window_words(Q._flat(t)) for t in texts]
+                s, cost = Q.word_scores(planted, "digits", [w for ws in per for w in ws])
                 i, want_odds = 0, []
                 for ws in per:
                     chunk = s[i:i + len(ws)]
@@ -201,39 +202,39 @@ def test_word_scores_equal_plain_passes_against_references(monkeypatch):
     best reference description's, computed the same way: recomputed here from plain passes of whole
     conversations (with shorter lists of background words and references, for time). Answers kept in a
     cache cost nothing the second time."""
-    monkeypatch.setattr(S, "BACKGROUND_WORDS", ("dog", "the", "run", "12", "Paris", ","))
-    monkeypatch.setattr(S, "REFERENCE_DESCRIPTIONS", ("verbs", "words for animals", "punctuation marks", "pronouns"))
+    monkeypatch.setattr(Q, "BACKGROUND_WORDS", ("dog", "the", "run", "12", "Paris", ","))
+    monkeypatch.setattr(Q, "REFERENCE_DESCRIPTIONS", ("verbs", "words for animals", "punctuation marks", "pronouns"))
     lm = tiny_lm("llama", seed=0, max_position_embeddings=1024)
-    yes, no = S.yes_no_ids(lm)
+    yes, no = Q.yes_no_ids(lm)
 
     @functools.lru_cache(maxsize=None)
     def plain(description, word):
         turns = []
-        examples = list(S.WORD_SHOTS)
+        examples = list(Q.WORD_SHOTS)
         random.Random(0).shuffle(examples)
         for expl, item, y in examples:
-            turns += [("user", S.single_question("fuzzing", expl, item)), ("assistant", "Yes" if y else "No")]
-        turns.append(("user", S.single_question("fuzzing", description, word)))
-        ids = encode(lm, chat_text(lm, turns, system=S.SINGLE_SYSTEM["fuzzing"]))
+            turns += [("user", Q.single_question("fuzzing", expl, item)), ("assistant", "Yes" if y else "No")]
+        turns.append(("user", Q.single_question("fuzzing", description, word)))
+        ids = encode(lm, chat_text(lm, turns, system=Q.SINGLE_SYSTEM["fuzzing"]))
         lp = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0, -1], -1)
         return float(torch.logsumexp(lp[yes], -1) - torch.logsumexp(lp[no], -1))
 
     words, kept = ["7", "the", "7"], {}
-    s, cost = S.word_scores(lm, "verbs", words, batch_size=8, cache=kept)
-    refs = S.references_for("verbs")
-    assert "verbs" not in refs and len(refs) == len(S.REFERENCE_DESCRIPTIONS) - 1
-    n = len({"7", "the"} | set(S.BACKGROUND_WORDS))     # each word asked once, with the background words
+    s, cost = Q.word_scores(lm, "verbs", words, batch_size=8, cache=kept)
+    refs = Q.references_for("verbs")
+    assert "verbs" not in refs and len(refs) == len(Q.REFERENCE_DESCRIPTIONS) - 1
+    n = len({"7", "the"} | set(Q.BACKGROUND_WORDS))     # each word asked once, with the background words
     assert cost["words_asked"] == n and cost["passes"] == 1 + -(-n // 8)
     assert cost["reference_passes"] == len(refs) * (1 + -(-n // 8))
 
     def centred(description, word):
-        return plain(description, word) - np.mean([plain(description, b) for b in S.BACKGROUND_WORDS])
+        return plain(description, word) - np.mean([plain(description, b) for b in Q.BACKGROUND_WORDS])
 
     for i in (0, 1):   # every word against every reference: a few hundred plain passes of the tiny model
         want = centred("verbs", words[i]) - max(centred(r, words[i]) for r in refs)
         assert s[i] == pytest.approx(want, rel=1e-4, abs=1e-4)
     assert s[2] == s[0]
-    again, cost2 = S.word_scores(lm, "verbs", words, batch_size=8, cache=kept)
+    again, cost2 = Q.word_scores(lm, "verbs", words, batch_size=8, cache=kept)
     np.testing.assert_allclose(again, s, rtol=1e-6)
     assert cost2["reference_passes"] == 0 and cost2["passes"] == 0
 

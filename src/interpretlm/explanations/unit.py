@@ -160,7 +160,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
         question: what detection and fuzzing ask the scorer. ``"words"``: whether each word fits the
             explanation, in isolation (detection: every word of the window, the window scored by its best
             word; fuzzing: the marked words, scored by their mean), compared with fixed reference
-            descriptions (:func:`~interpretlm.explanations.scorers.word_scores`); ``"window"``: one question
+            descriptions (:func:`~interpretlm.explanations.questions.word_scores`); ``"window"``: one question
             about the whole window (fuzzing: about its marked tokens together). ``None``: ``"words"``.
         calibration: the decision rule of detection's and fuzzing's balanced accuracy. ``None``: the
             question's own — ``"reference"`` for words (yes exactly when the explanation fits the word better
@@ -169,7 +169,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
             (threshold at the scores' balanced median) or ``"zero"`` (the raw yes/no).
         shots: worked examples in the whole-window and list prompts (0-6 asking about one window; at most 3
             in the list form); the word-level questions always show their ten
-            (:data:`~interpretlm.explanations.scorers.WORD_SHOTS`).
+            (:data:`~interpretlm.explanations.questions.WORD_SHOTS`).
         per_prompt: windows per detection or fuzzing prompt: 1 (the default) asks about each word or window alone
             (fuzzing about its marked tokens only); more shows delphi's numbered examples, answered as one list.
         max_new_tokens: length limit of the explainer's answer.
