@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 import interpretlm as il
-from interpretlm.explanations.result import headline
 from interpretlm.explanations.scorers import balanced_accuracy
 
 sys.path.insert(0, str(Path(__file__).parent))
