@@ -34,6 +34,7 @@ import torch
 
 from ..model import LM
 from ..targets import Contrast, Label
+from ..tokens import special_token_ids
 from .candidates import PromptPass, _alnum_of, estimate, token_of_word, word_like
 from .edit_sets import _score
 from .scoring import Goal, Scorer
@@ -105,7 +106,7 @@ def conditioned_logprobs(lm: LM, scorer: Scorer, ids: torch.Tensor, cues: list[s
     one query per cue (counted on ``scorer``).
     """
     ids = ids.tolist()
-    specials = set(scorer._special)
+    specials = special_token_ids(lm.tokenizer)
     lead = 0
     while lead < len(ids) and ids[lead] in specials:
         lead += 1
@@ -114,25 +115,10 @@ def conditioned_logprobs(lm: LM, scorer: Scorer, ids: torch.Tensor, cues: list[s
         pre = lm.tokenizer(cue, add_special_tokens=False)["input_ids"]
         rows.append(ids[:lead] + pre + ids[lead:])
         offsets.append(len(pre))
-    longest = max(len(r) for r in rows)
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    x = torch.full((len(rows), longest), pad, dtype=torch.long)
-    mask = torch.zeros_like(x)
-    for i, r in enumerate(rows):
-        x[i, :len(r)] = torch.tensor(r)
-        mask[i, :len(r)] = 1
-    with torch.no_grad(), lm.running():
-        logits = lm.model(input_ids=x.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
-    scorer.queries += len(rows)
-    scorer.forward_passes += 1
-    scorer.tokens_run += x.numel()
-    scorer.tokens_full += x.numel()
-    out = torch.empty(len(rows), len(ids), logits.shape[-1])
-    for i, off in enumerate(offsets):
-        # the prompt's token j sits at j + off (j >= lead); its next-token distribution is read there
-        pos = [j if j < lead else j + off for j in range(len(ids))]
-        out[i] = torch.log_softmax(logits[i, pos].float(), -1).cpu()
-    return out
+    logprobs = scorer.next_token_logprobs(rows)  # [cues, longest, vocab]
+    # the prompt's token j sits at j + off (j >= lead); its next-token distribution is read there
+    return torch.stack([logprobs[c, [j if j < lead else j + off for j in range(len(ids))]]
+                        for c, off in enumerate(offsets)])
 
 
 def rank_operations(lm: LM, pp: PromptPass, w: Words, word_tokens: list[list[int]], ranked: list[int],

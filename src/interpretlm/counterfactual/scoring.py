@@ -185,7 +185,20 @@ class Scorer:
         ppl = None if outs[0].log_ppl is None else torch.cat([o.log_ppl for o in outs])
         return Scores(torch.cat([o.goal for o in outs]), torch.cat([o.value for o in outs]), per, ppl)
 
-    def _chunk(self, rows: list[list[int]]) -> Scores:
+    def next_token_logprobs(self, rows: list[list[int]]) -> torch.Tensor:
+        """``[rows, longest, vocab]`` log-probabilities of the next token at every position of ``rows``
+        (right-padded; positions past a row's end are padding), in one plain batched pass, counted
+        as ``len(rows)`` queries."""
+        ids, mask = self._padded(rows)
+        with torch.no_grad(), self.lm.running():
+            logits = self.lm.model(input_ids=ids.to(self.lm.device), attention_mask=mask.to(self.lm.device),
+                                   use_cache=False).logits
+        self.forward_passes += 1
+        self.tokens_run += ids.numel()
+        return torch.log_softmax(logits.float(), -1).cpu()
+
+    def _padded(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ids and attention mask ``[rows, longest]``; the rows are counted as queries."""
         n, longest = len(rows), max(len(r) for r in rows)
         self.queries += n
         self.tokens_full += n * longest
@@ -195,6 +208,11 @@ class Scorer:
         for i, r in enumerate(rows):
             ids[i, :len(r)] = torch.tensor(r)
             mask[i, :len(r)] = 1
+        return ids, mask
+
+    def _chunk(self, rows: list[list[int]]) -> Scores:
+        n, longest = len(rows), max(len(r) for r in rows)
+        ids, mask = self._padded(rows)
         last = mask.sum(1) - 1
         if not self.cached:
             return self._plain(ids, mask)
