@@ -159,21 +159,23 @@ def cf_peer(d: dict[str, Any]) -> str:
     return "; ".join(parts) + " (ours vs TextAttack; one process, a machine loaded ~10× over its 2 cores)"
 
 
+def _per_task(s: dict[str, Any], ours: str, peer: str, line: Callable[[str, str], str], run: str) -> list[str]:
+    """One phrase per task that has a peer run: ``line(our key prefix, TextAttack's key prefix)``."""
+    parts = [f"{task} ({s[ours.format(task) + 'examples']:.0f} examples): " + line(ours.format(task), peer.format(task))
+             for task in ("sentiment", "topic") if ours.format(task) + "examples" in s]
+    if not parts:
+        raise KeyError(f"no {run} peer run")
+    return parts
+
+
 def cf_guided(d: dict[str, Any]) -> str:
     s = d["counterfactuals"]
-    parts = []
-    for task in ("sentiment", "topic"):
-        k, ta = f"guided_peer_{task}_interpretlm-guided_", f"guided_peer_{task}_textattack-embedding_"
-        if k + "examples" not in s:
-            continue
-        parts.append(
-            f"{task} ({s[k + 'examples']:.0f} examples): flip rate {s[k + 'flip_rate']:.2f} vs {s[ta + 'flip_rate']:.2f}, "
-            f"minimality {s[k + 'minimality']:.3f} vs {s[ta + 'minimality']:.3f}, Δ perplexity "
-            f"{s[k + 'delta_ppl']:+.0f}, queries {s[k + 'queries']:.0f} vs {s[ta + 'queries']:.0f} (TextAttack "
-            f"{s[ta + 'query_ratio_guided']:.2f}× ours), seconds per example TextAttack "
-            f"{s[ta + 'time_ratio_guided']:.2f}× ours")
-    if not parts:
-        raise KeyError("no guided peer run")
+    parts = _per_task(s, "guided_peer_{}_interpretlm-guided_", "guided_peer_{}_textattack-embedding_", lambda k, ta: (
+        f"flip rate {s[k + 'flip_rate']:.2f} vs {s[ta + 'flip_rate']:.2f}, "
+        f"minimality {s[k + 'minimality']:.3f} vs {s[ta + 'minimality']:.3f}, Δ perplexity "
+        f"{s[k + 'delta_ppl']:+.0f}, queries {s[k + 'queries']:.0f} vs {s[ta + 'queries']:.0f} (TextAttack "
+        f"{s[ta + 'query_ratio_guided']:.2f}× ours), seconds per example TextAttack "
+        f"{s[ta + 'time_ratio_guided']:.2f}× ours"), "guided")
     return ("; ".join(parts) + " (ours vs TextAttack; queries: every row the model scores, the prompt's one included; "
             "ours adds one backward pass; one process, load average ~28 on 2 cores)")
 
@@ -183,18 +185,11 @@ FRUGAL = "frugal_peer_"
 
 def cf_frugal(d: dict[str, Any]) -> str:
     s = d["counterfactuals"]
-    parts = []
-    for task in ("sentiment", "topic"):
-        k, ta = f"{FRUGAL}{task}_interpretlm-frugal_", f"{FRUGAL}{task}_textattack-embedding_"
-        if k + "examples" not in s:
-            continue
-        parts.append(
-            f"{task} ({s[k + 'examples']:.0f} examples): flip rate {s[k + 'flip_rate']:.2f} vs {s[ta + 'flip_rate']:.2f}, "
-            f"minimality {s[k + 'minimality']:.3f} vs {s[ta + 'minimality']:.3f}, queries {s[k + 'queries']:.1f} vs "
-            f"{s[ta + 'queries']:.1f} (TextAttack {s[ta + 'query_ratio_frugal']:.1f}× ours), seconds per example "
-            f"TextAttack {s[ta + 'time_ratio_frugal']:.2f}× ours")
-    if not parts:
-        raise KeyError("no frugal peer run")
+    parts = _per_task(s, FRUGAL + "{}_interpretlm-frugal_", FRUGAL + "{}_textattack-embedding_", lambda k, ta: (
+        f"flip rate {s[k + 'flip_rate']:.2f} vs {s[ta + 'flip_rate']:.2f}, "
+        f"minimality {s[k + 'minimality']:.3f} vs {s[ta + 'minimality']:.3f}, queries {s[k + 'queries']:.1f} vs "
+        f"{s[ta + 'queries']:.1f} (TextAttack {s[ta + 'query_ratio_frugal']:.1f}× ours), seconds per example "
+        f"TextAttack {s[ta + 'time_ratio_frugal']:.2f}× ours"), "frugal")
     return ("; ".join(parts) + f" (ours vs TextAttack; queries: every row the model scores, ours = the prompt + one row "
             f"per label cue + the rows scored, plus one backward pass; load average "
             f"{s[FRUGAL + 'load_average']:.0f} on 2 cores; table and examples in the counterfactual section)")

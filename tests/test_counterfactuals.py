@@ -357,15 +357,22 @@ def test_fluency_under_a_second_model_equals_its_perplexity(llama):
         il.counterfactuals(llama, prompt, il.Contrast(" Mary", " John"), fluency_model=tiny_lm("bert"))
 
 
+def _trigger_edit(trigger_lm, search):
+    """The beam's and ``search``'s counterfactuals of the planted trigger prompt, and ``search``'s first
+    edit, checked to change the trigger word ``France`` alone (deleted or substituted)."""
+    prompt = "Mary Tom France Anna Bob Rome is"
+    beam = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], n=1, seed=0)
+    cf = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], n=1, seed=0, search=search)
+    e = cf.edits[0]
+    assert e["flipped"] and e["distance"] == 1 and e["ops"][0][1] == cf.words.index("France")
+    assert e["ops"][0][0] != "ins"
+    return beam, cf, e
+
+
 def test_the_guided_search_finds_the_trigger_with_few_queries(trigger_lm):
     """search="guided" scores the candidates of lowest first-order predicted g first: the planted
     trigger's edit comes in the first round, at a fraction of the beam's queries."""
-    prompt = "Mary Tom France Anna Bob Rome is"
-    beam = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], n=1, seed=0)
-    guided = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], n=1, seed=0, search="guided")
-    e = guided.edits[0]
-    trigger = guided.words.index("France")
-    assert e["flipped"] and e["distance"] == 1 and e["ops"][0][1] == trigger and e["ops"][0][0] != "ins"
+    beam, guided, e = _trigger_edit(trigger_lm, "guided")
     assert guided.queries < beam.queries / 2
     # one gradient pass on the prompt (ranking, HotFlip and the estimates), no other backward pass
     assert guided.diagnostics["backward_passes"] == 1 == beam.diagnostics["backward_passes"]
@@ -415,12 +422,7 @@ def test_the_frugal_search_finds_the_trigger_with_few_queries(trigger_lm):
     """search="frugal" ranks every edit by the label evidence of the model's own label-conditioned
     distributions and scores a handful: the trigger's edit, at a fraction of the beam's queries, counted
     as the prompt (1) + one row per label cue (2) + the rows it scored."""
-    prompt = "Mary Tom France Anna Bob Rome is"
-    beam = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], n=1, seed=0)
-    frugal = il.counterfactuals(trigger_lm, prompt, LABEL, keep=["is"], n=1, seed=0, search="frugal")
-    e = frugal.edits[0]
-    trigger = frugal.words.index("France")
-    assert e["flipped"] and e["distance"] == 1 and e["ops"][0][1] == trigger and e["ops"][0][0] != "ins"
+    beam, frugal, e = _trigger_edit(trigger_lm, "frugal")
     assert frugal.queries <= beam.queries / 4
     assert e["queries"] <= frugal.queries and (frugal.queries - 3) % 4 == 0  # whole rounds of per_round=4 rows
     assert frugal.diagnostics["backward_passes"] == 1
