@@ -202,7 +202,9 @@ def render_cf(data: dict[str, Any]) -> str:
              "seconds per example |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes = []
     for task in ("sentiment", "topic"):
-        for method, name in (("interpretlm-frugal", 'interpretlm `search="frugal"`'),
+        for method, name in (("interpretlm-frugal", 'interpretlm `search="frugal"` (1 candidate a round, default)'),
+                             ("interpretlm-frugal-4", 'interpretlm `search="frugal", per_round=4` (earlier run, '
+                              f"load {s.get(FRUGAL + 'load_average_per_round_4', float('nan')):.0f})"),
                              ("textattack-embedding", "TextAttack 0.3.11 greedy WIR, model-embedding swaps")):
             k = f"{FRUGAL}{task}_{method}_"
             if k + "examples" not in s:
@@ -429,7 +431,8 @@ def epo_published(d: dict[str, Any]) -> str:
     cpu = sorted(u["cpu_seconds_per_iteration"] for u in units.values())
     each = "; ".join(f"{k[4:]} {u['best_activation']:.2f} at CE {u['best_ce']:.1f} vs corpus max "
                      f"{u['corpus_max']:.2f} (examples' median CE {u['median_ce']:.2f})" for k, u in sorted(units.items()))
-    return (f"{len(units)} of the 10 neurons run so far: front above the corpus maximum at a cross-entropy ≤ its "
+    run = "all 10 neurons" if len(units) == 10 else f"{len(units)} of the 10 neurons run so far"
+    return (f"{run}: front above the corpus maximum at a cross-entropy ≤ its "
             f"examples' median on {wins}/{len(units)}, at any cross-entropy on {beat}/{len(units)}; "
             f"{b['iterations']} iterations × population {b['population']} × {b['swaps']} swaps, top-k {b['top_k']}, "
             f"restarts every {b['restart_every']}; {_range(cpu, '{:.1f}')} CPU s/iteration (one thread); {each}")
@@ -455,7 +458,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("counterfactuals, search=\"guided\" (first-order estimates, 4 candidates a round) vs TextAttack 0.3.11 "
      "(the same recipe), same examples", cf_guided,
      "counterfactuals.py --peer textattack --search guided --tasks sentiment,topic"),
-    ("counterfactuals, search=\"frugal\" (label-conditioned evidence, 4 candidates a round) vs TextAttack 0.3.11 "
+    ("counterfactuals, search=\"frugal\" (label-conditioned evidence, 1 candidate a round) vs TextAttack 0.3.11 "
      "(the same recipe), same examples", cf_frugal,
      "counterfactuals.py --peer textattack --search frugal --tasks sentiment,topic --n 50 --threads 1"),
     ("counterfactual fluency ranking, before → after (after: the TextAttack run's interpretlm rows)", cf_fluency,

@@ -421,10 +421,11 @@ def test_the_fused_prompt_pass_ranks_as_input_x_gradient(llama):
 def test_the_frugal_search_finds_the_trigger_with_few_queries(trigger_lm):
     """search="frugal" ranks every edit by the label evidence of the model's own label-conditioned
     distributions and scores a handful: the trigger's edit, at a fraction of the beam's queries, counted
-    as the prompt (1) + one row per label cue (2) + the rows it scored."""
+    as the prompt (1) + one row per label cue (2) + the rows it scored, one a round by default: the
+    search stops at the first flip, so the flipping edit's count is the whole search's."""
     beam, frugal, e = _trigger_edit(trigger_lm, "frugal")
     assert frugal.queries <= beam.queries / 4
-    assert e["queries"] <= frugal.queries and (frugal.queries - 3) % 4 == 0  # whole rounds of per_round=4 rows
+    assert e["queries"] == frugal.queries >= 4
     assert frugal.diagnostics["backward_passes"] == 1
 
 

@@ -37,9 +37,9 @@ The search (one call, one prompt):
    cue stating each label (one query per label) and every operation is ranked by the label
    evidence it adds (``log p(word | cue_other) - log p(word | cue_current)`` at its position,
    substitutes from those conditioned distributions, the plain one and the embedding
-   neighbours); the ``per_round`` best are scored per round, and rounds without a flip extend
-   the edit of lowest measured ``g``. Other targets are ranked by first-order estimates. It
-   stops at the first ``n`` flips, or after ``4 max_edits`` rounds without one.
+   neighbours); the ``per_round`` best (default 1) are scored per round, and rounds without a
+   flip extend the edit of lowest measured ``g``. Other targets are ranked by first-order
+   estimates. It stops at the first ``n`` flips, or after ``16 max_edits`` queries without one.
 4. **Minimality** (Ablation Flip's guarantee, for every kind of edit): every strict subset
    of a flipping set of up to ``MAX_BRUTE`` operations is scored, and the smallest flipping
    subset is returned, so no strict subset of a returned set flips (``minimal=True``).
@@ -137,7 +137,7 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
                     keep: Sequence[str] = (), threshold: float | None = None, direction: str = "auto",
                     ranking: str = "input_x_gradient", kinds: Sequence[str] = KINDS, hotflip_pool: int = 500,
                     reuse_cache: bool = True, fluency: float = 1.0, mlm: LM | str | None = None,
-                    fluency_model: LM | str | None = None, search: str = "beam", per_round: int = 4,
+                    fluency_model: LM | str | None = None, search: str = "beam", per_round: int | None = None,
                     batch_size: int = 32, seed: int = 0) -> Counterfactuals:
     """Find up to ``n`` minimal edits of the prompt that flip ``target``.
 
@@ -187,7 +187,11 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
             module's docstring. ``mlm=``, ``candidates``, ``insertions``, ``positions``, ``beam``
             and ``hotflip_pool`` are the beam's and guided search's: the frugal search takes its
             own candidates.
-        per_round: ``search="guided"`` / ``"frugal"``: edit sets scored per round (one batched pass).
+        per_round: ``search="guided"`` / ``"frugal"``: edit sets scored per round (one batched pass);
+            default 4 for the guided search and 1 for the frugal one (one candidate a round: on
+            the built-in evaluation set its first-ranked edit alone flips 34% of the reviews and
+            46% of the topic texts, and 1 a round spent the fewest queries of 1–4 at the same or
+            more flips).
         batch_size: candidates per forward pass.
         seed: breaks ties between equally ranked words and candidates.
 
@@ -205,6 +209,8 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
         ('counterfactuals', True, 'flip_rate')
     """
     start = time.perf_counter()
+    if per_round is None:
+        per_round = 1 if search == "frugal" else 4
     for name, value, low in (("n", n, 1), ("max_edits", max_edits, 1), ("beam", beam, 1), ("positions", positions, 1),
                              ("candidates", candidates, 0), ("insertions", insertions, 0),
                              ("batch_size", batch_size, 1), ("hotflip_pool", hotflip_pool, 0),
