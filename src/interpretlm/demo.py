@@ -103,7 +103,7 @@ def run_demo(model: str | LM | None = None, out: str | Path = "interpretlm-demo.
     prompts = prompts or DEMO_PROMPTS
     echo(f"Model: {lm.name} ({lm.family.name}, {lm.n_layers} layers, {lm.n_heads} heads), "
          f"loaded in {time.perf_counter() - t0:.1f} s")
-    sections = []
+    done = []
     for make in sections or default_sections():
         t = time.perf_counter()
         sec = make(lm, prompts)
@@ -111,10 +111,10 @@ def run_demo(model: str | LM | None = None, out: str | Path = "interpretlm-demo.
         echo(f"\n== {sec.title} ({sec.seconds:.1f} s)")
         for line in sec.text:
             echo(line)
-        sections.append(sec)
+        done.append(sec)
     html = report_page(f"interpretlm demo — {lm.name}",
                        [(s.title, render_all([*s.figures, Text(f"{s.seconds:.1f} s", muted=True)], level=3))
-                        for s in sections],
+                        for s in done],
                        subtitle=f"{lm.info().architecture}, {lm.n_layers} layers; total "
                                 f"{time.perf_counter() - t0:.1f} s")
     path = Path(out)
