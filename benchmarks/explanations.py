@@ -17,7 +17,7 @@ With ``--planted`` the cost is measured on the planted digit neuron as the subje
 the default model scoring.
 
 Run:  PYTHONPATH=src python benchmarks/explanations.py [--cost [--planted]] [--units 2 [--log units.jsonl]]
-      [--ground-truth [--scorer qwen2.5-coder-0.5b] [--gt-classes digits,names]] [--windows 20]
+      [--ground-truth [--scorer qwen2.5-coder-0.5b] [--gt-classes digits,names] [--gt-corpus balanced]] [--windows 20]
 """
 
 from __future__ import annotations
@@ -214,11 +214,18 @@ SLUG = {"names of people": "people", "words about food": "food", "colours": "col
         "digits (numbers such as 3 or 7)": "digits"}
 
 
-def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[str], question: str | None = None) -> None:
+def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[str], question: str | None = None,
+                 corpus: str = "digits") -> None:
     """The planted neuron of ``tests/test_explanations.py`` firing on one token class; its true rule and
-    four wrong ones scored by ``scorer`` (the corpus: the tiny corpus with a digit in every other text,
-    so the wrong rule "digits" has digits in some non-activating windows)."""
+    four wrong ones scored by ``scorer``. ``corpus="digits"``: the tiny corpus with a digit in every other
+    text, so the wrong rule "digits" has digits in some non-activating windows (its nine sentences
+    repeat, and the names come with ``went`` and ``gave a drink``); ``"balanced"``:
+    ``T.balanced_corpus()``, where names, food, adjectives and digits each come on their own coin, in
+    the tiny tokenizer's whole words. Windows of 16 tokens in both."""
     import test_explanations as T
+
+    texts = T.balanced_corpus() if corpus == "balanced" else T.digit_corpus()
+    ctag = "_balanced" if corpus == "balanced" else ""
 
     unit = il.Unit("blocks.0.mlp.neurons", T.NEURON)
     tag = "" if scorer.name.startswith("smollm2") else "_" + scorer.name.split("-")[0].replace(".", "")
@@ -227,7 +234,7 @@ def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[s
         planted = T.build_planted(getattr(T, toks)) if toks else T.build_planted()
         print(f"planted neuron on {cls}, scored by {scorer.name}:")
         for rule in [true_rule] + wrong:
-            r = _run(planted, unit, corpus=T.digit_corpus(), k=windows + 5, window=16, n_explain=5,
+            r = _run(planted, unit, corpus=texts, k=windows + 5, window=16, n_explain=5,
                      n_windows=windows, scorer=scorer, explanation=rule, scorers=scorers, question=question)
             e = r.explained[0]
             s = r.scores
@@ -249,7 +256,7 @@ def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[s
             key = "true" if rule == true_rule else "wrong_" + SLUG[rule]
             qtag = {k: "_" + e["scores"][k]["question"] if k in e["scores"] and e["scores"][k].get("question", "words")
                     != "words" else "" for k in ("detection", "fuzzing", "embedding")}
-            pre = "planted" if cls == "digits" else f"planted_{cls}"
+            pre = ("planted" if cls == "digits" else f"planted_{cls}") + ctag
             for k in ("detection", "fuzzing", "embedding"):
                 if k in s and not math.isnan(s[k]):   # a scorer not run reads NaN: keep the figure measured before
                     record("explanations", f"{pre}_{key}_{k}{qtag[k]}{tag}", s[k])
@@ -281,6 +288,9 @@ def main() -> None:
     ap.add_argument("--question", default=None, choices=["words", "window"],
                     help="ground truth: what detection and fuzzing ask (default: each scorer's own)")
     ap.add_argument("--scorer", default=None, help="ground truth: the scorer model (default: the default model)")
+    ap.add_argument("--gt-corpus", default="digits", choices=["digits", "balanced"],
+                    help="ground truth: the tiny corpus with digits, or the balanced corpus (wrong rules' words "
+                         "as common in activating windows as elsewhere)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -291,7 +301,7 @@ def main() -> None:
         distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize)
     if a.ground_truth:
         ground_truth(il.load(a.scorer) if a.scorer else lm, a.windows, tuple(a.gt_scorers.split(",")),
-                     a.gt_classes.split(","), a.question)
+                     a.gt_classes.split(","), a.question, a.gt_corpus)
 
 
 if __name__ == "__main__":

@@ -186,6 +186,7 @@ def tests(lm, tag: str, n: int, samples: int, max_new_tokens: int, batch: int, s
     record("reasoning", f"{tag}.tests.n", len(qs))
     record("reasoning", f"{tag}.tests.sets", ", ".join(sets))
     record("reasoning", f"{tag}.tests.shots", shots)
+    record("reasoning", f"{tag}.tests.samples", samples)
     for k, v in ev.mean.items():
         print(f"  {k:<36} {v:+.3f} ± {ev.stderr[k]:.3f} (n={ev.n_per_metric[k]})", flush=True)
         record("reasoning", f"{tag}.tests.{k}", v)

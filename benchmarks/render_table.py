@@ -536,6 +536,10 @@ def _above(s: dict[str, Any], key: str, chance: float) -> str:
     return "yes" if v - chance > 2 * (se if se is not None and se == se else 0.0) else "no"
 
 
+def _samples(n: float | None) -> str:
+    return "" if n is None else f" × {n:.0f} sample" + ("s" if n != 1 else "")
+
+
 def render_cot(data: dict[str, Any]) -> str:
     """The chain-of-thought figures of both built-in models (accuracy per set, each test's metric), ± s.e."""
     s = data.get("reasoning", {})
@@ -559,7 +563,8 @@ def render_cot(data: dict[str, Any]) -> str:
                          f"{_above(s, f'{tag}.{name}.accuracy_no_cot', chance)} | "
                          f"{'n/a' if read is None else f'{read:.0%}'} |")
     lines += ["", "| test, metric | " + " | ".join(
-        f"{label}, {s[f'{tag}.tests.n']:.0f} questions ({s.get(f'{tag}.tests.sets', 'arithmetic')}), "
+        f"{label}, {s[f'{tag}.tests.n']:.0f} questions ({s.get(f'{tag}.tests.sets', 'arithmetic')})"
+        f"{_samples(s.get(f'{tag}.tests.samples'))}, "
         f"{_shots(s.get(f'{tag}.tests.shots'))}" if f"{tag}.tests.n" in s else f"{label}"
         for tag, label in COT_MODELS) + " |", "| --- |" + " --- |" * len(COT_MODELS)]
     for key, label in COT_METRICS:

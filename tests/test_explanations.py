@@ -74,6 +74,45 @@ def digit_corpus(n: int = 120, seed: int = 0) -> list[str]:
     return texts
 
 
+# The balanced ground-truth corpus, in words the tiny tokenizer holds whole (its own corpus's words): each
+# slot filled on its own coin, so what a wrong rule describes (food, digits, names, verbs) is as common
+# where the planted neuron fires as where it does not
+PEOPLE = ("Mary", "John", "Tom", "Anna", "Alice", "Bob")        # " Mary" ...: tokens of NAMES
+NOT_PEOPLE = ("the cat", "the movie", "the city", "it", "the answer", "the capital")
+VERBS = ("gave", "went", "sat", "was", "is", "are")
+FOOD = ("the food", "a drink")
+THINGS = ("a ball", "a book", "the keys", "the table", "a key", "the cabinet")
+PLACES = ("to the store", "to the park", "to the school", "on the mat", "on the table", "in Paris", "in Rome",
+          "in London", "in France", "in Italy", "in England")
+ADJECTIVES = ("good", "great", "wonderful", "bad", "terrible", "tired")
+
+
+def balanced_corpus(n: int = 120, seed: int = 0) -> list[str]:
+    """Texts of two clauses ``<person> <verb> [adjective] <thing> <place>`` joined by ``because``, where
+    each clause's person is a name (of :data:`NAMES`) or not, its thing food or not, an adjective given or
+    not and a digit inserted or not, each on its own fair coin, in the tiny tokenizer's whole words: what
+    a wrong rule describes is independent of what the planted neurons fire on (in :func:`digit_corpus`
+    nine sentences repeat, and the names come with ``went`` and ``gave a drink``).
+
+    Example:
+        >>> balanced_corpus(1)[0].startswith("I think ")
+        True
+    """
+    rng = random.Random(seed)
+
+    def clause() -> list[str]:
+        who = rng.choice(PEOPLE if rng.random() < 0.5 else NOT_PEOPLE)
+        thing = rng.choice(FOOD if rng.random() < 0.5 else THINGS).split(" ")
+        if rng.random() < 0.5:
+            thing.insert(1, rng.choice(ADJECTIVES))
+        words = [*who.split(" "), rng.choice(VERBS), *thing, *rng.choice(PLACES).split(" ")]
+        if rng.random() < 0.5:
+            words.insert(rng.randrange(len(words) + 1), str(rng.randrange(10)))
+        return words
+
+    return [" ".join(["I", "think", *clause(), "because", *clause()]) + "." for _ in range(n)]
+
+
 def _quiet(fn, *a, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -476,16 +476,25 @@ def test_builtin_sets_are_well_formed():
             first_named.append(q.answer == a)
     assert sum(first_named) * 2 == len(first_named)  # copying the first (or last) named person scores chance
     arith = il.reasoning.builtin("arithmetic")
+    for op in range(3):  # each operation's positions are balanced too (additions, subtractions, equal groups)
+        counts = Counter(q.choices.index(q.answer) for q in arith[op::3])
+        assert len(counts) == 4 and max(counts.values()) - min(counts.values()) <= 1, (op, counts)
     for q in arith:  # the arithmetic answers are right
         assert not set(re.findall(r"\d+", q.text)) & (set(q.choices) - {q.answer})
         assert [int(c) for c in q.choices] == sorted(int(c) for c in q.choices)
-        nums = [int(x) for x in re.findall(r"\d+", q.text)]
-        more = re.search(r"\b(?:buys|gives \w+|puts in) \d+ more\b", q.text)  # else: gives to, loses, takes out
-        assert int(q.answer) == (nums[0] + nums[1] if more else nums[0] - nums[1])
+        assert int(q.answer) == _computed(q.text)
     # no surface shortcut: the choice nearest a number of the question is right about as often as chance
     nearest = [min(q.choices, key=lambda c: min(abs(int(c) - int(x)) for x in re.findall(r"\d+", q.text)))
                for q in arith]
     assert sum(c == q.answer for c, q in zip(nearest, arith)) / len(arith) < 0.3
+
+
+def _computed(text: str) -> int:
+    """The answer of a built-in arithmetic problem, read from its words (not from how the set made it)."""
+    a, b = (int(x) for x in re.findall(r"\d+", text))
+    if re.search(r"\b(?:in each|each box holds|on each of)\b", text):
+        return a * b  # equal groups
+    return a + b if re.search(r"\b(?:buys|gives \w+|puts in) \d+ more\b", text) else a - b
 
 
 def test_development_split_is_apart_from_the_sets():
@@ -498,8 +507,7 @@ def test_development_split_is_apart_from_the_sets():
     assert len(dev["arithmetic"]) == 48 and len(dev["dates"]) == 40 and not held & {r["text"] for r in rows}
     for r in dev["arithmetic"]:  # computed answers, no operand among the distractors
         nums = [int(x) for x in re.findall(r"\d+", r["text"])]
-        more = re.search(r"\b(?:buys|gives \w+|puts in) \d+ more\b", r["text"])
-        assert int(r["answer"]) == (nums[0] + nums[1] if more else nums[0] - nums[1])
+        assert int(r["answer"]) == _computed(r["text"])
         assert not set(map(str, nums)) & (set(r["choices"]) - {r["answer"]})
     for r in dev["dates"][:26]:  # the day or month after the one named
         words = re.findall(r"\w+", r["text"])

@@ -70,23 +70,23 @@ def sample(lm: Any, q: Question, *, samples: int, seed: int, max_new_tokens: int
 def no_cot_logprobs(lm: Any, q: Question, cands: list[str], chat: bool, shots: int = 0) -> torch.Tensor:
     """The candidates' log-probabilities with no reasoning ``[c]``: standard prompting, cloze-style.
 
-    The comparator of Wei et al. 2022 is standard few-shot prompting: the same ``shots`` worked
-    examples as the CoT prompt, each with its answer and no reasoning (:func:`.engine.direct_prompt_ids`),
-    then the question alone and ``"Answer:"``, after which each candidate is scored, the
-    multiple-choice "cloze" formulation of lm-evaluation-harness (its few-shot form when
-    ``shots`` > 0; ``shots=0``: the question alone). The choices are not listed: listing them makes
-    small models copy the first one (the default model forced after the listed choices picked the
-    first on 91% of the commonsense set and 82% of arithmetic), which measures position, not knowledge;
-    with the worked examples' answers after listed choices it picked worse than chance on held-out
-    arithmetic problems of a development split (0.08 on 48, against 0.27 unlisted).
+    The comparator of Wei et al. 2022 is standard few-shot prompting: the same ``shots`` worked examples as
+    the CoT prompt, each with its answer and no reasoning (:func:`.engine.direct_prompt_ids`), then the
+    question alone and ``"Answer:"``, after which each candidate is scored, the multiple-choice "cloze"
+    formulation of lm-evaluation-harness (its few-shot form when ``shots`` > 0; ``shots=0``: the question
+    alone). The choices are not listed: listing them makes small models copy the first one (the default
+    model forced after the listed choices picked the first on 91% of the commonsense set and 82% of an
+    earlier arithmetic set), which measures position, not knowledge; with the worked examples' answers after
+    listed choices it picked worse than chance on held-out arithmetic problems of that set's development
+    split (0.08 on 48, against 0.27 unlisted).
 
     A choice's score is the sum of its tokens' log-probabilities, the probability of its text, as
-    lm-evaluation-harness's ``acc``. SmolLM2 writes numbers digit by digit (" 10" is three tokens,
-    " 8" two, the space shared), so the sum is the model's probability of the whole number; the mean
-    per token would reward a second digit that is near certain once the first is written. On the
-    arithmetic set neither is the cause of chance accuracy zero-shot: sum 0.23, mean 0.21, and the
-    exact-number probability (the sum plus log P(no further digit)) 0.24 on 100 questions, because the
-    default model's most likely digit after "Answer:" is an operand of the question (the first on 75,
+    lm-evaluation-harness's ``acc``. SmolLM2 writes numbers digit by digit (" 10" is three tokens, " 8" two,
+    the space shared), so the sum is the model's probability of the whole number; the mean per token would
+    reward a second digit that is near certain once the first is written. On the earlier arithmetic set (100
+    additions and subtractions) neither was the cause of chance accuracy zero-shot: sum 0.23, mean 0.21, and
+    the exact-number probability (the sum plus log P(no further digit)) 0.24 on its 100 questions, because
+    the default model's most likely digit after "Answer:" is an operand of the question (the first on 75,
     the second on 25), which the set never offers as a choice.
     """
     ids, cue = direct_prompt_ids(lm, q.text, chat, shots)

@@ -3,8 +3,8 @@
 Regenerate with ``python -m interpretlm.reasoning.sets``. The rules:
 
 * **The right answer's position is balanced**: over a set, each position holds the right answer
-  equally often (arithmetic and commonsense: each block of ``k`` consecutive questions is a seeded
-  shuffle of ``0..k-1``, so prefixes of the set are balanced too; dates: calendar order fixes
+  equally often (commonsense: each block of ``k`` consecutive questions is a seeded shuffle of
+  ``0..k-1``, so prefixes of the set are balanced too; arithmetic: the same within each operation; dates: calendar order fixes
   which positions an answer can take, so the most constrained questions pick first, each the least
   used position it allows), so a model that always picks the first (or any one) choice scores
   chance, not below or above it.
@@ -22,12 +22,17 @@ Regenerate with ``python -m interpretlm.reasoning.sets``. The rules:
   the figures are reported on the sets.
 * **No surface shortcut**: in arithmetic the choice nearest a number of the question is right about as
   often as chance (0.23 over the set; chance 0.25), so matching numbers does not answer it.
-* Arithmetic: 100 one-step problems pitched at what a 135M model can do step by step: additions of 2
-  to 4 to a number from 2 to 7 and subtractions of 2 to 4 from a number from 6 to 12, alternating,
-  each asked in one of three phrasings; choices in increasing order. The earlier set (40 problems
-  with products and shares, operands up to 20) left the default model below its cloze accuracy with
-  its own reasoning (0.35 ± 0.08 against 0.42 ± 0.08): its chains of thought copied numbers from the
-  listed choices ("Tom has 14 apples") or added wrongly (8 + 9), and stated answers outside the choices.
+* Arithmetic: 120 one-step problems pitched at what a 135M model can do: additions of 2 to 4 to a
+  number from 2 to 7, subtractions of 2 to 4 from a number from 6 to 12, and equal groups (2 to 5 groups
+  of 2 to 5), taking turns, each asked in one of three phrasings; choices in increasing order; each
+  operation's answer positions balanced on their own (every prefix of 12 questions is balanced). The
+  default model computes additions and subtractions only step by step, and without CoT picks the
+  smallest choice; equal groups are the times tables it has memorised, answered with and without CoT
+  (development split: 0.72 and 0.90 on 40). The first arithmetic set (40 problems with products and
+  shares, operands up to 20) left it below its cloze accuracy with its own reasoning (0.35 ± 0.08
+  against 0.42 ± 0.08): its chains of thought copied numbers from the listed choices ("Tom has 14
+  apples") or added wrongly (8 + 9), and stated answers outside the choices; the second (100 additions
+  and subtractions) left it at chance without CoT (0.27 ± 0.04).
 * Dates: 100 one-step questions within reach of a 135M model: the day after a weekday (asked five
   ways, 34), the month after a month (asked three ways, 36; 4 choices in calendar order) and one
   comparison between two people (30, 2 choices), interleaved. The first dates set (1 to 6 days ahead
@@ -90,26 +95,37 @@ TAKE = ["{name} has {a} {thing} and gives {b} to a friend. How many {thing} does
         "There are {a} {thing} in a box. {name} takes out {b}. How many {thing} are in the box now?"]
 
 
-def arithmetic(n: int = 100, seed: int = 15) -> list[dict[str, Any]]:
-    """One-step additions and subtractions of small numbers with 4 numeric choices (see the module's rules)."""
+GROUPS = ["{name} has {a} bags with {b} {thing} in each bag. How many {thing} does {name} have?",
+          "There are {a} boxes and each box holds {b} {thing}. How many {thing} are there in all?",
+          "{name} puts {b} {thing} on each of {a} plates. How many {thing} are on the plates?"]
+
+
+def arithmetic(n: int = 120, seed: int = 15) -> list[dict[str, Any]]:
+    """One-step additions, subtractions and equal groups of small numbers with 4 numeric choices (see the
+    module's rules)."""
     rng = random.Random(seed)
-    positions = balanced_positions(n, 4, rng)
+    # each operation's own balanced positions: a model that favours one position scores chance on every
+    # operation, so an operation's accuracy is not its share of one position
+    positions = [balanced_positions(-(-n // 3), 4, rng) for _ in range(3)]
     out, seen = [], set()
     for i in range(n):
         name, thing = NAMES[i % len(NAMES)], THINGS[(i * 3) % len(THINGS)]
-        kind = i % 2  # additions and subtractions alternate
+        kind = i % 3  # additions, subtractions and equal groups take turns
         while True:
-            template = rng.choice(ADD if kind == 0 else TAKE)
+            template = rng.choice((ADD, TAKE, GROUPS)[kind])
             if kind == 0:
                 a, b = rng.randint(2, 7), rng.randint(2, 4)
                 ans = a + b
-            else:
+            elif kind == 1:
                 a = rng.randint(6, 12)
                 b = rng.randint(2, 4)
                 ans = a - b
+            else:
+                a, b = rng.randint(2, 5), rng.randint(2, 5)
+                ans = a * b
             text = template.format(name=name, thing=thing, a=a, b=b)
             numbers = {a, b}
-            choices = _around(ans, positions[i], numbers)
+            choices = _around(ans, positions[kind][i // 3], numbers)
             if choices is not None and ans not in numbers and text not in seen:
                 seen.add(text)
                 break
