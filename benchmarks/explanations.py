@@ -221,7 +221,7 @@ def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[s
     text, so the wrong rule "digits" has digits in some non-activating windows (its nine sentences
     repeat, and the names come with ``went`` and ``gave a drink``); ``"balanced"``:
     ``T.balanced_corpus()``, where names, food, adjectives and digits each come on their own coin, in
-    the tiny tokenizer's whole words. Windows of 16 tokens in both."""
+    words of the tiny tokenizer's own corpus. Windows of 16 tokens in both."""
     import test_explanations as T
 
     texts = T.balanced_corpus() if corpus == "balanced" else T.digit_corpus()

@@ -74,7 +74,7 @@ def digit_corpus(n: int = 120, seed: int = 0) -> list[str]:
     return texts
 
 
-# The balanced ground-truth corpus, in words the tiny tokenizer holds whole (its own corpus's words): each
+# The balanced ground-truth corpus, in words of the tiny tokenizer's own corpus (each a token but "in"): each
 # slot filled on its own coin, so what a wrong rule describes (food, digits, names, verbs) is as common
 # where the planted neuron fires as where it does not
 PEOPLE = ("Mary", "John", "Tom", "Anna", "Alice", "Bob")        # " Mary" ...: tokens of NAMES
@@ -90,9 +90,10 @@ ADJECTIVES = ("good", "great", "wonderful", "bad", "terrible", "tired")
 def balanced_corpus(n: int = 120, seed: int = 0) -> list[str]:
     """Texts of two clauses ``<person> <verb> [adjective] <thing> <place>`` joined by ``because``, where
     each clause's person is a name (of :data:`NAMES`) or not, its thing food or not, an adjective given or
-    not and a digit inserted or not, each on its own fair coin, in the tiny tokenizer's whole words: what
-    a wrong rule describes is independent of what the planted neurons fire on (in :func:`digit_corpus`
-    nine sentences repeat, and the names come with ``went`` and ``gave a drink``).
+    not and a digit inserted or not, each on its own fair coin, in words of the tiny tokenizer's own corpus
+    (one token each but "in"): what a wrong rule describes is independent of what the planted neurons fire
+    on (in :func:`digit_corpus` nine sentences repeat, and the names come with ``went`` and ``gave a
+    drink``).
 
     Example:
         >>> balanced_corpus(1)[0].startswith("I think ")
@@ -441,3 +442,19 @@ def test_planted_unit_embedding_score_separates_the_true_rule(planted):
              for e in ("names of people", "words about food")]
     assert true.scores["embedding"] >= 0.75 and max(wrong) <= 0.6, (true.scores, wrong)
     assert true.models["embedder"] == "minilm-l6"
+
+
+def test_balanced_corpus_keeps_wrong_rules_apart_from_the_planted_classes():
+    """What a wrong rule describes is as common in the clauses with a name as in those without, and
+    every name is one token the planted name neuron reads."""
+    lm = build_planted(NAMES)
+    clauses = [c for t in balanced_corpus() for c in t.removeprefix("I think ").rstrip(".").split(" because ")]
+    named = [any(w in PEOPLE for w in c.split()) for c in clauses]
+    for words in (("food", "drink"), tuple("0123456789"), ADJECTIVES):
+        has = [any(w in words for w in c.split()) for c in clauses]
+        with_name = sum(h for h, n in zip(has, named) if n) / sum(named)
+        without = sum(h for h, n in zip(has, named) if not n) / (len(named) - sum(named))
+        assert abs(with_name - without) < 0.15, (words, with_name, without)
+    for text in balanced_corpus():   # every name is one of the tokens the name neuron reads
+        toks = [lm.tokenizer.decode([i]) for i in lm.tokenizer(text, add_special_tokens=False)["input_ids"]]
+        assert sorted(t for t in toks if t in NAMES) == sorted(" " + w for w in text.split() if w in PEOPLE)
