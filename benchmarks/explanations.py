@@ -10,8 +10,10 @@ planted ground truth.
    seed 0), each explained by the default model and scored; prints mean and median of every score per
    layer and the Spearman correlation between scorers over the units.
 3. **Ground truth** (``--ground-truth``): the planted neurons of ``tests/test_explanations.py`` (one
-   firing on digits, one on names of people); the true rule and two wrong ones scored by the default
-   model (``--scorer qwen2.5-coder-0.5b``: by the optional built-in Qwen2.5-Coder-0.5B-Instruct).
+   firing on digits, one on names of people); the true rule and four wrong ones scored by the default
+   model (``--scorer qwen2.5-coder-0.5b``: by the optional built-in Qwen2.5-Coder-0.5B-Instruct), on the
+   tiny corpus with digits or (``--gt-corpus balanced``) on one where the wrong rules' words come on
+   their own coins.
 
 With ``--planted`` the cost is measured on the planted digit neuron as the subject (mining is instant),
 the default model scoring.
