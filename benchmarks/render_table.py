@@ -329,8 +329,12 @@ def explanations(d: dict[str, Any]) -> str:
     parts = [unit("planted", "digit neuron")]
     if "planted_names_true_detection" in e:
         parts.append(unit("planted_names", "name neuron"))
+    balanced = [unit(pre, name) for pre, name in (("planted_balanced", "digit neuron"),
+                                                  ("planted_names_balanced", "name neuron"))
+                if pre + "_true_detection" in e]
     verdict = "met" if all(met) else "not met by the 135M scorer"
-    return ("word questions against 12 reference descriptions, threshold 0; " + "; ".join(parts)
+    return ("word questions against 12 reference descriptions, threshold 0; tiny corpus: " + "; ".join(parts)
+            + ("; balanced corpus (wrong rules' words on their own coins): " + "; ".join(balanced) if balanced else "")
             + f" (goal ≥ 0.9 vs ≤ 0.6: {verdict})")
 
 
@@ -478,7 +482,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("influence (EK-FAC) on the default model: 90 MLP layers, 32 texts × 4 queries of 16 tokens", influence_default,
      "influence.py --workload default-model"),
     ("unit explanations of planted neurons, the default model scoring (balanced accuracy)", explanations,
-     "explanations.py --ground-truth --gt-scorers detection,fuzzing,embedding"),
+     "explanations.py --ground-truth --gt-scorers detection,fuzzing,embedding [--gt-corpus balanced]"),
     ("detection / fuzzing / simulation on 40 windows (20 activating)", explanation_cost,
      "explanations.py --cost --planted"),
     ("mining every neuron of all 30 layers (46,080 units), throughput (goal ≥ 0.8×)", mining,
