@@ -130,15 +130,22 @@ def test_a_job_finishing_while_its_stream_sends_still_sends_its_final_state(app_
         snap = original(self)
         if armed["on"] and snap["state"] not in ("done", "error", "cancelled"):
             armed["on"] = False
+            CALL_LOCK.release()  # the job runs only after this snapshot is taken
             stop = time.monotonic() + 60
             while self.state not in ("done", "error", "cancelled") and time.monotonic() < stop:
                 time.sleep(0.01)
         return snap
     monkeypatch.setattr(Job, "to_dict", late_snapshot)
-    r = client.post("/api/jobs", json={"method": "saliency", "prompt": IOI, "target": MARY})
-    armed["on"] = True
-    with client.stream("GET", f"/api/jobs/{r.json()['id']}/events") as s:
-        events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: ")]
+    # held, so a fast job cannot end before the stream's first snapshot (the race would skip the case)
+    CALL_LOCK.acquire()
+    try:
+        r = client.post("/api/jobs", json={"method": "saliency", "prompt": IOI, "target": MARY})
+        armed["on"] = True
+        with client.stream("GET", f"/api/jobs/{r.json()['id']}/events") as s:
+            events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: ")]
+    finally:
+        if armed["on"]:  # no snapshot released the lock: free the worker for the other tests
+            CALL_LOCK.release()
     assert not armed["on"]  # the stale snapshot was sent
     assert events[0]["state"] != "done"
     assert events[-1]["state"] == "done" and len(events[-1]["results"]) == 1
