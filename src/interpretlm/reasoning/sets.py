@@ -2,11 +2,11 @@
 
 Regenerate with ``python -m interpretlm.reasoning.sets``. The rules:
 
-* **The right answer's position is balanced**: over a set, each position holds the right answer
-  equally often (commonsense: each block of ``k`` consecutive questions is a seeded shuffle of
-  ``0..k-1``, so prefixes of the set are balanced too; arithmetic: the same within each operation; dates: calendar order fixes
-  which positions an answer can take, so the most constrained questions pick first, each the least
-  used position it allows), so a model that always picks the first (or any one) choice scores
+* **The right answer's position is balanced**: over a set, each position holds the right answer equally
+  often (commonsense: each block of ``k`` consecutive questions is a seeded shuffle of ``0..k-1``, so
+  prefixes of the set are balanced too; arithmetic: the same within each operation; dates: calendar
+  order fixes which positions an answer can take, so the most constrained questions pick first, each the
+  least used position it allows), so a model that always picks the first (or any one) choice scores
   chance, not below or above it.
 * **No distractor appears in the question** (a number, weekday or month of the question is never a
   wrong choice), so copying a word of the question is neither rewarded nor trapped. In a two-person
