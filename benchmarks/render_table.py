@@ -188,7 +188,7 @@ def cf_frugal(d: dict[str, Any]) -> str:
     parts = _per_task(s, FRUGAL + "{}_interpretlm-frugal_", FRUGAL + "{}_textattack-embedding_", lambda k, ta: (
         f"flip rate {s[k + 'flip_rate']:.2f} vs {s[ta + 'flip_rate']:.2f}, "
         f"minimality {s[k + 'minimality']:.3f} vs {s[ta + 'minimality']:.3f}, queries {s[k + 'queries']:.1f} vs "
-        f"{s[ta + 'queries']:.1f} (TextAttack {s[ta + 'query_ratio_frugal']:.1f}× ours), seconds per example "
+        f"{s[ta + 'queries']:.1f} (TextAttack {s[ta + 'query_ratio_frugal']:.2f}× ours), seconds per example "
         f"TextAttack {s[ta + 'time_ratio_frugal']:.2f}× ours"), "frugal")
     return ("; ".join(parts) + f" (ours vs TextAttack; queries: every row the model scores, ours = the prompt + one row "
             f"per label cue + the rows scored, plus one backward pass; load average "
@@ -203,7 +203,7 @@ def render_cf(data: dict[str, Any]) -> str:
     notes = []
     for task in ("sentiment", "topic"):
         for method, name in (("interpretlm-frugal", 'interpretlm `search="frugal"` (1 candidate a round, default)'),
-                             ("interpretlm-frugal-4", 'interpretlm `search="frugal", per_round=4` (earlier run, '
+                             ("interpretlm-frugal-4", 'interpretlm `search="frugal", per_round=4` (the earlier search, '
                               f"load {s.get(FRUGAL + 'load_average_per_round_4', float('nan')):.0f})"),
                              ("textattack-embedding", "TextAttack 0.3.11 greedy WIR, model-embedding swaps")):
             k = f"{FRUGAL}{task}_{method}_"

@@ -460,7 +460,7 @@ def test_frugal_operation_scores_equal_the_label_evidence_by_hand(llama):
     """score(sub x -> v) = max over other labels o of e_o(v) - e_o(x) + 0.1 fluency log p_o(v), score(del x) =
     max_o -e_o(x), with e_o(u) = log p(u | cue_o, prefix) - log p(u | cue_current, prefix)."""
     from interpretlm.counterfactual.candidates import prompt_pass
-    from interpretlm.counterfactual.frugal import conditioned_logprobs, label_cues, rank_operations
+    from interpretlm.counterfactual.frugal import conditioned_logprobs, label_cues, label_words, rank_operations
     from interpretlm.counterfactual.scoring import Scorer, make_goal, orient
     from interpretlm.counterfactual.search import _editable
 
@@ -475,9 +475,14 @@ def test_frugal_operation_scores_equal_the_label_evidence_by_hand(llama):
     current = goal.label_index
     ranked = [i for i in range(len(w)) if editable[i]]
     tokens: dict = {}
+    words = label_words(llama, goal, current)
+    assert words == [list(LABEL.verbalizers)[1 - current]]
     ops = rank_operations(llama, pp, w, word_tokens, ranked, ("delete", "substitute", "insert"), cond, current, 1.0,
-                          tokens)
+                          tokens, labels=words)
     assert [s for s, _ in ops] == sorted((s for s, _ in ops), reverse=True)
+    # the other label's word is a substitute for every editable word (scored like the rest below)
+    with_label = {op[1] for _, op in ops if op[0] == "sub" and op[2] == words[0]}
+    assert with_label == {i for i in ranked if w.words[i][0].isalnum()}
     assert {op[0] for _, op in ops} == {"del", "sub", "ins"}
     other = 1 - current
     checked = 0

@@ -14,17 +14,24 @@ of the model itself). An operation is ranked by the evidence it adds for the bes
 substitution ``x -> v``: ``e_o(v) - e_o(x)``; deletion: ``-e_o(x)``; insertion of ``v``:
 ``e_o(v)``. Candidates are whole words of the original's kind from the conditioned
 distributions of the other labels (the words the model expects if the answer were another
-label: a topic word of another topic, an antonym), the plain distribution and the word's
-nearest tokens in the input embedding.
+label: a topic word of another topic, an antonym), the plain distribution, the word's
+nearest tokens in the input embedding and, for words, the other labels' own verbalizer words
+(``"food"`` for a text on sports: on the built-in topic texts this source took the flip rate
+of the development split from 0.90 to 1.00, as conditioned words of the prompt's own topic
+rarely carry another topic's evidence).
 
 Rounds: the ``per_round`` best-ranked single operations are scored in one cached batch; while
 fewer than ``n`` flip, the next round extends the scored edit set of lowest measured ``g`` by
 the best-ranked operations on words it leaves untouched (its children never scored yet), up to
 ``max_edits`` operations, until the budget or the candidates run out, or ``QUERIES_PER_EDIT ·
-max_edits`` queries in a row bring no flip (at ``max_edits=3``: 48 queries spent in vain, 12
-rounds at ``per_round=4``; a search that gives up early is what keeps the mean cost near the
-typical one). The limit counts queries, not rounds, so a smaller ``per_round`` costs fewer
-queries on the easy inputs without giving up sooner on the hard ones.
+max_edits`` queries in a row bring no flip (at ``max_edits=3``: 30 queries spent in vain; a
+search that gives up early is what keeps the mean cost near the typical one). The limit counts
+queries, not rounds, so a smaller ``per_round`` costs fewer queries on the easy inputs without
+giving up sooner on the hard ones. Operations are taken word by word in turn (:func:`by_word_turns`:
+every word's best operation before any word's second): the evidence of one position is read
+from one next-word distribution, and a word whose distribution favours many candidates (``and``
+→ ``but``, ``until``, ``except`` … after a negative clause, given a positive answer) would
+otherwise take a dozen queries before another word is tried.
 
 For targets without labels (a ``threshold=`` on a next-token value or a function) there is no
 label to condition on, and operations are ranked by their first-order estimate instead.
@@ -45,7 +52,7 @@ from .words import Words
 DIST_WORDS = 8  # candidates per word from each conditioned distribution (other labels) and the plain one
 NEAR_WORDS = 8  # candidates per word from its nearest tokens in the input embedding
 INSERT_WORDS = 2  # insertions per word from each other label's conditioned distribution
-QUERIES_PER_EDIT = 16  # queries without a flip allowed per operation of max_edits before the search gives up
+QUERIES_PER_EDIT = 10  # queries without a flip allowed per operation of max_edits before the search gives up
 
 
 def _top_words(score: torch.Tensor, allowed: torch.Tensor, words: list[str], exclude: set[str], k: int,
@@ -84,20 +91,41 @@ def label_cues(lm: LM, goal: Goal, text: str) -> list[tuple[int | None, str]]:
         >>> label_cues(lm, make_goal(t, None, "auto"), "Review: fine.\\nSentiment:")
         [(0, 'Sentiment: good\\n'), (1, 'Sentiment: bad\\n')]
     """
-    t = goal.target
-    if goal.mode == "threshold" or not isinstance(t, (Label, Contrast)):
+    names = _verbalizers(lm, goal)
+    if not names:
         return []
     lines = text.rstrip().rsplit("\n", 1)
     head = lines[1].rstrip() if len(lines) == 2 and lines[1].strip() else ""
-    if isinstance(t, Label):
-        names = [(k, lm.tokenizer.decode(ids[:1])) for k, ids in enumerate(t.label_ids.values())]
-    else:
-        names = [(None, lm.tokenizer.decode([i])) for i in t.ids[:2]]
     out = []
     for k, verbal in names:
         verbal = verbal if head else verbal.strip()
         out.append((k, head + (verbal if verbal[:1].isspace() or not head else " " + verbal) + "\n"))
     return out
+
+
+def _verbalizers(lm: LM, goal: Goal) -> list[tuple[int | None, str]]:
+    """``(label index, first verbalizer token as text)`` per label of a ``Label`` or ``Contrast`` goal."""
+    t = goal.target
+    if goal.mode == "threshold" or not isinstance(t, (Label, Contrast)):
+        return []
+    if isinstance(t, Label):
+        return [(k, lm.tokenizer.decode(ids[:1])) for k, ids in enumerate(t.label_ids.values())]
+    return [(None, lm.tokenizer.decode([i])) for i in t.ids[:2]]
+
+
+def label_words(lm: LM, goal: Goal, current: int) -> list[str]:
+    """The verbalizer words (first token, stripped) of every label but the ``current``-th, in label order.
+
+    Example:
+        >>> import interpretlm as il
+        >>> from interpretlm.testing import tiny_lm
+        >>> from interpretlm.counterfactual.scoring import make_goal
+        >>> lm = tiny_lm("llama")
+        >>> t = il.Label({"good": [" good"], "bad": [" bad"]}).bind(lm)
+        >>> label_words(lm, make_goal(t, None, "auto"), 0)
+        ['bad']
+    """
+    return [v.strip() for k, (_, v) in enumerate(_verbalizers(lm, goal)) if k != current and v.strip()]
 
 
 def conditioned_logprobs(lm: LM, scorer: Scorer, ids: torch.Tensor, cues: list[str]) -> torch.Tensor:
@@ -125,13 +153,15 @@ def conditioned_logprobs(lm: LM, scorer: Scorer, ids: torch.Tensor, cues: list[s
 
 def rank_operations(lm: LM, pp: PromptPass, w: Words, word_tokens: list[list[int]], ranked: list[int],
                     kinds: tuple[str, ...], cond: torch.Tensor | None, current: int | None,
-                    fluency: float, tokens: dict | None = None) -> list[tuple[float, tuple]]:
+                    fluency: float, tokens: dict | None = None,
+                    labels: list[str] = ()) -> list[tuple[float, tuple]]:
     """Every operation on the ranked words with its score (higher: more evidence for another label).
 
     ``cond`` ``[labels, pos, vocab]`` are the label-conditioned log-probabilities
     (:func:`conditioned_logprobs`) and ``current`` the row of the prompt's label; without them
     (``None``) the score is minus the first-order estimate of the change of ``g``
-    (:func:`.candidates.estimate`).
+    (:func:`.candidates.estimate`). ``labels`` (:func:`label_words`) are substitution candidates
+    for every word that starts with a letter or digit.
 
     Returns ``[(score, op), ...]``, best first (ties in ``ranked`` order); ``tokens``, when given,
     receives each candidate's token id as ``tokens[(word index, word)]``.
@@ -164,6 +194,8 @@ def rank_operations(lm: LM, pp: PromptPass, w: Words, word_tokens: list[list[int
             subs += _top_words(plain[src], allowed, words, own | set(subs), DIST_WORDS, token_of, i)
         subs += _top_words((pp.table @ pp.table[pp.ids[p]]).cpu() / norms, allowed, words, own | set(subs),
                            NEAR_WORDS, token_of, i)
+        if w.words[i][:1].isalnum():
+            subs += [x for x in labels if x.lower() not in own and x not in subs]
         ops: list[tuple] = [("del", i)] if "delete" in kinds else []
         if "substitute" in kinds:
             ops += [("sub", i, s) for s in subs]
@@ -190,6 +222,22 @@ def rank_operations(lm: LM, pp: PromptPass, w: Words, word_tokens: list[list[int
     return [(s, op) for s, _, op in scored]
 
 
+def by_word_turns(order: list[tuple]) -> list[tuple]:
+    """``order`` (operations, best first) rearranged in turns: each word's best operation, then each
+    word's second best, … (within a turn, the original order).
+
+    Example:
+        >>> by_word_turns([("sub", 6, "but"), ("sub", 6, "until"), ("sub", 10, "good"), ("del", 6)])
+        [('sub', 6, 'but'), ('sub', 10, 'good'), ('sub', 6, 'until'), ('del', 6)]
+    """
+    seen: dict[int, int] = {}
+    turn = []
+    for op in order:
+        turn.append(seen.get(op[1], 0))
+        seen[op[1]] = turn[-1] + 1
+    return [op for _, _, op in sorted(zip(turn, range(len(order)), order))]
+
+
 def frugal_search(scorer: Scorer, lm: LM, w: Words, ops: list[tuple[float, tuple]], memo: dict, *, n: int,
                   max_edits: int, per_round: int, max_queries: int, lp0: float,
                   fluency: float) -> tuple[list[frozenset], bool]:
@@ -198,7 +246,7 @@ def frugal_search(scorer: Scorer, lm: LM, w: Words, ops: list[tuple[float, tuple
 
     ``ops`` is :func:`rank_operations`' list. Returns the flipping sets and whether the budget ran out.
     """
-    order = [op for _, op in ops]
+    order = by_word_turns([op for _, op in ops])
     flips: list[frozenset] = []
     tried: dict[frozenset, int] = {}  # parent -> how far down ``order`` its children were taken
 

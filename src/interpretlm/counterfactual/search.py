@@ -36,10 +36,11 @@ The search (one call, one prompt):
    effect, so for ``Label`` and ``Contrast`` targets one batched pass scores the prompt behind a
    cue stating each label (one query per label) and every operation is ranked by the label
    evidence it adds (``log p(word | cue_other) - log p(word | cue_current)`` at its position,
-   substitutes from those conditioned distributions, the plain one and the embedding
-   neighbours); the ``per_round`` best (default 1) are scored per round, and rounds without a
-   flip extend the edit of lowest measured ``g``. Other targets are ranked by first-order
-   estimates. It stops at the first ``n`` flips, or after ``16 max_edits`` queries without one.
+   substitutes from those conditioned distributions, the plain one, the embedding neighbours
+   and the other labels' verbalizer words); operations are taken each word's best in turn, the
+   ``per_round`` best (default 1) are scored per round, and rounds without a flip extend the
+   edit of lowest measured ``g``. Other targets are ranked by first-order estimates. It stops
+   at the first ``n`` flips, or after ``10 max_edits`` queries without one.
 4. **Minimality** (Ablation Flip's guarantee, for every kind of edit): every strict subset
    of a flipping set of up to ``MAX_BRUTE`` operations is scored, and the smallest flipping
    subset is returned, so no strict subset of a returned set flips (``minimal=True``).
@@ -80,7 +81,7 @@ from .result import Counterfactuals
 from .scoring import LAST_POSITION_KINDS, Goal, Scorer, as_rows, make_goal, orient, perplexity
 from .edit_sets import (GUIDE_FLUENCY, _beam_key, _guided, _kind, _label, _log_ppl, _minimize, _nan_last, _reads_well,
                         _score)
-from .frugal import conditioned_logprobs, frugal_search, label_cues, rank_operations
+from .frugal import conditioned_logprobs, frugal_search, label_cues, label_words, rank_operations
 from .candidates import estimate, mlm_candidates, prompt_pass, token_of_word, word_candidates
 from .words import Words, apply, diff, levenshtein, split
 
@@ -338,7 +339,8 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
                 current = [k for k, _ in cues].index(goal.label_index)
             else:  # a contrast: its first token's cue is the current side when the contrast is positive
                 current = 0 if goal.sign > 0 else 1
-        ops = rank_operations(lm, pp, w, word_tokens, ranked, kinds, cond, current, fluency)
+        ops = rank_operations(lm, pp, w, word_tokens, ranked, kinds, cond, current, fluency,
+                              labels=label_words(lm, goal, current) if cond is not None else [])
         flips, exhausted = frugal_search(scorer, lm, w, ops, memo, n=n, max_edits=max_edits, per_round=per_round,
                                          max_queries=max_queries, lp0=lp0, fluency=fluency)
     for depth in range(max_edits if search == "beam" else 0):
