@@ -217,13 +217,14 @@ SLUG = {"names of people": "people", "words about food": "food", "colours": "col
 
 
 def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[str], question: str | None = None,
-                 corpus: str = "digits") -> None:
+                 corpus: str = "digits", rules: set[str] | None = None) -> None:
     """The planted neuron of ``tests/test_explanations.py`` firing on one token class; its true rule and
     four wrong ones scored by ``scorer``. ``corpus="digits"``: the tiny corpus with a digit in every other
     text, so the wrong rule "digits" has digits in some non-activating windows (its nine sentences
     repeat, and the names come with ``went`` and ``gave a drink``); ``"balanced"``:
     ``T.balanced_corpus()``, where names, food, adjectives and digits each come on their own coin, in
-    words of the tiny tokenizer's own corpus. Windows of 16 tokens in both."""
+    words of the tiny tokenizer's own corpus. Windows of 16 tokens in both. ``rules``: only these (``"true"``
+    or a wrong rule's slug, e.g. ``{"colours", "verbs"}``), to complete a run stopped part way."""
     import test_explanations as T
 
     texts = T.balanced_corpus() if corpus == "balanced" else T.digit_corpus()
@@ -236,6 +237,8 @@ def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[s
         planted = T.build_planted(getattr(T, toks)) if toks else T.build_planted()
         print(f"planted neuron on {cls}, scored by {scorer.name}:")
         for rule in [true_rule] + wrong:
+            if rules and ("true" if rule == true_rule else SLUG[rule]) not in rules:
+                continue
             r = _run(planted, unit, corpus=texts, k=windows + 5, window=16, n_explain=5,
                      n_windows=windows, scorer=scorer, explanation=rule, scorers=scorers, question=question)
             e = r.explained[0]
@@ -293,6 +296,8 @@ def main() -> None:
     ap.add_argument("--gt-corpus", default="digits", choices=["digits", "balanced"],
                     help="ground truth: the tiny corpus with digits, or the balanced corpus (wrong rules' words "
                          "as common in activating windows as elsewhere)")
+    ap.add_argument("--gt-rules", default=None,
+                    help="ground truth: only these rules (comma list of true, digits, people, food, colours, verbs)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -303,7 +308,8 @@ def main() -> None:
         distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize)
     if a.ground_truth:
         ground_truth(il.load(a.scorer) if a.scorer else lm, a.windows, tuple(a.gt_scorers.split(",")),
-                     a.gt_classes.split(","), a.question, a.gt_corpus)
+                     a.gt_classes.split(","), a.question, a.gt_corpus,
+                     set(a.gt_rules.split(",")) if a.gt_rules else None)
 
 
 if __name__ == "__main__":
