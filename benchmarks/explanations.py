@@ -223,12 +223,13 @@ def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[s
     text, so the wrong rule "digits" has digits in some non-activating windows (its nine sentences
     repeat, and the names come with ``went`` and ``gave a drink``); ``"balanced"``:
     ``T.balanced_corpus()``, where names, food, adjectives and digits each come on their own coin, in
-    words of the tiny tokenizer's own corpus. Windows of 16 tokens in both. ``rules``: only these (``"true"``
-    or a wrong rule's slug, e.g. ``{"colours", "verbs"}``), to complete a run stopped part way."""
+    words of the tiny tokenizer's own corpus (120 texts, or 6 per window asked for above 20). Windows of
+    16 tokens in both. ``rules``: only these (``"true"`` or a wrong rule's slug, e.g. ``{"colours",
+    "verbs"}``), to complete a run stopped part way."""
     import test_explanations as T
 
-    texts = T.balanced_corpus() if corpus == "balanced" else T.digit_corpus()
-    ctag = "_balanced" if corpus == "balanced" else ""
+    texts = T.balanced_corpus(max(120, 6 * windows)) if corpus == "balanced" else T.digit_corpus()
+    ctag = ("_balanced" if corpus == "balanced" else "") + ("" if windows == 20 else f"_w{windows}")
 
     unit = il.Unit("blocks.0.mlp.neurons", T.NEURON)
     tag = "" if scorer.name.startswith("smollm2") else "_" + scorer.name.split("-")[0].replace(".", "")
