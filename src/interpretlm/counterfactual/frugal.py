@@ -121,9 +121,8 @@ def label_words(lm: LM, goal: Goal, current: int) -> list[str]:
         >>> from interpretlm.testing import tiny_lm
         >>> from interpretlm.counterfactual.scoring import make_goal
         >>> lm = tiny_lm("llama")
-        >>> t = il.Label({"good": [" good"], "bad": [" bad"]}).bind(lm)
-        >>> label_words(lm, make_goal(t, None, "auto"), 0)
-        ['bad']
+        >>> label_words(lm, make_goal(il.Contrast(" Paris", " Rome").bind(lm), None, "auto"), 0)
+        ['Rome']
     """
     return [v.strip() for k, (_, v) in enumerate(_verbalizers(lm, goal)) if k != current and v.strip()]
 
