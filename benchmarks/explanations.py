@@ -140,17 +140,18 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
 
 
 def distribution(lm, per_layer: int, windows: int, max_windows: int, log: str | None = None,
-                 summarize: str | None = None) -> None:
+                 summarize: str | None = None, part: str | None = None) -> None:
     """Explain and score ``per_layer`` neurons of each of layers 4, 14, 24; each unit's scores are
     appended to ``log`` (JSON lines) as it finishes, so a run cut short still summarises
-    (``--summarize LOG`` reads such a file instead of running)."""
+    (``--summarize LOG[,LOG…]`` reads such files instead of running). ``part="i/n"`` runs every n-th
+    unit from the i-th, so n processes share the units (each with its own log)."""
     import json
 
     keys = ["detection", "fuzzing", "simulation", "embedding"]
     layers = [4, 14, 24]
     rows = []
     if summarize:
-        for line in Path(summarize).read_text().splitlines():
+        for line in [x for f in summarize.split(",") for x in Path(f).read_text().splitlines()]:
             d = json.loads(line)
             rows.append((d["layer"], d["scores"], d["seconds"]))
     else:
@@ -158,6 +159,9 @@ def distribution(lm, per_layer: int, windows: int, max_windows: int, log: str | 
         picks = [(layer, torch.randperm(lm.d_mlp, generator=g)[:per_layer].tolist()) for layer in layers]
         # round-robin over the layers, so that a run cut short still covers all three
         order = [(layer, idx[i]) for i in range(per_layer) for layer, idx in picks]
+        if part:
+            i, n = (int(x) for x in part.split("/"))
+            order = order[i - 1::n]
         for layer, i in order:
             unit = il.Unit(f"blocks.{layer}.mlp.neurons", i)
             t0 = time.perf_counter()
@@ -287,7 +291,9 @@ def main() -> None:
                     help="torch threads (1: on a shared machine OpenMP's second thread waits on a busy core and "
                          "makes small passes many times slower; 0: torch's default)")
     ap.add_argument("--log", default=None, help="distribution: append each unit's scores to this JSON-lines file")
-    ap.add_argument("--summarize", default=None, help="distribution: summarise a --log file instead of running")
+    ap.add_argument("--summarize", default=None,
+                    help="distribution: summarise --log files (comma list) instead of running")
+    ap.add_argument("--part", default=None, help="distribution: i/n, every n-th unit from the i-th (n processes)")
     ap.add_argument("--gt-scorers", default="detection,fuzzing,simulation,embedding",
                     help="scorers of the ground-truth part (comma list)")
     ap.add_argument("--gt-classes", default="digits,names", help="planted token classes (comma list)")
@@ -306,7 +312,7 @@ def main() -> None:
     if a.cost:
         cost(lm, a.windows, a.max_windows, a.planted, a.rounds, a.thread_compare)
     if a.units or a.summarize:
-        distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize)
+        distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize, a.part)
     if a.ground_truth:
         ground_truth(il.load(a.scorer) if a.scorer else lm, a.windows, tuple(a.gt_scorers.split(",")),
                      a.gt_classes.split(","), a.question, a.gt_corpus,
