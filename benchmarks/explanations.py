@@ -140,11 +140,12 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
 
 
 def distribution(lm, per_layer: int, windows: int, max_windows: int, log: str | None = None,
-                 summarize: str | None = None, part: str | None = None) -> None:
+                 summarize: str | None = None, part: str | None = None, tag: str = "") -> None:
     """Explain and score ``per_layer`` neurons of each of layers 4, 14, 24; each unit's scores are
     appended to ``log`` (JSON lines) as it finishes, so a run cut short still summarises
     (``--summarize LOG[,LOG…]`` reads such files instead of running). ``part="i/n"`` runs every n-th
-    unit from the i-th, so n processes share the units (each with its own log)."""
+    unit from the i-th, so n processes share the units (each with its own log). ``tag`` prefixes the
+    keys recorded (``"words_"``: the word questions' run, beside the whole-window questions' figures)."""
     import json
 
     keys = ["detection", "fuzzing", "simulation", "embedding"]
@@ -193,23 +194,23 @@ def distribution(lm, per_layer: int, windows: int, max_windows: int, log: str | 
             if len(x) > 2:
                 rho = spearmanr(x[:, 0], x[:, 1]).statistic
                 print(f"  {keys[a]} ~ {keys[b]}: {rho:+.2f} (n={len(x)})")
-                record("explanations", f"spearman_{keys[a]}_{keys[b]}", float(rho))
+                record("explanations", f"{tag}spearman_{keys[a]}_{keys[b]}", float(rho))
     for k in keys:
         v = [s[k] for _, s, _ in rows if k in s and not math.isnan(s[k])]
         if v:
             q = np.percentile(v, [10, 50, 90])
             print(f"  {k}: mean {np.mean(v):.3f}, 10/50/90th percentiles {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f}")
-            record("explanations", f"mean_{k}", float(np.mean(v)))
-            record("explanations", f"median_{k}", float(q[1]))
+            record("explanations", f"{tag}mean_{k}", float(np.mean(v)))
+            record("explanations", f"{tag}median_{k}", float(q[1]))
         t = [sec[k] for _, _, sec in rows if k in sec]
         if t:
             print(f"  {k}: {np.median(t):.1f} s per unit (median)")
-            record("explanations", f"dist_{k}_seconds_per_unit", float(np.median(t)))
+            record("explanations", f"{tag}dist_{k}_seconds_per_unit", float(np.median(t)))
     t = [sec["all"] for _, _, sec in rows]
     if t:
         print(f"  whole unit (mining, explaining, scoring): {np.median(t):.0f} s (median)")
-        record("explanations", "dist_unit_seconds", float(np.median(t)))
-    record("explanations", "units", len(rows))
+        record("explanations", f"{tag}dist_unit_seconds", float(np.median(t)))
+    record("explanations", f"{tag}units", len(rows))
 
 
 PLANTED = {   # token class: (tokens the neuron fires on, the true rule, plausible wrong rules of the same kind)
@@ -294,6 +295,7 @@ def main() -> None:
     ap.add_argument("--summarize", default=None,
                     help="distribution: summarise --log files (comma list) instead of running")
     ap.add_argument("--part", default=None, help="distribution: i/n, every n-th unit from the i-th (n processes)")
+    ap.add_argument("--dist-tag", default="", help="distribution: prefix of the keys recorded (e.g. words_)")
     ap.add_argument("--gt-scorers", default="detection,fuzzing,simulation,embedding",
                     help="scorers of the ground-truth part (comma list)")
     ap.add_argument("--gt-classes", default="digits,names", help="planted token classes (comma list)")
@@ -312,7 +314,7 @@ def main() -> None:
     if a.cost:
         cost(lm, a.windows, a.max_windows, a.planted, a.rounds, a.thread_compare)
     if a.units or a.summarize:
-        distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize, a.part)
+        distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize, a.part, a.dist_tag)
     if a.ground_truth:
         ground_truth(il.load(a.scorer) if a.scorer else lm, a.windows, tuple(a.gt_scorers.split(",")),
                      a.gt_classes.split(","), a.question, a.gt_corpus,

@@ -355,8 +355,10 @@ def explanation_cost(d: dict[str, Any]) -> str:
     return out
 
 
-def explanation_distribution(d: dict[str, Any]) -> str:
-    e = d["explanations"]
+def explanation_distribution(d: dict[str, Any], tag: str = "",
+                             how: str = "whole-window questions, the default then; 1 torch thread, load 5–22 on "
+                                        "2 cores") -> str:
+    e = {k[len(tag):]: v for k, v in d["explanations"].items() if k.startswith(tag)}
     keys = ("detection", "fuzzing", "simulation", "embedding")
     means = ", ".join(f"{k} {e['mean_' + k]:+.2f}" if k == "simulation" else f"{k} {e['mean_' + k]:.2f}"
                       for k in keys if "mean_" + k in e)
@@ -364,8 +366,13 @@ def explanation_distribution(d: dict[str, Any]) -> str:
                     if f"spearman_{a}_{b}" in e)
     secs = " / ".join(f"{e[f'dist_{k}_seconds_per_unit']:.0f}" for k in keys if f"dist_{k}_seconds_per_unit" in e)
     return (f"{e['units']:.0f} neurons: means {means}; Spearman {rho}; seconds per unit (det / fuzz / sim / emb) "
-            f"{secs}, whole unit {e['dist_unit_seconds']:.0f} (whole-window questions, the default then; 1 torch "
-            "thread, load 5–22 on 2 cores)")
+            f"{secs}, whole unit {e['dist_unit_seconds']:.0f} ({how})")
+
+
+def explanation_distribution_words(d: dict[str, Any]) -> str:
+    return explanation_distribution(d, "words_", "word questions against the reference descriptions, the default "
+                                    "now; neurons drawn as above, the run cut at the session's end; 2 processes "
+                                    "of 1 torch thread on 2 cores")
 
 
 def explanation_npd(d: dict[str, Any]) -> str:
@@ -497,6 +504,9 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
      "maximization.py --epo-only --windows 512 --mine-path mine/ --threads 1 --epo-part i/10"),
     ("explanations of neurons of layers 4, 14, 24 of the default model, explained and scored by it (10 + 10 windows)",
      explanation_distribution, "explanations.py --units 17 --windows 10 --max-windows 400"),
+    ("the same, scored with the word questions (the default scorers now)", explanation_distribution_words,
+     "explanations.py --units 17 --windows 10 --max-windows 400 --log pI.jsonl --part I/2 (I = 1, 2), then "
+     "--summarize p1.jsonl,p2.jsonl --dist-tag words_"),
     ("unit explanations vs Neuronpedia automated-interpretability 0.0.24 (OpenAI's pipeline), same neurons, records "
      "and explainer (the default model, through an OpenAI shim on 127.0.0.1)", explanation_npd,
      "explanations_neuronpedia.py --units 5"),
