@@ -15,10 +15,10 @@ substitution ``x -> v``: ``e_o(v) - e_o(x)``; deletion: ``-e_o(x)``; insertion o
 ``e_o(v)``. Candidates are whole words of the original's kind from the conditioned
 distributions of the other labels (the words the model expects if the answer were another
 label: a topic word of another topic, an antonym), the plain distribution, the word's
-nearest tokens in the input embedding and, for words, the other labels' own verbalizer words
-(``"food"`` for a text on sports: on the built-in topic texts this source took the flip rate
-of the development split from 0.90 to 1.00, as conditioned words of the prompt's own topic
-rarely carry another topic's evidence).
+nearest tokens in the input embedding and, for words that start with a letter or digit, the other
+labels' own verbalizer words (``"food"`` for a text on sports: on the built-in topic texts this
+source took the flip rate of the development split from 0.90 to 1.00, as conditioned words of the
+prompt's own topic rarely carry another topic's evidence).
 
 Rounds: the ``per_round`` best-ranked single operations are scored in one cached batch; while
 fewer than ``n`` flip, the next round extends the scored edit set of lowest measured ``g`` by
@@ -38,6 +38,8 @@ label to condition on, and operations are ranked by their first-order estimate i
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -153,7 +155,7 @@ def conditioned_logprobs(lm: LM, scorer: Scorer, ids: torch.Tensor, cues: list[s
 def rank_operations(lm: LM, pp: PromptPass, w: Words, word_tokens: list[list[int]], ranked: list[int],
                     kinds: tuple[str, ...], cond: torch.Tensor | None, current: int | None,
                     fluency: float, tokens: dict | None = None,
-                    labels: list[str] = ()) -> list[tuple[float, tuple]]:
+                    labels: Sequence[str] = ()) -> list[tuple[float, tuple]]:
     """Every operation on the ranked words with its score (higher: more evidence for another label).
 
     ``cond`` ``[labels, pos, vocab]`` are the label-conditioned log-probabilities
