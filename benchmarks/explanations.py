@@ -145,7 +145,9 @@ def distribution(lm, per_layer: int, windows: int, max_windows: int, log: str | 
     appended to ``log`` (JSON lines) as it finishes, so a run cut short still summarises
     (``--summarize LOG[,LOG…]`` reads such files instead of running). ``part="i/n"`` runs every n-th
     unit from the i-th, so n processes share the units (each with its own log). ``tag`` prefixes the
-    keys recorded (``"words_"``: the word questions' run, beside the whole-window questions' figures)."""
+    keys recorded (``"words_"``: the word questions' run, beside the whole-window questions' figures).
+    The word questions' answers are kept across the units of a process (``answers=``), so the reference
+    descriptions are asked about a word once per process, as in one ``il.explain_unit`` call."""
     import json
 
     keys = ["detection", "fuzzing", "simulation", "embedding"]
@@ -163,11 +165,12 @@ def distribution(lm, per_layer: int, windows: int, max_windows: int, log: str | 
         if part:
             i, n = (int(x) for x in part.split("/"))
             order = order[i - 1::n]
+        answers: dict = {}   # the reference descriptions' answers, asked once for all the units, as one call would
         for layer, i in order:
             unit = il.Unit(f"blocks.{layer}.mlp.neurons", i)
             t0 = time.perf_counter()
             r = _run(lm, unit, corpus=il.corpus("builtin"), k=windows + 10, n_explain=10, n_windows=windows,
-                     max_windows=max_windows)
+                     max_windows=max_windows, answers=answers)
             s = {k: float(v) for k, v in r.scores.items() if k in keys}
             e = r.explained[0]
             secs = {k: e["scores"][k]["seconds"] for k in keys if k in e["scores"]}

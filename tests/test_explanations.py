@@ -314,6 +314,21 @@ def test_planted_unit_windows_and_evidence(planted):
     assert r.models["scorer"] == planted.name and r.check.passed
 
 
+def test_answers_kept_across_calls_cost_nothing_the_second_time(planted):
+    """``answers=``: the word questions' answers outlive the call; a second call on the same windows
+    asks the scorer nothing and scores the same."""
+    kw = dict(corpus=digit_corpus(40), k=8, window=16, n_explain=4, n_windows=4, explanation="digits",
+              scorers=("detection",), embedder=None, progress=False)
+    kept: dict = {}
+    first = _quiet(il.explain_unit, planted, il.Unit("blocks.0.mlp.neurons", NEURON), answers=kept, **kw)
+    n = len(kept)
+    second = _quiet(il.explain_unit, planted, il.Unit("blocks.0.mlp.neurons", NEURON), answers=kept, **kw)
+    d1, d2 = first.explained[0]["scores"]["detection"], second.explained[0]["scores"]["detection"]
+    assert n > len(Q.BACKGROUND_WORDS) and len(kept) == n
+    assert d1["reference_passes"] > 0 and d2["reference_passes"] == 0 and d2["forward_passes"] == 0
+    assert d2["log_odds"] == d1["log_odds"]
+
+
 def test_never_firing_unit_is_flagged_not_a_crash(planted):
     r = _quiet(il.explain_unit, planted, il.Unit("blocks.0.mlp.neurons", DEAD), corpus=digit_corpus(40), k=4,
                window=8, embedder=None, progress=False)

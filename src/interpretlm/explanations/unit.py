@@ -136,7 +136,7 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
                  scorers: tuple[str, ...] = SCORERS, window: int = 32, k: int = 20, n_explain: int = 10,
                  n_windows: int = 20, act_fraction: float = 0.3, max_windows: int | None = 4000,
                  question: str | None = None, calibration: str | None = None, shots: int = 6, per_prompt: int = 1,
-                 max_new_tokens: int = 40,
+                 max_new_tokens: int = 40, answers: dict | None = None,
                  batch_size: int = 16, seed: int = 0) -> UnitExplanation:
     """Explain what makes each unit fire, in words, and score the explanation.
 
@@ -173,6 +173,10 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
         per_prompt: windows per detection or fuzzing prompt: 1 (the default) asks about each word or window alone
             (fuzzing about its marked tokens only); more shows delphi's numbered examples, answered as one list.
         max_new_tokens: length limit of the explainer's answer.
+        answers: a dict that keeps the word questions' answers (per scorer, description and word) beyond
+            this call: pass the same dict to later calls and the reference descriptions' answers about words
+            already seen cost nothing (one call with several units shares them anyway). ``None``: kept for
+            this call only.
         batch_size: rows per batched forward pass.
         seed: draws the random negatives and the fuzzing marks.
 
@@ -231,7 +235,8 @@ def explain_unit(lm: Any, units: Any, *, corpus: Any = "builtin", explainer: Any
               "explainer_chat": has_chat(expl_lm), "scorer_chat": has_chat(score_lm),
               "simulator_chat": has_chat(sim_lm)}
     result = UnitExplanation(models=models)
-    word_cache: dict = {}   # the word questions' answers: references shared by the units, the explanation's by both scorers
+    # the word questions' answers: references shared by the units, the explanation's by both scorers
+    word_cache: dict = {} if answers is None else answers
     warned_plain = False
     for j in track(range(len(bound.units)), "explain_unit"):
         unit = bound.units[j]
