@@ -72,13 +72,51 @@ def interleave(examples):
     return out
 
 
-def run(lm, ex, max_queries: int, reuse_cache: bool = True, fluency: float = 1.0):
+def run(lm, ex, max_queries: int, reuse_cache: bool = True, fluency: float = 1.0, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
         cf = il.counterfactuals(lm, ex.prompt, ex.target, keep=list(ex.keep), n=1, seed=0, max_queries=max_queries,
-                                reuse_cache=reuse_cache, fluency=fluency, progress=False)
+                                reuse_cache=reuse_cache, fluency=fluency, progress=False, **kw)
         return cf, time.perf_counter() - t
+
+
+def names_a_label(ex, edit: dict) -> bool:
+    """Whether the edit substitutes or inserts the verbalizer word of a label other than the example's."""
+    others = {v.strip().lower() for k, vs in ex.target.verbalizers.items() if k != ex.label for v in vs}
+    return any(op[0] in ("sub", "ins") and str(op[2]).strip().lower() in others for op in edit["ops"])
+
+
+def label_substitutes(lm, args) -> None:
+    """The frugal search with and without the other labels' words as substitutes (``label_substitutes=``),
+    interleaved per example on the same correctly classified examples as ``--peer``: flip rate, minimality,
+    Δ perplexity, queries, seconds, and the share of flipped edits that name another label."""
+    print(f"model {lm.name}, {args.threads} thread(s); search='frugal', n=1, max_queries={args.max_queries}")
+    print(f"{'task':<10} {'label words':<12} {'n':>3} {'flip rate':>9} {'minimality':>10} {'Δppl med':>8} "
+          f"{'queries':>8} {'s/ex':>6} {'names label':>11}")
+    for task in args.tasks.split(","):
+        examples = evaluation_set(task)
+        pred = predictions(lm, examples)
+        chosen = interleave([e for p, e in zip(pred, examples) if p == e.label])[:args.n]
+        rows: dict[bool, list] = {True: [], False: []}
+        for k, ex in enumerate(chosen):
+            for on in (True, False):
+                cf, t = run(lm, ex, args.max_queries, search="frugal", label_substitutes=on)
+                rows[on].append((ex, cf, t))
+                e = cf.edits[0]
+                print(f"  [{task} {k + 1}/{len(chosen)}] label words {on!s:<5} {edit_text(ex, e)!r} "
+                      f"flipped={e['flipped']} q={cf.queries}", file=sys.stderr, flush=True)
+        for on in (True, False):
+            figures, _ = summarize(rows[on])
+            flipped = [(ex, cf) for ex, cf, _ in rows[on] if cf.edits[0]["flipped"]]
+            figures["names_label"] = (sum(names_a_label(ex, cf.edits[0]) for ex, cf in flipped) / len(flipped)
+                                      if flipped else float("nan"))
+            print(f"{task:<10} {'on' if on else 'off':<12} {len(rows[on]):>3} {figures['flip_rate']:>9.3f} "
+                  f"{figures['minimality']:>10.3f} {figures['median_delta_ppl']:>+8.1f} {figures['queries']:>8.2f} "
+                  f"{figures['seconds_per_example']:>6.2f} {figures['names_label']:>11.2f}")
+            prefix = "frugal_" if on else "frugal_semantic_"
+            for key in ("flip_rate", "minimality", "median_delta_ppl", "queries", "names_label"):
+                record("counterfactuals", f"{prefix}{task}_{key}", figures[key])
 
 
 def edit_text(ex, e) -> str:
@@ -217,6 +255,8 @@ def main() -> None:
     ap.add_argument("--recipes", default="embedding", help="TextAttack recipes: embedding, deepwordbug (comma-separated)")
     ap.add_argument("--search", nargs="+", default=["beam"], choices=["beam", "guided", "frugal"],
                     help="--peer: interpretlm's search(es), each run on every example beside TextAttack")
+    ap.add_argument("--label-substitutes", action="store_true",
+                    help="the frugal search with and without the other labels' words as substitutes, same examples")
     ap.add_argument("--json", help="merge the figures into this JSON file (see run_all.py)")
     args = ap.parse_args()
     if args.json:
@@ -226,6 +266,8 @@ def main() -> None:
     lm = il.load()
     if args.peer:
         return peer(lm, args)
+    if args.label_substitutes:
+        return label_substitutes(lm, args)
     print(f"model {lm.name}, {args.threads} thread(s); counterfactuals with n=1, max_queries={args.max_queries}")
     print(f"{'task':<10} {'acc':>6} {'n':>3} {'flip rate':>9} {'minimality':>10} {'Δppl':>7} {'queries':>8} "
           f"{'q→flip':>7} {'s/ex':>6}")

@@ -501,6 +501,36 @@ def test_frugal_operation_scores_equal_the_label_evidence_by_hand(llama):
     assert checked == len(ops) > 10
 
 
+def test_frugal_label_substitutes_switch(llama, monkeypatch):
+    """``label_substitutes=False`` leaves the other label's word out of the frugal ranking's candidates,
+    so no edit uses it; a non-bool is an error."""
+    import interpretlm.counterfactual.search as search_mod
+
+    seen = []
+    real = search_mod.rank_operations
+
+    def spy(*a, **kw):
+        seen.append(list(kw["labels"]))
+        out = real(*a, **kw)
+        seen.append({op[2] for _, op in out if op[0] != "del"})
+        return out
+
+    monkeypatch.setattr(search_mod, "rank_operations", spy)
+    prompt = "Review: The movie was good and fun.\nSentiment:"
+    edits = {}
+    for on in (True, False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            edits[on] = il.counterfactuals(llama, prompt, LABEL, n=1, seed=0, search="frugal", max_queries=12,
+                                           label_substitutes=on, keep=["Review:", "Sentiment:"]).edits
+    word = seen[0]
+    assert len(word) == 1 and word[0] in ("good", "bad") and word[0] in seen[1]
+    assert seen[2] == [] and word[0] not in seen[3]
+    assert not any(op[0] != "del" and op[2] == word[0] for e in edits[False] for op in e["ops"])
+    with pytest.raises(il.OptionError, match="label_substitutes"):
+        il.counterfactuals(llama, prompt, LABEL, search="frugal", label_substitutes="no")
+
+
 def test_frugal_keeps_a_small_budget_and_protected_words(trigger_lm):
     prompt = "Mary France Tom Anna France Rome is"
     # protected words stay, and a budget of 4 queries is kept (the prompt, then no room for two cues and a row:

@@ -139,7 +139,7 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
                     ranking: str = "input_x_gradient", kinds: Sequence[str] = KINDS, hotflip_pool: int = 500,
                     reuse_cache: bool = True, fluency: float = 1.0, mlm: LM | str | None = None,
                     fluency_model: LM | str | None = None, search: str = "beam", per_round: int | None = None,
-                    batch_size: int = 32, seed: int = 0) -> Counterfactuals:
+                    label_substitutes: bool = True, batch_size: int = 32, seed: int = 0) -> Counterfactuals:
     """Find up to ``n`` minimal edits of the prompt that flip ``target``.
 
     Args:
@@ -193,6 +193,11 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
             the built-in evaluation set its first-ranked edit alone flips 34% of the reviews and
             46% of the topic texts, and 1 a round spent the fewest queries of 1–4 at the same or
             more flips).
+        label_substitutes: ``search="frugal"``: the other labels' verbalizer words are substitutes for
+            every word (``"food"`` for a word of a text on sports). They flip more texts in fewer queries,
+            but the edit then names the label it moves to, a shallow counterfactual; ``False`` keeps to the
+            words of the model's distributions and the embedding's neighbours (edits that seldom name a
+            label outright). The README's counterfactual section gives figures for both.
         batch_size: candidates per forward pass.
         seed: breaks ties between equally ranked words and candidates.
 
@@ -223,6 +228,8 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
                           "itself takes one. Give max_queries >= 2 (hundreds for a real search).")
     if search not in SEARCHES:
         raise OptionError(f"search must be one of {SEARCHES}; got {search!r}.")
+    if not isinstance(label_substitutes, bool):
+        raise OptionError(f"label_substitutes must be True or False; got {label_substitutes!r}.")
     kinds = tuple(kinds)
     if not kinds or any(k not in KINDS for k in kinds):
         raise OptionError(f"kinds must be a non-empty subset of {KINDS}; got {kinds!r}.")
@@ -340,7 +347,7 @@ def counterfactuals(lm: LM, inputs: Any, target: TargetLike, *, n: int = 3, max_
             else:  # a contrast: its first token's cue is the current side when the contrast is positive
                 current = 0 if goal.sign > 0 else 1
         ops = rank_operations(lm, pp, w, word_tokens, ranked, kinds, cond, current, fluency,
-                              labels=label_words(lm, goal, current) if cond is not None else [])
+                              labels=label_words(lm, goal, current) if cond is not None and label_substitutes else [])
         flips, exhausted = frugal_search(scorer, lm, w, ops, memo, n=n, max_edits=max_edits, per_round=per_round,
                                          max_queries=max_queries, lp0=lp0, fluency=fluency)
     for depth in range(max_edits if search == "beam" else 0):
