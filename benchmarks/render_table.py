@@ -371,8 +371,8 @@ def explanation_distribution(d: dict[str, Any], tag: str = "",
 
 def explanation_distribution_words(d: dict[str, Any]) -> str:
     return explanation_distribution(d, "words_", "word questions against the reference descriptions, the default "
-                                    "now; neurons drawn as above, the run cut at the session's end; 2 processes "
-                                    "of 1 torch thread on 2 cores")
+                                    "now; the 51 neurons drawn as above, the reference descriptions' answers kept "
+                                    "across the units of each process; 2 processes of 1 torch thread on 2 cores")
 
 
 def explanation_npd(d: dict[str, Any]) -> str:
