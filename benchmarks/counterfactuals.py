@@ -81,6 +81,13 @@ def run(lm, ex, max_queries: int, reuse_cache: bool = True, fluency: float = 1.0
         return cf, time.perf_counter() - t
 
 
+def correct_examples(lm, task: str, n: int) -> list:
+    """The first ``n`` examples of ``task`` the model classifies correctly, labels interleaved."""
+    examples = evaluation_set(task)
+    pred = predictions(lm, examples)
+    return interleave([e for p, e in zip(pred, examples) if p == e.label])[:n]
+
+
 def names_a_label(ex, edit: dict) -> bool:
     """Whether the edit substitutes or inserts the verbalizer word of a label other than the example's."""
     others = {v.strip().lower() for k, vs in ex.target.verbalizers.items() if k != ex.label for v in vs}
@@ -95,9 +102,7 @@ def label_substitutes(lm, args) -> None:
     print(f"{'task':<10} {'label words':<12} {'n':>3} {'flip rate':>9} {'minimality':>10} {'Δppl med':>8} "
           f"{'queries':>8} {'s/ex':>6} {'names label':>11}")
     for task in args.tasks.split(","):
-        examples = evaluation_set(task)
-        pred = predictions(lm, examples)
-        chosen = interleave([e for p, e in zip(pred, examples) if p == e.label])[:args.n]
+        chosen = correct_examples(lm, task, args.n)
         rows: dict[bool, list] = {True: [], False: []}
         for k, ex in enumerate(chosen):
             for on in (True, False):
@@ -163,9 +168,7 @@ def peer(lm, args) -> None:
         return
     chosen = []
     for task in args.tasks.split(","):
-        examples = evaluation_set(task)
-        pred = predictions(lm, examples)
-        chosen += [(task, e.text) for e in interleave([e for p, e in zip(pred, examples) if p == e.label])[:args.n]]
+        chosen += [(task, e.text) for e in correct_examples(lm, task, args.n)]
     recipes = args.recipes.split(",")
     job = {"threads": args.threads, "max_queries": args.max_queries, "fluency": args.fluency[-1], "recipes": recipes,
            "examples": chosen, "searches": args.search}
