@@ -29,8 +29,9 @@ $(STAMP): $(BIN)/python $(DEPS)
 demo: setup
 	$(BIN)/interpretlm demo
 
+# Two workers, one per core (pytest-xdist; each worker runs torch on one thread: tests/conftest.py).
 test: setup browser
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 tests
 
 # The fuzzed entry points with the nightly profile: 3000 random (not derandomized) cases per entry point
 # instead of the suite's 300 fixed ones. A failure prints the case and a @reproduce_failure line.

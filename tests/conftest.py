@@ -11,6 +11,11 @@ from interpretlm.testing import tiny_lm
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from interpretlm.runtime import use_free_cores  # noqa: E402
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on the two cores: one thread each (and in their subprocesses), since
+    # two workers each spinning two OpenMP threads on two cores slow each other down.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 use_free_cores()
 warnings.filterwarnings("ignore", message=".*bos_token_id must be.*")
 
