@@ -241,6 +241,7 @@ def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[s
 
     unit = il.Unit("blocks.0.mlp.neurons", T.NEURON)
     tag = "" if scorer.name.startswith("smollm2") else "_" + scorer.name.split("-")[0].replace(".", "")
+    answers: dict = {}   # the reference descriptions' answers about each word, asked once for all rules and classes
     for cls in classes:
         toks, true_rule, wrong = PLANTED[cls]
         planted = T.build_planted(getattr(T, toks)) if toks else T.build_planted()
@@ -249,7 +250,8 @@ def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[s
             if rules and ("true" if rule == true_rule else SLUG[rule]) not in rules:
                 continue
             r = _run(planted, unit, corpus=texts, k=windows + 5, window=16, n_explain=5,
-                     n_windows=windows, scorer=scorer, explanation=rule, scorers=scorers, question=question)
+                     n_windows=windows, scorer=scorer, explanation=rule, scorers=scorers, question=question,
+                     answers=answers)
             e = r.explained[0]
             s = r.scores
             extra = {}

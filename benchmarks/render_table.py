@@ -312,30 +312,49 @@ def influence_default(d: dict[str, Any]) -> str:
             f"{s['kronfluence.top10_overlap']:.2f}, Spearman {s['kronfluence.spearman']:.2f} (shared, loaded machine)")
 
 
+def _planted_unit(e: dict[str, Any], pre: str, name: str, met: list[bool], tag: str = "") -> str:
+    """One planted neuron's true rule against its best wrong rule (keys ``{pre}_..._{scorer}{tag}``);
+    appends to ``met`` whether it clears the bar (true >= 0.9, wrong <= 0.6 on detection and fuzzing)."""
+    wrong = sorted({k[len(pre) + 7:-len("_detection" + tag)] for k in e
+                    if k.startswith(pre + "_wrong_") and k.endswith("_detection" + tag)})
+    w = {m: max(e[f"{pre}_wrong_{x}_{m}{tag}"] for x in wrong) for m in ("detection", "fuzzing", "embedding")}
+    t = {m: e[f"{pre}_true_{m}{tag}"] for m in ("detection", "fuzzing", "embedding")}
+    met.append(min(t["detection"], t["fuzzing"]) >= 0.9 and max(w["detection"], w["fuzzing"]) <= 0.6)
+    return (f"{name}: true rule detection {t['detection']:.2f}, fuzzing {t['fuzzing']:.2f}, "
+            f"embedding AUROC {t['embedding']:.2f}; best of {len(wrong)} wrong rules "
+            f"{w['detection']:.2f}, {w['fuzzing']:.2f}, {w['embedding']:.2f}")
+
+
 def explanations(d: dict[str, Any]) -> str:
     e = d["explanations"]
-    met = []
-
-    def unit(pre: str, name: str) -> str:
-        wrong = sorted({k[len(pre) + 7:].rsplit("_", 1)[0] for k in e
-                        if k.startswith(pre + "_wrong_") and k.endswith("_detection")})
-        w = {m: max(e[f"{pre}_wrong_{x}_{m}"] for x in wrong) for m in ("detection", "fuzzing", "embedding")}
-        met.append(min(e[pre + "_true_detection"], e[pre + "_true_fuzzing"]) >= 0.9
-                   and max(w["detection"], w["fuzzing"]) <= 0.6)
-        return (f"{name}: true rule detection {e[pre + '_true_detection']:.2f}, fuzzing {e[pre + '_true_fuzzing']:.2f}, "
-                f"embedding AUROC {e[pre + '_true_embedding']:.2f}; best of {len(wrong)} wrong rules "
-                f"{w['detection']:.2f}, {w['fuzzing']:.2f}, {w['embedding']:.2f}")
-
-    parts = [unit("planted", "digit neuron")]
+    met: list[bool] = []
+    parts = [_planted_unit(e, "planted", "digit neuron", met)]
     if "planted_names_true_detection" in e:
-        parts.append(unit("planted_names", "name neuron"))
-    balanced = [unit(pre, name) for pre, name in (("planted_balanced", "digit neuron"),
-                                                  ("planted_names_balanced", "name neuron"))
+        parts.append(_planted_unit(e, "planted_names", "name neuron", met))
+    balanced = [_planted_unit(e, pre, name, met) for pre, name in (("planted_balanced", "digit neuron"),
+                                                                  ("planted_names_balanced", "name neuron"))
                 if pre + "_true_detection" in e]
     verdict = "met" if all(met) else "not met by the 135M scorer"
     return ("word questions against 12 reference descriptions, threshold 0; tiny corpus: " + "; ".join(parts)
             + ("; balanced corpus (wrong rules' words on their own coins): " + "; ".join(balanced) if balanced else "")
             + f" (goal ≥ 0.9 vs ≤ 0.6: {verdict})")
+
+
+def explanations_qwen(d: dict[str, Any]) -> str:
+    e = d["explanations"]
+    met: list[bool] = []
+    parts = [_planted_unit(e, pre, name, met, "_qwen25") for pre, name in (("planted_balanced_w50", "digit neuron"),
+                                                                          ("planted_names_balanced_w50", "name neuron"))]
+    out = ("the same word questions and reference descriptions; balanced corpus, 50 + 50 windows: " + "; ".join(parts)
+           + f" (goal ≥ 0.9 vs ≤ 0.6: {'met' if all(met) else 'not met'})")
+    try:   # the 135M scorer on the same windows, when all its rules were run
+        small: list[bool] = []
+        out += "; the 135M scorer on the same windows: " + "; ".join(
+            _planted_unit(e, pre + "_w50", name, small) for pre, name in (("planted_balanced", "digit neuron"),
+                                                                       ("planted_names_balanced", "name neuron")))
+    except (KeyError, ValueError):
+        pass
+    return out
 
 
 def explanation_cost(d: dict[str, Any]) -> str:
@@ -490,6 +509,9 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
      "influence.py --workload default-model"),
     ("unit explanations of planted neurons, the default model scoring (balanced accuracy)", explanations,
      "explanations.py --ground-truth --gt-scorers detection,fuzzing,embedding [--gt-corpus balanced]"),
+    ("the same planted neurons, Qwen2.5-Coder-0.5B (`make qwen`) scoring", explanations_qwen,
+     "explanations.py --ground-truth --scorer qwen2.5-coder-0.5b --gt-corpus balanced --windows 50 --gt-scorers "
+     "detection,fuzzing,embedding --threads 2"),
     ("detection / fuzzing / simulation on 40 windows (20 activating)", explanation_cost,
      "explanations.py --cost --planted"),
     ("mining every neuron of all 30 layers (46,080 units), throughput (goal ≥ 0.8×)", mining,
