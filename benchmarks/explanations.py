@@ -15,10 +15,15 @@ planted ground truth.
    tiny corpus with digits or (``--gt-corpus balanced``) on one where the wrong rules' words come on
    their own coins.
 
-With ``--planted`` the cost is measured on the planted digit neuron as the subject (mining is instant),
-the default model scoring.
+4. **Self-explanations** (``--in-words MODEL``): ``il.explain_in_words`` on MODEL (``default`` or a name):
+   ERASER scores of citing the word that decides a review against citing another word, and the model's own
+   explanation of a review with its self-consistency and simulatability.
 
-Run:  PYTHONPATH=src python benchmarks/explanations.py [--cost [--planted]] [--units 2 [--log units.jsonl]]
+With ``--planted`` the cost is measured on the planted digit neuron as the subject (mining is instant),
+the default model scoring (``--scorer``: another model scoring and simulating).
+
+Run:  PYTHONPATH=src python benchmarks/explanations.py [--cost [--planted] [--scorer qwen2.5-coder-0.5b]]
+      [--units 2 [--log units.jsonl]] [--in-words default|qwen2.5-coder-0.5b]
       [--ground-truth [--scorer qwen2.5-coder-0.5b] [--gt-classes digits,names] [--gt-corpus balanced]] [--windows 20]
 """
 
@@ -49,11 +54,20 @@ def _run(lm, unit, **kw):
         return il.explain_unit(lm, unit, progress=False, **kw)
 
 
+def _scorer_tag(scorer) -> str:
+    """The suffix of a scorer's figures: none for the default model, ``_qwen25`` for qwen2.5-coder-0.5b."""
+    return "" if scorer.name.startswith("smollm2") else "_" + scorer.name.split("-")[0].replace(".", "")
+
+
 def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int = 1,
-         thread_compare: bool = False) -> None:
+         thread_compare: bool = False, scorer=None) -> None:
     """Detection, fuzzing and simulation of one unit's windows, timed in ``rounds`` interleaved rounds
-    (det, fuzz, sim, det, ...) in this process: their ratio is the figure to quote on a shared machine."""
+    (det, fuzz, sim, det, ...) in this process: their ratio is the figure to quote on a shared machine.
+    ``scorer``: the model that scores and simulates (default ``lm``; figures then keyed ``..._{tag}``)."""
     from interpretlm.explanations import scorers as S
+
+    tag = _scorer_tag(scorer) if scorer is not None else ""
+    scorer = lm if scorer is None else scorer
 
     t0 = time.perf_counter()
     if planted:   # the planted digit neuron as the subject (mining is instant), the default model scoring
@@ -61,12 +75,12 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
 
         unit = il.Unit("blocks.0.mlp.neurons", T.NEURON)
         r = _run(T.build_planted(), unit, corpus=T.digit_corpus(), k=windows + 5, window=16, n_explain=5,
-                 n_windows=windows, scorer=lm, explanation="digits (numbers such as 3 or 7)",
+                 n_windows=windows, scorer=scorer, explanation="digits (numbers such as 3 or 7)",
                  scorers=("fuzzing", "embedding"))
     else:
         unit = il.Unit("blocks.12.mlp.neurons", 417)
         r = _run(lm, unit, corpus=il.corpus("builtin"), k=windows + 10, n_explain=10, n_windows=windows,
-                 max_windows=max_windows, scorers=("fuzzing", "embedding"))
+                 max_windows=max_windows, scorer=scorer, scorers=("fuzzing", "embedding"))
     e = r.explained[0]
     n_act = sum(w["label"] for w in e["windows"])
     print(f"{unit.name}: {r.text!r}; {len(e['windows'])} windows scored ({n_act} activating); "
@@ -90,15 +104,15 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
 
     # the defaults (word questions) with everything computed anew, then with the reference descriptions'
     # answers shared, then the whole-window questions
-    det = dict(scorer_lm=lm, explanation=r.text, texts=texts, labels=labels)
-    fuz = dict(scorer_lm=lm, explanation=r.text, texts=fz, labels=fzl)
+    det = dict(scorer_lm=scorer, explanation=r.text, texts=texts, labels=labels)
+    fuz = dict(scorer_lm=scorer, explanation=r.text, texts=fz, labels=fzl)
     runs = {"detection": lambda: fresh(S.detection, **det),
             "detection_shared": lambda: shared(S.detection, **det),
             "detection_window": lambda: S.detection(**det, question="window"),
             "fuzzing": lambda: fresh(S.fuzzing, **fuz),
             "fuzzing_shared": lambda: shared(S.fuzzing, **fuz),
             "fuzzing_window": lambda: S.fuzzing(**fuz, question="window"),
-            "simulation": lambda: S.simulation(lm, r.text, [w["tokens"] for w in sim_w],
+            "simulation": lambda: S.simulation(scorer, r.text, [w["tokens"] for w in sim_w],
                                                [[max(0.0, v) / scale * 10 for v in w["values"]] for w in sim_w],
                                                batch_size=16)}
     secs: dict[str, list[float]] = {k: [] for k in runs}
@@ -109,7 +123,7 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
             last[k] = f()
             secs[k].append(last[k]["seconds"])
     med = {k: float(np.median(v)) for k, v in secs.items()}
-    print(f"  {rounds} interleaved round(s), torch threads {torch.get_num_threads()}, load {load:.0f}-"
+    print(f"  scorer and simulator {scorer.name}; {rounds} interleaved round(s), torch threads {torch.get_num_threads()}, load {load:.0f}-"
           f"{os.getloadavg()[0]:.0f} on {os.cpu_count()} cores")
     for name, d in last.items():
         score = d.get("balanced_accuracy", d.get("pearson"))
@@ -117,15 +131,15 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
                if "reference_passes" in d else "")
         print(f"  {name:22s} {med[name]:7.1f} s  {d['forward_passes']:>4} batched passes  {d['tokens_run']:>7} tokens"
               f"{ref}  score {score:.3f}")
-        record("explanations", f"cost_{name}_seconds", med[name])
-        record("explanations", f"cost_{name}_passes", d["forward_passes"] + d.get("reference_passes", 0))
-        record("explanations", f"cost_{name}_tokens", d["tokens_run"] + d.get("reference_tokens", 0))
+        record("explanations", f"cost_{name}_seconds{tag}", med[name])
+        record("explanations", f"cost_{name}_passes{tag}", d["forward_passes"] + d.get("reference_passes", 0))
+        record("explanations", f"cost_{name}_tokens{tag}", d["tokens_run"] + d.get("reference_tokens", 0))
     for name in [k for k in runs if k != "simulation"]:
         ratio = med["simulation"] / med[name]
         tok = last["simulation"]["tokens_run"] / max(1, last[name]["tokens_run"] + last[name].get("reference_tokens", 0))
         print(f"  simulation / {name}: {ratio:.2f}x the time, {tok:.2f}x the tokens")
-        record("explanations", f"simulation_over_{name}_time", ratio)
-        record("explanations", f"simulation_over_{name}_tokens", tok)
+        record("explanations", f"simulation_over_{name}_time{tag}", ratio)
+        record("explanations", f"simulation_over_{name}_tokens{tag}", tok)
     if thread_compare:   # what OpenMP's second thread costs on a shared machine: detection at 2 threads and at 1
         t: dict[int, list[float]] = {1: [], 2: []}
         before = torch.get_num_threads()
@@ -240,7 +254,7 @@ def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[s
     ctag = ("_balanced" if corpus == "balanced" else "") + ("" if windows == 20 else f"_w{windows}")
 
     unit = il.Unit("blocks.0.mlp.neurons", T.NEURON)
-    tag = "" if scorer.name.startswith("smollm2") else "_" + scorer.name.split("-")[0].replace(".", "")
+    tag = _scorer_tag(scorer)
     answers: dict = {}   # the reference descriptions' answers about each word, asked once for all rules and classes
     for cls in classes:
         toks, true_rule, wrong = PLANTED[cls]
@@ -283,6 +297,42 @@ def ground_truth(scorer, windows: int, scorers: tuple[str, ...], classes: list[s
                     record("explanations", f"{pre}_{key}_{k}{qtag[k]}_median{tag}", extra[k][2])
 
 
+def in_words(lm, samples: int = 20) -> None:
+    """``il.explain_in_words`` on ``lm``: ERASER ground truth (a review one word decides, citing that word
+    against citing another) and the model's own explanation of a review, with self-consistency and
+    simulatability on counterfactual edits (the model simulating itself)."""
+    tag = _scorer_tag(lm)
+    label = il.Label({"positive": [" positive"], "negative": [" negative"]})
+    t0 = time.perf_counter()
+    for name, cite in (("right", '"terrible"'), ("wrong", '"soup"')):
+        r = _run_words(lm, "Review: the soup was terrible.\nSentiment:", label, explanation=cite, samples=samples,
+                       self_consistency=False, simulatability=False)
+        s = r.scores
+        print(f"{lm.name}: cite {cite:11s} answer {r.answer}: comprehensiveness {s['comprehensiveness']:.3f} "
+              f"(gain {s['comprehensiveness_gain']:+.3f} ± {s['comprehensiveness_gain_se']:.3f}), sufficiency "
+              f"{s['sufficiency']:.3f} (gain {s['sufficiency_gain']:+.3f} ± {s['sufficiency_gain_se']:.3f}), "
+              f"rank AUROC {s.get('rank_auc', math.nan):.2f}", flush=True)
+        for k in ("comprehensiveness", "comprehensiveness_gain", "sufficiency", "sufficiency_gain", "rank_auc"):
+            record("explanations", f"words_{name}_{k}{tag}", s.get(k, math.nan))
+    r = _run_words(lm, "Review: the food was cold and the waiter rude.\nSentiment:",
+                   il.Label({"positive": [" good"], "negative": [" bad"]}), samples=10, edits=2)
+    s = r.scores
+    print(f"{lm.name}: own explanation {r.text!r}; answer {r.answer}; cited {r.cited}; flags {r.flags}")
+    print("  " + ", ".join(f"{k} {v:.3f}" for k, v in s.items() if isinstance(v, float)))
+    for k in ("comprehensiveness", "comprehensiveness_gain", "sufficiency", "sufficiency_gain", "rank_auc",
+              "redaction_drop", "redaction_flipped", "counterfactual_consistent", "simulatability",
+              "simulatability_prior"):
+        record("explanations", f"words_own_{k}{tag}", s.get(k, math.nan))
+    record("explanations", f"words_seconds{tag}", time.perf_counter() - t0)
+    print(f"  {time.perf_counter() - t0:.0f} s in all")
+
+
+def _run_words(lm, prompt, target, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return il.explain_in_words(lm, prompt, target, progress=False, **kw)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cost", action="store_true")
@@ -291,6 +341,8 @@ def main() -> None:
     ap.add_argument("--thread-compare", action="store_true", help="cost: detection at 2 torch threads against 1")
     ap.add_argument("--units", type=int, default=0, help="neurons per layer for the distribution (0: skip)")
     ap.add_argument("--ground-truth", action="store_true")
+    ap.add_argument("--in-words", default=None, metavar="MODEL",
+                    help="self-explanations (il.explain_in_words) of MODEL (a name; 'default': the default model)")
     ap.add_argument("--windows", type=int, default=20, help="activating windows scored (and as many others)")
     ap.add_argument("--max-windows", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1,
@@ -306,7 +358,8 @@ def main() -> None:
     ap.add_argument("--gt-classes", default="digits,names", help="planted token classes (comma list)")
     ap.add_argument("--question", default=None, choices=["words", "window"],
                     help="ground truth: what detection and fuzzing ask (default: each scorer's own)")
-    ap.add_argument("--scorer", default=None, help="ground truth: the scorer model (default: the default model)")
+    ap.add_argument("--scorer", default=None,
+                    help="ground truth and cost: the scorer (and simulator) model (default: the default model)")
     ap.add_argument("--gt-corpus", default="digits", choices=["digits", "balanced"],
                     help="ground truth: the tiny corpus with digits, or the balanced corpus (wrong rules' words "
                          "as common in activating windows as elsewhere)")
@@ -317,9 +370,12 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     lm = il.load()
     if a.cost:
-        cost(lm, a.windows, a.max_windows, a.planted, a.rounds, a.thread_compare)
+        cost(lm, a.windows, a.max_windows, a.planted, a.rounds, a.thread_compare,
+             il.load(a.scorer) if a.scorer else None)
     if a.units or a.summarize:
         distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize, a.part, a.dist_tag)
+    if a.in_words:
+        in_words(lm if a.in_words == "default" else il.load(a.in_words))
     if a.ground_truth:
         ground_truth(il.load(a.scorer) if a.scorer else lm, a.windows, tuple(a.gt_scorers.split(",")),
                      a.gt_classes.split(","), a.question, a.gt_corpus,

@@ -394,8 +394,9 @@ def explanation_distribution_words(d: dict[str, Any]) -> str:
                                     "across the units of each process; 2 processes of 1 torch thread on 2 cores")
 
 
-def explanation_npd(d: dict[str, Any]) -> str:
-    e = d["explanations_npd"]
+def explanation_npd(d: dict[str, Any], tag: str = "") -> str:
+    e = {k[:len(k) - len(tag)]: v for k, v in d["explanations_npd"].items() if k.endswith(tag)} if tag \
+        else d["explanations_npd"]
     out = (f"{e['units_both']:.0f}/{e['units']:.0f} neurons; explain + simulate {e['ours_seconds_per_unit']:.0f} s per "
            f"unit ours, {e['theirs_seconds_per_unit']:.0f} s theirs (theirs/ours {e['theirs_over_ours_time']:.1f}× "
            f"per unit, median; simulation {e['theirs_over_ours_sim_time']:.1f}× the time, "
@@ -409,6 +410,10 @@ def explanation_npd(d: dict[str, Any]) -> str:
     if max(abs(e["ours_mean_score"]), abs(e["theirs_mean_score"])) < 0.05:
         out += "; both sides' scores sit at chance with the 135M explainer, so the agreement ranks noise"
     return out + f" (load {e['load_average']:.0f} on 2 cores)"
+
+
+def explanation_npd_qwen(d: dict[str, Any]) -> str:
+    return explanation_npd(d, "_qwen25")
 
 
 def mining(d: dict[str, Any]) -> str:
@@ -532,6 +537,8 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("unit explanations vs Neuronpedia automated-interpretability 0.0.24 (OpenAI's pipeline), same neurons, records "
      "and explainer (the default model, through an OpenAI shim on 127.0.0.1)", explanation_npd,
      "explanations_neuronpedia.py --units 5"),
+    ("the same side by side, Qwen2.5-Coder-0.5B (`make qwen`) explaining and simulating on both sides",
+     explanation_npd_qwen, "explanations_neuronpedia.py --units 5 --explainer qwen2.5-coder-0.5b"),
 ]
 
 
