@@ -70,7 +70,7 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
     scorer = lm if scorer is None else scorer
 
     t0 = time.perf_counter()
-    if planted:   # the planted digit neuron as the subject (mining is instant), the default model scoring
+    if planted:   # the planted digit neuron as the subject (mining is instant)
         import test_explanations as T
 
         unit = il.Unit("blocks.0.mlp.neurons", T.NEURON)
@@ -123,8 +123,8 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
             last[k] = f()
             secs[k].append(last[k]["seconds"])
     med = {k: float(np.median(v)) for k, v in secs.items()}
-    print(f"  scorer and simulator {scorer.name}; {rounds} interleaved round(s), torch threads {torch.get_num_threads()}, load {load:.0f}-"
-          f"{os.getloadavg()[0]:.0f} on {os.cpu_count()} cores")
+    print(f"  scorer and simulator {scorer.name}; {rounds} interleaved round(s), torch threads "
+          f"{torch.get_num_threads()}, load {load:.0f}-{os.getloadavg()[0]:.0f} on {os.cpu_count()} cores")
     for name, d in last.items():
         score = d.get("balanced_accuracy", d.get("pearson"))
         ref = (f"  + references {d['reference_passes']} passes {d['reference_tokens']} tokens"
@@ -154,14 +154,15 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
 
 
 def distribution(lm, per_layer: int, windows: int, max_windows: int, log: str | None = None,
-                 summarize: str | None = None, part: str | None = None, tag: str = "") -> None:
+                 summarize: str | None = None, part: str | None = None, tag: str = "", explainer=None) -> None:
     """Explain and score ``per_layer`` neurons of each of layers 4, 14, 24; each unit's scores are
     appended to ``log`` (JSON lines) as it finishes, so a run cut short still summarises
     (``--summarize LOG[,LOG…]`` reads such files instead of running). ``part="i/n"`` runs every n-th
     unit from the i-th, so n processes share the units (each with its own log). ``tag`` prefixes the
     keys recorded (``"words_"``: the word questions' run, beside the whole-window questions' figures).
     The word questions' answers are kept across the units of a process (``answers=``), so the reference
-    descriptions are asked about a word once per process, as in one ``il.explain_unit`` call."""
+    descriptions are asked about a word once per process, as in one ``il.explain_unit`` call.
+    ``explainer``: a model that explains, scores and simulates (default: ``lm``, the subject)."""
     import json
 
     keys = ["detection", "fuzzing", "simulation", "embedding"]
@@ -183,8 +184,9 @@ def distribution(lm, per_layer: int, windows: int, max_windows: int, log: str | 
         for layer, i in order:
             unit = il.Unit(f"blocks.{layer}.mlp.neurons", i)
             t0 = time.perf_counter()
+            roles = {} if explainer is None else {"explainer": explainer, "scorer": explainer, "simulator": explainer}
             r = _run(lm, unit, corpus=il.corpus("builtin"), k=windows + 10, n_explain=10, n_windows=windows,
-                     max_windows=max_windows, answers=answers)
+                     max_windows=max_windows, answers=answers, **roles)
             s = {k: float(v) for k, v in r.scores.items() if k in keys}
             e = r.explained[0]
             secs = {k: e["scores"][k]["seconds"] for k in keys if k in e["scores"]}
@@ -352,6 +354,8 @@ def main() -> None:
     ap.add_argument("--summarize", default=None,
                     help="distribution: summarise --log files (comma list) instead of running")
     ap.add_argument("--part", default=None, help="distribution: i/n, every n-th unit from the i-th (n processes)")
+    ap.add_argument("--explainer", default=None,
+                    help="distribution: the explainer, scorer and simulator model (default: the default model)")
     ap.add_argument("--dist-tag", default="", help="distribution: prefix of the keys recorded (e.g. words_)")
     ap.add_argument("--gt-scorers", default="detection,fuzzing,simulation,embedding",
                     help="scorers of the ground-truth part (comma list)")
@@ -373,7 +377,8 @@ def main() -> None:
         cost(lm, a.windows, a.max_windows, a.planted, a.rounds, a.thread_compare,
              il.load(a.scorer) if a.scorer else None)
     if a.units or a.summarize:
-        distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize, a.part, a.dist_tag)
+        distribution(lm, a.units, a.windows, a.max_windows, a.log, a.summarize, a.part, a.dist_tag,
+                     il.load(a.explainer) if a.explainer else None)
     if a.in_words:
         in_words(lm if a.in_words == "default" else il.load(a.in_words))
     if a.ground_truth:
