@@ -349,11 +349,18 @@ def explanations_qwen(d: dict[str, Any]) -> str:
            + f" (goal ≥ 0.9 vs ≤ 0.6: {'met' if all(met) else 'not met'})")
     try:   # the 135M scorer on the same windows, when all its rules were run
         small: list[bool] = []
-        out += "; the 135M scorer on the same windows: " + "; ".join(
+        out += " [the 135M scorer on the same windows: " + "; ".join(
             _planted_unit(e, pre + "_w50", name, small) for pre, name in (("planted_balanced", "digit neuron"),
-                                                                       ("planted_names_balanced", "name neuron")))
+                                                                       ("planted_names_balanced", "name neuron"))) + "]"
     except (KeyError, ValueError):
         pass
+    tiny: list[bool] = []
+    small_corpus = "; ".join(_planted_unit(e, pre, name, tiny, "_qwen25") for pre, name in
+                             (("planted", "digit neuron"), ("planted_names", "name neuron"))
+                             if f"{pre}_true_detection_qwen25" in e)
+    if small_corpus:
+        out += (f"; tiny corpus, 20 + 20 windows (food words in 40 % of the name windows): {small_corpus} (goal: "
+                f"{'met' if all(tiny) else 'not met'})")
     return out
 
 
@@ -515,8 +522,8 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], str], str]] = [
     ("unit explanations of planted neurons, the default model scoring (balanced accuracy)", explanations,
      "explanations.py --ground-truth --gt-scorers detection,fuzzing,embedding [--gt-corpus balanced]"),
     ("the same planted neurons, Qwen2.5-Coder-0.5B (`make qwen`) scoring", explanations_qwen,
-     "explanations.py --ground-truth --scorer qwen2.5-coder-0.5b --gt-corpus balanced --windows 50 --gt-scorers "
-     "detection,fuzzing,embedding --threads 2"),
+     "explanations.py --ground-truth --scorer qwen2.5-coder-0.5b --gt-scorers detection,fuzzing,embedding --threads 2 "
+     "[--gt-corpus balanced --windows 50]"),
     ("detection / fuzzing / simulation on 40 windows (20 activating)", explanation_cost,
      "explanations.py --cost --planted"),
     ("mining every neuron of all 30 layers (46,080 units), throughput (goal ≥ 0.8×)", mining,
