@@ -112,6 +112,21 @@ def test_store_of_another_request_is_refused_and_left_alone(lm, tmp_path):
         store_mod.ActivationStore.open(tmp_path / "nothing")
 
 
+def test_a_folder_with_only_hidden_files_is_empty_and_one_with_other_files_is_refused(lm, tmp_path):
+    """A Ray worker that is still starting writes and removes a ``.write-probe-*`` file in the store folder,
+    possibly while the first worker's plan checks that folder: that file must not make it "not empty"."""
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / ".write-probe-abc").touch()
+    ref = il.activations(lm, TEXTS[:4], "resid_post", shard_size=2)
+    got = il.activations(lm, TEXTS[:4], "resid_post", path=tmp_path / "s", shard_size=2)
+    assert got.computed_shards == [0, 1] and torch.equal(got["blocks.0.resid_post"], ref["blocks.0.resid_post"])
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="holds other files"):
+        il.activations(lm, TEXTS[:4], "resid_post", path=tmp_path / "t", shard_size=2)
+    assert (tmp_path / "t" / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("call, err, msg", [
     (lambda lm, p: il.activations(lm, TEXTS, "resid_mid", path=p), ComponentError, "Unknown component"),
     (lambda lm, p: il.activations(lm, TEXTS, "attn.pattern", path=p), ComponentError, "cannot be probed"),

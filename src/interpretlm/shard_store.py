@@ -36,6 +36,27 @@ def shard_name(k: int) -> str:
     return f"shard-{k:05d}.safetensors"
 
 
+def holds_files(folder: str | Path) -> bool:
+    """Whether ``folder`` exists and holds files other than hidden ones (names starting with ``.``).
+
+    Hidden names are left out because they come and go beside a job: the Ray engine's workers each
+    write and remove a ``.write-probe-*`` file when they start, possibly while the first worker's plan
+    is already checking the folder, and NFS renames a file removed while open to ``.nfs*``.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> (d / ".write-probe-x").touch()
+        >>> holds_files(d), holds_files(d / "new")
+        (False, False)
+        >>> (d / "notes.txt").touch()
+        >>> holds_files(d)
+        True
+    """
+    folder = Path(folder)
+    return folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir())
+
+
 def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     """A store folder's manifest, or ``None`` when there is none yet.
 

@@ -55,7 +55,8 @@ from typing import Any
 import torch
 
 from ..progress import bar as progress_bar
-from ..shard_store import finished_shards, load_shard, read_manifest, record_shard, remove_partial, write_shard
+from ..shard_store import (finished_shards, holds_files, load_shard, read_manifest, record_shard, remove_partial,
+                           write_shard)
 from ..units import BoundUnits, kind_of, layer_of, unit_values
 from .mining_state import GLU_COMBOS, MiningError, MiningState
 from .sparse import fold_sparse
@@ -302,7 +303,7 @@ def open_folder(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     ``manifest``; list in it the shards the folder holds, and return it."""
     old = read_manifest(folder)
     if old is None:
-        if folder.exists() and any(folder.iterdir()):
+        if holds_files(folder):
             raise MiningError(f"{folder} exists and holds other files; give an empty or new folder.")
         return manifest
     if old.get("fingerprint") != manifest["fingerprint"]:

@@ -37,7 +37,7 @@ from ..errors import ComponentError, InterpretLMError
 from ..jobs import JobKind, register_kind
 from ..progress import bar as progress_bar
 from ..results import atomic_write
-from ..shard_store import ShardStoreError, read_manifest, record_shard, remove_partial, write_shard
+from ..shard_store import ShardStoreError, holds_files, read_manifest, record_shard, remove_partial, write_shard
 from .errors import ProbingError, StoreError
 
 STORE_FORMAT = 1
@@ -406,7 +406,7 @@ class ActivationsJob(JobKind):
             old = None
         if old is not None:
             manifest["shards"] = old["shards"]
-        elif folder.exists() and any(folder.iterdir()) and not overwrite:
+        elif holds_files(folder) and not overwrite:
             raise StoreError(f"{folder} exists and holds other files; give an empty or new folder.")
         return [k for k in range(manifest["n_shards"])
                 if str(k) not in manifest["shards"] or not (folder / manifest["shards"][str(k)]["file"]).exists()]
