@@ -3,8 +3,8 @@
 Qwen2.5-Coder-0.5B-Instruct (``make qwen``) with the default word questions. The true rule must score
 >= 0.9 balanced accuracy on detection and fuzzing and every wrong rule <= 0.6 — the bar the 135M default
 model misses (its margins are a few hundredths of a nat; README, natural-language explanations). Skipped,
-saying why, when the model is not installed (``make test`` does not install it). About 4 minutes at
-2 torch threads: the twelve reference descriptions and five rules are asked about each corpus word."""
+saying why, when the model is not installed (``make test`` does not install it). 13 minutes at 1
+torch thread beside a busy job: the twelve reference descriptions and five rules are asked about each corpus word."""
 
 from __future__ import annotations
 
