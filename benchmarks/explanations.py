@@ -48,10 +48,15 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from _results import record  # noqa: E402
 
 
-def _run(lm, unit, **kw):
+def _quiet(verb, *args, **kw):
+    """``verb(*args, progress=False, **kw)`` with its warnings silenced (the figures are printed instead)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return il.explain_unit(lm, unit, progress=False, **kw)
+        return verb(*args, progress=False, **kw)
+
+
+def _run(lm, unit, **kw):
+    return _quiet(il.explain_unit, lm, unit, **kw)
 
 
 def _scorer_tag(scorer) -> str:
@@ -66,8 +71,8 @@ def cost(lm, windows: int, max_windows: int, planted: bool = False, rounds: int 
     ``scorer``: the model that scores and simulates (default ``lm``; figures then keyed ``..._{tag}``)."""
     from interpretlm.explanations import scorers as S
 
-    tag = _scorer_tag(scorer) if scorer is not None else ""
     scorer = lm if scorer is None else scorer
+    tag = _scorer_tag(scorer)
 
     t0 = time.perf_counter()
     if planted:   # the planted digit neuron as the subject (mining is instant)
@@ -181,10 +186,10 @@ def distribution(lm, per_layer: int, windows: int, max_windows: int, log: str | 
             i, n = (int(x) for x in part.split("/"))
             order = order[i - 1::n]
         answers: dict = {}   # the reference descriptions' answers, asked once for all the units, as one call would
+        roles = {} if explainer is None else {"explainer": explainer, "scorer": explainer, "simulator": explainer}
         for layer, i in order:
             unit = il.Unit(f"blocks.{layer}.mlp.neurons", i)
             t0 = time.perf_counter()
-            roles = {} if explainer is None else {"explainer": explainer, "scorer": explainer, "simulator": explainer}
             r = _run(lm, unit, corpus=il.corpus("builtin"), k=windows + 10, n_explain=10, n_windows=windows,
                      max_windows=max_windows, answers=answers, **roles)
             s = {k: float(v) for k, v in r.scores.items() if k in keys}
@@ -307,8 +312,8 @@ def in_words(lm, samples: int = 20) -> None:
     label = il.Label({"positive": [" positive"], "negative": [" negative"]})
     t0 = time.perf_counter()
     for name, cite in (("right", '"terrible"'), ("wrong", '"soup"')):
-        r = _run_words(lm, "Review: the soup was terrible.\nSentiment:", label, explanation=cite, samples=samples,
-                       self_consistency=False, simulatability=False)
+        r = _quiet(il.explain_in_words, lm, "Review: the soup was terrible.\nSentiment:", label, explanation=cite,
+                   samples=samples, self_consistency=False, simulatability=False)
         s = r.scores
         print(f"{lm.name}: cite {cite:11s} answer {r.answer}: comprehensiveness {s['comprehensiveness']:.3f} "
               f"(gain {s['comprehensiveness_gain']:+.3f} ± {s['comprehensiveness_gain_se']:.3f}), sufficiency "
@@ -316,8 +321,8 @@ def in_words(lm, samples: int = 20) -> None:
               f"rank AUROC {s.get('rank_auc', math.nan):.2f}", flush=True)
         for k in ("comprehensiveness", "comprehensiveness_gain", "sufficiency", "sufficiency_gain", "rank_auc"):
             record("explanations", f"words_{name}_{k}{tag}", s.get(k, math.nan))
-    r = _run_words(lm, "Review: the food was cold and the waiter rude.\nSentiment:",
-                   il.Label({"positive": [" good"], "negative": [" bad"]}), samples=10, edits=2)
+    r = _quiet(il.explain_in_words, lm, "Review: the food was cold and the waiter rude.\nSentiment:",
+               il.Label({"positive": [" good"], "negative": [" bad"]}), samples=10, edits=2)
     s = r.scores
     print(f"{lm.name}: own explanation {r.text!r}; answer {r.answer}; cited {r.cited}; flags {r.flags}")
     print("  " + ", ".join(f"{k} {v:.3f}" for k, v in s.items() if isinstance(v, float)))
@@ -327,12 +332,6 @@ def in_words(lm, samples: int = 20) -> None:
         record("explanations", f"words_own_{k}{tag}", s.get(k, math.nan))
     record("explanations", f"words_seconds{tag}", time.perf_counter() - t0)
     print(f"  {time.perf_counter() - t0:.0f} s in all")
-
-
-def _run_words(lm, prompt, target, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return il.explain_in_words(lm, prompt, target, progress=False, **kw)
 
 
 def main() -> None:

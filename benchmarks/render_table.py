@@ -312,55 +312,59 @@ def influence_default(d: dict[str, Any]) -> str:
             f"{s['kronfluence.top10_overlap']:.2f}, Spearman {s['kronfluence.spearman']:.2f} (shared, loaded machine)")
 
 
-def _planted_unit(e: dict[str, Any], pre: str, name: str, met: list[bool], tag: str = "") -> str:
-    """One planted neuron's true rule against its best wrong rule (keys ``{pre}_..._{scorer}{tag}``);
-    appends to ``met`` whether it clears the bar (true >= 0.9, wrong <= 0.6 on detection and fuzzing)."""
+def _planted_unit(e: dict[str, Any], pre: str, name: str, tag: str = "") -> tuple[str, bool]:
+    """One planted neuron's true rule against its best wrong rule (keys ``{pre}_..._{scorer}{tag}``), and
+    whether it clears the bar (true >= 0.9, wrong <= 0.6 on detection and fuzzing)."""
     wrong = sorted({k[len(pre) + 7:-len("_detection" + tag)] for k in e
                     if k.startswith(pre + "_wrong_") and k.endswith("_detection" + tag)})
     w = {m: max(e[f"{pre}_wrong_{x}_{m}{tag}"] for x in wrong) for m in ("detection", "fuzzing", "embedding")}
     t = {m: e[f"{pre}_true_{m}{tag}"] for m in ("detection", "fuzzing", "embedding")}
-    met.append(min(t["detection"], t["fuzzing"]) >= 0.9 and max(w["detection"], w["fuzzing"]) <= 0.6)
+    met = min(t["detection"], t["fuzzing"]) >= 0.9 and max(w["detection"], w["fuzzing"]) <= 0.6
     return (f"{name}: true rule detection {t['detection']:.2f}, fuzzing {t['fuzzing']:.2f}, "
             f"embedding AUROC {t['embedding']:.2f}; best of {len(wrong)} wrong rules "
-            f"{w['detection']:.2f}, {w['fuzzing']:.2f}, {w['embedding']:.2f}")
+            f"{w['detection']:.2f}, {w['fuzzing']:.2f}, {w['embedding']:.2f}"), met
+
+
+def _planted_units(e: dict[str, Any], corpus: str, tag: str = "") -> tuple[str, bool]:
+    """Both planted neurons (digits, names) measured on ``corpus`` (key infix: ``""`` the tiny corpus,
+    ``"_balanced"``, ``"_balanced_w50"``) by the scorer ``tag``; neurons not run are left out, and none
+    run is a KeyError (the row reads "not measured")."""
+    got = [_planted_unit(e, pre, name, tag) for pre, name in ((f"planted{corpus}", "digit neuron"),
+                                                             (f"planted_names{corpus}", "name neuron"))
+           if f"{pre}_true_detection{tag}" in e]
+    if not got:
+        raise KeyError(f"planted{corpus}_true_detection{tag}")
+    return "; ".join(text for text, _ in got), all(met for _, met in got)
 
 
 def explanations(d: dict[str, Any]) -> str:
     e = d["explanations"]
-    met: list[bool] = []
-    parts = [_planted_unit(e, "planted", "digit neuron", met)]
-    if "planted_names_true_detection" in e:
-        parts.append(_planted_unit(e, "planted_names", "name neuron", met))
-    balanced = [_planted_unit(e, pre, name, met) for pre, name in (("planted_balanced", "digit neuron"),
-                                                                  ("planted_names_balanced", "name neuron"))
-                if pre + "_true_detection" in e]
-    verdict = "met" if all(met) else "not met by the 135M scorer"
-    return ("word questions against 12 reference descriptions, threshold 0; tiny corpus: " + "; ".join(parts)
-            + ("; balanced corpus (wrong rules' words on their own coins): " + "; ".join(balanced) if balanced else "")
+    tiny, met = _planted_units(e, "")
+    try:
+        balanced, met_balanced = _planted_units(e, "_balanced")
+    except KeyError:
+        balanced, met_balanced = "", True
+    verdict = "met" if met and met_balanced else "not met by the 135M scorer"
+    return ("word questions against 12 reference descriptions, threshold 0; tiny corpus: " + tiny
+            + ("; balanced corpus (wrong rules' words on their own coins): " + balanced if balanced else "")
             + f" (goal ≥ 0.9 vs ≤ 0.6: {verdict})")
 
 
 def explanations_qwen(d: dict[str, Any]) -> str:
     e = d["explanations"]
-    met: list[bool] = []
-    parts = [_planted_unit(e, pre, name, met, "_qwen25") for pre, name in (("planted_balanced_w50", "digit neuron"),
-                                                                          ("planted_names_balanced_w50", "name neuron"))]
-    out = ("the same word questions and reference descriptions; balanced corpus, 50 + 50 windows: " + "; ".join(parts)
-           + f" (goal ≥ 0.9 vs ≤ 0.6: {'met' if all(met) else 'not met'})")
+    balanced, met = _planted_units(e, "_balanced_w50", "_qwen25")
+    out = ("the same word questions and reference descriptions; balanced corpus, 50 + 50 windows: " + balanced
+           + f" (goal ≥ 0.9 vs ≤ 0.6: {'met' if met else 'not met'})")
     try:   # the 135M scorer on the same windows, when all its rules were run
-        small: list[bool] = []
-        out += " [the 135M scorer on the same windows: " + "; ".join(
-            _planted_unit(e, pre + "_w50", name, small) for pre, name in (("planted_balanced", "digit neuron"),
-                                                                       ("planted_names_balanced", "name neuron"))) + "]"
+        out += " [the 135M scorer on the same windows: " + _planted_units(e, "_balanced_w50")[0] + "]"
     except (KeyError, ValueError):
         pass
-    tiny: list[bool] = []
-    small_corpus = "; ".join(_planted_unit(e, pre, name, tiny, "_qwen25") for pre, name in
-                             (("planted", "digit neuron"), ("planted_names", "name neuron"))
-                             if f"{pre}_true_detection_qwen25" in e)
-    if small_corpus:
-        out += (f"; tiny corpus, 20 + 20 windows (food words in 40 % of the name windows): {small_corpus} (goal: "
-                f"{'met' if all(tiny) else 'not met'})")
+    try:
+        tiny, met_tiny = _planted_units(e, "", "_qwen25")
+        out += (f"; tiny corpus, 20 + 20 windows (food words in 40 % of the name windows): {tiny} (goal: "
+                f"{'met' if met_tiny else 'not met'})")
+    except KeyError:
+        pass
     return out
 
 

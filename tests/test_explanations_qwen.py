@@ -3,8 +3,8 @@
 Qwen2.5-Coder-0.5B-Instruct (``make qwen``) with the default word questions. The true rule must score
 >= 0.9 balanced accuracy on detection and fuzzing and every wrong rule <= 0.6 — the bar the 135M default
 model misses (its margins are a few hundredths of a nat; README, natural-language explanations). Skipped,
-saying why, when the model is not installed (``make test`` does not install it). 13 minutes at 1
-torch thread beside a busy job: the twelve reference descriptions and five rules are asked about each corpus word."""
+saying why, when the model is not installed (``make test`` does not install it). 11 minutes alone,
+13 beside a busy job: the twelve reference descriptions and five rules are asked about each corpus word."""
 
 from __future__ import annotations
 
@@ -30,11 +30,12 @@ def test_name_neuron_true_rule_passes_and_wrong_rules_fail_with_the_qwen_scorer(
     lm = build_planted(NAMES)
     unit = il.Unit("blocks.0.mlp.neurons", NEURON)
     answers: dict = {}      # the reference descriptions are asked once for all five rules
+    corpus = balanced_corpus(300)
     scores = {}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         for rule in ("names of people",) + WRONG:
-            r = il.explain_unit(lm, unit, corpus=balanced_corpus(300), k=55, window=16, n_explain=5, n_windows=50,
+            r = il.explain_unit(lm, unit, corpus=corpus, k=55, window=16, n_explain=5, n_windows=50,
                                 scorer=scorer, explanation=rule, scorers=("detection", "fuzzing"), embedder=None,
                                 answers=answers, progress=False)
             scores[rule] = (r.scores["detection"], r.scores["fuzzing"])
